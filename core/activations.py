@@ -1,0 +1,122 @@
+"""Capture residual-stream activations at the INPUT of decoder blocks.
+
+Site convention (used everywhere in the project): `blocks.{l}.hook_resid_pre`, TransformerLens's
+name for the input of block l. The eraser reads its gate there and steering adds there, so the
+off-by-one of the public code (direction at block output, gate at block input) cannot happen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from core.models.base import Batch, VLMAdapter
+
+SITE = "blocks.{layer}.hook_resid_pre"
+
+
+def site_name(layer: int) -> str:
+    return SITE.format(layer=layer)
+
+
+@dataclass
+class Prompt:
+    """One model input: a question with an optional image (PIL or a (3,S,S) tensor in [0,1])."""
+
+    question: str
+    image: Image.Image | torch.Tensor | None = None
+    tag: str = ""  # free label (person id, split...) carried through for plots
+
+
+class _Stop(Exception):
+    """Raised after the last needed layer so the rest of the forward pass is skipped."""
+
+
+def _hidden(args, kwargs) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+@torch.no_grad()
+def capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None = None,
+            positions: str | torch.Tensor = "last") -> torch.Tensor:
+    """Activations at `blocks.{l}.hook_resid_pre` for a batch.
+
+    positions: "last" (last prompt token, shape (B, n_layers, d)), "all" (B, n_layers, T, d),
+    or a LongTensor (B, k) of token indices (B, n_layers, k, d). Returned in float32 on CPU.
+    """
+    layers = list(range(adapter.num_layers)) if layers is None else list(layers)
+    out: dict[int, torch.Tensor] = {}
+    rows = torch.arange(len(batch), device=adapter.device)
+    last = max(layers)
+    handles = []
+
+    def make_hook(layer: int):
+        def hook(_module, args, kwargs):
+            h = _hidden(args, kwargs)
+            if isinstance(positions, str) and positions == "last":
+                sel = h[rows, batch.prompt_last]
+            elif isinstance(positions, str) and positions == "all":
+                sel = h
+            else:
+                idx = positions.to(h.device)
+                sel = h[rows[:, None], idx]
+            out[layer] = sel.detach().float().cpu()
+            if layer == last:
+                raise _Stop
+        return hook
+
+    blocks = adapter.layers
+    try:
+        for layer in layers:
+            handles.append(blocks[layer].register_forward_pre_hook(make_hook(layer), with_kwargs=True))
+        try:
+            adapter.model(**adapter.forward_inputs(batch), use_cache=False)
+        except _Stop:
+            pass
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.stack([out[l] for l in layers], dim=1)
+
+
+def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterable[tuple[list[int], list[Prompt]]]:
+    """Group prompts by whether they carry an image (families cannot mix), then chunk."""
+    for has_image in (True, False):
+        idx = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s:s + batch_size]
+            yield chunk, [prompts[i] for i in chunk]
+
+
+def encode_prompts(adapter: VLMAdapter, prompts: Sequence[Prompt], answers: Sequence[str] | None = None) -> Batch:
+    images = None
+    if prompts[0].image is not None:
+        imgs = [p.image for p in prompts]
+        images = torch.stack([im if isinstance(im, torch.Tensor) else adapter.to_pixels(im) for im in imgs])
+    return adapter.encode([p.question for p in prompts], images, answers)
+
+
+def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,
+            batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+    """Last-prompt-token activations for many prompts: (N, n_layers, d), in input order.
+
+    `progress(done, total)` is called after every batch; `should_stop()` aborts between batches
+    (raises InterruptedError) so a UI can cancel long collections."""
+    if not prompts:
+        raise ValueError("no prompts to collect activations for")
+    result: list[torch.Tensor | None] = [None] * len(prompts)
+    done = 0
+    for idx, chunk in batches(prompts, batch_size):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("activation collection stopped")
+        acts = capture(adapter, encode_prompts(adapter, chunk), layers)
+        for j, i in enumerate(idx):
+            result[i] = acts[j]
+        done += len(chunk)
+        if progress is not None:
+            progress(done, len(prompts))
+    return torch.stack(result)  # type: ignore[arg-type]

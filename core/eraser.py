@@ -1,0 +1,231 @@
+"""The user-facing MLLMEraser object: fit, apply (reversibly), inspect, save, load.
+
+    eraser = Eraser.fit(adapter, forget=..., retain=..., recall=..., erase=...)
+    with eraser.apply(adapter, strength=0.3):
+        answer = adapter.ask("Who is this?", image)
+
+Polarity: `direction[l] = mean h_l(D_erase) - mean h_l(D_recall)` points from "recall" toward
+"erase/refuse", so a POSITIVE strength erases. The public code stores the opposite vector and
+uses a negative lambda; `paper_lambda = -strength` converts between the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from core.activations import SITE, Prompt, collect
+from core.models.base import VLMAdapter
+from core.nullspace import fit_gate
+from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
+
+POLARITY = ("direction = mean(D_erase) - mean(D_recall): a positive strength steers toward "
+            "erasure/refusal; the public code's lambda is the negative of this strength")
+WEIGHTS_NAME = "eraser.safetensors"
+CONFIG_NAME = "eraser_config.json"
+
+
+class ModelMismatchError(ValueError):
+    """An eraser was fitted on another model than the one it is applied to."""
+
+
+@dataclass
+class EraserConfig:
+    """Everything needed to reproduce or audit a fit; saved as JSON next to the tensors."""
+
+    ratio: float | None = 0.3
+    gamma: float = 0.1
+    threshold: float | None = None
+    layers: list[int] | None = None  # layers fitted; None = all
+    strength: float = 0.3
+    mode: str = "prefill"
+    seed: int = 0
+    direction_kind: str = "custom"
+    site: str = SITE
+    position: str = "last_prompt_token"
+    polarity: str = POLARITY
+    model: dict = field(default_factory=dict)
+    data_hash: str = ""
+    counts: dict = field(default_factory=dict)
+    version: int = 1
+
+
+def erase_direction(H_recall: torch.Tensor, H_erase: torch.Tensor) -> torch.Tensor:
+    """(L, d) mean(H_erase) - mean(H_recall), from (N, L, d) activation sets, in float64."""
+    if H_recall.shape[1:] != H_erase.shape[1:]:
+        raise ValueError(f"contrast sets differ in shape: {tuple(H_recall.shape)} vs {tuple(H_erase.shape)}")
+    return H_erase.double().mean(0) - H_recall.double().mean(0)
+
+
+def prompts_hash(*sets: Sequence[Prompt]) -> str:
+    """Content hash of the fitting data: questions and image pixels, in order."""
+    h = hashlib.sha256()
+    for s in sets:
+        h.update(f"|{len(s)}|".encode())
+        for p in s:
+            h.update(p.question.encode())
+            img = p.image
+            if img is None:
+                h.update(b"-")
+            elif isinstance(img, torch.Tensor):
+                h.update((img.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy().tobytes())
+            else:
+                h.update(np.asarray(img.convert("RGB")).tobytes())
+    return h.hexdigest()[:16]
+
+
+class Eraser:
+    """Per-layer direction r_l and gate u_l (the rank-one factors of W_l), plus diagnostics."""
+
+    def __init__(self, direction: torch.Tensor, gate: torch.Tensor, config: EraserConfig,
+                 diagnostics: dict[str, torch.Tensor] | None = None):
+        if direction.shape != gate.shape or direction.ndim != 2:
+            raise ValueError("direction and gate must both be (num_layers, hidden_size)")
+        self.direction = direction.double()
+        self.gate = gate.double()
+        self.config = config
+        self.diagnostics = diagnostics or {}
+
+    @property
+    def num_layers(self) -> int:
+        return self.direction.shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.direction.shape[1]
+
+    @property
+    def fitted_layers(self) -> list[int]:
+        return list(range(self.num_layers)) if self.config.layers is None else list(self.config.layers)
+
+    # ------------------------------------------------------------------ fitting
+    @classmethod
+    def from_activations(cls, H_forget: torch.Tensor, H_retain: torch.Tensor, H_recall: torch.Tensor,
+                         H_erase: torch.Tensor, config: EraserConfig | None = None) -> "Eraser":
+        """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token."""
+        config = config or EraserConfig()
+        L, d = H_forget.shape[1], H_forget.shape[2]
+        direction = erase_direction(H_recall, H_erase)
+        gate = torch.zeros(L, d, dtype=torch.float64)
+        evals = torch.zeros(L, d, dtype=torch.float64)
+        fg = torch.zeros(L, H_forget.shape[0], dtype=torch.float64)
+        rg = torch.zeros(L, H_retain.shape[0], dtype=torch.float64)
+        k = torch.zeros(L, dtype=torch.int64)
+        leak = torch.zeros(L, dtype=torch.float64)
+        energy = torch.zeros(L, dtype=torch.float64)
+        layers = list(range(L)) if config.layers is None else list(config.layers)
+        for l in layers:
+            fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold)
+            gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
+            k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
+        if not config.data_hash:
+            h = hashlib.sha256()
+            for t in (H_forget, H_retain, H_recall, H_erase):
+                h.update(t.float().contiguous().numpy().tobytes())
+            config.data_hash = h.hexdigest()[:16]
+        config.counts = {"forget": H_forget.shape[0], "retain": H_retain.shape[0],
+                         "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
+        diagnostics = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k,
+                       "leakage": leak, "forget_energy": energy,
+                       "direction_norm": direction.norm(dim=-1)}
+        return cls(direction, gate, config, diagnostics)
+
+    @classmethod
+    def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
+            recall: Sequence[Prompt], erase: Sequence[Prompt], config: EraserConfig | None = None,
+            batch_size: int = 16, progress: Callable[[str, int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> "Eraser":
+        """Collect activations for the four prompt sets on `adapter` and fit.
+
+        forget/retain train the gate (forget -> 1, retain -> 0); recall/erase give the direction.
+        `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches."""
+        config = config or EraserConfig()
+        for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
+            if not s:
+                raise ValueError(f"the {name} set is empty: the eraser needs examples of every kind")
+        acts = {}
+        for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
+            cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
+            acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop)
+        config.model = asdict(adapter.info())
+        config.data_hash = prompts_hash(forget, retain, recall, erase)
+        return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config)
+
+    # ------------------------------------------------------------------ use
+    def check_model(self, adapter: VLMAdapter, strict: bool = True) -> None:
+        """Refuse a model of another shape always, and another checkpoint when `strict`."""
+        if adapter.hidden_size != self.hidden_size or adapter.num_layers != self.num_layers:
+            raise ModelMismatchError(
+                f"this eraser was fitted on a model with {self.num_layers} layers of width {self.hidden_size} "
+                f"({self.config.model.get('name_or_path', '?')}); {adapter.name_or_path} has {adapter.num_layers} "
+                f"layers of width {adapter.hidden_size}. Fit a new eraser for this model.")
+        want = self.config.model.get("fingerprint")
+        if strict and want and want != adapter.info().fingerprint:
+            raise ModelMismatchError(
+                f"this eraser was fitted on {self.config.model.get('name_or_path', '?')} (weights fingerprint "
+                f"{want}), not on {adapter.name_or_path} ({adapter.info().fingerprint}). Fit a new eraser, or pass "
+                "strict=False if you know the weights are equivalent.")
+
+    def strengths(self, strength: float | Sequence[float] | Mapping[int, float] | None = None,
+                  layers: Iterable[int] | None = None) -> tuple[float, ...]:
+        strength = self.config.strength if strength is None else strength
+        fitted = set(self.fitted_layers)
+        chosen = fitted if layers is None else set(int(l) for l in layers)
+        vals = layer_strengths(self.num_layers, strength, chosen)
+        return tuple(v if i in fitted else 0.0 for i, v in enumerate(vals))
+
+    def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
+              layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
+              strict: bool = True, gate_index: torch.Tensor | None = None) -> SteeringHandle:
+        """Steer `adapter` until the returned handle is removed (use it in a `with` block).
+
+        gated=False drops the gate (plain d_erase addition: the 'null space off' ablation)."""
+        self.check_model(adapter, strict=strict)
+        cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
+        return steer(adapter, self.direction, cfg, self.gate if gated else None, gate_index=gate_index)
+
+    def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
+        """(N, L) unsteered gate values c_l(h) = h_l . u_l at the last prompt token."""
+        acts = collect(adapter, prompts, batch_size=batch_size).double()
+        return torch.einsum("nld,ld->nl", acts, self.gate)
+
+    # ------------------------------------------------------------------ artefacts
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """safetensors (direction, gate, diagnostics) + eraser_config.json. Never pickle."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {"direction": self.direction, "gate": self.gate}
+        tensors.update({f"diagnostics.{k}": v.contiguous() for k, v in self.diagnostics.items()})
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / WEIGHTS_NAME),
+                  metadata={"format": "pt", "site": self.config.site})
+        (out / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        return out
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, adapter: VLMAdapter | None = None,
+                        strict: bool = True) -> "Eraser":
+        """Load an eraser; with `adapter`, refuse it if it was fitted on another model."""
+        folder = Path(directory)
+        cfg_file, w_file = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise FileNotFoundError(f"{folder} is not an eraser folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                    "(written by Eraser.save_pretrained or `python -m core fit --out DIR`).")
+        try:
+            raw = json.loads(cfg_file.read_text())
+            known = set(EraserConfig.__dataclass_fields__)
+            config = EraserConfig(**{k: v for k, v in raw.items() if k in known})
+            tensors = load_file(str(w_file))
+        except Exception as exc:
+            raise ValueError(f"{folder} holds a damaged eraser ({type(exc).__name__}: {exc})") from exc
+        diagnostics = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("diagnostics.")}
+        eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics)
+        if adapter is not None:
+            eraser.check_model(adapter, strict=strict)
+        return eraser

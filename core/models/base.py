@@ -1,0 +1,245 @@
+"""The one interface every vision-language model family is used through.
+
+Why an adapter: the steering engine, PGD and the evaluation need the same handful of things
+from any model -- a prompt in the model's own format, an image as a [0,1] tensor at model
+resolution, a DIFFERENTIABLE path from that tensor to the model's inputs (so PGD perturbs real
+pixels, never normalised or patchified tensors), the decoder layers, the last prompt token
+under left padding, and greedy generation with a KV cache. Family subclasses only say what
+differs: the image-token layout and the pixel pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class Batch:
+    """Model inputs for a left-padded batch.
+
+    The last PROMPT token of every row sits at `prompt_last[i]`; for prompt-only batches that is
+    always the final column (left padding), which is where the steering gate is read.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    prompt_last: torch.Tensor  # (B,) index of the last prompt token in each row
+    labels: torch.Tensor | None = None  # (B, T) answer token ids, -100 elsewhere
+    has_image: bool = False
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.inputs["input_ids"]
+
+    def __len__(self) -> int:
+        return self.inputs["input_ids"].shape[0]
+
+
+@dataclass
+class ModelInfo:
+    """What an artefact records about the model it was fitted on."""
+
+    family: str
+    name_or_path: str
+    revision: str | None
+    hidden_size: int
+    num_layers: int
+    fingerprint: str = field(default="")
+
+
+class VLMAdapter:
+    """Base adapter. Subclasses set `family`, `placeholder` and implement the image hooks."""
+
+    family: ClassVar[str] = "base"
+    placeholder: ClassVar[str] = "<image>"  # what the chat template emits for one image
+
+    def __init__(self, model, tokenizer, image_processor, *, name_or_path: str = "",
+                 chat_template: str | None = None, image_size: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.name_or_path = name_or_path or getattr(model.config, "_name_or_path", "") or self.family
+        self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+        self.image_size = image_size or self.default_image_size()
+        self.mean = torch.tensor(self._proc_attr("image_mean"), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(self._proc_attr("image_std"), dtype=torch.float32).view(1, 3, 1, 1)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        """The language model's decoder blocks (steering and capture sites)."""
+        return self.model.get_decoder().layers
+
+    @property
+    def text_config(self):
+        return self.model.config.get_text_config()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def info(self) -> ModelInfo:
+        from core.models.load import fingerprint  # local import: load imports this module
+        return ModelInfo(self.family, str(self.name_or_path), getattr(self.model.config, "_commit_hash", None),
+                         self.hidden_size, self.num_layers, fingerprint(self.model))
+
+    # ------------------------------------------------------------------ prompts
+    def prompt(self, question: str, with_image: bool) -> str:
+        """The chat-formatted prompt with at most ONE unexpanded image placeholder."""
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        if self.chat_template:
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": content}], chat_template=self.chat_template,
+                tokenize=False, add_generation_prompt=True)
+        return self.plain_prompt(question, with_image)
+
+    def plain_prompt(self, question: str, with_image: bool) -> str:
+        """Fallback format when the model ships no chat template (LLaVA-1.5 style)."""
+        return f"USER: {self.placeholder}\n{question} ASSISTANT:" if with_image else f"USER: {question} ASSISTANT:"
+
+    def expand_image_tokens(self, text: str) -> str:
+        """Replace the single placeholder by as many image tokens as the vision tower yields."""
+        return text.replace(self.placeholder, self.placeholder * self.num_image_tokens(), 1)
+
+    def num_image_tokens(self) -> int:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ pixels
+    def default_image_size(self) -> int:
+        raise NotImplementedError
+
+    def _proc_attr(self, name: str):
+        value = getattr(self.image_processor, name, None)
+        if value is None:
+            raise ValueError(f"image processor of {self.family} has no {name}")
+        return list(value)
+
+    def to_pixels(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> float tensor (3, S, S) in [0, 1] at model resolution (not differentiable)."""
+        image = image.convert("RGB")
+        s = self.image_size
+        w, h = image.size
+        scale = s / min(w, h)  # shortest edge to S, then centre crop: what CLIP-style processors do
+        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        resample = int(getattr(self.image_processor, "resample", Image.BICUBIC) or Image.BICUBIC)
+        image = image.resize((nw, nh), resample)
+        left, top = (nw - s) // 2, (nh - s) // 2
+        image = image.crop((left, top, left + s, top + s))
+        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean.to(pixels)) / self.std.to(pixels)
+
+    def pixel_inputs(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Differentiable map from (B, 3, S, S) pixels in [0,1] to the model's image kwargs."""
+        return {"pixel_values": self.normalise(pixels).to(self.dtype)}
+
+    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
+        """Family-specific tensors derived from the token ids (e.g. Qwen's mm_token_type_ids)."""
+        return {}
+
+    # ------------------------------------------------------------------ batches
+    def encode(self, questions: Sequence[str], images: Sequence[Image.Image] | torch.Tensor | None = None,
+               answers: Sequence[str] | None = None) -> Batch:
+        """Tokenise a batch (left padding). `images` may be PIL images or a (B,3,S,S) pixel tensor
+        in [0,1]; gradients flow from a tensor to the model inputs. With `answers`, the answer
+        tokens (+ EOS) are appended and returned as labels for teacher forcing."""
+        has_image = images is not None
+        if has_image and len(images) != len(questions):
+            raise ValueError(f"{len(images)} images for {len(questions)} questions")
+        tok = self.tokenizer
+        rows, label_rows, last = [], [], []
+        for i, q in enumerate(questions):
+            if not isinstance(q, str) or not q.strip():
+                raise ValueError("empty question: type a question about the image")
+            text = self.prompt(q, has_image)
+            if has_image:
+                if self.placeholder not in text:
+                    raise ValueError(f"the chat template of {self.name_or_path} emitted no image placeholder")
+                text = self.expand_image_tokens(text)
+            ids = tok(text, add_special_tokens=self.add_bos)["input_ids"]
+            ids = self.after_prompt_ids(ids)
+            labels = [-100] * len(ids)
+            last.append(len(ids) - 1)
+            if answers is not None:
+                ans = tok(self.answer_prefix + answers[i], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                ids = ids + ans
+                labels = labels + ans
+            rows.append(ids)
+            label_rows.append(labels)
+        width = max(len(r) for r in rows)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        prompt_last = torch.tensor([width - len(r) + l for r, l in zip(rows, last)], dtype=torch.long)
+        inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": mask}
+        if has_image:
+            pixels = images if isinstance(images, torch.Tensor) else torch.stack([self.to_pixels(im) for im in images])
+            inputs.update(self.pixel_inputs(pixels))
+        inputs.update(self.extra_inputs(input_ids, has_image))
+        labels = None
+        if answers is not None:
+            labels = torch.tensor([[-100] * (width - len(r)) + r for r in label_rows], dtype=torch.long)
+        dev = self.device
+        inputs = {k: v.to(dev) for k, v in inputs.items()}
+        return Batch(inputs, prompt_last.to(dev), None if labels is None else labels.to(dev), has_image)
+
+    add_bos: ClassVar[bool] = True
+    answer_prefix: ClassVar[str] = " "
+
+    def after_prompt_ids(self, ids: list[int]) -> list[int]:
+        return ids
+
+    def forward_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Inputs for a plain forward pass: left padding needs explicit position ids."""
+        inputs = dict(batch.inputs)
+        mask = inputs["attention_mask"]
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        return inputs
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        return self.model(**self.forward_inputs(batch), use_cache=False).logits
+
+    def answer_nll(self, batch: Batch) -> torch.Tensor:
+        """Mean token negative log-likelihood of the answer, per row (B,). Needs labels."""
+        if batch.labels is None:
+            raise ValueError("answer_nll needs a batch encoded with answers")
+        logits = self.logits(batch)[:, :-1].float()
+        target = batch.labels[:, 1:]
+        logp = torch.log_softmax(logits, dim=-1)
+        mask = target != -100
+        tok_lp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        return -tok_lp.sum(-1) / mask.sum(-1).clamp(min=1)
+
+    @torch.no_grad()
+    def generate(self, batch: Batch, max_new_tokens: int = 20) -> list[str]:
+        """Greedy decoding with the KV cache; returns the new text of every row."""
+        out = self.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                  num_beams=1, use_cache=True, pad_token_id=self.tokenizer.pad_token_id,
+                                  eos_token_id=self.tokenizer.eos_token_id)
+        new = out[:, batch.input_ids.shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def ask(self, question: str, image: Image.Image | None = None, max_new_tokens: int = 20) -> str:
+        """One question, one answer: the convenience path for notebooks."""
+        batch = self.encode([question], None if image is None else [image])
+        return self.generate(batch, max_new_tokens)[0]

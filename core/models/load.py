@@ -1,0 +1,144 @@
+"""Loading a model from a local folder or a hub id, and telling the user what to do when it fails."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from core.models.base import VLMAdapter
+from core.models.families import ADAPTERS
+
+# model_type in config.json -> (family, model class name, image processor class path)
+FAMILIES: dict[str, tuple[str, str, str]] = {
+    "llava": ("llava", "LlavaForConditionalGeneration", "transformers.models.clip.CLIPImageProcessorPil"),
+    "qwen2_vl": ("qwen2_vl", "Qwen2VLForConditionalGeneration", "transformers.models.qwen2_vl.Qwen2VLImageProcessorPil"),
+    "qwen2_5_vl": ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration",
+                   "transformers.models.qwen2_vl.Qwen2VLImageProcessorPil"),
+    "idefics3": ("idefics3", "Idefics3ForConditionalGeneration",
+                 "transformers.models.idefics3.Idefics3ImageProcessorPil"),
+    "smolvlm": ("smolvlm", "SmolVLMForConditionalGeneration",
+                "transformers.models.idefics3.Idefics3ImageProcessorPil"),
+    "paligemma": ("paligemma", "PaliGemmaForConditionalGeneration",
+                  "transformers.models.siglip.SiglipImageProcessorPil"),
+}
+
+EXAMPLE_IDS = {
+    "llava": "llava-hf/llava-1.5-7b-hf",
+    "qwen2_vl": "Qwen/Qwen2-VL-2B-Instruct",
+    "qwen2_5_vl": "Qwen/Qwen2.5-VL-3B-Instruct",
+    "idefics3": "HuggingFaceM4/Idefics3-8B-Llama3",
+    "smolvlm": "HuggingFaceTB/SmolVLM-256M-Instruct",
+    "paligemma": "google/paligemma-3b-mix-224",
+}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """Raised with a message that says what to do next."""
+
+
+def _import(path: str):
+    module, _, name = path.rpartition(".")
+    mod = __import__(module, fromlist=[name])
+    return getattr(mod, name)
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """A local folder for `name_or_path`: the folder itself, or a snapshot in the local HF cache."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"{path} is a folder but holds no config.json: point at the folder "
+                                     "that save_pretrained wrote (config.json, *.safetensors, tokenizer files).")
+        return path
+    if path.suffix or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") != 1:
+        raise ModelNotFoundError(f"model folder {name_or_path!s} does not exist. Pass an existing folder "
+                                 "or a hub id such as llava-hf/llava-1.5-7b-hf.")
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(str(name_or_path), local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelNotFoundError(
+            f"{name_or_path} is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE=1). "
+            f"Download it on a connected machine (`hf download {name_or_path} --local-dir DIR`) and pass "
+            "--model DIR, or unset HF_HUB_OFFLINE where the hub is reachable.")
+    try:
+        return Path(snapshot_download(str(name_or_path)))
+    except Exception as exc:  # network errors come in many types
+        raise ModelNotFoundError(
+            f"could not download {name_or_path} ({type(exc).__name__}: {exc}). Check the id and your network, "
+            "or pass a local folder with --model DIR.") from exc
+
+
+def detect_family(folder: Path) -> str:
+    cfg = json.loads((folder / "config.json").read_text())
+    model_type = cfg.get("model_type", "")
+    if model_type not in FAMILIES:
+        raise ValueError(f"{folder}: model_type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
+    return FAMILIES[model_type][0]
+
+
+def _chat_template(folder: Path, tokenizer) -> str | None:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        f = folder / name
+        if f.is_file():
+            text = f.read_text()
+            return json.loads(text)["chat_template"] if name.endswith(".json") else text
+    pc = folder / "processor_config.json"
+    if pc.is_file():
+        tmpl = json.loads(pc.read_text()).get("chat_template")
+        if tmpl:
+            return tmpl
+    return getattr(tokenizer, "chat_template", None)
+
+
+def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
+                 device: str = "cpu", image_size: int | None = None) -> VLMAdapter:
+    """Load any supported model (folder or hub id) behind the adapter interface, in eval mode."""
+    import transformers
+    folder = resolve(name_or_path)
+    family = detect_family(folder)
+    _, model_cls, proc_path = FAMILIES[family]
+    kwargs = {}
+    if dtype != "auto":
+        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).to(device).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    processor = _import(proc_path).from_pretrained(folder)
+    adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),
+                               chat_template=_chat_template(folder, tokenizer), image_size=image_size)
+    return adapter
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short, cheap identity of a model's weights: config shape + a strided sample of the
+    input embeddings. Two different checkpoints of one architecture get different prints."""
+    text_cfg = model.config.get_text_config()
+    h = hashlib.sha256()
+    h.update(json.dumps({"type": model.config.model_type, "hidden": text_cfg.hidden_size,
+                         "layers": text_cfg.num_hidden_layers, "vocab": text_cfg.vocab_size}).encode())
+    emb = model.get_input_embeddings().weight.detach().flatten()
+    step = max(1, emb.numel() // 4096)
+    h.update(emb[::step][:4096].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def state_hash(model: torch.nn.Module) -> str:
+    """Hash of every parameter and buffer: proves that steering never edits the weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                 if t.dtype != torch.bool else t.cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def adapter_from_model(model, tokenizer, image_processor, family: str | None = None, **kw) -> VLMAdapter:
+    """Wrap an in-memory model (e.g. a tiny test instance) without touching disk."""
+    family = family or FAMILIES[model.config.model_type][0]
+    return ADAPTERS[family](model, tokenizer, image_processor, **kw)

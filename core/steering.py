@@ -1,0 +1,239 @@
+"""Reversible, leak-free, request-isolated steering hooks at `blocks.{l}.hook_resid_pre`.
+
+What is added at the input of steered block l:
+
+    h[:, all positions] += lambda_l * g_l * r_l,   g_l = h[:, last prompt token] . u_l
+
+With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gate is ~1 for
+inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
+
+When: mode "prefill" (the public code's behaviour: only the prompt pass; generated tokens feel
+the change through the KV cache), "latched" (decode steps are steered too, with the gate read
+once at the last prompt token), or "every_step" (the gate is recomputed at every new token).
+
+Why the ContextVar: hooks stay registered on the model while at least one request uses it, and
+each hook reads the settings of the request in ITS OWN context. Two users steering one shared
+model from two threads with different strengths therefore never see each other's settings.
+Hooks are removed when the last request leaves, also when the body raised.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import torch
+
+MODES = ("prefill", "latched", "every_step")
+
+_ACTIVE: ContextVar[tuple["_Request", ...]] = ContextVar("mllmeraser_steering", default=())
+_LOCK = threading.Lock()
+_INSTALLED: dict[int, "_Installed"] = {}
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    """Immutable per-request settings: one strength per layer (0 = not steered) and a mode."""
+
+    strengths: tuple[float, ...]
+    mode: str = "prefill"
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
+        for s in self.strengths:
+            if not (abs(s) < 1e6):  # also rejects NaN
+                raise ValueError(f"steering strength {s} is not a usable number")
+
+    @property
+    def steered_layers(self) -> list[int]:
+        return [i for i, s in enumerate(self.strengths) if s != 0]
+
+
+def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping[int, float],
+                    layers: Iterable[int] | None = None) -> tuple[float, ...]:
+    """Per-layer strengths from a scalar, a full list or a {layer: strength} map, then masked
+    to `layers` (None = every layer given a strength)."""
+    if isinstance(strength, Mapping):
+        vals = [float(strength.get(i, 0.0)) for i in range(num_layers)]
+    elif isinstance(strength, (int, float)):
+        vals = [float(strength)] * num_layers
+    else:
+        vals = [float(s) for s in strength]
+        if len(vals) != num_layers:
+            raise ValueError(f"{len(vals)} strengths given for {num_layers} layers")
+    if layers is not None:
+        keep = set(int(l) for l in layers)
+        bad = [l for l in keep if not 0 <= l < num_layers]
+        if bad:
+            raise ValueError(f"layer(s) {sorted(bad)} out of range: the model has layers 0..{num_layers - 1}")
+        vals = [v if i in keep else 0.0 for i, v in enumerate(vals)]
+    return tuple(vals)
+
+
+@dataclass
+class _Request:
+    key: int
+    direction: torch.Tensor  # (L, d) in model dtype
+    gate_vec: torch.Tensor | None  # (L, d) float32, or None for plain additive steering
+    config: SteeringConfig
+    gate_index: torch.Tensor | None = None  # (B,) last prompt token per row; None = last column
+    alive: bool = True
+    gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
+    trace: list[tuple[int, int, bool]] = field(default_factory=list)  # (layer, seq_len, steered)
+
+    def apply(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
+        prefill = h.shape[1] > 1
+        if prefill or self.config.mode == "every_step":
+            g = self._gate(layer, h, prefill)
+            if prefill:
+                self.gates[layer] = g.detach()
+        elif self.config.mode == "latched" and s != 0:
+            g = self.gates.get(layer)
+            if g is None:
+                raise RuntimeError("latched steering saw a decode step before any prefill")
+        else:
+            self.trace.append((layer, h.shape[1], False))
+            return h
+        self.trace.append((layer, h.shape[1], s != 0))
+        if s == 0:
+            return h
+        delta = (s * g).to(h.dtype)[:, None, None] * self.direction[layer]
+        return h + delta
+
+    def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
+        if self.gate_vec is None:
+            return torch.ones(h.shape[0], device=h.device)
+        if prefill and self.gate_index is not None:
+            rows = torch.arange(h.shape[0], device=h.device)
+            last = h[rows, self.gate_index.to(h.device)]
+        else:
+            last = h[:, -1]
+        return last.float() @ self.gate_vec[layer]
+
+
+class _Installed:
+    """One forward pre-hook per decoder block of one model, shared by all requests."""
+
+    def __init__(self, blocks: torch.nn.ModuleList, key: int):
+        self.count = 0
+        self.handles = [blk.register_forward_pre_hook(self._make(i, key), with_kwargs=True)
+                        for i, blk in enumerate(blocks)]
+
+    @staticmethod
+    def _make(layer: int, key: int):
+        def hook(_module, args, kwargs):
+            reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
+            if not reqs:
+                return None
+            if args:
+                h = args[0]
+                for r in reqs:
+                    h = r.apply(layer, h)
+                return (h, *args[1:]), kwargs
+            h = kwargs["hidden_states"]
+            for r in reqs:
+                h = r.apply(layer, h)
+            return args, {**kwargs, "hidden_states": h}
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _blocks(target) -> torch.nn.ModuleList:
+    if hasattr(target, "layers") and hasattr(target, "model"):  # an adapter
+        return target.layers
+    return target.get_decoder().layers
+
+
+class SteeringHandle:
+    """Returned by `steer`: use as a context manager or call `.remove()`.
+
+    After a forward pass, `.gates[l]` holds the gate value of every row at layer l (read at
+    the last prompt token during prefill) and `.trace` lists (layer, seq_len, steered) calls.
+    """
+
+    def __init__(self, request: _Request, blocks: torch.nn.ModuleList):
+        self._request = request
+        self._blocks = blocks
+        self._removed = False
+
+    @property
+    def gates(self) -> dict[int, torch.Tensor]:
+        return self._request.gates
+
+    @property
+    def trace(self) -> list[tuple[int, int, bool]]:
+        return self._request.trace
+
+    @property
+    def config(self) -> SteeringConfig:
+        return self._request.config
+
+    def remove(self) -> None:
+        if self._removed:
+            return
+        self._removed = True
+        req = self._request
+        req.alive = False
+        _ACTIVE.set(tuple(r for r in _ACTIVE.get() if r is not req))
+        with _LOCK:
+            inst = _INSTALLED.get(req.key)
+            if inst is not None:
+                inst.count -= 1
+                if inst.count <= 0:
+                    inst.remove()
+                    del _INSTALLED[req.key]
+
+    def __enter__(self) -> "SteeringHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def steer(target, direction: torch.Tensor, config: SteeringConfig, gate: torch.Tensor | None = None,
+          gate_index: torch.Tensor | None = None) -> SteeringHandle:
+    """Start steering `target` (an adapter or a HF model) in the current context.
+
+    direction: (L, d) vectors r_l; gate: (L, d) vectors u_l or None (plain additive).
+    gate_index: (B,) position of the last prompt token when the batch carries answer tokens.
+    """
+    blocks = _blocks(target)
+    n, d = len(blocks), direction.shape[-1]
+    if direction.shape[0] != n or (gate is not None and gate.shape != direction.shape):
+        raise ValueError(f"steering vectors of shape {tuple(direction.shape)} do not fit a model "
+                         f"with {n} layers")
+    if len(config.strengths) != n:
+        raise ValueError(f"{len(config.strengths)} strengths for a model with {n} layers")
+    param = next(blocks.parameters())
+    req = _Request(
+        key=id(blocks), direction=direction.to(device=param.device, dtype=param.dtype),
+        gate_vec=None if gate is None else gate.to(device=param.device, dtype=torch.float32),
+        config=config, gate_index=gate_index)
+    with _LOCK:
+        inst = _INSTALLED.get(req.key)
+        if inst is None:
+            inst = _INSTALLED[req.key] = _Installed(blocks, req.key)
+        inst.count += 1
+    _ACTIVE.set(_ACTIVE.get() + (req,))
+    return SteeringHandle(req, blocks)
+
+
+def add_vector(target, vector: torch.Tensor, strength: float | Sequence[float] | Mapping[int, float],
+               layers: Iterable[int] | None = None, mode: str = "prefill") -> SteeringHandle:
+    """Plain additive steering with one vector per layer (no gate): the method's first sanity
+    experiment, and the 'null space off' ablation."""
+    n = len(_blocks(target))
+    vec = vector if vector.dim() == 2 else vector.expand(n, -1)
+    return steer(target, vec, SteeringConfig(layer_strengths(n, strength, layers), mode))
+
+
+def hook_count(target) -> int:
+    """Forward pre-hooks currently registered on the decoder blocks (tests use it for leaks)."""
+    return sum(len(b._forward_pre_hooks) for b in _blocks(target))

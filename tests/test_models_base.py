@@ -1,0 +1,93 @@
+"""Adapter behaviour on tiny random instances of every supported family."""
+import pytest
+import torch
+
+from conftest import random_image, tiny_adapter
+
+
+def test_inputs_build_and_forward(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is this ?", "who is the person in this picture ?"], [random_image(0), random_image(1)])
+    n_img = int((batch.input_ids == a.tokenizer.convert_tokens_to_ids(a.placeholder)).sum())
+    assert n_img == 2 * a.num_image_tokens()
+    # left padding: the last column is the last prompt token of every row
+    assert batch.prompt_last.tolist() == [batch.input_ids.shape[1] - 1] * 2
+    assert batch.inputs["attention_mask"][0].sum() < batch.inputs["attention_mask"][1].sum()
+    with torch.no_grad():
+        logits = a.logits(batch)
+    assert logits.shape[:2] == batch.input_ids.shape
+    assert torch.isfinite(logits).all()
+
+
+def test_pixel_path_matches_processor(family):
+    """Our differentiable normalise/patchify equals the family's own image processor."""
+    a = tiny_adapter(family)
+    for size in [(64, 64), (40, 40)]:
+        img = random_image(3, size)
+        ref = a.image_processor(images=[img], return_tensors="pt")["pixel_values"]
+        mine = a.pixel_inputs(a.to_pixels(img)[None])["pixel_values"]
+        assert torch.allclose(ref.reshape(mine.shape), mine, atol=1e-6)
+
+
+def test_pixels_are_in_unit_range_at_model_resolution(family):
+    a = tiny_adapter(family)
+    px = a.to_pixels(random_image(4, (70, 50)))
+    assert px.shape == (3, a.image_size, a.image_size)
+    assert 0.0 <= float(px.min()) and float(px.max()) <= 1.0
+
+
+def test_gradient_reaches_pixels(family):
+    a = tiny_adapter(family)
+    px = torch.stack([a.to_pixels(random_image(i)) for i in range(2)]).requires_grad_(True)
+    batch = a.encode(["what is this ?"] * 2, px, answers=["red", "a blue circle"])
+    a.answer_nll(batch).sum().backward()
+    assert px.grad is not None and px.grad.abs().sum() > 0
+    assert (px.grad[0].abs().sum() > 0) and (px.grad[1].abs().sum() > 0)
+
+
+def test_answer_labels_cover_only_the_answer(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is this ?", "who ?"], [random_image(0), random_image(1)], answers=["red", "blue circle"])
+    n_labels = (batch.labels != -100).sum(-1).tolist()
+    assert n_labels == [2, 3]  # answer words + EOS
+    assert (batch.labels[:, : batch.prompt_last.min() + 1] == -100).all()
+
+
+def test_left_padding_does_not_change_results(family):
+    """A row's last-token logits are the same alone and inside a padded batch."""
+    a = tiny_adapter(family)
+    imgs = [random_image(0), random_image(1)]
+    qs = ["what is this ?", "who is the person in this picture ? tell me about the name"]
+    with torch.no_grad():
+        both = a.logits(a.encode(qs, imgs))[:, -1]
+        alone = a.logits(a.encode(qs[:1], imgs[:1]))[:, -1]
+    assert torch.allclose(both[0], alone[0], atol=1e-4)
+
+
+def test_text_only_prompt_has_no_image_inputs(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is the name of this person ?"])
+    assert "pixel_values" not in batch.inputs
+    assert a.tokenizer.convert_tokens_to_ids(a.placeholder) not in batch.input_ids[0].tolist()
+
+
+def test_greedy_generation_is_deterministic_and_uses_cache(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is this ?", "who is it ?"], [random_image(0), random_image(1)])
+    first, second = a.generate(batch, 6), a.generate(batch, 6)
+    assert first == second and len(first) == 2
+    # the cached greedy tokens equal an uncached argmax loop
+    ids = batch.inputs["input_ids"]
+    out = a.model.generate(**batch.inputs, max_new_tokens=4, do_sample=False, use_cache=True,
+                           pad_token_id=a.tokenizer.pad_token_id, eos_token_id=None)
+    nocache = a.model.generate(**batch.inputs, max_new_tokens=4, do_sample=False, use_cache=False,
+                               pad_token_id=a.tokenizer.pad_token_id, eos_token_id=None)
+    assert torch.equal(out[:, ids.shape[1]:], nocache[:, ids.shape[1]:])
+
+
+def test_empty_question_is_a_clear_error():
+    a = tiny_adapter("llava")
+    with pytest.raises(ValueError, match="empty question"):
+        a.encode(["   "], [random_image(0)])
+    with pytest.raises(ValueError, match="2 images for 1 questions"):
+        a.encode(["what ?"], [random_image(0), random_image(1)])
