@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -54,7 +55,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             raise ModelNotFoundError(f"{path} is a folder but holds no config.json: point at the folder "
                                      "that save_pretrained wrote (config.json, *.safetensors, tokenizer files).")
         return path
-    if path.suffix or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") != 1:
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)) or str(name_or_path).startswith("."):
         raise ModelNotFoundError(f"model folder {name_or_path!s} does not exist. Pass an existing folder "
                                  "or a hub id such as llava-hf/llava-1.5-7b-hf.")
     from huggingface_hub import snapshot_download

@@ -1,0 +1,106 @@
+"""Activation capture at blocks.{l}.hook_resid_pre: shapes, positions, batching, and an
+independent cross-check against transformer-lens's TransformerBridge."""
+import copy
+import subprocess
+
+import pytest
+import torch
+
+from conftest import random_image, tiny_adapter
+from core.activations import Prompt, capture, collect, site_name
+
+
+def test_site_names_follow_transformer_lens():
+    assert site_name(3) == "blocks.3.hook_resid_pre"
+
+
+def test_capture_shapes(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is this ?", "who is it ?", "how many ?"], [random_image(i) for i in range(3)])
+    last = capture(a, batch)
+    assert last.shape == (3, a.num_layers, a.hidden_size)
+    full = capture(a, batch, layers=[1], positions="all")
+    assert full.shape == (3, 1, batch.input_ids.shape[1], a.hidden_size)
+    assert torch.equal(full[:, 0, -1], last[:, 1])
+    picked = capture(a, batch, layers=[0, 1], positions=torch.tensor([[0, -1]] * 3))
+    assert picked.shape == (3, 2, 2, a.hidden_size)
+    assert torch.equal(picked[:, :, 1], last)
+
+
+def test_capture_equals_a_plain_hook_and_leaves_no_hook():
+    a = tiny_adapter("llava")
+    batch = a.encode(["what is this ?"], [random_image(0)])
+    seen = {}
+
+    def record(_module, args):
+        seen["x"] = args[0][:, -1].clone()  # returns None: leaves the input unchanged
+
+    h = a.layers[1].register_forward_pre_hook(record)
+    with torch.no_grad():
+        a.model(**a.forward_inputs(batch))
+    h.remove()
+    assert torch.equal(capture(a, batch, layers=[1])[:, 0], seen["x"])
+    assert sum(len(b._forward_pre_hooks) for b in a.layers) == 0
+
+
+def test_collect_keeps_input_order_across_image_and_text_groups():
+    a = tiny_adapter("qwen2_vl")
+    prompts = [Prompt("what is this ?", random_image(0)), Prompt("who is it ?"),
+               Prompt("how many ?", random_image(1)), Prompt("what is the name ?")]
+    acts = collect(a, prompts, batch_size=1)
+    assert acts.shape == (4, a.num_layers, a.hidden_size)
+    alone = capture(a, a.encode(["who is it ?"]))
+    assert torch.allclose(acts[1], alone[0], atol=1e-5)
+    calls = []
+    collect(a, prompts, batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (4, 4)
+    with pytest.raises(InterruptedError):
+        collect(a, prompts, should_stop=lambda: True)
+
+
+def test_matches_transformer_lens_bridge(tmp_path, monkeypatch):
+    """Independent reference: transformer-lens caches the same residual stream at
+    blocks.{l}.hook_resid_pre on a copy of the tiny LLaVA model."""
+    # transformer-lens may shell out to `pip install torchvision`, which would break the venv
+    real_check_call = subprocess.check_call
+
+    def refuse_installs(cmd, *args, **kwargs):
+        if "install" in [str(c) for c in (cmd if isinstance(cmd, (list, tuple)) else [cmd])]:
+            raise RuntimeError(f"refused install: {cmd}")
+        return real_check_call(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "check_call", refuse_installs)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    from transformers import LlavaProcessor
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformer_lens.model_bridge.generalized_components import NormalizationBridge
+
+    a = tiny_adapter("llava")
+    model = copy.deepcopy(a.model)
+    model.config.architectures = ["LlavaForConditionalGeneration"]
+    model.set_attn_implementation("eager")
+    cfg = a.model.config
+    LlavaProcessor(image_processor=a.image_processor, tokenizer=a.tokenizer, patch_size=cfg.vision_config.patch_size,
+                   vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                   num_additional_image_tokens=1).save_pretrained(tmp_path)
+    model.config.save_pretrained(tmp_path)
+    bridge = TransformerBridge.boot_transformers(str(tmp_path), hf_model=copy.deepcopy(model), device="cpu",
+                                                 dtype=torch.float32)
+    for m in bridge.modules():  # use the vision tower's own LayerNorm eps, not the text model's
+        if isinstance(m, NormalizationBridge):
+            m.use_native_layernorm_autograd = True
+
+    reference = copy.deepcopy(a)
+    reference.model = model
+    batch = reference.encode(["what is this ?", "who is the person in this picture ?"],
+                             [random_image(0), random_image(1)])
+    ours = capture(reference, batch, positions="all")
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(batch.inputs["input_ids"], pixel_values=batch.inputs["pixel_values"],
+                                         attention_mask=batch.inputs["attention_mask"],
+                                         names_filter=lambda n: n.endswith("hook_resid_pre"))
+    mask = batch.inputs["attention_mask"].bool()
+    for layer in range(a.num_layers):
+        theirs = cache[site_name(layer)]
+        # padded positions differ only by position ids; compare the real tokens
+        assert torch.allclose(ours[:, layer][mask], theirs[mask], atol=1e-5), layer

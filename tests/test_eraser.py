@@ -1,0 +1,134 @@
+"""The Eraser object: fit from prompts, polarity, selectivity, artefacts, model checks."""
+import json
+
+import pytest
+import torch
+
+from conftest import random_image, tiny_adapter
+from core.activations import Prompt, capture, collect
+from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, erase_direction
+from core.models.load import state_hash
+from core.models.tiny import build_tiny
+from core.models.load import adapter_from_model
+
+
+def _sets(n=6):
+    forget = [Prompt("who is the person in this picture ?", random_image(i)) for i in range(n)]
+    retain = [Prompt(q, random_image(100 + i)) for i, q in enumerate(
+        ["what colour is the shape ?", "how many circle are in the picture ?", "what is this ?",
+         "describe the image please", "what shape is this ?", "is this red ?", "tell me about the colour",
+         "how many square ?", "what is the name of the shape ?", "is it blue ?"])]
+    recall = [Prompt("tell me the name of this person please", random_image(200 + i)) for i in range(n)]
+    erase = [Prompt("sorry cannot share the name", random_image(300 + i)) for i in range(n)]
+    return forget, retain, recall, erase
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    a = tiny_adapter("llava", layers=2)
+    before = state_hash(a.model)
+    eraser = Eraser.fit(a, *_sets(), EraserConfig(ratio=0.5, gamma=1e-6, seed=7))  # tiny random activations: norm ~0.1
+    return a, eraser, before
+
+
+def test_fit_diagnostics_and_gates(fitted):
+    a, eraser, _ = fitted
+    d = eraser.diagnostics
+    assert eraser.direction.shape == eraser.gate.shape == (a.num_layers, a.hidden_size)
+    assert d["eigenvalues"].shape == (a.num_layers, a.hidden_size)
+    assert d["k"].tolist() == [a.hidden_size // 2] * a.num_layers
+    assert d["forget_gates"].shape == (a.num_layers, 6) and d["retain_gates"].shape == (a.num_layers, 10)
+    # layer 0's input at the last prompt token is the embedding of the same template token for
+    # every prompt: nothing to separate, the gate stays shut (why the public code skips layer 0)
+    assert d["forget_gates"][0].abs().max() < 1e-6
+    # layer 1: forget inputs open the gate, retain inputs keep it shut (rank 10 < d/2: exact null space)
+    assert (d["forget_gates"][1] - 1).abs().max() < 0.1
+    assert d["retain_gates"].abs().max() < 1e-6
+    assert (d["leakage"] < 1e-6).all()
+    # the recorded gates are what gate_values measures on the same prompts
+    forget, retain, _, _ = _sets()
+    g = eraser.gate_values(a, forget)
+    assert torch.allclose(g.T, d["forget_gates"], atol=1e-4)
+
+
+def test_polarity_positive_strength_moves_recall_onto_erase(fitted):
+    """direction = mean(erase) - mean(recall): +1 at a layer maps the recall mean onto the erase mean."""
+    a, eraser, _ = fitted
+    _, _, recall, erase = _sets()
+    H_erase = collect(a, erase)
+    batch = a.encode([p.question for p in recall], [p.image for p in recall])
+    with eraser.apply(a, strength=1.0, layers=[1], gated=False):
+        steered = capture(a, batch, layers=[1])[:, 0]
+    assert torch.allclose(steered.mean(0), H_erase[:, 1].mean(0), atol=1e-4)
+    assert eraser.config.polarity.startswith("direction = mean(D_erase) - mean(D_recall)")
+
+
+def test_selective_effect_forget_moves_retain_stays(fitted):
+    a, eraser, _ = fitted
+    forget, retain, _, _ = _sets()
+    fb = a.encode([p.question for p in forget], [p.image for p in forget])
+    rb = a.encode([p.question for p in retain], [p.image for p in retain])
+    with torch.no_grad():
+        f0, r0 = a.logits(fb)[:, -1], a.logits(rb)[:, -1]
+        with eraser.apply(a, strength=1.0, layers=[1]):
+            f1, r1 = a.logits(fb)[:, -1], a.logits(rb)[:, -1]
+    assert (f1 - f0).abs().mean() > 100 * (r1 - r0).abs().mean()
+
+
+def test_weights_unchanged_after_fit_and_apply(fitted):
+    a, eraser, before = fitted
+    with eraser.apply(a, strength=0.5):
+        a.generate(a.encode(["what is this ?"], [random_image(0)]), 3)
+    assert state_hash(a.model) == before
+
+
+def test_save_and_load_round_trip(fitted, tmp_path):
+    a, eraser, _ = fitted
+    eraser.save_pretrained(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME])
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    for key in ("ratio", "gamma", "seed", "site", "polarity", "model", "data_hash", "layers"):
+        assert key in cfg
+    assert cfg["model"]["hidden_size"] == a.hidden_size and cfg["model"]["num_layers"] == a.num_layers
+    assert cfg["site"] == "blocks.{layer}.hook_resid_pre" and cfg["seed"] == 7
+    loaded = Eraser.from_pretrained(tmp_path, adapter=a)
+    assert torch.equal(loaded.direction, eraser.direction) and torch.equal(loaded.gate, eraser.gate)
+    assert torch.equal(loaded.diagnostics["eigenvalues"], eraser.diagnostics["eigenvalues"])
+    assert b"pickle" not in (tmp_path / WEIGHTS_NAME).read_bytes()[:200]
+
+
+def test_mismatched_model_is_refused(fitted, tmp_path):
+    _, eraser, _ = fitted
+    eraser.save_pretrained(tmp_path)
+    other = adapter_from_model(*build_tiny("llava", seed=5, layers=2))
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        Eraser.from_pretrained(tmp_path, adapter=other)
+    Eraser.from_pretrained(tmp_path, adapter=other, strict=False)  # same shape: allowed on request
+    deeper = adapter_from_model(*build_tiny("llava", seed=0, layers=3))
+    with pytest.raises(ModelMismatchError, match="3 layers"):
+        Eraser.from_pretrained(tmp_path, adapter=deeper, strict=False)
+
+
+def test_bad_artefacts_and_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an eraser folder"):
+        Eraser.from_pretrained(tmp_path)
+    (tmp_path / CONFIG_NAME).write_text("{not json")
+    (tmp_path / WEIGHTS_NAME).write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="damaged"):
+        Eraser.from_pretrained(tmp_path)
+    a = tiny_adapter("llava")
+    forget, retain, recall, erase = _sets(2)
+    with pytest.raises(ValueError, match="retain set is empty"):
+        Eraser.fit(a, forget, [], recall, erase)
+
+
+def test_from_activations_and_layer_mask():
+    g = torch.Generator().manual_seed(0)
+    Hf, Hr = torch.randn(5, 3, 16, generator=g), torch.randn(9, 3, 16, generator=g)
+    Hrec, Her = torch.randn(4, 3, 16, generator=g), torch.randn(4, 3, 16, generator=g)
+    e = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(layers=[1, 2]))
+    assert torch.equal(e.gate[0], torch.zeros(16))
+    assert torch.allclose(e.direction, erase_direction(Hrec, Her))
+    assert e.strengths(0.4) == (0.0, 0.4, 0.4)
+    assert e.strengths(0.4, layers=[0, 2]) == (0.0, 0.0, 0.4)  # layer 0 was not fitted
+    assert e.config.counts == {"forget": 5, "retain": 9, "recall": 4, "erase": 4}

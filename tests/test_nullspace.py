@@ -1,0 +1,67 @@
+"""The null-space ridge fit: rank-one factors equal the paper's full matrix, gates behave."""
+import pytest
+import torch
+
+from core.nullspace import choose_k, fit_gate, full_matrix, null_space
+
+
+def _data(seed=0, d=64, n_r=30, n_f=8):
+    g = torch.Generator().manual_seed(seed)
+    H_r = torch.randn(n_r, d, generator=g, dtype=torch.float64)
+    H_f = torch.randn(n_f, d, generator=g, dtype=torch.float64) + 0.5
+    r = torch.randn(d, generator=g, dtype=torch.float64)
+    return H_f, H_r, r
+
+
+@pytest.mark.parametrize("ratio,gamma", [(0.3, 0.1), (0.5, 1.0), (0.4, 10.0)])
+def test_rank_one_equals_full_matrix(ratio, gamma):
+    H_f, H_r, r = _data()
+    W = full_matrix(H_f, H_r, r, ratio=ratio, gamma=gamma)
+    fit = fit_gate(H_f, H_r, ratio=ratio, gamma=gamma)
+    assert torch.allclose(torch.outer(fit.u, r), W, atol=1e-12, rtol=1e-10)
+    assert torch.linalg.matrix_rank(W).item() == 1
+    # steering(h) = h W == (h . u) r for any h
+    h = torch.randn(5, 64, dtype=torch.float64)
+    assert torch.allclose(h @ W, (h @ fit.u)[:, None] * r[None], atol=1e-12)
+
+
+def test_threshold_mode_equals_full_matrix():
+    H_f, H_r, r = _data(1)
+    W = full_matrix(H_f, H_r, r, ratio=None, threshold=1e-8, gamma=0.1)
+    fit = fit_gate(H_f, H_r, ratio=None, threshold=1e-8, gamma=0.1)
+    assert fit.k == 64 - 30  # exactly the zero eigenvalues of a rank-30 Gram matrix
+    assert torch.allclose(torch.outer(fit.u, r), W, atol=1e-12)
+
+
+def test_gates_near_one_on_forget_and_zero_on_retain():
+    H_f, H_r, _ = _data(2)
+    fit = fit_gate(H_f, H_r, ratio=0.3, gamma=0.01)
+    assert fit.retain_gates.abs().max() < 1e-8  # retain rows are orthogonal to the null space
+    assert (fit.forget_gates - 1).abs().max() < 0.05
+    assert fit.leakage < 1e-8
+    assert 0 < fit.forget_energy < 1
+
+
+def test_spectrum_is_ascending_and_k_follows_ratio():
+    H_f, H_r, _ = _data()
+    Q, evals, k = null_space(H_r, ratio=0.25)
+    assert k == 16 and Q.shape == (64, 16)
+    assert torch.all(evals[1:] >= evals[:-1])
+    assert torch.allclose(Q.T @ Q, torch.eye(16, dtype=torch.float64), atol=1e-10)
+
+
+def test_leakage_grows_when_the_null_space_eats_retain_directions():
+    H_f, H_r, _ = _data(3, n_r=60)  # full-rank retain: no exact null space
+    small = fit_gate(H_f, H_r, ratio=0.1)
+    big = fit_gate(H_f, H_r, ratio=0.9)
+    assert small.leakage < big.leakage
+
+
+def test_bad_parameters_are_clear_errors():
+    H_f, H_r, _ = _data()
+    with pytest.raises(ValueError, match="ratio"):
+        choose_k(torch.ones(4), ratio=0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        fit_gate(H_f, H_r, gamma=-1)
+    with pytest.raises(ValueError, match="expected"):
+        fit_gate(H_f[:, :10], H_r)
