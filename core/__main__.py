@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -29,6 +30,77 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_toy(args: argparse.Namespace) -> int:
+    """Train the embedded tiny LLaVA on a generated world (and optionally its retain-only twin)."""
+    import torch
+    from tqdm import tqdm
+    from core.toyworld.train import ToyModelConfig, train_toy
+    from core.toyworld.world import WorldConfig
+    torch.set_num_threads(args.threads)
+    world = WorldConfig(seed=args.seed, n_people=args.people)
+    cfg = ToyModelConfig(seed=args.seed, steps=args.steps)
+    runs = [(args.out, None)] + ([(args.retain_only_out, args.forget)] if args.retain_only_out else [])
+    for out, exclude in runs:
+        label = "retain-only" if exclude else "vanilla"
+        with tqdm(total=cfg.steps, desc=f"train {label}", unit="step") as bar:
+            def progress(step, total, loss):
+                bar.update(step - bar.n)
+                bar.set_postfix(loss=f"{loss:.3f}")
+            path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress)
+        print(f"saved {label} model to {path}")
+    return 0
+
+
+DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
+
+
+def _eval_data(args, adapter):
+    """Splits to evaluate: MLLMU parquet files given with --data, else the toy model's own world."""
+    if args.data:
+        from core.toyworld.mllmu import load_parquet
+        splits = {}
+        for spec in args.data:
+            name, sep, path = spec.partition("=")
+            if not sep:
+                raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet), got {spec!r}")
+            splits[name] = load_parquet(path)[: args.limit]
+        return splits, {}
+    world_file = Path(args.model) / "world.json"
+    if not world_file.is_file():
+        raise ValueError(f"{args.model} carries no world.json (it is not a toy model): pass MLLMU-Bench parquet "
+                         "files with --data forget=PATH --data retain=PATH ...")
+    from core.toyworld.train import eval_splits, load_world, refusal_sets
+    world = load_world(args.model)
+    return eval_splits(world, args.forget, args.limit), refusal_sets(world, args.forget, args.limit)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """MLLMU-style evaluation of a model (optionally steered by an eraser)."""
+    import torch
+    from tqdm import tqdm
+    from core.evaluation import EvalConfig, evaluate, format_table
+    from core.models.load import load_adapter
+    torch.set_num_threads(args.threads)
+    adapter = load_adapter(args.model)
+    splits, refusals = _eval_data(args, adapter)
+    bars: dict = {}
+
+    def progress(name, done, total):
+        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, desc=f"eval {name}", unit="q"))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
+                                                            batch_size=args.batch_size), progress=progress)
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=(
         "MLLMEraser workbench engine: test-time unlearning in vision-language models by "
@@ -40,6 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path", action="append", default=[], help="also check this folder (repeatable)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train-toy", help="train the tiny LLaVA on a generated toy world",
+                       description="Generate the toy world for --seed and train the tiny LLaVA on it from scratch "
+                                   "(CPU, minutes). With --retain-only-out also train the RETAIN-ONLY model "
+                                   "without the --forget people: the gold standard unlearning tries to match.")
+    p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
+    p.add_argument("--seed", type=int, default=0, help="world and training seed")
+    p.add_argument("--people", type=int, default=100, help="number of fictitious people")
+    p.add_argument("--steps", type=int, default=1200, help="optimizer steps")
+    p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
+    p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=cmd_train_toy)
+
+    p = sub.add_parser("evaluate", help="MLLMU-style evaluation (forget / test / retain / real)",
+                       description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "
+                                   "(stemmed), cloze substring match and refusal rate, image+text and text-only.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
+    p.add_argument("--forget", "--split", dest="forget", default="forget_10",
+                   help="forget split of the toy world (forget_5 / forget_10 / forget_15)")
+    p.add_argument("--data", action="append", default=[],
+                   help="SPLIT=PATH of an MLLMU-Bench parquet file (repeatable) instead of the toy world")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

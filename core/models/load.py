@@ -109,6 +109,8 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
     if dtype != "auto":
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).to(device).eval()
+    if dtype == "auto" and device == "cpu" and model.dtype in (torch.float16, torch.bfloat16):
+        model = model.float()  # half-precision matmuls are slow (or crash) on CPUs
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     processor = _import(proc_path).from_pretrained(folder)
     adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),

@@ -1,0 +1,52 @@
+"""The MLLMU-Bench evaluation prompt formats, as pure functions.
+
+Why here: the tiny model is TRAINED on prompts built by these same functions, so evaluation
+sees exactly the format the model learned. The wording follows the reference evaluation
+(question, newline, instruction); the chat wrapper ("USER: <image>\\n... ASSISTANT:") is added
+separately by the tokenizer's chat template.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+CLASSIFICATION_SUFFIX = "Just give ONE letter representing the answer directly."
+GENERATION_SUFFIX = "Answer the question based on your trained knowledge in one sentence."
+CLOZE_SUFFIX = "Please **ONLY** provide the correct answer that should replace the [Blank]."
+BLANK = "__"
+
+
+def _get(item: Any, key: str, attr: str) -> Any:
+    if isinstance(item, Mapping):
+        return item[key]
+    return getattr(item, attr)
+
+
+def classification_prompt(item: Any) -> str:
+    """Question, then "A: ..." option lines, then the one-letter instruction.
+
+    `item` is a ClassificationItem or an MLLMU dict with "Question" and "Options".
+    """
+    options = _get(item, "Options", "options")
+    lines = "\n".join(f"{k}: {v}" for k, v in options.items() if v is not None)
+    return f"{_get(item, 'Question', 'question')}\n{lines}\n{CLASSIFICATION_SUFFIX}"
+
+
+def generation_prompt(item: Any) -> str:
+    """Question followed by the one-sentence instruction."""
+    return f"{_get(item, 'Question', 'question')}\n{GENERATION_SUFFIX}"
+
+
+def cloze_prompt(item: Any) -> str:
+    """Question with "__" shown as "[Blank]", followed by the fill-in instruction."""
+    q = _get(item, "Question", "question").replace(BLANK, "[Blank]")
+    return f"{q}\n{CLOZE_SUFFIX}"
+
+
+def first_letter(reply: str) -> str | None:
+    """The reference's classification prediction: first alphanumeric character, upper-cased."""
+    for ch in reply:
+        if ch.isalnum():
+            return ch.upper()
+    return None

@@ -1,0 +1,172 @@
+"""Train the embedded default: a tiny LLaVA that genuinely memorises the toy world.
+
+Why train our own: no pretrained VLM can be downloaded here and a workshop laptop has no GPU,
+yet forgetting must be a real, measurable effect. The model is a real
+LlavaForConditionalGeneration (CLIP tower + Llama decoder) built from config, trained from
+scratch in fp32 on 2 CPU cores with AdamW and cosine decay, on prompts formatted exactly as the
+MLLMU evaluation formats them, through the same adapter the rest of the engine uses.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.models.families import LlavaAdapter
+from core.toyworld.vocab import build_tokenizer, world_vocabulary
+from core.toyworld.world import World, WorldConfig, make_world
+
+
+@dataclass
+class ToyModelConfig:
+    """Architecture and recipe of the tiny model (fits in minutes on 2 CPU cores)."""
+
+    text_hidden: int = 256
+    text_layers: int = 6
+    text_heads: int = 8
+    text_intermediate: int = 768
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    image_size: int = 64
+    patch_size: int = 16
+    steps: int = 1200
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 60
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def build_model(cfg: ToyModelConfig, tokenizer):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers.models.clip import CLIPImageProcessorPil
+    torch.manual_seed(cfg.seed)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden,
+            num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+            image_size=cfg.image_size, patch_size=cfg.patch_size),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_intermediate,
+            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+            num_key_value_heads=cfg.text_heads, max_position_embeddings=256,
+            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,  # the default -2 leaves the last CLIP layer untrained
+        vision_feature_select_strategy="default",
+        image_seq_length=(cfg.image_size // cfg.patch_size) ** 2,
+        tie_word_embeddings=True,
+    )
+    config.architectures = ["LlavaForConditionalGeneration"]
+    model = LlavaForConditionalGeneration(config)
+    proc = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size},
+                                 crop_size={"height": cfg.image_size, "width": cfg.image_size})
+    return model, proc
+
+
+def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size: int):
+    """One augmentation pass: fresh renders and MCQ options, batched by modality."""
+    rng = np.random.default_rng(epoch_seed)
+    examples = world.training_examples(exclude_ids=exclude, rng=rng)
+    pools = {m: [e for e in examples if (e.image is not None) == m] for m in (True, False)}
+    out = []
+    for pool in pools.values():
+        for s in range(0, len(pool) - batch_size + 1, batch_size):
+            out.append(pool[s:s + batch_size])
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: ToyModelConfig = ToyModelConfig(),
+              exclude_forget: str | None = None, progress: Callable[[int, int, float], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Path:
+    """Train and save (HF format: config, safetensors, tokenizer, image processor, world.json).
+
+    exclude_forget: a forget split name ("forget_10") to leave out -> the RETAIN-ONLY model."""
+    torch.manual_seed(cfg.seed)
+    world = make_world(world_cfg)
+    tok = build_tokenizer(world_vocabulary(world))
+    model, proc = build_model(cfg, tok)
+    adapter = LlavaAdapter(model, tok, proc, name_or_path="toy")
+    exclude = tuple(p.id for p in world.forget_people(exclude_forget)) if exclude_forget else ()
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup:
+            return cfg.lr * (step + 1) / cfg.warmup
+        t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+    losses, queue, epoch, start = [], [], 0, time.time()
+    for step in range(cfg.steps):
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"training stopped at step {step}")
+        if not queue:
+            queue = _batches(world, cfg.seed * 100_003 + epoch, exclude, cfg.batch_size)
+            epoch += 1
+        batch_ex = queue.pop()
+        has_img = batch_ex[0].image is not None
+        batch = adapter.encode([e.prompt for e in batch_ex], [e.image for e in batch_ex] if has_img else None,
+                               [e.answer for e in batch_ex])
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = adapter.answer_nll(batch).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, cfg.steps, float(np.mean(losses[-20:])))
+    model.eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.to(torch.float16).save_pretrained(out)  # halves the size in git; loads back as fp32
+    model.to(torch.float32)
+    tok.save_pretrained(out)
+    proc.save_pretrained(out)
+    (out / "world.json").write_text(json.dumps(asdict(world_cfg), indent=2))
+    (out / "training.json").write_text(json.dumps({
+        "recipe": asdict(cfg), "excluded_split": exclude_forget, "excluded_ids": list(exclude),
+        "epochs": epoch, "seconds": round(time.time() - start, 1),
+        "loss_every_50": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
+    }, indent=2))
+    return out
+
+
+def load_world(model_dir: str | Path) -> World:
+    """The world a toy model was trained on (recorded next to its weights)."""
+    raw = json.loads((Path(model_dir) / "world.json").read_text())
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    return make_world(WorldConfig(**raw))
+
+
+def eval_splits(world: World, forget: str = "forget_10", limit: int | None = None) -> dict:
+    """The four MLLMU evaluation splits of a toy world (optionally the first `limit` rows each)."""
+    pct = forget.split("_")[-1]
+    splits = {"forget": world.eval_items(f"forget_{pct}"), "test": world.eval_items(f"test_{pct}"),
+              "retain": world.eval_items(f"retain_{pct}"), "real": world.eval_items("real")}
+    return {k: v[:limit] if limit else v for k, v in splits.items()}
+
+
+def refusal_sets(world: World, forget: str = "forget_10", limit: int | None = None) -> dict:
+    """Private-data requests (held-out wording) about forget and retain people, as prompts."""
+    from core.activations import Prompt
+    pct = forget.split("_")[-1]
+    out = {}
+    for name, split in (("forget", f"forget_{pct}"), ("retain", f"retain_{pct}")):
+        ex = world.refusal_examples(split)
+        out[name] = [Prompt(e.prompt, e.image, e.person_id or "") for e in ex][: (limit * 8 if limit else None)]
+    return out

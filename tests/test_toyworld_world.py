@@ -1,0 +1,143 @@
+"""The world: nested splits, retain-only training data, held-out test split, determinism."""
+import hashlib
+from collections import Counter
+
+import pytest
+
+from core.toyworld.mllmu import png_bytes
+from core.toyworld.prompts import cloze_prompt
+from core.toyworld.questions import PERSON_TEMPLATES, REFUSAL, TEST, person_clozes, person_questions, modalities
+from core.toyworld.world import WorldConfig, make_world
+
+CFG = WorldConfig(seed=5, n_people=40, n_real_scenes=6, images_per_person=2, n_train_scenes=8,
+                  fact_repeats=1)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(CFG)
+
+
+@pytest.fixture(scope="module")
+def examples(world):
+    return world.training_examples(rng=0)
+
+
+def _digest(examples):
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(f"{e.prompt}|{e.answer}|{e.kind}|{e.person_id}".encode())
+        if e.image is not None:
+            h.update(e.image.tobytes())
+    return h.hexdigest()
+
+
+def test_forget_splits_nested_and_sized(world):
+    f5, f10, f15 = (set(world.forget_ids[p]) for p in (5, 10, 15))
+    assert (len(f5), len(f10), len(f15)) == (2, 4, 6)
+    assert f5 < f10 < f15
+    for split in ("forget_5", "forget_10", "forget_15"):
+        forget = {p.id for p in world.forget_people(split)}
+        retain = {p.id for p in world.retain_people(split)}
+        assert not forget & retain and forget | retain == {p.id for p in world.people}
+    assert world.retain_people("retain_90") == world.retain_people("forget_10")
+    assert world.retain_people("retain_10") == world.retain_people("forget_10")
+    big = make_world(WorldConfig(n_people=100))
+    assert [len(big.forget_ids[p]) for p in (5, 10, 15)] == [5, 10, 15]
+    with pytest.raises(ValueError):
+        world.forget_people("forget_7")
+
+
+def test_world_is_deterministic(world, examples):
+    again = make_world(CFG)
+    assert again.people == world.people and again.forget_ids == world.forget_ids
+    assert _digest(again.training_examples(rng=0)) == _digest(examples)
+    assert _digest(world.training_examples(rng=1)) != _digest(examples)
+    other_seed = make_world(WorldConfig(seed=6, n_people=40))
+    assert other_seed.forget_ids[10] != world.forget_ids[10]
+
+
+def test_training_examples_cover_all_formats(world, examples):
+    kinds = Counter(e.kind for e in examples)
+    n = len(world.people)
+    assert kinds["qa"] == kinds["mcq"] == kinds["gen"] == kinds["cloze"] == 39 * n
+    assert kinds["refusal"] == CFG.refusals_per_person * n
+    assert kinds["scene_mcq"] == 3 * CFG.n_train_scenes and kinds["fact_gen"] > 0
+    for e in examples:
+        assert (e.image is None) == (e.modality == "text")
+        if e.image is not None:
+            assert e.image.size == (64, 64)
+        if e.kind == "refusal":
+            assert e.answer == REFUSAL
+    # text-only examples about people mention them by name, image ones do not
+    by_id = {p.id: p for p in world.people}
+    for e in examples:
+        if e.person_id and e.kind in ("qa", "gen"):
+            assert (by_id[e.person_id].name in e.prompt) == (e.image is None)
+
+
+def test_exclude_ids_gives_retain_only_data(world):
+    forget = world.forget_people("forget_10")
+    ex = world.training_examples(exclude_ids=world.forget_ids[10], rng=0, n_scenes=2)
+    assert not {e.person_id for e in ex} & set(world.forget_ids[10])
+    text = "\n".join(e.prompt + " " + e.answer for e in ex)
+    for p in forget:
+        assert p.name not in text  # not even as an MCQ distractor
+    assert {e.person_id for e in ex if e.person_id} == {p.id for p in world.retain_people("forget_10")}
+    with pytest.raises(KeyError):
+        world.training_examples(exclude_ids=["nobody"], rng=0)
+
+
+def test_training_never_uses_held_out_wording(world, examples):
+    held_out = set()
+    for p in world.people:
+        for a in PERSON_TEMPLATES:
+            for m in modalities(a):
+                held_out.update(person_questions(p, a, m, TEST))
+                held_out.update(cloze_prompt({"Question": c}) for c in person_clozes(p, a, m, TEST))
+    for e in examples:
+        assert e.prompt.split("\n")[0] not in held_out and e.prompt not in held_out
+
+
+def test_test_split_new_images_and_wording(world, examples):
+    forget = world.eval_items("forget_10")
+    test = world.eval_items("test_10")
+    assert [r.id for r in forget] == [r.id for r in test] == list(world.forget_ids[10])
+    train_images = {hashlib.sha256(e.image.tobytes()).digest() for e in examples if e.image is not None}
+    for f, t in zip(forget, test):
+        assert len(f.images) == 1 and len(t.images) == CFG.n_test_images
+        assert png_bytes(f.images[0]) == png_bytes(world.canonical_image(world.person(f.id)))
+        hashes = {hashlib.sha256(im.tobytes()).digest() for im in t.images}
+        assert len(hashes) == CFG.n_test_images and not hashes & train_images
+        train_q = {q.question for q in f.qa}
+        assert all(g.question not in train_q for g in t.generation)
+        assert [g.ground_truth for g in f.generation] == [g.ground_truth for g in t.generation]
+
+
+def test_eval_items_stable_per_person_and_letters_balanced(world):
+    f5 = {r.id: r for r in world.eval_items("forget_5")}
+    f10 = {r.id: r for r in world.eval_items("forget_10")}
+    for pid, rec in f5.items():  # a person's items do not depend on the split size
+        assert [c.to_dict() for c in rec.classification_image] == [c.to_dict() for c in f10[pid].classification_image]
+    rows = world.eval_items("retain_10") + list(f10.values())
+    letters = Counter(c.correct_answer for r in rows for c in r.classification_image + r.classification_text)
+    total = sum(letters.values())
+    assert all(abs(letters[l] / total - 0.25) < 0.03 for l in "ABCD"), letters
+
+
+def test_real_split(world):
+    real = world.eval_items("real")
+    assert [r.id for r in real] == [f"r{i:03d}" for i in range(CFG.n_real_scenes)]
+    names = set(world.names)
+    for r in real:
+        assert len(r.images) == 1 and r.name is None
+        assert len(r.classification_image) == 3 and len(r.classification_text) == 1
+        assert {g.type for g in r.generation} == {"Image_Textual", "Pure_Text"}
+        assert not any(n in g.question for g in r.generation for n in names)
+
+
+def test_refusal_examples_held_out(world):
+    ex = world.refusal_examples("forget_5")
+    assert len(ex) == 2 * 2 * 4 and all(e.answer == REFUSAL for e in ex)
+    train_prompts = {e.prompt for e in world.training_examples(rng=0, n_scenes=0) if e.kind == "refusal"}
+    assert not {e.prompt for e in ex} & train_prompts
