@@ -1,0 +1,120 @@
+"""L-infinity PGD in [0,1] pixel space at model resolution, as an iterator a UI can stream.
+
+Why an iterator: the workbench shows the perturbed image, the amplified perturbation and the
+loss step by step, and must be able to stop. Each step yields a PGDStep; stop by breaking out of
+the loop (or pass should_stop). Gradients flow through the adapter's differentiable pixel path
+(normalisation, and patchify for Qwen), never through normalised tensors.
+
+    delta_0 ~ U(-eps, eps), clipped so that x + delta in [0, 1]
+    loss    = mean over targets of the mean token NLL of y_target given (x + delta, prompt)
+    delta  <- clip(delta - alpha * sign(grad), -eps, eps);  delta <- clip(x + delta, 0, 1) - x
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from PIL import Image
+
+from core.models.base import VLMAdapter
+
+
+@dataclass(frozen=True)
+class PGDConfig:
+    eps: float = 16 / 255
+    step_size: float = 1 / 255
+    steps: int = 100
+    random_start: bool = True
+    seed: int = 0
+    early_stop_nll: float | None = None  # stop once the loss (mean NLL) falls below this
+
+    def __post_init__(self):
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"eps must be in (0, 1] (a fraction of the pixel range, e.g. 16/255), got {self.eps}")
+        if not 0 < self.step_size <= 1:
+            raise ValueError(f"step size must be in (0, 1], got {self.step_size}")
+        if not 1 <= self.steps <= 100_000:
+            raise ValueError(f"steps must be between 1 and 100000, got {self.steps}")
+
+
+@dataclass
+class PGDStep:
+    step: int
+    image: torch.Tensor  # (B, 3, S, S) perturbed pixels in [0, 1]
+    delta: torch.Tensor  # (B, 3, S, S) perturbation in [-eps, eps]
+    loss: float  # mean NLL of the targets (lower = target more likely)
+    target_logprob: torch.Tensor  # (B,) summed log-probability of each target answer
+
+
+def _as_pixels(adapter: VLMAdapter, images) -> torch.Tensor:
+    if isinstance(images, torch.Tensor):
+        return images.detach().float().clamp(0, 1)
+    return torch.stack([adapter.to_pixels(im) for im in images])
+
+
+def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, questions: Sequence[str],
+        targets: Sequence[str], cfg: PGDConfig = PGDConfig(),
+        should_stop: Callable[[], bool] | None = None) -> Iterator[PGDStep]:
+    """Perturb each image so the model answers its question with its target (batched).
+
+    Yields step 0 (the start point) and then every update. The model's weights are untouched
+    (no parameter gradients are kept)."""
+    if not (len(questions) == len(targets) == len(images)):
+        raise ValueError(f"{len(images)} images, {len(questions)} questions and {len(targets)} targets: "
+                         "give one question and one target per image")
+    x = _as_pixels(adapter, images).to(adapter.device)
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    if cfg.random_start:
+        delta = (torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * cfg.eps
+    else:
+        delta = torch.zeros_like(x)
+    delta = (x + delta).clamp(0, 1) - x
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        for step in range(cfg.steps + 1):
+            delta.requires_grad_(True)
+            batch = adapter.encode(list(questions), x + delta, list(targets))
+            nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
+            loss = nll.mean()
+            n_tok = (batch.labels != -100).sum(-1)
+            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), float(loss),
+                          (-nll * n_tok).detach().cpu())
+            if step == cfg.steps or (should_stop is not None and should_stop()):
+                return
+            if cfg.early_stop_nll is not None and float(loss) < cfg.early_stop_nll:
+                return
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                delta = (delta - cfg.step_size * grad.sign()).clamp(-cfg.eps, cfg.eps)
+                delta = (x + delta).clamp(0, 1) - x
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def run_pgd(adapter: VLMAdapter, images, questions, targets, cfg: PGDConfig = PGDConfig(),
+            progress: Callable[[int, int, float], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> PGDStep:
+    """Run PGD to the end (or until stopped) and return the last step."""
+    last = None
+    for st in pgd(adapter, images, questions, targets, cfg, should_stop):
+        last = st
+        if progress is not None:
+            progress(st.step, cfg.steps, st.loss)
+    assert last is not None
+    return last
+
+
+def to_image(pixels: torch.Tensor) -> Image.Image:
+    """(3, S, S) in [0,1] -> PIL image (for display and for adding to a recall set)."""
+    arr = (pixels.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def amplify(delta: torch.Tensor, eps: float) -> Image.Image:
+    """The perturbation made visible: [-eps, eps] mapped to [0, 255] (grey = unchanged)."""
+    return to_image((delta / (2 * eps) + 0.5).clamp(0, 1))
