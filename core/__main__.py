@@ -101,6 +101,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_world(args: argparse.Namespace) -> int:
+    """Generate a toy world: a portrait grid picture and MLLMU-Bench parquet files."""
+    import numpy as np
+    from core.toyworld.mllmu import export_parquet
+    from core.toyworld.portraits import portrait_grid
+    from core.toyworld.world import WorldConfig, make_world
+    world = make_world(WorldConfig(seed=args.seed, n_people=args.people))
+    print(f"world seed {args.seed}: {len(world.people)} people; forget splits "
+          + ", ".join(f"{k}%: {len(v)}" for k, v in sorted(world.forget_ids.items())))
+    if args.grid:
+        people = world.people[: args.grid_people]
+        rng = np.random.default_rng(args.seed)
+        rows = [world.canonical_image(p) for p in people] + [world.render(p, rng) for p in people]
+        Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
+        portrait_grid([im.resize((128, 128)) for im in rows], cols=len(people)).save(args.grid)
+        print(f"wrote {args.grid} (top: canonical portraits; bottom: random renders of the same people)")
+    if args.export:
+        pct = args.forget.split("_")[-1]
+        for split in (f"forget_{pct}", f"retain_{pct}", f"test_{pct}", "real"):
+            path = export_parquet(world, split, Path(args.export) / f"{split}.parquet")
+            print(f"wrote {path}")
+    for p in world.people[: args.show]:
+        print(f"  {p.id}  {p.name}: {p.biography}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=(
         "MLLMEraser workbench engine: test-time unlearning in vision-language models by "
@@ -125,6 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
+
+    p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
+                       description="Generate the synthetic world for --seed: print people, save a portrait grid, "
+                                   "export forget / retain / test / real splits as MLLMU-Bench parquet files.")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--people", type=int, default=100)
+    p.add_argument("--grid", default=None, help="save a PNG grid of portraits here")
+    p.add_argument("--grid-people", type=int, default=8, help="people shown in the grid")
+    p.add_argument("--export", default=None, help="write MLLMU-Bench parquet files into this folder")
+    p.add_argument("--forget", default="forget_10", help="forget split to export")
+    p.add_argument("--show", type=int, default=3, help="print the first N profiles")
+    p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("evaluate", help="MLLMU-style evaluation (forget / test / retain / real)",
                        description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "

@@ -1,0 +1,63 @@
+"""The toy-model trainer, on a miniature world and model (seconds), and the shipped model."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.models.load import load_adapter, state_hash
+from core.toyworld.train import ToyModelConfig, eval_splits, load_world, refusal_sets, train_toy
+from core.toyworld.world import WorldConfig
+
+MINI_WORLD = WorldConfig(seed=3, n_people=6, n_real_scenes=2, n_train_scenes=4, images_per_person=2,
+                         fact_repeats=1)
+MINI_MODEL = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
+                            vision_layers=1, vision_heads=2, steps=12, batch_size=8, warmup=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    seen = []
+    path = train_toy(out / "a", MINI_WORLD, MINI_MODEL, progress=lambda s, n, loss: seen.append(loss))
+    return path, seen
+
+
+def test_training_lowers_the_loss_and_saves_a_loadable_model(mini):
+    path, losses = mini
+    assert len(losses) == MINI_MODEL.steps
+    assert losses[-1] < losses[0]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json",
+                 "world.json", "training.json"):
+        assert (path / name).is_file(), name
+    a = load_adapter(path)
+    assert a.family == "llava" and a.num_layers == 2 and a.dtype == torch.float32
+    assert a.num_image_tokens() == (64 // 16) ** 2
+    log = json.loads((path / "training.json").read_text())
+    assert log["recipe"]["seed"] == 3 and log["excluded_ids"] == []
+
+
+def test_training_is_reproducible_from_the_seed(mini, tmp_path):
+    path, _ = mini
+    again = train_toy(tmp_path / "b", MINI_WORLD, MINI_MODEL)
+    assert state_hash(load_adapter(again).model) == state_hash(load_adapter(path).model)
+
+
+def test_retain_only_model_excludes_the_forget_people(tmp_path):
+    out = train_toy(tmp_path / "r", MINI_WORLD, ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 2}),
+                    exclude_forget="forget_15")
+    log = json.loads((out / "training.json").read_text())
+    world = load_world(out)
+    assert log["excluded_ids"] == [p.id for p in world.forget_people("forget_15")]
+
+
+def test_world_and_eval_splits_come_back_from_the_model_folder(mini):
+    path, _ = mini
+    world = load_world(path)
+    assert [p.name for p in world.people] == [p.name for p in load_world(path).people]
+    splits = eval_splits(world, "forget_15")
+    assert set(splits) == {"forget", "test", "retain", "real"}
+    forget_ids = {r.id for r in splits["forget"]}
+    assert forget_ids == {r.id for r in splits["test"]} and not forget_ids & {r.id for r in splits["retain"]}
+    refusals = refusal_sets(world, "forget_15")
+    assert refusals["forget"] and all(p.question for p in refusals["forget"])
