@@ -39,7 +39,9 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     world = WorldConfig(seed=args.seed, n_people=args.people)
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps)
-    runs = [(args.out, None)] + ([(args.retain_only_out, args.forget)] if args.retain_only_out else [])
+    runs = [(args.out, args.forget if args.retain_only else None)]
+    if args.retain_only_out:
+        runs.append((args.retain_only_out, args.forget))
     for out, exclude in runs:
         label = "retain-only" if exclude else "vanilla"
         with tqdm(total=cfg.steps, desc=f"train {label}", unit="step") as bar:
@@ -74,6 +76,53 @@ def _eval_data(args, adapter):
     return eval_splits(world, args.forget, args.limit), refusal_sets(world, args.forget, args.limit)
 
 
+def _parse_layers(text: str | None) -> list[int] | None:
+    if text in (None, "", "all"):
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--layers expects comma-separated layer numbers such as 4,5 (or 'all'), got {text!r}")
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit an eraser (direction + null-space gate) for a toy model and a forget split, and save it."""
+    import torch
+    from tqdm import tqdm
+    from core.contrast import fit_sets
+    from core.eraser import Eraser, EraserConfig
+    from core.models.load import load_adapter
+    from core.toyworld.train import load_world
+    torch.set_num_threads(args.threads)
+    adapter = load_adapter(args.model)
+    if not (Path(args.model) / "world.json").is_file():
+        raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
+                         "For other models use the Python API (Eraser.fit with your own prompt sets).")
+    world = load_world(args.model)
+    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed)
+    cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
+                       strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
+                       forget_split=args.forget)
+    bars: dict = {}
+
+    def progress(stage, done, total):
+        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=f"activations {stage}"))
+        bar.update(done - bar.n)
+
+    eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    eraser.config.model["name_or_path"] = args.model
+    out = eraser.save_pretrained(args.out)
+    d = eraser.diagnostics
+    print("layer  k    leakage  forget-energy  gate(forget)  gate(retain)")
+    for l in eraser.fitted_layers:
+        print(f"{l:>5}  {int(d['k'][l]):<4} {float(d['leakage'][l]):.4f}   {float(d['forget_energy'][l]):.4f}"
+              f"         {float(d['forget_gates'][l].mean()):+.3f}        {float(d['retain_gates'][l].mean()):+.3f}")
+    print(f"saved eraser to {out}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """MLLMU-style evaluation of a model (optionally steered by an eraser)."""
     import torch
@@ -91,8 +140,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if done >= total:
             bar.close()
 
+    steering, info = None, None
+    if args.eraser:
+        from core.eraser import Eraser
+        eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+        strength = eraser.config.strength if args.strength is None else args.strength
+        layers = _parse_layers(args.layers) or eraser.config.layers
+        mode = args.mode or eraser.config.mode
+        steering = lambda: eraser.apply(adapter, strength=strength, layers=layers, mode=mode)  # noqa: E731
+        info = {"path": args.eraser, "strength": strength, "layers": layers, "mode": mode,
+                "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
+                "gamma": eraser.config.gamma}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
-                                                            batch_size=args.batch_size), progress=progress)
+                                                            batch_size=args.batch_size),
+                      steering=steering, eraser_info=info, progress=progress)
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +209,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
     p.add_argument("--steps", type=int, default=1200, help="optimizer steps")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
+    p.add_argument("--retain-only", action="store_true",
+                   help="train the retain-only model (without the --forget people) into --out")
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
+
+    p = sub.add_parser("fit", help="fit an eraser for a toy model and a forget split",
+                       description="Build contrast and gate prompt sets from the model's toy world, collect "
+                                   "activations, fit d_erase and the null-space gate per layer, save "
+                                   "safetensors + JSON in --out.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
+    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    p.add_argument("--out", required=True, help="output folder for the eraser")
+    p.add_argument("--direction", default="recall", choices=["recall", "refusal", "text_only", "image_only"],
+                   help="contrast construction for d_erase")
+    p.add_argument("--ratio", type=float, default=0.3, help="null-space size as a fraction of the width")
+    p.add_argument("--threshold", type=float, default=None, help="eigenvalue-threshold mode instead of ratio")
+    p.add_argument("--gamma", type=float, default=0.1, help="ridge regulariser")
+    p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
+    p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
+    p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
                        description="Generate the synthetic world for --seed: print people, save a portrait grid, "
@@ -176,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--eraser", default=None, help="evaluate with this eraser folder active")
+    p.add_argument("--strength", type=float, default=None, help="steering strength (default: the eraser's)")
+    p.add_argument("--layers", default=None, help="comma-separated layers to steer (default: the eraser's)")
+    p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
+                   help="when to steer (default: the eraser's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_evaluate)
     return parser

@@ -48,6 +48,7 @@ class EraserConfig:
     mode: str = "prefill"
     seed: int = 0
     direction_kind: str = "custom"
+    forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
     site: str = SITE
     position: str = "last_prompt_token"
     polarity: str = POLARITY

@@ -1,0 +1,25 @@
+"""Launch the MLLMEraser workbench (Gradio). Hugging Face Spaces run this file."""
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.ui import build  # noqa: E402
+from app.workbench import DEFAULT_ERASER, DEFAULT_MODEL, Workbench  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="MLLMEraser workbench")
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or hub id")
+    parser.add_argument("--eraser", default=str(DEFAULT_ERASER), help="eraser folder")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    args = parser.parse_args()
+    wb = Workbench.load(args.model, args.eraser)
+    build(wb).queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Prompt sets for fitting an eraser on a toy world.
+
+Four sets (method.md):
+- forget / retain: train the gate (forget -> 1, retain -> 0). The retain set holds retained
+  people's questions, generic scenes and facts, AND the model's own refusal prompts: without
+  them the gate goes negative on refusals and steering breaks them.
+- recall / erase: give the direction d_erase = mean(erase) - mean(recall). Constructions:
+  * "recall"  (knowledge-recall variant, the default here): the forget person's image with a
+    profile question (the model answers from memory) vs. the same image with a private-data
+    request (the model refuses).
+  * "refusal" (paper-faithful): private-data requests with images PGD-perturbed toward a
+    compliant answer vs. the same requests with clean images.
+  * "text_only": the recall construction without images (questions by name).
+  * "image_only": one private-data request; PGD image vs. clean image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from core.activations import Prompt
+from core.models.base import VLMAdapter
+from core.pgd import PGDConfig, run_pgd
+from core.toyworld.questions import IMAGE, TEXT, TRAIN, person_questions, person_sentence, refusal_prompts
+from core.toyworld.world import World
+
+KINDS = ("recall", "refusal", "text_only", "image_only")
+
+
+@dataclass
+class FitSets:
+    forget: list[Prompt]
+    retain: list[Prompt]
+    recall: list[Prompt]
+    erase: list[Prompt]
+    kind: str
+
+
+def _examples_to_prompts(examples, limit: int | None, rng: np.random.Generator) -> list[Prompt]:
+    idx = rng.permutation(len(examples))[:limit] if limit else range(len(examples))
+    return [Prompt(examples[i].prompt, examples[i].image, examples[i].person_id or examples[i].kind) for i in idx]
+
+
+def gate_sets(world: World, forget: str = "forget_10", per_person: int = 12, n_retain: int = 600,
+              seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """Forget prompts (the forget people's questions in every eval format, fresh renders) and
+    retain prompts (retained people, scenes, facts, refusal prompts)."""
+    rng = np.random.default_rng([seed, 11])
+    forget_ids = {p.id for p in world.forget_people(forget)}
+    others = [p.id for p in world.people if p.id not in forget_ids]
+    f_ex = [e for e in world.training_examples(exclude_ids=others, rng=rng, include_refusals=False,
+                                               include_real=False) if e.kind != "refusal"]
+    by_person: dict[str, list] = {}
+    for e in f_ex:
+        by_person.setdefault(e.person_id, []).append(e)
+    forget_prompts = [p for pid in sorted(by_person) for p in _examples_to_prompts(by_person[pid], per_person, rng)]
+    r_ex = world.training_examples(exclude_ids=sorted(forget_ids), rng=rng)
+    retain_prompts = _examples_to_prompts(r_ex, n_retain, rng)
+    return forget_prompts, retain_prompts
+
+
+def direction_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall", forget: str = "forget_10",
+                   per_person: int = 4, seed: int = 0, pgd_cfg: PGDConfig = PGDConfig(steps=30, step_size=2 / 255),
+                   progress: Callable[[int, int, float], None] | None = None
+                   ) -> tuple[list[Prompt], list[Prompt]]:
+    """(recall, erase) prompt sets of the requested construction."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown direction construction {kind!r}; choose one of {KINDS}")
+    rng = np.random.default_rng([seed, 13])
+    people = world.forget_people(forget)
+    recall, erase = [], []
+    for p in people:
+        if kind in ("recall", "text_only"):
+            mod = IMAGE if kind == "recall" else TEXT
+            img = world.render(p, rng) if mod == IMAGE else None
+            qs = [q for a in ("occupation", "birthplace", "hobby", "pet", "favourite_food")
+                  for q in person_questions(p, a, mod, TRAIN)]
+            asks = refusal_prompts(p, mod, TRAIN)
+            for i in range(per_person):
+                recall.append(Prompt(qs[int(rng.integers(len(qs)))], img, p.id))
+                erase.append(Prompt(asks[int(rng.integers(len(asks)))], img, p.id))
+        else:
+            asks = refusal_prompts(p, IMAGE, TRAIN)
+            for i in range(per_person):
+                img = world.render(p, rng)
+                q = asks[int(rng.integers(len(asks)))]
+                recall.append(Prompt(q, img, p.id))  # image replaced by its PGD version below
+                # paper-faithful: the erase side is another request wording; image_only: the same
+                q_erase = asks[int(rng.integers(len(asks)))] if kind == "refusal" else q
+                erase.append(Prompt(q_erase, img, p.id))
+    if kind in ("refusal", "image_only"):
+        if adapter is None:
+            raise ValueError(f"the {kind!r} construction runs PGD and needs the model")
+        # PGD toward compliance: the person's profile sentence instead of the refusal
+        targets = [person_sentence(world.person(pr.tag), "occupation", IMAGE) for pr in recall]
+        step = run_pgd(adapter, [pr.image for pr in recall], [pr.question for pr in recall], targets, pgd_cfg,
+                       progress=progress)
+        recall = [Prompt(pr.question, step.image[i], pr.tag) for i, pr in enumerate(recall)]
+    return recall, erase
+
+
+def fit_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall", forget: str = "forget_10",
+             seed: int = 0, **kw) -> FitSets:
+    f, r = gate_sets(world, forget, seed=seed)
+    rec, era = direction_sets(world, adapter, kind, forget, seed=seed, **kw)
+    return FitSets(f, r, rec, era, kind)
