@@ -38,7 +38,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
     world = WorldConfig(seed=args.seed, n_people=args.people)
-    cfg = ToyModelConfig(seed=args.seed, steps=args.steps)
+    cfg = ToyModelConfig(seed=args.seed, steps=args.steps, **({"lr": args.lr} if args.lr else {}))
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -48,7 +48,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
             def progress(step, total, loss):
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}")
-            path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress)
+            path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress, init_from=args.init_from)
         print(f"saved {label} model to {path}")
     return 0
 
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only", action="store_true",
                    help="train the retain-only model (without the --forget people) into --out")
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 

@@ -61,3 +61,13 @@ def test_world_and_eval_splits_come_back_from_the_model_folder(mini):
     assert forget_ids == {r.id for r in splits["test"]} and not forget_ids & {r.id for r in splits["retain"]}
     refusals = refusal_sets(world, "forget_15")
     assert refusals["forget"] and all(p.question for p in refusals["forget"])
+
+
+def test_training_can_continue_from_a_saved_model(mini, tmp_path):
+    path, _ = mini
+    more = train_toy(tmp_path / "c", MINI_WORLD, ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 3}), init_from=path)
+    log = json.loads((more / "training.json").read_text())
+    assert log["round"] == 1 and log["previous"]["recipe"]["steps"] == MINI_MODEL.steps
+    other = WorldConfig(**{**MINI_WORLD.__dict__, "seed": 9})
+    with pytest.raises(ValueError, match="another world"):
+        train_toy(tmp_path / "d", other, MINI_MODEL, init_from=path)

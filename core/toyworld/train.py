@@ -87,14 +87,24 @@ def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size
 
 def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: ToyModelConfig = ToyModelConfig(),
               exclude_forget: str | None = None, progress: Callable[[int, int, float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Path:
+              should_stop: Callable[[], bool] | None = None, init_from: str | Path | None = None) -> Path:
     """Train and save (HF format: config, safetensors, tokenizer, image processor, world.json).
 
-    exclude_forget: a forget split name ("forget_10") to leave out -> the RETAIN-ONLY model."""
+    exclude_forget: a forget split name ("forget_10") to leave out -> the RETAIN-ONLY model.
+    init_from: continue from a saved toy model of the same world (a fresh cosine schedule and
+    fresh augmentations), e.g. when a first run stopped short of memorising."""
     torch.manual_seed(cfg.seed)
     world = make_world(world_cfg)
     tok = build_tokenizer(world_vocabulary(world))
     model, proc = build_model(cfg, tok)
+    previous = None
+    if init_from is not None:
+        from transformers import LlavaForConditionalGeneration
+        init = Path(init_from)
+        if json.loads((init / "world.json").read_text()) != json.loads(json.dumps(asdict(world_cfg))):
+            raise ValueError(f"{init} was trained on another world; continue only on the same world")
+        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        previous = json.loads((init / "training.json").read_text())
     adapter = LlavaAdapter(model, tok, proc, name_or_path="toy")
     exclude = tuple(p.id for p in world.forget_people(exclude_forget)) if exclude_forget else ()
     model.train()
@@ -114,7 +124,8 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
         if should_stop is not None and should_stop():
             raise InterruptedError(f"training stopped at step {step}")
         if not queue:
-            queue = _batches(world, cfg.seed * 100_003 + epoch, exclude, cfg.batch_size)
+            round_ = 0 if previous is None else 1 + previous.get("round", 0)
+            queue = _batches(world, cfg.seed * 100_003 + 1_000 * round_ + epoch, exclude, cfg.batch_size)
             epoch += 1
         batch_ex = queue.pop()
         has_img = batch_ex[0].image is not None
@@ -140,6 +151,7 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     (out / "world.json").write_text(json.dumps(asdict(world_cfg), indent=2))
     (out / "training.json").write_text(json.dumps({
         "recipe": asdict(cfg), "excluded_split": exclude_forget, "excluded_ids": list(exclude),
+        "round": 0 if previous is None else 1 + previous.get("round", 0), "previous": previous,
         "epochs": epoch, "seconds": round(time.time() - start, 1),
         "loss_every_50": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
     }, indent=2))

@@ -1,0 +1,25 @@
+"""PCA projection: exact axes, stable signs, the direction in the same plane."""
+import pytest
+import torch
+
+from core.projection import pca_2d
+
+
+def test_pca_recovers_the_dominant_axes_and_projects_the_direction():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g, dtype=torch.float64) * torch.tensor([5.0, 2.0, 0.1, 0.1, 0.1, 0.1])
+    d = torch.tensor([1.0, 0, 0, 0, 0, 0], dtype=torch.float64)
+    p = pca_2d(X, d)
+    assert p.coords.shape == (200, 2)
+    assert abs(abs(float(p.components[0, 0])) - 1) < 0.01 and abs(abs(float(p.components[1, 1])) - 1) < 0.01
+    assert float(p.explained.sum()) > 0.99
+    assert torch.allclose(p.arrow, d @ p.components.T)
+    assert torch.allclose(p.project(X), p.coords)
+    assert p.components[0].abs().argmax() == 0 and p.components[0, 0] > 0  # sign convention
+
+
+def test_pca_is_deterministic_and_validates_input():
+    X = torch.randn(10, 4)
+    assert torch.equal(pca_2d(X).coords, pca_2d(X.clone()).coords)
+    with pytest.raises(ValueError, match="N >= 2"):
+        pca_2d(torch.randn(1, 4))
