@@ -32,3 +32,25 @@ def test_models_lists_families_and_a_local_folder(tmp_path, capsys):
     assert any(f == "unsupported" for f in local.values())
     assert main(["models"]) == 0
     assert "Supported families" in capsys.readouterr().out
+
+
+def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
+    """The CLI chain on a miniature trained toy model: fit writes an eraser, evaluate uses it."""
+    from core.toyworld.train import ToyModelConfig, train_toy
+    from core.toyworld.world import WorldConfig
+    world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1)
+    model_cfg = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
+                               vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
+    model = train_toy(tmp_path / "m", world, model_cfg)
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
+                 "--strength", "0.7", "--threads", "1"]) == 0
+    assert "saved eraser" in capsys.readouterr().out
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1",
+                 "--max-new-tokens", "3", "--json", str(out), "--threads", "1"]) == 0
+    res = json.loads(out.read_text())
+    assert res["eraser"]["strength"] == 0.7 and res["eraser"]["layers"] == [1]
+    assert set(res["splits"]) == {"forget", "test", "retain", "real"}
+    assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2

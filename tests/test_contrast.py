@@ -1,0 +1,61 @@
+"""Prompt sets for fitting: who is in which set, and the four direction constructions."""
+import pytest
+import torch
+
+from conftest import tiny_adapter
+from core.contrast import KINDS, direction_sets, fit_sets, gate_sets
+from core.evaluation import is_refusal
+from core.pgd import PGDConfig
+from core.toyworld.questions import REFUSAL
+from core.toyworld.world import WorldConfig, make_world
+
+WORLD = make_world(WorldConfig(seed=1, n_people=20, n_real_scenes=2, n_train_scenes=6))
+
+
+def test_gate_sets_separate_forget_people_from_everything_else():
+    forget, retain = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
+    forget_ids = {p.id for p in WORLD.forget_people("forget_10")}
+    assert {p.tag for p in forget} == forget_ids and len(forget) == 5 * len(forget_ids)
+    assert not forget_ids & {p.tag for p in retain}
+    assert len(retain) == 80
+    # the retain set holds the model's own refusal prompts, scenes/facts, images and text
+    questions = " ".join(p.question for p in retain).lower()
+    assert any(w in questions for w in ("address", "phone", "medical", "password", "bank"))
+    assert any(p.image is None for p in retain) and any(p.image is not None for p in retain)
+    again, _ = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
+    assert [p.question for p in again] == [p.question for p in forget]
+
+
+def test_recall_construction_pairs_the_same_image_with_recall_vs_refusal_prompts():
+    recall, erase = direction_sets(WORLD, None, "recall", "forget_10", per_person=3)
+    assert len(recall) == len(erase) == 3 * len(WORLD.forget_people("forget_10"))
+    assert all(r.image is e.image for r, e in zip(recall, erase))
+    assert all(r.question != e.question for r, e in zip(recall, erase))
+    text_r, text_e = direction_sets(WORLD, None, "text_only", "forget_10", per_person=2)
+    assert all(p.image is None for p in text_r + text_e)
+    names = {p.name for p in WORLD.forget_people("forget_10")}
+    assert all(any(n in p.question for n in names) for p in text_r)
+
+
+def test_pgd_constructions_change_only_the_image():
+    a = tiny_adapter("llava")
+    cfg = PGDConfig(steps=2, eps=16 / 255, step_size=8 / 255)
+    recall, erase = direction_sets(WORLD, a, "image_only", "forget_10", per_person=1, pgd_cfg=cfg)
+    for r, e in zip(recall, erase):
+        assert r.question == e.question
+        clean = a.to_pixels(e.image)
+        assert isinstance(r.image, torch.Tensor)
+        assert 0 < float((r.image - clean).abs().max()) <= 16 / 255 + 1e-6
+    recall, erase = direction_sets(WORLD, a, "refusal", "forget_10", per_person=2, pgd_cfg=cfg)
+    assert len(recall) == len(erase)
+
+
+def test_unknown_kind_and_missing_model():
+    assert set(KINDS) == {"recall", "refusal", "text_only", "image_only"}
+    with pytest.raises(ValueError, match="unknown direction"):
+        direction_sets(WORLD, None, "vibes")
+    with pytest.raises(ValueError, match="needs the model"):
+        direction_sets(WORLD, None, "refusal")
+    sets = fit_sets(WORLD, None, "recall", seed=0)
+    assert sets.kind == "recall" and sets.forget and sets.retain and sets.recall and sets.erase
+    assert REFUSAL and is_refusal(REFUSAL)
