@@ -39,7 +39,8 @@ def build(wb: Workbench) -> gr.Blocks:
         with gr.Tab("Steering playground"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=256)
+                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=256,
+                                     elem_id="image")
                     question = gr.Textbox(label="Question", value="What is this person's occupation?",
                                           elem_id="question")
                     strength = gr.Slider(-3, 3, value=default_strength, step=0.05,

@@ -29,6 +29,21 @@ def is_refusal(reply: str) -> bool:
     return bool(_REFUSAL.search(reply))
 
 
+def is_fluent(reply: str, max_words: int = 60) -> bool:
+    """A well-formed reply: not empty, not too long, no word repeated 4 times in a row, and
+    mostly real words. Catches the degenerate text that over-steering produces."""
+    words = reply.split()
+    if not words or len(words) > max_words:
+        return False
+    run = 1
+    for a, b in zip(words, words[1:]):
+        run = run + 1 if a.lower() == b.lower() else 1
+        if run >= 4:
+            return False
+    alpha = sum(any(ch.isalpha() for ch in w) for w in words)
+    return alpha / len(words) >= 0.5 or len(words) <= 2
+
+
 @dataclass
 class Query:
     """One scored question: the prompt to send, how to score it, and where it belongs."""
@@ -132,6 +147,7 @@ def summarise(queries: Sequence[Query]) -> dict:
             sel = [q.score for q in qs if q.task == task]
             row[key] = round(sum(sel) / len(sel), 4) if sel else None
         row["refusal_rate"] = round(sum(is_refusal(q.reply) for q in qs) / len(qs), 4)
+        row["fluency"] = round(sum(is_fluent(q.reply) for q in qs) / len(qs), 4)
         row["n"] = len(qs)
         out[mod] = row
     return out

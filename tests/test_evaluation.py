@@ -58,7 +58,7 @@ def test_summarise_averages_per_task_and_modality():
     assert s["image_text"]["classification"] == 0.5 and s["image_text"]["cloze"] == 1.0
     assert s["image_text"]["generation_rougeL"] == 1.0 and s["image_text"]["refusal_rate"] == 0.0
     assert s["text_only"] == {"classification": None, "generation_rougeL": None, "cloze": 0.0,
-                              "refusal_rate": 1.0, "n": 1}
+                              "refusal_rate": 1.0, "fluency": 1.0, "n": 1}
 
 
 def test_evaluate_runs_every_split_and_writes_the_documented_shape():
@@ -71,9 +71,19 @@ def test_evaluate_runs_every_split_and_writes_the_documented_shape():
     assert set(js) >= {"model", "eraser", "splits"}
     assert set(js["splits"]["forget"]) == {"image_text", "text_only"}
     row = js["splits"]["forget"]["image_text"]
-    assert set(row) == {"classification", "generation_rougeL", "cloze", "refusal_rate", "n"}
+    assert set(row) == {"classification", "generation_rougeL", "cloze", "refusal_rate", "fluency", "n"}
     assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "n" and v is not None)
     assert 0.0 <= js["refusal_prompts"]["forget"] <= 1.0
     assert "| forget | image_text |" in format_table(res)
     with pytest.raises(InterruptedError):
         evaluate(a, splits, None, EvalConfig(max_new_tokens=2), should_stop=lambda: True)
+
+
+def test_fluency_flags_degenerate_text():
+    from core.evaluation import is_fluent
+    assert is_fluent("This person works as a baker.")
+    assert is_fluent("B")
+    assert not is_fluent("")
+    assert not is_fluent("the the the the cat")
+    assert not is_fluent("? ? , . ; : ! ?")
+    assert not is_fluent("word " * 80)
