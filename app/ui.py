@@ -30,8 +30,8 @@ def _people_gallery(wb: Workbench):
 def build(wb: Workbench) -> gr.Blocks:
     gallery_items, _ = _people_gallery(wb)
     layer_choices = [str(l) for l in wb.layers]
-    default_layers = [str(l) for l in (wb.eraser.config.layers if wb.eraser and wb.eraser.config.layers
-                                         else wb.layers)]
+    default_layers = [str(l) for l in (wb.eraser.config.steer_layers or wb.eraser.config.layers or wb.layers
+                                         if wb.eraser else wb.layers)]
     default_strength = wb.eraser.config.strength if wb.eraser else 0.0
 
     with gr.Blocks(title="MLLMEraser workbench") as demo:

@@ -121,7 +121,7 @@ class Workbench:
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
-        chosen = self.eraser.config.layers if layers is None else layers
+        chosen = self.eraser.config.steer_layers if layers is None else layers
         with self.eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode) as h:
             steered = self.adapter.generate(batch, max_new_tokens)[0]
         gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in self.eraser.fitted_layers}

@@ -113,7 +113,26 @@ def cmd_fit(args: argparse.Namespace) -> int:
     for bar in bars.values():
         bar.close()
     eraser.config.model["name_or_path"] = args.model
+    if args.tune:
+        from core.contrast import gate_sets
+        from core.tuner import tune
+        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=96, seed=args.seed + 1)
+        n = adapter.num_layers
+        layer_sets = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
+        strengths = [float(x) for x in args.tune_strengths.split(",")]
+        with tqdm(total=len(layer_sets) * len(strengths), desc="tuning layers x strength") as bar:
+            res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, mode=args.mode,
+                       min_retain=args.min_retain, progress=lambda d, t: bar.update(d - bar.n))
+        if res.best is None:
+            print(f"tuner: no setting kept retain answers >= {args.min_retain}; keeping --strength/--layers")
+        else:
+            eraser.config.steer_layers = res.best.layers
+            eraser.config.strength = res.best.strength
+            print(f"tuner: layers {res.best.layers}, strength {res.best.strength} -> forget refusals "
+                  f"{res.best.forget:.2f}, retain unchanged {res.best.retain:.2f}, fluency {res.best.fluency:.2f}")
     out = eraser.save_pretrained(args.out)
+    if args.tune:
+        (out / "tuning.json").write_text(json.dumps(res.to_json(), indent=2))
     d = eraser.diagnostics
     print("layer  k    leakage  forget-energy  gate(forget)  gate(retain)")
     for l in eraser.fitted_layers:
@@ -145,7 +164,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from core.eraser import Eraser
         eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
         strength = eraser.config.strength if args.strength is None else args.strength
-        layers = _parse_layers(args.layers) or eraser.config.layers
+        layers = _parse_layers(args.layers) or eraser.config.steer_layers or eraser.config.layers
         mode = args.mode or eraser.config.mode
         steering = lambda: eraser.apply(adapter, strength=strength, layers=layers, mode=mode)  # noqa: E731
         info = {"path": args.eraser, "strength": strength, "layers": layers, "mode": mode,
@@ -232,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
     p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
+    p.add_argument("--tune", action="store_true",
+                   help="sweep layers x strength on held-out prompts and store the best setting")
+    p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")
+    p.add_argument("--min-retain", type=float, default=0.97,
+                   help="tuner constraint: share of retain answers that must stay unchanged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_fit)

@@ -44,6 +44,7 @@ class EraserConfig:
     gamma: float = 0.1
     threshold: float | None = None
     layers: list[int] | None = None  # layers fitted; None = all
+    steer_layers: list[int] | None = None  # layers steered by default; None = every fitted layer
     strength: float = 0.3
     mode: str = "prefill"
     seed: int = 0
@@ -178,6 +179,8 @@ class Eraser:
                   layers: Iterable[int] | None = None) -> tuple[float, ...]:
         strength = self.config.strength if strength is None else strength
         fitted = set(self.fitted_layers)
+        if layers is None:
+            layers = self.config.steer_layers
         chosen = fitted if layers is None else set(int(l) for l in layers)
         vals = layer_strengths(self.num_layers, strength, chosen)
         return tuple(v if i in fitted else 0.0 for i, v in enumerate(vals))

@@ -132,3 +132,10 @@ def test_from_activations_and_layer_mask():
     assert e.strengths(0.4) == (0.0, 0.4, 0.4)
     assert e.strengths(0.4, layers=[0, 2]) == (0.0, 0.0, 0.4)  # layer 0 was not fitted
     assert e.config.counts == {"forget": 5, "retain": 9, "recall": 4, "erase": 4}
+
+
+def test_default_steered_layers_come_from_the_config():
+    e = Eraser(torch.ones(3, 4, dtype=torch.float64), torch.ones(3, 4, dtype=torch.float64),
+               EraserConfig(strength=0.5, steer_layers=[2]))
+    assert e.strengths() == (0.0, 0.0, 0.5)
+    assert e.strengths(1.0, layers=[0, 1]) == (1.0, 1.0, 0.0)
