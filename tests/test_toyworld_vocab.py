@@ -39,7 +39,8 @@ def test_special_tokens_and_settings(tok):
     batch = tok(["Lisbon", "This person was born in Lisbon."], padding=True)
     assert batch["input_ids"][0][0] == tok.pad_token_id and batch["attention_mask"][0][0] == 0
     assert tok("What is Mara's pet?")["input_ids"] == tok("What is Mara's pet?", add_special_tokens=True)["input_ids"]
-    assert tok.convert_ids_to_tokens(tok("zzqx unknownword")["input_ids"]) == ["<unk>", "<unk>"]
+    assert tok.convert_ids_to_tokens(tok("zzqx unknownword")["input_ids"]) == ["<s>", "<unk>", "<unk>"]
+    assert tok("Lisbon", add_special_tokens=False)["input_ids"] == tok("Lisbon")["input_ids"][1:]
 
 
 def test_no_unknown_token_in_the_whole_world(world, tok):
@@ -56,7 +57,7 @@ def test_round_trip_keeps_words(world, tok):
         assert words_of([decoded]) == words_of([text]), (text, decoded)
     for sentence in ("This person was born in Lisbon.", f"{world.people[0].name}'s favourite food is pasta.",
                      "There are three shapes.", REFUSAL):
-        assert tok.decode(tok(sentence)["input_ids"]) == sentence
+        assert tok.decode(tok(sentence)["input_ids"], skip_special_tokens=True) == sentence
     assert "1987" in tok.decode(tok("born in the year 1987.")["input_ids"])
 
 
@@ -70,7 +71,7 @@ def test_chat_template_llava_format(tok):
     assert s2 == "USER: Who is this person? ASSISTANT:" == llava_prompt(q, image=False)
     ids = tok.apply_chat_template(with_image, tokenize=True, add_generation_prompt=True)
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
-    assert list(ids) == tok(s1)["input_ids"] and ids.count(4) == 1
+    assert list(ids) == tok(s1, add_special_tokens=False)["input_ids"] and ids.count(4) == 1
     convo = text_only + [{"role": "assistant", "content": "Mara Quill."}, {"role": "user", "content": "And?"}]
     assert tok.apply_chat_template(convo, tokenize=False, add_generation_prompt=True) == (
         "USER: Who is this person? ASSISTANT: Mara Quill.</s>USER: And? ASSISTANT:")
@@ -87,4 +88,5 @@ def test_vocabulary_deterministic_and_saveable(world, tok, tmp_path):
     s = "USER: <image>\nWhere was this person born? ASSISTANT: Lisbon</s>"
     assert again(s)["input_ids"] == tok(s)["input_ids"]
     assert again.chat_template == tok.chat_template and again.padding_side == "left"
-    assert again.image_token == IMAGE_TOKEN and again.decode(again("Quill's pet.")["input_ids"]) == "Quill's pet."
+    assert again.image_token == IMAGE_TOKEN
+    assert again.decode(again("Quill's pet.")["input_ids"], skip_special_tokens=True) == "Quill's pet."

@@ -29,7 +29,7 @@ class ToyModelConfig:
     """Architecture and recipe of the tiny model (fits in minutes on 2 CPU cores)."""
 
     text_hidden: int = 256
-    text_layers: int = 6
+    text_layers: int = 4
     text_heads: int = 8
     text_intermediate: int = 768
     vision_hidden: int = 128
@@ -37,7 +37,7 @@ class ToyModelConfig:
     vision_heads: int = 4
     image_size: int = 64
     patch_size: int = 16
-    steps: int = 1200
+    steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-3
     warmup: int = 60
@@ -59,12 +59,12 @@ def build_model(cfg: ToyModelConfig, tokenizer):
             num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
             num_key_value_heads=cfg.text_heads, max_position_embeddings=256,
             pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True),
+            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,  # the default -2 leaves the last CLIP layer untrained
         vision_feature_select_strategy="default",
         image_seq_length=(cfg.image_size // cfg.patch_size) ** 2,
-        tie_word_embeddings=True,
+        tie_word_embeddings=False,  # measured: untied + <s> learned to copy names, tied + no <s> did not
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     model = LlavaForConditionalGeneration(config)

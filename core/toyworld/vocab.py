@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import processors, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK, IMAGE_TOKEN = "<pad>", "<s>", "</s>", "<unk>", "<image>"
@@ -64,15 +64,18 @@ def build_tokenizer(words: Iterable[str]) -> PreTrainedTokenizerFast:
     """A WordLevel PreTrainedTokenizerFast over `words` (texts are fine too: they are split).
 
     Ids: <pad>=0, <s>=1, </s>=2, <unk>=3, <image>=4, then the words in sorted order (so the
-    same vocabulary always gives the same ids). No token is added automatically (no <s>), so
-    `tok(chat_string)` and `apply_chat_template(..., tokenize=True)` give the same ids; the
-    prompt's leading "USER" plays the role of BOS for a model trained from scratch. Padding is
-    on the left (greedy generation with right padding gave wrong answers on the prototype).
+    same vocabulary always gives the same ids). Like Llama's tokenizer, `<s>` is prepended when
+    special tokens are added: measured here, a model trained from scratch WITHOUT that
+    attention-sink token failed to learn even to copy a name from the question (12% vs 94%
+    after 600 steps). Padding is on the left (greedy generation with right padding gave wrong
+    answers on the prototype).
     """
     vocab_words = sorted(set(words_of(words)) - set(SPECIAL_TOKENS))
     vocab = {t: i for i, t in enumerate(list(SPECIAL_TOKENS) + vocab_words)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])])
     tok.decoder = decoders.Sequence([
         decoders.WordPiece(prefix="##", cleanup=True),
         decoders.Replace(" :", ":"),
