@@ -76,6 +76,20 @@ def _eval_data(args, adapter):
     return eval_splits(world, args.forget, args.limit), refusal_sets(world, args.forget, args.limit)
 
 
+class _StageBars:
+    """One tqdm bar per named stage (activation sets, splits): progress(stage, done, total)."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.bars = prefix, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm import tqdm
+        bar = self.bars.get(stage) or self.bars.setdefault(stage, tqdm(total=total, desc=f"{self.prefix} {stage}"))
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+
 def _parse_layers(text: str | None) -> list[int] | None:
     if text in (None, "", "all"):
         return None
@@ -103,15 +117,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
                        strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget)
-    bars: dict = {}
-
-    def progress(stage, done, total):
-        bar = bars.get(stage) or bars.setdefault(stage, tqdm(total=total, desc=f"activations {stage}"))
-        bar.update(done - bar.n)
-
-    eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg, progress=progress)
-    for bar in bars.values():
-        bar.close()
+    eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
+                        progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
     if args.tune:
         from core.contrast import gate_sets
@@ -145,20 +152,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """MLLMU-style evaluation of a model (optionally steered by an eraser)."""
     import torch
-    from tqdm import tqdm
     from core.evaluation import EvalConfig, evaluate, format_table
     from core.models.load import load_adapter
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
     splits, refusals = _eval_data(args, adapter)
-    bars: dict = {}
-
-    def progress(name, done, total):
-        bar = bars.get(name) or bars.setdefault(name, tqdm(total=total, desc=f"eval {name}", unit="q"))
-        bar.update(done - bar.n)
-        if done >= total:
-            bar.close()
-
     steering, info = None, None
     if args.eraser:
         from core.eraser import Eraser
@@ -172,7 +170,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "gamma": eraser.config.gamma}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
-                      steering=steering, eraser_info=info, progress=progress)
+                      steering=steering, eraser_info=info, progress=_StageBars("eval"))
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,4 @@
 """Loading from folders, clear errors, fingerprints and weight hashes."""
-import os
 
 import pytest
 import torch

@@ -1,6 +1,5 @@
 """The toy-model trainer, on a miniature world and model (seconds), and the shipped model."""
 import json
-from pathlib import Path
 
 import pytest
 import torch
