@@ -179,6 +179,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Ablation report: strength, PGD eps, direction construction, layers, null space on/off."""
+    import torch
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    from core.sweep import SweepConfig, report, run_sweep
+    from core.toyworld.train import load_world
+    torch.set_num_threads(args.threads)
+    adapter = load_adapter(args.model)
+    base = Eraser.from_pretrained(args.eraser, adapter=adapter).config
+    cfg = SweepConfig(forget=base.forget_split or "forget_10", n_people=args.people, seed=args.seed)
+    rows = run_sweep(adapter, load_world(args.model), base, cfg, progress=print)
+    text = report(rows, "MLLMEraser ablations on the shipped toy model",
+                  f"python -m core sweep --people {args.people} --out {args.out}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     """Generate a toy world: a portrait grid picture and MLLMU-Bench parquet files."""
     import numpy as np
@@ -257,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("sweep", help="ablation report (strength, eps, direction, layers, null space)",
+                       description="Run the method's ablations on a toy model with an eraser as the base setting and "
+                                   "write a markdown report (and JSON) of forget-vs-utility metrics.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
+    p.add_argument("--people", type=int, default=10, help="rows per split evaluated")
+    p.add_argument("--out", default="docs/ablations.md")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
                        description="Generate the synthetic world for --seed: print people, save a portrait grid, "

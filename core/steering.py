@@ -205,7 +205,7 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig, gate: torch.T
     gate_index: (B,) position of the last prompt token when the batch carries answer tokens.
     """
     blocks = _blocks(target)
-    n, _d = len(blocks), direction.shape[-1]
+    n = len(blocks)
     if direction.shape[0] != n or (gate is not None and gate.shape != direction.shape):
         raise ValueError(f"steering vectors of shape {tuple(direction.shape)} do not fit a model "
                          f"with {n} layers")

@@ -1,0 +1,108 @@
+"""Ablations of the method on a toy model, as a markdown report.
+
+Each experiment fits or re-applies an eraser with one knob changed and evaluates it on a fixed
+subset of the forget / test / retain / real splits (image+text MCQ accuracy, ROUGE-L, refusal
+rate, fluency), next to the unsteered model. Knobs: steering strength, PGD eps of the
+adversarial contrast images, direction construction, steered layers, and the null-space gate
+on/off (plain d_erase addition).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from core.contrast import direction_sets, gate_sets
+from core.eraser import Eraser, EraserConfig
+from core.evaluation import EvalConfig, evaluate
+from core.models.base import VLMAdapter
+from core.pgd import PGDConfig
+from core.toyworld.train import eval_splits
+from core.toyworld.world import World
+
+
+@dataclass
+class SweepConfig:
+    forget: str = "forget_10"
+    strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+    eps: tuple[int, ...] = (8, 16, 32, 64)  # in 1/255
+    n_people: int = 10  # rows per split evaluated
+    max_new_tokens: int = 24
+    seed: int = 0
+
+
+@dataclass
+class Row:
+    experiment: str
+    setting: str
+    metrics: dict = field(default_factory=dict)
+
+
+def _metrics(result) -> dict:
+    s = result.splits
+    pick = lambda split, key: s[split]["image_text"][key]  # noqa: E731
+    return {"forget_mcq": pick("forget", "classification"), "forget_refusal": pick("forget", "refusal_rate"),
+            "test_mcq": pick("test", "classification"), "retain_mcq": pick("retain", "classification"),
+            "retain_rougeL": pick("retain", "generation_rougeL"), "real_mcq": pick("real", "classification"),
+            "fluency": min(s[k]["image_text"]["fluency"] for k in s)}
+
+
+def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepConfig = SweepConfig(),
+              progress: Callable[[str], None] | None = None) -> list[Row]:
+    """All experiments; `base` fixes the default layers / strength / mode / direction."""
+    say = progress or (lambda msg: None)
+    splits = eval_splits(world, cfg.forget, cfg.n_people)
+    ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
+    forget_p, retain_p = gate_sets(world, cfg.forget, seed=cfg.seed)
+    rows: list[Row] = []
+
+    def fit(kind: str, eps: int | None = None) -> Eraser:
+        pgd_cfg = PGDConfig(eps=(eps or 16) / 255, step_size=max(1, (eps or 16) // 8) / 255, steps=30, seed=cfg.seed)
+        rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed, pgd_cfg=pgd_cfg)
+        c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": {}, "data_hash": "", "counts": {}})
+        return Eraser.fit(adapter, forget_p, retain_p, rec, era, c)
+
+    def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:
+        t = time.time()
+        steering = None if eraser is None else (lambda: eraser.apply(adapter, **apply_kw))
+        res = evaluate(adapter, splits, None, ecfg, steering=steering)
+        rows.append(Row(name, setting, _metrics(res)))
+        say(f"{name:<12} {setting:<28} {rows[-1].metrics}  ({time.time() - t:.0f}s)")
+
+    base_layers = base.steer_layers or base.layers
+    run("baseline", "no steering", None)
+    default = fit(base.direction_kind)
+    for s in cfg.strengths:
+        run("strength", f"{s}", default, strength=s, layers=base_layers, mode=base.mode)
+    n = adapter.num_layers
+    thirds = {"early": [1], "middle": [n // 2], "late": [n - 1], "all (1..L-1)": list(range(1, n))}
+    for label, layers in thirds.items():
+        run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
+    run("null space", "on (gated)", default, strength=base.strength, layers=base_layers, mode=base.mode)
+    run("null space", "off (plain d_erase)", default, strength=base.strength, layers=base_layers, mode=base.mode,
+        gated=False)
+    run("mode", "prefill (paper)", default, strength=base.strength, layers=base_layers, mode="prefill")
+    run("paper preset", "layers 1..L-1, prefill, 0.3", default, strength=0.3, layers=list(range(1, n)),
+        mode="prefill")
+    for kind in ("recall", "refusal", "text_only", "image_only"):
+        er = default if kind == base.direction_kind else fit(kind)
+        run("direction", kind, er, strength=base.strength, layers=base_layers, mode=base.mode)
+    for eps in cfg.eps:
+        run("PGD eps", f"{eps}/255 (refusal direction)", fit("refusal", eps), strength=base.strength,
+            layers=base_layers, mode=base.mode)
+    return rows
+
+
+def report(rows: list[Row], title: str, command: str) -> str:
+    """Markdown: one table per experiment, percentages."""
+    keys = ["forget_mcq", "forget_refusal", "test_mcq", "retain_mcq", "retain_rougeL", "real_mcq", "fluency"]
+    out = [f"# {title}", "", f"Produced by `{command}`. Image+text questions; percentages.", ""]
+    for exp in dict.fromkeys(r.experiment for r in rows):
+        out += [f"## {exp}", "", "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        for r in rows:
+            if r.experiment == exp:
+                out.append(f"| {r.setting} | " + " | ".join(
+                    "-" if r.metrics.get(k) is None else f"{100 * r.metrics[k]:.1f}" for k in keys) + " |")
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,29 @@
+"""The ablation sweep on a miniature trained toy model: every experiment row and the report."""
+from core.eraser import EraserConfig
+from core.models.load import load_adapter
+from core.sweep import SweepConfig, report, run_sweep
+from core.toyworld.train import ToyModelConfig, load_world, train_toy
+from core.toyworld.world import WorldConfig
+
+
+def test_sweep_runs_every_experiment_and_reports(tmp_path):
+    world_cfg = WorldConfig(seed=4, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1,
+                            fact_repeats=1)
+    model_cfg = ToyModelConfig(text_hidden=32, text_layers=3, text_heads=2, text_intermediate=64, vision_hidden=16,
+                               vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
+    path = train_toy(tmp_path / "m", world_cfg, model_cfg)
+    adapter, world = load_adapter(path), load_world(path)
+    base = EraserConfig(strength=1.0, steer_layers=[2], mode="latched", direction_kind="recall",
+                        forget_split="forget_10")
+    rows = run_sweep(adapter, world, base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
+                                                      max_new_tokens=3))
+    experiments = {r.experiment for r in rows}
+    assert experiments == {"baseline", "strength", "layers", "null space", "mode", "paper preset", "direction",
+                           "PGD eps"}
+    assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
+                                                                        "image_only"]
+    for r in rows:
+        assert set(r.metrics) >= {"forget_mcq", "forget_refusal", "retain_mcq", "real_mcq", "fluency"}
+        assert all(v is None or 0.0 <= v <= 1.0 for v in r.metrics.values())
+    text = report(rows, "t", "cmd")
+    assert "## PGD eps" in text and "| 8/255 (refusal direction) |" in text and "`cmd`" in text
