@@ -74,3 +74,17 @@ def test_compare_reports_bad_input_without_breaking():
     no_eraser = Workbench(wb.adapter, None)
     with pytest.raises(UserError, match="No eraser"):
         no_eraser.compare(random_image(0), "what ?", 0.5, None)
+
+
+def test_concurrent_users_get_answers_for_their_own_strength():
+    from concurrent.futures import ThreadPoolExecutor
+    wb = _workbench()
+    img = random_image(3)
+    strengths = [0.0, 1.0, 2.5, -2.0, 4.0, 0.5]
+    expected = {s: wb.compare(img, "what is this ?", s, [0, 1]).steered for s in strengths}
+    assert len(set(expected.values())) > 1  # the strengths really give different answers
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        jobs = [(s, pool.submit(wb.compare, img, "what is this ?", s, [0, 1])) for s in strengths * 3]
+        for s, job in jobs:
+            assert job.result().steered == expected[s], s
+    assert hook_count(wb.adapter) == 0
