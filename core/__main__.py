@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=2400, help="optimizer steps")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
     p.add_argument("--retain-only", action="store_true",
                    help="train the retain-only model (without the --forget people) into --out")

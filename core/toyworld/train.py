@@ -37,8 +37,8 @@ class ToyModelConfig:
     vision_heads: int = 4
     image_size: int = 64
     patch_size: int = 16
-    steps: int = 2000
-    batch_size: int = 64
+    steps: int = 2400
+    batch_size: int = 32
     lr: float = 1e-3
     warmup: int = 60
     weight_decay: float = 0.01
@@ -74,20 +74,16 @@ def build_model(cfg: ToyModelConfig, tokenizer):
 
 
 def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size: int):
-    """One augmentation pass: fresh renders and MCQ options, batched by modality AND kind so
-    that rows in a batch have similar lengths (short QA is not padded to long MCQ prompts)."""
+    """One augmentation pass: fresh renders and MCQ options, batched by modality with every
+    kind of example mixed inside a batch. Measured: batches of a single kind (all MCQ, all
+    sentences...) kept the model from ever learning to copy a name (0% vs 94% after 500 steps)."""
     rng = np.random.default_rng(epoch_seed)
     examples = world.training_examples(exclude_ids=exclude, rng=rng)
-    pools: dict[tuple[bool, str], list] = {}
-    for e in examples:
-        pools.setdefault((e.image is not None, e.kind.split("_")[-1]), []).append(e)
-    out, rest = [], {}
-    for key, pool in sorted(pools.items()):
-        full = len(pool) // batch_size * batch_size
-        out += [pool[s:s + batch_size] for s in range(0, full, batch_size)]
-        rest.setdefault(key[0], []).extend(pool[full:])
-    for pool in rest.values():  # leftovers of each modality, mixed kinds
-        out += [pool[s:s + batch_size] for s in range(0, len(pool) - batch_size + 1, batch_size)]
+    pools = {m: [e for e in examples if (e.image is not None) == m] for m in (True, False)}
+    out = []
+    for pool in pools.values():
+        for s in range(0, len(pool) - batch_size + 1, batch_size):
+            out.append(pool[s:s + batch_size])
     return [out[i] for i in rng.permutation(len(out))]
 
 
