@@ -12,8 +12,10 @@ from app.workbench import DEFAULT_ERASER, DEFAULT_MODEL, Workbench  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="MLLMEraser workbench")
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder or hub id")
-    parser.add_argument("--eraser", default=str(DEFAULT_ERASER), help="eraser folder")
+    parser.add_argument("--model", default=os.environ.get("MLLMERASER_MODEL", str(DEFAULT_MODEL)),
+                        help="model folder or hub id (env MLLMERASER_MODEL)")
+    parser.add_argument("--eraser", default=os.environ.get("MLLMERASER_ERASER", str(DEFAULT_ERASER)),
+                        help="eraser folder (env MLLMERASER_ERASER)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()

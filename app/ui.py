@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.workbench import UserError, Workbench
+from app.workbench import UserError, Workbench, read_image
 
 INTRO = """# MLLMEraser workbench
 Test-time unlearning in a vision-language model by **input-aware activation steering**: a
@@ -39,8 +39,9 @@ def build(wb: Workbench) -> gr.Blocks:
         with gr.Tab("Steering playground"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    image = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard"], height=256,
-                                     elem_id="image")
+                    image = gr.Image(type="pil", label="Image", interactive=False, height=256, elem_id="image")
+                    upload = gr.File(label="Upload your own image (PNG / JPEG / WebP)", file_types=["image"],
+                                     file_count="single", elem_id="upload", height=90)
                     question = gr.Textbox(label="Question", value="What is this person's occupation?",
                                           elem_id="question")
                     strength = gr.Slider(-3, 3, value=default_strength, step=0.05,
@@ -76,6 +77,15 @@ def build(wb: Workbench) -> gr.Blocks:
             rows = [[l, round(g, 3)] for l, g in res.gates.items()]
             return res.original, res.steered, rows, ""
 
+        def load_upload(path):
+            if path is None:
+                return gr.update(), ""
+            try:
+                return read_image(path), ""
+            except UserError as exc:  # keep the previous image; say what went wrong
+                return gr.update(), f"**Error:** {exc}"
+
+        upload.upload(load_upload, upload, [image, status])
         inputs = [image, question, strength, layers, mode]
         outputs = [original, steered, gates, status]
         run.click(compare, inputs, outputs)

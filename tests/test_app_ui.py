@@ -56,8 +56,7 @@ def test_empty_question_shows_a_clear_error(page):
 def test_bad_file_upload_shows_an_error_and_app_keeps_working(page, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    page.locator("#image input[type=file]").set_input_files(str(bad))
-    page.click("#compare")
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
     page.wait_for_selector("#status:has-text('not a readable image')", timeout=30_000)
     page.locator("#gallery button").filter(has_text="retain").first.click()
     original, steered = _compare(page)

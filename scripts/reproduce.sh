@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Rebuild the shipped assets and every number and figure in the README (CPU; about an hour).
+#   bash scripts/reproduce.sh            # everything
+#   SKIP_TRAIN=1 bash scripts/reproduce.sh   # keep the shipped models, redo eraser + results
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
+if [ -z "${SKIP_TRAIN:-}" ]; then
+  python -m core train-toy --out assets/toy-llava --seed 0
+  python -m core train-toy --out assets/toy-llava-retain-only --seed 0 --retain-only --forget forget_10
+fi
+python -m core world --seed 0 --grid docs/portraits.png
+python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --mode latched --tune
+python -m core evaluate --model assets/toy-llava --json results/vanilla.json
+python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
+python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
+python scripts/readme_figures.py
+python scripts/screenshots.py
+python scripts/results_table.py

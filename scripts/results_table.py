@@ -1,0 +1,57 @@
+"""Render results/*.json (from `python -m core evaluate --json`) as the README's results table.
+
+    python scripts/results_table.py          # rewrites the block between the results markers
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "results/retain_only.json"),
+        ("vanilla + MLLMEraser", "results/eraser.json")]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def table() -> str:
+    lines = ["| model | split | MCQ img | MCQ text | ROUGE-L img | cloze img | refusal img | fluency img |",
+             "|---|---|---|---|---|---|---|---|"]
+    extra = []
+    for label, path in ROWS:
+        f = ROOT / path
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text())
+        for split in ("forget", "test", "retain", "real"):
+            it, tx = res["splits"][split]["image_text"], res["splits"][split].get("text_only", {})
+            lines.append(f"| {label} | {split} | {pct(it['classification'])} | {pct(tx.get('classification'))} | "
+                         f"{pct(it['generation_rougeL'])} | {pct(it['cloze'])} | {pct(it['refusal_rate'])} | "
+                         f"{pct(it.get('fluency'))} |")
+        rp = res.get("refusal_prompts", {})
+        if rp:
+            extra.append(f"- {label}: private-data requests refused: forget people {pct(rp.get('forget'))}%, "
+                         f"retain people {pct(rp.get('retain'))}%")
+        if res.get("eraser"):
+            e = res["eraser"]
+            extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
+                         f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}")
+    return "\n".join(lines + [""] + extra)
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START not in text:
+        raise SystemExit("README has no results markers")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
+    print(table())
+
+
+if __name__ == "__main__":
+    main()
