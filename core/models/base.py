@@ -98,9 +98,13 @@ class VLMAdapter:
         return next(self.model.parameters()).dtype
 
     def info(self) -> ModelInfo:
-        from core.models.load import fingerprint  # local import: load imports this module
+        """Identity of the wrapped model. The weights fingerprint is computed once: eraser.apply
+        checks it on every call (the app's hot path) and steering never changes the weights."""
+        if getattr(self, "_fingerprint", None) is None:
+            from core.models.load import fingerprint  # local import: load imports this module
+            self._fingerprint = fingerprint(self.model)
         return ModelInfo(self.family, str(self.name_or_path), getattr(self.model.config, "_commit_hash", None),
-                         self.hidden_size, self.num_layers, fingerprint(self.model))
+                         self.hidden_size, self.num_layers, self._fingerprint)
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, question: str, with_image: bool) -> str:
