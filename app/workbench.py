@@ -43,19 +43,16 @@ def read_image(source) -> Image.Image:
         except OSError as exc:
             raise UserError(f"Could not read the uploaded file ({exc.strerror}).") from exc
         try:
-            img = Image.open(io.BytesIO(data))
-            if img.width * img.height > MAX_PIXELS:
-                raise UserError(f"The image is {img.width}x{img.height} pixels; the limit is "
-                                f"{MAX_PIXELS // 1_000_000} megapixels. Please upload a smaller image.")
-            img.load()
-        except UserError:
-            raise
+            img = Image.open(io.BytesIO(data))  # lazy: the size is known before any pixel is decoded
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
             raise UserError("That file is not a readable image. Upload a PNG, JPEG or WebP picture.") from exc
     if img.width * img.height > MAX_PIXELS:
         raise UserError(f"The image is {img.width}x{img.height} pixels; the limit is "
                         f"{MAX_PIXELS // 1_000_000} megapixels. Please upload a smaller image.")
-    return img.convert("RGB")
+    try:
+        return img.convert("RGB")  # decodes the pixels: truncated files fail here
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UserError("That file is not a readable image. Upload a PNG, JPEG or WebP picture.") from exc
 
 
 def check_question(question: str | None) -> str:

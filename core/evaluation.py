@@ -112,26 +112,38 @@ def score(q: Query) -> float:
     raise ValueError(f"unknown task {q.task}")
 
 
-def answer(adapter: VLMAdapter, queries: Sequence[Query], cfg: EvalConfig = EvalConfig(), steering=None,
-           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None) -> None:
-    """Fill `reply` and `score` of every query (in place), batched by modality.
+def replies(adapter: VLMAdapter, prompts: Sequence[Prompt], max_new_tokens: int = 50, batch_size: int = 32,
+            steering=None, progress: Callable[[int, int], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> list[str]:
+    """Greedy replies to many prompts, in input order, batched by modality.
 
     steering: a callable returning a context manager (e.g. `lambda: eraser.apply(adapter, ...)`),
     entered around each batch so that settings never outlive the call."""
     from core.activations import batches, encode_prompts
+    out = [""] * len(prompts)
     done = 0
-    for idx, chunk in batches([q.prompt for q in queries], cfg.batch_size):
+    for idx, chunk in batches(prompts, batch_size):
         if should_stop is not None and should_stop():
-            raise InterruptedError("evaluation stopped")
+            raise InterruptedError("generation stopped")
         batch = encode_prompts(adapter, chunk)
         with (steering() if steering is not None else nullcontext()):
-            replies = adapter.generate(batch, cfg.max_new_tokens)
-        for i, r in zip(idx, replies):
-            queries[i].reply = r
-            queries[i].score = score(queries[i])
+            texts = adapter.generate(batch, max_new_tokens)
+        for i, r in zip(idx, texts):
+            out[i] = r
         done += len(chunk)
         if progress is not None:
-            progress(done, len(queries))
+            progress(done, len(prompts))
+    return out
+
+
+def answer(adapter: VLMAdapter, queries: Sequence[Query], cfg: EvalConfig = EvalConfig(), steering=None,
+           progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+    """Fill `reply` and `score` of every query (in place)."""
+    texts = replies(adapter, [q.prompt for q in queries], cfg.max_new_tokens, cfg.batch_size, steering, progress,
+                    should_stop)
+    for q, r in zip(queries, texts):
+        q.reply = r
+        q.score = score(q)
 
 
 def summarise(queries: Sequence[Query]) -> dict:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
-from core.activations import Prompt, batches, encode_prompts
+from core.activations import Prompt
 from core.eraser import Eraser
-from core.evaluation import is_fluent, is_refusal
+from core.evaluation import is_fluent, is_refusal, replies
 from core.models.base import VLMAdapter
 
 
@@ -42,20 +42,6 @@ class TuneResult:
                 "grid": [asdict(c) for c in self.grid]}
 
 
-def _answers(adapter: VLMAdapter, prompts: Sequence[Prompt], max_new_tokens: int, steering=None) -> list[str]:
-    out = [""] * len(prompts)
-    for idx, chunk in batches(prompts, 32):
-        batch = encode_prompts(adapter, chunk)
-        if steering is None:
-            replies = adapter.generate(batch, max_new_tokens)
-        else:
-            with steering():
-                replies = adapter.generate(batch, max_new_tokens)
-        for i, r in zip(idx, replies):
-            out[i] = r
-    return out
-
-
 def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
          layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], mode: str = "latched",
          min_retain: float = 0.97, min_fluency: float = 0.95, max_new_tokens: int = 16,
@@ -64,15 +50,15 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
     """Sweep layer sets x strengths; return the best admissible setting and the grid."""
     if not forget or not retain:
         raise ValueError("the tuner needs forget and retain prompts")
-    base_retain = _answers(adapter, retain, max_new_tokens)
+    base_retain = replies(adapter, retain, max_new_tokens)
     grid, total = [], len(layer_sets) * len(strengths)
     for layers in layer_sets:
         for s in strengths:
             if should_stop is not None and should_stop():
                 raise InterruptedError("tuning stopped")
             steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
-            f = _answers(adapter, forget, max_new_tokens, steer)
-            r = _answers(adapter, retain, max_new_tokens, steer)
+            f = replies(adapter, forget, max_new_tokens, steering=steer)
+            r = replies(adapter, retain, max_new_tokens, steering=steer)
             c = Candidate(list(layers), float(s),
                           forget=sum(map(is_refusal, f)) / len(f),
                           retain=sum(a == b for a, b in zip(r, base_retain)) / len(r),
