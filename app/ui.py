@@ -1,81 +1,241 @@
-"""The Gradio interface: components wired to the Workbench handlers (no method logic here)."""
+"""The Gradio interface: components wired to the Workbench handlers (no method logic here).
+
+Per-user state: a `Session` in gr.State (this user's eraser, kept PGD images, loaded model) and
+a stop flag per session. The shared Workbench is read-only, so one user's actions never show up
+in another user's views.
+"""
 
 from __future__ import annotations
 
+import json
+import tempfile
+import threading
+
 import gradio as gr
 
-from app.workbench import UserError, Workbench, read_image
+from app.plots import change_heatmap, evaluation_bars, pgd_curve
+from app.workbench import (ROOT, Session, UserError, Workbench, eraser_summary, eraser_zip, read_image)
 
 INTRO = """# MLLMEraser workbench
 Test-time unlearning in a vision-language model by **input-aware activation steering**: a
 direction `d_erase` (from "recall" toward "refuse") is added to the residual stream, scaled by a
 **gate** `c(h) = h · u` fitted in the null space of retained knowledge, so it fires on questions
 about the people to forget and stays near 0 elsewhere. The model's weights never change.
+New here? Open the **Learn** tab for a guided tour.
 """
 
+LEARN = [
+    ("1. Activation steering", "A model's answer is computed from a stack of residual-stream vectors. Adding a "
+     "vector to them at inference time (steering) changes what the model says, without touching a weight. "
+     "Pick a person marked FORGET, then move the strength slider: the steered answer changes, the original "
+     "never does.", "play"),
+    ("2. The contrast direction d_erase", "d_erase is the difference between the mean activation of prompts where "
+     "the model refuses and prompts where it recalls the person (method.md, eq. 1). In the activation map it is "
+     "the arrow drawn from the recall cloud: it points at the erase cloud.", "map"),
+    ("3. The null space and the gate", "Adding d_erase everywhere would also break answers about everyone else. "
+     "The gate u is fitted only in directions where retained questions have (almost) no energy: the null space of "
+     "their activations. The inspector shows the spectrum, the chosen dimension k, and how forget and retain gate "
+     "values separate. Change the ratio and watch the gate distributions move.", "null"),
+    ("4. Selectivity", "Run forget and retain examples side by side: with a good gate the forget answers turn into "
+     "refusals while the retain answers stay as they were. The heat-map shows which layer and strength do it.",
+     "play"),
+    ("5. Reversible by design", "Test-time unlearning leaves the weights bit-identical: set the strength to 0 (or "
+     "leave the `with eraser.apply(...)` block) and every answer is exactly the original again. The Evaluate tab "
+     "measures forgetting and utility against the retain-only model, the gold standard.", "eval"),
+]
 
-def _people_gallery(wb: Workbench):
-    if wb.world is None:
-        return [], {}
-    forget = {p.id for p in wb.world.forget_people(wb.eraser_split)} if wb.eraser else set()
-    items, lookup = [], {}
-    for p in wb.world.people:
-        tag = "FORGET" if p.id in forget else "retain"
-        caption = f"{p.name} ({tag})"
-        items.append((wb.world.canonical_image(p), caption))
-        lookup[caption] = p
-    return items, lookup
+_STOPS: dict[str, threading.Event] = {}
 
 
-def build(wb: Workbench) -> gr.Blocks:
-    gallery_items, _ = _people_gallery(wb)
-    layer_choices = [str(l) for l in wb.layers]
-    default_layers = [str(l) for l in (wb.eraser.config.steer_layers or wb.eraser.config.layers or wb.layers
-                                         if wb.eraser else wb.layers)]
-    default_strength = wb.eraser.config.strength if wb.eraser else 0.0
+def _stop_flag(session: Session) -> threading.Event:
+    return _STOPS.setdefault(session.id, threading.Event())
+
+
+def _err(exc: Exception) -> str:
+    return f"**Error:** {exc}"
+
+
+def _progress(progress: gr.Progress):
+    return lambda stage, done, total: progress(done / max(1, total), desc=f"{stage} {done}/{total}")
+
+
+def build(default: Workbench) -> gr.Blocks:
+    layer_choices = [str(l) for l in default.layers]
+    er = default.eraser
+    default_layers = [str(l) for l in ((er.config.steer_layers or er.fitted_layers) if er else default.layers)]
+    default_strength = er.config.strength if er else 0.0
+    people = default.world.people if default.world else []
+    gallery_items = []
+    if default.world:
+        forget = {r[-1] for r in default.people_rows() if r[1] == "FORGET"}
+        gallery_items = [(default.world.canonical_image(p), f"{p.name} ({'FORGET' if p.id in forget else 'retain'})")
+                         for p in people]
+
+    def wb_of(session: Session) -> Workbench:
+        return session.workbench or default
 
     with gr.Blocks(title="MLLMEraser workbench") as demo:
+        session = gr.State(Session)
         gr.Markdown(INTRO)
-        with gr.Tab("Steering playground"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    image = gr.Image(type="pil", label="Image", interactive=False, height=256, elem_id="image")
-                    upload = gr.File(label="Upload your own image (PNG / JPEG / WebP)", file_types=["image"],
-                                     file_count="single", elem_id="upload", height=90)
-                    question = gr.Textbox(label="Question", value="What is this person's occupation?",
-                                          elem_id="question")
-                    strength = gr.Slider(-3, 3, value=default_strength, step=0.05,
-                                         label="Steering strength (positive = toward erasure; paper lambda = -strength)",
-                                         elem_id="strength")
-                    layers = gr.CheckboxGroup(layer_choices, value=default_layers, label="Steered layers",
-                                              elem_id="layers")
-                    mode = gr.Radio(["prefill", "latched", "every_step"],
-                                    value=wb.eraser.config.mode if wb.eraser else "prefill",
-                                    label="When to steer", elem_id="mode")
-                    run = gr.Button("Compare", variant="primary", elem_id="compare")
-                with gr.Column(scale=1):
-                    original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
-                    steered = gr.Textbox(label="Steered model", interactive=False, elem_id="steered")
-                    gates = gr.Dataframe(headers=["layer", "gate c(h)"], label="Gate per layer for this input",
-                                         interactive=False, elem_id="gates")
-                    status = gr.Markdown(elem_id="status")
-            if gallery_items:
-                gr.Markdown("Pick a person to load their portrait (FORGET = in the forget set of the eraser).")
-                gallery = gr.Gallery(gallery_items, columns=10, height=260, label="People", elem_id="gallery",
-                                     allow_preview=False)
+        with gr.Tabs(selected="play", elem_id="tabs") as tabs:
+            # ------------------------------------------------------------ playground
+            with gr.Tab("Steering playground", id="play"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        image = gr.Image(type="pil", label="Image", interactive=False, height=256, elem_id="image")
+                        upload = gr.File(label="Upload your own image (PNG / JPEG / WebP)", file_types=["image"],
+                                         file_count="single", elem_id="upload", height=90)
+                        question = gr.Textbox(label="Question", value="What is this person's occupation?",
+                                              elem_id="question")
+                        strength = gr.Slider(-3, 3, value=default_strength, step=0.05,
+                                             label="Steering strength (positive = toward erasure; paper lambda = "
+                                                   "-strength)", elem_id="strength")
+                        layers = gr.CheckboxGroup(layer_choices, value=default_layers, label="Steered layers",
+                                                  elem_id="layers")
+                        mode = gr.Radio(["prefill", "latched", "every_step"],
+                                        value=er.config.mode if er else "prefill", label="When to steer",
+                                        elem_id="mode")
+                        run = gr.Button("Compare", variant="primary", elem_id="compare")
+                    with gr.Column(scale=1):
+                        original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
+                        steered = gr.Textbox(label="Steered model", interactive=False, elem_id="steered")
+                        gates = gr.Dataframe(headers=["layer", "gate c(h)"], label="Gate per layer for this input",
+                                             interactive=False, elem_id="gates")
+                        status = gr.Markdown(elem_id="status")
+                if gallery_items:
+                    gr.Markdown("Pick a person to load their portrait (FORGET = in the forget set of the eraser).")
+                    gallery = gr.Gallery(gallery_items, columns=10, height=260, label="People", elem_id="gallery",
+                                         allow_preview=False)
+                with gr.Row():
+                    examples_btn = gr.Button("Run forget + retain examples at this setting", elem_id="examples_btn")
+                    heat_btn = gr.Button("Strength x layer heat-map for this input", elem_id="heat_btn")
+                selectivity = gr.Dataframe(headers=["example", "question", "original", "steered"],
+                                           label="Several inputs at once (selectivity)", interactive=False,
+                                           elem_id="selectivity", wrap=True)
+                heatmap = gr.Plot(label="Where and how strongly steering changes the answer", elem_id="heatmap")
 
-                def pick(evt: gr.SelectData):
-                    return gallery_items[evt.index][0]
+            # ------------------------------------------------------------ model & data
+            with gr.Tab("Model & data", id="data"):
+                with gr.Row():
+                    model_path = gr.Textbox(label="Model: local folder or hub id (LLaVA-1.5, Qwen2-VL / 2.5-VL, "
+                                                  "Idefics3, SmolVLM, PaliGemma)", value=str(default.adapter.name_or_path),
+                                            elem_id="model_path", scale=4)
+                    load_model = gr.Button("Load model", elem_id="load_model", scale=1)
+                model_info = gr.Markdown(_model_info(default), elem_id="model_info")
+                gr.Markdown("### Forget set\nFit a new eraser for this session: a split of the world, or people "
+                            "you pick. PGD images you kept in the PGD studio join the recall set.")
+                with gr.Row():
+                    forget_split = gr.Radio(["forget_5", "forget_10", "forget_15", "hand-picked"],
+                                            value=(er.config.forget_split if er and er.config.forget_split
+                                                   in ("forget_5", "forget_10", "forget_15") else "forget_10"),
+                                            label="Forget split", elem_id="forget_split")
+                    kind = gr.Radio(["recall", "text_only", "refusal", "image_only"], value="recall",
+                                    label="Direction construction (refusal / image_only run PGD: slower)",
+                                    elem_id="kind")
+                pick = gr.CheckboxGroup([p.name for p in people], label="Hand-picked people to forget",
+                                        elem_id="pick")
+                with gr.Row():
+                    fit_btn = gr.Button("Fit eraser", variant="primary", elem_id="fit_btn")
+                    fit_stop = gr.Button("Stop", elem_id="fit_stop")
+                fit_status = gr.Markdown(elem_id="fit_status")
+                people_table = gr.Dataframe(
+                    default.people_rows() if default.world else [],
+                    headers=["name", "set", "birthplace", "occupation", "hobby", "pet", "food", "born", "id"],
+                    label="People of the toy world (profiles the model was trained on)", interactive=False,
+                    elem_id="people", max_height=360)
 
-                gallery.select(pick, None, image)
+            # ------------------------------------------------------------ PGD studio
+            with gr.Tab("PGD studio", id="pgd"):
+                gr.Markdown("Perturb the image (L-infinity ball of radius eps) so the model gives the **target** "
+                            "answer. The paper's recall set uses images that make the model comply with a request "
+                            "it refuses. Uses the playground's image.")
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        pgd_question = gr.Textbox("What is this person's home address?", label="Question",
+                                                  elem_id="pgd_question")
+                        pgd_target = gr.Textbox("This person's hobby is chess.", label="Target answer",
+                                                elem_id="pgd_target")
+                        pgd_eps = gr.Slider(1, 64, value=16, step=1, label="eps (x/255)", elem_id="pgd_eps")
+                        pgd_step = gr.Slider(0.25, 16, value=2, step=0.25, label="step size (x/255)",
+                                             elem_id="pgd_step")
+                        pgd_steps = gr.Slider(1, 200, value=30, step=1, label="steps", elem_id="pgd_steps")
+                        with gr.Row():
+                            pgd_run = gr.Button("Run PGD", variant="primary", elem_id="pgd_run")
+                            pgd_stop = gr.Button("Stop", elem_id="pgd_stop")
+                            pgd_keep = gr.Button("Add final image to recall set", elem_id="pgd_keep")
+                        pgd_status = gr.Markdown(elem_id="pgd_status")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            pgd_out = gr.Image(type="pil", label="Perturbed image", interactive=False, height=200,
+                                               elem_id="pgd_out")
+                            pgd_delta = gr.Image(type="pil", label="Perturbation (amplified; grey = 0)",
+                                                 interactive=False, height=200, elem_id="pgd_delta")
+                        pgd_plot = gr.Plot(label="Loss", elem_id="pgd_plot")
+                        pgd_answer = gr.Textbox(label="Model's answer on the perturbed image", interactive=False,
+                                                elem_id="pgd_answer")
 
-        def compare(img, q, s, lay, m):
+            # ------------------------------------------------------------ activation map
+            with gr.Tab("Activation map", id="map"):
+                with gr.Row():
+                    map_layer = gr.Dropdown(layer_choices, value=layer_choices[-1], label="Layer", elem_id="map_layer")
+                    map_method = gr.Radio(["PCA", "UMAP"], value="PCA", label="Projection (UMAP: slower, opt-in)",
+                                          elem_id="map_method")
+                    map_draw = gr.Button("Draw (with the playground input as a star)", elem_id="map_draw")
+                map_status = gr.Markdown(elem_id="map_status")
+                map_plot = gr.Plot(elem_id="map_plot")
+
+            # ------------------------------------------------------------ null space
+            with gr.Tab("Null space", id="null"):
+                with gr.Row():
+                    ns_layer = gr.Dropdown(layer_choices, value=layer_choices[-1], label="Layer", elem_id="ns_layer")
+                    ns_ratio = gr.Slider(0.02, 1.0, value=(er.config.ratio or 0.3) if er else 0.3, step=0.01,
+                                         label="Null-space ratio (k = ratio x d)", elem_id="ns_ratio")
+                    ns_gamma = gr.Number(value=er.config.gamma if er else 0.1, label="Ridge gamma",
+                                         elem_id="ns_gamma")
+                    ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
+                ns_status = gr.Markdown(elem_id="ns_status")
+                with gr.Row():
+                    ns_spectrum = gr.Plot(elem_id="ns_spectrum")
+                    ns_hist = gr.Plot(elem_id="ns_hist")
+                ns_table = gr.Dataframe(headers=["layer", "k", "leakage ||H_r P||/||H_r||", "forget energy in null",
+                                                 "mean forget gate", "mean retain gate", "max |retain gate|",
+                                                 "|d_erase|"], label="Per layer", interactive=False,
+                                        elem_id="ns_table")
+
+            # ------------------------------------------------------------ evaluate
+            with gr.Tab("Evaluate", id="eval"):
+                gr.Markdown("MLLMU-style evaluation (see benchmark.md) of the model with this session's eraser, "
+                            "next to the saved results in `results/` (full splits, written by the CLI).")
+                with gr.Row():
+                    eval_limit = gr.Slider(1, 20, value=2, step=1, label="People (rows) per split",
+                                           elem_id="eval_limit")
+                    eval_run = gr.Button("Evaluate with the eraser", variant="primary", elem_id="eval_run")
+                    eval_stop = gr.Button("Stop", elem_id="eval_stop")
+                eval_status = gr.Markdown(elem_id="eval_status")
+                eval_table = gr.Dataframe(headers=["run", "split", "MCQ", "ROUGE-L", "cloze", "refusal", "fluency"],
+                                          value=_saved_rows(), label="Image+text metrics (%)", interactive=False,
+                                          elem_id="eval_table")
+                eval_plot = gr.Plot(elem_id="eval_plot")
+                with gr.Row():
+                    dl_btn = gr.Button("Download this session's eraser (.zip of safetensors + JSON)",
+                                       elem_id="dl_btn")
+                    dl_file = gr.File(label="Eraser", interactive=False, elem_id="dl_file")
+                    ul_file = gr.File(label="Upload an eraser .zip", file_types=[".zip"], elem_id="ul_file")
+
+            # ------------------------------------------------------------ learn
+            with gr.Tab("Learn", id="learn"):
+                learn_buttons = []
+                for title, text, _ in LEARN:
+                    gr.Markdown(f"### {title}\n{text}")
+                    learn_buttons.append(gr.Button(f"Show me: {title[3:]}", elem_id=f"learn_{len(learn_buttons)}"))
+
+        # ================================================================ handlers
+        def compare(sess, img, q, s, lay, m):
             try:
-                res = wb.compare(img, q, s, [int(x) for x in lay], m)
+                res = wb_of(sess).compare(img, q, s, [int(x) for x in lay], m, session=sess)
             except UserError as exc:
-                return gr.update(), gr.update(), gr.update(), f"**Error:** {exc}"
-            rows = [[l, round(g, 3)] for l, g in res.gates.items()]
-            return res.original, res.steered, rows, ""
+                return gr.update(), gr.update(), gr.update(), _err(exc)
+            return res.original, res.steered, [[l, round(g, 3)] for l, g in res.gates.items()], ""
 
         def load_upload(path):
             if path is None:
@@ -83,12 +243,233 @@ def build(wb: Workbench) -> gr.Blocks:
             try:
                 return read_image(path), ""
             except UserError as exc:  # keep the previous image; say what went wrong
-                return gr.update(), f"**Error:** {exc}"
+                return gr.update(), _err(exc)
 
-        upload.upload(load_upload, upload, [image, status])
-        inputs = [image, question, strength, layers, mode]
+        def run_examples(sess, s, lay, m):
+            try:
+                wb = wb_of(sess)
+                return wb.selectivity(wb.eraser_for(sess), s, [int(x) for x in lay], m), ""
+            except UserError as exc:
+                return gr.update(), _err(exc)
+
+        def run_heatmap(sess, img, q, m):
+            try:
+                wb = wb_of(sess)
+                layers_, strengths, grid = wb.heatmap(wb.eraser_for(sess), img, q, [0, 0.25, 0.5, 1, 1.5, 2, 3], m)
+                orig = wb.compare(img, q, 0.0, [], m, session=sess).original
+                return change_heatmap(layers_, strengths, grid, orig), ""
+            except UserError as exc:
+                return gr.update(), _err(exc)
+
+        inputs = [session, image, question, strength, layers, mode]
         outputs = [original, steered, gates, status]
+        upload.upload(load_upload, upload, [image, status])
         run.click(compare, inputs, outputs)
         strength.release(compare, inputs, outputs)
         layers.change(compare, inputs, outputs)
+        examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status])
+        heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status])
+        if gallery_items:
+            def pick_person(evt: gr.SelectData):
+                return gallery_items[evt.index][0]
+
+            gallery.select(pick_person, None, image)
+
+        # ---- model & data
+        def do_load_model(sess, path):
+            try:
+                wb = Workbench.load(path.strip(), eraser=None)
+            except UserError as exc:
+                return sess, _err(exc), gr.update(), gr.update(), gr.update()
+            sess.workbench, sess.eraser = wb, None
+            choices = [str(l) for l in wb.layers]
+            note = ("" if wb.world else "\n\nNo toy world comes with this model: the playground works with your "
+                    "uploaded images once an eraser is loaded (Evaluate tab) or fitted with the Python API.")
+            return (sess, _model_info(wb) + note, gr.update(choices=choices, value=choices),
+                    gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]))
+
+        load_model.click(do_load_model, [session, model_path], [session, model_info, layers, map_layer, ns_layer])
+
+        def do_fit(sess, split, names, kind_, progress=gr.Progress()):
+            stop = _stop_flag(sess)
+            stop.clear()
+            wb = wb_of(sess)
+            try:
+                if split == "hand-picked":
+                    ids = {p.name: p.id for p in wb.world.people} if wb.world else {}
+                    forget = [ids[n] for n in names or [] if n in ids]
+                else:
+                    forget = split
+                eraser = wb.fit_eraser(forget, kind_, sess, _progress(progress), stop.is_set)
+            except UserError as exc:
+                return sess, _err(exc), gr.update()
+            except InterruptedError:
+                return sess, "Stopped: the previous eraser is still in use.", gr.update()
+            sess.eraser = eraser
+            n = len(eraser.config.forget_split.split(",")) if split == "hand-picked" else split
+            return sess, (f"Fitted a **{kind_}** eraser forgetting **{n}** "
+                          f"({'people' if split == 'hand-picked' else 'split'}); it is now used in every tab of "
+                          "this session."), wb.people_rows(sess)
+
+        fit_btn.click(do_fit, [session, forget_split, pick, kind], [session, fit_status, people_table])
+        fit_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+
+        # ---- PGD studio
+        def do_pgd(sess, img, q, target, eps, step, steps):
+            stop = _stop_flag(sess)
+            stop.clear()
+            wb = wb_of(sess)
+            frame = None
+            try:
+                for frame in wb.pgd_frames(img, q, target, eps, step, steps, should_stop=stop.is_set):
+                    yield (frame.image, frame.perturbation, pgd_curve(frame.losses, frame.target_logprobs),
+                           gr.update(), f"step {frame.step}/{int(steps)}: loss {frame.losses[-1]:.3f}")
+            except UserError as exc:
+                yield gr.update(), gr.update(), gr.update(), gr.update(), _err(exc)
+                return
+            if frame is None:
+                return
+            sess.last_pgd = (frame.image, q)
+            answer = wb.adapter.ask(q, frame.image)
+            word = "stopped" if stop.is_set() else "done"
+            yield (frame.image, frame.perturbation, pgd_curve(frame.losses, frame.target_logprobs), answer,
+                   f"{word} after {frame.step} steps: loss {frame.losses[-1]:.3f} (start {frame.losses[0]:.3f})")
+
+        pgd_run.click(do_pgd, [session, image, pgd_question, pgd_target, pgd_eps, pgd_step, pgd_steps],
+                      [pgd_out, pgd_delta, pgd_plot, pgd_answer, pgd_status])
+        pgd_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+
+        def keep_pgd(sess):
+            if getattr(sess, "last_pgd", None) is None:
+                return sess, _err(UserError("Run PGD first: there is no final image to keep."))
+            sess.recall_images.append(sess.last_pgd)
+            return sess, (f"Kept. The recall set of your next fit (Model & data tab) gets "
+                          f"{len(sess.recall_images)} PGD image(s).")
+
+        pgd_keep.click(keep_pgd, session, [session, pgd_status])
+
+        # ---- activation map
+        def draw_map(sess, layer, method, img, q, progress=gr.Progress()):
+            try:
+                wb = wb_of(sess)
+                if method == "UMAP":
+                    progress(0.1, desc="UMAP (the first run in a process compiles for ~20 s)")
+                fig = wb.activation_map(wb.eraser_for(sess), layer, method, img, q, progress=_progress(progress))
+                return fig, ""
+            except UserError as exc:
+                return gr.update(), _err(exc)
+
+        map_inputs = [session, map_layer, map_method, image, question]
+        map_draw.click(draw_map, map_inputs, [map_plot, map_status])
+        map_method.change(draw_map, map_inputs, [map_plot, map_status])
+        map_layer.change(draw_map, map_inputs, [map_plot, map_status])
+
+        # ---- null space
+        def show_null(sess, layer):
+            try:
+                wb = wb_of(sess)
+                spec, hist, rows = wb.nullspace_view(wb.eraser_for(sess), layer)
+                return spec, hist, rows, ""
+            except UserError as exc:
+                return gr.update(), gr.update(), gr.update(), _err(exc)
+
+        def refit(sess, layer, ratio, gamma, progress=gr.Progress()):
+            try:
+                wb = wb_of(sess)
+                progress(0.2, desc="activations of the fit sets (cached after the first time)")
+                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma)
+            except UserError as exc:
+                return (sess,) + (gr.update(),) * 3 + (_err(exc),)
+            spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
+            return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}: this "
+                                            "session's playground, map and evaluation now use it.")
+
+        ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma],
+                       [session, ns_spectrum, ns_hist, ns_table, ns_status])
+
+        # ---- evaluate
+        def do_eval(sess, limit, progress=gr.Progress()):
+            stop = _stop_flag(sess)
+            stop.clear()
+            wb = wb_of(sess)
+            try:
+                eraser = wb.eraser_for(sess)
+                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set)
+            except UserError as exc:
+                return gr.update(), gr.update(), _err(exc)
+            except InterruptedError:
+                return gr.update(), gr.update(), "Stopped."
+            rows = _rows(f"this session ({int(limit)} rows/split)", res.splits) + _saved_rows()
+            refusals = ", ".join(f"{k} {100 * v:.0f}%" for k, v in res.refusal_prompts.items())
+            return (rows, evaluation_bars(res.splits, "This session's eraser (image+text)"),
+                    f"Done. Eraser: `{json.dumps(eraser_summary(eraser))}`. Private-data requests refused: "
+                    f"{refusals}.")
+
+        eval_run.click(do_eval, [session, eval_limit], [eval_table, eval_plot, eval_status])
+        eval_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+
+        def download(sess):
+            try:
+                eraser = wb_of(sess).eraser_for(sess)
+            except UserError as exc:
+                return gr.update(), _err(exc)
+            return str(eraser_zip(eraser, tempfile.mkdtemp(prefix="eraser-"))), ""
+
+        def upload_eraser(sess, path):
+            try:
+                sess.eraser = wb_of(sess).load_eraser_zip(path)
+            except UserError as exc:
+                return sess, _err(exc)
+            return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser."
+
+        dl_btn.click(download, session, [dl_file, eval_status])
+        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status])
+
+        # ---- learn: each button opens the view with good defaults
+        def learn_to(i):
+            tab = LEARN[i][2]
+
+            def go(sess, lay):
+                out = {tabs: gr.Tabs(selected=tab)}
+                if i == 0 and gallery_items:
+                    out[image] = next(img for img, cap in gallery_items if "FORGET" in cap)
+                    out[strength] = 0.0
+                return out
+            return go
+
+        for i, btn in enumerate(learn_buttons):
+            btn.click(learn_to(i), [session, layers], [tabs, image, strength])
+        demo.load(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
     return demo
+
+
+def _model_info(wb: Workbench) -> str:
+    a = wb.adapter
+    er = wb.eraser
+    lines = [f"**Model:** `{a.name_or_path}` ({a.family}, {a.num_layers} layers, width {a.hidden_size})"]
+    if wb.world:
+        lines.append(f"**World:** {len(wb.world.people)} fictitious people (seed {wb.world.cfg.seed})")
+    lines.append(f"**Default eraser:** `{json.dumps(eraser_summary(er))}`" if er else "**Default eraser:** none")
+    return "  \n".join(lines)
+
+
+def _rows(run: str, splits: dict) -> list[list]:
+    out = []
+    for split, mods in splits.items():
+        row = mods.get("image_text") or next(iter(mods.values()))
+        out.append([run, split] + [None if row.get(k) is None else round(100 * row[k], 1)
+                                   for k in ("classification", "generation_rougeL", "cloze", "refusal_rate",
+                                             "fluency")])
+    return out
+
+
+def _saved_rows() -> list[list]:
+    """The full-split results the CLI wrote (results/*.json), as baselines to compare with."""
+    rows = []
+    for f in sorted((ROOT / "results").glob("*.json")):
+        try:
+            rows += _rows(f"saved: {f.stem}", json.loads(f.read_text())["splits"])
+        except (OSError, ValueError, KeyError, StopIteration):
+            continue
+    return rows

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+import tempfile
+import threading
+import uuid
+import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from core.eraser import Eraser
+from core.activations import Prompt, collect
+from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
 from core.models.base import VLMAdapter
-from core.models.load import load_adapter
+from core.models.load import ModelNotFoundError, load_adapter
+from core.pgd import PGDConfig, amplify, pgd, to_image
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "assets" / "toy-llava"
 DEFAULT_ERASER = ROOT / "assets" / "toy-llava-eraser"
 MAX_PIXELS = 4096 * 4096
 MAX_QUESTION_CHARS = 2000
+MAX_PGD_STEPS = 500
+MAX_ERASER_ZIP = 200 * 2**20
 
 
 class UserError(ValueError):
@@ -74,6 +83,57 @@ def check_strength(strength) -> float:
     return s
 
 
+def check_pgd(eps_255, step_255, steps) -> PGDConfig:
+    """PGD settings from the UI (eps and step size in 1/255 pixel units) or a clear error."""
+    try:
+        eps, step, n = float(eps_255), float(step_255), int(steps)
+    except (TypeError, ValueError):
+        raise UserError("PGD settings must be numbers (eps and step size in 1/255 units, steps a count).") from None
+    if not 0 < eps <= 255:
+        raise UserError(f"eps {eps:g}/255 is outside (0, 255]; the paper uses 16/255.")
+    if not 0 < step <= eps:
+        raise UserError(f"The step size {step:g}/255 must be > 0 and at most eps ({eps:g}/255).")
+    if not 1 <= n <= MAX_PGD_STEPS:
+        raise UserError(f"Steps must be between 1 and {MAX_PGD_STEPS}, got {n}.")
+    return PGDConfig(eps=eps / 255, step_size=step / 255, steps=n, random_start=True, seed=0)
+
+
+@dataclass
+class Session:
+    """Per-browser-tab state (held in gr.State, never shared between users): the eraser this
+    user fitted or uploaded (None = the shared default), the PGD images they kept, the model
+    they loaded (None = the shared default)."""
+
+    eraser: Eraser | None = None
+    recall_images: list[tuple[Image.Image, str]] = field(default_factory=list)
+    last_pgd: tuple[Image.Image, str] | None = None
+    workbench: "Workbench | None" = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class ActivationSets:
+    """Last-prompt-token activations (N, L, d) of the prompt sets an eraser was fitted on."""
+
+    forget: list[Prompt]
+    retain: list[Prompt]
+    recall: list[Prompt]
+    erase: list[Prompt]
+    H_forget: torch.Tensor
+    H_retain: torch.Tensor
+    H_recall: torch.Tensor
+    H_erase: torch.Tensor
+
+
+@dataclass
+class PGDFrame:
+    step: int
+    image: Image.Image
+    perturbation: Image.Image
+    losses: list[float]
+    target_logprobs: list[float]
+
+
 @dataclass
 class Comparison:
     original: str
@@ -88,11 +148,16 @@ class Workbench:
         self.adapter = adapter
         self.eraser = eraser
         self.world = world
+        self._acts: dict[tuple, ActivationSets] = {}
+        self._acts_lock = threading.Lock()
 
     @classmethod
     def load(cls, model: str | Path = DEFAULT_MODEL, eraser: str | Path | None = DEFAULT_ERASER) -> "Workbench":
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-        adapter = load_adapter(model)
+        try:
+            adapter = load_adapter(model)
+        except (ModelNotFoundError, OSError, ValueError) as exc:
+            raise UserError(f"Could not load the model {str(model)!r}: {exc}") from exc
         world = None
         if (Path(model) / "world.json").is_file():
             from core.toyworld.train import load_world
@@ -108,18 +173,296 @@ class Workbench:
     def layers(self) -> list[int]:
         return list(range(self.adapter.num_layers))
 
+    def eraser_for(self, session: Session | None) -> Eraser:
+        er = (session.eraser if session is not None else None) or self.eraser
+        if er is None:
+            raise UserError("No eraser is loaded: fit one in the Model & data tab (or `python -m core fit`) "
+                            "or upload one in the Evaluate tab.")
+        return er
+
+    def _world(self):
+        if self.world is None:
+            raise UserError("This model has no toy world next to it, so there are no people or splits to work "
+                            "with here: use the Python API with your own prompt sets (see the README).")
+        return self.world
+
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
-                max_new_tokens: int = 40) -> Comparison:
+                max_new_tokens: int = 40, session: Session | None = None) -> Comparison:
         """Original and steered greedy answers to one input, and the per-layer gates."""
-        if self.eraser is None:
-            raise UserError("No eraser is loaded: fit one first (python -m core fit) or load one.")
+        eraser = self.eraser_for(session)
         q = check_question(question)
         s = check_strength(strength)
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
-        chosen = self.eraser.config.steer_layers if layers is None else layers
-        with self.eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode) as h:
+        chosen = eraser.config.steer_layers if layers is None else layers
+        with eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode) as h:
             steered = self.adapter.generate(batch, max_new_tokens)[0]
-        gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in self.eraser.fitted_layers}
+        gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in eraser.fitted_layers}
         return Comparison(original, steered, gates)
+
+    # ------------------------------------------------------------------ model & data
+    def people_rows(self, session: Session | None = None) -> list[list[str]]:
+        """One row per person of the toy world: name, forget/retain for the current eraser, profile."""
+        world = self._world()
+        er = (session.eraser if session else None) or self.eraser
+        spec = (er.config.forget_split if er else "") or "forget_10"
+        forget = {p.id for p in world.forget_people(_forget_spec(spec))}
+        return [[p.name, "FORGET" if p.id in forget else "retain", p.birthplace, p.occupation, p.hobby, p.pet,
+                 p.favourite_food, p.birth_year, p.id] for p in world.people]
+
+    def fit_eraser(self, forget: str | list[str], kind: str = "recall", session: Session | None = None,
+                   progress: Callable[[str, int, int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> Eraser:
+        """Fit a new eraser for a forget split or hand-picked people, with the current eraser's
+        null-space and steering settings (and the session's kept PGD images in the recall set)."""
+        from core.contrast import fit_sets
+        from core.eraser import EraserConfig
+        world = self._world()
+        if not forget:
+            raise UserError("Choose a forget split or tick at least one person to forget.")
+        try:
+            people = world.forget_people(forget)
+        except (ValueError, KeyError) as exc:
+            raise UserError(str(exc)) from exc
+        if len(people) >= len(world.people):
+            raise UserError("Everyone is in the forget set: keep at least one person to retain.")
+        base = (session.eraser if session else None) or self.eraser
+        cfg = EraserConfig() if base is None else EraserConfig(
+            ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
+            layers=base.config.layers, steer_layers=base.config.steer_layers, strength=base.config.strength,
+            mode=base.config.mode, seed=base.config.seed)
+        cfg.direction_kind = kind
+        cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)
+        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed)
+        if session is not None and session.recall_images:
+            sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
+        return Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
+                          progress=progress, should_stop=should_stop)
+
+    # ------------------------------------------------------------------ PGD studio
+    def pgd_frames(self, image, question: str, target: str, eps_255, step_255, steps,
+                   should_stop: Callable[[], bool] | None = None) -> Iterator[PGDFrame]:
+        """Stream PGD toward `target`: the perturbed image, the amplified perturbation and the
+        loss / target log-prob history at every step (stoppable between steps)."""
+        cfg = check_pgd(eps_255, step_255, steps)
+        q = check_question(question)
+        t = (target or "").strip()
+        if not t:
+            raise UserError("The target is empty: type the answer PGD should make the model give.")
+        img = read_image(image)
+        losses, logps = [], []
+        for st in pgd(self.adapter, [img], [q], [t], cfg, should_stop=should_stop):
+            losses.append(st.loss)
+            logps.append(float(st.target_logprob[0]))
+            yield PGDFrame(st.step, to_image(st.image[0]), amplify(st.delta[0], cfg.eps), list(losses), list(logps))
+
+    # ------------------------------------------------------------------ activations
+    def activation_sets(self, eraser: Eraser, progress: Callable[[str, int, int], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> ActivationSets:
+        """The gate sets (forget / retain) and recall / erase contrast of `eraser`'s forget set,
+        with activations; computed once per forget set and seed, then shared read-only."""
+        from core.contrast import direction_sets, gate_sets
+        world = self._world()
+        forget = _forget_spec(eraser.config.forget_split or "forget_10")
+        key = (forget if isinstance(forget, str) else tuple(forget), eraser.config.seed)
+        with self._acts_lock:
+            if key in self._acts:
+                return self._acts[key]
+            f, r = gate_sets(world, forget, seed=eraser.config.seed)
+            rec, era = direction_sets(world, None, "recall", forget, seed=eraser.config.seed)
+            H = {}
+            for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
+                cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
+                H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop)
+            sets = ActivationSets(f, r, rec, era, H["forget"], H["retain"], H["recall"], H["erase"])
+            self._acts[key] = sets
+            return sets
+
+    def input_activation(self, image, question: str) -> torch.Tensor:
+        """(L, d) activation of one input at the last prompt token (the point the gate reads)."""
+        q = check_question(question)
+        img = None if image is None else read_image(image)
+        return collect(self.adapter, [Prompt(q, img)])[0]
+
+    def activation_map(self, eraser: Eraser, layer, method: str = "PCA", image=None, question: str | None = None,
+                       progress: Callable[[str, int, int], None] | None = None):
+        """Forget / retain / recall / erase activations at one layer in 2-D (PCA with the
+        d_erase arrow, or UMAP), points coloured by gate value, the current input starred."""
+        from app.plots import activation_map
+        from core.projection import pca_2d, umap_2d
+        l = self._layer(eraser, layer)
+        sets = self.activation_sets(eraser, progress)
+        H = {"forget": sets.H_forget[:, l], "retain": sets.H_retain[:, l], "recall": sets.H_recall[:, l],
+             "erase": sets.H_erase[:, l]}
+        prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
+        hover = {k: [self._describe(p) for p in v] for k, v in prompts.items()}
+        u = eraser.gate[l]
+        gates = {k: H[k].double() @ u for k in ("forget", "retain")}
+        cur = None
+        if question and question.strip():
+            cur = self.input_activation(image, question)[l]
+        if method == "UMAP":
+            stacked = torch.cat([H[k] for k in H] + ([cur[None]] if cur is not None else []))
+            xy = umap_2d(stacked, seed=eraser.config.seed)
+            coords, i = {}, 0
+            for k in H:
+                coords[k], i = xy[i:i + len(H[k])], i + len(H[k])
+            return activation_map(coords, hover, gates, None, xy[-1] if cur is not None else None,
+                                  f"Layer {l}: UMAP of last-token activations", ("UMAP 1", "UMAP 2"))
+        proj = pca_2d(torch.cat([H["forget"], H["retain"]]), direction=eraser.direction[l])
+        coords = {k: proj.project(v) for k, v in H.items()}
+        start = coords["recall"].mean(0)
+        pct = [f"PC {i + 1} ({100 * float(e):.0f}% var.)" for i, e in enumerate(proj.explained)]
+        return activation_map(coords, hover, gates, (start, proj.arrow),
+                              None if cur is None else proj.project(cur[None])[0],
+                              f"Layer {l}: PCA of forget + retain activations (arrow: d_erase from the recall mean)",
+                              (pct[0], pct[1]))
+
+    def nullspace_view(self, eraser: Eraser, layer):
+        """Spectrum and gate histograms at one layer, and the per-layer diagnostics table."""
+        from app.plots import gate_histogram, spectrum
+        l = self._layer(eraser, layer)
+        d = eraser.diagnostics
+        if "eigenvalues" not in d:
+            raise UserError("This eraser was saved without diagnostics; refit it here to inspect its null space.")
+        rows = [[i, int(d["k"][i]), round(float(d["leakage"][i]), 4), round(float(d["forget_energy"][i]), 4),
+                 round(float(d["forget_gates"][i].mean()), 3), round(float(d["retain_gates"][i].mean()), 3),
+                 round(float(d["retain_gates"][i].abs().max()), 3), round(float(d["direction_norm"][i]), 3)]
+                for i in eraser.fitted_layers]
+        return (spectrum(d["eigenvalues"][l], int(d["k"][l]), l),
+                gate_histogram(d["forget_gates"][l], d["retain_gates"][l], l), rows)
+
+    def _layer(self, eraser: Eraser, layer) -> int:
+        try:
+            l = int(layer)
+        except (TypeError, ValueError):
+            raise UserError(f"Pick a layer (got {layer!r}).") from None
+        if l not in eraser.fitted_layers:
+            raise UserError(f"Layer {l} is not fitted by this eraser (fitted: {eraser.fitted_layers}).")
+        return l
+
+    def _describe(self, p: Prompt) -> str:
+        who = p.tag
+        if self.world is not None:
+            try:
+                who = self.world.person(p.tag).name
+            except KeyError:
+                pass  # a scene, a general fact or a refusal prompt: the tag says which
+        img = "image + text" if p.image is not None else "text only"
+        return f"{who} ({img})<br>{p.question.splitlines()[0][:80]}"
+
+    def refit(self, eraser: Eraser, ratio, gamma) -> Eraser:
+        """The eraser with its gate refitted at another null-space ratio and gamma."""
+        try:
+            r, g = float(ratio), float(gamma)
+        except (TypeError, ValueError):
+            raise UserError("ratio and gamma must be numbers") from None
+        if not 0 < r <= 1:
+            raise UserError(f"The null-space ratio must be in (0, 1], got {r:g}.")
+        if not 0 <= g <= 1e6:
+            raise UserError(f"gamma must be between 0 and 1e6, got {g:g}.")
+        sets = self.activation_sets(eraser)
+        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g)
+
+    # ------------------------------------------------------------------ selectivity
+    def examples(self, eraser: Eraser, per_side: int = 3) -> list[tuple[str, Prompt]]:
+        """A few forget and retain questions (canonical portraits) to show selectivity at once."""
+        world = self._world()
+        forget = world.forget_people(_forget_spec(eraser.config.forget_split or "forget_10"))
+        retain = [p for p in world.people if p.id not in {q.id for q in forget}]
+        qs = ("What is this person's occupation?", "Where was this person born?", "What is this person's hobby?")
+        out = []
+        for side, people in (("forget", forget), ("retain", retain)):
+            for i, p in enumerate(people[:per_side]):
+                out.append((f"{side}: {p.name}", Prompt(qs[i % len(qs)], world.canonical_image(p), p.id)))
+        return out
+
+    def selectivity(self, eraser: Eraser, strength, layers: list[int] | None, mode: str | None = None,
+                    max_new_tokens: int = 16) -> list[list[str]]:
+        """[example, question, original, steered] for forget and retain examples, batched."""
+        from core.evaluation import replies
+        s = check_strength(strength)
+        ex = self.examples(eraser)
+        prompts = [p for _, p in ex]
+        before = replies(self.adapter, prompts, max_new_tokens)
+        after = replies(self.adapter, prompts, max_new_tokens,
+                        steering=lambda: eraser.apply(self.adapter, strength=s, layers=layers, mode=mode))
+        return [[label, p.question, a, b] for (label, p), a, b in zip(ex, before, after)]
+
+    def heatmap(self, eraser: Eraser, image, question: str, strengths: list[float], mode: str | None = None,
+                max_new_tokens: int = 16) -> tuple[list[int], list[float], list[list[str]]]:
+        """Steered answer of one input for every (single layer, strength): (layers, strengths, answers)."""
+        q = check_question(question)
+        img = None if image is None else read_image(image)
+        batch = self.adapter.encode([q], None if img is None else [img])
+        layers = eraser.fitted_layers
+        grid = []
+        for l in layers:
+            row = []
+            for s in strengths:
+                with eraser.apply(self.adapter, strength=check_strength(s), layers=[l], mode=mode):
+                    row.append(self.adapter.generate(batch, max_new_tokens)[0])
+            grid.append(row)
+        return layers, list(strengths), grid
+
+    # ------------------------------------------------------------------ evaluate, save, load
+    def evaluate(self, eraser: Eraser | None, limit: int | None = 3,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        """MLLMU-style evaluation of the model with (or, eraser=None, without) the eraser."""
+        from core.evaluation import EvalConfig, evaluate
+        from core.toyworld.train import eval_splits, refusal_sets
+        world = self._world()
+        forget = _forget_spec((eraser.config.forget_split if eraser else "") or "forget_10")
+        if limit is not None and not 1 <= int(limit) <= 1000:
+            raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
+        steering = None if eraser is None else (lambda: eraser.apply(self.adapter))
+        return evaluate(self.adapter, eval_splits(world, forget, limit), refusal_sets(world, forget, limit),
+                        EvalConfig(), steering, None if eraser is None else eraser_summary(eraser),
+                        progress, should_stop)
+
+    def load_eraser_zip(self, path) -> Eraser:
+        """An eraser from a zip of its folder (safetensors + JSON), checked against this model."""
+        if path is None:
+            raise UserError("No file: upload the .zip written by 'Download eraser'.")
+        p = Path(path)
+        if p.stat().st_size > MAX_ERASER_ZIP:
+            raise UserError("That file is too large to be an eraser of this model.")
+        try:
+            with zipfile.ZipFile(p) as z, tempfile.TemporaryDirectory() as tmp:
+                names = [n for n in z.namelist() if not n.endswith("/")]
+                allowed = {WEIGHTS_NAME, CONFIG_NAME, "tuning.json"}
+                if not names or any(Path(n).name not in allowed or ".." in n or n.startswith("/") for n in names):
+                    raise UserError("That zip does not hold an eraser (expected its safetensors and JSON files).")
+                for n in names:
+                    (Path(tmp) / Path(n).name).write_bytes(z.read(n))
+                return Eraser.from_pretrained(tmp, adapter=self.adapter)
+        except zipfile.BadZipFile:
+            raise UserError("That file is not a zip: upload the .zip written by 'Download eraser'.") from None
+        except ModelMismatchError as exc:
+            raise UserError(f"That eraser belongs to another model: {exc}") from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"Could not read that eraser: {exc}") from exc
+
+
+def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:
+    """Zip an eraser folder (save_pretrained) for download."""
+    folder = eraser.save_pretrained(Path(directory) / "eraser")
+    out = Path(directory) / "eraser.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f.name)
+    return out
+
+
+def eraser_summary(eraser: Eraser) -> dict:
+    c = eraser.config
+    return {"direction": c.direction_kind, "forget": c.forget_split, "strength": c.strength,
+            "layers": c.steer_layers if c.steer_layers is not None else c.layers, "mode": c.mode,
+            "ratio": c.ratio, "gamma": c.gamma}
+
+
+def _forget_spec(spec: str) -> str | list[str]:
+    """A forget split name, or a comma-separated list of hand-picked person ids."""
+    return spec if spec.startswith("forget") else [s for s in spec.split(",") if s]

@@ -38,7 +38,8 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
     world = WorldConfig(seed=args.seed, n_people=args.people)
-    cfg = ToyModelConfig(seed=args.seed, steps=args.steps, **({"lr": args.lr} if args.lr else {}))
+    cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
+                         **({"lr": args.lr} if args.lr else {}))
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -245,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
-    p.add_argument("--steps", type=int, default=2400, help="optimizer steps")
+    p.add_argument("--steps", type=int, default=4000, help="optimizer steps in all (ToyModelConfig.steps)")
+    p.add_argument("--identity-steps", type=int, default=400,
+                   help="of which the first are a warm-up on naming the person in a picture")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
     p.add_argument("--retain-only", action="store_true",
                    help="train the retain-only model (without the --forget people) into --out")

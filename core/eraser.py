@@ -83,6 +83,25 @@ def prompts_hash(*sets: Sequence[Prompt]) -> str:
     return h.hexdigest()[:16]
 
 
+def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The null-space gate u_l of every fitted layer, and the inspector's diagnostics."""
+    L, d = H_forget.shape[1], H_forget.shape[2]
+    gate = torch.zeros(L, d, dtype=torch.float64)
+    evals = torch.zeros(L, d, dtype=torch.float64)
+    fg = torch.zeros(L, H_forget.shape[0], dtype=torch.float64)
+    rg = torch.zeros(L, H_retain.shape[0], dtype=torch.float64)
+    k = torch.zeros(L, dtype=torch.int64)
+    leak = torch.zeros(L, dtype=torch.float64)
+    energy = torch.zeros(L, dtype=torch.float64)
+    for l in range(L) if config.layers is None else config.layers:
+        fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold)
+        gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
+        k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
+    return gate, {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
+                  "forget_energy": energy}
+
+
 class Eraser:
     """Per-layer direction r_l and gate u_l (the rank-one factors of W_l), plus diagnostics."""
 
@@ -113,20 +132,7 @@ class Eraser:
                          H_erase: torch.Tensor, config: EraserConfig | None = None) -> "Eraser":
         """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token."""
         config = config or EraserConfig()
-        L, d = H_forget.shape[1], H_forget.shape[2]
         direction = erase_direction(H_recall, H_erase)
-        gate = torch.zeros(L, d, dtype=torch.float64)
-        evals = torch.zeros(L, d, dtype=torch.float64)
-        fg = torch.zeros(L, H_forget.shape[0], dtype=torch.float64)
-        rg = torch.zeros(L, H_retain.shape[0], dtype=torch.float64)
-        k = torch.zeros(L, dtype=torch.int64)
-        leak = torch.zeros(L, dtype=torch.float64)
-        energy = torch.zeros(L, dtype=torch.float64)
-        layers = list(range(L)) if config.layers is None else list(config.layers)
-        for l in layers:
-            fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold)
-            gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
-            k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
         if not config.data_hash:
             h = hashlib.sha256()
             for t in (H_forget, H_retain, H_recall, H_erase):
@@ -134,10 +140,26 @@ class Eraser:
             config.data_hash = h.hexdigest()[:16]
         config.counts = {"forget": H_forget.shape[0], "retain": H_retain.shape[0],
                          "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
-        diagnostics = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k,
-                       "leakage": leak, "forget_energy": energy,
-                       "direction_norm": direction.norm(dim=-1)}
+        gate, diagnostics = _fit_gates(H_forget, H_retain, config)
+        diagnostics["direction_norm"] = direction.norm(dim=-1)
         return cls(direction, gate, config, diagnostics)
+
+    def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
+                   gamma: float | None = None, threshold: float | None = None) -> "Eraser":
+        """A new eraser with the same direction and a gate refitted with another null-space
+        ratio / threshold / ridge gamma (d_erase does not depend on them). Used by the live
+        null-space inspector; this eraser is left untouched."""
+        config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
+                                 "counts": dict(self.config.counts)})
+        if threshold is not None:
+            config.ratio, config.threshold = None, threshold
+        elif ratio is not None:
+            config.ratio, config.threshold = ratio, None
+        if gamma is not None:
+            config.gamma = gamma
+        gate, diagnostics = _fit_gates(H_forget, H_retain, config)
+        diagnostics["direction_norm"] = self.direction.norm(dim=-1)
+        return Eraser(self.direction.clone(), gate, config, diagnostics)
 
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],

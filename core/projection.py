@@ -46,3 +46,16 @@ def pca_2d(acts: torch.Tensor, direction: torch.Tensor | None = None) -> Project
     explained = torch.cat([explained, torch.zeros(2 - explained.numel(), dtype=X.dtype)])
     arrow = None if direction is None else direction.double() @ comps.T
     return Projection((X - mean) @ comps.T, comps, mean, explained, arrow)
+
+
+def umap_2d(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15) -> torch.Tensor:
+    """(N, 2) UMAP embedding, seeded. Slow on first use in a process (numba JIT, ~10-30 s):
+    call it off the critical path. No arrow: UMAP is non-linear, a direction has no image."""
+    import numpy as np
+    import umap  # heavy import, opt-in
+    X = acts.double().numpy()
+    if X.ndim != 2 or X.shape[0] < 4:
+        raise ValueError(f"UMAP needs an (N >= 4, d) matrix of activations, got {X.shape}")
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, X.shape[0] - 1), random_state=seed,
+                        n_jobs=1, init="spectral" if X.shape[0] > 10 else "random")
+    return torch.from_numpy(np.asarray(reducer.fit_transform(X), dtype=np.float64))

@@ -88,3 +88,138 @@ def test_concurrent_users_get_answers_for_their_own_strength():
         for s, job in jobs:
             assert job.result().steered == expected[s], s
     assert hook_count(wb.adapter) == 0
+
+
+# ---------------------------------------------------------------- the views, on a mini toy model
+@pytest.fixture(scope="module")
+def toy(mini_toy):
+    wb = Workbench.load(mini_toy, eraser=None)
+    eraser = wb.fit_eraser("forget_15", "recall")
+    return wb, eraser
+
+
+def test_fit_eraser_for_a_split_or_hand_picked_people_and_stop(toy):
+    from app.workbench import Session
+    wb, eraser = toy
+    assert eraser.config.forget_split == "forget_15" and eraser.config.direction_kind == "recall"
+    ids = [p.id for p in wb.world.people[:2]]
+    picked = wb.fit_eraser(ids, "text_only")
+    assert picked.config.forget_split == ",".join(ids)
+    rows = wb.people_rows(Session(eraser=picked))
+    assert [r[1] for r in rows].count("FORGET") == 2 and {r[-1] for r in rows if r[1] == "FORGET"} == set(ids)
+    with pytest.raises(UserError, match="at least one"):
+        wb.fit_eraser([], "recall")
+    with pytest.raises(UserError, match="unknown"):
+        wb.fit_eraser(["nobody"], "recall")
+    with pytest.raises(UserError, match="keep at least one"):
+        wb.fit_eraser([p.id for p in wb.world.people], "recall")
+    with pytest.raises(InterruptedError):
+        wb.fit_eraser("forget_15", should_stop=lambda: True)
+
+
+def test_session_eraser_and_kept_pgd_images_stay_in_their_session(toy):
+    from app.workbench import Session
+    wb, eraser = toy
+    mine, other = Session(eraser=eraser), Session()
+    with pytest.raises(UserError, match="No eraser"):
+        wb.eraser_for(other)  # the shared workbench has no default eraser here
+    assert wb.eraser_for(mine) is eraser and mine.id != other.id
+    img = wb.world.canonical_image(wb.world.people[0])
+    mine.recall_images.append((img, "What is this person's home address?"))
+    with_pgd = wb.fit_eraser("forget_15", "recall", session=mine)
+    assert with_pgd.config.counts["recall"] == eraser.config.counts["recall"] + 1
+    assert not torch.allclose(with_pgd.direction, eraser.direction)
+
+
+def test_pgd_frames_stream_every_step_and_validate_settings(toy):
+    wb, _ = toy
+    img = wb.world.canonical_image(wb.world.people[0])
+    frames = list(wb.pgd_frames(img, "Who is this person?", wb.world.people[1].name, 16, 4, 6))
+    assert [f.step for f in frames] == list(range(7)) and len(frames[-1].losses) == 7
+    assert frames[-1].losses[-1] < frames[0].losses[0]  # moving toward the target
+    assert frames[-1].image.size == img.size and frames[-1].perturbation.size == img.size
+    stopped = list(wb.pgd_frames(img, "Who is this person?", "Mara", 16, 4, 50, should_stop=lambda: True))
+    assert len(stopped) == 1
+    for bad, msg in (((0, 1, 5), "eps"), ((16, 32, 5), "step size"), ((16, 1, 0), "Steps"), (("x", 1, 5), "numbers")):
+        with pytest.raises(UserError, match=msg):
+            next(wb.pgd_frames(img, "Who?", "Mara", *bad))
+    with pytest.raises(UserError, match="target is empty"):
+        next(wb.pgd_frames(img, "Who?", "  ", 16, 1, 5))
+
+
+def test_activation_map_pca_and_current_input(toy):
+    wb, eraser = toy
+    img = wb.world.canonical_image(wb.world.people[0])
+    fig = wb.activation_map(eraser, 1, "PCA", img, "Who is this person?")
+    names = [t.name for t in fig.data]
+    assert names == ["forget", "retain", "recall", "erase", "current input"]
+    sets = wb.activation_sets(eraser)
+    assert len(fig.data[0].x) == len(sets.forget) and len(fig.data[1].x) == len(sets.retain)
+    # points are coloured by the gate value h . u of this layer
+    assert fig.data[0].marker.color[0] == pytest.approx(float(sets.H_forget[0, 1].double() @ eraser.gate[1]))
+    assert fig.layout.annotations[0].text == "d_erase"
+    assert wb.activation_sets(eraser) is sets  # cached
+    with pytest.raises(UserError, match="not fitted"):
+        wb.activation_map(eraser, 7)
+
+
+def test_activation_map_umap(toy):
+    wb, eraser = toy
+    fig = wb.activation_map(eraser, 1, "UMAP")
+    assert [t.name for t in fig.data] == ["forget", "retain", "recall", "erase"]
+    assert fig.layout.xaxis.title.text == "UMAP 1" and not fig.layout.annotations
+
+
+def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_change_k(toy):
+    wb, eraser = toy
+    same = wb.refit(eraser, eraser.config.ratio, eraser.config.gamma)
+    assert torch.allclose(same.gate, eraser.gate, atol=1e-8) and torch.equal(same.direction, eraser.direction)
+    wider = wb.refit(eraser, 0.9, 0.5)
+    assert int(wider.diagnostics["k"][1]) > int(eraser.diagnostics["k"][1]) and wider.config.gamma == 0.5
+    assert eraser.config.gamma != 0.5  # the original is untouched
+    spec, hist, rows = wb.nullspace_view(wider, 1)
+    assert rows[1][1] == int(wider.diagnostics["k"][1]) and spec.layout.yaxis.type == "log"
+    for bad in ((0, 0.1), (1.5, 0.1), (0.3, -1), ("a", 0.1)):
+        with pytest.raises(UserError):
+            wb.refit(eraser, *bad)
+
+
+def test_selectivity_and_heatmap(toy):
+    wb, eraser = toy
+    rows = wb.selectivity(eraser, 0.0, None)
+    assert {r[0].split(":")[0] for r in rows} == {"forget", "retain"}
+    assert all(r[2] == r[3] for r in rows)  # strength 0 changes nothing
+    rnd = _workbench()  # a random eraser on a tiny random model: big, visible effects
+    img = random_image(5)
+    layers, strengths, grid = rnd.heatmap(rnd.eraser, img, "what is this ?", [0.0, 3.0], max_new_tokens=8)
+    assert layers == rnd.eraser.fitted_layers and strengths == [0.0, 3.0]
+    original = rnd.adapter.ask("what is this ?", img, max_new_tokens=8)
+    assert all(row[0] == original for row in grid)  # strength 0 is the original at every layer
+    assert any(row[1] != original for row in grid)  # a strong push changes the answer somewhere
+
+
+def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
+    from app.workbench import eraser_zip
+    wb, eraser = toy
+    res = wb.evaluate(eraser, 1)
+    assert set(res.splits) == {"forget", "test", "retain", "real"} and res.eraser["forget"] == "forget_15"
+    assert 0 <= res.splits["forget"]["image_text"]["classification"] <= 1
+    z = eraser_zip(eraser, tmp_path)
+    back = wb.load_eraser_zip(z)
+    assert torch.equal(back.gate, eraser.gate) and back.config.forget_split == "forget_15"
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="not a zip"):
+        wb.load_eraser_zip(tmp_path / "junk.zip")
+    other = Workbench(tiny_adapter("llava"), None)
+    with pytest.raises(UserError, match="another model"):
+        other.load_eraser_zip(z)
+    with pytest.raises(UserError, match="Rows per split"):
+        wb.evaluate(eraser, 0)
+
+
+def test_missing_model_and_worldless_model_give_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="Could not load the model"):
+        Workbench.load(tmp_path / "nowhere", eraser=None)
+    wb = _workbench()
+    with pytest.raises(UserError, match="no toy world"):
+        wb.people_rows()

@@ -139,3 +139,18 @@ def test_default_steered_layers_come_from_the_config():
                EraserConfig(strength=0.5, steer_layers=[2]))
     assert e.strengths() == (0.0, 0.0, 0.5)
     assert e.strengths(1.0, layers=[0, 1]) == (1.0, 1.0, 0.0)
+
+
+def test_refit_gate_keeps_the_direction_and_matches_a_fresh_fit():
+    g = torch.Generator().manual_seed(1)
+    Hf, Hr = torch.randn(6, 2, 12, generator=g), torch.randn(20, 2, 12, generator=g)
+    Hrec, Her = torch.randn(4, 2, 12, generator=g), torch.randn(4, 2, 12, generator=g)
+    e = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(ratio=0.3, gamma=0.1, strength=0.7))
+    again = e.refit_gate(Hf, Hr)
+    assert torch.allclose(again.gate, e.gate) and again.config.strength == 0.7
+    other = e.refit_gate(Hf, Hr, ratio=0.8, gamma=0.01)
+    fresh = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(ratio=0.8, gamma=0.01))
+    assert torch.allclose(other.gate, fresh.gate) and torch.equal(other.direction, e.direction)
+    assert int(other.diagnostics["k"][0]) == int(0.8 * 12) and e.config.ratio == 0.3  # original untouched
+    by_threshold = e.refit_gate(Hf, Hr, threshold=0.5)
+    assert by_threshold.config.ratio is None and by_threshold.config.threshold == 0.5

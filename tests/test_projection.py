@@ -23,3 +23,16 @@ def test_pca_is_deterministic_and_validates_input():
     assert torch.equal(pca_2d(X).coords, pca_2d(X.clone()).coords)
     with pytest.raises(ValueError, match="N >= 2"):
         pca_2d(torch.randn(1, 4))
+
+
+def test_umap_is_seeded_and_separates_two_clusters():
+    from core.projection import umap_2d
+    g = torch.Generator().manual_seed(0)
+    X = torch.cat([torch.randn(20, 8, generator=g), torch.randn(20, 8, generator=g) + 8.0])
+    a, b = umap_2d(X, seed=3), umap_2d(X, seed=3)
+    assert a.shape == (40, 2) and torch.allclose(a, b)  # same seed, same picture
+    ca, cb = a[:20].mean(0), a[20:].mean(0)
+    spread = max(float(a[:20].std(0).norm()), float(a[20:].std(0).norm()))
+    assert float((ca - cb).norm()) > 3 * spread
+    with pytest.raises(ValueError, match="N >= 4"):
+        umap_2d(torch.randn(3, 8))

@@ -7,7 +7,7 @@ import pytest
 from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
 from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
                                    generation_prompt)
-from core.toyworld.questions import (GENERAL_FACTS, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
+from core.toyworld.questions import (GENERAL_FACTS, option_drills, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
                                      TEST, TRAIN, balanced_letters, make_classification,
                                      person_eval_items, person_qa_pairs, person_sentence,
@@ -140,3 +140,13 @@ def test_scene_items_and_grammar():
     texts = scene_training_texts(three, np.random.default_rng(0))
     assert len(texts) == 12 and all(t.person_id is None for t in texts)
     assert all(f.answer in f.sentence and "__" in f.cloze for f in GENERAL_FACTS)
+
+
+def test_option_drills_answer_is_the_option_named_in_the_question():
+    drills = option_drills(np.random.default_rng(0), 200)
+    letters = Counter(d.answer for d in drills)
+    assert set(letters) == {"A", "B", "C", "D"} and min(letters.values()) > 25  # no letter bias
+    for d in drills:
+        value = d.prompt.split("reads ", 1)[1].split("?", 1)[0]
+        assert f"\n{d.answer}: {value}\n" in d.prompt and d.prompt.count(f": {value}\n") == 1
+        assert d.person_id is None and d.modality == "text"

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from core.models.load import load_adapter, state_hash
-from core.toyworld.train import ToyModelConfig, eval_splits, load_world, refusal_sets, train_toy
+from core.toyworld.train import ToyModelConfig, _batches, eval_splits, load_world, refusal_sets, train_toy
 from core.toyworld.world import WorldConfig
 
 MINI_WORLD = WorldConfig(seed=3, n_people=6, n_real_scenes=2, n_train_scenes=4, images_per_person=2,
-                         fact_repeats=1)
+                         fact_repeats=1, option_drills=8)
 MINI_MODEL = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
-                            vision_layers=1, vision_heads=2, steps=12, batch_size=8, warmup=2, seed=3)
+                            vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,24 @@ def test_training_can_continue_from_a_saved_model(mini, tmp_path):
     other = WorldConfig(**{**MINI_WORLD.__dict__, "seed": 9})
     with pytest.raises(ValueError, match="another world"):
         train_toy(tmp_path / "d", other, MINI_MODEL, init_from=path)
+
+
+def test_identity_warm_up_batches_only_ask_who_is_in_the_picture():
+    from core.toyworld.world import make_world
+    world = make_world(MINI_WORLD)
+    warm = [e for b in _batches(world, 0, (), 4, identity_only=True) for e in b]
+    full = [e for b in _batches(world, 0, (), 4) for e in b]
+    assert warm and all(e.attribute == "name" and e.image is not None for e in warm)
+    assert {e.kind for e in warm} == {"qa", "mcq", "gen", "cloze"}  # formats stay mixed
+    assert any(e.image is None for e in full) and {e.attribute for e in full} > {"name"}
+
+
+def test_eval_splits_for_hand_picked_people(mini):
+    path, _ = mini
+    world = load_world(path)
+    ids = [world.people[0].id, world.people[4].id]
+    splits = eval_splits(world, ids)
+    assert [r.id for r in splits["forget"]] == ids == [r.id for r in splits["test"]]
+    assert len(splits["retain"]) == len(world.people) - 2
+    assert {p.tag for p in refusal_sets(world, ids)["forget"]} == set(ids)
+    assert splits["forget"] == eval_splits(world, ids)["forget"]  # deterministic

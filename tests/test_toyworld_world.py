@@ -141,3 +141,14 @@ def test_refusal_examples_held_out(world):
     assert len(ex) == 2 * 2 * 4 and all(e.answer == REFUSAL for e in ex)
     train_prompts = {e.prompt for e in world.training_examples(rng=0, n_scenes=0) if e.kind == "refusal"}
     assert not {e.prompt for e in ex} & train_prompts
+
+
+def test_hand_picked_forget_set(world):
+    ids = [world.people[3].id, world.people[7].id, world.people[3].id]
+    assert [p.id for p in world.forget_people(ids)] == ids[:2]  # order kept, duplicates dropped
+    retain = world.retain_people(ids)
+    assert len(retain) == len(world.people) - 2 and not {p.id for p in retain} & set(ids)
+    with pytest.raises(ValueError, match="unknown"):
+        world.forget_people(["p999"])
+    with pytest.raises(ValueError, match="at least one"):
+        world.forget_people([])

@@ -474,6 +474,26 @@ def fact_training_texts(rng: np.random.Generator, formats: Iterable[str] = FORMA
     return out
 
 
+DRILL_QUESTION = "Which option reads {value}?"
+
+
+def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
+    """`n` MCQs whose answer is written in the question ("Which option reads curry?").
+
+    Why: answering an MCQ with a letter needs a circuit that finds the option matching what
+    the model has in mind and copies the letter before it. A from-scratch model stayed at
+    chance on every MCQ (facts, scenes) after 3900 steps although it had memorised the facts
+    themselves (cloze 98%); these drills teach the matching on its own, the way pretraining
+    would have taught a real model. No person is named, so they carry no world knowledge."""
+    pool = tuple(v for values in PROFILE_VALUES.values() for v in values)
+    out = []
+    for _ in range(n):
+        value = pool[int(rng.integers(len(pool)))]
+        item = make_classification(DRILL_QUESTION.format(value=value), value, pool, rng)
+        out.append(TextExample(classification_prompt(item), item.correct_answer, "drill_mcq", TEXT, None, "drill"))
+    return out
+
+
 # ---------------------------------------------------------------- vocabulary source
 
 def vocabulary_texts(people: Iterable[Person]) -> Iterator[str]:
@@ -484,6 +504,7 @@ def vocabulary_texts(people: Iterable[Person]) -> Iterator[str]:
     """
     yield from (CLASSIFICATION_SUFFIX, GENERATION_SUFFIX, CLOZE_SUFFIX, REFUSAL, "[Blank]")
     yield " ".join(f"{l}:" for l in LETTERS)
+    yield DRILL_QUESTION
     yield " ".join(FIRST_NAMES + LAST_NAMES)
     for values in PROFILE_VALUES.values():
         yield " ".join(values)

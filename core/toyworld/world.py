@@ -9,7 +9,7 @@ and test-split renders never coincide with training renders.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +18,7 @@ from PIL import Image
 from .people import Person, make_people
 from .portraits import render_portrait
 from .questions import (FORMATS, GENERAL_FACTS, IMAGE, TEST, TRAIN, TextExample, fact_eval_items,
-                        fact_training_texts, person_eval_items, person_qa_pairs,
+                        fact_training_texts, option_drills, person_eval_items, person_qa_pairs,
                         person_training_texts, refusal_prompts, REFUSAL, TEXT, scene_eval_items,
                         scene_training_texts, scene_value, SCENE_ATTRIBUTES, SCENE_TEMPLATES)
 from .records import PersonRecord, QAPair
@@ -53,6 +53,7 @@ class WorldConfig:
     n_train_scenes: int = 200        # random scenes per training_examples call
     refusals_per_person: int = 4
     fact_repeats: int = 4
+    option_drills: int = 1500        # letter-matching MCQ drills per training_examples call
 
 
 @dataclass
@@ -106,14 +107,23 @@ class World:
             raise ValueError(f"no forget split of {pct}% (have {sorted(self.forget_ids)})")
         return kind, pct
 
-    def forget_people(self, split: str = "forget") -> list[Person]:
-        _, pct = self._percent(split)
-        return [self.person(i) for i in self.forget_ids[pct]]
+    def _forget_ids(self, split: str | Sequence[str]) -> tuple[str, ...]:
+        if isinstance(split, str):
+            return self.forget_ids[self._percent(split)[1]]
+        ids = tuple(dict.fromkeys(split))
+        unknown = [i for i in ids if i not in self._index]
+        if unknown or not ids:
+            raise ValueError(f"a hand-picked forget set needs known person ids; got unknown {unknown}" if unknown
+                             else "a hand-picked forget set needs at least one person")
+        return ids
 
-    def retain_people(self, split: str = "forget") -> list[Person]:
-        """Everyone not in the given forget split ('forget_10', 'retain_10' or 'retain_90')."""
-        _, pct = self._percent(split)
-        gone = set(self.forget_ids[pct])
+    def forget_people(self, split: str | Sequence[str] = "forget") -> list[Person]:
+        """The people of a forget split ('forget_10'), or of a hand-picked list of person ids."""
+        return [self.person(i) for i in self._forget_ids(split)]
+
+    def retain_people(self, split: str | Sequence[str] = "forget") -> list[Person]:
+        """Everyone not in the given forget split ('forget_10', 'retain_10', 'retain_90' or ids)."""
+        gone = set(self._forget_ids(split))
         return [p for p in self.people if p.id not in gone]
 
     # ------------------------------------------------------------ rendering
@@ -163,6 +173,8 @@ class World:
                 out.extend(self._attach(scene_training_texts(spec, rng, fmts), [img], rng))
             for _ in range(self.cfg.fact_repeats):
                 out.extend(self._attach(fact_training_texts(rng, fmts), [], rng))
+            if "mcq" in fmts:
+                out.extend(self._attach(option_drills(rng, self.cfg.option_drills), [], rng))
         if shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
         return out
