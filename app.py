@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from app.ui import build  # noqa: E402
+from app.ui import CSS, build  # noqa: E402
 from app.workbench import DEFAULT_ERASER, DEFAULT_MODEL, Workbench  # noqa: E402
 
 
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()
     wb = Workbench.load(args.model, args.eraser)
-    build(wb).queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port)
+    build(wb).queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, css=CSS)
 
 
 if __name__ == "__main__":

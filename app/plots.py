@@ -55,7 +55,8 @@ def activation_map(coords: dict[str, torch.Tensor], hover: dict[str, list[str]],
     if current is not None:
         fig.add_scatter(x=[float(current[0])], y=[float(current[1])], mode="markers", name="current input",
                         marker=dict(symbol="star", size=18, color="#ffbf00", line=dict(width=2, color=CURRENT)))
-    fig.update_layout(**{**LAYOUT, "height": 520}, title=title, xaxis_title=axis[0], yaxis_title=axis[1])
+    fig.update_layout(**{**LAYOUT, "height": 540}, title=title, xaxis_title=axis[0], yaxis_title=axis[1],
+                      legend=dict(orientation="h", y=-0.18))
     return fig
 
 

@@ -44,6 +44,12 @@ LEARN = [
      "measures forgetting and utility against the retain-only model, the gold standard.", "eval"),
 ]
 
+# The toy portraits are 64 px: show them large and crisp instead of as a thumbnail.
+CSS = """
+#image img, #pgd_out img, #pgd_delta img { width: 192px !important; height: 192px !important;
+  object-fit: contain; image-rendering: pixelated; }
+"""
+
 _STOPS: dict[str, threading.Event] = {}
 
 
@@ -75,7 +81,7 @@ def build(default: Workbench) -> gr.Blocks:
         return session.workbench or default
 
     with gr.Blocks(title="MLLMEraser workbench") as demo:
-        session = gr.State(Session)
+        session = gr.State(lambda: Session())  # a callable: a fresh Session per browser tab
         gr.Markdown(INTRO)
         with gr.Tabs(selected="play", elem_id="tabs") as tabs:
             # ------------------------------------------------------------ playground

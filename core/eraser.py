@@ -209,13 +209,16 @@ class Eraser:
 
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
-              strict: bool = True, gate_index: torch.Tensor | None = None) -> SteeringHandle:
+              strict: bool = True, gate_index: torch.Tensor | None = None,
+              gate_fn: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> SteeringHandle:
         """Steer `adapter` until the returned handle is removed (use it in a `with` block).
 
-        gated=False drops the gate (plain d_erase addition: the 'null space off' ablation)."""
+        gated=False drops the gate (plain d_erase addition: the 'null space off' ablation);
+        gate_fn replaces the linear gate by another one (the MLP-gate ablation)."""
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
-        return steer(adapter, self.direction, cfg, self.gate if gated else None, gate_index=gate_index)
+        gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
+        return steer(adapter, self.direction, cfg, gate, gate_index=gate_index)
 
     def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
         """(N, L) unsteered gate values c_l(h) = h_l . u_l at the last prompt token."""

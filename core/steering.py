@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -77,7 +77,8 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
 class _Request:
     key: int
     direction: torch.Tensor  # (L, d) in model dtype
-    gate_vec: torch.Tensor | None  # (L, d) float32, or None for plain additive steering
+    gate_vec: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None  # (L, d) float32 vectors,
+    # a callable (layer, (B, d) float32) -> (B,) (e.g. the MLP-gate ablation), or None (plain additive)
     config: SteeringConfig
     gate_index: torch.Tensor | None = None  # (B,) last prompt token per row; None = last column
     alive: bool = True
@@ -112,6 +113,8 @@ class _Request:
             last = h[rows, self.gate_index.to(h.device)]
         else:
             last = h[:, -1]
+        if callable(self.gate_vec):
+            return self.gate_vec(layer, last.float()).to(last.device)
         return last.float() @ self.gate_vec[layer]
 
 
@@ -197,16 +200,18 @@ class SteeringHandle:
         self.remove()
 
 
-def steer(target, direction: torch.Tensor, config: SteeringConfig, gate: torch.Tensor | None = None,
+def steer(target, direction: torch.Tensor, config: SteeringConfig,
+          gate: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None = None,
           gate_index: torch.Tensor | None = None) -> SteeringHandle:
     """Start steering `target` (an adapter or a HF model) in the current context.
 
-    direction: (L, d) vectors r_l; gate: (L, d) vectors u_l or None (plain additive).
+    direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u), a callable
+    (layer, h_last) -> (B,) gate values, or None (plain additive).
     gate_index: (B,) position of the last prompt token when the batch carries answer tokens.
     """
     blocks = _blocks(target)
     n = len(blocks)
-    if direction.shape[0] != n or (gate is not None and gate.shape != direction.shape):
+    if direction.shape[0] != n or (isinstance(gate, torch.Tensor) and gate.shape != direction.shape):
         raise ValueError(f"steering vectors of shape {tuple(direction.shape)} do not fit a model "
                          f"with {n} layers")
     if len(config.strengths) != n:
@@ -214,7 +219,7 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig, gate: torch.T
     param = next(blocks.parameters())
     req = _Request(
         key=id(blocks), direction=direction.to(device=param.device, dtype=param.dtype),
-        gate_vec=None if gate is None else gate.to(device=param.device, dtype=torch.float32),
+        gate_vec=gate.to(device=param.device, dtype=torch.float32) if isinstance(gate, torch.Tensor) else gate,
         config=config, gate_index=gate_index)
     with _LOCK:
         inst = _INSTALLED.get(req.key)

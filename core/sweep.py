@@ -4,7 +4,7 @@ Each experiment fits or re-applies an eraser with one knob changed and evaluates
 subset of the forget / test / retain / real splits (image+text MCQ accuracy, ROUGE-L, refusal
 rate, fluency), next to the unsteered model. Knobs: steering strength, PGD eps of the
 adversarial contrast images, direction construction, steered layers, and the null-space gate
-on/off (plain d_erase addition).
+on/off (plain d_erase addition), and the linear null-space gate against a small MLP gate.
 """
 
 from __future__ import annotations
@@ -82,6 +82,12 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     run("null space", "on (gated)", default, strength=base.strength, layers=base_layers, mode=base.mode)
     run("null space", "off (plain d_erase)", default, strength=base.strength, layers=base_layers, mode=base.mode,
         gated=False)
+    from core.activations import collect
+    from core.mlp_gate import fit_mlp_gates
+    mlp = fit_mlp_gates(collect(adapter, forget_p), collect(adapter, retain_p), default.fitted_layers, seed=cfg.seed)
+    run("gate", "linear, null space (method)", default, strength=base.strength, layers=base_layers, mode=base.mode)
+    run("gate", "MLP (64 hidden, unconstrained)", default, strength=base.strength, layers=base_layers,
+        mode=base.mode, gate_fn=mlp)
     run("mode", "prefill (paper)", default, strength=base.strength, layers=base_layers, mode="prefill")
     run("paper preset", "layers 1..L-1, prefill, 0.3", default, strength=0.3, layers=list(range(1, n)),
         mode="prefill")

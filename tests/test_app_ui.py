@@ -72,3 +72,50 @@ def test_bad_file_upload_shows_an_error_and_app_keeps_working(page, tmp_path):
     page.wait_for_timeout(1000)
     original, steered = _compare(page)
     assert original == steered or "sorry" not in steered.lower()
+
+
+def _open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def test_layer_toggle_reruns_the_comparison(page):
+    page.locator("#gallery button").filter(has_text="FORGET").first.click()
+    page.wait_for_timeout(500)
+    _set_strength(page, "3")
+    page.wait_for_timeout(500)
+    _compare(page)
+    rows_before = page.locator("#gates tbody tr").count()
+    page.locator("#layers label").filter(has_text="1").first.click()  # toggle layer 1
+    page.wait_for_function(f"() => document.querySelectorAll('#gates tbody tr').length !== {rows_before}",
+                           timeout=30_000)
+
+
+def test_short_pgd_streams_steps_and_finishes(page):
+    page.locator("#gallery button").filter(has_text="FORGET").first.click()
+    page.wait_for_timeout(500)
+    _open_tab(page, "PGD studio")
+    steps = page.locator("#pgd_steps input[type=number]")
+    steps.fill("4")
+    steps.press("Enter")
+    page.click("#pgd_run")
+    page.wait_for_selector("#pgd_status:has-text('done after 4 steps')", timeout=60_000)
+    assert page.locator("#pgd_out img").count() == 1 and page.locator("#pgd_delta img").count() == 1
+    assert page.locator("#pgd_plot .js-plotly-plot").count() == 1
+    assert _value(page, "pgd_answer")
+
+
+def test_activation_map_switches_projection(page):
+    _open_tab(page, "Activation map")
+    page.click("#map_draw")
+    page.wait_for_selector("#map_plot .js-plotly-plot", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#map_plot').innerText.includes('PC 1')", timeout=60_000)
+    page.locator("#map_method label").filter(has_text="UMAP").click()
+    page.wait_for_function("() => document.querySelector('#map_plot').innerText.includes('UMAP 1')",
+                           timeout=180_000)
+
+
+def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
+    _open_tab(page, "Learn")
+    page.click("#learn_0")
+    page.wait_for_selector("#compare", state="visible", timeout=30_000)
+    assert page.locator("#strength input[type=number]").input_value() == "0"

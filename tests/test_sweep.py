@@ -8,9 +8,9 @@ from core.toyworld.world import WorldConfig
 
 def test_sweep_runs_every_experiment_and_reports(tmp_path):
     world_cfg = WorldConfig(seed=4, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1,
-                            fact_repeats=1)
+                            fact_repeats=1, option_drills=8)
     model_cfg = ToyModelConfig(text_hidden=32, text_layers=3, text_heads=2, text_intermediate=64, vision_hidden=16,
-                               vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
+                               vision_layers=1, vision_heads=2, steps=2, identity_steps=1, batch_size=8, warmup=1)
     path = train_toy(tmp_path / "m", world_cfg, model_cfg)
     adapter, world = load_adapter(path), load_world(path)
     base = EraserConfig(strength=1.0, steer_layers=[2], mode="latched", direction_kind="recall",
@@ -18,8 +18,10 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     rows = run_sweep(adapter, world, base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3))
     experiments = {r.experiment for r in rows}
-    assert experiments == {"baseline", "strength", "layers", "null space", "mode", "paper preset", "direction",
-                           "PGD eps"}
+    assert experiments == {"baseline", "strength", "layers", "null space", "gate", "mode", "paper preset",
+                           "direction", "PGD eps"}
+    assert [r.setting for r in rows if r.experiment == "gate"] == ["linear, null space (method)",
+                                                                   "MLP (64 hidden, unconstrained)"]
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
                                                                         "image_only"]
     for r in rows:
