@@ -105,7 +105,7 @@ def build(default: Workbench) -> gr.Blocks:
                     with gr.Column(scale=1):
                         original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
                         steered = gr.Textbox(label="Steered model", interactive=False, elem_id="steered")
-                        gates = gr.Dataframe(headers=["layer", "gate c(h)"], label="Gate per layer for this input",
+                        gates = gr.Dataframe(headers=["layer", "steered", "gate c(h)"], label="Gate per layer for this input",
                                              interactive=False, elem_id="gates")
                         status = gr.Markdown(elem_id="status")
                 if gallery_items:
@@ -238,10 +238,12 @@ def build(default: Workbench) -> gr.Blocks:
         # ================================================================ handlers
         def compare(sess, img, q, s, lay, m):
             try:
-                res = wb_of(sess).compare(img, q, s, [int(x) for x in lay], m, session=sess)
+                chosen = [int(x) for x in lay]
+                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess)
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
-            return res.original, res.steered, [[l, round(g, 3)] for l, g in res.gates.items()], ""
+            rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
+            return res.original, res.steered, rows, ""
 
         def load_upload(path):
             if path is None:
