@@ -185,7 +185,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import torch
     from core.eraser import Eraser
     from core.models.load import load_adapter
-    from core.sweep import SweepConfig, report, run_sweep
+    from core.sweep import SweepConfig, report, run_sweep, tradeoff_figure
     from core.toyworld.train import load_world
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
@@ -195,9 +195,30 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     text = report(rows, "MLLMEraser ablations on the shipped toy model",
                   f"python -m core sweep --people {args.people} --out {args.out}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure = Path(args.out).with_suffix(".png")
+    tradeoff_figure(rows, figure)
+    text = text.replace("\n\n", f"\n\n![forget vs retain trade-offs]({figure.name})\n\n", 1)
     Path(args.out).write_text(text)
     Path(args.out).with_suffix(".json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    """A training-based unlearning baseline (GA, GA_Diff, KL_Min, NPO, IdkNLL) on a toy model."""
+    import torch
+    from tqdm import tqdm
+    from core.baselines import BaselineConfig, unlearn
+    torch.set_num_threads(args.threads)
+    cfg = BaselineConfig(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                         retain_weight=args.retain_weight, kl_weight=args.kl_weight, beta=args.beta, seed=args.seed)
+    with tqdm(desc=f"unlearn {args.method}", unit="step") as bar:
+        def progress(step, total, loss):
+            bar.total = total
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        out = unlearn(args.model, args.out, args.forget, cfg, args.reference, progress)
+    print(f"saved {args.method} model to {out}; evaluate it with: python -m core evaluate --model {out}")
     return 0
 
 
@@ -292,6 +313,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_sweep)
+
+    from core.baselines import METHODS, BaselineConfig
+    d = BaselineConfig()
+    p = sub.add_parser("unlearn", help="training-based unlearning baseline (ga, ga_diff, kl_min, npo, idk)",
+                       description="Fine-tune a copy of a toy model with a training-based unlearning baseline "
+                                   "and save it as a model folder that `evaluate` scores like any other.")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
+    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    p.add_argument("--out", required=True, help="output folder for the unlearned model")
+    p.add_argument("--reference", default=None,
+                   help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")
+    p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget examples")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--retain-weight", type=float, default=d.retain_weight, help="c: weight of the retain NLL")
+    p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="a: weight of the retain KL (kl_min)")
+    p.add_argument("--beta", type=float, default=d.beta, help="b: NPO temperature")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
                        description="Generate the synthetic world for --seed: print people, save a portrait grid, "

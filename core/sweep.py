@@ -112,3 +112,39 @@ def report(rows: list[Row], title: str, command: str) -> str:
                     "-" if r.metrics.get(k) is None else f"{100 * r.metrics[k]:.1f}" for k in keys) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def tradeoff_figure(rows: list[Row], path) -> None:
+    """PNG: (left) forget vs retain MCQ for every setting, the strength and eps sweeps as curves;
+    (right) the strength sweep's metrics against lambda. Up-left is better on the left panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for exp, style in (("strength", "o-"), ("PGD eps", "s--")):
+        pts = [r for r in rows if r.experiment == exp]
+        if pts:
+            ax.plot([100 * r.metrics["forget_mcq"] for r in pts], [100 * r.metrics["retain_mcq"] for r in pts],
+                    style, label=exp)
+            for r in pts:
+                ax.annotate(r.setting.split(" ")[0], (100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"]),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for r in rows:
+        if r.experiment not in ("strength", "PGD eps"):
+            ax.scatter(100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"], s=18)
+            ax.annotate(f"{r.experiment}: {r.setting}", (100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"]),
+                        fontsize=6, xytext=(3, -8), textcoords="offset points")
+    ax.set(xlabel="forget MCQ accuracy, image+text (%)  (lower = forgotten)", ylabel="retain MCQ accuracy (%)",
+           title="Forget vs retain, every setting")
+    ax.legend(loc="lower right")
+    pts = [r for r in rows if r.experiment == "strength"]
+    lam = [float(r.setting) for r in pts]
+    for key, label in (("forget_mcq", "forget MCQ"), ("forget_refusal", "forget refusals"),
+                       ("retain_mcq", "retain MCQ"), ("real_mcq", "real MCQ"), ("fluency", "fluency")):
+        bx.plot(lam, [100 * r.metrics[key] for r in pts], "o-", label=label)
+    bx.set(xlabel="steering strength lambda", ylabel="%", title="Strength sweep")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+

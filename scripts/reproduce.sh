@@ -14,6 +14,12 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
+for m in ga ga_diff kl_min idk; do
+  python -m core unlearn --method $m --out runs/baselines/$m
+  python -m core evaluate --model runs/baselines/$m --json results/baseline_$m.json
+done
+python -m core unlearn --method npo --reference assets/toy-llava-retain-only --out runs/baselines/npo
+python -m core evaluate --model runs/baselines/npo --json results/baseline_npo.json
 python scripts/readme_figures.py
 python scripts/screenshots.py
 python scripts/results_table.py

@@ -10,6 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "results/retain_only.json"),
         ("vanilla + MLLMEraser", "results/eraser.json")]
+BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (ref: retain-only)", "npo"),
+             ("IdkNLL", "idk")]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -39,7 +41,24 @@ def table() -> str:
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
                          f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}")
-    return "\n".join(lines + [""] + extra)
+    return "\n".join(lines + [""] + extra + ["", comparison()])
+
+
+def comparison() -> str:
+    """One line per method: forgetting (forget / test) against utility (retain / real), image+text."""
+    rows = ROWS + [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
+    lines = ["| method | forget MCQ | test MCQ | forget ROUGE-L | forget refusal | retain MCQ | retain ROUGE-L | "
+             "real MCQ | retain fluency |", "|---|---|---|---|---|---|---|---|---|"]
+    for label, path in rows:
+        f = ROOT / path
+        if not f.is_file():
+            continue
+        sp = {k: v["image_text"] for k, v in json.loads(f.read_text())["splits"].items()}
+        lines.append(f"| {label} | {pct(sp['forget']['classification'])} | {pct(sp['test']['classification'])} | "
+                     f"{pct(sp['forget']['generation_rougeL'])} | {pct(sp['forget']['refusal_rate'])} | "
+                     f"{pct(sp['retain']['classification'])} | {pct(sp['retain']['generation_rougeL'])} | "
+                     f"{pct(sp['real']['classification'])} | {pct(sp['retain'].get('fluency'))} |")
+    return "\n".join(lines)
 
 
 def main() -> None:

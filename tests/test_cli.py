@@ -54,3 +54,16 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2
+
+
+def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys):
+    out = tmp_path / "ga"
+    assert main(["unlearn", "--method", "ga_diff", "--model", str(mini_toy), "--out", str(out),
+                 "--epochs", "0.5", "--threads", "1"]) == 0
+    assert f"python -m core evaluate --model {out}" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out), "--limit", "1", "--max-new-tokens", "3",
+                 "--json", str(tmp_path / "r.json"), "--threads", "1"]) == 0
+    assert set(json.loads((tmp_path / "r.json").read_text())["splits"]) == {"forget", "test", "retain", "real"}
+    assert main(["unlearn", "--method", "ga", "--model", str(mini_toy), "--out", str(tmp_path / "x"),
+                 "--lr", "0"]) == 2
+    assert "positive" in capsys.readouterr().err

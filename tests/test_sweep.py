@@ -1,7 +1,9 @@
 """The ablation sweep on a miniature trained toy model: every experiment row and the report."""
 from core.eraser import EraserConfig
 from core.models.load import load_adapter
-from core.sweep import SweepConfig, report, run_sweep
+from PIL import Image
+
+from core.sweep import SweepConfig, report, run_sweep, tradeoff_figure
 from core.toyworld.train import ToyModelConfig, load_world, train_toy
 from core.toyworld.world import WorldConfig
 
@@ -29,3 +31,5 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
         assert all(v is None or 0.0 <= v <= 1.0 for v in r.metrics.values())
     text = report(rows, "t", "cmd")
     assert "## PGD eps" in text and "| 8/255 (refusal direction) |" in text and "`cmd`" in text
+    tradeoff_figure(rows, tmp_path / "f.png")
+    assert Image.open(tmp_path / "f.png").size == (1320, 528)  # two panels, 12 x 4.8 in at 110 dpi

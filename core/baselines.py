@@ -1,0 +1,185 @@
+"""Training-based unlearning baselines, the rows MLLMEraser is compared against (benchmark.md).
+
+Why here: test-time steering only means something next to what weight editing achieves on the
+same model and forget set. Each baseline fine-tunes a COPY of a toy model on its forget people
+(and, for most, its retain people), then saves it like any toy model so that
+`python -m core evaluate --model OUT` scores it with the same harness. l(x, y) is the mean
+token NLL of the answer; L_f and L_r its mean over a forget and a retain batch.
+
+    ga       -L_f
+    ga_diff  -L_f + c L_r
+    kl_min   -L_f + a KL(p_orig || p_theta) on retain answer tokens + L_r
+    npo      -(2/b) mean log sigmoid(-b (log p_theta(y|x) - log p_ref(y|x))) + c L_r
+    idk      NLL of the refusal answer on forget prompts + L_r   (IdkNLL)
+
+Full fine-tuning (the tiny model is small enough; the papers use LoRA on 7B models). The
+recipe is fixed per method (BaselineConfig defaults) and recorded in the saved folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.models.base import Batch, VLMAdapter
+from core.toyworld.questions import REFUSAL
+from core.toyworld.world import Example, World
+
+METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk")
+_NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk"}
+_WEIGHT_FILES = {"model.safetensors", "config.json", "generation_config.json", "training.json", "unlearning.json"}
+
+
+@dataclass
+class BaselineConfig:
+    """One unlearning run. Defaults: the recipe used for the README's baseline rows."""
+
+    method: str = "ga_diff"
+    epochs: float = 2.0          # passes over the forget examples
+    lr: float = 5e-5
+    batch_size: int = 16
+    retain_weight: float = 1.0   # c
+    kl_weight: float = 1.0       # a (kl_min)
+    beta: float = 0.9            # b (npo)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown baseline {self.method!r}; choose one of {', '.join(METHODS)}")
+        if not (self.epochs > 0 and self.lr > 0 and self.batch_size > 0):
+            raise ValueError("epochs, lr and batch_size must be positive")
+
+
+def forget_examples(world: World, forget: str | Sequence[str], rng: np.random.Generator,
+                    refusal: bool = False) -> list[Example]:
+    """The forget people's training facts (every format, image and text), optionally with the
+    answer replaced by the model's refusal (IdkNLL)."""
+    keep = {p.id for p in world.forget_people(forget)}
+    out = world.training_examples(exclude_ids=[p.id for p in world.people if p.id not in keep], rng=rng,
+                                  include_refusals=False, include_real=False)
+    if refusal:
+        out = [Example(e.image, e.prompt, REFUSAL, "refusal", e.person_id, e.attribute) for e in out]
+    return out
+
+
+def retain_examples(world: World, forget: str | Sequence[str], rng: np.random.Generator) -> list[Example]:
+    """What the model must keep: retain people's facts, refusals, scenes and general facts."""
+    return world.training_examples(exclude_ids=[p.id for p in world.forget_people(forget)], rng=rng)
+
+
+def batches_by_modality(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[Example]]:
+    """Shuffled batches, each all-image or all-text (one encode call per batch)."""
+    out = []
+    for with_image in (True, False):
+        pool = [e for e in examples if (e.image is not None) == with_image]
+        out += [pool[s:s + batch_size] for s in range(0, len(pool), batch_size)]
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def _encode(adapter: VLMAdapter, batch: Sequence[Example]) -> Batch:
+    images = [e.image for e in batch] if batch[0].image is not None else None
+    return adapter.encode([e.prompt for e in batch], images, [e.answer for e in batch])
+
+
+def sequence_logprob(adapter: VLMAdapter, batch: Batch) -> torch.Tensor:
+    """log p(y|x) of each row's whole answer, (B,)."""
+    n = (batch.labels[:, 1:] != -100).sum(-1).clamp(min=1)
+    return -adapter.answer_nll(batch) * n
+
+
+def answer_kl(ref: VLMAdapter, model: VLMAdapter, batch: Batch) -> torch.Tensor:
+    """KL(p_ref || p_model) per answer token, averaged over the batch's answer tokens."""
+    mask = batch.labels[:, 1:] != -100
+    with torch.no_grad():
+        p_ref = torch.log_softmax(ref.logits(batch)[:, :-1].float(), -1)[mask]
+    p_mod = torch.log_softmax(model.logits(batch)[:, :-1].float(), -1)[mask]
+    return F.kl_div(p_mod, p_ref, log_target=True, reduction="batchmean")
+
+
+def baseline_loss(cfg: BaselineConfig, model: VLMAdapter, forget: Batch, retain: Batch | None,
+                  reference: VLMAdapter | None) -> torch.Tensor:
+    """The objective of one method on a forget batch and a retain batch (see module docstring)."""
+    m = cfg.method
+    if m == "idk":
+        loss = model.answer_nll(forget).mean()
+    elif m == "npo":
+        with torch.no_grad():
+            ref_lp = sequence_logprob(reference, forget)
+        ratio = sequence_logprob(model, forget) - ref_lp
+        loss = -(2.0 / cfg.beta) * F.logsigmoid(-cfg.beta * ratio).mean()
+    else:
+        loss = -model.answer_nll(forget).mean()
+    if m == "kl_min":
+        loss = loss + cfg.kl_weight * answer_kl(reference, model, retain) + model.answer_nll(retain).mean()
+    elif m in _NEEDS_RETAIN:
+        loss = loss + cfg.retain_weight * model.answer_nll(retain).mean()
+    return loss
+
+
+def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[str] = "forget_10",
+            cfg: BaselineConfig = BaselineConfig(), reference_dir: str | Path | None = None,
+            progress: Callable[[int, int, float], None] | None = None,
+            should_stop: Callable[[], bool] | None = None) -> Path:
+    """Fine-tune a copy of a toy model with one baseline and save it (toy-model folder layout).
+
+    reference_dir: NPO's reference model (benchmark.md: the retain-only model); kl_min always
+    uses a frozen copy of the original. The source folder is never written."""
+    from core.models.load import load_adapter
+    from core.toyworld.train import load_world
+    out = Path(out_dir)
+    if out.resolve() == Path(model_dir).resolve():
+        raise ValueError("the output folder must differ from the model folder (it is never overwritten)")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    world = load_world(model_dir)
+    model = load_adapter(model_dir, dtype=torch.float32)
+    reference = None
+    if cfg.method == "kl_min" or (cfg.method == "npo" and reference_dir is None):
+        reference = load_adapter(model_dir, dtype=torch.float32)
+    elif cfg.method == "npo":
+        reference = load_adapter(reference_dir, dtype=torch.float32)
+    f_batches = batches_by_modality(forget_examples(world, forget, rng, refusal=cfg.method == "idk"),
+                                    cfg.batch_size, rng)
+    r_pool = retain_examples(world, forget, rng) if cfg.method in _NEEDS_RETAIN else []
+    r_batches = batches_by_modality(r_pool, cfg.batch_size, rng) if r_pool else []
+    steps = max(1, round(cfg.epochs * len(f_batches)))
+    params = [p for p in model.model.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    model.model.train()
+    losses, start = [], time.time()
+    for step in range(steps):
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"unlearning stopped at step {step}")
+        fb = _encode(model, f_batches[step % len(f_batches)])
+        rb = _encode(model, r_batches[step % len(r_batches)]) if r_batches else None
+        loss = baseline_loss(cfg, model, fb, rb, reference)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, steps, float(np.mean(losses[-10:])))
+    model.model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(model_dir).iterdir():
+        if f.is_file() and f.name not in _WEIGHT_FILES:
+            shutil.copy(f, out / f.name)  # tokenizer, image processor, world.json
+    model.model.to(torch.float16).save_pretrained(out)
+    (out / "unlearning.json").write_text(json.dumps({
+        "baseline": asdict(cfg), "source": str(model_dir), "forget": forget if isinstance(forget, str) else list(forget),
+        "reference": str(reference_dir) if reference_dir else ("original" if reference is not None else None),
+        "steps": steps, "seconds": round(time.time() - start, 1),
+        "loss_every_10": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
+    }, indent=2))
+    return out
