@@ -42,9 +42,10 @@ class Row:
 def _metrics(result) -> dict:
     s = result.splits
     pick = lambda split, key: s[split]["image_text"][key]  # noqa: E731
-    return {"forget_mcq": pick("forget", "classification"), "forget_refusal": pick("forget", "refusal_rate"),
-            "test_mcq": pick("test", "classification"), "retain_mcq": pick("retain", "classification"),
-            "retain_rougeL": pick("retain", "generation_rougeL"), "real_mcq": pick("real", "classification"),
+    return {"forget_mcq": pick("forget", "classification"), "forget_cloze": pick("forget", "cloze"),
+            "forget_refusal": pick("forget", "refusal_rate"), "test_cloze": pick("test", "cloze"),
+            "retain_mcq": pick("retain", "classification"), "retain_cloze": pick("retain", "cloze"),
+            "retain_rougeL": pick("retain", "generation_rougeL"), "real_cloze": pick("real", "cloze"),
             "fluency": min(s[k]["image_text"]["fluency"] for k in s)}
 
 
@@ -102,7 +103,8 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
 
 def report(rows: list[Row], title: str, command: str) -> str:
     """Markdown: one table per experiment, percentages."""
-    keys = ["forget_mcq", "forget_refusal", "test_mcq", "retain_mcq", "retain_rougeL", "real_mcq", "fluency"]
+    keys = ["forget_cloze", "forget_refusal", "test_cloze", "retain_cloze", "retain_rougeL", "real_cloze",
+            "forget_mcq", "retain_mcq", "fluency"]
     out = [f"# {title}", "", f"Produced by `{command}`. Image+text questions; percentages.", ""]
     for exp in dict.fromkeys(r.experiment for r in rows):
         out += [f"## {exp}", "", "| setting | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -120,31 +122,31 @@ def tradeoff_figure(rows: list[Row], path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.9})
     for exp, style in (("strength", "o-"), ("PGD eps", "s--")):
         pts = [r for r in rows if r.experiment == exp]
         if pts:
-            ax.plot([100 * r.metrics["forget_mcq"] for r in pts], [100 * r.metrics["retain_mcq"] for r in pts],
+            ax.plot([100 * r.metrics["forget_cloze"] for r in pts], [100 * r.metrics["retain_cloze"] for r in pts],
                     style, label=exp)
             for r in pts:
-                ax.annotate(r.setting.split(" ")[0], (100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"]),
+                ax.annotate(r.setting.split(" ")[0], (100 * r.metrics["forget_cloze"], 100 * r.metrics["retain_cloze"]),
                             fontsize=7, xytext=(3, 3), textcoords="offset points")
-    for r in rows:
-        if r.experiment not in ("strength", "PGD eps"):
-            ax.scatter(100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"], s=18)
-            ax.annotate(f"{r.experiment}: {r.setting}", (100 * r.metrics["forget_mcq"], 100 * r.metrics["retain_mcq"]),
-                        fontsize=6, xytext=(3, -8), textcoords="offset points")
-    ax.set(xlabel="forget MCQ accuracy, image+text (%)  (lower = forgotten)", ylabel="retain MCQ accuracy (%)",
+    markers = "vD^P*Xhp<>d"
+    others = [r for r in rows if r.experiment not in ("strength", "PGD eps")]
+    for i, r in enumerate(others):  # a legend, not labels: these points sit on top of each other
+        ax.scatter(100 * r.metrics["forget_cloze"], 100 * r.metrics["retain_cloze"], s=30, alpha=0.8,
+                   marker=markers[i % len(markers)], label=f"{r.experiment}: {r.setting}")
+    ax.set(xlabel="forget cloze accuracy, image+text (%)  (lower = forgotten)", ylabel="retain cloze accuracy (%)",
            title="Forget vs retain, every setting")
-    ax.legend(loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     pts = [r for r in rows if r.experiment == "strength"]
     lam = [float(r.setting) for r in pts]
-    for key, label in (("forget_mcq", "forget MCQ"), ("forget_refusal", "forget refusals"),
-                       ("retain_mcq", "retain MCQ"), ("real_mcq", "real MCQ"), ("fluency", "fluency")):
+    for key, label in (("forget_cloze", "forget cloze"), ("forget_refusal", "forget refusals"),
+                       ("retain_cloze", "retain cloze"), ("real_cloze", "real cloze"), ("fluency", "fluency")):
         bx.plot(lam, [100 * r.metrics[key] for r in pts], "o-", label=label)
     bx.set(xlabel="steering strength lambda", ylabel="%", title="Strength sweep")
     bx.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

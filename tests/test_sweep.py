@@ -27,7 +27,7 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
                                                                         "image_only"]
     for r in rows:
-        assert set(r.metrics) >= {"forget_mcq", "forget_refusal", "retain_mcq", "real_mcq", "fluency"}
+        assert set(r.metrics) >= {"forget_cloze", "forget_refusal", "test_cloze", "retain_cloze", "real_cloze", "fluency"}
         assert all(v is None or 0.0 <= v <= 1.0 for v in r.metrics.values())
     text = report(rows, "t", "cmd")
     assert "## PGD eps" in text and "| 8/255 (refusal direction) |" in text and "`cmd`" in text
