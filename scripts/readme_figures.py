@@ -59,15 +59,20 @@ def main() -> None:
                     marker="o", label="retain (held-out prompts)", alpha=0.8)
     ax.scatter(pts[:len(Hf), 0], pts[:len(Hf), 1], c=gf, cmap="coolwarm", vmin=-0.2, vmax=1.2, s=36,
                marker="*", edgecolors="k", linewidths=0.3, label="forget (held-out prompts)")
-    a = proj.arrow / proj.arrow.norm() * float(pts.abs().max()) * 0.6
-    ax.annotate("", xy=(float(a[0]), float(a[1])), xytext=(0, 0),
+    # d_erase drawn from the forget mean, a quarter of the plot wide (its 2-D shadow's direction)
+    start = pts[:len(Hf)].mean(0)
+    span = float((pts.max(0).values - pts.min(0).values).max())
+    end = start + proj.arrow / proj.arrow.norm().clamp_min(1e-12) * span * 0.25
+    ax.annotate("", xy=(float(end[0]), float(end[1])), xytext=(float(start[0]), float(start[1])),
                 arrowprops=dict(arrowstyle="-|>", lw=2.2, color="black"))
-    ax.text(float(a[0]), float(a[1]), "  d_erase", fontsize=10, weight="bold")
+    ax.text(float(end[0]), float(end[1]), "  d_erase", fontsize=10, weight="bold")
     fig.colorbar(sc, ax=ax, label="gate c(h) = h · u")
     ax.set_title(f"Layer {layer} input, last prompt token (PCA)")
     ax.set_xlabel(f"PC1 ({100 * float(proj.explained[0]):.0f}% var)")
     ax.set_ylabel(f"PC2 ({100 * float(proj.explained[1]):.0f}% var)")
-    ax.legend(loc="lower left", fontsize=8)
+    leg = ax.legend(loc="lower left", fontsize=8)
+    for h in leg.legend_handles:  # legend markers in grey: colour means gate value, not the set
+        h.set_color("grey")
 
     ev = d["eigenvalues"][layer].clamp_min(1e-12)
     k = int(d["k"][layer])
