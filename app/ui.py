@@ -472,12 +472,18 @@ def _rows(run: str, splits: dict) -> list[list]:
     return out
 
 
+_SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
+                 "eraser": "MLLMEraser, shipped preset", "baseline_ga": "GA (weights edited)",
+                 "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",
+                 "baseline_npo": "NPO (weights edited)", "baseline_idk": "IdkNLL (weights edited)"}
+
+
 def _saved_rows() -> list[list]:
     """The full-split results the CLI wrote (results/*.json), as baselines to compare with."""
     rows = []
     for f in sorted((ROOT / "results").glob("*.json")):
         try:
-            rows += _rows(f"saved: {f.stem}", json.loads(f.read_text())["splits"])
+            rows += _rows(f"saved: {_SAVED_LABELS.get(f.stem, f.stem)}", json.loads(f.read_text())["splits"])
         except (OSError, ValueError, KeyError, StopIteration):
             continue
     return rows

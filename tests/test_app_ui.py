@@ -126,3 +126,18 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
     page.click("#learn_0")
     page.wait_for_selector("#compare", state="visible", timeout=30_000)
     assert page.locator("#strength input[type=number]").input_value() == "0"
+
+
+def test_saved_results_are_listed_with_readable_labels():
+    """The Evaluate tab's comparison rows: every results/*.json, one row per split."""
+    import json
+    from pathlib import Path
+
+    from app.ui import _saved_rows
+    rows = _saved_rows()
+    labels = [r[0] for r in rows]
+    assert "saved: IdkNLL (weights edited)" in labels and "saved: retain-only (gold standard)" in labels
+    idk = [r for r in rows if r[0] == "saved: IdkNLL (weights edited)"]
+    assert [r[1] for r in idk] == ["forget", "test", "retain", "real"]
+    res = json.loads((Path(__file__).resolve().parents[1] / "results" / "baseline_idk.json").read_text())
+    assert idk[0][4] == round(100 * res["splits"]["forget"]["image_text"]["cloze"], 1)  # cloze column, %
