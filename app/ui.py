@@ -264,7 +264,8 @@ def build(default: Workbench) -> gr.Blocks:
             try:
                 wb = wb_of(sess)
                 layers_, strengths, grid = wb.heatmap(wb.eraser_for(sess), img, q, [0, 0.25, 0.5, 1, 1.5, 2, 3], m)
-                orig = wb.compare(img, q, 0.0, [], m, session=sess).original
+                # strength 0 is the unsteered answer (bit-identical, tested): no extra generation for it
+                orig = grid[0][0] if grid else ""
                 return change_heatmap(layers_, strengths, grid, orig), ""
             except UserError as exc:
                 return gr.update(), _err(exc)

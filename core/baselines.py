@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from core.models.base import Batch, VLMAdapter
 from core.toyworld.questions import REFUSAL
+from core.toyworld.train import batches_by_modality, load_world
 from core.toyworld.world import Example, World
 
 METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk")
@@ -73,15 +74,6 @@ def forget_examples(world: World, forget: str | Sequence[str], rng: np.random.Ge
 def retain_examples(world: World, forget: str | Sequence[str], rng: np.random.Generator) -> list[Example]:
     """What the model must keep: retain people's facts, refusals, scenes and general facts."""
     return world.training_examples(exclude_ids=[p.id for p in world.forget_people(forget)], rng=rng)
-
-
-def batches_by_modality(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[Example]]:
-    """Shuffled batches, each all-image or all-text (one encode call per batch)."""
-    out = []
-    for with_image in (True, False):
-        pool = [e for e in examples if (e.image is not None) == with_image]
-        out += [pool[s:s + batch_size] for s in range(0, len(pool), batch_size)]
-    return [out[i] for i in rng.permutation(len(out))]
 
 
 def _encode(adapter: VLMAdapter, batch: Sequence[Example]) -> Batch:
@@ -133,7 +125,6 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
     reference_dir: NPO's reference model (benchmark.md: the retain-only model); kl_min always
     uses a frozen copy of the original. The source folder is never written."""
     from core.models.load import load_adapter
-    from core.toyworld.train import load_world
     out = Path(out_dir)
     if out.resolve() == Path(model_dir).resolve():
         raise ValueError("the output folder must differ from the model folder (it is never overwritten)")

@@ -81,11 +81,11 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
             nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
             loss = nll.mean()
             n_tok = (batch.labels != -100).sum(-1)
-            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), float(loss.detach()),
-                          (-nll * n_tok).detach().cpu())
+            value = float(loss.detach())
+            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu())
             if step == cfg.steps or (should_stop is not None and should_stop()):
                 return
-            if cfg.early_stop_nll is not None and float(loss.detach()) < cfg.early_stop_nll:
+            if cfg.early_stop_nll is not None and value < cfg.early_stop_nll:
                 return
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():

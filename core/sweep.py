@@ -1,8 +1,8 @@
 """Ablations of the method on a toy model, as a markdown report.
 
 Each experiment fits or re-applies an eraser with one knob changed and evaluates it on a fixed
-subset of the forget / test / retain / real splits (image+text MCQ accuracy, ROUGE-L, refusal
-rate, fluency), next to the unsteered model. Knobs: steering strength, PGD eps of the
+subset of the forget / test / retain / real splits (image+text cloze, MCQ accuracy, ROUGE-L,
+refusal rate, fluency), next to the unsteered model. Knobs: steering strength, PGD eps of the
 adversarial contrast images, direction construction, steered layers, and the null-space gate
 on/off (plain d_erase addition), and the linear null-space gate against a small MLP gate.
 """
@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from core.activations import collect
 from core.contrast import direction_sets, gate_sets
 from core.eraser import Eraser, EraserConfig
 from core.evaluation import EvalConfig, evaluate
@@ -56,13 +57,16 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     splits = eval_splits(world, cfg.forget, cfg.n_people)
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
     forget_p, retain_p = gate_sets(world, cfg.forget, seed=cfg.seed)
+    # the gate sets are the same for every experiment: their activations are collected once
+    H_forget, H_retain = collect(adapter, forget_p), collect(adapter, retain_p)
     rows: list[Row] = []
 
     def fit(kind: str, eps: int | None = None) -> Eraser:
         pgd_cfg = PGDConfig(eps=(eps or 16) / 255, step_size=max(1, (eps or 16) // 8) / 255, steps=30, seed=cfg.seed)
         rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed, pgd_cfg=pgd_cfg)
-        c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": {}, "data_hash": "", "counts": {}})
-        return Eraser.fit(adapter, forget_p, retain_p, rec, era, c)
+        c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),
+                            "data_hash": "", "counts": {}})
+        return Eraser.from_activations(H_forget, H_retain, collect(adapter, rec), collect(adapter, era), c)
 
     def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:
         t = time.time()
@@ -83,9 +87,8 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     run("null space", "on (gated)", default, strength=base.strength, layers=base_layers, mode=base.mode)
     run("null space", "off (plain d_erase)", default, strength=base.strength, layers=base_layers, mode=base.mode,
         gated=False)
-    from core.activations import collect
     from core.mlp_gate import fit_mlp_gates
-    mlp = fit_mlp_gates(collect(adapter, forget_p), collect(adapter, retain_p), default.fitted_layers, seed=cfg.seed)
+    mlp = fit_mlp_gates(H_forget, H_retain, default.fitted_layers, seed=cfg.seed)
     run("gate", "linear, null space (method)", default, strength=base.strength, layers=base_layers, mode=base.mode)
     run("gate", "MLP (64 hidden, unconstrained)", default, strength=base.strength, layers=base_layers,
         mode=base.mode, gate_fn=mlp)
@@ -117,7 +120,7 @@ def report(rows: list[Row], title: str, command: str) -> str:
 
 
 def tradeoff_figure(rows: list[Row], path) -> None:
-    """PNG: (left) forget vs retain MCQ for every setting, the strength and eps sweeps as curves;
+    """PNG: (left) forget vs retain cloze accuracy for every setting, the strength and eps sweeps as curves;
     (right) the strength sweep's metrics against lambda. Up-left is better on the left panel."""
     import matplotlib
     matplotlib.use("Agg")
@@ -149,4 +152,3 @@ def tradeoff_figure(rows: list[Row], path) -> None:
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-

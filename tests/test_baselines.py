@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.baselines import (BaselineConfig, answer_kl, baseline_loss, batches_by_modality, forget_examples,
-                            retain_examples, unlearn, _encode)
+from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_examples, retain_examples, unlearn,
+                            _encode)
 from core.models.load import load_adapter
 from core.toyworld.questions import REFUSAL
-from core.toyworld.train import load_world
+from core.toyworld.train import batches_by_modality, load_world
 
 
 def _digest(folder):
@@ -37,13 +37,6 @@ def test_forget_and_retain_examples_are_disjoint_people(mini_toy):
     assert any(e.image is not None for e in f) and any(e.image is None for e in f)
     _, idk, _ = _split_examples(mini_toy, refusal=True)
     assert {e.answer for e in idk} == {REFUSAL} and len(idk) == len(f)
-
-
-def test_batches_never_mix_modalities():
-    world_free = [type("E", (), {"image": i % 3 or None})() for i in range(50)]
-    batches = batches_by_modality(world_free, 8, np.random.default_rng(0))
-    assert sum(len(b) for b in batches) == 50
-    assert all(len({e.image is None for e in b}) == 1 for b in batches)
 
 
 def test_losses_at_the_starting_point(mini_toy):

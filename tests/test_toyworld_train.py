@@ -1,6 +1,7 @@
 """The toy-model trainer, on a miniature world and model (seconds), and the shipped model."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,13 @@ def test_eval_splits_for_hand_picked_people(mini):
     assert len(splits["retain"]) == len(world.people) - 2
     assert {p.tag for p in refusal_sets(world, ids)["forget"]} == set(ids)
     assert splits["forget"] == eval_splits(world, ids)["forget"]  # deterministic
+
+
+def test_batches_never_mix_modalities():
+    from core.toyworld.train import batches_by_modality
+    world_free = [type("E", (), {"image": i % 3 or None})() for i in range(50)]
+    batches = batches_by_modality(world_free, 8, np.random.default_rng(0))
+    assert sum(len(b) for b in batches) == 50
+    dropped = batches_by_modality(world_free, 8, np.random.default_rng(0), drop_last=True)
+    assert all(len(b) == 8 for b in dropped) and sum(len(b) for b in dropped) == 48  # 33 image rows, 17 text
+    assert all(len({e.image is None for e in b}) == 1 for b in batches)

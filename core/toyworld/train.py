@@ -91,11 +91,18 @@ def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size
                     if e.attribute == "name" and e.image is not None]
     else:
         examples = world.training_examples(exclude_ids=exclude, rng=rng)
-    pools = {m: [e for e in examples if (e.image is not None) == m] for m in (True, False)}
+    return batches_by_modality(examples, batch_size, rng, drop_last=True)
+
+
+def batches_by_modality(examples: Sequence, batch_size: int, rng: np.random.Generator,
+                        drop_last: bool = False) -> list[list]:
+    """Shuffled batches, each all-image or all-text: one encode call per batch (a batch cannot
+    mix rows with and without an image). drop_last drops each pool's short tail."""
     out = []
-    for pool in pools.values():
-        for s in range(0, len(pool) - batch_size + 1, batch_size):
-            out.append(pool[s:s + batch_size])
+    for with_image in (True, False):
+        pool = [e for e in examples if (e.image is not None) == with_image]
+        end = len(pool) - batch_size + 1 if drop_last else len(pool)
+        out += [pool[s:s + batch_size] for s in range(0, end, batch_size)]
     return [out[i] for i in rng.permutation(len(out))]
 
 
