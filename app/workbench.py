@@ -265,7 +265,8 @@ class Workbench:
         from core.contrast import direction_sets, gate_sets
         world = self._world()
         forget = _forget_spec(eraser.config.forget_split or "forget_10")
-        key = (forget if isinstance(forget, str) else tuple(forget), eraser.config.seed)
+        pos = eraser.gate_position
+        key = (forget if isinstance(forget, str) else tuple(forget), eraser.config.seed, pos)
         with self._acts_lock:
             if key in self._acts:
                 return self._acts[key]
@@ -274,16 +275,17 @@ class Workbench:
             H = {}
             for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
                 cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-                H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop)
+                H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop,
+                                  position=pos if name in ("forget", "retain") else "last")
             sets = ActivationSets(f, r, rec, era, H["forget"], H["retain"], H["recall"], H["erase"])
             self._acts[key] = sets
             return sets
 
-    def input_activation(self, image, question: str) -> torch.Tensor:
-        """(L, d) activation of one input at the last prompt token (the point the gate reads)."""
+    def input_activation(self, image, question: str, position: str = "last") -> torch.Tensor:
+        """(L, d) activation of one input where the gate reads it (last prompt token or mean)."""
         q = check_question(question)
         img = None if image is None else read_image(image)
-        return collect(self.adapter, [Prompt(q, img)])[0]
+        return collect(self.adapter, [Prompt(q, img)], position=position)[0]
 
     def activation_map(self, eraser: Eraser, layer, method: str = "PCA", image=None, question: str | None = None,
                        progress: Callable[[str, int, int], None] | None = None):
@@ -301,7 +303,7 @@ class Workbench:
         gates = {k: H[k].double() @ u for k in ("forget", "retain")}
         cur = None
         if question and question.strip():
-            cur = self.input_activation(image, question)[l]
+            cur = self.input_activation(image, question, eraser.gate_position)[l]
         if method == "UMAP":
             stacked = torch.cat([H[k] for k in H] + ([cur[None]] if cur is not None else []))
             xy = umap_2d(stacked, seed=eraser.config.seed)
@@ -309,14 +311,14 @@ class Workbench:
             for k in H:
                 coords[k], i = xy[i:i + len(H[k])], i + len(H[k])
             return activation_map(coords, hover, gates, None, xy[-1] if cur is not None else None,
-                                  f"Layer {l}: UMAP of last-token activations", ("UMAP 1", "UMAP 2"))
+                                  f"Layer {l}: UMAP of {_where(eraser)} activations", ("UMAP 1", "UMAP 2"))
         proj = pca_2d(torch.cat([H["forget"], H["retain"]]), direction=eraser.direction[l])
         coords = {k: proj.project(v) for k, v in H.items()}
         start = coords["recall"].mean(0)
         pct = [f"PC {i + 1} ({100 * float(e):.0f}% var.)" for i, e in enumerate(proj.explained)]
         return activation_map(coords, hover, gates, (start, proj.arrow),
                               None if cur is None else proj.project(cur[None])[0],
-                              f"Layer {l}: PCA of forget + retain activations (arrow: d_erase from the recall mean)",
+                              f"Layer {l}: PCA of forget + retain {_where(eraser)} activations (arrow: d_erase from the recall mean)",
                               (pct[0], pct[1]))
 
     def nullspace_view(self, eraser: Eraser, layer):
@@ -461,6 +463,10 @@ def eraser_summary(eraser: Eraser) -> dict:
     return {"direction": c.direction_kind, "forget": c.forget_split, "strength": c.strength,
             "layers": c.steer_layers if c.steer_layers is not None else c.layers, "mode": c.mode,
             "ratio": c.ratio, "gamma": c.gamma}
+
+
+def _where(eraser: Eraser) -> str:
+    return "last-token" if eraser.gate_position == "last" else "prompt-mean (forget/retain)"
 
 
 def _forget_spec(spec: str) -> str | list[str]:

@@ -54,6 +54,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+GATE_ARG = {"last": "last_prompt_token", "mean": "mean_prompt_tokens"}
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
 
 
@@ -117,7 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
                        strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
-                       forget_split=args.forget)
+                       forget_split=args.forget, position=GATE_ARG[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
@@ -168,7 +169,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         steering = lambda: eraser.apply(adapter, strength=strength, layers=layers, mode=mode)  # noqa: E731
         info = {"path": args.eraser, "strength": strength, "layers": layers, "mode": mode,
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
-                "gamma": eraser.config.gamma}
+                "gamma": eraser.config.gamma, "gate_position": eraser.config.position}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -294,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
     p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
+    p.add_argument("--gate-position", default="last", choices=sorted(GATE_ARG),
+                   help="where the gate reads the prompt: its last token (the method) or the mean of its "
+                        "tokens (a workbench option; needs mode prefill or latched)")
     p.add_argument("--tune", action="store_true",
                    help="sweep layers x strength on held-out prompts and store the best setting")
     p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")

@@ -26,6 +26,7 @@ from core.models.base import VLMAdapter
 from core.nullspace import fit_gate
 from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
 
+GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}
 POLARITY = ("direction = mean(D_erase) - mean(D_recall): a positive strength steers toward "
             "erasure/refusal; the public code's lambda is the negative of this strength")
 WEIGHTS_NAME = "eraser.safetensors"
@@ -51,7 +52,7 @@ class EraserConfig:
     direction_kind: str = "custom"
     forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
     site: str = SITE
-    position: str = "last_prompt_token"
+    position: str = "last_prompt_token"  # or "mean_prompt_tokens" (a workbench option, not the paper's)
     polarity: str = POLARITY
     model: dict = field(default_factory=dict)
     data_hash: str = ""
@@ -123,6 +124,15 @@ class Eraser:
         return self.direction.shape[1]
 
     @property
+    def gate_position(self) -> str:
+        """Where the gate reads its input: "last" (the method) or "mean" (prompt mean)."""
+        try:
+            return GATE_POSITIONS[self.config.position]
+        except KeyError:
+            raise ValueError(f"unknown gate position {self.config.position!r}; "
+                             f"expected one of {sorted(GATE_POSITIONS)}") from None
+
+    @property
     def fitted_layers(self) -> list[int]:
         return list(range(self.num_layers)) if self.config.layers is None else list(self.config.layers)
 
@@ -171,13 +181,18 @@ class Eraser:
         forget/retain train the gate (forget -> 1, retain -> 0); recall/erase give the direction.
         `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches."""
         config = config or EraserConfig()
+        if config.position not in GATE_POSITIONS:
+            raise ValueError(f"unknown gate position {config.position!r}; expected one of {sorted(GATE_POSITIONS)}")
         for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
             if not s:
                 raise ValueError(f"the {name} set is empty: the eraser needs examples of every kind")
         acts = {}
         for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
             cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
-            acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop)
+            # the direction is always a last-token difference (the method); only the gate reads the mean
+            pos = GATE_POSITIONS[config.position] if name in ("forget", "retain") else "last"
+            acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop,
+                                 position=pos)
         config.model = asdict(adapter.info())
         config.data_hash = prompts_hash(forget, retain, recall, erase)
         return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config)
@@ -218,11 +233,12 @@ class Eraser:
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
-        return steer(adapter, self.direction, cfg, gate, gate_index=gate_index)
+        return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
+                     gate_position=self.gate_position if gate is not None else "last")
 
     def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
-        """(N, L) unsteered gate values c_l(h) = h_l . u_l at the last prompt token."""
-        acts = collect(adapter, prompts, batch_size=batch_size).double()
+        """(N, L) unsteered gate values c_l(h) = h_l . u_l (h at the eraser's gate position)."""
+        acts = collect(adapter, prompts, batch_size=batch_size, position=self.gate_position).double()
         return torch.einsum("nld,ld->nl", acts, self.gate)
 
     # ------------------------------------------------------------------ artefacts

@@ -26,6 +26,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from core.activations import POSITIONS, prompt_mean
+
 MODES = ("prefill", "latched", "every_step")
 
 _ACTIVE: ContextVar[tuple["_Request", ...]] = ContextVar("mllmeraser_steering", default=())
@@ -81,6 +83,8 @@ class _Request:
     # a callable (layer, (B, d) float32) -> (B,) (e.g. the MLP-gate ablation), or None (plain additive)
     config: SteeringConfig
     gate_index: torch.Tensor | None = None  # (B,) last prompt token per row; None = last column
+    gate_position: str = "last"  # "last": gate read at the last prompt token; "mean": prompt mean
+    attention_mask: torch.Tensor | None = None  # (B, T) of the current forward pass (for "mean")
     alive: bool = True
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
     trace: list[tuple[int, int, bool]] = field(default_factory=list)  # (layer, seq_len, steered)
@@ -108,7 +112,12 @@ class _Request:
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
         if self.gate_vec is None:
             return torch.ones(h.shape[0], device=h.device)
-        if prefill and self.gate_index is not None:
+        if self.gate_position == "mean":
+            mask = self.attention_mask
+            if mask is not None and mask.shape[1] > h.shape[1]:
+                mask = mask[:, -h.shape[1]:]
+            last = prompt_mean(h, mask, self.gate_index)
+        elif prefill and self.gate_index is not None:
             rows = torch.arange(h.shape[0], device=h.device)
             last = h[rows, self.gate_index.to(h.device)]
         else:
@@ -121,10 +130,22 @@ class _Request:
 class _Installed:
     """One forward pre-hook per decoder block of one model, shared by all requests."""
 
-    def __init__(self, blocks: torch.nn.ModuleList, key: int):
+    def __init__(self, blocks: torch.nn.ModuleList, key: int, top: torch.nn.Module | None = None):
         self.count = 0
         self.handles = [blk.register_forward_pre_hook(self._make(i, key), with_kwargs=True)
                         for i, blk in enumerate(blocks)]
+        if top is not None:  # records the attention mask that prompt-mean gates need
+            self.handles.append(top.register_forward_pre_hook(self._mask_hook(key), with_kwargs=True))
+
+    @staticmethod
+    def _mask_hook(key: int):
+        def hook(_module, _args, kwargs):
+            mask = kwargs.get("attention_mask")
+            for r in _ACTIVE.get():
+                if r.key == key and r.alive:
+                    r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+            return None
+        return hook
 
     @staticmethod
     def _make(layer: int, key: int):
@@ -152,6 +173,12 @@ def _blocks(target) -> torch.nn.ModuleList:
     if hasattr(target, "layers") and hasattr(target, "model"):  # an adapter
         return target.layers
     return target.get_decoder().layers
+
+
+def _top(target) -> torch.nn.Module:
+    """The model the caller runs (it receives the 2-D attention mask of the batch; a decoder
+    may get a 4-D mask instead, e.g. PaliGemma's)."""
+    return target.model if hasattr(target, "layers") and hasattr(target, "model") else target
 
 
 class SteeringHandle:
@@ -202,13 +229,20 @@ class SteeringHandle:
 
 def steer(target, direction: torch.Tensor, config: SteeringConfig,
           gate: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-          gate_index: torch.Tensor | None = None) -> SteeringHandle:
+          gate_index: torch.Tensor | None = None, gate_position: str = "last") -> SteeringHandle:
     """Start steering `target` (an adapter or a HF model) in the current context.
 
     direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u), a callable
     (layer, h_last) -> (B,) gate values, or None (plain additive).
     gate_index: (B,) position of the last prompt token when the batch carries answer tokens.
+    gate_position: "last" reads the gate at the last prompt token (the method), "mean" at the
+    mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
+    the prefill gate is latched for decode steps, so mode "every_step" is refused.
     """
+    if gate_position not in POSITIONS:
+        raise ValueError(f"gate position must be one of {POSITIONS}, got {gate_position!r}")
+    if gate_position == "mean" and config.mode == "every_step":
+        raise ValueError("a prompt-mean gate is read once per prompt: use mode 'prefill' or 'latched'")
     blocks = _blocks(target)
     n = len(blocks)
     if direction.shape[0] != n or (isinstance(gate, torch.Tensor) and gate.shape != direction.shape):
@@ -220,11 +254,11 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     req = _Request(
         key=id(blocks), direction=direction.to(device=param.device, dtype=param.dtype),
         gate_vec=gate.to(device=param.device, dtype=torch.float32) if isinstance(gate, torch.Tensor) else gate,
-        config=config, gate_index=gate_index)
+        config=config, gate_index=gate_index, gate_position=gate_position)
     with _LOCK:
         inst = _INSTALLED.get(req.key)
         if inst is None:
-            inst = _INSTALLED[req.key] = _Installed(blocks, req.key)
+            inst = _INSTALLED[req.key] = _Installed(blocks, req.key, _top(target))
         inst.count += 1
     _ACTIVE.set(_ACTIVE.get() + (req,))
     return SteeringHandle(req, blocks)
@@ -240,5 +274,5 @@ def add_vector(target, vector: torch.Tensor, strength: float | Sequence[float] |
 
 
 def hook_count(target) -> int:
-    """Forward pre-hooks currently registered on the decoder blocks (tests use it for leaks)."""
-    return sum(len(b._forward_pre_hooks) for b in _blocks(target))
+    """Forward pre-hooks currently registered on the model and its blocks (tests use it for leaks)."""
+    return sum(len(b._forward_pre_hooks) for b in _blocks(target)) + len(_top(target)._forward_pre_hooks)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from core.activations import collect
 from core.contrast import direction_sets, gate_sets
-from core.eraser import Eraser, EraserConfig
+from core.eraser import GATE_POSITIONS, Eraser, EraserConfig
 from core.evaluation import EvalConfig, evaluate
 from core.models.base import VLMAdapter
 from core.pgd import PGDConfig
@@ -58,15 +58,23 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
     forget_p, retain_p = gate_sets(world, cfg.forget, seed=cfg.seed)
     # the gate sets are the same for every experiment: their activations are collected once
-    H_forget, H_retain = collect(adapter, forget_p), collect(adapter, retain_p)
+    pos = GATE_POSITIONS[base.position]
+    H_forget, H_retain = collect(adapter, forget_p, position=pos), collect(adapter, retain_p, position=pos)
     rows: list[Row] = []
+    contrast: dict[tuple, tuple] = {}  # (kind, eps) -> recall / erase activations
 
-    def fit(kind: str, eps: int | None = None) -> Eraser:
-        pgd_cfg = PGDConfig(eps=(eps or 16) / 255, step_size=max(1, (eps or 16) // 8) / 255, steps=30, seed=cfg.seed)
-        rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed, pgd_cfg=pgd_cfg)
+    def fit(kind: str, eps: int | None = None, position: str | None = None) -> Eraser:
+        if (kind, eps) not in contrast:
+            pgd_cfg = PGDConfig(eps=(eps or 16) / 255, step_size=max(1, (eps or 16) // 8) / 255, steps=30,
+                                seed=cfg.seed)
+            rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed, pgd_cfg=pgd_cfg)
+            contrast[kind, eps] = collect(adapter, rec), collect(adapter, era)
         c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),
-                            "data_hash": "", "counts": {}})
-        return Eraser.from_activations(H_forget, H_retain, collect(adapter, rec), collect(adapter, era), c)
+                            "data_hash": "", "counts": {}, "position": position or base.position})
+        Hf, Hr = (H_forget, H_retain) if c.position == base.position else (
+            collect(adapter, forget_p, position=GATE_POSITIONS[c.position]),
+            collect(adapter, retain_p, position=GATE_POSITIONS[c.position]))
+        return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c)
 
     def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:
         t = time.time()
@@ -92,8 +100,14 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     run("gate", "linear, null space (method)", default, strength=base.strength, layers=base_layers, mode=base.mode)
     run("gate", "MLP (64 hidden, unconstrained)", default, strength=base.strength, layers=base_layers,
         mode=base.mode, gate_fn=mlp)
+    by_position = {}
+    for position in GATE_POSITIONS:
+        er = by_position[position] = default if position == base.position else fit(base.direction_kind,
+                                                                                    position=position)
+        run("gate position", position.replace("_", " ") + (" (method)" if position == "last_prompt_token" else ""),
+            er, strength=base.strength, layers=base_layers, mode=base.mode)
     run("mode", "prefill (paper)", default, strength=base.strength, layers=base_layers, mode="prefill")
-    run("paper preset", "layers 1..L-1, prefill, 0.3", default, strength=0.3, layers=list(range(1, n)),
+    run("paper preset", "layers 1..L-1, prefill, 0.3, last token", by_position["last_prompt_token"], strength=0.3, layers=list(range(1, n)),
         mode="prefill")
     for kind in ("recall", "refusal", "text_only", "image_only"):
         er = default if kind == base.direction_kind else fit(kind)

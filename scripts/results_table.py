@@ -47,7 +47,8 @@ def table() -> str:
 def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real). Cloze and
     ROUGE-L, image+text unless marked: the shipped model does not answer MCQs (README)."""
-    rows = ROWS + [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
+    rows = ROWS + [("vanilla + MLLMEraser, prompt-mean gate (option, not shipped)", "results/eraser_mean_gate.json")]
+    rows += [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
     lines = ["| method | forget cloze | test cloze | forget ROUGE-L | retain cloze | retain ROUGE-L | real cloze | "
              "real ROUGE-L (text) | retain fluency |", "|---|---|---|---|---|---|---|---|---|"]
     for label, path in rows:

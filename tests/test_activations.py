@@ -104,3 +104,27 @@ def test_matches_transformer_lens_bridge(tmp_path, monkeypatch):
         theirs = cache[site_name(layer)]
         # padded positions differ only by position ids; compare the real tokens
         assert torch.allclose(ours[:, layer][mask], theirs[mask], atol=1e-5), layer
+
+
+def test_prompt_mean_skips_padding_bos_and_answer_tokens(family):
+    a = tiny_adapter(family)
+    batch = a.encode(["what is this ?", "who is the person in the picture ?"], [random_image(0), random_image(1)])
+    full = capture(a, batch, layers=[1], positions="all")[:, 0]
+    mean = capture(a, batch, layers=[1], positions="mean")[:, 0]
+    mask = batch.inputs["attention_mask"]
+    for i in range(2):
+        kept = mask[i].nonzero().flatten()[1:]  # attended, without the first (sink) token
+        assert torch.allclose(mean[i], full[i, kept].mean(0), atol=1e-5)
+    # each row on its own (no padding) gives the same mean as inside the padded batch
+    alone = capture(a, a.encode(["what is this ?"], [random_image(0)]), layers=[1], positions="mean")[0, 0]
+    assert torch.allclose(alone, mean[0], atol=1e-4)
+    if family == "paligemma":
+        return  # its prefix attends both ways, so appended answer tokens change the prompt states
+    # with answer tokens appended the mean still covers the prompt only
+    answered = a.encode(["what is this ?"], [random_image(0)], ["a red circle"])
+    assert torch.allclose(capture(a, answered, layers=[1], positions="mean")[0, 0], alone, atol=1e-4)
+
+
+def test_collect_rejects_an_unknown_position():
+    with pytest.raises(ValueError, match="position must be one of"):
+        collect(tiny_adapter("llava"), [Prompt("what is this ?", random_image(0))], position="first")

@@ -154,3 +154,25 @@ def test_refit_gate_keeps_the_direction_and_matches_a_fresh_fit():
     assert int(other.diagnostics["k"][0]) == int(0.8 * 12) and e.config.ratio == 0.3  # original untouched
     by_threshold = e.refit_gate(Hf, Hr, threshold=0.5)
     assert by_threshold.config.ratio is None and by_threshold.config.threshold == 0.5
+
+
+def test_prompt_mean_gate_is_fitted_applied_and_saved_at_the_mean(tmp_path):
+    a = tiny_adapter("llava", layers=2)
+    sets = _sets()
+    eraser = Eraser.fit(a, *sets, EraserConfig(ratio=0.5, gamma=1e-6, seed=7, position="mean_prompt_tokens"))
+    assert eraser.gate_position == "mean"
+    # the gate was trained on prompt means: forget -> 1 on its own training prompts, read the same way
+    Hf = collect(a, sets[0], position="mean").double()
+    assert torch.allclose(eraser.gate_values(a, sets[0]), torch.einsum("nld,ld->nl", Hf, eraser.gate))
+    assert (eraser.gate_values(a, sets[0])[:, 1] - 1).abs().max() < 0.05
+    # the direction stays a last-token difference
+    want = erase_direction(collect(a, sets[2]), collect(a, sets[3]))
+    assert torch.allclose(eraser.direction, want)
+    batch = a.encode([sets[0][0].question], [sets[0][0].image])
+    with torch.no_grad(), eraser.apply(a, strength=1.0, layers=[1], mode="latched") as h:
+        a.logits(batch)
+    assert abs(float(h.gates[1][0]) - float(eraser.gate_values(a, sets[0][:1])[0, 1])) < 1e-3
+    eraser.save_pretrained(tmp_path)
+    assert Eraser.from_pretrained(tmp_path, adapter=a).gate_position == "mean"
+    with pytest.raises(ValueError, match="unknown gate position"):
+        Eraser.fit(a, *sets, EraserConfig(position="first_token"))

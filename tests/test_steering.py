@@ -56,14 +56,14 @@ def test_hooks_removed_after_exception_and_explicit_handle(family):
     r, u = _vectors(a)
     with pytest.raises(RuntimeError, match="boom"):
         with steer(a, r, SteeringConfig((1.0,) * a.num_layers), u):
-            assert hook_count(a) == a.num_layers
+            assert hook_count(a) == a.num_layers + 1
             raise RuntimeError("boom")
     assert hook_count(a) == 0
     h1 = steer(a, r, SteeringConfig((1.0,) * a.num_layers), u)
     h2 = add_vector(a, r[0], 0.5)
-    assert hook_count(a) == a.num_layers  # shared hooks, one per block
+    assert hook_count(a) == a.num_layers + 1  # shared hooks, one per block and the mask hook
     h1.remove()
-    assert hook_count(a) == a.num_layers
+    assert hook_count(a) == a.num_layers + 1
     h2.remove()
     h2.remove()  # idempotent
     assert hook_count(a) == 0
@@ -189,3 +189,30 @@ def test_layer_strengths_and_bad_values():
     a = tiny_adapter("llava")
     with pytest.raises(ValueError, match="do not fit"):
         steer(a, torch.zeros(5, a.hidden_size), SteeringConfig((0.0,) * 5))
+
+
+def test_prompt_mean_gate_reads_the_mean_of_the_prompt_tokens(family):
+    from core.activations import prompt_mean
+    a = tiny_adapter(family)
+    batch = _batch(a)
+    r, u = _vectors(a)
+    full = capture(a, batch, layers=[0], positions="all")[:, 0]
+    want = prompt_mean(full, batch.inputs["attention_mask"]) @ u[0]
+    strengths = (1.0,) + (0.0,) * (a.num_layers - 1)  # layer 0 sees the unsteered stream
+    with torch.no_grad(), steer(a, r, SteeringConfig(strengths, "latched"), u, gate_position="mean") as h:
+        a.logits(batch)
+    assert torch.allclose(h.gates[0], want, rtol=1e-4, atol=1e-4)
+    with torch.no_grad(), steer(a, r, SteeringConfig(strengths), u) as last:
+        a.logits(batch)
+    assert not torch.allclose(last.gates[0], want, atol=1e-3)  # the default still reads the last token
+    assert hook_count(a) == 0
+
+
+def test_prompt_mean_gate_refuses_per_step_gating_and_unknown_positions():
+    a = tiny_adapter("llava")
+    r, u = _vectors(a)
+    with pytest.raises(ValueError, match="read once per prompt"):
+        steer(a, r, SteeringConfig((1.0,) * a.num_layers, "every_step"), u, gate_position="mean")
+    with pytest.raises(ValueError, match="gate position must be one of"):
+        steer(a, r, SteeringConfig((1.0,) * a.num_layers), u, gate_position="middle")
+    assert hook_count(a) == 0

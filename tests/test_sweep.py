@@ -20,8 +20,10 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     rows = run_sweep(adapter, world, base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3))
     experiments = {r.experiment for r in rows}
-    assert experiments == {"baseline", "strength", "layers", "null space", "gate", "mode", "paper preset",
-                           "direction", "PGD eps"}
+    assert experiments == {"baseline", "strength", "layers", "null space", "gate", "gate position", "mode",
+                           "paper preset", "direction", "PGD eps"}
+    assert [r.setting for r in rows if r.experiment == "gate position"] == [
+        "last prompt token (method)", "mean prompt tokens"]
     assert [r.setting for r in rows if r.experiment == "gate"] == ["linear, null space (method)",
                                                                    "MLP (64 hidden, unconstrained)"]
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
