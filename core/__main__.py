@@ -54,7 +54,6 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-GATE_ARG = {"last": "last_prompt_token", "mean": "mean_prompt_tokens"}
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
 
 
@@ -106,7 +105,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
     from core.contrast import fit_sets
-    from core.eraser import Eraser, EraserConfig
+    from core.eraser import GATE_POSITIONS, Eraser, EraserConfig
     from core.models.load import load_adapter
     from core.toyworld.train import load_world
     torch.set_num_threads(args.threads)
@@ -118,7 +117,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
                        strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
-                       forget_split=args.forget, position=GATE_ARG[args.gate_position])
+                       forget_split=args.forget,
+                       position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
     p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
-    p.add_argument("--gate-position", default="last", choices=sorted(GATE_ARG),
+    p.add_argument("--gate-position", default="last", choices=["last", "mean"],
                    help="where the gate reads the prompt: its last token (the method) or the mean of its "
                         "tokens (a workbench option; needs mode prefill or latched)")
     p.add_argument("--tune", action="store_true",

@@ -26,7 +26,16 @@ from core.models.base import VLMAdapter
 from core.nullspace import fit_gate
 from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
 
-GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}
+GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}  # config name -> collect()'s
+
+
+def gate_position_of(config: "EraserConfig") -> str:
+    """collect()'s position ("last" / "mean") for a config, with a clear error for unknown names."""
+    try:
+        return GATE_POSITIONS[config.position]
+    except KeyError:
+        raise ValueError(f"unknown gate position {config.position!r}; "
+                         f"expected one of {sorted(GATE_POSITIONS)}") from None
 POLARITY = ("direction = mean(D_erase) - mean(D_recall): a positive strength steers toward "
             "erasure/refusal; the public code's lambda is the negative of this strength")
 WEIGHTS_NAME = "eraser.safetensors"
@@ -126,11 +135,7 @@ class Eraser:
     @property
     def gate_position(self) -> str:
         """Where the gate reads its input: "last" (the method) or "mean" (prompt mean)."""
-        try:
-            return GATE_POSITIONS[self.config.position]
-        except KeyError:
-            raise ValueError(f"unknown gate position {self.config.position!r}; "
-                             f"expected one of {sorted(GATE_POSITIONS)}") from None
+        return gate_position_of(self.config)
 
     @property
     def fitted_layers(self) -> list[int]:
@@ -181,8 +186,7 @@ class Eraser:
         forget/retain train the gate (forget -> 1, retain -> 0); recall/erase give the direction.
         `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches."""
         config = config or EraserConfig()
-        if config.position not in GATE_POSITIONS:
-            raise ValueError(f"unknown gate position {config.position!r}; expected one of {sorted(GATE_POSITIONS)}")
+        gate_pos = gate_position_of(config)
         for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
             if not s:
                 raise ValueError(f"the {name} set is empty: the eraser needs examples of every kind")
@@ -190,7 +194,7 @@ class Eraser:
         for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
             cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
             # the direction is always a last-token difference (the method); only the gate reads the mean
-            pos = GATE_POSITIONS[config.position] if name in ("forget", "retain") else "last"
+            pos = gate_pos if name in ("forget", "retain") else "last"
             acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop,
                                  position=pos)
         config.model = asdict(adapter.info())

@@ -142,7 +142,7 @@ class _Installed:
         def hook(_module, _args, kwargs):
             mask = kwargs.get("attention_mask")
             for r in _ACTIVE.get():
-                if r.key == key and r.alive:
+                if r.key == key and r.alive and r.gate_position == "mean":  # last-token gates never read it
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
             return None
         return hook

@@ -15,7 +15,7 @@ from typing import Callable
 
 from core.activations import collect
 from core.contrast import direction_sets, gate_sets
-from core.eraser import GATE_POSITIONS, Eraser, EraserConfig
+from core.eraser import GATE_POSITIONS, Eraser, EraserConfig, gate_position_of
 from core.evaluation import EvalConfig, evaluate
 from core.models.base import VLMAdapter
 from core.pgd import PGDConfig
@@ -58,7 +58,7 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
     forget_p, retain_p = gate_sets(world, cfg.forget, seed=cfg.seed)
     # the gate sets are the same for every experiment: their activations are collected once
-    pos = GATE_POSITIONS[base.position]
+    pos = gate_position_of(base)
     H_forget, H_retain = collect(adapter, forget_p, position=pos), collect(adapter, retain_p, position=pos)
     rows: list[Row] = []
     contrast: dict[tuple, tuple] = {}  # (kind, eps) -> recall / erase activations
@@ -72,8 +72,8 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
         c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),
                             "data_hash": "", "counts": {}, "position": position or base.position})
         Hf, Hr = (H_forget, H_retain) if c.position == base.position else (
-            collect(adapter, forget_p, position=GATE_POSITIONS[c.position]),
-            collect(adapter, retain_p, position=GATE_POSITIONS[c.position]))
+            collect(adapter, forget_p, position=gate_position_of(c)),
+            collect(adapter, retain_p, position=gate_position_of(c)))
         return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c)
 
     def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:

@@ -43,13 +43,14 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
                                vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
     model = train_toy(tmp_path / "m", world, model_cfg)
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
-                 "--strength", "0.7", "--threads", "1"]) == 0
+                 "--strength", "0.7", "--gate-position", "mean", "--threads", "1"]) == 0
     assert "saved eraser" in capsys.readouterr().out
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1",
                  "--max-new-tokens", "3", "--json", str(out), "--threads", "1"]) == 0
     res = json.loads(out.read_text())
     assert res["eraser"]["strength"] == 0.7 and res["eraser"]["layers"] == [1]
+    assert res["eraser"]["gate_position"] == "mean_prompt_tokens"
     assert set(res["splits"]) == {"forget", "test", "retain", "real"}
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
