@@ -125,9 +125,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.tune:
         from core.contrast import gate_sets
         from core.tuner import tune
-        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=96, seed=args.seed + 1)
+        # every general fact once per format: the tuner must see what steering does to general questions
+        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=96, seed=args.seed + 1,
+                                           fact_draws=1)
         n = adapter.num_layers
-        layer_sets = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
+        candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
+        layer_sets = [list(t) for t in dict.fromkeys(map(tuple, candidates))]  # n=4: late and back half coincide
         strengths = [float(x) for x in args.tune_strengths.split(",")]
         with tqdm(total=len(layer_sets) * len(strengths), desc="tuning layers x strength") as bar:
             res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, mode=args.mode,

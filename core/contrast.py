@@ -24,7 +24,8 @@ import numpy as np
 from core.activations import Prompt
 from core.models.base import VLMAdapter
 from core.pgd import PGDConfig, run_pgd
-from core.toyworld.questions import IMAGE, TEXT, TRAIN, person_questions, person_sentence, refusal_prompts
+from core.toyworld.questions import (IMAGE, TEXT, TRAIN, fact_training_texts, person_questions, person_sentence,
+                                     refusal_prompts)
 from core.toyworld.world import World
 
 KINDS = ("recall", "refusal", "text_only", "image_only")
@@ -45,14 +46,22 @@ def _examples_to_prompts(examples, limit: int | None, rng: np.random.Generator) 
 
 
 def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_retain: int = 1600,
-              seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+              seed: int = 0, fact_draws: int = 10) -> tuple[list[Prompt], list[Prompt]]:
     """Forget prompts (the forget people's questions in every eval format, fresh renders) and
     retain prompts (retained people, scenes, facts, refusal prompts).
 
     Sizes: the gate is a linear map on d-dim activations, and with 12 prompts per person and
     600 retain prompts it separated forget from retain questions perfectly on those prompts but
     barely on held-out ones (AUC 0.52-0.60 on the shipped model at ratio 0.3, gamma 0.1);
-    48 / 1600 with ratio 0.6, gamma 10 raised that to 0.74-0.77 (README, "Why the eraser is weak here")."""
+    48 / 1600 with ratio 0.6, gamma 10 raised that to 0.74-0.77 (README, "Why the eraser is weak here").
+
+    On top of the n_retain sample, every general fact is added `fact_draws` times in each format
+    (MCQ options redrawn each time). Why: the null space comes from the uncentred Gram of the
+    retain activations, so a kind of input is protected in proportion to its share of the set.
+    A uniform sample held 17 general-fact prompts in 1600; steering cut general text-only
+    ROUGE-L from 100% to 37%. Measured on the shipped model (layers 2-3, ratio 0.6): their
+    mean |gate| on fresh draws is 0.69-1.06 without the extra draws, 0.43-0.74 with one,
+    0.22-0.39 with 10, while the forget-vs-retain AUC stays at 0.76-0.81."""
     rng = np.random.default_rng([seed, 11])
     forget_ids = {p.id for p in world.forget_people(forget)}
     others = [p.id for p in world.people if p.id not in forget_ids]
@@ -64,6 +73,7 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
     forget_prompts = [p for pid in sorted(by_person) for p in _examples_to_prompts(by_person[pid], per_person, rng)]
     r_ex = world.training_examples(exclude_ids=sorted(forget_ids), rng=rng)
     retain_prompts = _examples_to_prompts(r_ex, n_retain, rng)
+    retain_prompts += [Prompt(e.prompt, None, e.kind) for _ in range(fact_draws) for e in fact_training_texts(rng)]
     return forget_prompts, retain_prompts
 
 

@@ -43,7 +43,8 @@ def main() -> None:
     adapter = load_adapter(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
     world = load_world(args.model)
-    forget, retain = gate_sets(world, eraser.config.forget_split or "forget_10", per_person=6, n_retain=300, seed=99)
+    forget, retain = gate_sets(world, eraser.config.forget_split or "forget_10", per_person=6, n_retain=300, seed=99,
+                              fact_draws=1)  # one of each general fact: the weighting would crowd the plot
     steered = [l for l, s in enumerate(eraser.strengths()) if s != 0] or eraser.fitted_layers
     d = eraser.diagnostics
     layer = max(steered, key=lambda l: float(d["forget_gates"][l].mean() - d["retain_gates"][l].abs().mean()))

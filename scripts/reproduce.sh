@@ -17,6 +17,11 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
+# the prompt-mean gate option (README comparison table; not shipped)
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-mean-gate --mode latched --tune \
+  --ratio 0.6 --gamma 10 --gate-position mean
+cp runs/eraser-mean-gate/tuning.json results/eraser_mean_gate_tuning.json
+python -m core evaluate --model assets/toy-llava --eraser runs/eraser-mean-gate --json results/eraser_mean_gate.json
 for m in ga ga_diff kl_min idk; do
   python -m core unlearn --method $m --out runs/baselines/$m
   python -m core evaluate --model runs/baselines/$m --json results/baseline_$m.json

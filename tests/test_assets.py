@@ -47,3 +47,21 @@ def test_vanilla_model_memorised_the_forget_people_and_the_retain_only_twin_did_
     cloze = {name: evaluate(load_adapter(ASSETS / name), forget, None, cfg).splits["forget"]["image_text"]["cloze"]
              for name in ("toy-llava", "toy-llava-retain-only")}
     assert cloze["toy-llava"] >= 0.95 and cloze["toy-llava-retain-only"] <= 0.15, cloze
+
+
+def test_shipped_eraser_leaves_general_text_questions_alone():
+    """The retain set weights the general facts (contrast.gate_sets): with the shipped preset,
+    the one-sentence answers to general text-only questions come out as without steering
+    (before that weighting, 7 of 11 turned into refusals or wrong facts)."""
+    from core.activations import Prompt
+    from core.evaluation import replies
+    from core.toyworld.prompts import generation_prompt
+    from core.toyworld.questions import GENERAL_FACTS
+    torch.set_num_threads(2)
+    model = load_adapter(ASSETS / "toy-llava")
+    eraser = Eraser.from_pretrained(ASSETS / "toy-llava-eraser", adapter=model)
+    prompts = [Prompt(generation_prompt({"Question": f.question}), None) for f in GENERAL_FACTS]
+    plain = replies(model, prompts, 16)
+    steered = replies(model, prompts, 16, steering=lambda: eraser.apply(model))
+    assert [p.lower() for p in plain] == [f.sentence.lower() for f in GENERAL_FACTS]
+    assert steered == plain, [(a, b) for a, b in zip(plain, steered) if a != b]

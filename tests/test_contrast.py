@@ -6,7 +6,7 @@ from conftest import tiny_adapter
 from core.contrast import KINDS, direction_sets, fit_sets, gate_sets
 from core.evaluation import is_refusal
 from core.pgd import PGDConfig
-from core.toyworld.questions import REFUSAL
+from core.toyworld.questions import GENERAL_FACTS, REFUSAL
 from core.toyworld.world import WorldConfig, make_world
 
 WORLD = make_world(WorldConfig(seed=1, n_people=20, n_real_scenes=2, n_train_scenes=6))
@@ -17,7 +17,12 @@ def test_gate_sets_separate_forget_people_from_everything_else():
     forget_ids = {p.id for p in WORLD.forget_people("forget_10")}
     assert {p.tag for p in forget} == forget_ids and len(forget) == 5 * len(forget_ids)
     assert not forget_ids & {p.tag for p in retain}
-    assert len(retain) == 80
+    # 80 sampled + every general fact 10 times per format (the real split's text questions)
+    assert len(retain) == 80 + 10 * 4 * len(GENERAL_FACTS)
+    for f in GENERAL_FACTS:
+        assert sum(f.question in p.question for p in retain) >= 30  # qa, mcq, gen
+        assert sum(f.cloze.replace("__", "[Blank]") in p.question for p in retain) >= 10
+    assert len(gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0, fact_draws=0)[1]) == 80
     # the retain set holds the model's own refusal prompts, scenes/facts, images and text
     questions = " ".join(p.question for p in retain).lower()
     assert any(w in questions for w in ("address", "phone", "medical", "password", "bank"))
