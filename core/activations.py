@@ -131,15 +131,27 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
     """Activations for many prompts at the last prompt token (position "last") or averaged over
     the prompt tokens ("mean"): (N, n_layers, d), in input order.
 
-    `progress(done, total)` is called after every batch; `should_stop()` aborts between batches
-    (raises InterruptedError) so a UI can cancel long collections."""
+    Repeated prompts (same question, same image object) run once and their row is repeated:
+    gate sets repeat prompts on purpose to weight them in the retain Gram matrix.
+    `progress(done, total)` is called after every batch (total counts distinct prompts);
+    `should_stop()` aborts between batches (raises InterruptedError) so a UI can cancel long
+    collections."""
     if not prompts:
         raise ValueError("no prompts to collect activations for")
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-    result: list[torch.Tensor | None] = [None] * len(prompts)
+    first: dict[tuple, int] = {}  # (question, image identity) -> row among the distinct prompts
+    distinct: list[Prompt] = []
+    rows = []
+    for p in prompts:
+        key = (p.question, id(p.image))
+        if key not in first:
+            first[key] = len(distinct)
+            distinct.append(p)
+        rows.append(first[key])
+    result: list[torch.Tensor | None] = [None] * len(distinct)
     done = 0
-    for idx, chunk in batches(prompts, batch_size):
+    for idx, chunk in batches(distinct, batch_size):
         if should_stop is not None and should_stop():
             raise InterruptedError("activation collection stopped")
         acts = capture(adapter, encode_prompts(adapter, chunk), layers, positions=position)
@@ -147,5 +159,5 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
             result[i] = acts[j]
         done += len(chunk)
         if progress is not None:
-            progress(done, len(prompts))
-    return torch.stack(result)  # type: ignore[arg-type]
+            progress(done, len(distinct))
+    return torch.stack(result)[torch.tensor(rows)]  # type: ignore[arg-type]

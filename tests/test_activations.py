@@ -58,6 +58,20 @@ def test_collect_keeps_input_order_across_image_and_text_groups():
         collect(a, prompts, should_stop=lambda: True)
 
 
+def test_collect_runs_a_repeated_prompt_once_and_repeats_its_row():
+    """Gate sets repeat prompts to weight them; each distinct prompt is computed once."""
+    a = tiny_adapter("llava")
+    img = random_image(0)
+    prompts = [Prompt("who is it ?"), Prompt("what is this ?", img), Prompt("who is it ?"),
+               Prompt("what is this ?", img), Prompt("what is this ?", random_image(0))]
+    calls = []
+    acts = collect(a, prompts, batch_size=8, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (3, 3)  # the third image is another object: computed on its own
+    assert torch.equal(acts[0], acts[2]) and torch.equal(acts[1], acts[3])
+    assert torch.allclose(acts[4], acts[1], atol=1e-5)  # same pixels, same activations
+    assert torch.allclose(acts, torch.stack([collect(a, [p])[0] for p in prompts]), atol=1e-5)
+
+
 def test_matches_transformer_lens_bridge(tmp_path, monkeypatch):
     """Independent reference: transformer-lens caches the same residual stream at
     blocks.{l}.hook_resid_pre on a copy of the tiny LLaVA model."""
