@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "results/retain_only.json"),
         ("vanilla + MLLMEraser", "results/eraser.json")]
 BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (ref: retain-only)", "npo"),
-             ("IdkNLL", "idk")]
+             ("IdkNLL", "idk"), ("MMUnlearner (Fisher-masked GA)", "mmunlearner")]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

@@ -1,13 +1,14 @@
 """Training-based unlearning baselines on the miniature toy model."""
 import hashlib
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_examples, retain_examples, unlearn,
-                            _encode)
+from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_examples, retain_examples,
+                            saliency_mask, unlearn, _encode)
 from core.models.load import load_adapter
 from core.toyworld.questions import REFUSAL
 from core.toyworld.train import batches_by_modality, load_world
@@ -61,7 +62,7 @@ def _check_starting_losses(model, fb, rb):
     assert diff == pytest.approx(ga + 2 * float(model.answer_nll(rb).mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", ["ga", "ga_diff", "kl_min", "npo", "idk"])
+@pytest.mark.parametrize("method", ["ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner"])
 def test_unlearning_moves_the_forget_answers_and_leaves_the_source_untouched(mini_toy, tmp_path, method):
     torch.set_num_threads(2)
     before = _digest(mini_toy)
@@ -79,6 +80,43 @@ def test_unlearning_moves_the_forget_answers_and_leaves_the_source_untouched(min
         assert nll_after > nll_before  # the forget answers became less likely
     assert (out / "tokenizer.json").is_file() and (out / "world.json").is_file()
     assert '"method": "%s"' % method in (out / "unlearning.json").read_text()
+
+
+def test_mmunlearner_mask_follows_the_fisher_ratio(mini_toy):
+    """The mask is 1 exactly where the mean squared per-example forget gradient is at least the retain one."""
+    torch.manual_seed(0)
+    model = load_adapter(mini_toy, dtype=torch.float32)
+    _, f, r = _split_examples(mini_toy)
+    fe, re = [e for e in f if e.image is None][:3], [e for e in r if e.image is None][:3]
+    mask = saliency_mask(model, fe, re)
+
+    def fisher(examples):
+        out = 0
+        for e in examples:
+            model.model.zero_grad(set_to_none=True)
+            model.answer_nll(_encode(model, [e])).mean().backward()
+            out = out + model.model.get_parameter(name).grad.detach() ** 2 / len(examples)
+        return out
+    name = "model.language_model.layers.0.mlp.down_proj.weight"
+    gf, gr = {name: fisher(fe)}, {name: fisher(re)}
+    assert torch.equal(mask[name], ((gf[name] >= gr[name]) & (gf[name] > 0)).float())
+    share = float(mask[name].mean())
+    assert 0.05 < share < 0.95  # a real selection, neither nothing nor everything
+    vision = [n for n in mask if "vision_tower" in n]
+    assert vision and all(float(mask[n].sum()) == 0 for n in vision)  # text-only batches: no vision gradient
+
+
+def test_mmunlearner_changes_only_the_masked_weights(mini_toy, tmp_path):
+    """Entries outside the Fisher mask keep their exact values (Adam with zero gradient, no decay)."""
+    from safetensors.torch import load_file
+    torch.set_num_threads(2)
+    out = unlearn(mini_toy, tmp_path / "mm", "forget_10", BaselineConfig("mmunlearner", epochs=0.5, lr=3e-3))
+    before, after = load_file(mini_toy / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = sum(int((before[k] != after[k]).sum()) for k in before)
+    total = sum(v.numel() for v in before.values())
+    meta = json.loads((out / "unlearning.json").read_text())
+    assert 0 < changed <= round(meta["updated_fraction"] * total) + 1
+    assert meta["updated_fraction"] < 0.9 and meta["steps"] % 2 == 0
 
 
 def test_bad_configs_are_refused(mini_toy, tmp_path):
