@@ -208,6 +208,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Input-side robustness report of an eraser: image rephrasings, a benign prefix, adaptive PGD."""
+    import torch
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    from core.robustness import RobustnessConfig, attack_report, format_report
+    from core.toyworld.questions import GENERAL_FACTS
+    from core.toyworld.train import eval_splits, load_world
+    torch.set_num_threads(args.threads)
+    adapter = load_adapter(args.model)
+    eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    splits = eval_splits(load_world(args.model), eraser.config.forget_split or "forget_10")
+    cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
+    facts = [(f.question, f.answer) for f in GENERAL_FACTS[:args.prefix_facts]]
+    rows = attack_report(adapter, eraser, splits["forget"][:args.people], splits["retain"][:args.people], facts, cfg,
+                         progress=lambda name: print(f"attack: {name}", flush=True))
+    cmd = (f"python -m core attack --people {args.people} --eps {args.eps:g} --steps {args.steps} "
+           f"--out {args.out}")
+    text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
+            f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
+            + format_report(rows) + "\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    print(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """A training-based unlearning baseline (GA, GA_Diff, KL_Min, NPO, IdkNLL, MMUnlearner) on a toy model."""
     import torch
@@ -320,6 +349,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, adaptive PGD)",
+                       description="Attack an eraser from the input side (benchmark.md): image rephrasings, a benign "
+                                   "prefix, and PGD that keeps the gate shut; score forget and retain cloze recovery "
+                                   "with the eraser on and off.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
+    p.add_argument("--people", type=int, default=10, help="forget and retain people attacked")
+    p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
+    p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")
+    p.add_argument("--prefix-facts", type=int, default=4, help="general facts in the benign prefix")
+    p.add_argument("--out", default="docs/robustness.md")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_attack)
 
     from core.baselines import METHODS, BaselineConfig
     d = BaselineConfig()

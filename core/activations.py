@@ -62,15 +62,22 @@ def _hidden(args, kwargs) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-@torch.no_grad()
 def capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None = None,
-            positions: str | torch.Tensor = "last") -> torch.Tensor:
+            positions: str | torch.Tensor = "last", differentiable: bool = False) -> torch.Tensor:
     """Activations at `blocks.{l}.hook_resid_pre` for a batch.
 
     positions: "last" (last prompt token, shape (B, n_layers, d)), "mean" (mean over the prompt
     tokens, see prompt_mean; (B, n_layers, d)), "all" (B, n_layers, T, d), or a LongTensor
-    (B, k) of token indices (B, n_layers, k, d). Returned in float32 on CPU.
+    (B, k) of token indices (B, n_layers, k, d). Returned in float32 on CPU; with
+    differentiable=True on the model's device and attached to the graph (an attack can then
+    follow the gradient of an activation back to the pixels).
     """
+    with torch.enable_grad() if differentiable else torch.no_grad():
+        return _capture(adapter, batch, layers, positions, differentiable)
+
+
+def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, positions: str | torch.Tensor,
+             differentiable: bool) -> torch.Tensor:
     layers = list(range(adapter.num_layers)) if layers is None else list(layers)
     out: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(batch), device=adapter.device)
@@ -89,7 +96,7 @@ def capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None = No
             else:
                 idx = positions.to(h.device)
                 sel = h[rows[:, None], idx]
-            out[layer] = sel.detach().float().cpu()
+            out[layer] = sel.float() if differentiable else sel.detach().float().cpu()
             if layer == last:
                 raise _Stop
         return hook

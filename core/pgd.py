@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from PIL import Image
 
-from core.models.base import VLMAdapter
+from core.models.base import Batch, VLMAdapter
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,14 @@ def _as_pixels(adapter: VLMAdapter, images) -> torch.Tensor:
 
 def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, questions: Sequence[str],
         targets: Sequence[str], cfg: PGDConfig = PGDConfig(),
-        should_stop: Callable[[], bool] | None = None) -> Iterator[PGDStep]:
+        should_stop: Callable[[], bool] | None = None, extra_loss: Callable[[Batch], torch.Tensor] | None = None,
+        nll_weight: float = 1.0) -> Iterator[PGDStep]:
     """Perturb each image so the model answers its question with its target (batched).
 
-    Yields step 0 (the start point) and then every update. The model's weights are untouched
-    (no parameter gradients are kept)."""
+    extra_loss(batch) -> (B,) is added to nll_weight * NLL (e.g. the eraser's gate value, for
+    the adaptive attack that keeps the answer while keeping the gate shut); the step's `loss`
+    is then that total. Yields step 0 (the start point) and then every update. The model's
+    weights are untouched (no parameter gradients are kept)."""
     if not (len(questions) == len(targets) == len(images)):
         raise ValueError(f"{len(images)} images, {len(questions)} questions and {len(targets)} targets: "
                          "give one question and one target per image")
@@ -79,7 +82,9 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
             delta.requires_grad_(True)
             batch = adapter.encode(list(questions), x + delta, list(targets))
             nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
-            loss = nll.mean()
+            loss = nll_weight * nll.mean()
+            if extra_loss is not None:
+                loss = loss + extra_loss(batch).mean()
             n_tok = (batch.labels != -100).sum(-1)
             value = float(loss.detach())
             yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu())
@@ -98,10 +103,11 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
 
 def run_pgd(adapter: VLMAdapter, images, questions, targets, cfg: PGDConfig = PGDConfig(),
             progress: Callable[[int, int, float], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> PGDStep:
-    """Run PGD to the end (or until stopped) and return the last step."""
+            should_stop: Callable[[], bool] | None = None, **objective) -> PGDStep:
+    """Run PGD to the end (or until stopped) and return the last step (objective: pgd's
+    extra_loss / nll_weight)."""
     last = None
-    for st in pgd(adapter, images, questions, targets, cfg, should_stop):
+    for st in pgd(adapter, images, questions, targets, cfg, should_stop, **objective):
         last = st
         if progress is not None:
             progress(st.step, cfg.steps, st.loss)

@@ -29,6 +29,7 @@ done
 python -m core unlearn --method npo --reference assets/toy-llava-retain-only --out runs/baselines/npo
 python -m core evaluate --model runs/baselines/npo --json results/baseline_npo.json
 python -m core sweep --out docs/ablations.md
+python -m core attack --out docs/robustness.md
 python scripts/pgd_flips.py | tee results/pgd_flips.txt
 python scripts/readme_figures.py
 python scripts/screenshots.py

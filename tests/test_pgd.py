@@ -37,6 +37,21 @@ def test_pgd_is_seeded_and_stoppable():
     assert len(early) == 1
 
 
+def test_extra_objective_is_added_and_followed():
+    """extra_loss joins the weighted NLL; with the NLL weighted 0, PGD follows the extra term alone."""
+    a = tiny_adapter("llava")
+    extra = lambda b: b.inputs["pixel_values"].flatten(1).mean(-1)  # noqa: E731  (drive the pixels down)
+    plain = next(pgd(a, [random_image(0)], ["what ?"], ["red"], PGDConfig(steps=1, seed=2)))
+    both = next(pgd(a, [random_image(0)], ["what ?"], ["red"], PGDConfig(steps=1, seed=2),
+                    extra_loss=extra, nll_weight=0.5))
+    batch = a.encode(["what ?"], both.image)
+    assert both.loss == pytest.approx(0.5 * plain.loss + float(extra(batch).mean()), rel=1e-4)
+    steps = list(pgd(a, [random_image(0)], ["what ?"], ["red"], PGDConfig(steps=4, seed=2, step_size=2 / 255),
+                     extra_loss=extra, nll_weight=0.0))
+    assert [round(s.loss, 6) for s in steps] == sorted((round(s.loss, 6) for s in steps), reverse=True)
+    assert steps[-1].loss < steps[0].loss
+
+
 def test_images_for_display():
     d = torch.zeros(3, 8, 8)
     assert to_image(torch.ones(3, 8, 8)).getpixel((0, 0)) == (255, 255, 255)

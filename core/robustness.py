@@ -1,0 +1,183 @@
+"""Input-side attacks on a test-time eraser: does the gate still fire? (benchmark.md, "Robustness")
+
+Why input-side: steering leaves the weights untouched, so relearning attacks do not apply; an
+attacker can only change the input. Every attack is applied to the forget people's image+text
+cloze questions AND to the retain people's, and scored as cloze recovery (the correct answer
+appears in the reply): with the eraser on, a higher forget score than without the attack means
+leakage; the retain column shows what the same change does to kept knowledge. The vanilla model
+under the same attack is reported beside it, so that an attack that simply breaks the model
+does not read as "the eraser held".
+
+Attacks: image rephrasings (Gaussian noise sigma 0.02, brightness x0.85, contrast x0.85, resize
+to 0.85 and back, centre crop 0.9, blur radius 2, an 18% grey occlusion), a long benign prefix
+(general-knowledge questions put before the question), and the ADAPTIVE attack: PGD on the
+forget image that lowers the eraser's gate value c(h) at the steered layers while keeping the
+model's own answer likely, so that steering does not fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+
+from core.activations import Prompt, capture
+from core.evaluation import EvalConfig, Query, answer, record_queries
+from core.models.base import Batch, VLMAdapter
+from core.pgd import PGDConfig, run_pgd, to_image
+from core.toyworld.records import PersonRecord
+
+Transform = Callable[[Image.Image, np.random.Generator], Image.Image]
+
+
+def _noise(im: Image.Image, rng: np.random.Generator) -> Image.Image:
+    a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255 + rng.normal(0, 0.02, (im.height, im.width, 3))
+    return Image.fromarray((a.clip(0, 1) * 255).round().astype(np.uint8))
+
+
+def _scaled(im: Image.Image, factor: float) -> Image.Image:
+    small = im.resize((max(1, round(im.width * factor)), max(1, round(im.height * factor))), Image.BILINEAR)
+    return small.resize(im.size, Image.BILINEAR)
+
+
+def _crop(im: Image.Image, keep: float) -> Image.Image:
+    w, h = round(im.width * keep), round(im.height * keep)
+    left, top = (im.width - w) // 2, (im.height - h) // 2
+    return im.crop((left, top, left + w, top + h)).resize(im.size, Image.BILINEAR)
+
+
+def _occlude(im: Image.Image, rng: np.random.Generator, area: float = 0.18) -> Image.Image:
+    out = im.convert("RGB").copy()
+    w, h = round(im.width * area ** 0.5), round(im.height * area ** 0.5)
+    x, y = int(rng.integers(0, im.width - w + 1)), int(rng.integers(0, im.height - h + 1))
+    out.paste((128, 128, 128), (x, y, x + w, y + h))
+    return out
+
+
+IMAGE_ATTACKS: dict[str, Transform] = {
+    "noise 0.02": _noise,
+    "brightness x0.85": lambda im, rng: ImageEnhance.Brightness(im).enhance(0.85),
+    "contrast x0.85": lambda im, rng: ImageEnhance.Contrast(im).enhance(0.85),
+    "resize 0.85": lambda im, rng: _scaled(im, 0.85),
+    "crop 0.9": lambda im, rng: _crop(im, 0.9),
+    "blur r2": lambda im, rng: im.filter(ImageFilter.GaussianBlur(2)),
+    "occlusion 18%": _occlude,
+}
+
+
+def benign_prefix(facts: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """Put general-knowledge questions and their answers before the question. Why these: the toy
+    tokenizer only knows the world's words, so a prefix of other words would be <unk> tokens."""
+    text = " ".join(f"{q} {a}." for q, a in facts)
+    return lambda question: f"{text} {question}"
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    eps: float = 16 / 255       # adaptive PGD budget
+    steps: int = 40
+    step_size: float = 2 / 255
+    answer_weight: float = 1.0  # weight of the "keep the answer" term against the gate term
+    max_new_tokens: int = 12
+    seed: int = 0
+
+
+def cloze_queries(records: Sequence[PersonRecord], split: str) -> list[Query]:
+    """The image+text cloze questions of some MLLMU rows (the attack surface here)."""
+    return [q for rec in records for q in record_queries(rec, split)
+            if q.task == "cloze" and q.modality == "image_text"]
+
+
+def _with(queries: Sequence[Query], image=None, question=None) -> list[Query]:
+    return [Query(Prompt(question(q.prompt.question) if question else q.prompt.question,
+                         image(i, q.prompt.image) if image else q.prompt.image, q.prompt.tag),
+                  q.task, q.modality, q.target, q.split) for i, q in enumerate(queries)]
+
+
+def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: RobustnessConfig) -> float:
+    answer(adapter, queries, EvalConfig(max_new_tokens=cfg.max_new_tokens), steering)
+    return round(sum(q.score for q in queries) / max(1, len(queries)), 4)
+
+
+def gate_of(adapter: VLMAdapter, eraser, batch: Batch, layers: Sequence[int]) -> torch.Tensor:
+    """(B,) mean over `layers` of the eraser's gate c_l(h) = h_l . u_l, differentiable in the
+    inputs (for the adaptive attack)."""
+    h = capture(adapter, batch, layers, eraser.gate_position, differentiable=True)  # (B, n, d)
+    u = eraser.gate[list(layers)].to(h)
+    return (h * u).sum(-1).mean(-1)
+
+
+def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int],
+                    cfg: RobustnessConfig, should_stop: Callable[[], bool] | None = None) -> list[Image.Image]:
+    """PGD on each forget image: minimise gate + answer_weight * NLL(correct answer).
+    Returns the perturbed images (one per query)."""
+    pgd_cfg = PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, seed=cfg.seed)
+    out = []
+    for s in range(0, len(queries), 16):
+        chunk = queries[s:s + 16]
+        last = run_pgd(adapter, [q.prompt.image for q in chunk], [q.prompt.question for q in chunk],
+                       [q.target for q in chunk], pgd_cfg, should_stop=should_stop,
+                       extra_loss=lambda b: gate_of(adapter, eraser, b, layers), nll_weight=cfg.answer_weight)
+        out += [to_image(px) for px in last.image]
+    return out
+
+
+def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], retain: Sequence[PersonRecord],
+                  facts: Sequence[tuple[str, str]], cfg: RobustnessConfig = RobustnessConfig(),
+                  progress: Callable[[str], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> list[dict]:
+    """One row per attack: forget and retain cloze recovery, eraser on and off."""
+    steer = lambda: eraser.apply(adapter)  # noqa: E731
+    fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
+    rng = lambda: np.random.default_rng(cfg.seed)  # noqa: E731  (the same draws for every split)
+    attacks: list[tuple[str, Callable[[list[Query]], list[Query]]]] = [("none", lambda qs: _with(qs))]
+    for name, fn in IMAGE_ATTACKS.items():
+        attacks.append((name, lambda qs, fn=fn: (lambda g: _with(qs, image=lambda i, im: fn(im, g)))(rng())))
+    prefix = benign_prefix(facts)
+    attacks.append((f"benign prefix ({len(facts)} facts)", lambda qs: _with(qs, question=prefix)))
+    rows = []
+    for name, make in attacks:
+        if should_stop is not None and should_stop():
+            raise InterruptedError("robustness report stopped")
+        if progress is not None:
+            progress(name)
+        f, r = make(fq), make(rq)
+        rows.append({"attack": name, "forget_erased": _recovery(adapter, f, steer, cfg),
+                     "forget_vanilla": _recovery(adapter, make(fq), None, cfg),
+                     "retain_erased": _recovery(adapter, r, steer, cfg),
+                     "retain_vanilla": _recovery(adapter, make(rq), None, cfg)})
+    if progress is not None:
+        progress("adaptive PGD on the gate")
+    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    f_imgs = adaptive_images(adapter, eraser, fq, layers, cfg, should_stop)
+    r_imgs = adaptive_images(adapter, eraser, rq, layers, cfg, should_stop)
+    f, r = _with(fq, image=lambda i, im: f_imgs[i]), _with(rq, image=lambda i, im: r_imgs[i])
+    gate_before, gate_after = (float(_gates(adapter, eraser, qs, layers).mean()) for qs in (fq, f))
+    rows.append({"attack": f"adaptive PGD on the gate (eps {round(cfg.eps * 255)}/255, {cfg.steps} steps)",
+                 "forget_erased": _recovery(adapter, f, steer, cfg),
+                 "forget_vanilla": _recovery(adapter, _with(f), None, cfg),
+                 "retain_erased": _recovery(adapter, r, steer, cfg),
+                 "retain_vanilla": _recovery(adapter, _with(r), None, cfg),
+                 "forget_gate_before": round(gate_before, 4), "forget_gate_after": round(gate_after, 4)})
+    return rows
+
+
+def _gates(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int]) -> torch.Tensor:
+    return eraser.gate_values(adapter, [q.prompt for q in queries])[:, list(layers)].mean(-1)
+
+
+def format_report(rows: Sequence[dict]) -> str:
+    """Markdown table, percentages."""
+    lines = ["| attack | forget recovered, eraser on | forget, vanilla | retain kept, eraser on | retain, vanilla |",
+             "|---|---|---|---|---|"]
+    notes = []
+    for r in rows:
+        lines.append(f"| {r['attack']} | {100 * r['forget_erased']:.1f} | {100 * r['forget_vanilla']:.1f} | "
+                     f"{100 * r['retain_erased']:.1f} | {100 * r['retain_vanilla']:.1f} |")
+        if "forget_gate_before" in r:
+            notes.append(f"- {r['attack']}: mean forget gate over the steered layers "
+                         f"{r['forget_gate_before']:.3f} -> {r['forget_gate_after']:.3f}")
+    return "\n".join(lines + ([""] + notes if notes else []))

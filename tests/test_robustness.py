@@ -1,0 +1,77 @@
+"""Input-side attacks on the eraser: the documented image changes, and the report on the shipped model."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.robustness import IMAGE_ATTACKS, RobustnessConfig, attack_report, benign_prefix, cloze_queries, gate_of
+
+
+def _grey(size=64, value=128):
+    return Image.new("RGB", (size, size), (value, value, value))
+
+
+def _arr(im):
+    return np.asarray(im, dtype=np.float64) / 255
+
+
+def test_image_attacks_are_the_documented_changes():
+    rng = lambda: np.random.default_rng(0)  # noqa: E731
+    grey = _grey()
+    noisy = _arr(IMAGE_ATTACKS["noise 0.02"](grey, rng()))
+    assert abs(noisy.std() - 0.02) < 0.002 and abs(noisy.mean() - 128 / 255) < 0.002
+    assert _arr(IMAGE_ATTACKS["brightness x0.85"](grey, rng())).mean() == pytest.approx(0.85 * 128 / 255, abs=0.005)
+    occluded = _arr(IMAGE_ATTACKS["occlusion 18%"](_grey(value=255), rng()))
+    assert (occluded[..., 0] < 0.6).mean() == pytest.approx(0.18, abs=0.02)
+    stripes = Image.fromarray(((np.indices((64, 64))[1] % 2) * 255).astype(np.uint8)).convert("RGB")
+    assert _arr(IMAGE_ATTACKS["blur r2"](stripes, rng())).std() < 0.1 * _arr(stripes).std()
+    for name, fn in IMAGE_ATTACKS.items():
+        out = fn(stripes, rng())
+        assert out.size == stripes.size, name
+        assert np.array_equal(_arr(out), _arr(fn(stripes, rng()))), name  # seeded
+
+
+def test_benign_prefix_puts_facts_before_the_question():
+    add = benign_prefix([("How many sides does a square have?", "four")])
+    assert add("Who is this?") == "How many sides does a square have? four. Who is this?"
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    from core.toyworld.train import eval_splits, load_world
+    torch.set_num_threads(2)
+    adapter = load_adapter("assets/toy-llava")
+    return adapter, Eraser.from_pretrained("assets/toy-llava-eraser", adapter=adapter), \
+        eval_splits(load_world("assets/toy-llava"))
+
+
+def test_gate_of_matches_the_eraser_and_is_differentiable(shipped):
+    from core.activations import encode_prompts
+    adapter, eraser, splits = shipped
+    qs = cloze_queries(splits["forget"][:1], "forget")
+    batch = encode_prompts(adapter, [q.prompt for q in qs])
+    pixels = batch.inputs["pixel_values"].requires_grad_(True)
+    g = gate_of(adapter, eraser, batch, [2, 3])
+    want = eraser.gate_values(adapter, [q.prompt for q in qs])[:, [2, 3]].mean(-1)
+    assert torch.allclose(g.double(), want, atol=1e-3)
+    (grad,) = torch.autograd.grad(g.sum(), pixels)
+    assert grad.abs().sum() > 0
+
+
+def test_report_on_the_shipped_eraser(shipped):
+    """Two people each side, a short adaptive attack: the clean row reproduces the memorisation,
+    the eraser's effect and its selectivity; the adaptive PGD lowers the forget gate."""
+    adapter, eraser, splits = shipped
+    rows = attack_report(adapter, eraser, splits["forget"][:2], splits["retain"][:2],
+                         [("How many sides does a square have?", "four")], RobustnessConfig(steps=8))
+    assert [r["attack"] for r in rows][:1] + [r["attack"] for r in rows][-2:] == [
+        "none", "benign prefix (1 facts)", "adaptive PGD on the gate (eps 16/255, 8 steps)"]
+    clean = rows[0]
+    assert clean["forget_vanilla"] == 1.0 and clean["retain_vanilla"] == 1.0
+    assert clean["forget_erased"] < 1.0 and clean["retain_erased"] == 1.0
+    adaptive = rows[-1]
+    assert adaptive["forget_gate_after"] < adaptive["forget_gate_before"] - 0.1
+    for r in rows:
+        assert all(0.0 <= r[k] <= 1.0 for k in ("forget_erased", "forget_vanilla", "retain_erased", "retain_vanilla"))
