@@ -13,6 +13,10 @@ token NLL of the answer; L_f and L_r its mean over a forget and a retain batch.
     idk      NLL of the refusal answer on forget prompts + L_r   (IdkNLL)
     mmunlearner  -L_f, interleaved with L_r steps, both updating only the entries where
              Fisher_forget / Fisher_retain >= 1   (MMUnlearner's masked GA)
+    smfa     a forgetting update (refusal NLL on forget + NLL on a few retain examples) and an
+             anchor update (those retain examples only), both from the original weights; the
+             forgetting update is added with its conflicting entries zeroed (see smfa_merge).
+             Full fine-tuning deltas stand in for the paper's LoRA adapters.
 
 Full fine-tuning (the tiny model is small enough; the papers use LoRA on 7B models). The
 recipe is fixed per method (BaselineConfig defaults) and recorded in the saved folder.
@@ -36,8 +40,8 @@ from core.toyworld.questions import REFUSAL
 from core.toyworld.train import batches_by_modality, load_world
 from core.toyworld.world import Example, World
 
-METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner")
-_NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk", "mmunlearner"}
+METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa")
+_NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa"}
 _WEIGHT_FILES = {"model.safetensors", "config.json", "generation_config.json", "training.json", "unlearning.json"}
 
 
@@ -52,6 +56,8 @@ class BaselineConfig:
     retain_weight: float = 1.0   # c
     kl_weight: float = 1.0       # a (kl_min)
     beta: float = 0.9            # b (npo)
+    smfa_k: float = 5.0          # k (smfa): conflict threshold, in units of rho
+    smfa_retain: int = 64        # retain examples the smfa runs see
     seed: int = 0
 
     def __post_init__(self):
@@ -121,11 +127,26 @@ def saliency_mask(model: VLMAdapter, forget: Sequence[Example], retain: Sequence
     return {n: (f[n] >= r[n]).to(f[n].dtype) * (f[n] > 0) for n in f}
 
 
+def smfa_merge(forget_delta: dict[str, torch.Tensor], anchor_delta: dict[str, torch.Tensor], k: float
+               ) -> dict[str, torch.Tensor]:
+    """SMFA's mask on the forgetting update, per weight tensor: 0 where the entry has the opposite
+    sign to the anchor's and exceeds it in magnitude by more than k * rho, with
+    rho = ||dW_forget||_F / ||dW_anchor||_F (so the two updates are compared at the same scale);
+    1 elsewhere. Why: those entries would undo what the retain-only anchor learned."""
+    out = {}
+    for n, df in forget_delta.items():
+        da = anchor_delta[n]
+        rho = df.norm() / da.norm().clamp_min(1e-30)
+        conflict = (df * da < 0) & (df.abs() > k * rho * da.abs())
+        out[n] = (~conflict).to(df.dtype)
+    return out
+
+
 def baseline_loss(cfg: BaselineConfig, model: VLMAdapter, forget: Batch, retain: Batch | None,
                   reference: VLMAdapter | None) -> torch.Tensor:
     """The objective of one method on a forget batch and a retain batch (see module docstring)."""
     m = cfg.method
-    if m == "idk":
+    if m in ("idk", "smfa"):
         loss = model.answer_nll(forget).mean()
     elif m == "npo":
         with torch.no_grad():
@@ -164,9 +185,11 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
         reference = load_adapter(model_dir, dtype=torch.float32)
     elif cfg.method == "npo":
         reference = load_adapter(reference_dir, dtype=torch.float32)
-    f_pool = forget_examples(world, forget, rng, refusal=cfg.method == "idk")
+    f_pool = forget_examples(world, forget, rng, refusal=cfg.method in ("idk", "smfa"))
     f_batches = batches_by_modality(f_pool, cfg.batch_size, rng)
     r_pool = retain_examples(world, forget, rng) if cfg.method in _NEEDS_RETAIN else []
+    if cfg.method == "smfa":  # a FEW retain examples, as in the paper
+        r_pool = [r_pool[i] for i in rng.permutation(len(r_pool))[:cfg.smfa_retain]]
     r_batches = batches_by_modality(r_pool, cfg.batch_size, rng) if r_pool else []
     steps = max(1, round(cfg.epochs * len(f_batches)))
     params = [p for p in model.model.parameters()]
@@ -177,30 +200,56 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
         mask = saliency_mask(model, [f_pool[i] for i in rng.permutation(len(f_pool))],
                              [r_pool[i] for i in rng.permutation(len(r_pool))])
         steps *= 2  # every forget step is followed by a retain step
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    model.model.train()
+    if cfg.method == "smfa":
+        steps *= 2  # the forgetting run, then the anchor run
     losses, start = [], time.time()
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            raise InterruptedError(f"unlearning stopped at step {step}")
+
+    def train(loss_at: Callable[[int], torch.Tensor], total: int, done: int = 0) -> None:
+        """`total` optimiser steps on loss_at(step) (fresh AdamW); progress counts from `done`."""
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+        model.model.train()
+        for step in range(total):
+            if should_stop is not None and should_stop():
+                raise InterruptedError(f"unlearning stopped at step {done + step}")
+            loss = loss_at(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if mask is not None:
+                for n, p in model.model.named_parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(mask[n])
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            if progress is not None:
+                progress(done + step + 1, steps, float(np.mean(losses[-10:])))
+
+    def forget_step(step: int) -> torch.Tensor:
         if mask is not None and step % 2:
-            loss = cfg.retain_weight * model.answer_nll(_encode(model, r_batches[step // 2 % len(r_batches)])).mean()
-        else:
-            i = step // 2 if mask is not None else step
-            fb = _encode(model, f_batches[i % len(f_batches)])
-            rb = _encode(model, r_batches[i % len(r_batches)]) if r_batches and mask is None else None
-            loss = baseline_loss(cfg, model, fb, rb, reference)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if mask is not None:
+            return cfg.retain_weight * model.answer_nll(_encode(model, r_batches[step // 2 % len(r_batches)])).mean()
+        i = step // 2 if mask is not None else step
+        fb = _encode(model, f_batches[i % len(f_batches)])
+        rb = _encode(model, r_batches[i % len(r_batches)]) if r_batches and mask is None else None
+        return baseline_loss(cfg, model, fb, rb, reference)
+
+    smfa_kept = None
+    if cfg.method == "smfa":
+        start_weights = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+        train(forget_step, steps // 2)
+        forget_delta = {n: p.detach() - start_weights[n] for n, p in model.model.named_parameters()}
+        with torch.no_grad():
             for n, p in model.model.named_parameters():
-                if p.grad is not None:
-                    p.grad.mul_(mask[n])
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if progress is not None:
-            progress(step + 1, steps, float(np.mean(losses[-10:])))
+                p.copy_(start_weights[n])
+        train(lambda step: model.answer_nll(_encode(model, r_batches[step % len(r_batches)])).mean(), steps // 2,
+              done=steps // 2)
+        with torch.no_grad():
+            kept = smfa_merge(forget_delta, {n: p.detach() - start_weights[n]
+                                             for n, p in model.model.named_parameters()}, cfg.smfa_k)
+            for n, p in model.model.named_parameters():
+                p.copy_(start_weights[n] + kept[n] * forget_delta[n])
+        smfa_kept = kept
+    else:
+        train(forget_step, steps)
     model.model.eval()
     out.mkdir(parents=True, exist_ok=True)
     for f in Path(model_dir).iterdir():
@@ -211,8 +260,9 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
         "baseline": asdict(cfg), "source": str(model_dir), "forget": forget if isinstance(forget, str) else list(forget),
         "reference": str(reference_dir) if reference_dir else ("original" if reference is not None else None),
         "steps": steps, "seconds": round(time.time() - start, 1),
-        "updated_fraction": None if mask is None else round(float(sum(m.sum() for m in mask.values())
-                                                               / sum(m.numel() for m in mask.values())), 4),
+        "updated_fraction": None if mask is None and smfa_kept is None else
+        round(float(sum(m.sum() for m in (mask or smfa_kept).values())
+                    / sum(m.numel() for m in (mask or smfa_kept).values())), 4),
         "loss_every_10": [round(float(np.mean(losses[i:i + 10])), 4) for i in range(0, len(losses), 10)],
     }, indent=2))
     return out

@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "results/retain_only.json"),
         ("vanilla + MLLMEraser", "results/eraser.json")]
 BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (ref: retain-only)", "npo"),
-             ("IdkNLL", "idk"), ("MMUnlearner (Fisher-masked GA)", "mmunlearner")]
+             ("IdkNLL", "idk"), ("MMUnlearner (Fisher-masked GA)", "mmunlearner"),
+             ("SMFA (full-rank deltas, k=5)", "smfa")]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

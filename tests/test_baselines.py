@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_examples, retain_examples,
-                            saliency_mask, unlearn, _encode)
+                            saliency_mask, smfa_merge, unlearn, _encode)
 from core.models.load import load_adapter
 from core.toyworld.questions import REFUSAL
 from core.toyworld.train import batches_by_modality, load_world
@@ -62,11 +62,12 @@ def _check_starting_losses(model, fb, rb):
     assert diff == pytest.approx(ga + 2 * float(model.answer_nll(rb).mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("method", ["ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner"])
+@pytest.mark.parametrize("method", ["ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa"])
 def test_unlearning_moves_the_forget_answers_and_leaves_the_source_untouched(mini_toy, tmp_path, method):
     torch.set_num_threads(2)
     before = _digest(mini_toy)
-    _, f, _ = _split_examples(mini_toy, refusal=method == "idk")
+    refusal = method in ("idk", "smfa")
+    _, f, _ = _split_examples(mini_toy, refusal=refusal)
     nll_before = _mean_nll(load_adapter(mini_toy, dtype=torch.float32), f)
     seen = []
     out = unlearn(mini_toy, tmp_path / method, "forget_10", BaselineConfig(method, epochs=1, lr=3e-3),
@@ -74,7 +75,7 @@ def test_unlearning_moves_the_forget_answers_and_leaves_the_source_untouched(min
     assert _digest(mini_toy) == before  # the source model is never written
     assert seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1]
     nll_after = _mean_nll(load_adapter(out), f)
-    if method == "idk":
+    if refusal:
         assert nll_after < nll_before  # the refusal became more likely on forget prompts
     else:
         assert nll_after > nll_before  # the forget answers became less likely
@@ -117,6 +118,18 @@ def test_mmunlearner_changes_only_the_masked_weights(mini_toy, tmp_path):
     meta = json.loads((out / "unlearning.json").read_text())
     assert 0 < changed <= round(meta["updated_fraction"] * total) + 1
     assert meta["updated_fraction"] < 0.9 and meta["steps"] % 2 == 0
+
+
+def test_smfa_merge_zeroes_only_large_conflicting_entries():
+    """rho rescales the anchor to the forgetting update's size; an entry is dropped when its sign
+    opposes the anchor's AND it is more than k * rho times the anchor entry."""
+    forget = {"w": torch.tensor([8.0, -8.0, 8.0, 0.5, -8.0])}
+    anchor = {"w": torch.tensor([-1.0, 1.0, 1.0, -1.0, -0.1])}
+    rho = float(forget["w"].norm() / anchor["w"].norm())
+    assert 7.9 < rho < 8.1
+    kept = smfa_merge(forget, anchor, k=0.5)["w"]  # threshold 0.5 * rho * |anchor| ~ 4
+    assert kept.tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]  # same sign kept; small conflict kept
+    assert smfa_merge(forget, anchor, k=2.0)["w"].tolist() == [1.0] * 5  # 8 < 2 * rho * 1
 
 
 def test_bad_configs_are_refused(mini_toy, tmp_path):
