@@ -478,7 +478,8 @@ _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standar
                  "eraser_mean_gate": "MLLMEraser, prompt-mean gate (option)", "baseline_ga": "GA (weights edited)",
                  "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",
                  "baseline_npo": "NPO (weights edited)", "baseline_idk": "IdkNLL (weights edited)",
-                 "baseline_mmunlearner": "MMUnlearner (weights edited)", "baseline_smfa": "SMFA (weights edited)"}
+                 "baseline_mmunlearner": "MMUnlearner (weights edited)", "baseline_smfa": "SMFA (weights edited)",
+                 "baseline_vkd": "VKD, vision side only (weights edited)"}
 
 
 def _saved_rows() -> list[list]:

@@ -238,7 +238,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    """A training-based unlearning baseline (GA, GA_Diff, KL_Min, NPO, IdkNLL, MMUnlearner) on a toy model."""
+    """A training-based unlearning baseline (GA, GA_Diff, KL_Min, NPO, IdkNLL, MMUnlearner, SMFA, VKD) on a toy model."""
     import torch
     from tqdm import tqdm
     from core.baselines import BaselineConfig, unlearn
@@ -367,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from core.baselines import METHODS, BaselineConfig
     d = BaselineConfig()
-    p = sub.add_parser("unlearn", help="training-based unlearning baseline (ga, ga_diff, kl_min, npo, idk, mmunlearner)",
+    p = sub.add_parser("unlearn", help="training-based unlearning baseline (ga, ga_diff, kl_min, npo, idk, mmunlearner, smfa, vkd)",
                        description="Fine-tune a copy of a toy model with a training-based unlearning baseline "
                                    "and save it as a model folder that `evaluate` scores like any other.")
     p.add_argument("--method", required=True, choices=METHODS)

@@ -17,6 +17,10 @@ token NLL of the answer; L_f and L_r its mean over a forget and a retain batch.
              anchor update (those retain examples only), both from the original weights; the
              forgetting update is added with its conflicting entries zeroed (see smfa_merge).
              Full fine-tuning deltas stand in for the paper's LoRA adapters.
+    vkd      only the vision tower and projector train: on forget portraits the cosine between
+             their visual representations (every vision layer and the projector output) and the
+             frozen original's is minimised, on retain images 1 - that cosine is (our reading of
+             VKD's described idea; its exact loss is not public). Text-only knowledge is untouched.
 
 Full fine-tuning (the tiny model is small enough; the papers use LoRA on 7B models). The
 recipe is fixed per method (BaselineConfig defaults) and recorded in the saved folder.
@@ -40,8 +44,8 @@ from core.toyworld.questions import REFUSAL
 from core.toyworld.train import batches_by_modality, load_world
 from core.toyworld.world import Example, World
 
-METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa")
-_NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa"}
+METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa", "vkd")
+_NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa", "vkd"}
 _WEIGHT_FILES = {"model.safetensors", "config.json", "generation_config.json", "training.json", "unlearning.json"}
 
 
@@ -127,6 +131,26 @@ def saliency_mask(model: VLMAdapter, forget: Sequence[Example], retain: Sequence
     return {n: (f[n] >= r[n]).to(f[n].dtype) * (f[n] > 0) for n in f}
 
 
+def visual_representations(adapter: VLMAdapter, pixels: torch.Tensor) -> list[torch.Tensor]:
+    """A LLaVA model's visual representations of (B, 3, S, S) pixels: the patch tokens after every
+    vision layer, then the projector output (what the language model reads)."""
+    inner = adapter.model.model
+    hidden = inner.vision_tower(adapter.pixel_inputs(pixels)["pixel_values"], output_hidden_states=True).hidden_states
+    return [h[:, 1:] for h in hidden[1:]] + [inner.multi_modal_projector(hidden[-1][:, 1:])]
+
+
+def vkd_loss(model: VLMAdapter, reference: VLMAdapter, forget: torch.Tensor, retain: torch.Tensor,
+             retain_weight: float = 1.0) -> torch.Tensor:
+    """Mean cosine to the original on forget images (push away) + retain_weight * mean
+    (1 - cosine) on retain images (stay), averaged over representation levels and tokens."""
+    def cosine(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ref = visual_representations(reference, pixels)
+        new = visual_representations(model, pixels)
+        return torch.stack([F.cosine_similarity(a, b, dim=-1).mean() for a, b in zip(new, ref)]).mean()
+    return cosine(forget) + retain_weight * (1 - cosine(retain))
+
+
 def smfa_merge(forget_delta: dict[str, torch.Tensor], anchor_delta: dict[str, torch.Tensor], k: float
                ) -> dict[str, torch.Tensor]:
     """SMFA's mask on the forgetting update, per weight tensor: 0 where the entry has the opposite
@@ -181,13 +205,17 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
     world = load_world(model_dir)
     model = load_adapter(model_dir, dtype=torch.float32)
     reference = None
-    if cfg.method == "kl_min" or (cfg.method == "npo" and reference_dir is None):
+    if cfg.method in ("kl_min", "vkd") or (cfg.method == "npo" and reference_dir is None):
         reference = load_adapter(model_dir, dtype=torch.float32)
     elif cfg.method == "npo":
         reference = load_adapter(reference_dir, dtype=torch.float32)
     f_pool = forget_examples(world, forget, rng, refusal=cfg.method in ("idk", "smfa"))
     f_batches = batches_by_modality(f_pool, cfg.batch_size, rng)
     r_pool = retain_examples(world, forget, rng) if cfg.method in _NEEDS_RETAIN else []
+    if cfg.method == "vkd":  # images only: the portraits to stop recognising, the images to keep
+        f_pool = [e for e in f_pool if e.image is not None]
+        r_pool = [e for e in r_pool if e.image is not None]
+        f_batches = batches_by_modality(f_pool, cfg.batch_size, rng)
     if cfg.method == "smfa":  # a FEW retain examples, as in the paper
         r_pool = [r_pool[i] for i in rng.permutation(len(r_pool))[:cfg.smfa_retain]]
     r_batches = batches_by_modality(r_pool, cfg.batch_size, rng) if r_pool else []
@@ -195,6 +223,12 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
     params = [p for p in model.model.parameters()]
     for p in params:
         p.requires_grad_(True)
+    if cfg.method == "vkd":
+        inner = model.model.model
+        visual = {id(p) for m in (inner.vision_tower, inner.multi_modal_projector) for p in m.parameters()}
+        for p in params:
+            p.requires_grad_(id(p) in visual)
+        params = [p for p in params if p.requires_grad]
     mask = None
     if cfg.method == "mmunlearner":
         mask = saliency_mask(model, [f_pool[i] for i in rng.permutation(len(f_pool))],
@@ -225,6 +259,10 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
                 progress(done + step + 1, steps, float(np.mean(losses[-10:])))
 
     def forget_step(step: int) -> torch.Tensor:
+        if cfg.method == "vkd":
+            pixels = lambda b: torch.stack([model.to_pixels(e.image) for e in b])  # noqa: E731
+            return vkd_loss(model, reference, pixels(f_batches[step % len(f_batches)]),
+                            pixels(r_batches[step % len(r_batches)]), cfg.retain_weight)
         if mask is not None and step % 2:
             return cfg.retain_weight * model.answer_nll(_encode(model, r_batches[step // 2 % len(r_batches)])).mean()
         i = step // 2 if mask is not None else step

@@ -22,7 +22,7 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser
   --ratio 0.6 --gamma 10 --gate-position mean
 cp runs/eraser-mean-gate/tuning.json results/eraser_mean_gate_tuning.json
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-mean-gate --json results/eraser_mean_gate.json
-for m in ga ga_diff kl_min idk mmunlearner smfa; do
+for m in ga ga_diff kl_min idk mmunlearner smfa vkd; do
   python -m core unlearn --method $m --out runs/baselines/$m
   python -m core evaluate --model runs/baselines/$m --json results/baseline_$m.json
 done

@@ -12,7 +12,7 @@ ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "re
         ("vanilla + MLLMEraser", "results/eraser.json")]
 BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (ref: retain-only)", "npo"),
              ("IdkNLL", "idk"), ("MMUnlearner (Fisher-masked GA)", "mmunlearner"),
-             ("SMFA (full-rank deltas, k=5)", "smfa")]
+             ("SMFA (full-rank deltas, k=5)", "smfa"), ("VKD (vision tower + projector only)", "vkd")]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

@@ -132,6 +132,26 @@ def test_smfa_merge_zeroes_only_large_conflicting_entries():
     assert smfa_merge(forget, anchor, k=2.0)["w"].tolist() == [1.0] * 5  # 8 < 2 * rho * 1
 
 
+def test_vkd_edits_only_the_visual_side_and_moves_forget_portraits_away(mini_toy, tmp_path):
+    from safetensors.torch import load_file
+    from core.baselines import visual_representations
+    torch.set_num_threads(2)
+    out = unlearn(mini_toy, tmp_path / "vkd", "forget_10", BaselineConfig("vkd", epochs=4, lr=3e-3))
+    before, after = load_file(mini_toy / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("vision_tower" in k or "multi_modal_projector" in k for k in changed)
+    assert any("multi_modal_projector" in k for k in changed)
+    world, f, r = _split_examples(mini_toy)
+    orig, new = load_adapter(mini_toy, dtype=torch.float32), load_adapter(out, dtype=torch.float32)
+
+    def cosine(examples):
+        px = torch.stack([orig.to_pixels(e.image) for e in examples if e.image is not None][:16])
+        with torch.no_grad():
+            a, b = visual_representations(orig, px)[-1], visual_representations(new, px)[-1]
+        return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
+    assert cosine(f) < cosine(r) - 0.05  # forget portraits moved away more than retained images
+
+
 def test_bad_configs_are_refused(mini_toy, tmp_path):
     with pytest.raises(ValueError, match="unknown baseline"):
         BaselineConfig("rmu")
