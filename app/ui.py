@@ -61,6 +61,10 @@ def _err(exc: Exception) -> str:
     return f"**Error:** {exc}"
 
 
+ATTACK_COLUMNS = {"forget recovered, eraser on": "forget_erased", "forget, vanilla": "forget_vanilla",
+                  "retain kept, eraser on": "retain_erased", "retain, vanilla": "retain_vanilla"}
+
+
 def _progress(progress: gr.Progress):
     return lambda stage, done, total: progress(done / max(1, total), desc=f"{stage} {done}/{total}")
 
@@ -222,6 +226,18 @@ def build(default: Workbench) -> gr.Blocks:
                                           value=_saved_rows(), label="Image+text metrics (%)", interactive=False,
                                           elem_id="eval_table")
                 eval_plot = gr.Plot(elem_id="eval_plot")
+                with gr.Accordion("Input-side attacks: does the gate still fire?", open=False):
+                    gr.Markdown("Rephrased images, a benign prefix and PGD that pushes the gate down while keeping "
+                                "the answer, on the image+text cloze questions of the first people of each split "
+                                "(the slider above). % of replies that still contain the correct answer. "
+                                "The CLI runs the full report: `python -m core attack`.")
+                    with gr.Row():
+                        attack_steps = gr.Slider(1, 100, value=20, step=1, label="Adaptive PGD steps",
+                                                 elem_id="attack_steps")
+                        attack_run = gr.Button("Run the attacks", elem_id="attack_run")
+                    attack_status = gr.Markdown(elem_id="attack_status")
+                    attack_table = gr.Dataframe(headers=["attack", *ATTACK_COLUMNS], label="Cloze recovery (%)",
+                                                interactive=False, elem_id="attack_table")
                 with gr.Row():
                     dl_btn = gr.Button("Download this session's eraser (.zip of safetensors + JSON)",
                                        elem_id="dl_btn")
@@ -416,6 +432,23 @@ def build(default: Workbench) -> gr.Blocks:
                     f"{refusals}.")
 
         eval_run.click(do_eval, [session, eval_limit], [eval_table, eval_plot, eval_status])
+
+        def do_attack(sess, people, steps, progress=gr.Progress()):
+            stop = _stop_flag(sess)
+            stop.clear()
+            try:
+                rows = wb_of(sess).attack(wb_of(sess).eraser_for(sess), int(people), int(steps),
+                                          _progress(progress), stop.is_set)
+            except UserError as exc:
+                return gr.update(), _err(exc)
+            except InterruptedError:
+                return gr.update(), "Stopped."
+            table = [[r["attack"]] + [round(100 * r[k], 1) for k in ATTACK_COLUMNS.values()] for r in rows]
+            gate = rows[-1]
+            return table, (f"Done. Adaptive PGD moved the mean forget gate from {gate['forget_gate_before']:.2f} "
+                           f"to {gate['forget_gate_after']:.2f}.")
+
+        attack_run.click(do_attack, [session, eval_limit, attack_steps], [attack_table, attack_status])
         eval_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
         def download(sess):

@@ -424,6 +424,24 @@ class Workbench:
                         EvalConfig(), steering, None if eraser is None else eraser_summary(eraser),
                         progress, should_stop)
 
+    def attack(self, eraser: Eraser, people: int = 2, steps: int = 20,
+               progress: Callable[[str, int, int], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> list[dict]:
+        """Input-side attacks on the eraser (core.robustness): image rephrasings, a benign prefix
+        and adaptive PGD on the gate, on the first `people` forget and retain people."""
+        from core.robustness import RobustnessConfig, attack_report
+        from core.toyworld.questions import GENERAL_FACTS
+        from core.toyworld.train import eval_splits
+        world = self._world()
+        if not 1 <= int(people) <= 20:
+            raise UserError(f"People per split must be between 1 and 20, got {people}.")
+        if not 1 <= int(steps) <= 200:
+            raise UserError(f"PGD steps must be between 1 and 200, got {steps}.")
+        splits = eval_splits(world, _forget_spec(eraser.config.forget_split or "forget_10"), int(people))
+        facts = [(f.question, f.answer) for f in GENERAL_FACTS[:4]]
+        return attack_report(self.adapter, eraser, splits["forget"], splits["retain"], facts,
+                             RobustnessConfig(steps=int(steps)), progress, should_stop)
+
     def load_eraser_zip(self, path) -> Eraser:
         """An eraser from a zip of its folder (safetensors + JSON), checked against this model."""
         if path is None:

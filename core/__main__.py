@@ -223,7 +223,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
     facts = [(f.question, f.answer) for f in GENERAL_FACTS[:args.prefix_facts]]
     rows = attack_report(adapter, eraser, splits["forget"][:args.people], splits["retain"][:args.people], facts, cfg,
-                         progress=lambda name: print(f"attack: {name}", flush=True))
+                         progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack --people {args.people} --eps {args.eps:g} --steps {args.steps} "
            f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "

@@ -127,9 +127,10 @@ def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layer
 
 def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], retain: Sequence[PersonRecord],
                   facts: Sequence[tuple[str, str]], cfg: RobustnessConfig = RobustnessConfig(),
-                  progress: Callable[[str], None] | None = None,
+                  progress: Callable[[str, int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None) -> list[dict]:
-    """One row per attack: forget and retain cloze recovery, eraser on and off."""
+    """One row per attack: forget and retain cloze recovery, eraser on and off.
+    progress(attack name, attacks done, attacks in all) is called before each attack."""
     steer = lambda: eraser.apply(adapter)  # noqa: E731
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     rng = lambda: np.random.default_rng(cfg.seed)  # noqa: E731  (the same draws for every split)
@@ -138,19 +139,19 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
         attacks.append((name, lambda qs, fn=fn: (lambda g: _with(qs, image=lambda i, im: fn(im, g)))(rng())))
     prefix = benign_prefix(facts)
     attacks.append((f"benign prefix ({len(facts)} facts)", lambda qs: _with(qs, question=prefix)))
-    rows = []
+    rows, total = [], len(attacks) + 1
     for name, make in attacks:
         if should_stop is not None and should_stop():
             raise InterruptedError("robustness report stopped")
         if progress is not None:
-            progress(name)
+            progress(name, len(rows), total)
         f, r = make(fq), make(rq)
         rows.append({"attack": name, "forget_erased": _recovery(adapter, f, steer, cfg),
                      "forget_vanilla": _recovery(adapter, make(fq), None, cfg),
                      "retain_erased": _recovery(adapter, r, steer, cfg),
                      "retain_vanilla": _recovery(adapter, make(rq), None, cfg)})
     if progress is not None:
-        progress("adaptive PGD on the gate")
+        progress("adaptive PGD on the gate", len(rows), total)
     layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
     f_imgs = adaptive_images(adapter, eraser, fq, layers, cfg, should_stop)
     r_imgs = adaptive_images(adapter, eraser, rq, layers, cfg, should_stop)

@@ -127,6 +127,19 @@ def test_short_pgd_streams_steps_and_finishes(page):
                            timeout=30_000)
 
 
+def test_input_side_attacks_fill_their_table(page):
+    _open_tab(page, "Evaluate")
+    page.get_by_text("Input-side attacks").click()
+    steps = page.locator("#attack_steps input[type=number]")
+    steps.fill("2")
+    steps.press("Enter")
+    page.click("#attack_run")
+    page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=180_000)
+    table = page.locator("#attack_table").inner_text()
+    for name in ("none", "blur r2", "occlusion 18%", "adaptive PGD on the gate"):
+        assert name in table
+
+
 def test_activation_map_switches_projection(page):
     _open_tab(page, "Activation map")
     page.click("#map_draw")

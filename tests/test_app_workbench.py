@@ -198,6 +198,20 @@ def test_selectivity_and_heatmap(toy):
     assert any(row[1] != original for row in grid)  # a strong push changes the answer somewhere
 
 
+def test_attack_report_progress_stop_and_bad_parameters(toy):
+    wb, eraser = toy
+    seen = []
+    rows = wb.attack(eraser, 1, 2, progress=lambda name, done, total: seen.append((name, done, total)))
+    assert len(rows) == 10 and [s[1] for s in seen] == list(range(10)) and seen[0][2] == 10
+    assert rows[0]["attack"] == "none" and "forget_gate_after" in rows[-1]
+    assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_erased", "retain_erased"))
+    with pytest.raises(InterruptedError):
+        wb.attack(eraser, 1, 2, should_stop=lambda: True)
+    for people, steps, msg in ((0, 2, "People"), (1, 0, "PGD steps"), (21, 2, "People")):
+        with pytest.raises(UserError, match=msg):
+            wb.attack(eraser, people, steps)
+
+
 def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
     from app.workbench import eraser_zip
     wb, eraser = toy
