@@ -237,6 +237,31 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_relearn(args: argparse.Namespace) -> int:
+    """Relearning attack on weight-edited models, under one fixed budget each."""
+    import torch
+    from core.baselines import RELEARN_ATTRIBUTES, RelearnConfig, relearn
+    torch.set_num_threads(args.threads)
+    cfg = RelearnConfig(steps=args.steps, lr=args.lr, seed=args.seed)
+    rows = []
+    for model in args.model:
+        rows.append(relearn(model, args.forget, cfg))
+        print(f"relearned {model}", flush=True)
+    lines = [f"Fine-tuned {cfg.steps} steps (lr {cfg.lr:g}) on the forget people's {', '.join(RELEARN_ATTRIBUTES)} "
+             "facts; cloze (%) on their other attributes, which the attack never shows.", "",
+             "| model | held-out before | held-out after | shown before | shown after |", "|---|---|---|---|---|"]
+    for r in rows:
+        b, a = r["before"], r["after"]
+        lines.append(f"| {r['model']} | {100 * b['held_out']:.1f} | {100 * a['held_out']:.1f} | "
+                     f"{100 * b['shown']:.1f} | {100 * a['shown']:.1f} |")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_unlearn(args: argparse.Namespace) -> int:
     """A training-based unlearning baseline (GA, GA_Diff, KL_Min, NPO, IdkNLL, MMUnlearner, SMFA, VKD) on a toy model."""
     import torch
@@ -364,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",
+                       description="Fine-tune each model briefly on some facts of the forget people and score cloze on "
+                                   "their other facts: knowledge that comes back was hidden, not removed. Compare "
+                                   "with the retain-only model under the same budget.")
+    p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
+    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_relearn)
 
     from core.baselines import METHODS, BaselineConfig
     d = BaselineConfig()

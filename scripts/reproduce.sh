@@ -28,6 +28,8 @@ for m in ga ga_diff kl_min idk mmunlearner smfa vkd; do
 done
 python -m core unlearn --method npo --reference assets/toy-llava-retain-only --out runs/baselines/npo
 python -m core evaluate --model runs/baselines/npo --json results/baseline_npo.json
+python -m core relearn --model assets/toy-llava-retain-only $(for m in ga ga_diff kl_min npo idk mmunlearner smfa vkd; do
+  echo --model runs/baselines/$m; done) --json results/relearn.json
 python -m core sweep --out docs/ablations.md
 python -m core attack --out docs/robustness.md
 python scripts/pgd_flips.py | tee results/pgd_flips.txt

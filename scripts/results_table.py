@@ -42,7 +42,8 @@ def table() -> str:
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
                          f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}")
-    return "\n".join(lines + [""] + extra + ["", comparison()])
+    relearn = relearning()
+    return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
 
 
 def comparison() -> str:
@@ -62,6 +63,25 @@ def comparison() -> str:
                      f"{pct(it['forget']['generation_rougeL'])} | {pct(it['retain']['cloze'])} | "
                      f"{pct(it['retain']['generation_rougeL'])} | {pct(it['real']['cloze'])} | "
                      f"{pct(sp['real']['text_only']['generation_rougeL'])} | {pct(it['retain'].get('fluency'))} |")
+    return "\n".join(lines)
+
+
+def relearning() -> str:
+    """The relearning attack (results/relearn.json from `python -m core relearn`), one row per model."""
+    f = ROOT / "results" / "relearn.json"
+    if not f.is_file():
+        return ""
+    labels = {"toy-llava-retain-only": "retain-only (gold standard)", **{key: label for label, key in BASELINES}}
+    rows = json.loads(f.read_text())
+    b = rows[0]["budget"]
+    lines = ["", f"Relearning attack: {b['steps']} fine-tuning steps (lr {b['lr']:g}, batch {b['batch_size']}) on the "
+             f"forget people's {', '.join(rows[0]['relearned_attributes'])} facts; cloze on their other attributes, "
+             "which the attack never shows (image and text questions).", "",
+             "| model | held-out cloze before | held-out cloze after | shown cloze after |", "|---|---|---|---|"]
+    for r in rows:
+        name = labels.get(Path(r["model"]).name, r["model"])
+        lines.append(f"| {name} | {pct(r['before']['held_out'])} | {pct(r['after']['held_out'])} | "
+                     f"{pct(r['after']['shown'])} |")
     return "\n".join(lines)
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_examples, retain_examples,
-                            saliency_mask, smfa_merge, unlearn, _encode)
+                            saliency_mask, smfa_merge, unlearn, _encode, RELEARN_ATTRIBUTES, RelearnConfig,
+                            cloze_recall, relearn)
 from core.models.load import load_adapter
 from core.toyworld.questions import REFUSAL
 from core.toyworld.train import batches_by_modality, load_world
@@ -150,6 +151,34 @@ def test_vkd_edits_only_the_visual_side_and_moves_forget_portraits_away(mini_toy
             a, b = visual_representations(orig, px)[-1], visual_representations(new, px)[-1]
         return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).mean())
     assert cosine(f) < cosine(r) - 0.05  # forget portraits moved away more than retained images
+
+
+def test_relearning_attack_shows_some_attributes_and_scores_the_others(mini_toy):
+    torch.set_num_threads(2)
+    before = _digest(mini_toy)
+    seen = []
+    res = relearn(mini_toy, "forget_10", RelearnConfig(steps=6, lr=3e-3),
+                  progress=lambda step, total, loss: seen.append((step, total, loss)))
+    assert _digest(mini_toy) == before  # in memory only
+    assert [s[0] for s in seen] == list(range(1, 7)) and seen[-1][2] < seen[0][2]  # the shown facts are fitted
+    assert res["relearned_attributes"] == list(RELEARN_ATTRIBUTES)
+    for when in ("before", "after"):
+        assert set(res[when]) == {"held_out", "shown"} and all(0 <= v <= 1 for v in res[when].values())
+    with pytest.raises(ValueError, match="relearning needs"):
+        RelearnConfig(steps=0)
+
+
+def test_cloze_recall_scores_substring_answers(mini_toy):
+    world, f, _ = _split_examples(mini_toy)
+    model = load_adapter(mini_toy, dtype=torch.float32)
+    cloze = [e for e in f if e.kind == "cloze"][:6]
+    from core.evaluation import replies
+    from core.activations import Prompt
+    got = replies(model, [Prompt(e.prompt, e.image) for e in cloze], max_new_tokens=8)
+    want = sum(e.answer.lower() in r.lower() for e, r in zip(cloze, got)) / len(cloze)
+    assert cloze_recall(model, cloze) == pytest.approx(want, abs=1e-4)
+    with pytest.raises(ValueError, match="no cloze"):
+        cloze_recall(model, [e for e in f if e.kind == "qa"][:2])
 
 
 def test_bad_configs_are_refused(mini_toy, tmp_path):

@@ -74,3 +74,8 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
     assert main(["unlearn", "--method", "ga", "--model", str(mini_toy), "--out", str(tmp_path / "x"),
                  "--lr", "0"]) == 2
     assert "positive" in capsys.readouterr().err
+    assert main(["relearn", "--model", str(mini_toy), "--model", str(out), "--steps", "2",
+                 "--json", str(tmp_path / "relearn.json"), "--threads", "1"]) == 0
+    rows = json.loads((tmp_path / "relearn.json").read_text())
+    assert [r["model"] for r in rows] == [str(mini_toy), str(out)]
+    assert "| model | held-out before |" in capsys.readouterr().out
