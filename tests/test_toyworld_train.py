@@ -41,6 +41,8 @@ def test_training_is_reproducible_from_the_seed(mini, tmp_path):
     path, _ = mini
     again = train_toy(tmp_path / "b", MINI_WORLD, MINI_MODEL)
     assert state_hash(load_adapter(again).model) == state_hash(load_adapter(path).model)
+    # bit-identical only at the same torch thread count, so the count is recorded
+    assert json.loads((again / "training.json").read_text())["torch_threads"] == torch.get_num_threads()
 
 
 def test_retain_only_model_excludes_the_forget_people(tmp_path):

@@ -176,6 +176,7 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
         "recipe": asdict(cfg), "excluded_split": exclude_forget, "excluded_ids": list(exclude),
         "round": 0 if previous is None else 1 + previous.get("round", 0), "previous": previous,
         "epochs": epoch, "seconds": round(time.time() - start, 1),
+        "torch_threads": torch.get_num_threads(),  # results are bit-identical only at the same count
         "loss_every_50": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
     }, indent=2))
     return out
