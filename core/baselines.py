@@ -188,6 +188,54 @@ def baseline_loss(cfg: BaselineConfig, model: VLMAdapter, forget: Batch, retain:
     return loss
 
 
+def optimise(model: VLMAdapter, params: Sequence[torch.Tensor], loss_at: Callable[[int], torch.Tensor], total: int,
+             lr: float, mask: dict[str, torch.Tensor] | None = None, losses: list[float] | None = None,
+             progress: Callable[[int, float], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> list[float]:
+    """`total` AdamW steps (no weight decay, gradient norm clipped at 1) on loss_at(step);
+    with `mask`, every gradient is multiplied by it first, so masked entries never move.
+    progress(step, mean of the last 10 losses) after each step. Returns the losses."""
+    losses = [] if losses is None else losses
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.model.train()
+    for step in range(total):
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"stopped at step {step}")
+        loss = loss_at(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if mask is not None:
+            for n, p in model.model.named_parameters():
+                if p.grad is not None:
+                    p.grad.mul_(mask[n])
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress(step + 1, float(np.mean(losses[-10:])))
+    model.model.eval()
+    return losses
+
+
+def smfa_runs(model: VLMAdapter, forget_run: Callable[[], None], anchor_run: Callable[[], None], k: float
+              ) -> dict[str, torch.Tensor]:
+    """Run the forgetting and the anchor fine-tuning, both from the current weights, then leave
+    the weights at start + smfa_merge mask * forgetting delta. Returns the mask."""
+    named = dict(model.model.named_parameters())
+    start = {n: p.detach().clone() for n, p in named.items()}
+    forget_run()
+    forget_delta = {n: p.detach() - start[n] for n, p in named.items()}
+    with torch.no_grad():
+        for n, p in named.items():
+            p.copy_(start[n])
+    anchor_run()
+    with torch.no_grad():
+        kept = smfa_merge(forget_delta, {n: p.detach() - start[n] for n, p in named.items()}, k)
+        for n, p in named.items():
+            p.copy_(start[n] + kept[n] * forget_delta[n])
+    return kept
+
+
 def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[str] = "forget_10",
             cfg: BaselineConfig = BaselineConfig(), reference_dir: str | Path | None = None,
             progress: Callable[[int, int, float], None] | None = None,
@@ -239,24 +287,8 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
     losses, start = [], time.time()
 
     def train(loss_at: Callable[[int], torch.Tensor], total: int, done: int = 0) -> None:
-        """`total` optimiser steps on loss_at(step) (fresh AdamW); progress counts from `done`."""
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-        model.model.train()
-        for step in range(total):
-            if should_stop is not None and should_stop():
-                raise InterruptedError(f"unlearning stopped at step {done + step}")
-            loss = loss_at(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if mask is not None:
-                for n, p in model.model.named_parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(mask[n])
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(loss.item())
-            if progress is not None:
-                progress(done + step + 1, steps, float(np.mean(losses[-10:])))
+        report = None if progress is None else (lambda step, loss: progress(done + step, steps, loss))
+        optimise(model, params, loss_at, total, cfg.lr, mask, losses, report, should_stop)
 
     def forget_step(step: int) -> torch.Tensor:
         if cfg.method == "vkd":
@@ -272,20 +304,10 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
 
     smfa_kept = None
     if cfg.method == "smfa":
-        start_weights = {n: p.detach().clone() for n, p in model.model.named_parameters()}
-        train(forget_step, steps // 2)
-        forget_delta = {n: p.detach() - start_weights[n] for n, p in model.model.named_parameters()}
-        with torch.no_grad():
-            for n, p in model.model.named_parameters():
-                p.copy_(start_weights[n])
-        train(lambda step: model.answer_nll(_encode(model, r_batches[step % len(r_batches)])).mean(), steps // 2,
-              done=steps // 2)
-        with torch.no_grad():
-            kept = smfa_merge(forget_delta, {n: p.detach() - start_weights[n]
-                                             for n, p in model.model.named_parameters()}, cfg.smfa_k)
-            for n, p in model.model.named_parameters():
-                p.copy_(start_weights[n] + kept[n] * forget_delta[n])
-        smfa_kept = kept
+        half = steps // 2
+        anchor_step = lambda step: model.answer_nll(_encode(model, r_batches[step % len(r_batches)])).mean()  # noqa: E731
+        smfa_kept = smfa_runs(model, lambda: train(forget_step, half), lambda: train(anchor_step, half, done=half),
+                              cfg.smfa_k)
     else:
         train(forget_step, steps)
     model.model.eval()
@@ -353,17 +375,9 @@ def relearn(model_dir: str | Path, forget: str | Sequence[str] = "forget_10", cf
     held_out = [e for e in pool if e.attribute not in RELEARN_ATTRIBUTES]
     before = {"held_out": cloze_recall(model, held_out), "shown": cloze_recall(model, shown)}
     batches = batches_by_modality(shown, cfg.batch_size, rng)
-    opt = torch.optim.AdamW(model.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    model.model.train()
-    for step in range(cfg.steps):
-        loss = model.answer_nll(_encode(model, batches[step % len(batches)])).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.model.parameters(), 1.0)
-        opt.step()
-        if progress is not None:
-            progress(step + 1, cfg.steps, loss.item())
-    model.model.eval()
+    optimise(model, list(model.model.parameters()),
+             lambda step: model.answer_nll(_encode(model, batches[step % len(batches)])).mean(), cfg.steps, cfg.lr,
+             progress=None if progress is None else (lambda step, loss: progress(step, cfg.steps, loss)))
     after = {"held_out": cloze_recall(model, held_out), "shown": cloze_recall(model, shown)}
     return {"model": str(model_dir), "budget": asdict(cfg), "relearned_attributes": list(RELEARN_ATTRIBUTES),
             "before": before, "after": after}
