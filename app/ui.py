@@ -516,11 +516,15 @@ _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standar
 
 
 def _saved_rows() -> list[list]:
-    """The full-split results the CLI wrote (results/*.json), as baselines to compare with."""
+    """The full-split results the CLI wrote (results/*.json), as baselines to compare with.
+    Other JSON there (tuner grids, the relearning table) and unreadable files are skipped: the
+    app must start whatever a user drops in that folder."""
     rows = []
     for f in sorted((ROOT / "results").glob("*.json")):
         try:
-            rows += _rows(f"saved: {_SAVED_LABELS.get(f.stem, f.stem)}", json.loads(f.read_text())["splits"])
-        except (OSError, ValueError, KeyError, StopIteration):
+            data = json.loads(f.read_text())
+            if isinstance(data, dict) and isinstance(data.get("splits"), dict):
+                rows += _rows(f"saved: {_SAVED_LABELS.get(f.stem, f.stem)}", data["splits"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration):
             continue
     return rows

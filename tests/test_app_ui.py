@@ -170,3 +170,22 @@ def test_saved_results_are_listed_with_readable_labels():
     assert [r[1] for r in idk] == ["forget", "test", "retain", "real"]
     res = json.loads((Path(__file__).resolve().parents[1] / "results" / "baseline_idk.json").read_text())
     assert idk[0][4] == round(100 * res["splits"]["forget"]["image_text"]["cloze"], 1)  # cloze column, %
+
+
+def test_saved_results_skip_files_that_are_not_evaluations(tmp_path, monkeypatch):
+    """The app starts whatever sits in results/: lists (the relearning table), dicts without
+    splits (tuner grids), corrupt or wrongly typed files are skipped, evaluations are listed."""
+    import json
+    from pathlib import Path
+
+    import app.ui as ui
+    real = json.loads((Path(__file__).resolve().parents[1] / "results" / "vanilla.json").read_text())
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "relearn.json").write_text(json.dumps([{"model": "x"}]))
+    (tmp_path / "results" / "grid.json").write_text(json.dumps({"best": None}))
+    (tmp_path / "results" / "broken.json").write_text("{not json")
+    (tmp_path / "results" / "odd.json").write_text(json.dumps({"splits": [1, 2]}))
+    (tmp_path / "results" / "vanilla.json").write_text(json.dumps(real))
+    monkeypatch.setattr(ui, "ROOT", tmp_path)
+    rows = ui._saved_rows()
+    assert {r[0] for r in rows} == {"saved: vanilla"} and [r[1] for r in rows] == ["forget", "test", "retain", "real"]
