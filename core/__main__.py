@@ -306,6 +306,16 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> None:
+    """Options shared by the commands that write a report about an eraser (sweep, attack)."""
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
+    p.add_argument("--people", type=int, default=10, help=people_help)
+    p.add_argument("--out", default=out)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=(
         "MLLMEraser workbench engine: test-time unlearning in vision-language models by "
@@ -367,27 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="ablation report (strength, eps, direction, layers, null space)",
                        description="Run the method's ablations on a toy model with an eraser as the base setting and "
                                    "write a markdown report (and JSON) of forget-vs-utility metrics.")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
-    p.add_argument("--people", type=int, default=10, help="rows per split evaluated")
-    p.add_argument("--out", default="docs/ablations.md")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    _report_options(p, "rows per split evaluated", "docs/ablations.md")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, adaptive PGD)",
                        description="Attack an eraser from the input side (benchmark.md): image rephrasings, a benign "
                                    "prefix, and PGD that keeps the gate shut; score forget and retain cloze recovery "
                                    "with the eraser on and off.")
-    p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
-    p.add_argument("--people", type=int, default=10, help="forget and retain people attacked")
+    _report_options(p, "forget and retain people attacked", "docs/robustness.md")
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
     p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")
     p.add_argument("--prefix-facts", type=int, default=4, help="general facts in the benign prefix")
-    p.add_argument("--out", default="docs/robustness.md")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",

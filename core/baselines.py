@@ -347,15 +347,16 @@ class RelearnConfig:
             raise ValueError("relearning needs 1-10000 steps, a positive lr and a positive batch size")
 
 
-def cloze_recall(adapter: VLMAdapter, examples: Sequence[Example], batch_size: int = 32) -> float:
-    """Share of cloze examples whose greedy reply contains the answer (case-insensitive)."""
+def cloze_recall(adapter: VLMAdapter, examples: Sequence[Example]) -> float:
+    """Share of cloze examples whose greedy reply contains the answer (the MLLMU cloze metric)."""
     from core.activations import Prompt
-    from core.evaluation import replies
+    from core.evaluation import Query, mean_score
     cloze = [e for e in examples if e.kind == "cloze"]
     if not cloze:
         raise ValueError("no cloze examples to score")
-    out = replies(adapter, [Prompt(e.prompt, e.image) for e in cloze], max_new_tokens=8, batch_size=batch_size)
-    return round(sum(e.answer.lower() in r.lower() for e, r in zip(cloze, out)) / len(cloze), 4)
+    return mean_score(adapter, [Query(Prompt(e.prompt, e.image), "cloze",
+                                              "image_text" if e.image is not None else "text_only", e.answer) for e in cloze],
+                      max_new_tokens=8)
 
 
 def relearn(model_dir: str | Path, forget: str | Sequence[str] = "forget_10", cfg: RelearnConfig = RelearnConfig(),

@@ -146,6 +146,15 @@ def answer(adapter: VLMAdapter, queries: Sequence[Query], cfg: EvalConfig = Eval
         q.score = score(q)
 
 
+def mean_score(adapter: VLMAdapter, queries: Sequence[Query], max_new_tokens: int = 50, steering=None) -> float:
+    """Answer the queries (in place) and return their mean score, rounded to 4 places: one
+    number for an attack or an ablation row, with the metric definitions above."""
+    if not queries:
+        raise ValueError("no questions to score")
+    answer(adapter, queries, EvalConfig(max_new_tokens=max_new_tokens), steering)
+    return round(sum(q.score for q in queries) / len(queries), 4)
+
+
 def summarise(queries: Sequence[Query]) -> dict:
     """{modality: {classification, generation_rougeL, cloze, refusal_rate, n}} for one split."""
     out = {}

@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from core.activations import Prompt, capture
-from core.evaluation import EvalConfig, Query, answer, record_queries
+from core.evaluation import Query, mean_score, record_queries
 from core.models.base import Batch, VLMAdapter
 from core.pgd import PGDConfig, run_pgd, to_image
 from core.toyworld.records import PersonRecord
@@ -98,8 +98,7 @@ def _with(queries: Sequence[Query], image=None, question=None) -> list[Query]:
 
 
 def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: RobustnessConfig) -> float:
-    answer(adapter, queries, EvalConfig(max_new_tokens=cfg.max_new_tokens), steering)
-    return round(sum(q.score for q in queries) / max(1, len(queries)), 4)
+    return mean_score(adapter, queries, cfg.max_new_tokens, steering)
 
 
 def gate_of(adapter: VLMAdapter, eraser, batch: Batch, layers: Sequence[int]) -> torch.Tensor:

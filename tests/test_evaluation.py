@@ -3,8 +3,8 @@ import pytest
 
 from conftest import tiny_adapter
 from core.activations import Prompt
-from core.evaluation import (EvalConfig, Query, evaluate, format_table, is_refusal, record_queries, rouge_l,
-                             score, summarise)
+from core.evaluation import (EvalConfig, Query, evaluate, format_table, is_refusal, mean_score, record_queries,
+                             replies, rouge_l, score, summarise)
 from core.toyworld.world import WorldConfig, make_world
 
 
@@ -77,6 +77,19 @@ def test_evaluate_runs_every_split_and_writes_the_documented_shape():
     assert "| forget | image_text |" in format_table(res)
     with pytest.raises(InterruptedError):
         evaluate(a, splits, None, EvalConfig(max_new_tokens=2), should_stop=lambda: True)
+
+
+def test_mean_score_answers_and_averages_with_the_metric():
+    """Targets are chosen from the model's own greedy replies: 2 of 3 must count as recovered."""
+    a = tiny_adapter("llava")
+    prompts = [Prompt(q) for q in ("what is this ?", "is it red ?", "how many ?")]
+    said = replies(a, prompts, max_new_tokens=4)
+    targets = [said[0].split()[0] if said[0].split() else said[0], said[1].upper(), "zzzz-never-said"]
+    queries = [Query(p, "cloze", "text_only", t) for p, t in zip(prompts, targets)]
+    assert mean_score(a, queries, max_new_tokens=4) == pytest.approx(2 / 3, abs=1e-4)
+    assert [q.reply for q in queries] == said and [q.score for q in queries] == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="no questions"):
+        mean_score(a, [])
 
 
 def test_fluency_flags_degenerate_text():
