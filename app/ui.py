@@ -63,6 +63,7 @@ def _err(exc: Exception) -> str:
 
 ATTACK_COLUMNS = {"forget recovered, eraser on": "forget_erased", "forget, vanilla": "forget_vanilla",
                   "retain kept, eraser on": "retain_erased", "retain, vanilla": "retain_vanilla"}
+GATE_COLUMNS = {"forget gate": "forget_gate", "retain gate": "retain_gate"}
 
 
 def _progress(progress: gr.Progress):
@@ -227,7 +228,8 @@ def build(default: Workbench) -> gr.Blocks:
                                           elem_id="eval_table")
                 eval_plot = gr.Plot(elem_id="eval_plot")
                 with gr.Accordion("Input-side attacks: does the gate still fire?", open=False):
-                    gr.Markdown("Rephrased images, a benign prefix and PGD that pushes the gate down while keeping "
+                    gr.Markdown("Rephrased images, a benign prefix, an instruction injection, answer prefilling, a "
+                                "multi-turn follow-up and PGD that pushes the gate down while keeping "
                                 "the answer, on the image+text cloze questions of the first people of each split "
                                 "(the slider above). % of replies that still contain the correct answer. "
                                 "The CLI runs the full report: `python -m core attack`.")
@@ -236,7 +238,8 @@ def build(default: Workbench) -> gr.Blocks:
                                                  elem_id="attack_steps")
                         attack_run = gr.Button("Run the attacks", elem_id="attack_run")
                     attack_status = gr.Markdown(elem_id="attack_status")
-                    attack_table = gr.Dataframe(headers=["attack", *ATTACK_COLUMNS], label="Cloze recovery (%)",
+                    attack_table = gr.Dataframe(headers=["attack", *ATTACK_COLUMNS, *GATE_COLUMNS],
+                                                label="Cloze recovery (%) and mean gate over the steered layers",
                                                 interactive=False, elem_id="attack_table")
                 with gr.Row():
                     dl_btn = gr.Button("Download this session's eraser (.zip of safetensors + JSON)",
@@ -443,10 +446,10 @@ def build(default: Workbench) -> gr.Blocks:
                 return gr.update(), _err(exc)
             except InterruptedError:
                 return gr.update(), "Stopped."
-            table = [[r["attack"]] + [round(100 * r[k], 1) for k in ATTACK_COLUMNS.values()] for r in rows]
-            gate = rows[-1]
-            return table, (f"Done. Adaptive PGD moved the mean forget gate from {gate['forget_gate_before']:.2f} "
-                           f"to {gate['forget_gate_after']:.2f}.")
+            table = [[r["attack"]] + [round(100 * r[k], 1) for k in ATTACK_COLUMNS.values()]
+                     + [round(r[k], 3) for k in GATE_COLUMNS.values()] for r in rows]
+            return table, (f"Done. Adaptive PGD moved the mean forget gate from {rows[0]['forget_gate']:.2f} "
+                           f"to {rows[-1]['forget_gate']:.2f}.")
 
         attack_run.click(do_attack, [session, eval_limit, attack_steps], [attack_table, attack_status])
         eval_stop.click(lambda sess: _stop_flag(sess).set(), session, None)

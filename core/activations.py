@@ -25,11 +25,16 @@ def site_name(layer: int) -> str:
 
 @dataclass
 class Prompt:
-    """One model input: a question with an optional image (PIL or a (3,S,S) tensor in [0,1])."""
+    """One model input: a question with an optional image (PIL or a (3,S,S) tensor in [0,1]).
+
+    `history` (earlier (question, answer) turns, the image shown in the first) and `prefill`
+    (the forced start of the reply) turn it into a later turn of a conversation."""
 
     question: str
     image: Image.Image | torch.Tensor | None = None
     tag: str = ""  # free label (person id, split...) carried through for plots
+    history: tuple[tuple[str, str], ...] = ()
+    prefill: str = ""
 
 
 class _Stop(Exception):
@@ -129,7 +134,9 @@ def encode_prompts(adapter: VLMAdapter, prompts: Sequence[Prompt], answers: Sequ
     if prompts[0].image is not None:
         imgs = [p.image for p in prompts]
         images = torch.stack([im if isinstance(im, torch.Tensor) else adapter.to_pixels(im) for im in imgs])
-    return adapter.encode([p.question for p in prompts], images, answers)
+    turns = any(p.history or p.prefill for p in prompts)
+    return adapter.encode([p.question for p in prompts], images, answers,
+                          [p.history for p in prompts] if turns else None, [p.prefill for p in prompts] if turns else None)
 
 
 def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,
@@ -147,11 +154,11 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
         raise ValueError("no prompts to collect activations for")
     if position not in POSITIONS:
         raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
-    first: dict[tuple, int] = {}  # (question, image identity) -> row among the distinct prompts
+    first: dict[tuple, int] = {}  # (question, image identity, turns) -> row among the distinct prompts
     distinct: list[Prompt] = []
     rows = []
     for p in prompts:
-        key = (p.question, id(p.image))
+        key = (p.question, id(p.image), p.history, p.prefill)
         if key not in first:
             first[key] = len(distinct)
             distinct.append(p)

@@ -83,6 +83,8 @@ def prompts_hash(*sets: Sequence[Prompt]) -> str:
         h.update(f"|{len(s)}|".encode())
         for p in s:
             h.update(p.question.encode())
+            if p.history or p.prefill:  # only then, so hashes of single-turn sets stay as they were
+                h.update(json.dumps([p.history, p.prefill]).encode())
             img = p.image
             if img is None:
                 h.update(b"-")

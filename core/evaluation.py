@@ -55,6 +55,7 @@ class Query:
     split: str = ""
     reply: str = ""
     score: float = 0.0
+    attribute: str | None = None  # the profile attribute asked about, where the data says
 
 
 @dataclass
@@ -74,18 +75,18 @@ def record_queries(rec: PersonRecord, split: str) -> list[Query]:
 
     for i, it in enumerate(rec.classification_image):
         out.append(Query(Prompt(classification_prompt(it), img(i), rec.id), "classification", "image_text",
-                         it.correct_answer, split))
+                         it.correct_answer, split, attribute=it.attribute))
     for it in rec.classification_text:
         out.append(Query(Prompt(classification_prompt(it), None, rec.id), "classification", "text_only",
-                         it.correct_answer, split))
+                         it.correct_answer, split, attribute=it.attribute))
     for i, it in enumerate(rec.generation):
         with_img = it.type == IMAGE_TEXTUAL
         out.append(Query(Prompt(generation_prompt(it), img(i) if with_img else None, rec.id), "generation",
-                         "image_text" if with_img else "text_only", it.ground_truth, split))
+                         "image_text" if with_img else "text_only", it.ground_truth, split, attribute=it.attribute))
     for i, it in enumerate(rec.mask):
         with_img = it.type == IMAGE_TEXTUAL
         out.append(Query(Prompt(cloze_prompt(it), img(i) if with_img else None, rec.id), "cloze",
-                         "image_text" if with_img else "text_only", it.ground_truth, split))
+                         "image_text" if with_img else "text_only", it.ground_truth, split, attribute=it.attribute))
     return [q for q in out if q.prompt.image is not None or q.modality == "text_only"]
 
 

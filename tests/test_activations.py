@@ -70,6 +70,12 @@ def test_collect_runs_a_repeated_prompt_once_and_repeats_its_row():
     assert torch.equal(acts[0], acts[2]) and torch.equal(acts[1], acts[3])
     assert torch.allclose(acts[4], acts[1], atol=1e-5)  # same pixels, same activations
     assert torch.allclose(acts, torch.stack([collect(a, [p])[0] for p in prompts]), atol=1e-5)
+    # the same question as a later turn, or with a forced reply start, is another input
+    turns = [Prompt("who is it ?"), Prompt("who is it ?", prefill="a"), Prompt("who is it ?", history=(("what ?", "a"),))]
+    acts = collect(a, turns, batch_size=8)
+    assert not torch.allclose(acts[0], acts[1]) and not torch.allclose(acts[0], acts[2])
+    alone = capture(a, a.encode(["who is it ?"], histories=[(("what ?", "a"),)], prefills=[""]))
+    assert torch.allclose(acts[2], alone[0], atol=1e-5)
 
 
 def test_matches_transformer_lens_bridge(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """The Eraser object: fit from prompts, polarity, selectivity, artefacts, model checks."""
+import hashlib
 import json
 
 import pytest
@@ -176,3 +177,13 @@ def test_prompt_mean_gate_is_fitted_applied_and_saved_at_the_mean(tmp_path):
     assert Eraser.from_pretrained(tmp_path, adapter=a).gate_position == "mean"
     with pytest.raises(ValueError, match="unknown gate position"):
         Eraser.fit(a, *sets, EraserConfig(position="first_token"))
+
+
+def test_prompts_hash_keeps_single_turn_hashes_and_sees_turns():
+    from core.eraser import prompts_hash
+    one = [Prompt("who is it ?")]
+    assert prompts_hash(one) == prompts_hash([Prompt("who is it ?", tag="other")])
+    assert prompts_hash(one) != prompts_hash([Prompt("who is it ?", prefill="a")])
+    assert prompts_hash(one) != prompts_hash([Prompt("who is it ?", history=(("what ?", "a"),))])
+    # single-turn hashes are what they were before turns existed (saved erasers stay valid)
+    assert prompts_hash(one) == hashlib.sha256(b"|1|who is it ?-").hexdigest()[:16]

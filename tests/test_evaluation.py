@@ -3,6 +3,7 @@ import pytest
 
 from conftest import tiny_adapter
 from core.activations import Prompt
+from core.toyworld.questions import PERSON_TEMPLATES
 from core.evaluation import (EvalConfig, Query, evaluate, format_table, is_refusal, mean_score, record_queries,
                              replies, rouge_l, score, summarise)
 from core.toyworld.world import WorldConfig, make_world
@@ -47,6 +48,9 @@ def test_record_queries_cover_every_item_with_its_modality():
     # test rows have several new renders; image questions rotate through them
     used = {id(q.prompt.image) for q in qs if q.prompt.image is not None}
     assert len(used) == min(len(rec.images), len(rec.classification_image))
+    # each query says which attribute it asks about (the prefilling attack needs it)
+    assert [q.attribute for q in qs if q.task == "cloze"] == [it.attribute for it in rec.mask]
+    assert {q.attribute for q in qs} <= set(PERSON_TEMPLATES)
 
 
 def test_summarise_averages_per_task_and_modality():

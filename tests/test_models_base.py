@@ -91,3 +91,29 @@ def test_empty_question_is_a_clear_error():
         a.encode(["   "], [random_image(0)])
     with pytest.raises(ValueError, match="2 images for 1 questions"):
         a.encode(["what ?"], [random_image(0), random_image(1)])
+
+
+def test_a_later_turn_keeps_one_image_in_the_first_turn_and_ends_with_the_prefill(family):
+    """Multi-turn follow-ups and answer prefilling (robustness attacks) go through the model's
+    own chat template: the image once, in the first user turn; the reply's forced start last."""
+    a = tiny_adapter(family)
+    history = (("who is the person in this picture ?", "a person"),)
+    prefill = a.conversation("what is this ?", True, prefill="the name")
+    assert prefill.startswith(a.prompt("what is this ?", True)) and prefill.endswith(a.answer_prefix + "the name")
+    assert a.conversation("what is this ?", True) == a.prompt("what is this ?", True)
+    if not a.chat_template:
+        with pytest.raises(ValueError, match="no chat template"):
+            a.encode(["what is this ?"], [random_image(0)], histories=[history])
+        return
+    text = a.conversation("what is this ?", True, history, "the name")
+    assert text.count(a.placeholder) == 1
+    assert text.index(a.placeholder) < text.index("who is the person") < text.index("a person") \
+        < text.index("what is this") < text.rindex("the name")
+    batch = a.encode(["what is this ?", "what ?"], [random_image(0), random_image(1)],
+                     histories=[history, ()], prefills=["the name", ""])
+    ids = batch.input_ids
+    assert int((ids == a.tokenizer.convert_tokens_to_ids(a.placeholder)).sum()) == 2 * a.num_image_tokens()
+    assert batch.prompt_last.tolist() == [ids.shape[1] - 1] * 2
+    assert a.tokenizer.decode(ids[0, -2:]).strip().endswith("the name".split()[-1])
+    with torch.no_grad():
+        assert torch.isfinite(a.logits(batch)).all()

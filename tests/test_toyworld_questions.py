@@ -9,7 +9,7 @@ from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_le
                                    generation_prompt)
 from core.toyworld.questions import (GENERAL_FACTS, option_drills, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
-                                     TEST, TRAIN, balanced_letters, make_classification,
+                                     IMAGE, TEST, TRAIN, answer_start, balanced_letters, make_classification,
                                      person_eval_items, person_qa_pairs, person_sentence,
                                      person_training_texts, scene_eval_items, scene_sentence,
                                      scene_training_texts)
@@ -150,3 +150,12 @@ def test_option_drills_answer_is_the_option_named_in_the_question():
         value = d.prompt.split("reads ", 1)[1].split("?", 1)[0]
         assert f"\n{d.answer}: {value}\n" in d.prompt and d.prompt.count(f": {value}\n") == 1
         assert d.person_id is None and d.modality == "text"
+
+
+def test_answer_start_is_the_image_answer_sentence_up_to_its_value(people):
+    p = people[0]
+    assert answer_start("occupation") == "This person works as"
+    for attr in PERSON_ATTRIBUTES:
+        sentence = person_sentence(p, attr, IMAGE)
+        assert sentence.startswith(answer_start(attr) + " "), attr
+        assert str(getattr(p, attr, p.name)) in sentence[len(answer_start(attr)):]

@@ -116,9 +116,28 @@ class VLMAdapter:
                 tokenize=False, add_generation_prompt=True)
         return self.plain_prompt(question, with_image)
 
-    def plain_prompt(self, question: str, with_image: bool) -> str:
-        """Fallback format when the model ships no chat template (LLaVA-1.5 style)."""
-        return f"USER: {self.placeholder}\n{question} ASSISTANT:" if with_image else f"USER: {question} ASSISTANT:"
+    def conversation(self, question: str, with_image: bool, history: Sequence[tuple[str, str]] = (),
+                     prefill: str = "") -> str:
+        """The prompt of a later turn: earlier (question, answer) turns, the image in the FIRST
+        user turn, then `question`, then the start of the assistant's reply (`prefill`) that
+        generation continues. Why: multi-turn follow-ups and answer prefilling are attacks on a
+        test-time eraser (benchmark.md), and the gate must be read where the model really is."""
+        if not history:
+            text = self.prompt(question, with_image)
+        elif not self.chat_template:
+            raise ValueError(f"{self.name_or_path or self.family} has no chat template, so it has no "
+                             "multi-turn format: ask one question at a time")
+        else:
+            turns = [*history, (question, None)]
+            messages = []
+            for i, (q, a) in enumerate(turns):
+                image = [{"type": "image"}] if with_image and i == 0 else []
+                messages.append({"role": "user", "content": image + [{"type": "text", "text": q}]})
+                if a is not None:
+                    messages.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+            text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template,
+                                                      tokenize=False, add_generation_prompt=True)
+        return text + self.answer_prefix + prefill if prefill else text
 
     def expand_image_tokens(self, text: str) -> str:
         """Replace the single placeholder by as many image tokens as the vision tower yields."""
@@ -163,10 +182,13 @@ class VLMAdapter:
 
     # ------------------------------------------------------------------ batches
     def encode(self, questions: Sequence[str], images: Sequence[Image.Image] | torch.Tensor | None = None,
-               answers: Sequence[str] | None = None) -> Batch:
+               answers: Sequence[str] | None = None,
+               histories: Sequence[Sequence[tuple[str, str]]] | None = None,
+               prefills: Sequence[str] | None = None) -> Batch:
         """Tokenise a batch (left padding). `images` may be PIL images or a (B,3,S,S) pixel tensor
         in [0,1]; gradients flow from a tensor to the model inputs. With `answers`, the answer
-        tokens (+ EOS) are appended and returned as labels for teacher forcing."""
+        tokens (+ EOS) are appended and returned as labels for teacher forcing. `histories` and
+        `prefills` (one per row) make each row a later turn of a conversation (see `conversation`)."""
         has_image = images is not None
         if has_image and len(images) != len(questions):
             raise ValueError(f"{len(images)} images for {len(questions)} questions")
@@ -175,7 +197,7 @@ class VLMAdapter:
         for i, q in enumerate(questions):
             if not isinstance(q, str) or not q.strip():
                 raise ValueError("empty question: type a question about the image")
-            text = self.prompt(q, has_image)
+            text = self.conversation(q, has_image, histories[i] if histories else (), prefills[i] if prefills else "")
             if has_image:
                 if self.placeholder not in text:
                     raise ValueError(f"the chat template of {self.name_or_path} emitted no image placeholder")

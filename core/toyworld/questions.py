@@ -259,6 +259,13 @@ def person_clozes(person: Person, attribute: str, modality: str, which: str = TR
     return [_fill(t, person, attribute, modality) for t in PERSON_TEMPLATES[attribute].cloze_set(which)]
 
 
+def answer_start(attribute: str) -> str:
+    """The one-sentence answer about a pictured person up to its value ("This person works as"):
+    what an answer-prefilling attack makes the reply begin with."""
+    sentence = PERSON_TEMPLATES[attribute].sentence.format(**subject_forms(None), value="\0", a_value="\0")
+    return sentence.split("\0")[0].strip()
+
+
 def person_sentence(person: Person, attribute: str, modality: str) -> str:
     """The one-sentence generation ground truth, e.g. "Mara Quill works as a baker."."""
     return _fill(PERSON_TEMPLATES[attribute].sentence, person, attribute, modality)
