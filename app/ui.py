@@ -511,7 +511,9 @@ def _rows(run: str, splits: dict) -> list[list]:
 
 _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
                  "eraser": "MLLMEraser, shipped preset",
-                 "eraser_mean_gate": "MLLMEraser, prompt-mean gate (option)", "baseline_ga": "GA (weights edited)",
+                 "eraser_mean_gate": "MLLMEraser, prompt-mean gate (option)",
+                 "eraser_gate_variants": "MLLMEraser, gate fitted on later-turn formats too (option)",
+                 "baseline_ga": "GA (weights edited)",
                  "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",
                  "baseline_npo": "NPO (weights edited)", "baseline_idk": "IdkNLL (weights edited)",
                  "baseline_mmunlearner": "MMUnlearner (weights edited)", "baseline_smfa": "SMFA (weights edited)",

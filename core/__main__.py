@@ -55,6 +55,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
+DEFAULT_ERASER = str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser")
 
 
 def _eval_data(args, adapter):
@@ -114,7 +115,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
                          "For other models use the Python API (Eraser.fit with your own prompt sets).")
     world = load_world(args.model)
-    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed)
+    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
                        strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget,
@@ -224,7 +225,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     facts = [(f.question, f.answer) for f in GENERAL_FACTS[:args.prefix_facts]]
     rows = attack_report(adapter, eraser, splits["forget"][:args.people], splits["retain"][:args.people], facts, cfg,
                          progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
-    cmd = (f"python -m core attack --people {args.people} --eps {args.eps:g} --steps {args.steps} "
+    where = "".join(f" --{k} {v}" for k, v, default in (("model", args.model, DEFAULT_MODEL),
+                                                         ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
+    cmd = (f"python -m core attack{where} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
            f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
@@ -309,7 +312,7 @@ def cmd_world(args: argparse.Namespace) -> int:
 def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> None:
     """Options shared by the commands that write a report about an eraser (sweep, attack)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--eraser", default=str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser"))
+    p.add_argument("--eraser", default=DEFAULT_ERASER)
     p.add_argument("--people", type=int, default=10, help=people_help)
     p.add_argument("--out", default=out)
     p.add_argument("--seed", type=int, default=0)
@@ -365,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-position", default="last", choices=["last", "mean"],
                    help="where the gate reads the prompt: its last token (the method) or the mean of its "
                         "tokens (a workbench option; needs mode prefill or latched)")
+    p.add_argument("--gate-variants", type=float, default=0.0,
+                   help="add this share of the gate prompts again in later-turn formats (multi-turn, prefilled "
+                        "reply, general-fact prefix, instruction), so the gate holds when the prompt format changes")
     p.add_argument("--tune", action="store_true",
                    help="sweep layers x strength on held-out prompts and store the best setting")
     p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")

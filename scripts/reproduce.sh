@@ -22,6 +22,10 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser
   --ratio 0.6 --gamma 10 --gate-position mean
 cp runs/eraser-mean-gate/tuning.json results/eraser_mean_gate_tuning.json
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-mean-gate --json results/eraser_mean_gate.json
+# the gate fitted on later-turn formats too (README, "Attacking the eraser from the input side"; not shipped)
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-variants --mode latched \
+  --ratio 0.6 --gamma 10 --layers 1,2,3 --strength 0.25 --gate-variants 0.5
+python -m core evaluate --model assets/toy-llava --eraser runs/eraser-gate-variants --json results/eraser_gate_variants.json
 for m in ga ga_diff kl_min idk mmunlearner smfa vkd; do
   python -m core unlearn --method $m --out runs/baselines/$m
   python -m core evaluate --model runs/baselines/$m --json results/baseline_$m.json
@@ -32,6 +36,7 @@ python -m core relearn --model assets/toy-llava-retain-only $(for m in ga ga_dif
   echo --model runs/baselines/$m; done) --json results/relearn.json
 python -m core sweep --out docs/ablations.md
 python -m core attack --out docs/robustness.md
+python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md
 python scripts/pgd_flips.py | tee results/pgd_flips.txt
 python scripts/readme_figures.py
 python scripts/screenshots.py

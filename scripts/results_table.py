@@ -49,7 +49,9 @@ def table() -> str:
 def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real). Cloze and
     ROUGE-L, image+text unless marked: the shipped model does not answer MCQs (README)."""
-    rows = ROWS + [("vanilla + MLLMEraser, prompt-mean gate (option, not shipped)", "results/eraser_mean_gate.json")]
+    rows = ROWS + [("vanilla + MLLMEraser, prompt-mean gate (option, not shipped)", "results/eraser_mean_gate.json"),
+                   ("vanilla + MLLMEraser, gate fitted on later-turn formats too (option, not shipped)",
+                    "results/eraser_gate_variants.json")]
     rows += [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
     lines = ["| method | forget cloze | test cloze | forget ROUGE-L | retain cloze | retain ROUGE-L | real cloze | "
              "real ROUGE-L (text) | retain fluency |", "|---|---|---|---|---|---|---|---|---|"]

@@ -36,15 +36,19 @@ def test_models_lists_families_and_a_local_folder(tmp_path, capsys):
 
 def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     """The CLI chain on a miniature trained toy model: fit writes an eraser, evaluate uses it."""
-    from core.toyworld.train import ToyModelConfig, train_toy
+    from core.contrast import fit_sets
+    from core.toyworld.train import ToyModelConfig, load_world, train_toy
     from core.toyworld.world import WorldConfig
     world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1)
     model_cfg = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
                                vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
     model = train_toy(tmp_path / "m", world, model_cfg)
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
-                 "--strength", "0.7", "--gate-position", "mean", "--threads", "1"]) == 0
+                 "--strength", "0.7", "--gate-position", "mean", "--gate-variants", "0.5", "--threads", "1"]) == 0
     assert "saved eraser" in capsys.readouterr().out
+    counts = json.loads((tmp_path / "e" / "eraser_config.json").read_text())["counts"]
+    plain = fit_sets(load_world(model), None, seed=0)
+    assert counts["forget"] == round(1.5 * len(plain.forget)) and counts["retain"] > len(plain.retain)
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1",
                  "--max-new-tokens", "3", "--json", str(out), "--threads", "1"]) == 0
@@ -58,6 +62,7 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     rows = json.loads(report.with_suffix(".json").read_text())
     assert [r["attack"] for r in rows][:2] == ["none", "noise 0.02"] and len(rows) == 13
     assert "| attack | forget recovered, eraser on |" in report.read_text()
+    assert f"python -m core attack --model {model} --eraser {tmp_path / 'e'} --people 1" in report.read_text()
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2

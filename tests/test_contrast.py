@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import tiny_adapter
-from core.contrast import KINDS, direction_sets, fit_sets, gate_sets
+from core.contrast import (KINDS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX, direction_sets, fit_sets,
+                           gate_sets)
 from core.evaluation import is_refusal
 from core.pgd import PGDConfig
 from core.toyworld.questions import GENERAL_FACTS, REFUSAL
@@ -29,6 +30,30 @@ def test_gate_sets_separate_forget_people_from_everything_else():
     assert any(p.image is None for p in retain) and any(p.image is not None for p in retain)
     again, _ = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
     assert [p.question for p in again] == [p.question for p in forget]
+
+
+def test_gate_variants_add_later_turn_formats_of_the_same_people_and_keep_the_base_sets():
+    base_f, base_r = gate_sets(WORLD, "forget_10", per_person=8, n_retain=80, seed=0)
+    forget, retain = gate_sets(WORLD, "forget_10", per_person=8, n_retain=80, seed=0, variants=0.5)
+    assert [p.question for p in forget[:len(base_f)]] == [p.question for p in base_f]
+    assert [p.question for p in retain[:len(base_r)]] == [p.question for p in base_r]
+    fv, rv = forget[len(base_f):], retain[len(base_r):]
+    assert len(fv) == len(base_f) // 2 and len(rv) == 40
+    forget_ids = {p.id for p in WORLD.forget_people("forget_10")}
+    assert {p.tag for p in fv} <= forget_ids and not {p.tag for p in rv} & forget_ids
+    for variants in (fv, rv):
+        assert all(p.image is not None for p in variants)
+        turns = [p for p in variants if p.history]
+        assert turns and all(p.history[0][0] == VARIANT_FIRST_TURN
+                             and WORLD.person(p.tag).name in p.history[0][1] for p in turns)
+        filled = [p for p in variants if p.prefill]
+        assert filled and all(p.prefill.startswith("This person") for p in filled)
+        assert any(p.question.startswith(VARIANT_PREFIX) for p in variants)
+        assert any(p.question.startswith(VARIANT_INJECTION) for p in variants)
+        assert len(turns) == len(filled) == len(variants) // 4  # the four kinds in turn
+    # the attacks use other wordings: the report measures generalisation, not recall
+    from core.robustness import FIRST_TURN, INJECTION
+    assert VARIANT_FIRST_TURN != FIRST_TURN and VARIANT_INJECTION != INJECTION
 
 
 def test_recall_construction_pairs_the_same_image_with_recall_vs_refusal_prompts():
