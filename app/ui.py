@@ -61,8 +61,8 @@ def _err(exc: Exception) -> str:
     return f"**Error:** {exc}"
 
 
-ATTACK_COLUMNS = {"forget recovered, eraser on": "forget_erased", "forget, vanilla": "forget_vanilla",
-                  "retain kept, eraser on": "retain_erased", "retain, vanilla": "retain_vanilla"}
+ATTACK_COLUMNS = {"forget, eraser": "forget_erased", "forget, vanilla": "forget_vanilla",
+                  "retain, eraser": "retain_erased", "retain, vanilla": "retain_vanilla"}
 GATE_COLUMNS = {"forget gate": "forget_gate", "retain gate": "retain_gate"}
 
 

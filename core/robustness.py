@@ -179,7 +179,7 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     plain.append(("answer prefilling", lambda qs: _with(qs, prefill=prefill_for)))
     # make(queries, steering): the attacked queries for the condition they will be answered under
     attacks = [(name, lambda qs, steering, make=make: make(qs)) for name, make in plain]
-    attacks.append((f"multi-turn follow-up (\"{FIRST_TURN}\" first)",
+    attacks.append((f"multi-turn (\"{FIRST_TURN}\" first)",
                     lambda qs, steering: follow_up(adapter, qs, steering, cfg)))
     adapted: dict[int, list[Image.Image]] = {}  # PGD images, once per query list
 

@@ -60,6 +60,12 @@ def take(page) -> None:
     _tab(page, "Evaluate")
     page.click("#eval_run")
     page.wait_for_selector("#eval_status:has-text('Done')", timeout=600_000)
+    page.get_by_text("Input-side attacks").click()
+    steps = page.locator("#attack_steps input[type=number]")
+    steps.fill("10")
+    steps.press("Enter")
+    page.click("#attack_run")
+    page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=600_000)
     _shot(page, "evaluate")
 
     _tab(page, "Learn")

@@ -136,7 +136,7 @@ def test_input_side_attacks_fill_their_table(page):
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=180_000)
     table = page.locator("#attack_table").inner_text()
-    for name in ("none", "blur r2", "occlusion 18%", "answer prefilling", "multi-turn follow-up",
+    for name in ("none", "blur r2", "occlusion 18%", "answer prefilling", "multi-turn (",
                  "adaptive PGD on the gate"):
         assert name in table
 

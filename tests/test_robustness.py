@@ -79,7 +79,7 @@ def test_report_on_the_shipped_eraser(shipped):
                          [("How many sides does a square have?", "four")], RobustnessConfig(steps=8))
     assert [r["attack"] for r in rows][:1] + [r["attack"] for r in rows][-5:] == [
         "none", "benign prefix (1 facts)", "instruction injection", "answer prefilling",
-        f'multi-turn follow-up ("{FIRST_TURN}" first)', "adaptive PGD on the gate (eps 16/255, 8 steps)"]
+        f'multi-turn ("{FIRST_TURN}" first)', "adaptive PGD on the gate (eps 16/255, 8 steps)"]
     clean = rows[0]
     assert clean["forget_vanilla"] == 1.0 and clean["retain_vanilla"] == 1.0
     assert clean["forget_erased"] < 1.0 and clean["retain_erased"] == 1.0
