@@ -145,6 +145,10 @@ def build(default: Workbench) -> gr.Blocks:
                                     elem_id="kind")
                 pick = gr.CheckboxGroup([p.name for p in people], label="Hand-picked people to forget",
                                         elem_id="pick")
+                variants = gr.Checkbox(False, label="Also fit the gate on later-turn formats (a second turn, a "
+                                                    "prefilled reply, a prefix, an instruction): the gate then holds "
+                                                    "better when the prompt format changes (README, attacks)",
+                                       elem_id="gate_variants")
                 with gr.Row():
                     fit_btn = gr.Button("Fit eraser", variant="primary", elem_id="fit_btn")
                     fit_stop = gr.Button("Stop", elem_id="fit_stop")
@@ -318,7 +322,7 @@ def build(default: Workbench) -> gr.Blocks:
 
         load_model.click(do_load_model, [session, model_path], [session, model_info, layers, map_layer, ns_layer])
 
-        def do_fit(sess, split, names, kind_, progress=gr.Progress()):
+        def do_fit(sess, split, names, kind_, with_variants, progress=gr.Progress()):
             stop = _stop_flag(sess)
             stop.clear()
             wb = wb_of(sess)
@@ -328,18 +332,21 @@ def build(default: Workbench) -> gr.Blocks:
                     forget = [ids[n] for n in names or [] if n in ids]
                 else:
                     forget = split
-                eraser = wb.fit_eraser(forget, kind_, sess, _progress(progress), stop.is_set)
+                eraser = wb.fit_eraser(forget, kind_, sess, _progress(progress), stop.is_set,
+                                       gate_variants=0.5 if with_variants else 0.0)
             except UserError as exc:
                 return sess, _err(exc), gr.update()
             except InterruptedError:
                 return sess, "Stopped: the previous eraser is still in use.", gr.update()
             sess.eraser = eraser
             n = len(eraser.config.forget_split.split(",")) if split == "hand-picked" else split
+            fitted_on = (f" Gate prompts: {eraser.config.counts['forget']} forget, {eraser.config.counts['retain']} "
+                         "retain, later-turn formats included." if with_variants else "")
             return sess, (f"Fitted a **{kind_}** eraser forgetting **{n}** "
                           f"({'people' if split == 'hand-picked' else 'split'}); it is now used in every tab of "
-                          "this session."), wb.people_rows(sess)
+                          f"this session.{fitted_on}"), wb.people_rows(sess)
 
-        fit_btn.click(do_fit, [session, forget_split, pick, kind], [session, fit_status, people_table])
+        fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table])
         fit_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
         # ---- PGD studio

@@ -213,9 +213,10 @@ class Workbench:
 
     def fit_eraser(self, forget: str | list[str], kind: str = "recall", session: Session | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> Eraser:
+                   should_stop: Callable[[], bool] | None = None, gate_variants: float = 0.0) -> Eraser:
         """Fit a new eraser for a forget split or hand-picked people, with the current eraser's
-        null-space and steering settings (and the session's kept PGD images in the recall set)."""
+        null-space and steering settings (and the session's kept PGD images in the recall set).
+        gate_variants: share of gate prompts added in later-turn formats (`fit --gate-variants`)."""
         from core.contrast import fit_sets
         from core.eraser import EraserConfig
         world = self._world()
@@ -234,7 +235,8 @@ class Workbench:
             mode=base.config.mode, seed=base.config.seed)
         cfg.direction_kind = kind
         cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)
-        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed)
+        cfg.gate_variants = gate_variants
+        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed, variants=gate_variants)
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
         return Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,

@@ -118,7 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
                        strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
-                       forget_split=args.forget,
+                       forget_split=args.forget, gate_variants=args.gate_variants,
                        position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))

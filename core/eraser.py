@@ -60,6 +60,7 @@ class EraserConfig:
     seed: int = 0
     direction_kind: str = "custom"
     forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
+    gate_variants: float = 0.0  # share of later-turn gate prompts added (toy worlds; contrast.format_variants)
     site: str = SITE
     position: str = "last_prompt_token"  # or "mean_prompt_tokens" (a workbench option, not the paper's)
     polarity: str = POLARITY

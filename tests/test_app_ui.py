@@ -158,6 +158,17 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
     assert page.locator("#strength input[type=number]").input_value() == "0"
 
 
+def test_fitting_an_eraser_with_later_turn_gate_prompts(page):
+    """Last on purpose: it replaces this page's session eraser."""
+    _open_tab(page, "Model & data")
+    page.locator("#forget_split label").filter(has_text="forget_5").click()
+    page.locator("#gate_variants input[type=checkbox]").check()
+    page.click("#fit_btn")
+    page.wait_for_selector("#fit_status:has-text('later-turn formats included')", timeout=300_000)
+    status = page.locator("#fit_status").inner_text()
+    assert "forgetting forget_5" in status and "Gate prompts: 360 forget" in status
+
+
 def test_saved_results_are_listed_with_readable_labels():
     """The Evaluate tab's comparison rows: every results/*.json, one row per split."""
     import json

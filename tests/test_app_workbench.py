@@ -116,6 +116,10 @@ def test_fit_eraser_for_a_split_or_hand_picked_people_and_stop(toy):
         wb.fit_eraser([p.id for p in wb.world.people], "recall")
     with pytest.raises(InterruptedError):
         wb.fit_eraser("forget_15", should_stop=lambda: True)
+    more = wb.fit_eraser("forget_15", "recall", gate_variants=0.5)
+    assert more.config.gate_variants == 0.5 and eraser.config.gate_variants == 0.0
+    assert more.config.counts["forget"] == round(1.5 * eraser.config.counts["forget"])
+    assert more.config.counts["retain"] > eraser.config.counts["retain"]
 
 
 def test_session_eraser_and_kept_pgd_images_stay_in_their_session(toy):
