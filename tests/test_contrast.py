@@ -48,7 +48,8 @@ def test_gate_variants_add_later_turn_formats_of_the_same_people_and_keep_the_ba
                              and WORLD.person(p.tag).name in p.history[0][1] for p in turns)
         filled = [p for p in variants if p.prefill]
         assert filled and all(p.prefill.startswith("This person") for p in filled)
-        assert any(p.question.startswith(VARIANT_PREFIX) for p in variants)
+        assert any(p.question.startswith(VARIANT_PREFIX("")) for p in variants)
+        assert VARIANT_PREFIX("").startswith(GENERAL_FACTS[4].question)
         assert any(p.question.startswith(VARIANT_INJECTION) for p in variants)
         assert len(turns) == len(filled) == len(variants) // 4  # the four kinds in turn
     # the attacks use other wordings: the report measures generalisation, not recall
