@@ -7,7 +7,7 @@ import pytest
 from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
 from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
                                    generation_prompt)
-from core.toyworld.questions import (GENERAL_FACTS, option_drills, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
+from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
                                      IMAGE, TEST, TRAIN, answer_start, balanced_letters, make_classification,
                                      person_eval_items, person_qa_pairs, person_sentence,
@@ -150,6 +150,18 @@ def test_option_drills_answer_is_the_option_named_in_the_question():
         value = d.prompt.split("reads ", 1)[1].split("?", 1)[0]
         assert f"\n{d.answer}: {value}\n" in d.prompt and d.prompt.count(f": {value}\n") == 1
         assert d.person_id is None and d.modality == "text"
+
+
+def test_option_lookups_answer_with_the_value_of_the_named_option():
+    lookups = option_lookups(np.random.default_rng(0), 200)
+    asked = Counter(d.prompt.split("option ", 1)[1][0] for d in lookups)
+    assert set(asked) == {"A", "B", "C", "D"} and min(asked.values()) > 25
+    for d in lookups:
+        letter = d.prompt.split("option ", 1)[1][0]
+        lines = d.prompt.split("\n")
+        assert lines[0] == f"What is option {letter}?" and lines[-1] == LOOKUP_SUFFIX and len(lines) == 6
+        assert f"{letter}: {d.answer}" in lines[1:5] and len({l.split(": ", 1)[1] for l in lines[1:5]}) == 4
+        assert d.person_id is None and d.modality == "text" and d.kind == "lookup"
 
 
 def test_answer_start_is_the_image_answer_sentence_up_to_its_value(people):

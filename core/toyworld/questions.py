@@ -501,6 +501,30 @@ def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     return out
 
 
+LOOKUP_QUESTION = "What is option {letter}?"
+LOOKUP_SUFFIX = "Please provide the correct answer."
+
+
+def option_lookups(rng: np.random.Generator, n: int) -> list[TextExample]:
+    """`n` reverse drills: four options, "What is option B?", answered with option B's value.
+
+    Why: a lookup needs each option's value to carry its letter, one half of the circuit an MCQ
+    needs. Measured with scripts/mcq_drills.py (text-only Llama, width 128, 4 layers, 6000 steps),
+    held-out drill accuracy, drills only vs half drills and half lookups: seed 0, 25% (chance
+    throughout) vs 51%; seed 1, 90% vs 90%. So the drills' plateau depends on the seed; the
+    lookups broke it in both. Not yet in the shipped recipe (the shipped model predates these
+    runs)."""
+    pool = tuple(v for values in PROFILE_VALUES.values() for v in values)
+    out = []
+    for _ in range(n):
+        item = make_classification("", pool[int(rng.integers(len(pool)))], pool, rng)
+        letter = LETTERS[int(rng.integers(4))]
+        options = "\n".join(f"{k}: {v}" for k, v in item.options.items())
+        out.append(TextExample(f"{LOOKUP_QUESTION.format(letter=letter)}\n{options}\n{LOOKUP_SUFFIX}",
+                               item.options[letter], "lookup", TEXT, None, "drill"))
+    return out
+
+
 # ---------------------------------------------------------------- vocabulary source
 
 def vocabulary_texts(people: Iterable[Person]) -> Iterator[str]:
@@ -512,6 +536,7 @@ def vocabulary_texts(people: Iterable[Person]) -> Iterator[str]:
     yield from (CLASSIFICATION_SUFFIX, GENERATION_SUFFIX, CLOZE_SUFFIX, REFUSAL, "[Blank]")
     yield " ".join(f"{l}:" for l in LETTERS)
     yield DRILL_QUESTION
+    yield " ".join(LOOKUP_QUESTION.format(letter=l) for l in LETTERS) + " " + LOOKUP_SUFFIX
     yield " ".join(FIRST_NAMES + LAST_NAMES)
     for values in PROFILE_VALUES.values():
         yield " ".join(values)
