@@ -36,6 +36,10 @@ class Prompt:
     history: tuple[tuple[str, str], ...] = ()
     prefill: str = ""
 
+    def __post_init__(self) -> None:
+        # lists from user code become tuples: prompts are grouped by (question, image, turns)
+        self.history = tuple((str(q), str(a)) for q, a in self.history)
+
 
 class _Stop(Exception):
     """Raised after the last needed layer so the rest of the forward pass is skipped."""

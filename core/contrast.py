@@ -103,8 +103,9 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
     mean |gate| on fresh draws is 0.69-1.06 without the extra draws, 0.43-0.74 with one,
     0.22-0.39 with 10, while the forget-vs-retain AUC stays at 0.76-0.81.
 
-    variants: add this share of each set again as questions in later-turn formats
-    (`format_variants`), drawn from their own random stream so that the base sets stay the same."""
+    variants: add this share of the forget set, and of the n_retain sampled retain prompts, again
+    as questions in later-turn formats (`format_variants`), drawn from their own random stream so
+    that the base sets stay the same."""
     rng = np.random.default_rng([seed, 11])
     forget_ids = {p.id for p in world.forget_people(forget)}
     others = [p.id for p in world.people if p.id not in forget_ids]

@@ -76,6 +76,8 @@ def test_collect_runs_a_repeated_prompt_once_and_repeats_its_row():
     assert not torch.allclose(acts[0], acts[1]) and not torch.allclose(acts[0], acts[2])
     alone = capture(a, a.encode(["who is it ?"], histories=[(("what ?", "a"),)], prefills=[""]))
     assert torch.allclose(acts[2], alone[0], atol=1e-5)
+    as_lists = Prompt("who is it ?", history=[["what ?", "a"]])  # user code may pass lists
+    assert as_lists.history == (("what ?", "a"),) and torch.equal(collect(a, [as_lists])[0], acts[2])
 
 
 def test_matches_transformer_lens_bridge(tmp_path, monkeypatch):
