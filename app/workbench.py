@@ -429,8 +429,9 @@ class Workbench:
     def attack(self, eraser: Eraser, people: int = 2, steps: int = 20,
                progress: Callable[[str, int, int], None] | None = None,
                should_stop: Callable[[], bool] | None = None) -> list[dict]:
-        """Input-side attacks on the eraser (core.robustness): image rephrasings, a benign prefix
-        and adaptive PGD on the gate, on the first `people` forget and retain people."""
+        """Input-side attacks on the eraser (core.robustness.attack_report: image rephrasings, text
+        and conversation attacks, adaptive PGD on the gate) on the first `people` forget and
+        retain people."""
         from core.robustness import RobustnessConfig, attack_report
         from core.toyworld.questions import GENERAL_FACTS
         from core.toyworld.train import eval_splits

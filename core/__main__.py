@@ -309,6 +309,10 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _forget_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+
+
 def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> None:
     """Options shared by the commands that write a report about an eraser (sweep, attack)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
@@ -355,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "activations, fit d_erase and the null-space gate per layer, save "
                                    "safetensors + JSON in --out.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
-    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    _forget_option(p)
     p.add_argument("--out", required=True, help="output folder for the eraser")
     p.add_argument("--direction", default="recall", choices=["recall", "refusal", "text_only", "image_only"],
                    help="contrast construction for d_erase")
@@ -403,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "their other facts: knowledge that comes back was hidden, not removed. Compare "
                                    "with the retain-only model under the same budget.")
     p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
-    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    _forget_option(p)
     p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -418,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and save it as a model folder that `evaluate` scores like any other.")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
-    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
+    _forget_option(p)
     p.add_argument("--out", required=True, help="output folder for the unlearned model")
     p.add_argument("--reference", default=None,
                    help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")

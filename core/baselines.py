@@ -309,8 +309,7 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
         smfa_kept = smfa_runs(model, lambda: train(forget_step, half), lambda: train(anchor_step, half, done=half),
                               cfg.smfa_k)
     else:
-        train(forget_step, steps)
-    model.model.eval()
+        train(forget_step, steps)  # optimise leaves the model in eval mode
     out.mkdir(parents=True, exist_ok=True)
     for f in Path(model_dir).iterdir():
         if f.is_file() and f.name not in _WEIGHT_FILES:

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser import CHROMIUM_ARGS, AppServer, ensure_chromium  # noqa: E402
+from browser import CHROMIUM_ARGS, AppServer, ensure_chromium, run_attack_panel  # noqa: E402
 
 
 def _shot(page, name: str) -> None:
@@ -60,12 +60,7 @@ def take(page) -> None:
     _tab(page, "Evaluate")
     page.click("#eval_run")
     page.wait_for_selector("#eval_status:has-text('Done')", timeout=600_000)
-    page.get_by_text("Input-side attacks").click()
-    steps = page.locator("#attack_steps input[type=number]")
-    steps.fill("10")
-    steps.press("Enter")
-    page.click("#attack_run")
-    page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=600_000)
+    run_attack_panel(page, steps=10, timeout_ms=600_000)
     _shot(page, "evaluate")
 
     _tab(page, "Learn")

@@ -66,3 +66,13 @@ class AppServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
+    """Open the Evaluate tab's attack accordion, set the adaptive PGD steps, run, wait for "done"."""
+    page.get_by_text("Input-side attacks").click()
+    box = page.locator("#attack_steps input[type=number]")
+    box.fill(str(steps))
+    box.press("Enter")
+    page.click("#attack_run")
+    page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)

@@ -1,7 +1,7 @@
 """The app in a real browser (Playwright driving Debian chromium) on the shipped model."""
 import pytest
 
-from browser import AppServer, CHROMIUM_ARGS, ensure_chromium
+from browser import AppServer, CHROMIUM_ARGS, ensure_chromium, run_attack_panel
 
 
 @pytest.fixture(scope="module")
@@ -129,12 +129,7 @@ def test_short_pgd_streams_steps_and_finishes(page):
 
 def test_input_side_attacks_fill_their_table(page):
     _open_tab(page, "Evaluate")
-    page.get_by_text("Input-side attacks").click()
-    steps = page.locator("#attack_steps input[type=number]")
-    steps.fill("2")
-    steps.press("Enter")
-    page.click("#attack_run")
-    page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=180_000)
+    run_attack_panel(page, steps=2, timeout_ms=180_000)
     table = page.locator("#attack_table").inner_text()
     for name in ("none", "blur r2", "occlusion 18%", "answer prefilling", "multi-turn (",
                  "adaptive PGD on the gate"):
