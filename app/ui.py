@@ -232,8 +232,8 @@ def build(default: Workbench) -> gr.Blocks:
                                           elem_id="eval_table")
                 eval_plot = gr.Plot(elem_id="eval_plot")
                 with gr.Accordion("Input-side attacks: does the gate still fire?", open=False):
-                    gr.Markdown("Rephrased images, a benign prefix, an instruction injection, answer prefilling, a "
-                                "multi-turn follow-up and PGD that pushes the gate down while keeping "
+                    gr.Markdown("Rephrased images, a benign prefix, an instruction injection, a role-play request, "
+                                "answer prefilling, a multi-turn follow-up and PGD that pushes the gate down while keeping "
                                 "the answer, on the image+text cloze questions of the first people of each split "
                                 "(the slider above). % of replies that still contain the correct answer. "
                                 "The CLI runs the full report: `python -m core attack`.")

@@ -391,10 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, prompts, "
-                                      "prefilling, multi-turn, adaptive PGD)",
+                                      "role-play, prefilling, multi-turn, adaptive PGD)",
                        description="Attack an eraser from the input side (benchmark.md): image rephrasings, a benign "
-                                   "prefix, an instruction injection, answer prefilling, a multi-turn follow-up, and "
-                                   "PGD that keeps the gate shut; score forget and retain cloze recovery with the "
+                                   "prefix, an instruction injection, a role-play request, answer prefilling, a multi-turn "
+                                   "follow-up, and PGD that keeps the gate shut; score forget and retain cloze recovery with the "
                                    "eraser on and off.")
     _report_options(p, "forget and retain people attacked", "docs/robustness.md")
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")

@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -59,12 +61,12 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(ROOT / "assets" / "toy-llava")
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=args.width, intermediate_size=3 * args.width, num_hidden_layers=args.layers,
-        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
+        num_attention_heads=args.heads, num_key_value_heads=args.heads, max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
     TI, TY, TM = encode(tok, option_drills(np.random.default_rng(99), 256))
     rows = torch.arange(len(TI))
     first = (TY != -100).float().argmax(1)  # the letter's position in each held-out row
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng, losses, start = np.random.default_rng(args.seed), [], time.time()
     n_lookup = round(args.lookups * args.batch)
     for step in range(args.steps):

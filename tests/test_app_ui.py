@@ -131,7 +131,7 @@ def test_input_side_attacks_fill_their_table(page):
     _open_tab(page, "Evaluate")
     run_attack_panel(page, steps=2, timeout_ms=180_000)
     table = page.locator("#attack_table").inner_text()
-    for name in ("none", "blur r2", "occlusion 18%", "answer prefilling", "multi-turn (",
+    for name in ("none", "blur r2", "occlusion 18%", "role-play", "answer prefilling", "multi-turn (",
                  "adaptive PGD on the gate"):
         assert name in table
 

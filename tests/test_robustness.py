@@ -6,8 +6,8 @@ from PIL import Image
 
 from core.activations import Prompt
 from core.evaluation import Query
-from core.robustness import (FIRST_TURN, IMAGE_ATTACKS, RobustnessConfig, attack_report, benign_prefix, cloze_queries,
-                             follow_up, gate_of, prefill_for)
+from core.robustness import (FIRST_TURN, IMAGE_ATTACKS, INJECTION, ROLE_PLAY, RobustnessConfig, attack_report,
+                             benign_prefix, cloze_queries, follow_up, gate_of, prefill_for)
 
 
 def _grey(size=64, value=128):
@@ -58,6 +58,14 @@ def shipped():
         eval_splits(load_world("assets/toy-llava"))
 
 
+def test_text_attacks_are_in_the_toy_vocabulary(shipped):
+    """An attack template of unknown words would reach the model as <unk> tokens and test nothing."""
+    tok = shipped[0].tokenizer
+    for text in (INJECTION, ROLE_PLAY):
+        ids = tok(text, add_special_tokens=False).input_ids
+        assert len(ids) > 10 and tok.unk_token_id not in ids, text
+
+
 def test_gate_of_matches_the_eraser_and_is_differentiable(shipped):
     from core.activations import encode_prompts
     adapter, eraser, splits = shipped
@@ -77,8 +85,8 @@ def test_report_on_the_shipped_eraser(shipped):
     adapter, eraser, splits = shipped
     rows = attack_report(adapter, eraser, splits["forget"][:2], splits["retain"][:2],
                          [("How many sides does a square have?", "four")], RobustnessConfig(steps=8))
-    assert [r["attack"] for r in rows][:1] + [r["attack"] for r in rows][-5:] == [
-        "none", "benign prefix (1 facts)", "instruction injection", "answer prefilling",
+    assert [r["attack"] for r in rows][:1] + [r["attack"] for r in rows][-6:] == [
+        "none", "benign prefix (1 facts)", "instruction injection", "role-play", "answer prefilling",
         f'multi-turn ("{FIRST_TURN}" first)', "adaptive PGD on the gate (eps 16/255, 8 steps)"]
     clean = rows[0]
     assert clean["forget_vanilla"] == 1.0 and clean["retain_vanilla"] == 1.0
