@@ -37,9 +37,9 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     from core.toyworld.train import ToyModelConfig, train_toy
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
-    world = WorldConfig(seed=args.seed, n_people=args.people)
+    world = WorldConfig(seed=args.seed, n_people=args.people, option_lookups=args.option_lookups)
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
-                         **({"lr": args.lr} if args.lr else {}))
+                         text_heads=args.text_heads, **({"lr": args.lr} if args.lr else {}))
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
+    p.add_argument("--text-heads", type=int, default=8, help="attention heads of the text model (ToyModelConfig)")
+    p.add_argument("--option-lookups", type=int, default=0,
+                   help="reverse MCQ drills (\"What is option B?\") per pass over the data; 0 in the shipped recipe")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 

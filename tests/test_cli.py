@@ -84,3 +84,17 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
     rows = json.loads((tmp_path / "relearn.json").read_text())
     assert [r["model"] for r in rows] == [str(mini_toy), str(out)]
     assert "| model | held-out before |" in capsys.readouterr().out
+
+
+def test_train_toy_records_the_recipe_options(tmp_path):
+    """`train-toy --text-heads --option-lookups` (the MCQ recipe experiment) reach the saved
+    model: its config, world.json and training.json say what it was trained with."""
+    import torch
+    threads = torch.get_num_threads()
+    assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
+                 "--identity-steps", "1", "--text-heads", "16", "--option-lookups", "5", "--threads", "1"]) == 0
+    torch.set_num_threads(threads)
+    out = tmp_path / "m"
+    assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
+    assert json.loads((out / "world.json").read_text())["option_lookups"] == 5
+    assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16

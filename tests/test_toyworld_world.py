@@ -57,6 +57,17 @@ def test_world_is_deterministic(world, examples):
     assert other_seed.forget_ids[10] != world.forget_ids[10]
 
 
+def test_option_lookups_are_added_on_top_of_the_same_data(world):
+    """The lookup option (an MCQ recipe experiment) adds its drills last, so every other
+    example is drawn exactly as in the shipped recipe."""
+    from dataclasses import replace
+    base = world.training_examples(rng=0, shuffle=False)
+    more = make_world(replace(CFG, option_lookups=12)).training_examples(rng=0, shuffle=False)
+    assert _digest(more[:len(base)]) == _digest(base)
+    added = more[len(base):]
+    assert len(added) == 12 and {e.kind for e in added} == {"lookup"}
+
+
 def test_training_examples_cover_all_formats(world, examples):
     kinds = Counter(e.kind for e in examples)
     n = len(world.people)

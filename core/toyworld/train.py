@@ -122,7 +122,7 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     if init_from is not None:
         from transformers import LlavaForConditionalGeneration
         init = Path(init_from)
-        if json.loads((init / "world.json").read_text()) != json.loads(json.dumps(asdict(world_cfg))):
+        if load_world_config(init) != world_cfg:
             raise ValueError(f"{init} was trained on another world; continue only on the same world")
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
         previous = json.loads((init / "training.json").read_text())
@@ -184,9 +184,14 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
 
 def load_world(model_dir: str | Path) -> World:
     """The world a toy model was trained on (recorded next to its weights)."""
+    return make_world(load_world_config(model_dir))
+
+
+def load_world_config(model_dir: str | Path) -> WorldConfig:
+    """The WorldConfig a toy model was trained on (fields added since then take their defaults)."""
     raw = json.loads((Path(model_dir) / "world.json").read_text())
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-    return make_world(WorldConfig(**raw))
+    return WorldConfig(**raw)
 
 
 def eval_splits(world: World, forget: str | Sequence[str] = "forget_10", limit: int | None = None) -> dict:

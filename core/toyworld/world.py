@@ -18,7 +18,7 @@ from PIL import Image
 from .people import Person, make_people
 from .portraits import render_portrait
 from .questions import (FORMATS, GENERAL_FACTS, IMAGE, TEST, TRAIN, TextExample, fact_eval_items,
-                        fact_training_texts, option_drills, person_eval_items, person_qa_pairs,
+                        fact_training_texts, option_drills, option_lookups, person_eval_items, person_qa_pairs,
                         person_training_texts, refusal_prompts, REFUSAL, TEXT, scene_eval_items,
                         scene_training_texts, scene_value, SCENE_ATTRIBUTES, SCENE_TEMPLATES)
 from .records import PersonRecord, QAPair
@@ -54,6 +54,7 @@ class WorldConfig:
     refusals_per_person: int = 4
     fact_repeats: int = 4
     option_drills: int = 1500        # letter-matching MCQ drills per training_examples call
+    option_lookups: int = 0          # reverse drills ("What is option B?") per call; 0 in the shipped recipe
 
 
 @dataclass
@@ -175,6 +176,8 @@ class World:
                 out.extend(self._attach(fact_training_texts(rng, fmts), [], rng))
             if "mcq" in fmts:
                 out.extend(self._attach(option_drills(rng, self.cfg.option_drills), [], rng))
+                if self.cfg.option_lookups:  # no draw at 0: the shipped recipe's data stay byte-identical
+                    out.extend(self._attach(option_lookups(rng, self.cfg.option_lookups), [], rng))
         if shuffle:
             out = [out[i] for i in rng.permutation(len(out))]
         return out
