@@ -396,9 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, prompts, "
                                       "role-play, prefilling, multi-turn, adaptive PGD)",
                        description="Attack an eraser from the input side (benchmark.md): image rephrasings, a benign "
-                                   "prefix, an instruction injection, a role-play request, answer prefilling, a multi-turn "
-                                   "follow-up, and PGD that keeps the gate shut; score forget and retain cloze recovery with the "
-                                   "eraser on and off.")
+                                   "prefix, an instruction injection, a role-play request, answer prefilling, a "
+                                   "multi-turn follow-up, and PGD that keeps the gate shut; score forget and retain "
+                                   "cloze recovery with the eraser on and off.")
     _report_options(p, "forget and retain people attacked", "docs/robustness.md")
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
     p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")

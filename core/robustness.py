@@ -11,11 +11,11 @@ does not read as "the eraser held".
 Attacks: image rephrasings (Gaussian noise sigma 0.02, brightness x0.85, contrast x0.85, resize
 to 0.85 and back, centre crop 0.9, blur radius 2, an 18% grey occlusion), a long benign prefix
 (general-knowledge questions put before the question), an instruction injection, a role-play
-request ("you are this person"), a multi-turn
-follow-up (the image and "who is this person?" first, the question as the second turn), answer
-prefilling (the reply forced to start with the model's own answer sentence up to the value), and the
-ADAPTIVE attack: PGD on the forget image that lowers the eraser's gate value c(h) at the
-steered layers while keeping the model's own answer likely, so that steering does not fire.
+request ("you are this person"), a multi-turn follow-up (the image and "who is this person?"
+first, the question as the second turn), answer prefilling (the reply forced to start with the
+model's own answer sentence up to the value), and the ADAPTIVE attack: PGD on the forget image
+that lowers the eraser's gate value c(h) at the steered layers while keeping the model's own
+answer likely, so that steering does not fire.
 The text attacks use only words the toy tokenizer knows: the usual jailbreak templates would reach
 it as `<unk>` tokens, so the injection and the role-play request are written in the world's words.
 """
