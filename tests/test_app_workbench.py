@@ -207,7 +207,7 @@ def test_attack_report_progress_stop_and_bad_parameters(toy):
     wb, eraser = toy
     seen = []
     rows = wb.attack(eraser, 1, 2, progress=lambda name, done, total: seen.append((name, done, total)))
-    assert len(rows) == 13 and [s[1] for s in seen] == list(range(13)) and seen[0][2] == 13
+    assert len(rows) == 14 and [s[1] for s in seen] == list(range(14)) and seen[0][2] == 14
     assert rows[0]["attack"] == "none" and rows[-1]["attack"].startswith("adaptive PGD")
     assert all(math.isfinite(r["forget_gate"]) and math.isfinite(r["retain_gate"]) for r in rows)
     assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_erased", "retain_erased"))

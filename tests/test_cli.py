@@ -60,7 +60,7 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--people", "1", "--steps", "2",
                  "--out", str(report), "--threads", "1"]) == 0
     rows = json.loads(report.with_suffix(".json").read_text())
-    assert [r["attack"] for r in rows][:2] == ["none", "noise 0.02"] and len(rows) == 13
+    assert [r["attack"] for r in rows][:2] == ["none", "noise 0.02"] and len(rows) == 14
     assert "| attack | forget recovered, eraser on |" in report.read_text()
     assert f"python -m core attack --model {model} --eraser {tmp_path / 'e'} --people 1" in report.read_text()
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
