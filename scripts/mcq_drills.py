@@ -8,6 +8,7 @@ reverse lookups ("What is option B?" -> its value), and prints held-out drill ac
 
     python scripts/mcq_drills.py                 # drills only
     python scripts/mcq_drills.py --lookups 0.5   # half drills, half lookups
+    python scripts/mcq_drills.py --eval DIR      # a saved toy model's held-out drill/lookup accuracy
 """
 from __future__ import annotations
 
@@ -43,6 +44,22 @@ def encode(tok, examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return I, Y, M
 
 
+def evaluate(model_dir: str) -> None:
+    """Greedy, text-only: the first letter for 256 held-out drills, the value for 256 lookups."""
+    from core.activations import Prompt
+    from core.evaluation import replies
+    from core.models.load import load_adapter
+    torch.set_num_threads(2)
+    adapter = load_adapter(model_dir)
+    drills = option_drills(np.random.default_rng(99), 256)
+    out = replies(adapter, [Prompt(e.prompt) for e in drills], max_new_tokens=3)
+    print(f"{model_dir}: held-out drill accuracy {np.mean([r.strip()[:1] == e.answer for r, e in zip(out, drills)]):.3f}")
+    lookups = option_lookups(np.random.default_rng(98), 256)
+    out = replies(adapter, [Prompt(e.prompt) for e in lookups], max_new_tokens=6)
+    print(f"{model_dir}: held-out lookup accuracy "
+          f"{np.mean([r.strip().startswith(e.answer) for r, e in zip(out, lookups)]):.3f}")
+
+
 def main() -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,7 +72,10 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval", metavar="DIR", help="only measure a saved toy model (no training)")
     args = ap.parse_args()
+    if args.eval:
+        return evaluate(args.eval)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     tok = AutoTokenizer.from_pretrained(ROOT / "assets" / "toy-llava")
