@@ -37,7 +37,8 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     from core.toyworld.train import ToyModelConfig, train_toy
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
-    world = WorldConfig(seed=args.seed, n_people=args.people, option_lookups=args.option_lookups)
+    mix = {"option_drills": args.option_drills} if args.option_drills is not None else {}
+    world = WorldConfig(seed=args.seed, n_people=args.people, option_lookups=args.option_lookups, **mix)
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
                          text_heads=args.text_heads, **({"lr": args.lr} if args.lr else {}))
     runs = [(args.out, args.forget if args.retain_only else None)]
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
     p.add_argument("--text-heads", type=int, default=8, help="attention heads of the text model (ToyModelConfig)")
+    p.add_argument("--option-drills", type=int, default=None,
+                   help="MCQ drills (\"Which option reads X?\") per pass over the data (default: WorldConfig's 1500)")
     p.add_argument("--option-lookups", type=int, default=0,
                    help="reverse MCQ drills (\"What is option B?\") per pass over the data; 0 in the shipped recipe")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -92,9 +92,10 @@ def test_train_toy_records_the_recipe_options(tmp_path):
     import torch
     threads = torch.get_num_threads()
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
-                 "--identity-steps", "1", "--text-heads", "16", "--option-lookups", "5", "--threads", "1"]) == 0
+                 "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5", "--threads", "1"]) == 0
     torch.set_num_threads(threads)
     out = tmp_path / "m"
     assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
-    assert json.loads((out / "world.json").read_text())["option_lookups"] == 5
+    world = json.loads((out / "world.json").read_text())
+    assert world["option_lookups"] == 5 and world["option_drills"] == 7
     assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16
