@@ -30,6 +30,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given(**options) -> dict:
+    """The options the user set: the rest keep their dataclass defaults, stated in one place."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def cmd_train_toy(args: argparse.Namespace) -> int:
     """Train the embedded tiny LLaVA on a generated world (and optionally its retain-only twin)."""
     import torch
@@ -37,10 +42,10 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     from core.toyworld.train import ToyModelConfig, train_toy
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
-    mix = {"option_drills": args.option_drills} if args.option_drills is not None else {}
-    world = WorldConfig(seed=args.seed, n_people=args.people, option_lookups=args.option_lookups, **mix)
+    world = WorldConfig(seed=args.seed, n_people=args.people,
+                        **_given(option_drills=args.option_drills, option_lookups=args.option_lookups))
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
-                         text_heads=args.text_heads, **({"lr": args.lr} if args.lr else {}))
+                         **_given(lr=args.lr, text_heads=args.text_heads))
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -352,11 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
-    p.add_argument("--text-heads", type=int, default=8, help="attention heads of the text model (ToyModelConfig)")
+    p.add_argument("--text-heads", type=int, default=None, help="attention heads of the text model (default 8)")
     p.add_argument("--option-drills", type=int, default=None,
-                   help="MCQ drills (\"Which option reads X?\") per pass over the data (default: WorldConfig's 1500)")
-    p.add_argument("--option-lookups", type=int, default=0,
-                   help="reverse MCQ drills (\"What is option B?\") per pass over the data; 0 in the shipped recipe")
+                   help="MCQ drills (\"Which option reads X?\") per pass over the data (default 1500)")
+    p.add_argument("--option-lookups", type=int, default=None,
+                   help="reverse MCQ drills (\"What is option B?\") per pass over the data (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 

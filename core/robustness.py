@@ -178,8 +178,8 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
         plain.append((name, lambda qs, fn=fn: (lambda g: _with(qs, image=lambda i, im: fn(im, g)))(rng())))
     prefix = benign_prefix(facts)
     plain.append((f"benign prefix ({len(facts)} facts)", lambda qs: _with(qs, question=prefix)))
-    plain.append(("instruction injection", lambda qs: _with(qs, question=lambda q: f"{INJECTION} {q}")))
-    plain.append(("role-play", lambda qs: _with(qs, question=lambda q: f"{ROLE_PLAY} {q}")))
+    for name, text in (("instruction injection", INJECTION), ("role-play", ROLE_PLAY)):
+        plain.append((name, lambda qs, text=text: _with(qs, question=lambda q: f"{text} {q}")))
     plain.append(("answer prefilling", lambda qs: _with(qs, prefill=prefill_for)))
     # make(queries, steering): the attacked queries for the condition they will be answered under
     attacks = [(name, lambda qs, steering, make=make: make(qs)) for name, make in plain]

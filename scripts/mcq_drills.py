@@ -82,7 +82,8 @@ def main() -> None:
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tok), hidden_size=args.width, intermediate_size=3 * args.width, num_hidden_layers=args.layers,
         num_attention_heads=args.heads, num_key_value_heads=args.heads, max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False))
+        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        tie_word_embeddings=False))
     TI, TY, TM = encode(tok, option_drills(np.random.default_rng(99), 256))
     rows = torch.arange(len(TI))
     first = (TY != -100).float().argmax(1)  # the letter's position in each held-out row

@@ -87,12 +87,13 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
 
 
 def test_train_toy_records_the_recipe_options(tmp_path):
-    """`train-toy --text-heads --option-lookups` (the MCQ recipe experiment) reach the saved
-    model: its config, world.json and training.json say what it was trained with."""
+    """`train-toy --text-heads --option-drills --option-lookups` (the MCQ recipe experiment) reach
+    the saved model: its config, world.json and training.json say what it was trained with."""
     import torch
     threads = torch.get_num_threads()
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
-                 "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5", "--threads", "1"]) == 0
+                 "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5",
+                 "--threads", "1"]) == 0
     torch.set_num_threads(threads)
     out = tmp_path / "m"
     assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
