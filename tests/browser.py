@@ -74,5 +74,7 @@ def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
     box = page.locator("#attack_steps input[type=number]")
     box.fill(str(steps))
     box.press("Enter")
+    # the click must not overtake the new value (seen once: a run with the default 20 steps)
+    page.wait_for_function(f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'")
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)

@@ -132,7 +132,7 @@ def test_input_side_attacks_fill_their_table(page):
     run_attack_panel(page, steps=2, timeout_ms=180_000)
     table = page.locator("#attack_table").inner_text()
     for name in ("none", "blur r2", "occlusion 18%", "role-play", "answer prefilling", "multi-turn (",
-                 "adaptive PGD on the gate"):
+                 "adaptive PGD on the gate (eps 16/255, 2 steps)"):  # the slider's value was used
         assert name in table
 
 
