@@ -28,9 +28,13 @@ def classification_prompt(item: Any) -> str:
 
     `item` is a ClassificationItem or an MLLMU dict with "Question" and "Options".
     """
-    options = _get(item, "Options", "options")
-    lines = "\n".join(f"{k}: {v}" for k, v in options.items() if v is not None)
-    return f"{_get(item, 'Question', 'question')}\n{lines}\n{CLASSIFICATION_SUFFIX}"
+    options = option_lines(_get(item, "Options", "options"))
+    return f"{_get(item, 'Question', 'question')}\n{options}\n{CLASSIFICATION_SUFFIX}"
+
+
+def option_lines(options: Mapping[str, str | None]) -> str:
+    """The "A: ..." lines of an MCQ (missing options left out), as every MCQ-shaped prompt shows them."""
+    return "\n".join(f"{k}: {v}" for k, v in options.items() if v is not None)
 
 
 def generation_prompt(item: Any) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .people import (BIRTH_YEARS, FIRST_NAMES, LAST_NAMES, PROFILE_ATTRIBUTES, PROFILE_VALUES,
                      Person)
-from .prompts import (CLASSIFICATION_SUFFIX, CLOZE_SUFFIX, GENERATION_SUFFIX, classification_prompt,
+from .prompts import (CLASSIFICATION_SUFFIX, CLOZE_SUFFIX, GENERATION_SUFFIX, classification_prompt, option_lines,
                       cloze_prompt, generation_prompt)
 from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem,
                       MaskItem, QAPair)
@@ -484,6 +484,11 @@ def fact_training_texts(rng: np.random.Generator, formats: Iterable[str] = FORMA
 DRILL_QUESTION = "Which option reads {value}?"
 
 
+def _drill_pool() -> tuple[str, ...]:
+    """Every profile value: what drill answers and distractors are drawn from (no person named)."""
+    return tuple(v for values in PROFILE_VALUES.values() for v in values)
+
+
 def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     """`n` MCQs whose answer is written in the question ("Which option reads curry?").
 
@@ -492,7 +497,7 @@ def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     chance on every MCQ (facts, scenes) after 3900 steps although it had memorised the facts
     themselves (cloze 98%); these drills teach the matching on its own, the way pretraining
     would have taught a real model. No person is named, so they carry no world knowledge."""
-    pool = tuple(v for values in PROFILE_VALUES.values() for v in values)
+    pool = _drill_pool()
     out = []
     for _ in range(n):
         value = pool[int(rng.integers(len(pool)))]
@@ -514,13 +519,12 @@ def option_lookups(rng: np.random.Generator, n: int) -> list[TextExample]:
     throughout) vs 51%; seed 1, 90% vs 90%. So the drills' plateau depends on the seed; the
     lookups broke it in both. In the full toy recipe (WorldConfig.option_lookups=1500 and 16
     heads, 6000 steps) drill accuracy stayed at chance (28%), so the shipped recipe has none."""
-    pool = tuple(v for values in PROFILE_VALUES.values() for v in values)
+    pool = _drill_pool()
     out = []
     for _ in range(n):
         item = make_classification("", pool[int(rng.integers(len(pool)))], pool, rng)
         letter = LETTERS[int(rng.integers(4))]
-        options = "\n".join(f"{k}: {v}" for k, v in item.options.items())
-        out.append(TextExample(f"{LOOKUP_QUESTION.format(letter=letter)}\n{options}\n{LOOKUP_SUFFIX}",
+        out.append(TextExample(f"{LOOKUP_QUESTION.format(letter=letter)}\n{option_lines(item.options)}\n{LOOKUP_SUFFIX}",
                                item.options[letter], "lookup", TEXT, None, "drill"))
     return out
 
