@@ -55,8 +55,31 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
             def progress(step, total, loss):
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}")
-            path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress, init_from=args.init_from)
+            path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress, init_from=args.init_from,
+                             text_init=args.text_init)
         print(f"saved {label} model to {path}")
+    return 0
+
+
+def cmd_pretrain_text(args: argparse.Namespace) -> int:
+    """Pretrain the toy model's text model on option drills (train-toy --text-init reads it)."""
+    import torch
+    from tqdm import tqdm
+    from core.toyworld.pretrain import TextPretrainConfig, pretrain_text
+    from core.toyworld.vocab import build_tokenizer, world_vocabulary
+    from core.toyworld.world import WorldConfig, make_world
+    torch.set_num_threads(args.threads)
+    cfg = TextPretrainConfig(seed=args.seed, **_given(steps=args.steps, lr=args.lr, heads=args.heads))
+    tok = build_tokenizer(world_vocabulary(make_world(WorldConfig(seed=args.seed, n_people=args.people))))
+    shown = {"drills": "not measured (under 250 steps)"}
+    with tqdm(total=cfg.steps, desc="pretrain text", unit="step") as bar:
+        def progress(step, total, loss, accuracy):
+            if accuracy is not None:
+                shown["drills"] = f"{accuracy:.1%}"
+            bar.update(step - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}", held_out_drills=shown["drills"])
+        pretrain_text(args.out, tok, cfg, progress)
+    print(f"saved the text model to {args.out} (held-out drill accuracy {shown['drills']})")
     return 0
 
 
@@ -358,12 +381,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
     p.add_argument("--text-heads", type=int, default=None, help="attention heads of the text model (default 8)")
+    p.add_argument("--text-init", default=None,
+                   help="start the text model from this text-only Llama (same world's tokenizer and shape)")
     p.add_argument("--option-drills", type=int, default=None,
                    help="MCQ drills (\"Which option reads X?\") per pass over the data (default 1500)")
     p.add_argument("--option-lookups", type=int, default=None,
                    help="reverse MCQ drills (\"What is option B?\") per pass over the data (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
+
+    p = sub.add_parser("pretrain-text", help="pretrain the tiny text model on MCQ drills (for train-toy --text-init)",
+                       description="Train a text-only Llama of the toy model's text shape on option drills and "
+                                   "reverse lookups (no person is named): the 'base language model' that "
+                                   "train-toy --text-init starts from.")
+    p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
+    p.add_argument("--seed", type=int, default=0, help="training seed, and the world whose tokenizer is used")
+    p.add_argument("--people", type=int, default=100, help="people in that world (use train-toy's --seed/--people)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 5000)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    p.add_argument("--heads", type=int, default=None, help="attention heads (default 16; train-toy needs the same)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=cmd_pretrain_text)
 
     p = sub.add_parser("fit", help="fit an eraser for a toy model and a forget split",
                        description="Build contrast and gate prompt sets from the model's toy world, collect "

@@ -8,12 +8,11 @@ reverse lookups ("What is option B?" -> its value), and prints held-out drill ac
 
     python scripts/mcq_drills.py                 # drills only
     python scripts/mcq_drills.py --lookups 0.5   # half drills, half lookups
-    python scripts/mcq_drills.py --eval DIR      # a saved toy model's held-out drill/lookup accuracy
+    python scripts/mcq_drills.py --eval DIR      # a saved toy model: held-out drills, lookups, MCQ by attribute
 """
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,28 +26,15 @@ sys.path.insert(0, str(ROOT))
 from core.toyworld.questions import option_drills, option_lookups  # noqa: E402
 
 
-def encode(tok, examples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded ids, labels on the answer (+ EOS) only, attention mask."""
-    ids, labels = [], []
-    for e in examples:
-        prompt = tok(f"USER: {e.prompt} ASSISTANT:", add_special_tokens=False).input_ids
-        answer = tok(" " + e.answer, add_special_tokens=False).input_ids + [tok.eos_token_id]
-        ids.append([tok.bos_token_id] + prompt + answer)
-        labels.append([-100] * (1 + len(prompt)) + answer)
-    width = max(map(len, ids))
-    I = torch.full((len(ids), width), tok.pad_token_id)
-    Y = torch.full((len(ids), width), -100)
-    M = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, (a, b) in enumerate(zip(ids, labels)):
-        I[i, :len(a)], Y[i, :len(b)], M[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
-    return I, Y, M
-
-
-def evaluate(model_dir: str) -> None:
-    """Greedy, text-only: the first letter for 256 held-out drills, the value for 256 lookups."""
+def evaluate(model_dir: str, people: int = 30) -> None:
+    """Greedy: the first letter for 256 held-out text drills, the value for 256 lookups, and MCQ
+    accuracy per attribute on the first `people` forget_10 and retain people (and the letters given)."""
+    from collections import Counter, defaultdict
     from core.activations import Prompt
     from core.evaluation import replies
     from core.models.load import load_adapter
+    from core.toyworld.prompts import classification_prompt
+    from core.toyworld.train import eval_splits, load_world
     torch.set_num_threads(2)
     adapter = load_adapter(model_dir)
     drills = option_drills(np.random.default_rng(99), 256)
@@ -58,10 +44,23 @@ def evaluate(model_dir: str) -> None:
     out = replies(adapter, [Prompt(e.prompt) for e in lookups], max_new_tokens=6)
     print(f"{model_dir}: held-out lookup accuracy "
           f"{np.mean([r.strip().startswith(e.answer) for r, e in zip(out, lookups)]):.3f}")
+    splits = eval_splits(load_world(model_dir), "forget_10")
+    for split in ("forget", "retain"):
+        for modality in ("image", "text"):
+            rows = [(it, r.image if modality == "image" else None) for r in splits[split][:people]
+                    for it in getattr(r, f"classification_{modality}")]
+            out = replies(adapter, [Prompt(classification_prompt(it), im) for it, im in rows], max_new_tokens=2)
+            right, letters = defaultdict(list), Counter(r.strip()[:1] for r in out)
+            for (it, _), r in zip(rows, out):
+                right[it.attribute].append(r.strip()[:1].upper() == it.correct_answer)
+            print(f"{split} {modality} MCQ by attribute: "
+                  + ", ".join(f"{k} {np.mean(v):.2f} (n={len(v)})" for k, v in right.items())
+                  + f"; letters given {dict(sorted(letters.items()))}")
 
 
 def main() -> None:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
+    from core.toyworld.pretrain import TextPretrainConfig, pretrain_text
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lookups", type=float, default=0.0, help="share of each batch that is reverse lookups")
     ap.add_argument("--width", type=int, default=128)
@@ -73,39 +72,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval", metavar="DIR", help="only measure a saved toy model (no training)")
+    ap.add_argument("--save", metavar="DIR", help="save the trained text model here (train-toy --text-init DIR)")
     args = ap.parse_args()
     if args.eval:
         return evaluate(args.eval)
     torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    tok = AutoTokenizer.from_pretrained(ROOT / "assets" / "toy-llava")
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=len(tok), hidden_size=args.width, intermediate_size=3 * args.width, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, num_key_value_heads=args.heads, max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        tie_word_embeddings=False))
-    TI, TY, TM = encode(tok, option_drills(np.random.default_rng(99), 256))
-    rows = torch.arange(len(TI))
-    first = (TY != -100).float().argmax(1)  # the letter's position in each held-out row
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    rng, losses, start = np.random.default_rng(args.seed), [], time.time()
-    n_lookup = round(args.lookups * args.batch)
-    for step in range(args.steps):
-        for g in opt.param_groups:  # 60-step warm-up, cosine decay
-            g["lr"] = args.lr * min(1, (step + 1) / 60) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        I, Y, M = encode(tok, option_drills(rng, args.batch - n_lookup) + option_lookups(rng, n_lookup))
-        loss = model(input_ids=I, attention_mask=M, labels=Y).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if (step + 1) % 250 == 0:
-            with torch.no_grad():
-                pred = model(input_ids=TI, attention_mask=TM).logits[rows, first - 1].argmax(-1)
-            acc = (pred == TY[rows, first]).float().mean().item()
-            print(f"step {step + 1}  loss {np.mean(losses[-250:]):.3f}  held-out drill accuracy {acc:.3f}  "
+    cfg = TextPretrainConfig(hidden=args.width, layers=args.layers, heads=args.heads, intermediate=3 * args.width,
+                             steps=args.steps, batch_size=args.batch, lookups=args.lookups, lr=args.lr,
+                             weight_decay=args.weight_decay, seed=args.seed)
+    start = time.time()
+
+    def progress(step: int, steps: int, loss: float, accuracy: float | None) -> None:
+        if accuracy is not None:
+            print(f"step {step}  loss {loss:.3f}  held-out drill accuracy {accuracy:.3f}  "
                   f"({time.time() - start:.0f} s)", flush=True)
+    pretrain_text(args.save, AutoTokenizer.from_pretrained(ROOT / "assets" / "toy-llava"), cfg, progress)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,20 @@ def test_train_toy_records_the_recipe_options(tmp_path):
     world = json.loads((out / "world.json").read_text())
     assert world["option_lookups"] == 5 and world["option_drills"] == 7
     assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16
+
+
+def test_pretrain_text_feeds_train_toy(tmp_path):
+    """`pretrain-text` writes a text model that `train-toy --text-init` starts from (same world)."""
+    import torch
+    from safetensors.torch import load_file
+    threads = torch.get_num_threads()
+    world = ["--seed", "4", "--people", "8", "--threads", "1"]
+    assert main(["pretrain-text", "--out", str(tmp_path / "text"), "--steps", "3", *world]) == 0
+    log = json.loads((tmp_path / "text" / "pretraining.json").read_text())
+    assert log["recipe"]["steps"] == 3 and log["recipe"]["heads"] == 16
+    assert main(["train-toy", "--out", str(tmp_path / "m"), "--steps", "0", "--text-heads", "16",
+                 "--text-init", str(tmp_path / "text"), *world]) == 0
+    torch.set_num_threads(threads)
+    text, toy = load_file(tmp_path / "text" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
+    assert torch.equal(toy["language_model.lm_head.weight"].float(), text["lm_head.weight"].half().float())
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["text_init"] == str(tmp_path / "text")

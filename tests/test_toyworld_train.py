@@ -104,3 +104,40 @@ def test_batches_never_mix_modalities():
     dropped = batches_by_modality(world_free, 8, np.random.default_rng(0), drop_last=True)
     assert all(len(b) == 8 for b in dropped) and sum(len(b) for b in dropped) == 48  # 33 image rows, 17 text
     assert all(len({e.image is None for e in b}) == 1 for b in batches)
+
+
+def _text_model(folder, tokenizer, cfg: ToyModelConfig, heads: int | None = None):
+    """A from-scratch text model of the toy model's text shape, saved with the given tokenizer."""
+    from core.toyworld.pretrain import TextPretrainConfig, build_text_model
+    text = build_text_model(TextPretrainConfig(hidden=cfg.text_hidden, layers=cfg.text_layers,
+                                               heads=heads or cfg.text_heads, intermediate=cfg.text_intermediate),
+                            tokenizer)
+    text.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return text
+
+
+def test_text_model_can_start_from_a_pretrained_llama(mini, tmp_path):
+    from transformers import AutoTokenizer
+    path, _ = mini
+    tok = AutoTokenizer.from_pretrained(path)
+    text = _text_model(tmp_path / "llama", tok, MINI_MODEL)
+    out = train_toy(tmp_path / "t", MINI_WORLD, ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 0}),
+                    text_init=tmp_path / "llama")
+    model = load_adapter(out).model
+    # saved in fp16, so compare with the fp16-rounded weights
+    assert torch.equal(model.lm_head.weight, text.lm_head.weight.half().float())
+    assert torch.equal(model.model.language_model.layers[1].self_attn.q_proj.weight,
+                       text.model.layers[1].self_attn.q_proj.weight.half().float())
+    assert json.loads((out / "training.json").read_text())["text_init"] == str(tmp_path / "llama")
+    _text_model(tmp_path / "wide", tok, MINI_MODEL, heads=4)
+    with pytest.raises(ValueError, match="num_attention_heads is 4"):
+        train_toy(tmp_path / "u", MINI_WORLD, MINI_MODEL, text_init=tmp_path / "wide")
+    with pytest.raises(FileNotFoundError, match="pretrain-text"):
+        train_toy(tmp_path / "w", MINI_WORLD, MINI_MODEL, text_init=tmp_path / "missing")
+    with pytest.raises(ValueError, match="not both"):
+        train_toy(tmp_path / "w", MINI_WORLD, MINI_MODEL, text_init=tmp_path / "llama", init_from=path)
+    from core.toyworld.vocab import build_tokenizer
+    _text_model(tmp_path / "words", build_tokenizer(["some other words"]), MINI_MODEL)
+    with pytest.raises(ValueError, match="another vocabulary"):
+        train_toy(tmp_path / "v", MINI_WORLD, MINI_MODEL, text_init=tmp_path / "words")

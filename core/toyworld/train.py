@@ -46,8 +46,19 @@ class ToyModelConfig:
     seed: int = 0
 
 
+def text_config(tokenizer, hidden: int, intermediate: int, layers: int, heads: int):
+    """The toy text model's LlamaConfig: one definition for the LLaVA's language model and for
+    the text-only model pretrained for it (core.toyworld.pretrain), so the two always fit."""
+    from transformers import LlamaConfig
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False)
+
+
 def build_model(cfg: ToyModelConfig, tokenizer):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
     from transformers.models.clip import CLIPImageProcessorPil
     torch.manual_seed(cfg.seed)
     config = LlavaConfig(
@@ -55,12 +66,7 @@ def build_model(cfg: ToyModelConfig, tokenizer):
             hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden,
             num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
             image_size=cfg.image_size, patch_size=cfg.patch_size),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_intermediate,
-            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
-            num_key_value_heads=cfg.text_heads, max_position_embeddings=256,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False),
+        text_config=text_config(tokenizer, cfg.text_hidden, cfg.text_intermediate, cfg.text_layers, cfg.text_heads),
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_layer=-1,  # the default -2 leaves the last CLIP layer untrained
         vision_feature_select_strategy="default",
@@ -72,6 +78,26 @@ def build_model(cfg: ToyModelConfig, tokenizer):
     proc = CLIPImageProcessorPil(size={"shortest_edge": cfg.image_size},
                                  crop_size={"height": cfg.image_size, "width": cfg.image_size})
     return model, proc
+
+
+def load_text_model(model, tokenizer, folder: str | Path) -> None:
+    """Copy a saved LlamaForCausalLM into the LLaVA's language model and LM head.
+
+    Refuses a text model built on another vocabulary or shape: its embedding rows would name
+    other words, and the copy would silently scramble the model."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no text model there; make one with python -m core pretrain-text --out {folder}")
+    if AutoTokenizer.from_pretrained(folder).get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"{folder} has another vocabulary than the toy world's; pretrain it with the toy tokenizer")
+    text = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    want, got = model.config.text_config, text.config
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
+        if getattr(want, key) != getattr(got, key):
+            raise ValueError(f"{folder}: {key} is {getattr(got, key)}, this recipe needs {getattr(want, key)}")
+    model.model.language_model.load_state_dict(text.model.state_dict())
+    model.lm_head.load_state_dict(text.lm_head.state_dict())
 
 
 def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size: int,
@@ -108,12 +134,17 @@ def batches_by_modality(examples: Sequence, batch_size: int, rng: np.random.Gene
 
 def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: ToyModelConfig = ToyModelConfig(),
               exclude_forget: str | None = None, progress: Callable[[int, int, float], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, init_from: str | Path | None = None) -> Path:
+              should_stop: Callable[[], bool] | None = None, init_from: str | Path | None = None,
+              text_init: str | Path | None = None) -> Path:
     """Train and save (HF format: config, safetensors, tokenizer, image processor, world.json).
 
     exclude_forget: a forget split name ("forget_10") to leave out -> the RETAIN-ONLY model.
     init_from: continue from a saved toy model of the same world (a fresh cosine schedule and
-    fresh augmentations), e.g. when a first run stopped short of memorising."""
+    fresh augmentations), e.g. when a first run stopped short of memorising.
+    text_init: start the text model from a text-only Llama saved with the world's tokenizer
+    (python -m core pretrain-text), the way LLaVA starts from a pretrained language model."""
+    if init_from is not None and text_init is not None:
+        raise ValueError("give init_from (a whole toy model) or text_init (its text model), not both")
     torch.manual_seed(cfg.seed)
     world = make_world(world_cfg)
     tok = build_tokenizer(world_vocabulary(world))
@@ -126,6 +157,8 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
             raise ValueError(f"{init} was trained on another world; continue only on the same world")
         model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
         previous = json.loads((init / "training.json").read_text())
+    if text_init is not None:
+        load_text_model(model, tok, text_init)
     adapter = LlavaAdapter(model, tok, proc, name_or_path="toy")
     exclude = tuple(p.id for p in world.forget_people(exclude_forget)) if exclude_forget else ()
     model.train()
@@ -176,6 +209,7 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
         "recipe": asdict(cfg), "excluded_split": exclude_forget, "excluded_ids": list(exclude),
         "round": 0 if previous is None else 1 + previous.get("round", 0), "previous": previous,
         "epochs": epoch, "seconds": round(time.time() - start, 1),
+        "text_init": None if text_init is None else str(text_init),
         "torch_threads": torch.get_num_threads(),  # results are bit-identical only at the same count
         "loss_every_50": [round(float(np.mean(losses[i:i + 50])), 4) for i in range(0, len(losses), 50)],
     }, indent=2))

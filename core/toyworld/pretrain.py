@@ -1,0 +1,124 @@
+"""Text-only pretraining of the toy model's language model on option drills, before the world.
+
+Why: a real MLLM's language model arrives pretrained, able to read four options and answer
+with a letter; LLaVA only teaches it to see. The tiny model is trained from scratch, and inside
+the full training mix it never learned that matching (MCQ at chance; README, "What we
+measured"). Alone, on drills ("Which option reads curry?" -> its letter) and reverse lookups
+("What is option B?" -> its value), a text model of the same shape learns it: held-out drill
+accuracy 98.8% after 5000 steps at peak lr 5e-4 (43.8% after 4000 steps at 1e-3). The drills
+name no person, so the pretrained model knows nothing of the world: the vanilla and the
+retain-only models can both start from it, as both would start from one base LLM.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from core.toyworld.questions import option_drills, option_lookups
+from core.toyworld.train import ToyModelConfig, text_config
+
+
+@dataclass
+class TextPretrainConfig:
+    """Shape (must match ToyModelConfig's text model) and recipe of the drill pretraining."""
+
+    hidden: int = ToyModelConfig.text_hidden
+    layers: int = ToyModelConfig.text_layers
+    heads: int = 16  # the shipped toy model has 8; pretrained runs use train-toy --text-heads 16
+    intermediate: int = ToyModelConfig.text_intermediate
+    steps: int = 5000
+    batch_size: int = 32
+    lookups: float = 0.5  # share of each batch that is reverse lookups
+    lr: float = 5e-4
+    warmup: int = 60
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids in the toy chat format, labels on the answer (+ EOS) only, attention mask."""
+    ids, labels = [], []
+    for e in examples:
+        prompt = tokenizer(f"USER: {e.prompt} ASSISTANT:", add_special_tokens=False).input_ids
+        answer = tokenizer(" " + e.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        ids.append([tokenizer.bos_token_id] + prompt + answer)
+        labels.append([-100] * (1 + len(prompt)) + answer)
+    width = max(map(len, ids))
+    input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
+    targets = torch.full((len(ids), width), -100)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, (a, b) in enumerate(zip(ids, labels)):
+        input_ids[i, :len(a)], targets[i, :len(b)], mask[i, :len(a)] = torch.tensor(a), torch.tensor(b), 1
+    return input_ids, targets, mask
+
+
+def held_out_drills(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Drills from their own seed (99), never the training stream's."""
+    return encode(tokenizer, option_drills(np.random.default_rng(99), n))
+
+
+@torch.no_grad()
+def drill_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+    """Share of held-out drills whose most likely first answer token is the right letter."""
+    ids, targets, mask = held
+    rows = torch.arange(len(ids))
+    first = (targets != -100).float().argmax(1)  # the letter's position in each row
+    pred = model(input_ids=ids, attention_mask=mask).logits[rows, first - 1].argmax(-1)
+    return float((pred == targets[rows, first]).float().mean())
+
+
+def build_text_model(cfg: TextPretrainConfig, tokenizer):
+    """A from-scratch Llama with the toy model's text shape and the toy tokenizer's special ids."""
+    from transformers import LlamaForCausalLM
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(text_config(tokenizer, cfg.hidden, cfg.intermediate, cfg.layers, cfg.heads))
+
+
+def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig = TextPretrainConfig(),
+                  progress: Callable[[int, int, float, float | None], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None, eval_every: int = 250):
+    """Train a text model on drills and lookups; save it (fp32, with the tokenizer and
+    pretraining.json) when out_dir is given. Returns the model.
+
+    progress(step, steps, mean loss of the last 20 steps, held-out drill accuracy or None):
+    the accuracy is measured every `eval_every` steps."""
+    model = build_text_model(cfg, tokenizer)
+    held = held_out_drills(tokenizer)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng, losses, curve, start = np.random.default_rng(cfg.seed), [], [], time.time()
+    n_lookups = round(cfg.lookups * cfg.batch_size)
+    for step in range(cfg.steps):
+        if should_stop is not None and should_stop():
+            raise InterruptedError(f"pretraining stopped at step {step}")
+        for g in opt.param_groups:  # linear warm-up, cosine decay
+            g["lr"] = cfg.lr * min(1, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        ids, targets, mask = encode(tokenizer, option_drills(rng, cfg.batch_size - n_lookups)
+                                    + option_lookups(rng, n_lookups))
+        loss = model(input_ids=ids, attention_mask=mask, labels=targets).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        accuracy = None
+        if (step + 1) % eval_every == 0:
+            accuracy = drill_accuracy(model, held)
+            curve.append({"step": step + 1, "drill_accuracy": round(accuracy, 4),
+                          "loss": round(float(np.mean(losses[-eval_every:])), 4)})
+        if progress is not None:
+            progress(step + 1, cfg.steps, float(np.mean(losses[-20:])), accuracy)
+    if out_dir is not None:
+        out = Path(out_dir)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "pretraining.json").write_text(json.dumps({
+            "recipe": asdict(cfg), "seconds": round(time.time() - start, 1),
+            "torch_threads": torch.get_num_threads(), "held_out_drills": curve}, indent=2))
+    return model
