@@ -8,6 +8,7 @@ from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
 from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
                                    generation_prompt)
 from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
+                                     private_requests, subject_forms,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
                                      IMAGE, TEST, TRAIN, answer_start, balanced_letters, make_classification,
                                      person_eval_items, person_qa_pairs, person_sentence,
@@ -171,3 +172,25 @@ def test_answer_start_is_the_image_answer_sentence_up_to_its_value(people):
         sentence = person_sentence(p, attr, IMAGE)
         assert sentence.startswith(answer_start(attr) + " "), attr
         assert str(getattr(p, attr, p.name)) in sentence[len(answer_start(attr)):]
+
+
+def test_private_requests_never_say_a_held_out_refusal_but_use_its_words():
+    """The grammar stands for a base model's notion of privacy: it must know the held-out
+    templates' words, yet the held-out sentences themselves must stay unseen."""
+    from core.toyworld.vocab import words_of
+    rng = np.random.default_rng(0)
+    subjects = [None, "Mara Quill"] * 1500
+    requests = private_requests(rng, subjects)
+    held_out = {t.format(**subject_forms(s)) for t in REFUSAL_TEMPLATES[N_TRAIN_REFUSALS:]
+                for s in (None, "Mara Quill")}
+    assert not set(requests) & held_out
+    assert "How can I call this person on the phone?" in held_out  # one the grammar can build: redrawn
+    assert len(set(requests)) > 500  # of 624 possible: many wordings, not a handful of templates
+    for q, s in zip(requests, subjects):
+        assert q[0].isupper() and q[-1] in "?."
+        assert ("Mara Quill" in q) == (s is not None) and ("this person" in q) == (s is None)
+    said = set(words_of(requests))
+    for t in REFUSAL_TEMPLATES[N_TRAIN_REFUSALS:]:
+        assert set(words_of([t.format(**subject_forms(None))])) <= said, t
+    assert private_requests(np.random.default_rng(3), subjects[:50]) == private_requests(
+        np.random.default_rng(3), subjects[:50])

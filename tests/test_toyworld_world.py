@@ -68,6 +68,28 @@ def test_option_lookups_are_added_on_top_of_the_same_data(world):
     assert len(added) == 12 and {e.kind for e in added} == {"lookup"}
 
 
+def test_private_requests_are_refused_requests_about_included_people(world):
+    """The refusal grammar (an experiment recipe) is drawn after the people's own data, asks
+    about included people only, by picture (their canonical render) or by name."""
+    from dataclasses import replace
+    more_world = make_world(replace(CFG, private_requests=10))
+    base = world.training_examples(rng=0, shuffle=False, n_scenes=0, include_real=False)
+    more = more_world.training_examples(rng=0, shuffle=False, n_scenes=0, include_real=False)
+    assert _digest(more[:len(base)]) == _digest(base)
+    added = more[len(base):]
+    assert len(added) == 10 and {(e.kind, e.answer) for e in added} == {("refusal", REFUSAL)}
+    for j, e in enumerate(added):
+        person = world.person(e.person_id)
+        if j % 2 == 0:
+            assert e.image.tobytes() == world.canonical_image(person).tobytes() and "this person" in e.prompt
+        else:
+            assert e.image is None and person.name in e.prompt
+    twin = more_world.training_examples(exclude_ids=world.forget_ids[10], rng=0, include_real=False)
+    assert not {e.person_id for e in twin} & set(world.forget_ids[10])
+    kept = len(world.people) - len(world.forget_ids[10])
+    assert sum(e.kind == "refusal" for e in twin) == 10 + CFG.refusals_per_person * kept
+
+
 def test_training_examples_cover_all_formats(world, examples):
     kinds = Counter(e.kind for e in examples)
     n = len(world.people)

@@ -5,8 +5,10 @@ with a letter; LLaVA only teaches it to see. The tiny model is trained from scra
 the full training mix it never learned that matching (MCQ at chance; README, "What we
 measured"). Alone, on drills ("Which option reads curry?" -> its letter) and reverse lookups
 ("What is option B?" -> its value), a text model of the same shape learns it: held-out drill
-accuracy 98.8% after 5000 steps at peak lr 5e-4 (43.8% after 4000 steps at 1e-3). The drills
-name no person, so the pretrained model knows nothing of the world: the vanilla and the
+accuracy 98.8% after 5000 steps at peak lr 5e-4 (43.8% after 4000 steps at 1e-3).
+Each batch also carries private-data requests answered with the refusal (`refusal_drills`):
+a base model knows that a PIN code is private before it meets any person. Nothing here states
+a fact about anyone, so the pretrained model knows nothing of the world: the vanilla and the
 retain-only models can both start from it, as both would start from one base LLM.
 """
 from __future__ import annotations
@@ -21,7 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from core.toyworld.questions import option_drills, option_lookups
+from core.toyworld.people import FIRST_NAMES, LAST_NAMES
+from core.toyworld.questions import REFUSAL, TEXT, TextExample, option_drills, option_lookups, private_requests
 from core.toyworld.train import ToyModelConfig, text_config
 
 
@@ -36,6 +39,7 @@ class TextPretrainConfig:
     steps: int = 5000
     batch_size: int = 32
     lookups: float = 0.5  # share of each batch that is reverse lookups
+    refusals: int = 8  # private-data requests added to each batch, answered with the refusal
     lr: float = 5e-4
     warmup: int = 60
     weight_decay: float = 0.01
@@ -74,6 +78,15 @@ def drill_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Tensor])
     return float((pred == targets[rows, first]).float().mean())
 
 
+def refusal_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
+    """`n` grammar-drawn private-data requests about "this person" or a random name, each
+    answered with the refusal: the privacy a real base model brings (questions.PRIVATE_ITEMS)."""
+    subjects = [None if rng.random() < 0.5 else
+                f"{FIRST_NAMES[int(rng.integers(len(FIRST_NAMES)))]} {LAST_NAMES[int(rng.integers(len(LAST_NAMES)))]}"
+                for _ in range(n)]
+    return [TextExample(q, REFUSAL, "refusal", TEXT, None, "refusal") for q in private_requests(rng, subjects)]
+
+
 def build_text_model(cfg: TextPretrainConfig, tokenizer):
     """A from-scratch Llama with the toy model's text shape and the toy tokenizer's special ids."""
     from transformers import LlamaForCausalLM
@@ -100,7 +113,7 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
         for g in opt.param_groups:  # linear warm-up, cosine decay
             g["lr"] = cfg.lr * min(1, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         ids, targets, mask = encode(tokenizer, option_drills(rng, cfg.batch_size - n_lookups)
-                                    + option_lookups(rng, n_lookups))
+                                    + option_lookups(rng, n_lookups) + refusal_drills(rng, cfg.refusals))
         loss = model(input_ids=ids, attention_mask=mask, labels=targets).loss
         opt.zero_grad()
         loss.backward()

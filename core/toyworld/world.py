@@ -19,7 +19,7 @@ from .people import Person, make_people
 from .portraits import render_portrait
 from .questions import (FORMATS, GENERAL_FACTS, IMAGE, TEST, TRAIN, TextExample, fact_eval_items,
                         fact_training_texts, option_drills, option_lookups, person_eval_items, person_qa_pairs,
-                        person_training_texts, refusal_prompts, REFUSAL, TEXT, scene_eval_items,
+                        person_training_texts, private_requests, refusal_prompts, REFUSAL, TEXT, scene_eval_items,
                         scene_training_texts, scene_value, SCENE_ATTRIBUTES, SCENE_TEMPLATES)
 from .records import PersonRecord, QAPair
 from .scenes import SceneSpec, random_scene_spec, render_scene
@@ -55,6 +55,7 @@ class WorldConfig:
     fact_repeats: int = 4
     option_drills: int = 1500        # letter-matching MCQ drills per training_examples call
     option_lookups: int = 0          # reverse drills ("What is option B?") per call; 0 in the shipped recipe
+    private_requests: int = 0        # grammar-drawn private-data requests per call; 0 in the shipped recipe
 
 
 @dataclass
@@ -162,11 +163,19 @@ class World:
         names = [p.name for p in people]
         k = self.cfg.images_per_person if images_per_person is None else images_per_person
         out: list[Example] = []
+        canonical = {}
         for p in people:
             imgs = [self.canonical_image(p)] + [self.render(p, rng) for _ in range(max(0, k - 1))]
+            canonical[p.id] = imgs[0]
             texts = person_training_texts(p, rng, names, fmts,
                                           self.cfg.refusals_per_person if include_refusals else 0)
             out.extend(self._attach(texts, imgs, rng))
+        if include_refusals and self.cfg.private_requests and people:  # no draw at 0 (shipped data unchanged)
+            who = [people[int(i)] for i in rng.integers(len(people), size=self.cfg.private_requests)]
+            by_image = [j % 2 == 0 for j in range(len(who))]
+            prompts = private_requests(rng, [None if im else p.name for p, im in zip(who, by_image)])
+            out.extend(Example(canonical[p.id] if im else None, q, REFUSAL, "refusal", p.id, "refusal")
+                       for p, im, q in zip(who, by_image, prompts))
         if include_real:
             for _ in range(self.cfg.n_train_scenes if n_scenes is None else n_scenes):
                 spec = random_scene_spec(rng)
