@@ -65,9 +65,16 @@ def test_world_and_eval_splits_come_back_from_the_model_folder(mini):
     assert refusals["forget"] and all(p.question for p in refusals["forget"])
 
 
-def test_training_can_continue_from_a_saved_model(mini, tmp_path):
+def test_training_can_continue_from_a_saved_model(mini, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+    import core.toyworld.train as train
     path, _ = mini
+    # a word added to the world's language since that model was trained shifts the ids after it:
+    # the continued model must keep the words (and ids) it was trained with
+    grown = train.world_vocabulary
+    monkeypatch.setattr(train, "world_vocabulary", lambda world: ["Aardvark"] + grown(world))
     more = train_toy(tmp_path / "c", MINI_WORLD, ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 3}), init_from=path)
+    assert AutoTokenizer.from_pretrained(more).get_vocab() == AutoTokenizer.from_pretrained(path).get_vocab()
     log = json.loads((more / "training.json").read_text())
     assert log["round"] == 1 and log["previous"]["recipe"]["steps"] == MINI_MODEL.steps
     other = WorldConfig(**{**MINI_WORLD.__dict__, "seed": 9})

@@ -148,15 +148,19 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     torch.manual_seed(cfg.seed)
     world = make_world(world_cfg)
     tok = build_tokenizer(world_vocabulary(world))
-    model, proc = build_model(cfg, tok)
     previous = None
     if init_from is not None:
-        from transformers import LlavaForConditionalGeneration
+        from transformers import AutoTokenizer, LlavaForConditionalGeneration
         init = Path(init_from)
         if load_world_config(init) != world_cfg:
             raise ValueError(f"{init} was trained on another world; continue only on the same world")
-        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        # its own words: the world's vocabulary grows with the code, and a model trained before a
+        # word was added has other ids for every word sorted after it
+        tok = AutoTokenizer.from_pretrained(init)
         previous = json.loads((init / "training.json").read_text())
+    model, proc = build_model(cfg, tok)
+    if init_from is not None:
+        model = LlavaForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
     if text_init is not None:
         load_text_model(model, tok, text_init)
     adapter = LlavaAdapter(model, tok, proc, name_or_path="toy")
