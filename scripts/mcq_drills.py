@@ -79,7 +79,8 @@ def main() -> None:
     torch.set_num_threads(1)
     cfg = TextPretrainConfig(hidden=args.width, layers=args.layers, heads=args.heads, intermediate=3 * args.width,
                              steps=args.steps, batch_size=args.batch, lookups=args.lookups, lr=args.lr,
-                             weight_decay=args.weight_decay, seed=args.seed)
+                             weight_decay=args.weight_decay, seed=args.seed,
+                             refusals=0)  # the probe of the README's tables: drills and lookups only
     start = time.time()
 
     def progress(step: int, steps: int, loss: float, accuracy: float | None) -> None:
