@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from core.toyworld.pretrain import (TextPretrainConfig, drill_accuracy, encode, held_out_drills, held_out_lookups,
-                                    pretrain_text, refusal_drills)
+from core.toyworld.pretrain import (TextPretrainConfig, encode, first_token_accuracy, held_out_drills,
+                                    held_out_lookups, pretrain_text, refusal_drills)
 from core.toyworld.questions import REFUSAL, option_drills
 from core.toyworld.records import LETTERS
 from core.toyworld.vocab import build_tokenizer, world_vocabulary
@@ -51,8 +51,8 @@ def test_pretraining_reports_progress_saves_and_reproduces(tok, tmp_path):
     assert [s[3] is not None for s in seen] == [(s + 1) % 4 == 0 for s in range(MINI.steps)]
     log = json.loads((tmp_path / "a" / "pretraining.json").read_text())
     assert log["recipe"]["heads"] == 2 and [c["step"] for c in log["held_out_drills"]] == [4, 8]
-    assert log["held_out_drills"][-1]["drill_accuracy"] == round(drill_accuracy(model, held_out_drills(tok)), 4)
-    assert log["held_out_drills"][-1]["lookup_accuracy"] == round(drill_accuracy(model, held_out_lookups(tok)), 4)
+    assert log["held_out_drills"][-1]["drill_accuracy"] == round(first_token_accuracy(model, held_out_drills(tok)), 4)
+    assert log["held_out_drills"][-1]["lookup_accuracy"] == round(first_token_accuracy(model, held_out_lookups(tok)), 4)
     again = pretrain_text(None, tok, MINI)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert AutoTokenizer.from_pretrained(tmp_path / "a").get_vocab() == tok.get_vocab()

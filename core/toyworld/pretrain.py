@@ -75,7 +75,7 @@ def held_out_lookups(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def drill_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+def first_token_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
     """Share of held-out examples whose most likely first answer token is right (the letter of a
     drill, the first word of a lookup's value)."""
     ids, targets, mask = held
@@ -129,9 +129,9 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
         losses.append(loss.item())
         accuracy = None
         if (step + 1) % eval_every == 0:
-            accuracy = drill_accuracy(model, held)
+            accuracy = first_token_accuracy(model, held)
             curve.append({"step": step + 1, "drill_accuracy": round(accuracy, 4),
-                          "lookup_accuracy": round(drill_accuracy(model, held_lookups), 4),
+                          "lookup_accuracy": round(first_token_accuracy(model, held_lookups), 4),
                           "loss": round(float(np.mean(losses[-eval_every:])), 4)})
         if progress is not None:
             progress(step + 1, cfg.steps, float(np.mean(losses[-20:])), accuracy)
