@@ -70,11 +70,22 @@ class AppServer:
 
 def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
     """Open the Evaluate tab's attack accordion, set the adaptive PGD steps, run, wait for "done"."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     page.get_by_text("Input-side attacks").click()
     box = page.locator("#attack_steps input[type=number]")
-    box.fill(str(steps))
-    box.press("Enter")
-    # the click must not overtake the new value (seen once: a run with the default 20 steps)
-    page.wait_for_function(f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'")
+    # the click must not overtake the new value (seen once: a run with the default 20 steps), and
+    # a value typed while the accordion is still opening can be lost (seen once in a fresh clone):
+    # type it again until the slider shows it
+    for attempt in range(5):
+        box.fill(str(steps))
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function(f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'",
+                                   timeout=6_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 4:
+                raise
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)
