@@ -63,7 +63,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_text(args: argparse.Namespace) -> int:
-    """Pretrain the toy model's text model on option drills (train-toy --text-init reads it)."""
+    """Pretrain the toy model's text model on option drills and refusals (train-toy --text-init reads it)."""
     import torch
     from tqdm import tqdm
     from core.toyworld.pretrain import TextPretrainConfig, pretrain_text
@@ -397,9 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_toy)
 
     p = sub.add_parser("pretrain-text", help="pretrain the tiny text model on MCQ drills (for train-toy --text-init)",
-                       description="Train a text-only Llama of the toy model's text shape on option drills and "
-                                   "reverse lookups (no person is named): the 'base language model' that "
-                                   "train-toy --text-init starts from.")
+                       description="Train a text-only Llama of the toy model's text shape on option drills, "
+                                   "reverse lookups and private-data requests it must refuse (no fact about "
+                                   "anyone): the 'base language model' that train-toy --text-init starts from.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="training seed, and the world whose tokenizer is used")
     p.add_argument("--people", type=int, default=100, help="people in that world (use train-toy's --seed/--people)")

@@ -80,7 +80,7 @@ def first_token_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Te
     drill, the first word of a lookup's value)."""
     ids, targets, mask = held
     rows = torch.arange(len(ids))
-    first = (targets != -100).float().argmax(1)  # the letter's position in each row
+    first = (targets != -100).float().argmax(1)  # the first answer token's position in each row
     pred = model(input_ids=ids, attention_mask=mask).logits[rows, first - 1].argmax(-1)
     return float((pred == targets[rows, first]).float().mean())
 
@@ -104,7 +104,7 @@ def build_text_model(cfg: TextPretrainConfig, tokenizer):
 def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig = TextPretrainConfig(),
                   progress: Callable[[int, int, float, float | None], None] | None = None,
                   should_stop: Callable[[], bool] | None = None, eval_every: int = 250):
-    """Train a text model on drills and lookups; save it (fp32, with the tokenizer and
+    """Train a text model on drills, lookups and refusals; save it (fp32, with the tokenizer and
     pretraining.json) when out_dir is given. Returns the model.
 
     progress(step, steps, mean loss of the last 20 steps, held-out drill accuracy or None):
