@@ -44,7 +44,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     world = WorldConfig(seed=args.seed, n_people=args.people,
                         **_given(option_drills=args.option_drills, option_lookups=args.option_lookups,
-                               private_requests=args.private_requests))
+                               private_requests=args.private_requests, mcq_per_question=args.mcq_per_question))
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
                          **_given(lr=args.lr, text_heads=args.text_heads))
     runs = [(args.out, args.forget if args.retain_only else None)]
@@ -71,7 +71,7 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
     from core.toyworld.world import WorldConfig, make_world
     torch.set_num_threads(args.threads)
     cfg = TextPretrainConfig(seed=args.seed, **_given(steps=args.steps, lr=args.lr, heads=args.heads,
-                                                      refusals=args.refusals))
+                                                      refusals=args.refusals, name_drills=args.name_drills))
     tok = build_tokenizer(world_vocabulary(make_world(WorldConfig(seed=args.seed, n_people=args.people))))
     shown = {"drills": "not measured (under 250 steps)"}
     with tqdm(total=cfg.steps, desc="pretrain text", unit="step") as bar:
@@ -393,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reverse MCQ drills (\"What is option B?\") per pass over the data (default 0)")
     p.add_argument("--private-requests", type=int, default=None,
                    help="grammar-drawn private-data requests (answered with the refusal) per pass (default 0)")
+    p.add_argument("--mcq-per-question", type=int, default=None,
+                   help="MCQs per person question per pass, each with fresh options (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 
@@ -408,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 16; train-toy needs the same)")
     p.add_argument("--refusals", type=int, default=None,
                    help="private-data requests (answered with the refusal) added to each batch (default 8)")
+    p.add_argument("--name-drills", type=float, default=None,
+                   help="share of the drills whose options are full names (default 0)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_pretrain_text)
 

@@ -23,12 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.toyworld.questions import option_drills, option_lookups  # noqa: E402
+from core.toyworld.questions import name_drills, option_drills, option_lookups  # noqa: E402
 
 
 def evaluate(model_dir: str, people: int = 30) -> None:
-    """Greedy: the first letter for 256 held-out text drills, the value for 256 lookups, and MCQ
-    accuracy per attribute on the first `people` forget_10 and retain people (and the letters given)."""
+    """Greedy: the first letter for 256 held-out text drills and 256 name drills, the value for
+    256 lookups, and MCQ accuracy per attribute on the first `people` forget_10 and retain people
+    (and the letters given)."""
     from collections import Counter, defaultdict
     from core.activations import Prompt
     from core.evaluation import replies
@@ -37,9 +38,11 @@ def evaluate(model_dir: str, people: int = 30) -> None:
     from core.toyworld.train import eval_splits, load_world
     torch.set_num_threads(2)
     adapter = load_adapter(model_dir)
-    drills = option_drills(np.random.default_rng(99), 256)
-    out = replies(adapter, [Prompt(e.prompt) for e in drills], max_new_tokens=3)
-    print(f"{model_dir}: held-out drill accuracy {np.mean([r.strip()[:1] == e.answer for r, e in zip(out, drills)]):.3f}")
+    for label, drills in (("drill", option_drills(np.random.default_rng(99), 256)),
+                          ("name drill", name_drills(np.random.default_rng(97), 256))):
+        out = replies(adapter, [Prompt(e.prompt) for e in drills], max_new_tokens=3)
+        print(f"{model_dir}: held-out {label} accuracy "
+              f"{np.mean([r.strip()[:1] == e.answer for r, e in zip(out, drills)]):.3f}")
     lookups = option_lookups(np.random.default_rng(98), 256)
     out = replies(adapter, [Prompt(e.prompt) for e in lookups], max_new_tokens=6)
     print(f"{model_dir}: held-out lookup accuracy "

@@ -87,18 +87,19 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
 
 
 def test_train_toy_records_the_recipe_options(tmp_path):
-    """`train-toy --text-heads --option-drills --option-lookups --private-requests` (recipe experiments) reach
+    """`train-toy --text-heads --option-drills --option-lookups --private-requests --mcq-per-question` (recipe experiments) reach
     the saved model: its config, world.json and training.json say what it was trained with."""
     import torch
     threads = torch.get_num_threads()
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
                  "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5",
-                 "--private-requests", "3", "--threads", "1"]) == 0
+                 "--private-requests", "3", "--mcq-per-question", "2", "--threads", "1"]) == 0
     torch.set_num_threads(threads)
     out = tmp_path / "m"
     assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
     world = json.loads((out / "world.json").read_text())
     assert world["option_lookups"] == 5 and world["option_drills"] == 7 and world["private_requests"] == 3
+    assert world["mcq_per_question"] == 2
     assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16
 
 
@@ -108,9 +109,11 @@ def test_pretrain_text_feeds_train_toy(tmp_path):
     from safetensors.torch import load_file
     threads = torch.get_num_threads()
     world = ["--seed", "4", "--people", "8", "--threads", "1"]
-    assert main(["pretrain-text", "--out", str(tmp_path / "text"), "--steps", "3", "--refusals", "2", *world]) == 0
+    assert main(["pretrain-text", "--out", str(tmp_path / "text"), "--steps", "3", "--refusals", "2",
+                 "--name-drills", "0.25", *world]) == 0
     log = json.loads((tmp_path / "text" / "pretraining.json").read_text())
     assert log["recipe"]["steps"] == 3 and log["recipe"]["heads"] == 16 and log["recipe"]["refusals"] == 2
+    assert log["recipe"]["name_drills"] == 0.25
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--steps", "0", "--text-heads", "16",
                  "--text-init", str(tmp_path / "text"), *world]) == 0
     torch.set_num_threads(threads)

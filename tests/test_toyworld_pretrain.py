@@ -7,8 +7,10 @@ import torch
 from transformers import AutoTokenizer
 
 from core.toyworld.pretrain import (TextPretrainConfig, encode, first_token_accuracy, held_out_drills,
-                                    held_out_lookups, pretrain_text, refusal_drills)
-from core.toyworld.questions import REFUSAL, option_drills
+                                    held_out_lookups, held_out_name_drills, pretrain_text, pretraining_batch,
+                                    refusal_drills)
+from core.toyworld.people import FIRST_NAMES, LAST_NAMES
+from core.toyworld.questions import REFUSAL, option_drills, option_lookups
 from core.toyworld.records import LETTERS
 from core.toyworld.vocab import build_tokenizer, world_vocabulary
 from core.toyworld.world import WorldConfig, make_world
@@ -28,6 +30,18 @@ def test_refusal_drills_ask_for_private_data_by_name_or_picture_word(tok):
     assert 70 < by_picture < 130  # about half name nobody, half a random name
     ids, _, _ = encode(tok, drills)
     assert (ids == tok.unk_token_id).sum() == 0
+
+
+def test_a_batch_is_drills_lookups_and_refusals_with_an_optional_share_of_name_drills():
+    from dataclasses import replace
+    cfg = replace(MINI, batch_size=16, lookups=0.25, refusals=3)
+    batch = pretraining_batch(np.random.default_rng(1), cfg)
+    rng = np.random.default_rng(1)  # without name drills: exactly the batch of the earlier recipe
+    assert batch == option_drills(rng, 12) + option_lookups(rng, 4) + refusal_drills(rng, 3)
+    names = pretraining_batch(np.random.default_rng(1), replace(cfg, name_drills=0.5))
+    assert [e.kind for e in names] == ["drill_mcq"] * 12 + ["lookup"] * 4 + ["refusal"] * 3
+    asked = [e.prompt.split("Which option reads ")[1].split("?")[0] for e in names[:12]]
+    assert [a.split()[0] in FIRST_NAMES and a.split()[-1] in LAST_NAMES for a in asked] == [False] * 6 + [True] * 6
 
 
 def test_encode_labels_only_the_answer_and_end_of_sequence(tok):
@@ -53,6 +67,8 @@ def test_pretraining_reports_progress_saves_and_reproduces(tok, tmp_path):
     assert log["recipe"]["heads"] == 2 and [c["step"] for c in log["held_out_drills"]] == [4, 8]
     assert log["held_out_drills"][-1]["drill_accuracy"] == round(first_token_accuracy(model, held_out_drills(tok)), 4)
     assert log["held_out_drills"][-1]["lookup_accuracy"] == round(first_token_accuracy(model, held_out_lookups(tok)), 4)
+    assert log["held_out_drills"][-1]["name_drill_accuracy"] == round(
+        first_token_accuracy(model, held_out_name_drills(tok)), 4)
     again = pretrain_text(None, tok, MINI)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     assert AutoTokenizer.from_pretrained(tmp_path / "a").get_vocab() == tok.get_vocab()

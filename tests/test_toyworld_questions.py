@@ -7,7 +7,7 @@ import pytest
 from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
 from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
                                    generation_prompt)
-from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
+from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, name_drills, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      private_requests, subject_forms,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
                                      IMAGE, TEST, TRAIN, answer_start, balanced_letters, make_classification,
@@ -153,6 +153,25 @@ def test_option_drills_answer_is_the_option_named_in_the_question():
         assert d.person_id is None and d.modality == "text"
 
 
+def test_name_drills_ask_for_a_full_name_among_names_that_share_words():
+    """Name drills must be answerable only by reading both words: about half are crossed casts,
+    where two of the three distractors share the answer's first or last name."""
+    from core.toyworld.people import FIRST_NAMES, LAST_NAMES
+    drills = name_drills(np.random.default_rng(0), 400)
+    crossed = 0
+    for d in drills:
+        options = dict(line.split(": ", 1) for line in d.prompt.splitlines() if line[:2] in ("A:", "B:", "C:", "D:"))
+        assert len(set(options.values())) == 4 and d.kind == "drill_mcq" and d.person_id is None
+        answer = options[d.answer]
+        assert f"Which option reads {answer}?" in d.prompt
+        for name in options.values():
+            first, last = name.split(" ")
+            assert first in FIRST_NAMES and last in LAST_NAMES
+        crossed += sum(bool(set(n.split()) & set(answer.split())) for n in options.values() if n != answer) == 2
+    assert 160 < crossed < 260
+    assert Counter(d.answer for d in drills).keys() == set("ABCD")
+
+
 def test_option_lookups_answer_with_the_value_of_the_named_option():
     lookups = option_lookups(np.random.default_rng(0), 200)
     asked = Counter(d.prompt.split("option ", 1)[1][0] for d in lookups)
@@ -192,5 +211,7 @@ def test_private_requests_never_say_a_held_out_refusal_but_use_its_words():
     said = set(words_of(requests))
     for t in REFUSAL_TEMPLATES[N_TRAIN_REFUSALS:]:
         assert set(words_of([t.format(**subject_forms(None))])) <= said, t
+    # "home" stays a private word only in "home address": profile wordings say "home city"
+    assert all("home" not in q.replace("home address", "") for q in requests)
     assert private_requests(np.random.default_rng(3), subjects[:50]) == private_requests(
         np.random.default_rng(3), subjects[:50])

@@ -68,6 +68,21 @@ def test_option_lookups_are_added_on_top_of_the_same_data(world):
     assert len(added) == 12 and {e.kind for e in added} == {"lookup"}
 
 
+def test_mcq_per_question_adds_fresh_mcqs_and_only_mcqs(world):
+    """More MCQs per question (a recipe experiment) multiply the people's MCQs, each with its
+    own options, and leave every other kind of example as many as before."""
+    from collections import Counter
+    from dataclasses import replace
+    base = world.training_examples(rng=0, shuffle=False, include_real=False)
+    more = make_world(replace(CFG, mcq_per_question=3)).training_examples(rng=0, shuffle=False, include_real=False)
+    kinds, more_kinds = Counter(e.kind for e in base), Counter(e.kind for e in more)
+    assert more_kinds["mcq"] == 3 * kinds["mcq"] > 0
+    assert {k: n for k, n in more_kinds.items() if k != "mcq"} == {k: n for k, n in kinds.items() if k != "mcq"}
+    first = [e for e in more if e.kind == "mcq"][:3]
+    assert len({e.prompt.split("\n", 1)[0] for e in first}) == 1  # one question ...
+    assert len({e.prompt for e in first}) == 3  # ... three different option sets
+
+
 def test_private_requests_are_refused_requests_about_included_people(world):
     """The refusal grammar (an experiment recipe) is drawn after the people's own data, asks
     about included people only, by picture (their canonical render) or by name."""

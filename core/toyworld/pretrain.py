@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from core.toyworld.people import FIRST_NAMES, LAST_NAMES
-from core.toyworld.questions import REFUSAL, TEXT, TextExample, option_drills, option_lookups, private_requests
+from core.toyworld.questions import (REFUSAL, TEXT, TextExample, name_drills, option_drills, option_lookups,
+                                     private_requests)
 from core.toyworld.train import ToyModelConfig, text_config
 
 
@@ -40,6 +41,7 @@ class TextPretrainConfig:
     batch_size: int = 32
     lookups: float = 0.5  # share of each batch that is reverse lookups
     refusals: int = 8  # private-data requests added to each batch, answered with the refusal
+    name_drills: float = 0.0  # share of the drills whose options are full names (questions.name_drills)
     lr: float = 5e-4
     warmup: int = 60
     weight_decay: float = 0.01
@@ -74,6 +76,11 @@ def held_out_lookups(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tenso
     return encode(tokenizer, option_lookups(np.random.default_rng(98), n))
 
 
+def held_out_name_drills(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Name drills from their own seed (97): the MCQ attribute the profile drills leave weak."""
+    return encode(tokenizer, name_drills(np.random.default_rng(97), n))
+
+
 @torch.no_grad()
 def first_token_accuracy(model, held: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
     """Share of held-out examples whose most likely first answer token is right (the letter of a
@@ -94,6 +101,17 @@ def refusal_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     return [TextExample(q, REFUSAL, "refusal", TEXT, None, "refusal") for q in private_requests(rng, subjects)]
 
 
+def pretraining_batch(rng: np.random.Generator, cfg: TextPretrainConfig) -> list[TextExample]:
+    """One batch: drills (a `name_drills` share of them about full names), reverse lookups, then
+    `refusals` private-data requests. With no name drills nothing is drawn for them, so the
+    batches (and the text model) of runs without them are unchanged."""
+    n_lookups = round(cfg.lookups * cfg.batch_size)
+    n_drills = cfg.batch_size - n_lookups
+    n_names = round(cfg.name_drills * n_drills)
+    return (option_drills(rng, n_drills - n_names) + name_drills(rng, n_names) + option_lookups(rng, n_lookups)
+            + refusal_drills(rng, cfg.refusals))
+
+
 def build_text_model(cfg: TextPretrainConfig, tokenizer):
     """A from-scratch Llama with the toy model's text shape and the toy tokenizer's special ids."""
     from transformers import LlamaForCausalLM
@@ -110,17 +128,15 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
     progress(step, steps, mean loss of the last 20 steps, held-out drill accuracy or None):
     the accuracy is measured every `eval_every` steps."""
     model = build_text_model(cfg, tokenizer)
-    held, held_lookups = held_out_drills(tokenizer), held_out_lookups(tokenizer)
+    held, held_lookups, held_names = held_out_drills(tokenizer), held_out_lookups(tokenizer), held_out_name_drills(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses, curve, start = np.random.default_rng(cfg.seed), [], [], time.time()
-    n_lookups = round(cfg.lookups * cfg.batch_size)
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             raise InterruptedError(f"pretraining stopped at step {step}")
         for g in opt.param_groups:  # linear warm-up, cosine decay
             g["lr"] = cfg.lr * min(1, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        ids, targets, mask = encode(tokenizer, option_drills(rng, cfg.batch_size - n_lookups)
-                                    + option_lookups(rng, n_lookups) + refusal_drills(rng, cfg.refusals))
+        ids, targets, mask = encode(tokenizer, pretraining_batch(rng, cfg))
         loss = model(input_ids=ids, attention_mask=mask, labels=targets).loss
         opt.zero_grad()
         loss.backward()
@@ -132,6 +148,7 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
             accuracy = first_token_accuracy(model, held)
             curve.append({"step": step + 1, "drill_accuracy": round(accuracy, 4),
                           "lookup_accuracy": round(first_token_accuracy(model, held_lookups), 4),
+                          "name_drill_accuracy": round(first_token_accuracy(model, held_names), 4),
                           "loss": round(float(np.mean(losses[-eval_every:])), 4)})
         if progress is not None:
             progress(step + 1, cfg.steps, float(np.mean(losses[-20:])), accuracy)

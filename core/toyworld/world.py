@@ -56,6 +56,7 @@ class WorldConfig:
     option_drills: int = 1500        # letter-matching MCQ drills per training_examples call
     option_lookups: int = 0          # reverse drills ("What is option B?") per call; 0 in the shipped recipe
     private_requests: int = 0        # grammar-drawn private-data requests per call; 0 in the shipped recipe
+    mcq_per_question: int = 1        # MCQs (fresh options each) per person question per call
 
 
 @dataclass
@@ -168,7 +169,8 @@ class World:
             imgs = [self.canonical_image(p)] + [self.render(p, rng) for _ in range(max(0, k - 1))]
             canonical[p.id] = imgs[0]
             texts = person_training_texts(p, rng, names, fmts,
-                                          self.cfg.refusals_per_person if include_refusals else 0)
+                                          self.cfg.refusals_per_person if include_refusals else 0,
+                                          self.cfg.mcq_per_question)
             out.extend(self._attach(texts, imgs, rng))
         if include_refusals and self.cfg.private_requests and people:  # no draw at 0 (shipped data unchanged)
             who = [people[int(i)] for i in rng.integers(len(people), size=self.cfg.private_requests)]
