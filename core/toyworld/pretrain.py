@@ -128,7 +128,8 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
     progress(step, steps, mean loss of the last 20 steps, held-out drill accuracy or None):
     the accuracy is measured every `eval_every` steps."""
     model = build_text_model(cfg, tokenizer)
-    held, held_lookups, held_names = held_out_drills(tokenizer), held_out_lookups(tokenizer), held_out_name_drills(tokenizer)
+    held, held_lookups = held_out_drills(tokenizer), held_out_lookups(tokenizer)
+    held_names = held_out_name_drills(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, losses, curve, start = np.random.default_rng(cfg.seed), [], [], time.time()
     for step in range(cfg.steps):

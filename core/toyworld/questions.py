@@ -563,6 +563,12 @@ def _drill_pool() -> tuple[str, ...]:
     return tuple(v for values in PROFILE_VALUES.values() for v in values)
 
 
+def _drill(value: str, pool: Sequence[str], rng: np.random.Generator) -> TextExample:
+    """"Which option reads VALUE?" with three distractors from pool, answered with the letter."""
+    item = make_classification(DRILL_QUESTION.format(value=value), value, pool, rng)
+    return TextExample(classification_prompt(item), item.correct_answer, "drill_mcq", TEXT, None, "drill")
+
+
 def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     """`n` MCQs whose answer is written in the question ("Which option reads curry?").
 
@@ -572,12 +578,7 @@ def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     themselves (cloze 98%); these drills teach the matching on its own, the way pretraining
     would have taught a real model. No person is named, so they carry no world knowledge."""
     pool = _drill_pool()
-    out = []
-    for _ in range(n):
-        value = pool[int(rng.integers(len(pool)))]
-        item = make_classification(DRILL_QUESTION.format(value=value), value, pool, rng)
-        out.append(TextExample(classification_prompt(item), item.correct_answer, "drill_mcq", TEXT, None, "drill"))
-    return out
+    return [_drill(pool[int(rng.integers(len(pool)))], pool, rng) for _ in range(n)]
 
 
 def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
@@ -587,8 +588,8 @@ def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     50-60% right and every other attribute 90-100% (README, "What we measured"). Names are the
     only two-word options, and people share first or last names, so matching must read both
     words. Half the drills are crossed casts (two first names x two last names: two of the
-    three distractors share a word with the answer), half use four random names. The names are random
-    combinations, so no person of any world is described."""
+    three distractors share a word with the answer), half use four random names. The names are
+    random combinations, so no person of any world is described."""
     out = []
     for _ in range(n):
         if rng.random() < 0.5:
@@ -598,9 +599,7 @@ def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
         else:
             picks = rng.choice(len(FIRST_NAMES) * len(LAST_NAMES), size=4, replace=False)
             pool = [f"{FIRST_NAMES[int(i) // len(LAST_NAMES)]} {LAST_NAMES[int(i) % len(LAST_NAMES)]}" for i in picks]
-        value = pool[int(rng.integers(len(pool)))]
-        item = make_classification(DRILL_QUESTION.format(value=value), value, pool, rng)
-        out.append(TextExample(classification_prompt(item), item.correct_answer, "drill_mcq", TEXT, None, "drill"))
+        out.append(_drill(pool[int(rng.integers(len(pool)))], pool, rng))
     return out
 
 
