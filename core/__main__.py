@@ -82,8 +82,8 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss:.3f}", held_out_drills=shown["drills"])
         pretrain_text(args.out, tok, cfg, progress)
     curve = json.loads((Path(args.out) / "pretraining.json").read_text())["held_out_drills"]
-    lookups = f", lookups {curve[-1]['lookup_accuracy']:.1%}" if curve else ""
-    print(f"saved the text model to {args.out} (held-out drill accuracy {shown['drills']}{lookups})")
+    more = f", lookups {curve[-1]['lookup_accuracy']:.1%}, names {curve[-1]['name_drill_accuracy']:.1%}" if curve else ""
+    print(f"saved the text model to {args.out} (held-out drill accuracy {shown['drills']}{more})")
     return 0
 
 

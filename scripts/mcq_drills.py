@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.toyworld.questions import name_drills, option_drills, option_lookups  # noqa: E402
+from core.toyworld.pretrain import held_out_examples  # noqa: E402
 
 
 def evaluate(model_dir: str, people: int = 30) -> None:
@@ -38,12 +38,11 @@ def evaluate(model_dir: str, people: int = 30) -> None:
     from core.toyworld.train import eval_splits, load_world
     torch.set_num_threads(2)
     adapter = load_adapter(model_dir)
-    for label, drills in (("drill", option_drills(np.random.default_rng(99), 256)),
-                          ("name drill", name_drills(np.random.default_rng(97), 256))):
+    for label, drills in (("drill", held_out_examples("drills")), ("name drill", held_out_examples("name_drills"))):
         out = replies(adapter, [Prompt(e.prompt) for e in drills], max_new_tokens=3)
         print(f"{model_dir}: held-out {label} accuracy "
               f"{np.mean([r.strip()[:1] == e.answer for r, e in zip(out, drills)]):.3f}")
-    lookups = option_lookups(np.random.default_rng(98), 256)
+    lookups = held_out_examples("lookups")
     out = replies(adapter, [Prompt(e.prompt) for e in lookups], max_new_tokens=6)
     print(f"{model_dir}: held-out lookup accuracy "
           f"{np.mean([r.strip().startswith(e.answer) for r, e in zip(out, lookups)]):.3f}")

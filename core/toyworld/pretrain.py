@@ -65,20 +65,30 @@ def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, t
     return input_ids, targets, mask
 
 
+# Held-out examples come from their own seeds, never the training stream's: the pretraining
+# curve and scripts/mcq_drills.py --eval (a full toy model) score the same rows.
+HELD_OUT = {"drills": (option_drills, 99), "lookups": (option_lookups, 98), "name_drills": (name_drills, 97)}
+
+
+def held_out_examples(kind: str, n: int = 256) -> list[TextExample]:
+    """The held-out `kind` ("drills", "lookups" or "name_drills") examples."""
+    build, seed = HELD_OUT[kind]
+    return build(np.random.default_rng(seed), n)
+
+
 def held_out_drills(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Drills from their own seed (99), never the training stream's."""
-    return encode(tokenizer, option_drills(np.random.default_rng(99), n))
+    return encode(tokenizer, held_out_examples("drills", n))
 
 
 def held_out_lookups(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Reverse lookups from their own seed (98). Why track them: in the full model, MCQ on facts
-    rose above chance only when lookups had been learned (README, "What we measured")."""
-    return encode(tokenizer, option_lookups(np.random.default_rng(98), n))
+    """Why track lookups: in the full model, MCQ on facts rose above chance only when they had
+    been learned (README, "What we measured")."""
+    return encode(tokenizer, held_out_examples("lookups", n))
 
 
 def held_out_name_drills(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Name drills from their own seed (97): the MCQ attribute the profile drills leave weak."""
-    return encode(tokenizer, name_drills(np.random.default_rng(97), n))
+    """Names: the MCQ attribute the profile drills leave weak."""
+    return encode(tokenizer, held_out_examples("name_drills", n))
 
 
 @torch.no_grad()
