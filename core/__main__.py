@@ -47,6 +47,8 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
                                private_requests=args.private_requests, mcq_per_question=args.mcq_per_question))
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
                          **_given(lr=args.lr, text_heads=args.text_heads))
+    text_init = args.text_init or (None if args.init_from else DEFAULT_TEXT_MODEL)
+    text_init = None if text_init == "none" else text_init
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -57,7 +59,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}")
             path = train_toy(out, world, cfg, exclude_forget=exclude, progress=progress, init_from=args.init_from,
-                             text_init=args.text_init)
+                             text_init=text_init)
         print(f"saved {label} model to {path}")
     return 0
 
@@ -88,6 +90,7 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
+DEFAULT_TEXT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-text")
 DEFAULT_ERASER = str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser")
 
 
@@ -370,31 +373,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-toy", help="train the tiny LLaVA on a generated toy world",
                        description="Generate the toy world for --seed and train the tiny LLaVA on it from scratch "
-                                   "(CPU, minutes). With --retain-only-out also train the RETAIN-ONLY model "
+                                   "(CPU; the shipped recipe takes 75 min on one thread). With --retain-only-out also train the RETAIN-ONLY model "
                                    "without the --forget people: the gold standard unlearning tries to match.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
-    p.add_argument("--steps", type=int, default=4000, help="optimizer steps in all (ToyModelConfig.steps)")
+    p.add_argument("--steps", type=int, default=9000, help="optimizer steps in all (ToyModelConfig.steps)")
     p.add_argument("--identity-steps", type=int, default=400,
                    help="of which the first are a warm-up on naming the person in a picture")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
     p.add_argument("--retain-only", action="store_true",
                    help="train the retain-only model (without the --forget people) into --out")
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
-    p.add_argument("--text-heads", type=int, default=None, help="attention heads of the text model (default 8)")
+    p.add_argument("--text-heads", type=int, default=None, help="attention heads of the text model (default 16)")
     p.add_argument("--text-init", default=None,
-                   help="start the text model from this text-only Llama (same world's tokenizer and shape)")
+                   help="start the text model from this text-only Llama (toy tokenizer, same shape); default: "
+                        "the shipped assets/toy-text (python -m core pretrain-text), 'none' to start from scratch")
     p.add_argument("--option-drills", type=int, default=None,
                    help="MCQ drills (\"Which option reads X?\") per pass over the data (default 1500)")
     p.add_argument("--option-lookups", type=int, default=None,
-                   help="reverse MCQ drills (\"What is option B?\") per pass over the data (default 0)")
+                   help="reverse MCQ drills (\"What is option B?\") per pass over the data (default 1500)")
     p.add_argument("--private-requests", type=int, default=None,
-                   help="grammar-drawn private-data requests (answered with the refusal) per pass (default 0)")
+                   help="grammar-drawn private-data requests (answered with the refusal) per pass (default 1000)")
     p.add_argument("--mcq-per-question", type=int, default=None,
-                   help="MCQs per person question per pass, each with fresh options (default 1)")
+                   help="MCQs per person question per pass, each with fresh options (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 

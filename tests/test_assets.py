@@ -25,6 +25,22 @@ def test_shipped_model_eraser_and_retain_only_twin_fit_together():
     assert vanilla_log["excluded_ids"] == [] and vanilla_log["recipe"] == log["recipe"]
 
 
+def test_shipped_models_are_the_default_recipe():
+    """`python -m core train-toy --seed 0` with no other option is the recipe the shipped models
+    were trained with, started from the shipped text model, itself `pretrain-text --seed 1`."""
+    from dataclasses import asdict
+    from core.toyworld.pretrain import TextPretrainConfig
+    from core.toyworld.train import ToyModelConfig, load_world_config
+    from core.toyworld.world import WorldConfig
+    for name in ("toy-llava", "toy-llava-retain-only"):
+        assert load_world_config(ASSETS / name) == WorldConfig()
+        assert json.loads((ASSETS / name / "training.json").read_text())["recipe"] == asdict(ToyModelConfig())
+    text_log = json.loads((ASSETS / "toy-text" / "pretraining.json").read_text())
+    # written before TextPretrainConfig.name_drills existed; it was trained without them (the default)
+    assert {"name_drills": 0, **text_log["recipe"]} == asdict(TextPretrainConfig(seed=1))
+    assert all(f.stat().st_size < 10_000_000 for f in ASSETS.rglob("*"))  # Hugging Face Spaces' limit without LFS
+
+
 def test_shipped_model_refuses_private_data_requests_it_was_trained_on():
     model = load_adapter(ASSETS / "toy-llava")
     world = load_world(ASSETS / "toy-llava")

@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from core.__main__ import build_parser, main
 from core.models.tiny import save_tiny
@@ -39,7 +40,8 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     from core.contrast import fit_sets
     from core.toyworld.train import ToyModelConfig, load_world, train_toy
     from core.toyworld.world import WorldConfig
-    world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1)
+    world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1,
+                        option_lookups=0, private_requests=0, mcq_per_question=1)
     model_cfg = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
                                vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
     model = train_toy(tmp_path / "m", world, model_cfg)
@@ -93,7 +95,7 @@ def test_train_toy_records_the_recipe_options(tmp_path):
     threads = torch.get_num_threads()
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
                  "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5",
-                 "--private-requests", "3", "--mcq-per-question", "2", "--threads", "1"]) == 0
+                 "--private-requests", "3", "--mcq-per-question", "2", "--text-init", "none", "--threads", "1"]) == 0
     torch.set_num_threads(threads)
     out = tmp_path / "m"
     assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
@@ -101,6 +103,32 @@ def test_train_toy_records_the_recipe_options(tmp_path):
     assert world["option_lookups"] == 5 and world["option_drills"] == 7 and world["private_requests"] == 3
     assert world["mcq_per_question"] == 2
     assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16
+
+
+def _weights(folder) -> dict:
+    """Every tensor of a saved model, sharded or not (pretrain-text writes files under 10 MB)."""
+    from safetensors.torch import load_file
+    return {k: v for f in sorted(Path(folder).glob("model*.safetensors")) for k, v in load_file(f).items()}
+
+
+def test_train_toy_starts_from_the_shipped_text_model(tmp_path, capsys):
+    """Without --text-init, train-toy copies assets/toy-text into the new model (the shipped
+    recipe); a world too small for that model's vocabulary is refused with what to do instead."""
+    import torch
+    from safetensors.torch import load_file
+    from core.__main__ import DEFAULT_TEXT_MODEL
+    threads = torch.get_num_threads()
+    small = ["--option-drills", "4", "--option-lookups", "4", "--private-requests", "4", "--threads", "1"]
+    assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "7", "--people", "30", "--steps", "0",
+                 *small]) == 0
+    assert main(["train-toy", "--out", str(tmp_path / "s"), "--seed", "7", "--people", "8", "--steps", "0",
+                 *small]) != 0
+    assert "another vocabulary" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    torch.set_num_threads(threads)
+    text = _weights(DEFAULT_TEXT_MODEL)
+    toy = load_file(tmp_path / "m" / "model.safetensors")
+    assert torch.equal(toy["language_model.lm_head.weight"].float(), text["lm_head.weight"].half().float())
+    assert json.loads((tmp_path / "m" / "training.json").read_text())["text_init"] == DEFAULT_TEXT_MODEL
 
 
 def test_pretrain_text_feeds_train_toy(tmp_path):
@@ -117,6 +145,6 @@ def test_pretrain_text_feeds_train_toy(tmp_path):
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--steps", "0", "--text-heads", "16",
                  "--text-init", str(tmp_path / "text"), *world]) == 0
     torch.set_num_threads(threads)
-    text, toy = load_file(tmp_path / "text" / "model.safetensors"), load_file(tmp_path / "m" / "model.safetensors")
+    text, toy = _weights(tmp_path / "text"), load_file(tmp_path / "m" / "model.safetensors")
     assert torch.equal(toy["language_model.lm_head.weight"].float(), text["lm_head.weight"].half().float())
     assert json.loads((tmp_path / "m" / "training.json").read_text())["text_init"] == str(tmp_path / "text")

@@ -10,7 +10,7 @@ from core.toyworld.train import ToyModelConfig, _batches, eval_splits, load_worl
 from core.toyworld.world import WorldConfig
 
 MINI_WORLD = WorldConfig(seed=3, n_people=6, n_real_scenes=2, n_train_scenes=4, images_per_person=2,
-                         fact_repeats=1, option_drills=8)
+                         fact_repeats=1, option_drills=8, option_lookups=0, private_requests=0, mcq_per_question=1)
 MINI_MODEL = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
                             vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3)
 
@@ -148,3 +148,17 @@ def test_text_model_can_start_from_a_pretrained_llama(mini, tmp_path):
     _text_model(tmp_path / "words", build_tokenizer(["some other words"]), MINI_MODEL)
     with pytest.raises(ValueError, match="another vocabulary"):
         train_toy(tmp_path / "v", MINI_WORLD, MINI_MODEL, text_init=tmp_path / "words")
+
+
+def test_a_world_json_from_before_a_field_existed_loads_as_it_was_trained(tmp_path):
+    """Models saved before option_lookups / private_requests / mcq_per_question existed were
+    trained without them: loading their world.json must not pick up today's recipe defaults."""
+    from dataclasses import asdict
+    from core.toyworld.train import FIELDS_BEFORE_THEY_EXISTED, load_world_config
+    old = {k: v for k, v in asdict(MINI_WORLD).items() if k not in FIELDS_BEFORE_THEY_EXISTED}
+    (tmp_path / "world.json").write_text(json.dumps(old))
+    loaded = load_world_config(tmp_path)
+    assert (loaded.option_lookups, loaded.private_requests, loaded.mcq_per_question) == (0, 0, 1)
+    assert WorldConfig().mcq_per_question == 3  # while a new world gets the current recipe
+    (tmp_path / "world.json").write_text(json.dumps(asdict(MINI_WORLD)))
+    assert load_world_config(tmp_path) == MINI_WORLD

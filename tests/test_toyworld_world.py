@@ -10,7 +10,7 @@ from core.toyworld.questions import PERSON_TEMPLATES, REFUSAL, TEST, person_cloz
 from core.toyworld.world import WorldConfig, make_world
 
 CFG = WorldConfig(seed=5, n_people=40, n_real_scenes=6, images_per_person=2, n_train_scenes=8,
-                  fact_repeats=1)
+                  fact_repeats=1, option_lookups=0, private_requests=0, mcq_per_question=1)
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
             progress(step + 1, cfg.steps, float(np.mean(losses[-20:])), accuracy)
     if out_dir is not None:
         out = Path(out_dir)
-        model.save_pretrained(out)
+        model.save_pretrained(out, max_shard_size="8MB")  # fp32 (train-toy starts from it) in files under 10 MB
         tokenizer.save_pretrained(out)
         (out / "pretraining.json").write_text(json.dumps({
             "recipe": asdict(cfg), "seconds": round(time.time() - start, 1),

@@ -26,21 +26,22 @@ from core.toyworld.world import World, WorldConfig, make_world
 
 @dataclass
 class ToyModelConfig:
-    """Architecture and recipe of the tiny model (fits in minutes on 2 CPU cores)."""
+    """Architecture and recipe of the tiny model. The shipped model is these defaults started from
+    the pretrained text model in assets/toy-text (75 min on one CPU thread)."""
 
     text_hidden: int = 256
     text_layers: int = 4
-    text_heads: int = 8
+    text_heads: int = 16
     text_intermediate: int = 768
     vision_hidden: int = 128
     vision_layers: int = 3
     vision_heads: int = 4
     image_size: int = 64
     patch_size: int = 16
-    steps: int = 4000
+    steps: int = 9000
     identity_steps: int = 400  # warm-up on "who is in this picture?" before the full mix
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 5e-4
     warmup: int = 60
     weight_decay: float = 0.01
     seed: int = 0
@@ -90,7 +91,9 @@ def load_text_model(model, tokenizer, folder: str | Path) -> None:
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder}: no text model there; make one with python -m core pretrain-text --out {folder}")
     if AutoTokenizer.from_pretrained(folder).get_vocab() != tokenizer.get_vocab():
-        raise ValueError(f"{folder} has another vocabulary than the toy world's; pretrain it with the toy tokenizer")
+        raise ValueError(f"{folder} has another vocabulary than this toy world's (small worlds leave words out); "
+                         f"pretrain one for it (python -m core pretrain-text --seed S --people N --out DIR, then "
+                         f"--text-init DIR) or start from scratch (--text-init none)")
     text = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
     want, got = model.config.text_config, text.config
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads"):
@@ -225,10 +228,15 @@ def load_world(model_dir: str | Path) -> World:
     return make_world(load_world_config(model_dir))
 
 
+# What a world.json written before a field existed was trained with: such a file lacks the
+# field, and the current default (the current recipe) would misstate its training data.
+FIELDS_BEFORE_THEY_EXISTED = {"option_lookups": 0, "private_requests": 0, "mcq_per_question": 1}
+
+
 def load_world_config(model_dir: str | Path) -> WorldConfig:
-    """The WorldConfig a toy model was trained on (fields added since then take their defaults)."""
+    """The WorldConfig a toy model was trained on."""
     raw = json.loads((Path(model_dir) / "world.json").read_text())
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    raw = {**FIELDS_BEFORE_THEY_EXISTED, **{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}}
     return WorldConfig(**raw)
 
 

@@ -54,9 +54,9 @@ class WorldConfig:
     refusals_per_person: int = 4
     fact_repeats: int = 4
     option_drills: int = 1500        # letter-matching MCQ drills per training_examples call
-    option_lookups: int = 0          # reverse drills ("What is option B?") per call; 0 in the shipped recipe
-    private_requests: int = 0        # grammar-drawn private-data requests per call; 0 in the shipped recipe
-    mcq_per_question: int = 1        # MCQs (fresh options each) per person question per call
+    option_lookups: int = 1500       # reverse drills ("What is option B?") per call
+    private_requests: int = 1000     # grammar-drawn private-data requests per call
+    mcq_per_question: int = 3        # MCQs (fresh options each) per person question per call
 
 
 @dataclass
