@@ -518,7 +518,8 @@ def _rows(run: str, splits: dict) -> list[list]:
 
 _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
                  "eraser": "MLLMEraser, shipped preset",
-                 "eraser_mean_gate": "MLLMEraser, prompt-mean gate (option)",
+                 "eraser_last_token": "MLLMEraser, the method's last-token gate (option)",
+                 "eraser_latched": "MLLMEraser, latched mode (option)",
                  "eraser_gate_variants": "MLLMEraser, gate fitted on later-turn formats too (option)",
                  "baseline_ga": "GA (weights edited)",
                  "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",

@@ -53,7 +53,8 @@ def prompt_mean(h: torch.Tensor, attention_mask: torch.Tensor | None,
     attention sink, whose norm dwarfs the rest), and not after `last` (B,) when the row also
     carries answer tokens. Why a mean at all: on the toy model the last prompt token encodes
     the answer about to be given, which forget and retain people share, while the name and
-    image tokens say WHO is asked about (measured: held-out gate AUC 0.80 -> 0.92 at layer 3).
+    image tokens say WHO is asked about (measured held-out gate AUC, last token -> prompt mean:
+    0.80 -> 0.92 at layer 3 of the first toy model, 0.72-0.80 -> 0.96-0.98 at layers 1-3 of the shipped one).
     """
     B, T = h.shape[:2]
     if attention_mask is None or tuple(attention_mask.shape) != (B, T):

@@ -92,14 +92,14 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
 
     Sizes: the gate is a linear map on d-dim activations, and with 12 prompts per person and
     600 retain prompts it separated forget from retain questions perfectly on those prompts but
-    barely on held-out ones (AUC 0.52-0.60 on the shipped model at ratio 0.3, gamma 0.1);
-    48 / 1600 with ratio 0.6, gamma 10 raised that to 0.74-0.77 (README, "Why the eraser is weak here").
+    barely on held-out ones (AUC 0.52-0.60 on the first shipped model at ratio 0.3, gamma 0.1);
+    48 / 1600 with ratio 0.6, gamma 10 raised that to 0.74-0.77 on that model.
 
     On top of the n_retain sample, every general fact is added `fact_draws` times in each format
     (MCQ options redrawn each time). Why: the null space comes from the uncentred Gram of the
     retain activations, so a kind of input is protected in proportion to its share of the set.
     A uniform sample held 17 general-fact prompts in 1600; steering cut general text-only
-    ROUGE-L from 100% to 37%. Measured on the shipped model (layers 2-3, ratio 0.6): their
+    ROUGE-L from 100% to 37%. Measured on the first shipped model (layers 2-3, ratio 0.6): their
     mean |gate| on fresh draws is 0.69-1.06 without the extra draws, 0.43-0.74 with one,
     0.22-0.39 with 10, while the forget-vs-retain AUC stays at 0.76-0.81.
 

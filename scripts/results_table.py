@@ -41,30 +41,36 @@ def table() -> str:
         if res.get("eraser"):
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
-                         f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}")
+                         f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, gate read at "
+                         f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}")
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
 
 
 def comparison() -> str:
-    """One line per method: forgetting (forget / test) against utility (retain / real). Cloze and
-    ROUGE-L, image+text unless marked: the shipped model does not answer MCQs (README)."""
-    rows = ROWS + [("vanilla + MLLMEraser, prompt-mean gate (option, not shipped)", "results/eraser_mean_gate.json"),
+    """One line per method: forgetting (forget / test) against utility (retain / real); image+text
+    unless marked."""
+    rows = ROWS + [("vanilla + MLLMEraser, the method's last-token gate (option, not shipped)",
+                    "results/eraser_last_token.json"),
+                   ("vanilla + MLLMEraser, latched mode (option, not shipped)", "results/eraser_latched.json"),
                    ("vanilla + MLLMEraser, gate fitted on later-turn formats too (option, not shipped)",
                     "results/eraser_gate_variants.json")]
     rows += [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
-    lines = ["| method | forget cloze | test cloze | forget ROUGE-L | retain cloze | retain ROUGE-L | real cloze | "
-             "real ROUGE-L (text) | retain fluency |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | forget MCQ | forget cloze | test cloze | forget ROUGE-L | retain MCQ | retain cloze | "
+             "retain ROUGE-L | real cloze | real ROUGE-L (text) | forget fluency | retain fluency |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, path in rows:
         f = ROOT / path
         if not f.is_file():
             continue
         sp = json.loads(f.read_text())["splits"]
         it = {k: v["image_text"] for k, v in sp.items()}
-        lines.append(f"| {label} | {pct(it['forget']['cloze'])} | {pct(it['test']['cloze'])} | "
-                     f"{pct(it['forget']['generation_rougeL'])} | {pct(it['retain']['cloze'])} | "
+        lines.append(f"| {label} | {pct(it['forget']['classification'])} | {pct(it['forget']['cloze'])} | "
+                     f"{pct(it['test']['cloze'])} | {pct(it['forget']['generation_rougeL'])} | "
+                     f"{pct(it['retain']['classification'])} | {pct(it['retain']['cloze'])} | "
                      f"{pct(it['retain']['generation_rougeL'])} | {pct(it['real']['cloze'])} | "
-                     f"{pct(sp['real']['text_only']['generation_rougeL'])} | {pct(it['retain'].get('fluency'))} |")
+                     f"{pct(sp['real']['text_only']['generation_rougeL'])} | {pct(it['forget'].get('fluency'))} | "
+                     f"{pct(it['retain'].get('fluency'))} |")
     return "\n".join(lines)
 
 

@@ -57,9 +57,9 @@ def _set_strength(page, value: str) -> None:
 
 def test_steering_changes_the_answer_and_strength_zero_restores_it(page):
     _pick(page, "FORGET")  # the portrait is loaded before asking
-    # a strong push against d_erase: on the shipped model +3 is not reliably disruptive, because
-    # steering layer 2 can flip the sign of layer 3's gate (gates read the steered stream)
-    _set_strength(page, "-3")
+    # a strong push along d_erase on a forget portrait: the shipped preset steers layer 3 only,
+    # during the prompt pass, so the gate opens and the answer turns into a refusal
+    _set_strength(page, "3")
     page.wait_for_timeout(500)
     original, steered = _compare(page)
     assert original and steered
