@@ -90,8 +90,8 @@ def cmd_pretrain_text(args: argparse.Namespace) -> int:
 
 
 DEFAULT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-llava")
-DEFAULT_TEXT_MODEL = str(Path(__file__).resolve().parents[1] / "assets" / "toy-text")
 DEFAULT_ERASER = str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser")
+DEFAULT_TEXT_MODEL = str(Path(DEFAULT_MODEL).parent / "toy-text")
 
 
 def _eval_data(args, adapter):
@@ -372,9 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("train-toy", help="train the tiny LLaVA on a generated toy world",
-                       description="Generate the toy world for --seed and train the tiny LLaVA on it from scratch "
-                                   "(CPU; the shipped recipe takes 75 min on one thread). With --retain-only-out also train the RETAIN-ONLY model "
-                                   "without the --forget people: the gold standard unlearning tries to match.")
+                       description="Generate the toy world for --seed and train the tiny LLaVA on it, its text "
+                                   "model started from the shipped assets/toy-text (CPU; 75 min on one thread). "
+                                   "With --retain-only-out also train the RETAIN-ONLY model without the --forget "
+                                   "people: the gold standard unlearning tries to match.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
