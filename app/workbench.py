@@ -421,7 +421,7 @@ class Workbench:
         forget = _forget_spec((eraser.config.forget_split if eraser else "") or "forget_10")
         if limit is not None and not 1 <= int(limit) <= 1000:
             raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
-        steering = None if eraser is None else (lambda: eraser.apply(self.adapter))
+        steering = None if eraser is None else eraser.task_steering(self.adapter)
         return evaluate(self.adapter, eval_splits(world, forget, limit), refusal_sets(world, forget, limit),
                         EvalConfig(), steering, None if eraser is None else eraser_summary(eraser),
                         progress, should_stop)
@@ -482,6 +482,7 @@ def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:
 def eraser_summary(eraser: Eraser) -> dict:
     c = eraser.config
     return {"direction": c.direction_kind, "forget": c.forget_split, "strength": c.strength,
+            **({"task_strengths": dict(c.task_strengths)} if c.task_strengths else {}),
             "layers": c.steer_layers if c.steer_layers is not None else c.layers, "mode": c.mode,
             "ratio": c.ratio, "gamma": c.gamma}
 

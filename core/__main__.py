@@ -137,6 +137,58 @@ def _parse_layers(text: str | None) -> list[int] | None:
         raise ValueError(f"--layers expects comma-separated layer numbers such as 4,5 (or 'all'), got {text!r}")
 
 
+def _parse_task_strengths(specs: list[str]) -> dict[str, float]:
+    from core.evaluation import TASKS
+    out = {}
+    for spec in specs:
+        task, _, value = spec.partition("=")
+        try:
+            if task not in TASKS:
+                raise ValueError
+            out[task] = float(value)
+        except ValueError:
+            raise ValueError(f"--task-strength expects TASK=STRENGTH with TASK one of {', '.join(TASKS)} "
+                             f"(e.g. classification=1.0), got {spec!r}")
+    return out
+
+
+def _parse_modes(text: str, gate_position: str) -> list[str]:
+    from core.steering import MODES
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise ValueError(f"--tune-modes expects steering modes from {', '.join(MODES)}, comma-separated; got {text!r}")
+    if gate_position == "mean" and "every_step" in modes:
+        raise ValueError("a prompt-mean gate is read once per prompt: --tune-modes cannot include every_step")
+    return modes
+
+
+def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
+    """Per-task strengths for the tuned layers and mode, on a larger held-out draw (each task gets
+    about a third of it); stored where they differ from the tuned default (they replace a
+    --task-strength; a task the tuner cannot settle keeps it)."""
+    from tqdm import tqdm
+    from core.contrast import gate_sets
+    from core.tuner import tune_tasks
+    forget, retain = gate_sets(world, args.forget, per_person=12, n_retain=288, seed=args.seed + 2, fact_draws=1)
+    with tqdm(desc="tuning strength per task") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+        per_task = tune_tasks(adapter, eraser, forget, retain, best.layers, best.mode, strengths,
+                              min_retain=args.min_retain, min_fluency=args.min_fluency, progress=progress)
+    for task, r in per_task.items():
+        if r.best is None:
+            print(f"tuner: {task}: no strength kept retain answers; keeping {eraser.strength_for(task)}")
+        else:
+            print(f"tuner: {task}: strength {r.best.strength} -> forget refusals {r.best.forget:.2f}, "
+                  f"retain unchanged {r.best.retain:.2f}")
+            eraser.config.task_strengths[task] = r.best.strength
+            if r.best.strength == best.strength:
+                del eraser.config.task_strengths[task]
+    return per_task
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit an eraser (direction + null-space gate) for a toy model and a forget split, and save it."""
     import torch
@@ -153,7 +205,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     world = load_world(args.model)
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
-                       strength=args.strength, mode=args.mode, seed=args.seed, direction_kind=args.direction,
+                       strength=args.strength, task_strengths=_parse_task_strengths(args.task_strength),
+                       mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget, gate_variants=args.gate_variants,
                        position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
@@ -169,19 +222,26 @@ def cmd_fit(args: argparse.Namespace) -> int:
         candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
         layer_sets = [list(t) for t in dict.fromkeys(map(tuple, candidates))]  # n=4: late and back half coincide
         strengths = [float(x) for x in args.tune_strengths.split(",")]
-        with tqdm(total=len(layer_sets) * len(strengths), desc="tuning layers x strength") as bar:
-            res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, mode=args.mode,
-                       min_retain=args.min_retain, progress=lambda d, t: bar.update(d - bar.n))
+        modes = _parse_modes(args.tune_modes or args.mode, args.gate_position)
+        tuned_tasks = {}
+        with tqdm(total=len(modes) * len(layer_sets) * len(strengths), desc="tuning mode x layers x strength") as bar:
+            res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, modes=modes,
+                       min_retain=args.min_retain, min_fluency=args.min_fluency, progress=lambda d, t: bar.update(d - bar.n))
         if res.best is None:
-            print(f"tuner: no setting kept retain answers >= {args.min_retain}; keeping --strength/--layers")
+            print(f"tuner: no setting kept retain answers >= {args.min_retain} with fluency >= {args.min_fluency}; "
+                  "keeping --strength/--layers/--mode")
         else:
             eraser.config.steer_layers = res.best.layers
             eraser.config.strength = res.best.strength
-            print(f"tuner: layers {res.best.layers}, strength {res.best.strength} -> forget refusals "
+            eraser.config.mode = res.best.mode
+            print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> forget refusals "
                   f"{res.best.forget:.2f}, retain unchanged {res.best.retain:.2f}, fluency {res.best.fluency:.2f}")
+            if args.tune_tasks:
+                per_task = _tune_tasks(args, world, adapter, eraser, res.best, strengths)
+                tuned_tasks = {t: r.to_json() for t, r in per_task.items()}
     out = eraser.save_pretrained(args.out)
     if args.tune:
-        (out / "tuning.json").write_text(json.dumps(res.to_json(), indent=2))
+        (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
     d = eraser.diagnostics
     print("layer  k    leakage  forget-energy  gate(forget)  gate(retain)")
     for l in eraser.fitted_layers:
@@ -206,8 +266,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         strength = eraser.config.strength if args.strength is None else args.strength
         layers = _parse_layers(args.layers) or eraser.config.steer_layers or eraser.config.layers
         mode = args.mode or eraser.config.mode
-        steering = lambda: eraser.apply(adapter, strength=strength, layers=layers, mode=mode)  # noqa: E731
-        info = {"path": args.eraser, "strength": strength, "layers": layers, "mode": mode,
+        # --strength replaces the stored per-task strengths too; --task-strength sets some on top
+        per_task = {**(eraser.config.task_strengths if args.strength is None else {}),
+                    **_parse_task_strengths(args.task_strength)}
+        steering = eraser.task_steering(adapter, layers, mode, strength, per_task)
+        info = {"path": args.eraser, "strength": strength, "task_strengths": per_task, "layers": layers, "mode": mode,
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
                 "gamma": eraser.config.gamma, "gate_position": eraser.config.position}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
@@ -434,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma", type=float, default=0.1, help="ridge regulariser")
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
+    p.add_argument("--task-strength", action="append", default=[], metavar="TASK=S",
+                   help="strength stored for one MLLMU task, e.g. classification=1.0 (repeatable; the public "
+                        "code sets one per task)")
     p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
     p.add_argument("--gate-position", default="last", choices=["last", "mean"],
                    help="where the gate reads the prompt: its last token (the method) or the mean of its "
@@ -444,8 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true",
                    help="sweep layers x strength on held-out prompts and store the best setting")
     p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")
+    p.add_argument("--tune-tasks", action="store_true",
+                   help="after --tune, pick a strength per MLLMU task (classification / generation / cloze) for the "
+                        "tuned layers and mode")
+    p.add_argument("--tune-modes", default=None,
+                   help="steering modes the tuner tries, comma-separated, e.g. prefill,latched (default: --mode)")
     p.add_argument("--min-retain", type=float, default=0.97,
                    help="tuner constraint: share of retain answers that must stay unchanged")
+    p.add_argument("--min-fluency", type=float, default=0.95,
+                   help="tuner constraint: share of well-formed replies, on forget and on retain prompts each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(func=cmd_fit)
@@ -527,7 +600,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--eraser", default=None, help="evaluate with this eraser folder active")
-    p.add_argument("--strength", type=float, default=None, help="steering strength (default: the eraser's)")
+    p.add_argument("--strength", type=float, default=None,
+                   help="steering strength for every task (default: the eraser's, per task where it stores one)")
+    p.add_argument("--task-strength", action="append", default=[], metavar="TASK=S",
+                   help="strength for one MLLMU task, e.g. classification=1.0 (repeatable)")
     p.add_argument("--layers", default=None, help="comma-separated layers to steer (default: the eraser's)")
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -22,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core.activations import SITE, Prompt, collect
+from core.evaluation import TASKS
 from core.models.base import VLMAdapter
 from core.nullspace import fit_gate
 from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
@@ -56,6 +58,11 @@ class EraserConfig:
     layers: list[int] | None = None  # layers fitted; None = all
     steer_layers: list[int] | None = None  # layers steered by default; None = every fitted layer
     strength: float = 0.3
+    # MLLMU task (classification / generation / cloze) -> strength, as the public code sets lambda
+    # per task; tasks not listed use `strength`. Why: a one-letter MCQ answer needs a stronger push
+    # than a sentence (on the shipped model, 0.75 on layer 3 turns 55% of forget cloze questions into
+    # refusals but leaves 65% of text-only forget MCQs answered correctly; 1.0 leaves 18%).
+    task_strengths: dict[str, float] = field(default_factory=dict)
     mode: str = "prefill"
     seed: int = 0
     direction_kind: str = "custom"
@@ -68,6 +75,11 @@ class EraserConfig:
     data_hash: str = ""
     counts: dict = field(default_factory=dict)
     version: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.task_strengths) - set(TASKS))
+        if unknown:
+            raise ValueError(f"task strengths are for the MLLMU tasks {', '.join(TASKS)}; got {', '.join(unknown)}")
 
 
 def erase_direction(H_recall: torch.Tensor, H_erase: torch.Tensor) -> torch.Tensor:
@@ -242,6 +254,23 @@ class Eraser:
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
         return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
                      gate_position=self.gate_position if gate is not None else "last")
+
+    def strength_for(self, task: str | None) -> float:
+        """The stored strength for an MLLMU task; the default strength for anything else."""
+        return float(self.config.task_strengths.get(task, self.config.strength))
+
+    def task_steering(self, adapter: VLMAdapter, layers: Iterable[int] | None = None, mode: str | None = None,
+                      strength: float | None = None, task_strengths: Mapping[str, float] | None = None
+                      ) -> Callable[[], SteeringHandle] | dict[str, Callable[[], SteeringHandle]]:
+        """What `evaluate(steering=)` takes: with per-task strengths, one steering factory per task
+        (the MLLMU tasks and the private-data refusal prompts); without, one factory for all, so
+        queries are batched exactly as before per-task strengths existed.
+        `strength` / `task_strengths` replace the stored default / per-task values."""
+        base = self.config.strength if strength is None else strength
+        per = self.config.task_strengths if task_strengths is None else task_strengths
+        if not per:
+            return partial(self.apply, adapter, base, layers, mode)
+        return {t: partial(self.apply, adapter, float(per.get(t, base)), layers, mode) for t in (*TASKS, "refusal")}
 
     def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
         """(N, L) unsteered gate values c_l(h) = h_l . u_l (h at the eraser's gate position)."""

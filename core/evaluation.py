@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from core.activations import Prompt
 from core.models.base import VLMAdapter
@@ -139,7 +139,18 @@ def replies(adapter: VLMAdapter, prompts: Sequence[Prompt], max_new_tokens: int 
 
 def answer(adapter: VLMAdapter, queries: Sequence[Query], cfg: EvalConfig = EvalConfig(), steering=None,
            progress: Callable[[int, int], None] | None = None, should_stop: Callable[[], bool] | None = None) -> None:
-    """Fill `reply` and `score` of every query (in place)."""
+    """Fill `reply` and `score` of every query (in place).
+
+    steering: one factory for every query (see `replies`), or a mapping task -> factory (per-task
+    strengths, `Eraser.task_steering`); then each task's queries are answered as one group."""
+    if isinstance(steering, Mapping):
+        groups = {t: [q for q in queries if q.task == t] for t in dict.fromkeys(q.task for q in queries)}
+        done = 0
+        for task, group in groups.items():
+            cb = None if progress is None else (lambda d, t, o=done: progress(o + d, len(queries)))
+            answer(adapter, group, cfg, steering[task], cb, should_stop)
+            done += len(group)
+        return
     texts = replies(adapter, [q.prompt for q in queries], cfg.max_new_tokens, cfg.batch_size, steering, progress,
                     should_stop)
     for q, r in zip(queries, texts):

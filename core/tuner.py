@@ -1,13 +1,18 @@
 """Which layers and what strength? An automatic sweep that answers with evidence.
 
-For every (layer set, strength) candidate, steered greedy answers are compared with the
-unsteered model's own answers:
+For every (steering mode, layer set, strength) candidate, steered greedy answers are compared
+with the unsteered model's own answers:
 - forget score: share of forget prompts answered with a refusal (the erasure took effect);
 - retain score: share of retain prompts whose answer is UNCHANGED (utility kept);
-- fluency: share of replies that are well formed.
+- fluency: the share of well-formed replies, on forget and on retain prompts separately, and the
+  worse of the two. Pooled, the many unchanged retain answers hid a mode whose steered forget
+  answers degenerate ("I I I I"): it scored 0.98 while a quarter of its forget answers were broken.
 The chosen setting maximises the forget score among those keeping retain >= `min_retain` and
-fluency >= `min_fluency` (ties: smaller strength, fewer layers). No labels are needed, so the
-same tuner works on real models. The whole grid is returned for plotting.
+fluency >= `min_fluency` (ties: smaller strength, fewer layers, the earlier mode). No labels
+are needed, so the same tuner works on real models. The whole grid is returned for plotting.
+
+`tune_tasks` then picks a strength per MLLMU task for the chosen layers and mode, as the public
+code sets lambda per task: a one-letter MCQ answer needs a stronger push than a sentence.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from typing import Callable, Sequence
 
 from core.activations import Prompt
 from core.eraser import Eraser
-from core.evaluation import is_fluent, is_refusal, replies
+from core.evaluation import TASKS, is_fluent, is_refusal, replies
 from core.models.base import VLMAdapter
+from core.toyworld.prompts import task_of
 
 
 @dataclass
 class Candidate:
+    mode: str
     layers: list[int]
     strength: float
     forget: float = 0.0
@@ -34,39 +41,64 @@ class Candidate:
 @dataclass
 class TuneResult:
     best: Candidate | None
-    mode: str
+    modes: list[str]
     grid: list[Candidate] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"best": None if self.best is None else asdict(self.best), "mode": self.mode,
+        return {"best": None if self.best is None else asdict(self.best), "modes": self.modes,
                 "grid": [asdict(c) for c in self.grid]}
 
 
+def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str]) -> dict[str, float]:
+    """Forget refusals, retain answers unchanged, and the worse of the two fluency shares."""
+    def share(xs) -> float:
+        return sum(xs) / len(xs)
+    return {"forget": share([is_refusal(x) for x in forget]),
+            "retain": share([a == b for a, b in zip(retain, base_retain)]),
+            "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain]))}
+
+
 def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
-         layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], mode: str = "latched",
+         layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], modes: Sequence[str] = ("prefill",),
          min_retain: float = 0.97, min_fluency: float = 0.95, max_new_tokens: int = 16,
          progress: Callable[[int, int], None] | None = None,
          should_stop: Callable[[], bool] | None = None) -> TuneResult:
-    """Sweep layer sets x strengths; return the best admissible setting and the grid."""
+    """Sweep modes x layer sets x strengths; return the best admissible setting and the grid."""
     if not forget or not retain:
         raise ValueError("the tuner needs forget and retain prompts")
+    if not modes:
+        raise ValueError("the tuner needs at least one steering mode")
     base_retain = replies(adapter, retain, max_new_tokens)
-    grid, total = [], len(layer_sets) * len(strengths)
-    for layers in layer_sets:
-        for s in strengths:
-            if should_stop is not None and should_stop():
-                raise InterruptedError("tuning stopped")
-            steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
-            f = replies(adapter, forget, max_new_tokens, steering=steer)
-            r = replies(adapter, retain, max_new_tokens, steering=steer)
-            c = Candidate(list(layers), float(s),
-                          forget=sum(map(is_refusal, f)) / len(f),
-                          retain=sum(a == b for a, b in zip(r, base_retain)) / len(r),
-                          fluency=sum(map(is_fluent, f + r)) / len(f + r))
-            c.ok = c.retain >= min_retain and c.fluency >= min_fluency
-            grid.append(c)
-            if progress is not None:
-                progress(len(grid), total)
+    grid, total = [], len(modes) * len(layer_sets) * len(strengths)
+    for mode in modes:
+        for layers in layer_sets:
+            for s in strengths:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("tuning stopped")
+                steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
+                scores = score_replies(replies(adapter, forget, max_new_tokens, steering=steer),
+                                       replies(adapter, retain, max_new_tokens, steering=steer), base_retain)
+                c = Candidate(mode, list(layers), float(s), **scores)
+                c.ok = c.retain >= min_retain and c.fluency >= min_fluency
+                grid.append(c)
+                if progress is not None:
+                    progress(len(grid), total)
     admissible = [c for c in grid if c.ok]
-    best = max(admissible, key=lambda c: (c.forget, -c.strength, -len(c.layers))) if admissible else None
-    return TuneResult(best, mode, grid)
+    order = {m: i for i, m in enumerate(modes)}
+    best = max(admissible, key=lambda c: (c.forget, -c.strength, -len(c.layers), -order[c.mode]), default=None)
+    return TuneResult(best, list(modes), grid)
+
+
+def tune_tasks(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
+               layers: Sequence[int], mode: str, strengths: Sequence[float],
+               progress: Callable[[int, int], None] | None = None, **kw) -> dict[str, TuneResult]:
+    """For each MLLMU task (read from the prompt's instruction, `task_of`), `tune` over strengths
+    alone on that task's forget and retain prompts; tasks missing from either set are left out."""
+    sets = {t: ([p for p in forget if task_of(p.question) == t], [p for p in retain if task_of(p.question) == t])
+            for t in TASKS}
+    sets = {t: fr for t, fr in sets.items() if fr[0] and fr[1]}
+    out, total = {}, len(sets) * len(strengths)
+    for i, (task, (f, r)) in enumerate(sets.items()):
+        cb = None if progress is None else (lambda d, t, o=i * len(strengths): progress(o + d, total))
+        out[task] = tune(adapter, eraser, f, r, [layers], strengths, (mode,), progress=cb, **kw)
+    return out

@@ -18,8 +18,9 @@ python -m core world --seed 0 --grid docs/portraits.png
 # ratio 0.6 / gamma 10 instead of the paper's 0.3 / 0.1: on held-out prompts they gave the most selective gate;
 # the gate reads the prompt mean (concept 5): held-out AUC 0.96-0.98 against 0.72-0.80 at the last token (README);
 # prefill mode (the public code's): steered answers stay fluent, where latched ones degenerate (README)
+# the tuner picks the mode too: latched answers degenerate on forget questions, which its fluency check sees
 python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --mode prefill --tune \
-  --ratio 0.6 --gamma 10 --gate-position mean
+  --tune-modes prefill,latched --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
@@ -32,6 +33,14 @@ python -m core evaluate --model assets/toy-llava --eraser runs/eraser-last-token
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-latched --mode latched --tune \
   --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-latched --json results/eraser_latched.json
+# a strength per task (the public code's lambda per task; README comparison table; not shipped):
+# tuned under the same 97% rule, and MCQ at 1.0 by hand
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-task-tuned --mode prefill --tune \
+  --tune-tasks --ratio 0.6 --gamma 10 --gate-position mean
+cp runs/eraser-task-tuned/tuning.json results/eraser_task_tuned_tuning.json
+python -m core evaluate --model assets/toy-llava --eraser runs/eraser-task-tuned --json results/eraser_task_tuned.json
+python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --task-strength classification=1.0 \
+  --json results/eraser_mcq_strength.json
 # the gate fitted on later-turn formats too (README, "Attacking the eraser from the input side"; not shipped)
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-variants --mode prefill \
   --ratio 0.6 --gamma 10 --gate-position mean --layers 3 --strength 0.75 --gate-variants 0.5

@@ -20,6 +20,11 @@ def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _per_task(eraser: dict) -> str:
+    per = eraser.get("task_strengths") or {}
+    return f" ({', '.join(f'{t} {v}' for t, v in per.items())})" if per else ""
+
+
 def table() -> str:
     lines = ["| model | split | MCQ img | MCQ text | ROUGE-L img | cloze img | refusal img | fluency img |",
              "|---|---|---|---|---|---|---|---|"]
@@ -41,7 +46,7 @@ def table() -> str:
         if res.get("eraser"):
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
-                         f"{e['strength']}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, gate read at "
+                         f"{e['strength']}{_per_task(e)}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, gate read at "
                          f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}")
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
@@ -53,24 +58,31 @@ def comparison() -> str:
     rows = ROWS + [("vanilla + MLLMEraser, the method's last-token gate (option, not shipped)",
                     "results/eraser_last_token.json"),
                    ("vanilla + MLLMEraser, latched mode (option, not shipped)", "results/eraser_latched.json"),
+                   ("vanilla + MLLMEraser, a strength per task tuned by `--tune-tasks` (option, not shipped)",
+                    "results/eraser_task_tuned.json"),
+                   ("vanilla + MLLMEraser, MCQ strength 1.0 set by hand (option, not shipped)",
+                    "results/eraser_mcq_strength.json"),
                    ("vanilla + MLLMEraser, gate fitted on later-turn formats too (option, not shipped)",
                     "results/eraser_gate_variants.json")]
     rows += [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
-    lines = ["| method | forget MCQ | forget cloze | test cloze | forget ROUGE-L | retain MCQ | retain cloze | "
-             "retain ROUGE-L | real cloze | real ROUGE-L (text) | forget fluency | retain fluency |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | forget MCQ | forget MCQ text | test MCQ | forget cloze | test cloze | forget ROUGE-L | "
+             "retain MCQ | retain MCQ text | retain cloze | retain ROUGE-L | real cloze | real ROUGE-L (text) | "
+             "forget fluency | retain fluency |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, path in rows:
         f = ROOT / path
         if not f.is_file():
             continue
         sp = json.loads(f.read_text())["splits"]
         it = {k: v["image_text"] for k, v in sp.items()}
-        lines.append(f"| {label} | {pct(it['forget']['classification'])} | {pct(it['forget']['cloze'])} | "
+        tx = {k: v["text_only"] for k, v in sp.items()}
+        lines.append(f"| {label} | {pct(it['forget']['classification'])} | {pct(tx['forget']['classification'])} | "
+                     f"{pct(it['test']['classification'])} | {pct(it['forget']['cloze'])} | "
                      f"{pct(it['test']['cloze'])} | {pct(it['forget']['generation_rougeL'])} | "
-                     f"{pct(it['retain']['classification'])} | {pct(it['retain']['cloze'])} | "
-                     f"{pct(it['retain']['generation_rougeL'])} | {pct(it['real']['cloze'])} | "
-                     f"{pct(sp['real']['text_only']['generation_rougeL'])} | {pct(it['forget'].get('fluency'))} | "
-                     f"{pct(it['retain'].get('fluency'))} |")
+                     f"{pct(it['retain']['classification'])} | {pct(tx['retain']['classification'])} | "
+                     f"{pct(it['retain']['cloze'])} | {pct(it['retain']['generation_rougeL'])} | "
+                     f"{pct(it['real']['cloze'])} | {pct(tx['real']['generation_rougeL'])} | "
+                     f"{pct(it['forget'].get('fluency'))} | {pct(it['retain'].get('fluency'))} |")
     return "\n".join(lines)
 
 

@@ -235,6 +235,14 @@ def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
         other.load_eraser_zip(z)
     with pytest.raises(UserError, match="Rows per split"):
         wb.evaluate(eraser, 0)
+    # a stored per-task strength is used: MCQs at strength 0 are answered as without the eraser
+    from dataclasses import replace
+    per_task = Eraser(eraser.direction, eraser.gate, replace(eraser.config, strength=3.0,
+                                                             task_strengths={"classification": 0.0}))
+    res, plain = wb.evaluate(per_task, 1), wb.evaluate(None, 1)
+    assert res.eraser["task_strengths"] == {"classification": 0.0}
+    assert all(res.splits[s][m]["classification"] == plain.splits[s][m]["classification"]
+               for s in res.splits for m in ("image_text", "text_only"))
 
 
 def test_missing_model_and_worldless_model_give_clear_errors(tmp_path):

@@ -56,7 +56,12 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
                  "--max-new-tokens", "3", "--json", str(out), "--threads", "1"]) == 0
     res = json.loads(out.read_text())
     assert res["eraser"]["strength"] == 0.7 and res["eraser"]["layers"] == [1]
-    assert res["eraser"]["gate_position"] == "mean_prompt_tokens"
+    assert res["eraser"]["gate_position"] == "mean_prompt_tokens" and res["eraser"]["task_strengths"] == {}
+    assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1", "--max-new-tokens",
+                 "3", "--json", str(out), "--threads", "1", "--task-strength", "classification=0"]) == 0
+    assert json.loads(out.read_text())["eraser"]["task_strengths"] == {"classification": 0.0}
+    assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--task-strength", "mcq=1"]) == 2
+    assert "--task-strength expects TASK=STRENGTH" in capsys.readouterr().err
     assert set(res["splits"]) == {"forget", "test", "retain", "real"}
     report = tmp_path / "rob.md"
     assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--people", "1", "--steps", "2",
@@ -68,6 +73,33 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "latched,sideways"]) == 2
+    assert "--tune-modes expects steering modes" in capsys.readouterr().err
+
+
+def test_fit_tune_searches_modes_and_stores_the_choice(mini_toy, tmp_path, capsys):
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "e"), "--tune", "--tune-modes",
+                 "prefill,latched", "--tune-strengths", "0,4", "--min-fluency", "0", "--gate-position", "mean", "--threads", "1"]) == 0
+    tuning = json.loads((tmp_path / "e" / "tuning.json").read_text())
+    assert tuning["modes"] == ["prefill", "latched"]
+    assert {(c["mode"], c["strength"]) for c in tuning["grid"]} == {(m, s) for m in ("prefill", "latched") for s in (0, 4)}
+    cfg = json.loads((tmp_path / "e" / "eraser_config.json").read_text())
+    best = tuning["best"]
+    assert (cfg["mode"], cfg["steer_layers"], cfg["strength"]) == (best["mode"], best["layers"], best["strength"])
+    assert f"tuner: mode {best['mode']}, layers {best['layers']}" in capsys.readouterr().out
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "t"), "--tune", "--tune-tasks",
+                 "--tune-strengths", "0,4", "--min-fluency", "0", "--task-strength", "cloze=3", "--threads", "1"]) == 0
+    tuning = json.loads((tmp_path / "t" / "tuning.json").read_text())
+    cfg = json.loads((tmp_path / "t" / "eraser_config.json").read_text())
+    assert set(tuning["tasks"]) == {"classification", "generation", "cloze"}
+    for task, res in tuning["tasks"].items():
+        assert [c["layers"] for c in res["grid"]] == [tuning["best"]["layers"]] * 2
+        tuned = res["best"]["strength"] if res["best"] else None
+        # stored where it differs from the default; a task the tuner could not settle keeps --task-strength
+        expected = {"cloze": 3.0}.get(task) if tuned is None else None if tuned == tuning["best"]["strength"] else tuned
+        assert cfg["task_strengths"].get(task) == expected
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "every_step",
+                 "--gate-position", "mean"]) == 2
 
 
 def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys):

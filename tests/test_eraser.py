@@ -187,3 +187,29 @@ def test_prompts_hash_keeps_single_turn_hashes_and_sees_turns():
     assert prompts_hash(one) != prompts_hash([Prompt("who is it ?", history=(("what ?", "a"),))])
     # single-turn hashes are what they were before turns existed (saved erasers stay valid)
     assert prompts_hash(one) == hashlib.sha256(b"|1|who is it ?-").hexdigest()[:16]
+
+
+def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
+    """The public code's lambda per task: each MLLMU task's factory steers with its own strength."""
+    a, eraser, _ = fitted
+    with pytest.raises(ValueError, match="MLLMU tasks"):
+        EraserConfig(task_strengths={"summary": 1.0})
+    e = Eraser(eraser.direction, eraser.gate, EraserConfig(strength=0.5, task_strengths={"classification": 1.25}))
+    assert e.strength_for("classification") == 1.25 and e.strength_for("cloze") == 0.5 and e.strength_for(None) == 0.5
+    by_task = e.task_steering(a, layers=[1])
+    assert set(by_task) == {"classification", "generation", "cloze", "refusal"}
+    for task, want in [("classification", 1.25), ("generation", 0.5), ("refusal", 0.5)]:
+        with by_task[task]() as h:
+            assert h.config.strengths == (0.0, want)
+    override = e.task_steering(a, layers=[1], strength=0.0, task_strengths={"cloze": 2.0})
+    with override["classification"]() as h0, override["cloze"]() as h2:
+        assert h0.config.strengths == (0.0, 0.0) and h2.config.strengths == (0.0, 2.0)
+    one = e.task_steering(a, layers=[1], task_strengths={})  # no per-task strengths: one factory for every query
+    with one() as h:
+        assert h.config.strengths == (0.0, 0.5)
+    e.save_pretrained(tmp_path)
+    assert Eraser.from_pretrained(tmp_path).config.task_strengths == {"classification": 1.25}
+    cfg = json.loads((tmp_path / CONFIG_NAME).read_text())
+    del cfg["task_strengths"]  # an eraser saved before per-task strengths existed
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
+    assert Eraser.from_pretrained(tmp_path).strength_for("classification") == 0.5

@@ -4,7 +4,7 @@ import pytest
 from conftest import tiny_adapter
 from core.activations import Prompt
 from core.toyworld.questions import PERSON_TEMPLATES
-from core.evaluation import (EvalConfig, Query, evaluate, format_table, is_refusal, mean_score, record_queries,
+from core.evaluation import (EvalConfig, Query, answer, evaluate, format_table, is_refusal, mean_score, record_queries,
                              replies, rouge_l, score, summarise)
 from core.toyworld.world import WorldConfig, make_world
 
@@ -104,3 +104,29 @@ def test_fluency_flags_degenerate_text():
     assert not is_fluent("the the the the cat")
     assert not is_fluent("? ? , . ; : ! ?")
     assert not is_fluent("word " * 80)
+
+
+def test_answer_steers_each_task_with_its_own_factory():
+    """A task -> factory mapping (per-task strengths): every query is answered inside its task's
+    context, the replies equal the unsteered ones (the factories steer nothing), progress runs to the end."""
+    from contextlib import contextmanager
+    a = tiny_adapter("llava")
+    tasks = ["cloze", "classification", "cloze", "generation", "classification"]
+    queries = [Query(Prompt(f"question {i} ?"), t, "text_only", "x") for i, t in enumerate(tasks)]
+    entered = []
+
+    def factory(task):
+        @contextmanager
+        def ctx():
+            entered.append(task)
+            yield
+        return ctx
+
+    seen = []
+    answer(a, queries, EvalConfig(max_new_tokens=3), {t: factory(t) for t in ("classification", "generation", "cloze")},
+           progress=lambda d, t: seen.append((d, t)))
+    assert sorted(set(entered)) == ["classification", "cloze", "generation"]
+    assert seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert [q.reply for q in queries] == replies(a, [q.prompt for q in queries], max_new_tokens=3)
+    with pytest.raises(KeyError):
+        answer(a, queries, EvalConfig(max_new_tokens=3), {"cloze": factory("cloze")})

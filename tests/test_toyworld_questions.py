@@ -6,7 +6,7 @@ import pytest
 
 from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
 from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
-                                   generation_prompt)
+                                   generation_prompt, task_of)
 from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, name_drills, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      private_requests, subject_forms,
                                      PERSON_TEMPLATES, REFUSAL, REFUSAL_TEMPLATES, SCENE_TEMPLATES,
@@ -215,3 +215,11 @@ def test_private_requests_never_say_a_held_out_refusal_but_use_its_words():
     assert all("home" not in q.replace("home address", "") for q in requests)
     assert private_requests(np.random.default_rng(3), subjects[:50]) == private_requests(
         np.random.default_rng(3), subjects[:50])
+
+
+def test_task_of_reads_the_mllmu_instruction():
+    item = {"Question": "Where was __ born?", "Options": {"A": "Oslo", "B": "Lima", "C": None, "D": "Rome"}}
+    assert task_of(classification_prompt(item)) == "classification"
+    assert task_of(cloze_prompt(item)) == "cloze"
+    assert task_of(generation_prompt(item)) == "generation"
+    assert task_of("Who is this person?") == "generation"  # free questions count as generation

@@ -5,7 +5,8 @@ import torch
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.eraser import Eraser, EraserConfig
-from core.tuner import tune
+from core.toyworld.prompts import CLASSIFICATION_SUFFIX, CLOZE_SUFFIX
+from core.tuner import score_replies, tune, tune_tasks
 
 
 def _eraser(a):
@@ -19,15 +20,52 @@ def test_grid_and_constraints():
     a = tiny_adapter("llava")
     forget = [Prompt("who is it ?", random_image(i)) for i in range(3)]
     retain = [Prompt("what colour is the shape ?", random_image(10 + i)) for i in range(4)]
-    res = tune(a, _eraser(a), forget, retain, [[0], [1], [0, 1]], [0.0, 2.0], mode="latched", max_new_tokens=4,
-               min_fluency=0.0)
-    assert len(res.grid) == 6
+    res = tune(a, _eraser(a), forget, retain, [[0], [1], [0, 1]], [0.0, 2.0], modes=("latched", "prefill"),
+               max_new_tokens=4, min_fluency=0.0)
+    assert len(res.grid) == 12
+    assert [c.mode for c in res.grid] == ["latched"] * 6 + ["prefill"] * 6
     zero = [c for c in res.grid if c.strength == 0.0]
     assert all(c.retain == 1.0 and c.ok for c in zero)  # no steering: every retain answer unchanged
     assert res.best is not None and res.best.ok
     assert res.best.forget == max(c.forget for c in res.grid if c.ok)
-    assert res.to_json()["mode"] == "latched"
+    assert res.to_json()["modes"] == ["latched", "prefill"]
+    assert res.to_json()["grid"][7]["mode"] == "prefill"
+    with pytest.raises(ValueError, match="steering mode"):
+        tune(a, _eraser(a), forget, retain, [[1]], [1.0], modes=())
     with pytest.raises(ValueError, match="forget and retain"):
         tune(a, _eraser(a), [], retain, [[1]], [1.0])
     with pytest.raises(InterruptedError):
         tune(a, _eraser(a), forget, retain, [[1]], [1.0], should_stop=lambda: True)
+
+
+def test_fluency_is_the_worse_of_forget_and_retain():
+    """Degenerate forget answers are not hidden by many intact retain answers."""
+    forget = ["I'm sorry, I can't help with that.", "This person is I I I I"]
+    retain = ["The shape is red."] * 20
+    scores = score_replies(forget, retain, base_retain=["The shape is red."] * 19 + ["The shape is blue."])
+    assert scores == {"forget": 0.5, "retain": 0.95, "fluency": 0.5}  # pooled it would be 21/22
+
+
+def test_ties_prefer_the_earlier_mode():
+    """Two modes that score the same (at strength 0 every mode leaves the replies alone): the first listed wins."""
+    a = tiny_adapter("llava")
+    forget = [Prompt("who is it ?", random_image(i)) for i in range(2)]
+    retain = [Prompt("what colour is the shape ?", random_image(10 + i)) for i in range(2)]
+    for modes in [("latched", "every_step"), ("every_step", "latched")]:
+        res = tune(a, _eraser(a), forget, retain, [[1]], [0.0], modes=modes, max_new_tokens=2, min_fluency=0.0)
+        assert res.grid[0].forget == res.grid[1].forget and res.best.mode == modes[0]
+
+
+def test_tune_tasks_tunes_each_task_on_its_own_prompts():
+    a = tiny_adapter("llava")
+    forget = [Prompt(f"who is it ?\nA: x\nB: y\n{CLASSIFICATION_SUFFIX}", random_image(i)) for i in range(2)]
+    forget += [Prompt(f"this person is [Blank].\n{CLOZE_SUFFIX}", random_image(5 + i)) for i in range(3)]
+    retain = [Prompt(f"what colour ?\nA: red\nB: blue\n{CLASSIFICATION_SUFFIX}", random_image(10 + i)) for i in range(4)]
+    retain += [Prompt(f"the shape is [Blank].\n{CLOZE_SUFFIX}", random_image(20))]
+    seen = []
+    res = tune_tasks(a, _eraser(a), forget, retain, [1], "prefill", [0.0, 2.0], max_new_tokens=2, min_fluency=0.0,
+                     progress=lambda d, t: seen.append((d, t)))
+    assert set(res) == {"classification", "cloze"}  # no generation prompts: left out
+    assert all([c.layers for c in r.grid] == [[1], [1]] and r.modes == ["prefill"] for r in res.values())
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert res["cloze"].grid[0].retain == 1.0 and res["classification"].best is not None

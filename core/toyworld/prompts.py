@@ -48,6 +48,17 @@ def cloze_prompt(item: Any) -> str:
     return f"{q}\n{CLOZE_SUFFIX}"
 
 
+def task_of(prompt: str) -> str:
+    """The MLLMU task a prompt is posed as, read from its instruction: classification, cloze, or
+    generation (anything else, free questions included). For prompts that carry no label: the
+    tuner's held-out prompts, a question typed in the app."""
+    if CLASSIFICATION_SUFFIX in prompt:
+        return "classification"
+    if CLOZE_SUFFIX in prompt:
+        return "cloze"
+    return "generation"
+
+
 def first_letter(reply: str) -> str | None:
     """The reference's classification prediction: first alphanumeric character, upper-cased."""
     for ch in reply:
