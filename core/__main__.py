@@ -198,6 +198,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from core.models.load import load_adapter
     from core.toyworld.train import load_world
     torch.set_num_threads(args.threads)
+    if args.tune_tasks and not args.tune:
+        raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
+    modes = _parse_modes(args.tune_modes or args.mode, args.gate_position) if args.tune else []  # fail fast
+    task_strengths = _parse_task_strengths(args.task_strength)
     adapter = load_adapter(args.model)
     if not (Path(args.model) / "world.json").is_file():
         raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
@@ -205,7 +209,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     world = load_world(args.model)
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
-                       strength=args.strength, task_strengths=_parse_task_strengths(args.task_strength),
+                       strength=args.strength, task_strengths=task_strengths,
                        mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget, gate_variants=args.gate_variants,
                        position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
@@ -222,11 +226,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
         layer_sets = [list(t) for t in dict.fromkeys(map(tuple, candidates))]  # n=4: late and back half coincide
         strengths = [float(x) for x in args.tune_strengths.split(",")]
-        modes = _parse_modes(args.tune_modes or args.mode, args.gate_position)
         tuned_tasks = {}
         with tqdm(total=len(modes) * len(layer_sets) * len(strengths), desc="tuning mode x layers x strength") as bar:
             res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, modes=modes,
-                       min_retain=args.min_retain, min_fluency=args.min_fluency, progress=lambda d, t: bar.update(d - bar.n))
+                       min_retain=args.min_retain, min_fluency=args.min_fluency,
+                       progress=lambda d, t: bar.update(d - bar.n))
         if res.best is None:
             print(f"tuner: no setting kept retain answers >= {args.min_retain} with fluency >= {args.min_fluency}; "
                   "keeping --strength/--layers/--mode")
@@ -234,8 +238,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             eraser.config.steer_layers = res.best.layers
             eraser.config.strength = res.best.strength
             eraser.config.mode = res.best.mode
-            print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> forget refusals "
-                  f"{res.best.forget:.2f}, retain unchanged {res.best.retain:.2f}, fluency {res.best.fluency:.2f}")
+            print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> "
+                  f"forget refusals {res.best.forget:.2f}, retain unchanged {res.best.retain:.2f}, "
+                  f"fluency {res.best.fluency:.2f}")
             if args.tune_tasks:
                 per_task = _tune_tasks(args, world, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}

@@ -100,6 +100,8 @@ def test_fit_tune_searches_modes_and_stores_the_choice(mini_toy, tmp_path, capsy
         assert cfg["task_strengths"].get(task) == expected
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "every_step",
                  "--gate-position", "mean"]) == 2
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune-tasks"]) == 2
+    assert "add --tune" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
 def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys):
