@@ -60,8 +60,8 @@ class EraserConfig:
     strength: float = 0.3
     # MLLMU task (classification / generation / cloze) -> strength, as the public code sets lambda
     # per task; tasks not listed use `strength`. Why: a one-letter MCQ answer needs a stronger push
-    # than a sentence (on the shipped model, 0.75 on layer 3 turns 55% of forget cloze questions into
-    # refusals but leaves 65% of text-only forget MCQs answered correctly; 1.0 leaves 18%).
+    # than a sentence (on the shipped model, 0.75 on layer 3 leaves 65% of text-only forget MCQs
+    # answered correctly, 1.0 leaves 18%; README, "A strength per task").
     task_strengths: dict[str, float] = field(default_factory=dict)
     mode: str = "prefill"
     seed: int = 0
