@@ -520,6 +520,8 @@ _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standar
                  "eraser": "MLLMEraser, shipped preset",
                  "eraser_last_token": "MLLMEraser, the method's last-token gate (option)",
                  "eraser_latched": "MLLMEraser, latched mode (option)",
+                 "eraser_task_tuned": "MLLMEraser, a strength per task by --tune-tasks (option)",
+                 "eraser_mcq_strength": "MLLMEraser, MCQ strength 1.0 by hand (option)",
                  "eraser_gate_variants": "MLLMEraser, gate fitted on later-turn formats too (option)",
                  "baseline_ga": "GA (weights edited)",
                  "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",
