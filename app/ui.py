@@ -207,6 +207,8 @@ def build(default: Workbench) -> gr.Blocks:
                                          label="Null-space ratio (k = ratio x d)", elem_id="ns_ratio")
                     ns_gamma = gr.Number(value=er.config.gamma if er else 0.1, label="Ridge gamma",
                                          elem_id="ns_gamma")
+                    ns_weight = gr.Number(value=er.config.retain_weight if er else 0.0, elem_id="ns_weight",
+                                          label="Retain weight (retain rows with target 0; 0 = the paper's fit)")
                     ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
                 ns_status = gr.Markdown(elem_id="ns_status")
                 with gr.Row():
@@ -408,19 +410,20 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
 
-        def refit(sess, layer, ratio, gamma, progress=gr.Progress()):
+        def refit(sess, layer, ratio, gamma, weight, progress=gr.Progress()):
             try:
                 wb = wb_of(sess)
                 progress(0.2, desc="activations of the fit sets (cached after the first time)")
-                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma)
+                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight)
             except UserError as exc:
                 return (sess,) + (gr.update(),) * 3 + (_err(exc),)
             spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
-            return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}: this "
-                                            "session's playground, map and evaluation now use it.")
+            return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
+                                            f"weight {float(weight):g}: this session's playground, map and "
+                                            "evaluation now use it.")
 
         ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma],
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight],
                        [session, ns_spectrum, ns_hist, ns_table, ns_status])
 
         # ---- evaluate
@@ -518,11 +521,12 @@ def _rows(run: str, splits: dict) -> list[list]:
 
 _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
                  "eraser": "MLLMEraser, shipped preset",
-                 "eraser_last_token": "MLLMEraser, the method's last-token gate (option)",
-                 "eraser_latched": "MLLMEraser, latched mode (option)",
-                 "eraser_task_tuned": "MLLMEraser, a strength per task by --tune-tasks (option)",
-                 "eraser_mcq_strength": "MLLMEraser, MCQ strength 1.0 by hand (option)",
-                 "eraser_gate_variants": "MLLMEraser, gate fitted on later-turn formats too (option)",
+                 "eraser_null_space": "MLLMEraser, the paper's null-space fit (previous preset)",
+                 "eraser_last_token": "MLLMEraser, null-space fit, last-token gate (option)",
+                 "eraser_latched": "MLLMEraser, null-space fit, latched mode (option)",
+                 "eraser_task_tuned": "MLLMEraser, null-space fit, a strength per task (option)",
+                 "eraser_mcq_strength": "MLLMEraser, null-space fit, MCQ strength 1.0 (option)",
+                 "eraser_gate_variants": "MLLMEraser, null-space fit, later-turn gate prompts (option)",
                  "baseline_ga": "GA (weights edited)",
                  "baseline_ga_diff": "GA_Diff (weights edited)", "baseline_kl_min": "KL_Min (weights edited)",
                  "baseline_npo": "NPO (weights edited)", "baseline_idk": "IdkNLL (weights edited)",

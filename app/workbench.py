@@ -231,7 +231,7 @@ class Workbench:
         base = (session.eraser if session else None) or self.eraser
         cfg = EraserConfig() if base is None else EraserConfig(
             ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
-            layers=base.config.layers, steer_layers=base.config.steer_layers, strength=base.config.strength,
+            retain_weight=base.config.retain_weight, layers=base.config.layers, steer_layers=base.config.steer_layers, strength=base.config.strength,
             mode=base.config.mode, seed=base.config.seed)
         cfg.direction_kind = kind
         cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)
@@ -356,18 +356,22 @@ class Workbench:
         img = "image + text" if p.image is not None else "text only"
         return f"{who} ({img})<br>{p.question.splitlines()[0][:80]}"
 
-    def refit(self, eraser: Eraser, ratio, gamma) -> Eraser:
-        """The eraser with its gate refitted at another null-space ratio and gamma."""
+    def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None) -> Eraser:
+        """The eraser with its gate refitted at another null-space ratio, gamma and retain weight
+        (None keeps the eraser's)."""
         try:
             r, g = float(ratio), float(gamma)
+            w = eraser.config.retain_weight if retain_weight is None else float(retain_weight)
         except (TypeError, ValueError):
-            raise UserError("ratio and gamma must be numbers") from None
+            raise UserError("ratio, gamma and the retain weight must be numbers") from None
         if not 0 < r <= 1:
             raise UserError(f"The null-space ratio must be in (0, 1], got {r:g}.")
         if not 0 <= g <= 1e6:
             raise UserError(f"gamma must be between 0 and 1e6, got {g:g}.")
+        if not 0 <= w <= 1e6:
+            raise UserError(f"The retain weight must be between 0 (the paper's fit) and 1e6, got {w:g}.")
         sets = self.activation_sets(eraser)
-        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g)
+        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w)
 
     # ------------------------------------------------------------------ selectivity
     def examples(self, eraser: Eraser, per_side: int = 3) -> list[tuple[str, Prompt]]:
@@ -484,7 +488,7 @@ def eraser_summary(eraser: Eraser) -> dict:
     return {"direction": c.direction_kind, "forget": c.forget_split, "strength": c.strength,
             **({"task_strengths": dict(c.task_strengths)} if c.task_strengths else {}),
             "layers": c.steer_layers if c.steer_layers is not None else c.layers, "mode": c.mode,
-            "ratio": c.ratio, "gamma": c.gamma}
+            "ratio": c.ratio, "gamma": c.gamma, **({"retain_weight": c.retain_weight} if c.retain_weight else {})}
 
 
 def _where(eraser: Eraser) -> str:

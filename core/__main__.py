@@ -168,7 +168,7 @@ def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
     about a third of it); stored where they differ from the tuned default (they replace a
     --task-strength; a task the tuner cannot settle keeps it)."""
     from tqdm import tqdm
-    from core.contrast import gate_sets
+    from core.contrast import gate_sets, retain_groups
     from core.tuner import tune_tasks
     forget, retain = gate_sets(world, args.forget, per_person=12, n_retain=288, seed=args.seed + 2, fact_draws=1)
     with tqdm(desc="tuning strength per task") as bar:
@@ -176,7 +176,8 @@ def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
             bar.total = total
             bar.update(done - bar.n)
         per_task = tune_tasks(adapter, eraser, forget, retain, best.layers, best.mode, strengths,
-                              min_retain=args.min_retain, min_fluency=args.min_fluency, progress=progress)
+                              min_retain=args.min_retain, min_fluency=args.min_fluency, progress=progress,
+                              retain_groups=retain_groups(world, retain))
     for task, r in per_task.items():
         if r.best is None:
             print(f"tuner: {task}: no strength kept retain answers; keeping {eraser.strength_for(task)}")
@@ -208,7 +209,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                          "For other models use the Python API (Eraser.fit with your own prompt sets).")
     world = load_world(args.model)
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
-    cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, layers=_parse_layers(args.layers),
+    cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, retain_weight=args.retain_weight,
+                       layers=_parse_layers(args.layers), steer_layers=_parse_layers(args.steer_layers),
                        strength=args.strength, task_strengths=task_strengths,
                        mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget, gate_variants=args.gate_variants,
@@ -217,10 +219,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
     if args.tune:
-        from core.contrast import gate_sets
+        from core.contrast import gate_sets, retain_groups
         from core.tuner import tune
-        # every general fact once per format: the tuner must see what steering does to general questions
-        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=96, seed=args.seed + 1,
+        # every general fact once per format: the tuner must see what steering does to general questions;
+        # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
+        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=288, seed=args.seed + 1,
                                            fact_draws=1)
         n = adapter.num_layers
         candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
@@ -230,7 +233,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         with tqdm(total=len(modes) * len(layer_sets) * len(strengths), desc="tuning mode x layers x strength") as bar:
             res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, modes=modes,
                        min_retain=args.min_retain, min_fluency=args.min_fluency,
-                       progress=lambda d, t: bar.update(d - bar.n))
+                       progress=lambda d, t: bar.update(d - bar.n), retain_groups=retain_groups(world, val_retain))
         if res.best is None:
             print(f"tuner: no setting kept retain answers >= {args.min_retain} with fluency >= {args.min_fluency}; "
                   "keeping --strength/--layers/--mode")
@@ -239,7 +242,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             eraser.config.strength = res.best.strength
             eraser.config.mode = res.best.mode
             print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> "
-                  f"forget refusals {res.best.forget:.2f}, retain unchanged {res.best.retain:.2f}, "
+                  f"forget refusals {res.best.forget:.2f}, retain unchanged {res.best.retain:.2f} (worst group), "
                   f"fluency {res.best.fluency:.2f}")
             if args.tune_tasks:
                 per_task = _tune_tasks(args, world, adapter, eraser, res.best, strengths)
@@ -277,7 +280,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         steering = eraser.task_steering(adapter, layers, mode, strength, per_task)
         info = {"path": args.eraser, "strength": strength, "task_strengths": per_task, "layers": layers, "mode": mode,
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
-                "gamma": eraser.config.gamma, "gate_position": eraser.config.position}
+                "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
+                "gate_position": eraser.config.position}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -287,6 +291,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _where(args: argparse.Namespace) -> str:
+    """The --model / --eraser options of a report command that differ from the defaults, for its
+    "Produced by" line."""
+    return "".join(f" --{k} {v}" for k, v, default in (("model", args.model, DEFAULT_MODEL),
+                                                      ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -302,7 +313,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = SweepConfig(forget=base.forget_split or "forget_10", n_people=args.people, seed=args.seed)
     rows = run_sweep(adapter, load_world(args.model), base, cfg, progress=print)
     text = report(rows, "MLLMEraser ablations on the shipped toy model",
-                  f"python -m core sweep --people {args.people} --out {args.out}")
+                  f"python -m core sweep{_where(args)} --people {args.people} --out {args.out}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure = Path(args.out).with_suffix(".png")
     tradeoff_figure(rows, figure)
@@ -329,9 +340,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     facts = [(f.question, f.answer) for f in GENERAL_FACTS[:args.prefix_facts]]
     rows = attack_report(adapter, eraser, splits["forget"][:args.people], splits["retain"][:args.people], facts, cfg,
                          progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
-    where = "".join(f" --{k} {v}" for k, v, default in (("model", args.model, DEFAULT_MODEL),
-                                                         ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
-    cmd = (f"python -m core attack{where} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
+    cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
            f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
@@ -500,7 +509,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.3, help="null-space size as a fraction of the width")
     p.add_argument("--threshold", type=float, default=None, help="eigenvalue-threshold mode instead of ratio")
     p.add_argument("--gamma", type=float, default=0.1, help="ridge regulariser")
+    p.add_argument("--retain-weight", type=float, default=0.0,
+                   help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
+                        "fit, which relies on the null space alone)")
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
+    p.add_argument("--steer-layers", default=None,
+                   help="layers steered by default, comma-separated (default: every fitted layer; --tune replaces it)")
     p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
     p.add_argument("--task-strength", action="append", default=[], metavar="TASK=S",
                    help="strength stored for one MLLMU task, e.g. classification=1.0 (repeatable; the public "

@@ -124,6 +124,18 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
     return forget_prompts, retain_prompts
 
 
+RETAIN_GROUPS = ("people, image", "people, by name", "general")
+
+
+def retain_groups(world: World, prompts: list[Prompt]) -> list[str]:
+    """Label each retain prompt for the tuner: a retained person asked with an image or by name,
+    or general knowledge (scenes, facts, drills, refusal prompts). Why: the target is that EVERY
+    retain metric keeps 97%, and a pooled share hid the cost on one of these groups."""
+    people = {p.id for p in world.people}
+    return [RETAIN_GROUPS[2] if p.tag not in people else RETAIN_GROUPS[0] if p.image is not None
+            else RETAIN_GROUPS[1] for p in prompts]
+
+
 def direction_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall", forget: str = "forget_10",
                    per_person: int = 4, seed: int = 0, pgd_cfg: PGDConfig = PGDConfig(steps=30, step_size=2 / 255),
                    progress: Callable[[int, int, float], None] | None = None

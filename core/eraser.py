@@ -55,12 +55,15 @@ class EraserConfig:
     ratio: float | None = 0.3
     gamma: float = 0.1
     threshold: float | None = None
+    # weight of the retain activations as target-0 rows of the ridge (0 = the paper's fit; see
+    # core.nullspace for why and what it measured)
+    retain_weight: float = 0.0
     layers: list[int] | None = None  # layers fitted; None = all
     steer_layers: list[int] | None = None  # layers steered by default; None = every fitted layer
     strength: float = 0.3
     # MLLMU task (classification / generation / cloze) -> strength, as the public code sets lambda
     # per task; tasks not listed use `strength`. Why: a one-letter MCQ answer needs a stronger push
-    # than a sentence (on the shipped model, 0.75 on layer 3 leaves 65% of text-only forget MCQs
+    # than a sentence (on the toy model with the paper-fit gate, 0.75 on layer 3 leaves 65% of text-only forget MCQs
     # answered correctly, 1.0 leaves 18%; README, "A strength per task").
     task_strengths: dict[str, float] = field(default_factory=dict)
     mode: str = "prefill"
@@ -120,7 +123,8 @@ def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserCon
     leak = torch.zeros(L, dtype=torch.float64)
     energy = torch.zeros(L, dtype=torch.float64)
     for l in range(L) if config.layers is None else config.layers:
-        fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold)
+        fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold,
+                       config.retain_weight)
         gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
         k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
     return gate, {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
@@ -175,10 +179,11 @@ class Eraser:
         return cls(direction, gate, config, diagnostics)
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
-                   gamma: float | None = None, threshold: float | None = None) -> "Eraser":
+                   gamma: float | None = None, threshold: float | None = None,
+                   retain_weight: float | None = None) -> "Eraser":
         """A new eraser with the same direction and a gate refitted with another null-space
-        ratio / threshold / ridge gamma (d_erase does not depend on them). Used by the live
-        null-space inspector; this eraser is left untouched."""
+        ratio / threshold / ridge gamma / retain weight (d_erase does not depend on them). Used by
+        the live null-space inspector; this eraser is left untouched."""
         config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
                                  "counts": dict(self.config.counts)})
         if threshold is not None:
@@ -187,6 +192,8 @@ class Eraser:
             config.ratio, config.threshold = ratio, None
         if gamma is not None:
             config.gamma = gamma
+        if retain_weight is not None:
+            config.retain_weight = retain_weight
         gate, diagnostics = _fit_gates(H_forget, H_retain, config)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
         return Eraser(self.direction.clone(), gate, config, diagnostics)

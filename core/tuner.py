@@ -3,7 +3,10 @@
 For every (steering mode, layer set, strength) candidate, steered greedy answers are compared
 with the unsteered model's own answers:
 - forget score: share of forget prompts answered with a refusal (the erasure took effect);
-- retain score: share of retain prompts whose answer is UNCHANGED (utility kept);
+- retain score: share of retain prompts whose answer is UNCHANGED (utility kept); with groups
+  (e.g. retained people asked with an image / by name, general knowledge), the worst group's
+  share, as the target is "every retain metric": pooled, 99% unchanged hid 3-4% of retained
+  people's text-only questions turned into refusals (text-only retain ROUGE-L at 94% of vanilla);
 - fluency: the share of well-formed replies, on forget and on retain prompts separately, and the
   worse of the two. Pooled, the many unchanged retain answers hid a mode whose steered forget
   answers degenerate ("I I I I"): it scored 0.98 while a quarter of its forget answers were broken.
@@ -36,6 +39,7 @@ class Candidate:
     retain: float = 0.0
     fluency: float = 0.0
     ok: bool = False
+    retain_groups: dict[str, float] = field(default_factory=dict)  # unchanged share per retain group
 
 
 @dataclass
@@ -49,21 +53,31 @@ class TuneResult:
                 "grid": [asdict(c) for c in self.grid]}
 
 
-def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str]) -> dict[str, float]:
-    """Forget refusals, retain answers unchanged, and the worse of the two fluency shares."""
+def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str],
+                  groups: Sequence[str] | None = None) -> dict:
+    """Forget refusals, retain answers unchanged (the worst group's share when `groups` labels
+    the retain replies), and the worse of the two fluency shares."""
     def share(xs) -> float:
         return sum(xs) / len(xs)
+    same = [a == b for a, b in zip(retain, base_retain)]
+    by_group = {}
+    if groups is not None:
+        if len(groups) != len(retain):
+            raise ValueError(f"{len(groups)} retain group labels for {len(retain)} retain replies")
+        by_group = {g: share([s for s, h in zip(same, groups) if h == g]) for g in dict.fromkeys(groups)}
     return {"forget": share([is_refusal(x) for x in forget]),
-            "retain": share([a == b for a, b in zip(retain, base_retain)]),
-            "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain]))}
+            "retain": min(by_group.values()) if by_group else share(same),
+            "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain])),
+            "retain_groups": by_group}
 
 
 def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
          layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], modes: Sequence[str] = ("prefill",),
          min_retain: float = 0.97, min_fluency: float = 0.95, max_new_tokens: int = 16,
          progress: Callable[[int, int], None] | None = None,
-         should_stop: Callable[[], bool] | None = None) -> TuneResult:
-    """Sweep modes x layer sets x strengths; return the best admissible setting and the grid."""
+         should_stop: Callable[[], bool] | None = None, retain_groups: Sequence[str] | None = None) -> TuneResult:
+    """Sweep modes x layer sets x strengths; return the best admissible setting and the grid.
+    `retain_groups` labels each retain prompt; min_retain then holds for every group."""
     if not forget or not retain:
         raise ValueError("the tuner needs forget and retain prompts")
     if not modes:
@@ -77,7 +91,8 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
                     raise InterruptedError("tuning stopped")
                 steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
                 scores = score_replies(replies(adapter, forget, max_new_tokens, steering=steer),
-                                       replies(adapter, retain, max_new_tokens, steering=steer), base_retain)
+                                       replies(adapter, retain, max_new_tokens, steering=steer), base_retain,
+                                       retain_groups)
                 c = Candidate(mode, list(layers), float(s), **scores)
                 c.ok = c.retain >= min_retain and c.fluency >= min_fluency
                 grid.append(c)
@@ -91,14 +106,17 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
 
 def tune_tasks(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
                layers: Sequence[int], mode: str, strengths: Sequence[float],
-               progress: Callable[[int, int], None] | None = None, **kw) -> dict[str, TuneResult]:
+               progress: Callable[[int, int], None] | None = None, retain_groups: Sequence[str] | None = None,
+               **kw) -> dict[str, TuneResult]:
     """For each MLLMU task (read from the prompt's instruction, `task_of`), `tune` over strengths
     alone on that task's forget and retain prompts; tasks missing from either set are left out."""
-    sets = {t: ([p for p in forget if task_of(p.question) == t], [p for p in retain if task_of(p.question) == t])
+    tasks = [task_of(p.question) for p in retain]
+    sets = {t: ([p for p in forget if task_of(p.question) == t], [p for p, pt in zip(retain, tasks) if pt == t])
             for t in TASKS}
     sets = {t: fr for t, fr in sets.items() if fr[0] and fr[1]}
     out, total = {}, len(sets) * len(strengths)
     for i, (task, (f, r)) in enumerate(sets.items()):
         cb = None if progress is None else (lambda d, t, o=i * len(strengths): progress(o + d, total))
-        out[task] = tune(adapter, eraser, f, r, [layers], strengths, (mode,), progress=cb, **kw)
+        groups = None if retain_groups is None else [g for g, pt in zip(retain_groups, tasks) if pt == task]
+        out[task] = tune(adapter, eraser, f, r, [layers], strengths, (mode,), progress=cb, retain_groups=groups, **kw)
     return out

@@ -46,7 +46,8 @@ def table() -> str:
         if res.get("eraser"):
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
-                         f"{e['strength']}{_per_task(e)}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, gate read at "
+                         f"{e['strength']}{_per_task(e)}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, "
+                         f"retain weight {e.get('retain_weight', 0.0)}, gate read at "
                          f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}")
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
@@ -55,15 +56,13 @@ def table() -> str:
 def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real); image+text
     unless marked."""
-    rows = ROWS + [("vanilla + MLLMEraser, the method's last-token gate (option, not shipped)",
-                    "results/eraser_last_token.json"),
-                   ("vanilla + MLLMEraser, latched mode (option, not shipped)", "results/eraser_latched.json"),
-                   ("vanilla + MLLMEraser, a strength per task tuned by `--tune-tasks` (option, not shipped)",
-                    "results/eraser_task_tuned.json"),
-                   ("vanilla + MLLMEraser, MCQ strength 1.0 set by hand (option, not shipped)",
-                    "results/eraser_mcq_strength.json"),
-                   ("vanilla + MLLMEraser, gate fitted on later-turn formats too (option, not shipped)",
-                    "results/eraser_gate_variants.json")]
+    paper = "vanilla + MLLMEraser, the paper's null-space fit"
+    rows = ROWS + [(f"{paper} (the previous preset)", "results/eraser_null_space.json"),
+                   (f"{paper}, the method's last-token gate", "results/eraser_last_token.json"),
+                   (f"{paper}, latched mode", "results/eraser_latched.json"),
+                   (f"{paper}, a strength per task tuned by `--tune-tasks`", "results/eraser_task_tuned.json"),
+                   (f"{paper}, MCQ strength 1.0 set by hand", "results/eraser_mcq_strength.json"),
+                   (f"{paper}, gate fitted on later-turn formats too", "results/eraser_gate_variants.json")]
     rows += [(f"{label} (weights edited)", f"results/baseline_{key}.json") for label, key in BASELINES]
     lines = ["| method | forget MCQ | forget MCQ text | test MCQ | forget cloze | test cloze | forget ROUGE-L | "
              "retain MCQ | retain MCQ text | retain cloze | retain ROUGE-L | real cloze | real ROUGE-L (text) | "

@@ -153,6 +153,23 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
     assert page.locator("#strength input[type=number]").input_value() == "0"
 
 
+def test_null_space_refit_to_the_papers_fit(page):
+    """The shipped gate has retain rows at ratio 1 (k = d = 256); back to the paper's fit (ratio 0.6,
+    no retain rows) every layer's null space shrinks to k = 153. Near the end: it replaces this
+    page's session eraser (the gate only)."""
+    _open_tab(page, "Null space")
+    page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('256')", timeout=60_000)
+    for elem, value in (("ns_ratio", "0.6"), ("ns_weight", "0")):
+        box = page.locator(f"#{elem} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    page.click("#ns_refit")
+    page.wait_for_selector("#ns_status:has-text('retain weight 0')", timeout=180_000)
+    page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('153')", timeout=30_000)
+    cells = page.locator("#ns_table").inner_text().split()
+    assert cells.count("153") == 4 and "256" not in cells
+
+
 def test_fitting_an_eraser_with_later_turn_gate_prompts(page):
     """Last on purpose: it replaces this page's session eraser."""
     _open_tab(page, "Model & data")

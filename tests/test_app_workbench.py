@@ -184,9 +184,18 @@ def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_chang
     assert eraser.config.gamma != 0.5  # the original is untouched
     spec, hist, rows = wb.nullspace_view(wider, 1)
     assert rows[1][1] == int(wider.diagnostics["k"][1]) and spec.layout.yaxis.type == "log"
-    for bad in ((0, 0.1), (1.5, 0.1), (0.3, -1), ("a", 0.1)):
+    for bad in ((0, 0.1), (1.5, 0.1), (0.3, -1), ("a", 0.1), (0.3, 0.1, -1), (0.3, 0.1, "x")):
         with pytest.raises(UserError):
             wb.refit(eraser, *bad)
+
+
+def test_refit_with_retain_rows_quiets_the_gate_on_retain_prompts(toy):
+    wb, eraser = toy
+    plain = wb.refit(eraser, 1.0, eraser.config.gamma, 0.0)
+    rows = wb.refit(eraser, 1.0, eraser.config.gamma, 1.0)
+    assert rows.config.retain_weight == 1.0 and eraser.config.retain_weight == 0.0
+    for l in rows.fitted_layers:
+        assert rows.diagnostics["retain_gates"][l].abs().mean() < plain.diagnostics["retain_gates"][l].abs().mean()
 
 
 def test_selectivity_and_heatmap(toy):

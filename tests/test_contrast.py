@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import tiny_adapter
-from core.contrast import (KINDS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX, direction_sets, fit_sets,
-                           gate_sets)
+from core.contrast import (KINDS, RETAIN_GROUPS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX,
+                           direction_sets, fit_sets, gate_sets, retain_groups)
 from core.evaluation import is_refusal
 from core.pgd import PGDConfig
 from core.toyworld.questions import GENERAL_FACTS, REFUSAL
@@ -55,6 +55,16 @@ def test_gate_variants_add_later_turn_formats_of_the_same_people_and_keep_the_ba
     # the attacks use other wordings: the report measures generalisation, not recall
     from core.robustness import FIRST_TURN, INJECTION
     assert VARIANT_FIRST_TURN != FIRST_TURN and VARIANT_INJECTION != INJECTION
+
+
+def test_retain_groups_label_people_by_modality_and_the_rest_as_general():
+    _, retain = gate_sets(WORLD, "forget_10", per_person=2, n_retain=80, seed=0, fact_draws=1)
+    groups = retain_groups(WORLD, retain)
+    n_facts = 4 * len(GENERAL_FACTS)  # appended last, once per format
+    assert set(groups[-n_facts:]) == {"general"}
+    people = [(p, g) for p, g in zip(retain[:80], groups) if p.tag.startswith("p")]
+    assert people and all(g == ("people, image" if p.image is not None else "people, by name") for p, g in people)
+    assert set(groups) == set(RETAIN_GROUPS)  # all three kinds are in a retain draw
 
 
 def test_recall_construction_pairs_the_same_image_with_recall_vs_refusal_prompts():

@@ -153,6 +153,11 @@ def test_refit_gate_keeps_the_direction_and_matches_a_fresh_fit():
     fresh = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(ratio=0.8, gamma=0.01))
     assert torch.allclose(other.gate, fresh.gate) and torch.equal(other.direction, e.direction)
     assert int(other.diagnostics["k"][0]) == int(0.8 * 12) and e.config.ratio == 0.3  # original untouched
+    weighted = e.refit_gate(Hf, Hr, retain_weight=2.0)
+    assert weighted.config.retain_weight == 2.0 and e.config.retain_weight == 0.0
+    assert torch.allclose(weighted.gate, Eraser.from_activations(
+        Hf, Hr, Hrec, Her, EraserConfig(ratio=0.3, gamma=0.1, retain_weight=2.0)).gate)
+    assert not torch.allclose(weighted.gate, e.gate)
     by_threshold = e.refit_gate(Hf, Hr, threshold=0.5)
     assert by_threshold.config.ratio is None and by_threshold.config.threshold == 0.5
 

@@ -13,11 +13,12 @@ def _data(seed=0, d=64, n_r=30, n_f=8):
     return H_f, H_r, r
 
 
-@pytest.mark.parametrize("ratio,gamma", [(0.3, 0.1), (0.5, 1.0), (0.4, 10.0)])
-def test_rank_one_equals_full_matrix(ratio, gamma):
+@pytest.mark.parametrize("ratio,gamma,w", [(0.3, 0.1, 0.0), (0.5, 1.0, 0.0), (0.4, 10.0, 0.0), (1.0, 1.0, 0.5),
+                                          (0.7, 0.1, 2.0)])
+def test_rank_one_equals_full_matrix(ratio, gamma, w):
     H_f, H_r, r = _data()
-    W = full_matrix(H_f, H_r, r, ratio=ratio, gamma=gamma)
-    fit = fit_gate(H_f, H_r, ratio=ratio, gamma=gamma)
+    W = full_matrix(H_f, H_r, r, ratio=ratio, gamma=gamma, retain_weight=w)
+    fit = fit_gate(H_f, H_r, ratio=ratio, gamma=gamma, retain_weight=w)
     assert torch.allclose(torch.outer(fit.u, r), W, atol=1e-12, rtol=1e-10)
     assert torch.linalg.matrix_rank(W).item() == 1
     # steering(h) = h W == (h . u) r for any h
@@ -42,6 +43,20 @@ def test_gates_near_one_on_forget_and_zero_on_retain():
     assert 0 < fit.forget_energy < 1
 
 
+def test_retain_rows_pull_retain_gates_toward_zero():
+    # full-rank retain activations: the null space cannot hold them out, the retain rows can
+    H_f, H_r, _ = _data(4, n_r=200)
+    plain = fit_gate(H_f, H_r, ratio=1.0, gamma=0.1)
+    weighted = fit_gate(H_f, H_r, ratio=1.0, gamma=0.1, retain_weight=1.0)
+    assert weighted.retain_gates.pow(2).mean() < 0.5 * plain.retain_gates.pow(2).mean()
+    assert weighted.forget_gates.mean() > 0.4 > 4 * weighted.retain_gates.abs().mean()  # the gate still opens
+    # it is the ridge with the retain rows as target-0 rows, solved directly
+    X = torch.cat([H_f, H_r])
+    y = torch.cat([torch.ones(len(H_f)), torch.zeros(len(H_r))]).double()
+    u = torch.linalg.solve(X.T @ X + 0.1 * torch.eye(64, dtype=torch.float64), X.T @ y)
+    assert torch.allclose(weighted.u, u, atol=1e-10)
+
+
 def test_spectrum_is_ascending_and_k_follows_ratio():
     H_f, H_r, _ = _data()
     Q, evals, k = null_space(H_r, ratio=0.25)
@@ -63,5 +78,7 @@ def test_bad_parameters_are_clear_errors():
         choose_k(torch.ones(4), ratio=0.0)
     with pytest.raises(ValueError, match="gamma"):
         fit_gate(H_f, H_r, gamma=-1)
+    with pytest.raises(ValueError, match="retain_weight"):
+        fit_gate(H_f, H_r, retain_weight=float("nan"))
     with pytest.raises(ValueError, match="expected"):
         fit_gate(H_f[:, :10], H_r)

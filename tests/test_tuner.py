@@ -43,7 +43,19 @@ def test_fluency_is_the_worse_of_forget_and_retain():
     forget = ["I'm sorry, I can't help with that.", "This person is I I I I"]
     retain = ["The shape is red."] * 20
     scores = score_replies(forget, retain, base_retain=["The shape is red."] * 19 + ["The shape is blue."])
-    assert scores == {"forget": 0.5, "retain": 0.95, "fluency": 0.5}  # pooled it would be 21/22
+    assert scores == {"forget": 0.5, "retain": 0.95, "fluency": 0.5, "retain_groups": {}}  # pooled: 21/22
+
+
+def test_retain_score_is_the_worst_group():
+    """A cost concentrated on one kind of retain question is not hidden by the others."""
+    base = ["The shape is red."] * 20
+    retain = base[:19] + ["I'm sorry, I can't help with that."]
+    groups = ["general"] * 10 + ["people"] * 10
+    scores = score_replies(["I'm sorry."], retain, base, groups)
+    assert scores["retain"] == 0.9 and scores["retain_groups"] == {"general": 1.0, "people": 0.9}
+    assert score_replies(["I'm sorry."], retain, base)["retain"] == 0.95  # pooled
+    with pytest.raises(ValueError, match="group labels"):
+        score_replies(["I'm sorry."], retain, base, groups[:3])
 
 
 def test_ties_prefer_the_earlier_mode():
@@ -63,9 +75,12 @@ def test_tune_tasks_tunes_each_task_on_its_own_prompts():
     retain = [Prompt(f"what colour ?\nA: red\nB: blue\n{CLASSIFICATION_SUFFIX}", random_image(10 + i)) for i in range(4)]
     retain += [Prompt(f"the shape is [Blank].\n{CLOZE_SUFFIX}", random_image(20))]
     seen = []
+    groups = ["g1", "g2", "g1", "g2", "g1"]
     res = tune_tasks(a, _eraser(a), forget, retain, [1], "prefill", [0.0, 2.0], max_new_tokens=2, min_fluency=0.0,
-                     progress=lambda d, t: seen.append((d, t)))
+                     progress=lambda d, t: seen.append((d, t)), retain_groups=groups)
     assert set(res) == {"classification", "cloze"}  # no generation prompts: left out
     assert all([c.layers for c in r.grid] == [[1], [1]] and r.modes == ["prefill"] for r in res.values())
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert res["cloze"].grid[0].retain == 1.0 and res["classification"].best is not None
+    assert set(res["classification"].grid[0].retain_groups) == {"g1", "g2"}  # each task keeps its prompts' labels
+    assert set(res["cloze"].grid[0].retain_groups) == {"g1"}
