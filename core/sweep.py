@@ -3,8 +3,9 @@
 Each experiment fits or re-applies an eraser with one knob changed and evaluates it on a fixed
 subset of the forget / test / retain / real splits (image+text cloze, MCQ accuracy, ROUGE-L,
 refusal rate, fluency), next to the unsteered model. Knobs: steering strength, PGD eps of the
-adversarial contrast images, direction construction, steered layers, and the null-space gate
-on/off (plain d_erase addition), and the linear null-space gate against a small MLP gate.
+adversarial contrast images, direction construction, steered layers, how the gate is fitted
+(the paper's null space, retain rows, both) and the gate off (plain d_erase addition), and the
+linear gate against a small MLP gate.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class SweepConfig:
     n_people: int = 10  # rows per split evaluated
     max_new_tokens: int = 24
     seed: int = 0
+
+
+# How the gate is fitted: (label, null-space ratio, retain weight); gamma stays the base's.
+GATE_FITS = (("null space ratio 0.6 (the paper's fit)", 0.6, 0.0),
+             ("null space ratio 0.6 + retain rows (weight 1)", 0.6, 1.0),
+             ("retain rows (weight 1), no null space", 1.0, 1.0))
 
 
 @dataclass
@@ -92,12 +99,15 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     thirds = {"early": [1], "middle": [n // 2], "late": [n - 1], "all (1..L-1)": list(range(1, n))}
     for label, layers in thirds.items():
         run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
-    run("null space", "on (gated)", default, strength=base.strength, layers=base_layers, mode=base.mode)
+    for label, ratio, weight in GATE_FITS:
+        er = default.refit_gate(H_forget, H_retain, ratio=ratio, retain_weight=weight)
+        preset = " (preset)" if (ratio, weight) == (base.ratio, base.retain_weight) else ""
+        run("null space", label + preset, er, strength=base.strength, layers=base_layers, mode=base.mode)
     run("null space", "off (plain d_erase)", default, strength=base.strength, layers=base_layers, mode=base.mode,
         gated=False)
     from core.mlp_gate import fit_mlp_gates
     mlp = fit_mlp_gates(H_forget, H_retain, default.fitted_layers, seed=cfg.seed)
-    run("gate", "linear, null space (method)", default, strength=base.strength, layers=base_layers, mode=base.mode)
+    run("gate", "linear (method; the preset's fit)", default, strength=base.strength, layers=base_layers, mode=base.mode)
     run("gate", "MLP (64 hidden, unconstrained)", default, strength=base.strength, layers=base_layers,
         mode=base.mode, gate_fn=mlp)
     by_position = {}

@@ -29,7 +29,7 @@ python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-erase
 # The comparison rows below use the paper's fit (null space only, ratio 0.6 / gamma 10: the previous shipped
 # preset). Each is pinned at the setting the earlier tuner chose for it (pooled retain score, 140 held-out
 # retain prompts); per-layer fits are independent, so fitting only the steered layers gives the same gate.
-# runs/eraser-null-space fits every layer (the ablation sweep starts from it) and steers layer 3.
+# runs/eraser-null-space fits every layer and steers layer 3 (the attack report runs on it too).
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-null-space --mode prefill \
   --steer-layers 3 --strength 0.75 --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-null-space --json results/eraser_null_space.json
@@ -62,7 +62,7 @@ python -m core unlearn --method npo --reference assets/toy-llava-retain-only --o
 python -m core evaluate --model runs/baselines/npo --json results/baseline_npo.json
 python -m core relearn --model assets/toy-llava-retain-only $(for m in ga ga_diff kl_min npo idk mmunlearner smfa vkd; do
   echo --model runs/baselines/$m; done) --json results/relearn.json
-python -m core sweep --eraser runs/eraser-null-space --out docs/ablations.md
+python -m core sweep --out docs/ablations.md
 python -m core attack --out docs/robustness.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
 python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md

@@ -24,8 +24,11 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
                            "paper preset", "direction", "PGD eps"}
     assert [r.setting for r in rows if r.experiment == "gate position"] == [
         "last prompt token (method)", "mean prompt tokens"]
-    assert [r.setting for r in rows if r.experiment == "gate"] == ["linear, null space (method)",
+    assert [r.setting for r in rows if r.experiment == "gate"] == ["linear (method; the preset's fit)",
                                                                    "MLP (64 hidden, unconstrained)"]
+    assert [r.setting for r in rows if r.experiment == "null space"] == [
+        "null space ratio 0.6 (the paper's fit)", "null space ratio 0.6 + retain rows (weight 1)",
+        "retain rows (weight 1), no null space", "off (plain d_erase)"]
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
                                                                         "image_only"]
     for r in rows:
