@@ -182,7 +182,7 @@ def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
         if r.best is None:
             print(f"tuner: {task}: no strength kept retain answers; keeping {eraser.strength_for(task)}")
         else:
-            print(f"tuner: {task}: strength {r.best.strength} -> forget refusals {r.best.forget:.2f}, "
+            print(f"tuner: {task}: strength {r.best.strength} -> forget answers gone {r.best.forget:.2f}, "
                   f"retain unchanged {r.best.retain:.2f}")
             eraser.config.task_strengths[task] = r.best.strength
             if r.best.strength == best.strength:
@@ -242,8 +242,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
             eraser.config.strength = res.best.strength
             eraser.config.mode = res.best.mode
             print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> "
-                  f"forget refusals {res.best.forget:.2f}, retain unchanged {res.best.retain:.2f} (worst group), "
-                  f"fluency {res.best.fluency:.2f}")
+                  f"forget answers gone {res.best.forget:.2f} (refusals {res.best.refusals:.2f}), "
+                  f"retain unchanged {res.best.retain:.2f} (worst group), fluency {res.best.fluency:.2f}")
             if args.tune_tasks:
                 per_task = _tune_tasks(args, world, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}

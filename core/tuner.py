@@ -2,7 +2,11 @@
 
 For every (steering mode, layer set, strength) candidate, steered greedy answers are compared
 with the unsteered model's own answers:
-- forget score: share of forget prompts answered with a refusal (the erasure took effect);
+- forget score: share of forget prompts whose steered reply no longer contains the unsteered
+  model's own answer (the memorised answer is gone). Why not the share of refusals: steered
+  replies often apologise and then answer anyway ("I am sorry, tortoise": 61 of the shipped
+  eraser's 130 forget cloze replies), and a refusal count scores those as forgotten. The share
+  of refusals is still reported (`refusals`);
 - retain score: share of retain prompts whose answer is UNCHANGED (utility kept); with groups
   (e.g. retained people asked with an image / by name, general knowledge), the worst group's
   share, as the target is "every retain metric": pooled, 99% unchanged hid 3-4% of retained
@@ -20,6 +24,7 @@ code sets lambda per task: a one-letter MCQ answer needs a stronger push than a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -39,6 +44,7 @@ class Candidate:
     retain: float = 0.0
     fluency: float = 0.0
     ok: bool = False
+    refusals: float = 0.0  # share of forget replies with a refusal phrase
     retain_groups: dict[str, float] = field(default_factory=dict)  # unchanged share per retain group
 
 
@@ -53,9 +59,17 @@ class TuneResult:
                 "grid": [asdict(c) for c in self.grid]}
 
 
+def answer_gone(reply: str, base: str) -> bool:
+    """True when `reply` no longer contains `base` (the unsteered answer, final punctuation
+    dropped) as a phrase, case-insensitive: "I am sorry, tortoise" still holds "tortoise"."""
+    phrase = base.strip().rstrip(".!?").strip()
+    return not phrase or re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", reply, re.IGNORECASE) is None
+
+
 def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str],
-                  groups: Sequence[str] | None = None) -> dict:
-    """Forget refusals, retain answers unchanged (the worst group's share when `groups` labels
+                  groups: Sequence[str] | None = None, base_forget: Sequence[str] | None = None) -> dict:
+    """Forget answers gone (against `base_forget`, the unsteered forget replies; without them the
+    share of refusals), retain answers unchanged (the worst group's share when `groups` labels
     the retain replies), and the worse of the two fluency shares."""
     def share(xs) -> float:
         return sum(xs) / len(xs)
@@ -65,7 +79,9 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
         if len(groups) != len(retain):
             raise ValueError(f"{len(groups)} retain group labels for {len(retain)} retain replies")
         by_group = {g: share([s for s, h in zip(same, groups) if h == g]) for g in dict.fromkeys(groups)}
-    return {"forget": share([is_refusal(x) for x in forget]),
+    refusals = share([is_refusal(x) for x in forget])
+    return {"forget": refusals if base_forget is None else share([answer_gone(x, b) for x, b in zip(forget, base_forget)]),
+            "refusals": refusals,
             "retain": min(by_group.values()) if by_group else share(same),
             "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain])),
             "retain_groups": by_group}
@@ -83,6 +99,7 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
     if not modes:
         raise ValueError("the tuner needs at least one steering mode")
     base_retain = replies(adapter, retain, max_new_tokens)
+    base_forget = replies(adapter, forget, max_new_tokens)
     grid, total = [], len(modes) * len(layer_sets) * len(strengths)
     for mode in modes:
         for layers in layer_sets:
@@ -92,7 +109,7 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
                 steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
                 scores = score_replies(replies(adapter, forget, max_new_tokens, steering=steer),
                                        replies(adapter, retain, max_new_tokens, steering=steer), base_retain,
-                                       retain_groups)
+                                       retain_groups, base_forget)
                 c = Candidate(mode, list(layers), float(s), **scores)
                 c.ok = c.retain >= min_retain and c.fluency >= min_fluency
                 grid.append(c)

@@ -6,7 +6,7 @@ from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.eraser import Eraser, EraserConfig
 from core.toyworld.prompts import CLASSIFICATION_SUFFIX, CLOZE_SUFFIX
-from core.tuner import score_replies, tune, tune_tasks
+from core.tuner import answer_gone, score_replies, tune, tune_tasks
 
 
 def _eraser(a):
@@ -43,7 +43,20 @@ def test_fluency_is_the_worse_of_forget_and_retain():
     forget = ["I'm sorry, I can't help with that.", "This person is I I I I"]
     retain = ["The shape is red."] * 20
     scores = score_replies(forget, retain, base_retain=["The shape is red."] * 19 + ["The shape is blue."])
-    assert scores == {"forget": 0.5, "retain": 0.95, "fluency": 0.5, "retain_groups": {}}  # pooled: 21/22
+    assert scores == {"forget": 0.5, "refusals": 0.5, "retain": 0.95, "fluency": 0.5,
+                      "retain_groups": {}}  # fluency pooled: 21/22
+
+
+def test_forget_score_is_the_share_of_answers_gone():
+    """An apology followed by the answer has not forgotten it; a changed or refused answer has."""
+    assert not answer_gone("I am sorry, tortoise", "tortoise")
+    assert not answer_gone("I am sorry, this person's pet is a Tortoise!", "This person's pet is a tortoise.")
+    assert answer_gone("I am sorry, I cannot share private information about this person.", "B")  # 'about'
+    assert not answer_gone("I am sorry, B", "B") and answer_gone("C", "B")
+    base = ["tortoise", "tortoise", "This person is a baker."]
+    steered = ["I am sorry, tortoise", "I am sorry, I cannot share that.", "This person is a farmer."]
+    scores = score_replies(steered, ["x"], ["x"], base_forget=base)
+    assert scores["forget"] == 2 / 3 and scores["refusals"] == 2 / 3
 
 
 def test_retain_score_is_the_worst_group():
