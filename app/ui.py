@@ -521,6 +521,7 @@ def _rows(run: str, splits: dict) -> list[list]:
 
 _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
                  "eraser": "MLLMEraser, shipped preset",
+                 "eraser_mcq_strength_retain_rows": "MLLMEraser, MCQ strength 1.5 by hand (option)",
                  "eraser_null_space": "MLLMEraser, the paper's null-space fit (previous preset)",
                  "eraser_last_token": "MLLMEraser, null-space fit, last-token gate (option)",
                  "eraser_latched": "MLLMEraser, null-space fit, latched mode (option)",

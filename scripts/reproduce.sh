@@ -26,6 +26,9 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
+# MCQ at 1.5 by hand (README comparison table; not shipped)
+python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --task-strength classification=1.5 \
+  --json results/eraser_mcq_strength_retain_rows.json
 # The comparison rows below use the paper's fit (null space only, ratio 0.6 / gamma 10: the previous shipped
 # preset). Each is pinned at the setting the earlier tuner chose for it (pooled retain score, 140 held-out
 # retain prompts); per-layer fits are independent, so fitting only the steered layers gives the same gate.

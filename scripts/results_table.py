@@ -57,7 +57,8 @@ def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real); image+text
     unless marked."""
     paper = "vanilla + MLLMEraser, the paper's null-space fit"
-    rows = ROWS + [(f"{paper} (the previous preset)", "results/eraser_null_space.json"),
+    rows = ROWS + [("vanilla + MLLMEraser, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),
+                   (f"{paper} (the previous preset)", "results/eraser_null_space.json"),
                    (f"{paper}, the method's last-token gate", "results/eraser_last_token.json"),
                    (f"{paper}, latched mode", "results/eraser_latched.json"),
                    (f"{paper}, a strength per task tuned by `--tune-tasks`", "results/eraser_task_tuned.json"),
