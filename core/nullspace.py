@@ -13,7 +13,7 @@ identity is a small-variance direction, so the paper's fit reads forget people's
 directions some retained people share. On the shipped toy model (layer 3, prompt-mean gate,
 ratio 0.6, gamma 10), 11% / 16% of retained people's image / text-only evaluation questions had
 a gate above 0.5; with the retain rows (ratio 1.0, w = 1) 3% / 2%, while forget questions stayed
-at 98% / 99% and held-out test questions rose from 86% to 90% / 87% (README, "Retain rows").
+at 98% / 99% and held-out test questions rose from 86% to 90% / 87% (README, concept 6).
 
 Every target row equals r, so W = u r^T with u = P pinv(X^T X + gamma P) X^T 1: the steering is
 a scalar gate c(h) = h . u times a fixed direction. We solve for u in the k-dimensional basis of
