@@ -19,8 +19,9 @@ from app.workbench import (ROOT, Session, UserError, Workbench, eraser_summary, 
 INTRO = """# MLLMEraser workbench
 Test-time unlearning in a vision-language model by **input-aware activation steering**: a
 direction `d_erase` (from "recall" toward "refuse") is added to the residual stream, scaled by a
-**gate** `c(h) = h · u` fitted in the null space of retained knowledge, so it fires on questions
-about the people to forget and stays near 0 elsewhere. The model's weights never change.
+**gate** `c(h) = h · u` fitted to fire on questions about the people to forget and stay near 0 on
+retained knowledge (the paper: in the null space of retained activations; the shipped eraser:
+with retained activations as target-0 rows too). The model's weights never change.
 New here? Open the **Learn** tab for a guided tour.
 """
 
@@ -35,7 +36,9 @@ LEARN = [
     ("3. The null space and the gate", "Adding d_erase everywhere would also break answers about everyone else. "
      "The gate u is fitted only in directions where retained questions have (almost) no energy: the null space of "
      "their activations. The inspector shows the spectrum, the chosen dimension k, and how forget and retain gate "
-     "values separate. Change the ratio and watch the gate distributions move.", "null"),
+     "values separate. The null space keeps directions where retained questions are small, not zero, so the "
+     "shipped eraser also fits the gate to 0 on them (retain weight 1, ratio 1 = no null space): set ratio 0.6 and "
+     "retain weight 0 to see the paper's fit, and watch the gate distributions move.", "null"),
     ("4. Selectivity", "Run forget and retain examples side by side: with a good gate the forget answers turn into "
      "refusals while the retain answers stay as they were. The heat-map shows which layer and strength do it.",
      "play"),
