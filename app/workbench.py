@@ -231,7 +231,8 @@ class Workbench:
         base = (session.eraser if session else None) or self.eraser
         cfg = EraserConfig() if base is None else EraserConfig(
             ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
-            retain_weight=base.config.retain_weight, layers=base.config.layers, steer_layers=base.config.steer_layers, strength=base.config.strength,
+            retain_weight=base.config.retain_weight, layers=base.config.layers,
+            steer_layers=base.config.steer_layers, strength=base.config.strength,
             mode=base.config.mode, seed=base.config.seed)
         cfg.direction_kind = kind
         cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)

@@ -80,8 +80,8 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
             raise ValueError(f"{len(groups)} retain group labels for {len(retain)} retain replies")
         by_group = {g: share([s for s, h in zip(same, groups) if h == g]) for g in dict.fromkeys(groups)}
     refusals = share([is_refusal(x) for x in forget])
-    return {"forget": refusals if base_forget is None else share([answer_gone(x, b) for x, b in zip(forget, base_forget)]),
-            "refusals": refusals,
+    gone = refusals if base_forget is None else share([answer_gone(x, b) for x, b in zip(forget, base_forget)])
+    return {"forget": gone, "refusals": refusals,
             "retain": min(by_group.values()) if by_group else share(same),
             "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain])),
             "retain_groups": by_group}

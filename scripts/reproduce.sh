@@ -18,7 +18,7 @@ python -m core world --seed 0 --grid docs/portraits.png
 # The shipped eraser. The gate reads the prompt mean (concept 5): held-out AUC 0.96-0.98 against
 # 0.72-0.80 at the last token (README). Its ridge also takes the retain activations as target-0 rows
 # (--retain-weight 1, ratio 1.0: no hard null space): retained people's questions with a gate above 0.5
-# fell from 11% / 16% (image / text) to 3% / 2% (README, "Retain rows"). prefill mode (the public code's).
+# fell from 11% / 16% (image / text) to 3% / 2% (README, concept 6). prefill mode (the public code's).
 # The tuner keeps 97% of held-out retain answers unchanged in each retain group (people by image, by name,
 # general knowledge).
 python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --mode prefill --tune \
@@ -36,7 +36,7 @@ python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-erase
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-null-space --mode prefill \
   --steer-layers 3 --strength 0.75 --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-null-space --json results/eraser_null_space.json
-# the method's last-token gate (tuned then: layers 2-3, 0.25)
+# the method's last-token gate (tuned then: layers 2-3, 0.25; results/eraser_last_token_tuning.json holds that grid)
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-last-token --mode prefill \
   --layers 2,3 --strength 0.25 --ratio 0.6 --gamma 10
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-last-token --json results/eraser_last_token.json
