@@ -22,9 +22,11 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
+from core.contrast import forget_spec
 from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter
+from core.nullspace import gate_scores
 from core.pgd import PGDConfig, amplify, pgd, to_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +209,7 @@ class Workbench:
         world = self._world()
         er = (session.eraser if session else None) or self.eraser
         spec = (er.config.forget_split if er else "") or "forget_10"
-        forget = {p.id for p in world.forget_people(_forget_spec(spec))}
+        forget = {p.id for p in world.forget_people(forget_spec(spec))}
         return [[p.name, "FORGET" if p.id in forget else "retain", p.birthplace, p.occupation, p.hobby, p.pet,
                  p.favourite_food, p.birth_year, p.id] for p in world.people]
 
@@ -231,13 +233,15 @@ class Workbench:
         base = (session.eraser if session else None) or self.eraser
         cfg = EraserConfig() if base is None else EraserConfig(
             ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
-            retain_weight=base.config.retain_weight, layers=base.config.layers,
+            retain_weight=base.config.retain_weight, subject_gates=base.config.subject_gates,
+            gate_retain=base.config.gate_retain, layers=base.config.layers,
             steer_layers=base.config.steer_layers, strength=base.config.strength,
             mode=base.config.mode, seed=base.config.seed)
         cfg.direction_kind = kind
         cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)
         cfg.gate_variants = gate_variants
-        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed, variants=gate_variants)
+        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed, variants=gate_variants,
+                        n_retain=cfg.gate_retain)
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
         return Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
@@ -265,15 +269,16 @@ class Workbench:
                         should_stop: Callable[[], bool] | None = None) -> ActivationSets:
         """The gate sets (forget / retain) and recall / erase contrast of `eraser`'s forget set,
         with activations; computed once per forget set and seed, then shared read-only."""
-        from core.contrast import direction_sets, gate_sets
+        from core.contrast import direction_sets, eraser_gate_sets
         world = self._world()
-        forget = _forget_spec(eraser.config.forget_split or "forget_10")
+        forget = forget_spec(eraser.config.forget_split)
         pos = eraser.gate_position
-        key = (forget if isinstance(forget, str) else tuple(forget), eraser.config.seed, pos)
+        c = eraser.config
+        key = (forget if isinstance(forget, str) else tuple(forget), c.seed, pos, c.gate_retain, c.gate_variants)
         with self._acts_lock:
             if key in self._acts:
                 return self._acts[key]
-            f, r = gate_sets(world, forget, seed=eraser.config.seed)
+            f, r = eraser_gate_sets(world, c)
             rec, era = direction_sets(world, None, "recall", forget, seed=eraser.config.seed)
             H = {}
             for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
@@ -302,8 +307,7 @@ class Workbench:
              "erase": sets.H_erase[:, l]}
         prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
         hover = {k: [self._describe(p) for p in v] for k, v in prompts.items()}
-        u = eraser.gate[l]
-        gates = {k: H[k].double() @ u for k in ("forget", "retain")}
+        gates = {k: gate_scores(H[k].double(), eraser.gate[l]) for k in ("forget", "retain")}
         cur = None
         if question and question.strip():
             cur = self.input_activation(image, question, eraser.gate_position)[l]
@@ -357,9 +361,9 @@ class Workbench:
         img = "image + text" if p.image is not None else "text only"
         return f"{who} ({img})<br>{p.question.splitlines()[0][:80]}"
 
-    def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None) -> Eraser:
-        """The eraser with its gate refitted at another null-space ratio, gamma and retain weight
-        (None keeps the eraser's)."""
+    def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None) -> Eraser:
+        """The eraser with its gate refitted at another null-space ratio, gamma, retain weight and
+        one gate per forget person or one for all (None keeps the eraser's)."""
         try:
             r, g = float(ratio), float(gamma)
             w = eraser.config.retain_weight if retain_weight is None else float(retain_weight)
@@ -372,13 +376,15 @@ class Workbench:
         if not 0 <= w <= 1e6:
             raise UserError(f"The retain weight must be between 0 (the paper's fit) and 1e6, got {w:g}.")
         sets = self.activation_sets(eraser)
-        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w)
+        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
+                                 subject_gates=None if per_person is None else bool(per_person),
+                                 forget_subjects=[p.tag for p in sets.forget])
 
     # ------------------------------------------------------------------ selectivity
     def examples(self, eraser: Eraser, per_side: int = 3) -> list[tuple[str, Prompt]]:
         """A few forget and retain questions (canonical portraits) to show selectivity at once."""
         world = self._world()
-        forget = world.forget_people(_forget_spec(eraser.config.forget_split or "forget_10"))
+        forget = world.forget_people(forget_spec(eraser.config.forget_split))
         retain = [p for p in world.people if p.id not in {q.id for q in forget}]
         qs = ("What is this person's occupation?", "Where was this person born?", "What is this person's hobby?")
         out = []
@@ -423,7 +429,7 @@ class Workbench:
         from core.evaluation import EvalConfig, evaluate
         from core.toyworld.train import eval_splits, refusal_sets
         world = self._world()
-        forget = _forget_spec((eraser.config.forget_split if eraser else "") or "forget_10")
+        forget = forget_spec(eraser.config.forget_split if eraser else "")
         if limit is not None and not 1 <= int(limit) <= 1000:
             raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
         steering = None if eraser is None else eraser.task_steering(self.adapter)
@@ -445,7 +451,7 @@ class Workbench:
             raise UserError(f"People per split must be between 1 and 20, got {people}.")
         if not 1 <= int(steps) <= 200:
             raise UserError(f"PGD steps must be between 1 and 200, got {steps}.")
-        splits = eval_splits(world, _forget_spec(eraser.config.forget_split or "forget_10"), int(people))
+        splits = eval_splits(world, forget_spec(eraser.config.forget_split), int(people))
         facts = [(f.question, f.answer) for f in GENERAL_FACTS[:4]]
         return attack_report(self.adapter, eraser, splits["forget"], splits["retain"], facts,
                              RobustnessConfig(steps=int(steps)), progress, should_stop)
@@ -494,8 +500,3 @@ def eraser_summary(eraser: Eraser) -> dict:
 
 def _where(eraser: Eraser) -> str:
     return "last-token" if eraser.gate_position == "last" else "prompt-mean (forget/retain)"
-
-
-def _forget_spec(spec: str) -> str | list[str]:
-    """A forget split name, or a comma-separated list of hand-picked person ids."""
-    return spec if spec.startswith("forget") else [s for s in spec.split(",") if s]

@@ -201,6 +201,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.tune_tasks and not args.tune:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
+    if args.gate_retain < 1:
+        raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
     modes = _parse_modes(args.tune_modes or args.mode, args.gate_position) if args.tune else []  # fail fast
     task_strengths = _parse_task_strengths(args.task_strength)
     adapter = load_adapter(args.model)
@@ -208,12 +210,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
                          "For other models use the Python API (Eraser.fit with your own prompt sets).")
     world = load_world(args.model)
-    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants)
+    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants,
+                    n_retain=args.gate_retain)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, retain_weight=args.retain_weight,
-                       layers=_parse_layers(args.layers), steer_layers=_parse_layers(args.steer_layers),
+                       subject_gates=args.subject_gates, layers=_parse_layers(args.layers),
+                       steer_layers=_parse_layers(args.steer_layers),
                        strength=args.strength, task_strengths=task_strengths,
                        mode=args.mode, seed=args.seed, direction_kind=args.direction,
-                       forget_split=args.forget, gate_variants=args.gate_variants,
+                       forget_split=args.forget, gate_variants=args.gate_variants, gate_retain=args.gate_retain,
                        position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
@@ -281,7 +285,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = {"path": args.eraser, "strength": strength, "task_strengths": per_task, "layers": layers, "mode": mode,
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
                 "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
-                "gate_position": eraser.config.position}
+                "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -512,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-weight", type=float, default=0.0,
                    help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
                         "fit, which relies on the null space alone)")
+    p.add_argument("--subject-gates", action="store_true",
+                   help="one gate per forget person, the steering gate being the largest (a workbench option; "
+                        "the paper fits one gate for the whole forget set)")
+    p.add_argument("--gate-retain", type=int, default=1600,
+                   help="retained prompts sampled for the gate's fit (with per-person gates, 6400 keeps more "
+                        "retained people that look or sound like a forget person out of the gate)")
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--steer-layers", default=None,
                    help="layers steered by default, comma-separated (default: every fitted layer; --tune replaces it)")
@@ -534,8 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "tuned layers and mode")
     p.add_argument("--tune-modes", default=None,
                    help="steering modes the tuner tries, comma-separated, e.g. prefill,latched (default: --mode)")
-    p.add_argument("--min-retain", type=float, default=0.97,
-                   help="tuner constraint: share of retain answers that must stay unchanged")
+    p.add_argument("--min-retain", type=float, default=0.98,
+                   help="tuner constraint: share of held-out retain answers that must stay unchanged in each retain "
+                        "group (0.98: a point of margin over the 97%% target, as about a hundred held-out prompts "
+                        "per group under-measured the evaluation's retain cost by 1-3 points on both world seeds)")
     p.add_argument("--min-fluency", type=float, default=0.95,
                    help="tuner constraint: share of well-formed replies, on forget and on retain prompts each")
     p.add_argument("--seed", type=int, default=0)

@@ -124,6 +124,20 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
     return forget_prompts, retain_prompts
 
 
+def forget_spec(spec: str) -> str | list[str]:
+    """A forget split name as stored in an EraserConfig: a split ('forget_10') or a
+    comma-separated list of hand-picked person ids."""
+    spec = spec or "forget_10"
+    return spec if spec.startswith("forget") else [s for s in spec.split(",") if s]
+
+
+def eraser_gate_sets(world: World, config) -> tuple[list[Prompt], list[Prompt]]:
+    """The gate sets an eraser of this world was fitted on, from its EraserConfig (forget split,
+    seed, retain sample size, later-turn variants): what the inspector and the gate report refit."""
+    return gate_sets(world, forget_spec(config.forget_split), n_retain=config.gate_retain, seed=config.seed,
+                     variants=config.gate_variants)
+
+
 RETAIN_GROUPS = ("people, image", "people, by name", "general")
 
 
@@ -177,7 +191,7 @@ def direction_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall
 
 
 def fit_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall", forget: str = "forget_10",
-             seed: int = 0, variants: float = 0.0, **kw) -> FitSets:
-    f, r = gate_sets(world, forget, seed=seed, variants=variants)
+             seed: int = 0, variants: float = 0.0, n_retain: int = 1600, **kw) -> FitSets:
+    f, r = gate_sets(world, forget, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(world, adapter, kind, forget, seed=seed, **kw)
     return FitSets(f, r, rec, era, kind)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from core.activations import SITE, Prompt, collect
 from core.evaluation import TASKS
 from core.models.base import VLMAdapter
-from core.nullspace import fit_gate
+from core.nullspace import fit_gate, gate_scores
 from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
 
 GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}  # config name -> collect()'s
@@ -58,6 +58,10 @@ class EraserConfig:
     # weight of the retain activations as target-0 rows of the ridge (0 = the paper's fit; see
     # core.nullspace for why and what it measured)
     retain_weight: float = 0.0
+    # one gate per forget subject (Prompt.tag of the forget prompts; a person in the toy world),
+    # the steering gate being their max (a workbench option, not the paper's; core.nullspace says why)
+    subject_gates: bool = False
+    subjects: list[str] = field(default_factory=list)  # the subjects, in gate order
     layers: list[int] | None = None  # layers fitted; None = all
     steer_layers: list[int] | None = None  # layers steered by default; None = every fitted layer
     strength: float = 0.3
@@ -71,6 +75,7 @@ class EraserConfig:
     direction_kind: str = "custom"
     forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
     gate_variants: float = 0.0  # share of later-turn gate prompts added (toy worlds; contrast.format_variants)
+    gate_retain: int = 1600  # retained prompts sampled for the gate (toy worlds; contrast.gate_sets)
     site: str = SITE
     position: str = "last_prompt_token"  # or "mean_prompt_tokens" (a workbench option, not the paper's)
     polarity: str = POLARITY
@@ -111,11 +116,13 @@ def prompts_hash(*sets: Sequence[Prompt]) -> str:
     return h.hexdigest()[:16]
 
 
-def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig
-               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The null-space gate u_l of every fitted layer, and the inspector's diagnostics."""
+def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig,
+               subjects: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The null-space gate u_l of every fitted layer ((L, d), or (L, K, d) with `subjects`, the
+    forget rows' subject labels), and the inspector's diagnostics."""
     L, d = H_forget.shape[1], H_forget.shape[2]
-    gate = torch.zeros(L, d, dtype=torch.float64)
+    K = None if subjects is None else int(subjects.max()) + 1
+    gate = torch.zeros((L, d) if K is None else (L, K, d), dtype=torch.float64)
     evals = torch.zeros(L, d, dtype=torch.float64)
     fg = torch.zeros(L, H_forget.shape[0], dtype=torch.float64)
     rg = torch.zeros(L, H_retain.shape[0], dtype=torch.float64)
@@ -124,20 +131,35 @@ def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserCon
     energy = torch.zeros(L, dtype=torch.float64)
     for l in range(L) if config.layers is None else config.layers:
         fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold,
-                       config.retain_weight)
+                       config.retain_weight, subjects)
         gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
         k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
-    return gate, {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
-                  "forget_energy": energy}
+    out = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
+           "forget_energy": energy}
+    if subjects is not None:
+        out["forget_subject"] = subjects
+    return gate, out
+
+
+def subject_labels(tags: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+    """(the distinct subjects in sorted order, each forget row's index among them)."""
+    if any(not t for t in tags):
+        raise ValueError("one gate per forget subject needs every forget prompt tagged with its subject "
+                         "(Prompt.tag, e.g. the person's id)")
+    names = sorted(set(tags))
+    index = {n: i for i, n in enumerate(names)}
+    return names, torch.tensor([index[t] for t in tags], dtype=torch.int64)
 
 
 class Eraser:
-    """Per-layer direction r_l and gate u_l (the rank-one factors of W_l), plus diagnostics."""
+    """Per-layer direction r_l and gate u_l (the rank-one factors of W_l), plus diagnostics.
+    With one gate per forget subject the gate is (num_layers, subjects, hidden_size)."""
 
     def __init__(self, direction: torch.Tensor, gate: torch.Tensor, config: EraserConfig,
                  diagnostics: dict[str, torch.Tensor] | None = None):
-        if direction.shape != gate.shape or direction.ndim != 2:
-            raise ValueError("direction and gate must both be (num_layers, hidden_size)")
+        if direction.ndim != 2 or gate.ndim not in (2, 3) or (gate.shape[0], gate.shape[-1]) != direction.shape:
+            raise ValueError("direction must be (num_layers, hidden_size) and gate (num_layers, hidden_size) "
+                             "or (num_layers, subjects, hidden_size)")
         self.direction = direction.double()
         self.gate = gate.double()
         self.config = config
@@ -163,9 +185,16 @@ class Eraser:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def from_activations(cls, H_forget: torch.Tensor, H_retain: torch.Tensor, H_recall: torch.Tensor,
-                         H_erase: torch.Tensor, config: EraserConfig | None = None) -> "Eraser":
-        """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token."""
+                         H_erase: torch.Tensor, config: EraserConfig | None = None,
+                         forget_subjects: Sequence[str] | None = None) -> "Eraser":
+        """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token.
+        `forget_subjects` (one per forget row) is needed when `config.subject_gates`."""
         config = config or EraserConfig()
+        subjects = None
+        if config.subject_gates:
+            if forget_subjects is None or len(forget_subjects) != H_forget.shape[0]:
+                raise ValueError("one gate per forget subject needs a subject for every forget row")
+            config.subjects, subjects = subject_labels(forget_subjects)
         direction = erase_direction(H_recall, H_erase)
         if not config.data_hash:
             h = hashlib.sha256()
@@ -174,16 +203,18 @@ class Eraser:
             config.data_hash = h.hexdigest()[:16]
         config.counts = {"forget": H_forget.shape[0], "retain": H_retain.shape[0],
                          "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
-        gate, diagnostics = _fit_gates(H_forget, H_retain, config)
+        gate, diagnostics = _fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = direction.norm(dim=-1)
         return cls(direction, gate, config, diagnostics)
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
-                   retain_weight: float | None = None) -> "Eraser":
+                   retain_weight: float | None = None, subject_gates: bool | None = None,
+                   forget_subjects: Sequence[str] | None = None) -> "Eraser":
         """A new eraser with the same direction and a gate refitted with another null-space
-        ratio / threshold / ridge gamma / retain weight (d_erase does not depend on them). Used by
-        the live null-space inspector; this eraser is left untouched."""
+        ratio / threshold / ridge gamma / retain weight / per-subject choice (d_erase does not
+        depend on them). Used by the live null-space inspector; this eraser is left untouched.
+        Per-subject gates use `forget_subjects`, else the subjects stored at fitting time."""
         config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
                                  "counts": dict(self.config.counts)})
         if threshold is not None:
@@ -194,7 +225,19 @@ class Eraser:
             config.gamma = gamma
         if retain_weight is not None:
             config.retain_weight = retain_weight
-        gate, diagnostics = _fit_gates(H_forget, H_retain, config)
+        if subject_gates is not None:
+            config.subject_gates = subject_gates
+        subjects = None
+        if config.subject_gates:
+            if forget_subjects is not None:
+                config.subjects, subjects = subject_labels(forget_subjects)
+            elif "forget_subject" in self.diagnostics and len(self.diagnostics["forget_subject"]) == H_forget.shape[0]:
+                subjects = self.diagnostics["forget_subject"].long()
+            else:
+                raise ValueError("one gate per forget subject needs the subject of every forget row")
+        else:
+            config.subjects = []
+        gate, diagnostics = _fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
         return Eraser(self.direction.clone(), gate, config, diagnostics)
 
@@ -221,7 +264,8 @@ class Eraser:
                                  position=pos)
         config.model = asdict(adapter.info())
         config.data_hash = prompts_hash(forget, retain, recall, erase)
-        return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config)
+        return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config,
+                                    [p.tag for p in forget] if config.subject_gates else None)
 
     # ------------------------------------------------------------------ use
     def check_model(self, adapter: VLMAdapter, strict: bool = True) -> None:
@@ -282,7 +326,7 @@ class Eraser:
     def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
         """(N, L) unsteered gate values c_l(h) = h_l . u_l (h at the eraser's gate position)."""
         acts = collect(adapter, prompts, batch_size=batch_size, position=self.gate_position).double()
-        return torch.einsum("nld,ld->nl", acts, self.gate)
+        return torch.stack([gate_scores(acts[:, l], self.gate[l]) for l in range(self.num_layers)], 1)
 
     # ------------------------------------------------------------------ artefacts
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -32,6 +32,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from core.activations import Prompt, capture
 from core.evaluation import Query, mean_score, record_queries, replies
 from core.models.base import Batch, VLMAdapter
+from core.nullspace import gate_scores
 from core.pgd import PGDConfig, run_pgd, to_image
 from core.toyworld.questions import PERSON_TEMPLATES, answer_start
 from core.toyworld.records import PersonRecord
@@ -140,11 +141,10 @@ def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: Robustne
 
 
 def gate_of(adapter: VLMAdapter, eraser, batch: Batch, layers: Sequence[int]) -> torch.Tensor:
-    """(B,) mean over `layers` of the eraser's gate c_l(h) = h_l . u_l, differentiable in the
-    inputs (for the adaptive attack)."""
+    """(B,) mean over `layers` of the eraser's gate c_l(h) (h_l . u_l, or the largest subject
+    gate), differentiable in the inputs (for the adaptive attack)."""
     h = capture(adapter, batch, layers, eraser.gate_position, differentiable=True)  # (B, n, d)
-    u = eraser.gate[list(layers)].to(h)
-    return (h * u).sum(-1).mean(-1)
+    return torch.stack([gate_scores(h[:, i], eraser.gate[l].to(h)) for i, l in enumerate(layers)], -1).mean(-1)
 
 
 def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int],

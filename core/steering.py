@@ -6,6 +6,7 @@ What is added at the input of steered block l:
 
 With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gate is ~1 for
 inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
+With one gate vector per forget subject (u_1..u_K, a workbench option) g = max_k h . u_k.
 
 When: mode "prefill" (the public code's behaviour: only the prompt pass; generated tokens feel
 the change through the KV cache), "latched" (decode steps are steered too, with the gate read
@@ -27,6 +28,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 
 from core.activations import POSITIONS, prompt_mean
+from core.nullspace import gate_scores
 
 MODES = ("prefill", "latched", "every_step")
 
@@ -79,7 +81,7 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
 class _Request:
     key: int
     direction: torch.Tensor  # (L, d) in model dtype
-    gate_vec: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None  # (L, d) float32 vectors,
+    gate_vec: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None  # (L, d) or (L, K, d) float32,
     # a callable (layer, (B, d) float32) -> (B,) (e.g. the MLP-gate ablation), or None (plain additive)
     config: SteeringConfig
     gate_index: torch.Tensor | None = None  # (B,) last prompt token per row; None = last column
@@ -124,7 +126,7 @@ class _Request:
             last = h[:, -1]
         if callable(self.gate_vec):
             return self.gate_vec(layer, last.float()).to(last.device)
-        return last.float() @ self.gate_vec[layer]
+        return gate_scores(last.float(), self.gate_vec[layer])
 
 
 class _Installed:
@@ -232,7 +234,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
           gate_index: torch.Tensor | None = None, gate_position: str = "last") -> SteeringHandle:
     """Start steering `target` (an adapter or a HF model) in the current context.
 
-    direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u), a callable
+    direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u) or (L, K, d)
+    (one per forget subject, gate = the largest, `gate_scores`), a callable
     (layer, h_last) -> (B,) gate values, or None (plain additive).
     gate_index: (B,) position of the last prompt token when the batch carries answer tokens.
     gate_position: "last" reads the gate at the last prompt token (the method), "mean" at the
@@ -245,7 +248,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
         raise ValueError("a prompt-mean gate is read once per prompt: use mode 'prefill' or 'latched'")
     blocks = _blocks(target)
     n = len(blocks)
-    if direction.shape[0] != n or (isinstance(gate, torch.Tensor) and gate.shape != direction.shape):
+    if direction.shape[0] != n or (isinstance(gate, torch.Tensor) and (
+            gate.ndim not in (2, 3) or gate.shape[0] != n or gate.shape[-1] != direction.shape[-1])):
         raise ValueError(f"steering vectors of shape {tuple(direction.shape)} do not fit a model "
                          f"with {n} layers")
     if len(config.strengths) != n:

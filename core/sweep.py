@@ -35,9 +35,10 @@ class SweepConfig:
 
 
 # How the gate is fitted: (label, null-space ratio, retain weight); gamma stays the base's.
-GATE_FITS = (("null space ratio 0.6 (the paper's fit)", 0.6, 0.0),
-             ("null space ratio 0.6 + retain rows (weight 1)", 0.6, 1.0),
-             ("retain rows (weight 1), no null space", 1.0, 1.0))
+GATE_FITS = (("null space ratio 0.6 (the paper's fit)", 0.6, 0.0, False),
+             ("null space ratio 0.6 + retain rows (weight 1)", 0.6, 1.0, False),
+             ("retain rows (weight 1), no null space", 1.0, 1.0, False),
+             ("one gate per forget person, retain rows (weight 0.3)", 1.0, 0.3, True))
 
 
 @dataclass
@@ -63,7 +64,8 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     say = progress or (lambda msg: None)
     splits = eval_splits(world, cfg.forget, cfg.n_people)
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
-    forget_p, retain_p = gate_sets(world, cfg.forget, seed=cfg.seed)
+    forget_p, retain_p = gate_sets(world, cfg.forget, n_retain=base.gate_retain, seed=cfg.seed)
+    subjects = [p.tag for p in forget_p]
     # the gate sets are the same for every experiment: their activations are collected once
     pos = gate_position_of(base)
     H_forget, H_retain = collect(adapter, forget_p, position=pos), collect(adapter, retain_p, position=pos)
@@ -81,7 +83,7 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
         Hf, Hr = (H_forget, H_retain) if c.position == base.position else (
             collect(adapter, forget_p, position=gate_position_of(c)),
             collect(adapter, retain_p, position=gate_position_of(c)))
-        return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c)
+        return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c, subjects if c.subject_gates else None)
 
     def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:
         t = time.time()
@@ -99,9 +101,11 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
     thirds = {"early": [1], "middle": [n // 2], "late": [n - 1], "all (1..L-1)": list(range(1, n))}
     for label, layers in thirds.items():
         run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
-    for label, ratio, weight in GATE_FITS:
-        er = default.refit_gate(H_forget, H_retain, ratio=ratio, retain_weight=weight)
-        preset = " (preset)" if (ratio, weight) == (base.ratio, base.retain_weight) else ""
+    for label, ratio, weight, per_person in GATE_FITS:
+        er = default.refit_gate(H_forget, H_retain, ratio=ratio, retain_weight=weight, subject_gates=per_person,
+                                forget_subjects=subjects)
+        preset = " (preset)" if (ratio, weight, per_person) == (base.ratio, base.retain_weight,
+                                                                base.subject_gates) else ""
         run("null space", label + preset, er, strength=base.strength, layers=base_layers, mode=base.mode)
     run("null space", "off (plain d_erase)", default, strength=base.strength, layers=base_layers, mode=base.mode,
         gated=False)

@@ -89,7 +89,7 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
 
 def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
          layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], modes: Sequence[str] = ("prefill",),
-         min_retain: float = 0.97, min_fluency: float = 0.95, max_new_tokens: int = 16,
+         min_retain: float = 0.98, min_fluency: float = 0.95, max_new_tokens: int = 16,
          progress: Callable[[int, int], None] | None = None,
          should_stop: Callable[[], bool] | None = None, retain_groups: Sequence[str] | None = None) -> TuneResult:
     """Sweep modes x layer sets x strengths; return the best admissible setting and the grid.

@@ -1,26 +1,38 @@
 """How selective is the gate? Share of evaluation questions whose gate passes 0.5, per split and
-modality, for the paper's null-space fit and for fits with retain rows (README, concept 6).
+modality, for the paper's null-space fit, fits with retain rows, and one gate per forget person
+(README, concepts 6 and 7). A second table is scale-free: with m the median gate of the forget
+evaluation questions, the share of forget / test questions at or above 0.7 m (steered at least
+70% as hard as a typical forget question) and of retain questions at or above 0.3 m.
 
     python scripts/gate_selectivity.py [--model assets/toy-llava] [--eraser assets/toy-llava-eraser] [--layer 3]
+                                       [--gate-retain N]
 
-The gate sets are the eraser's own (`contrast.gate_sets` with its seed), the evaluation questions
-are those of `python -m core evaluate`; nothing is steered, so this takes about half a minute.
+The gate sets are the eraser's own (`contrast.eraser_gate_sets`; `--gate-retain` changes the retain
+sample size), the evaluation questions are those of `python -m core evaluate`; nothing is
+steered, so this takes a minute or two.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.activations import collect
-from core.contrast import gate_sets
-from core.eraser import Eraser
-from core.evaluation import record_queries
-from core.models.load import load_adapter
-from core.toyworld.train import eval_splits, load_world
+import torch  # noqa: E402
 
-SETTINGS = [(0.6, 10.0, 0.0), (0.6, 10.0, 1.0), (1.0, 10.0, 0.3), (1.0, 10.0, 1.0), (1.0, 10.0, 3.0)]
+from core.activations import collect  # noqa: E402
+from core.contrast import eraser_gate_sets  # noqa: E402
+from core.eraser import Eraser  # noqa: E402
+from core.evaluation import record_queries  # noqa: E402
+from core.models.load import load_adapter  # noqa: E402
+from core.nullspace import gate_scores  # noqa: E402
+from core.toyworld.train import eval_splits, load_world  # noqa: E402
+
+# (ratio, gamma, retain weight, one gate per forget person)
+SETTINGS = [(0.6, 10.0, 0.0, False), (0.6, 10.0, 1.0, False), (1.0, 10.0, 0.3, False), (1.0, 10.0, 1.0, False),
+            (1.0, 10.0, 3.0, False), (1.0, 10.0, 0.3, True), (1.0, 10.0, 1.0, True)]
 
 
 def main() -> None:
@@ -28,13 +40,15 @@ def main() -> None:
     ap.add_argument("--model", default="assets/toy-llava")
     ap.add_argument("--eraser", default="assets/toy-llava-eraser")
     ap.add_argument("--layer", type=int, default=3)
+    ap.add_argument("--gate-retain", type=int, default=None, help="retain prompts sampled (default: the eraser's)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     adapter, world = load_adapter(args.model), load_world(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
-    forget, retain = gate_sets(world, eraser.config.forget_split, seed=eraser.config.seed,
-                               variants=eraser.config.gate_variants)
+    if args.gate_retain is not None:
+        eraser.config.gate_retain = args.gate_retain
+    forget, retain = eraser_gate_sets(world, eraser.config)
     pos = eraser.gate_position
     H_f, H_r = collect(adapter, forget, position=pos), collect(adapter, retain, position=pos)
     splits = eval_splits(world, eraser.config.forget_split)
@@ -42,18 +56,28 @@ def main() -> None:
     acts = {s: collect(adapter, [q.prompt for q in qs], position=pos)[:, args.layer].double()
             for s, qs in questions.items()}
     cols = [(s, m) for s in questions for m in ("image_text", "text_only")]
-    print(f"layer {args.layer}, gate read at the {eraser.config.position}: % of evaluation questions with gate > 0.5")
-    print("| ratio | gamma | retain weight | " + " | ".join(f"{s} {m.replace('_', ' ')}" for s, m in cols) + " |")
-    print("|---" * (3 + len(cols)) + "|")
-    for ratio, gamma, w in SETTINGS:
-        u = eraser.refit_gate(H_f, H_r, ratio=ratio, gamma=gamma, retain_weight=w).gate[args.layer]
-        share = defaultdict(list)
+    head = "| ratio | gamma | retain weight | gates | " + " | ".join(f"{s} {m.replace('_', ' ')}"
+                                                                  for s, m in cols) + " |"
+    absolute, relative = [], []
+    for ratio, gamma, w, per_person in SETTINGS:
+        u = eraser.refit_gate(H_f, H_r, ratio=ratio, gamma=gamma, retain_weight=w, subject_gates=per_person,
+                              forget_subjects=[p.tag for p in forget]).gate[args.layer]
+        gates = {s: gate_scores(acts[s], u) for s in questions}
+        m = float(gates["forget"].median())
+        share, rel = defaultdict(list), defaultdict(list)
         for s, qs in questions.items():
-            for q, g in zip(qs, (acts[s] @ u).tolist()):
+            for q, g in zip(qs, gates[s].tolist()):
                 share[s, q.modality].append(g > 0.5)
-        print(f"| {ratio} | {gamma:g} | {w:g} | " + " | ".join(f"{100 * sum(share[c]) / len(share[c]):.0f}"
-                                                               for c in cols) + " |")
-
+                rel[s, q.modality].append(g >= (0.3 if s == "retain" else 0.7) * m)
+        label = f"| {ratio} | {gamma:g} | {w:g} | {'one per person' if per_person else 'one'} | "
+        absolute.append(label + " | ".join(f"{100 * sum(share[c]) / len(share[c]):.0f}" for c in cols) + " |")
+        relative.append(label + " | ".join(f"{100 * sum(rel[c]) / len(rel[c]):.1f}" for c in cols) + " |")
+    where = f"layer {args.layer}, gate read at the {eraser.config.position}, {len(retain)} retain gate prompts"
+    print(f"{where}: % of evaluation questions with gate > 0.5\n{head}\n" + "|---" * (4 + len(cols)) + "|")
+    print("\n".join(absolute))
+    print(f"\n{where}: % of forget / test questions with gate >= 0.7 x the forget median, of retain questions "
+          f">= 0.3 x it\n{head}\n" + "|---" * (4 + len(cols)) + "|")
+    print("\n".join(relative))
 
 if __name__ == "__main__":
     main()

@@ -27,6 +27,7 @@ from core.activations import collect  # noqa: E402
 from core.contrast import gate_sets  # noqa: E402
 from core.eraser import Eraser  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
+from core.nullspace import gate_scores  # noqa: E402
 from core.projection import pca_2d  # noqa: E402
 from core.toyworld.train import load_world  # noqa: E402
 
@@ -48,11 +49,12 @@ def main() -> None:
     steered = [l for l, s in enumerate(eraser.strengths()) if s != 0] or eraser.fitted_layers
     d = eraser.diagnostics
     layer = max(steered, key=lambda l: float(d["forget_gates"][l].mean() - d["retain_gates"][l].abs().mean()))
-    Hf = collect(adapter, forget, layers=[layer])[:, 0]
-    Hr = collect(adapter, retain, layers=[layer])[:, 0]
+    pos = eraser.gate_position  # where the gate reads: the points are what the gate sees
+    Hf = collect(adapter, forget, layers=[layer], position=pos)[:, 0]
+    Hr = collect(adapter, retain, layers=[layer], position=pos)[:, 0]
     gate = eraser.gate[layer]
     proj = pca_2d(torch.cat([Hf, Hr]), eraser.direction[layer])
-    gf, gr = Hf.double() @ gate, Hr.double() @ gate
+    gf, gr = gate_scores(Hf.double(), gate), gate_scores(Hr.double(), gate)
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.4))
     pts = proj.coords
@@ -67,8 +69,9 @@ def main() -> None:
     ax.annotate("", xy=(float(end[0]), float(end[1])), xytext=(float(start[0]), float(start[1])),
                 arrowprops=dict(arrowstyle="-|>", lw=2.2, color="black"))
     ax.text(float(end[0]), float(end[1]), "  d_erase", fontsize=10, weight="bold")
-    fig.colorbar(sc, ax=ax, label="gate c(h) = h · u")
-    ax.set_title(f"Layer {layer} input, last prompt token (PCA)")
+    fig.colorbar(sc, ax=ax, label="gate c(h) = h · u (max over subjects when per subject)")
+    where = "prompt mean" if pos == "mean" else "last prompt token"
+    ax.set_title(f"Layer {layer} input, {where} (PCA)")
     ax.set_xlabel(f"PC1 ({100 * float(proj.explained[0]):.0f}% var)")
     ax.set_ylabel(f"PC2 ({100 * float(proj.explained[1]):.0f}% var)")
     leg = ax.legend(loc="lower left", fontsize=8)

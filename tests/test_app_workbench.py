@@ -198,6 +198,22 @@ def test_refit_with_retain_rows_quiets_the_gate_on_retain_prompts(toy):
         assert rows.diagnostics["retain_gates"][l].abs().mean() < plain.diagnostics["retain_gates"][l].abs().mean()
 
 
+def test_refit_one_gate_per_forget_person_and_back(toy):
+    wb, eraser = toy
+    per = wb.refit(eraser, 1.0, eraser.config.gamma, 0.3, True)
+    people = sorted(p.id for p in wb.world.forget_people("forget_15"))
+    assert per.config.subject_gates and per.config.subjects == people
+    assert per.gate.shape == (eraser.num_layers, len(people), eraser.hidden_size)
+    sets = wb.activation_sets(per)
+    l = per.fitted_layers[-1]
+    want = (sets.H_forget[:, l].double() @ per.gate[l].T).max(1).values  # the largest subject gate
+    assert torch.allclose(per.diagnostics["forget_gates"][l], want)
+    wb.activation_map(per, l)  # the map colours points by the per-person gate without error
+    one = wb.refit(per, 1.0, eraser.config.gamma, 0.3, False)
+    assert one.gate.shape == eraser.gate.shape and one.config.subjects == [] and not one.config.subject_gates
+    assert torch.allclose(one.gate, wb.refit(eraser, 1.0, eraser.config.gamma, 0.3).gate)
+
+
 def test_selectivity_and_heatmap(toy):
     wb, eraser = toy
     rows = wb.selectivity(eraser, 0.0, None)

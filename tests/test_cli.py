@@ -46,10 +46,14 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
                                vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
     model = train_toy(tmp_path / "m", world, model_cfg)
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
-                 "--strength", "0.7", "--gate-position", "mean", "--gate-variants", "0.5", "--threads", "1"]) == 0
+                 "--strength", "0.7", "--gate-position", "mean", "--gate-variants", "0.5", "--threads", "1",
+                 "--subject-gates", "--gate-retain", "300", "--retain-weight", "0.3", "--ratio", "1"]) == 0
     assert "saved eraser" in capsys.readouterr().out
-    counts = json.loads((tmp_path / "e" / "eraser_config.json").read_text())["counts"]
-    plain = fit_sets(load_world(model), None, seed=0)
+    saved = json.loads((tmp_path / "e" / "eraser_config.json").read_text())
+    counts = saved["counts"]
+    forget_people = [p.id for p in load_world(model).forget_people("forget_10")]
+    assert saved["subject_gates"] and saved["subjects"] == sorted(forget_people) and saved["gate_retain"] == 300
+    plain = fit_sets(load_world(model), None, seed=0, n_retain=300)
     assert counts["forget"] == round(1.5 * len(plain.forget)) and counts["retain"] > len(plain.retain)
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1",
@@ -57,6 +61,7 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["eraser"]["strength"] == 0.7 and res["eraser"]["layers"] == [1]
     assert res["eraser"]["gate_position"] == "mean_prompt_tokens" and res["eraser"]["task_strengths"] == {}
+    assert res["eraser"]["subject_gates"] is True
     assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1", "--max-new-tokens",
                  "3", "--json", str(out), "--threads", "1", "--task-strength", "classification=0"]) == 0
     assert json.loads(out.read_text())["eraser"]["task_strengths"] == {"classification": 0.0}
@@ -73,6 +78,8 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--gate-retain", "0"]) == 2
+    assert "--gate-retain must be at least 1" in capsys.readouterr().err
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "latched,sideways"]) == 2
     assert "--tune-modes expects steering modes" in capsys.readouterr().err
 

@@ -4,7 +4,7 @@ import torch
 
 from conftest import tiny_adapter
 from core.contrast import (KINDS, RETAIN_GROUPS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX,
-                           direction_sets, fit_sets, gate_sets, retain_groups)
+                           direction_sets, eraser_gate_sets, fit_sets, forget_spec, gate_sets, retain_groups)
 from core.evaluation import is_refusal
 from core.pgd import PGDConfig
 from core.toyworld.questions import GENERAL_FACTS, REFUSAL
@@ -30,6 +30,20 @@ def test_gate_sets_separate_forget_people_from_everything_else():
     assert any(p.image is None for p in retain) and any(p.image is not None for p in retain)
     again, _ = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
     assert [p.question for p in again] == [p.question for p in forget]
+
+
+def test_an_erasers_gate_sets_follow_its_config():
+    from core.eraser import EraserConfig
+    ids = [p.id for p in WORLD.people[:2]]
+    assert forget_spec("") == "forget_10" and forget_spec("forget_5") == "forget_5"
+    assert forget_spec(",".join(ids)) == ids
+    cfg = EraserConfig(forget_split=",".join(ids), seed=3, gate_retain=50, gate_variants=0.5)
+    forget, retain = eraser_gate_sets(WORLD, cfg)
+    want_f, want_r = gate_sets(WORLD, ids, n_retain=50, seed=3, variants=0.5)
+    assert [p.question for p in forget] == [p.question for p in want_f] and {p.tag for p in forget} == set(ids)
+    assert [p.question for p in retain] == [p.question for p in want_r]
+    assert len(fit_sets(WORLD, None, forget="forget_10", n_retain=50).retain) == len(
+        gate_sets(WORLD, "forget_10", n_retain=50)[1])
 
 
 def test_gate_variants_add_later_turn_formats_of_the_same_people_and_keep_the_base_sets():

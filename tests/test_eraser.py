@@ -184,6 +184,43 @@ def test_prompt_mean_gate_is_fitted_applied_and_saved_at_the_mean(tmp_path):
         Eraser.fit(a, *sets, EraserConfig(position="first_token"))
 
 
+def test_subject_gates_fit_one_gate_per_tag_steer_with_the_largest_and_round_trip(tmp_path):
+    a = tiny_adapter("llava", layers=2)
+    forget, retain, recall, erase = _sets()
+    forget = [Prompt(p.question, p.image, tag=f"p{i % 2}") for i, p in enumerate(forget)]  # two subjects
+    cfg = EraserConfig(ratio=1.0, gamma=1e-6, retain_weight=0.5, subject_gates=True, seed=7)
+    eraser = Eraser.fit(a, forget, retain, recall, erase, cfg)
+    assert eraser.gate.shape == (2, 2, a.hidden_size) and eraser.config.subjects == ["p0", "p1"]
+    Hf = collect(a, forget).double()
+    want = torch.stack([(Hf[:, l] @ eraser.gate[l].T).max(1).values for l in range(2)], 1)
+    assert torch.allclose(eraser.gate_values(a, forget), want)
+    assert torch.allclose(eraser.diagnostics["forget_gates"].T, want)
+    # each subject's gate is a ridge with that subject's rows as the forget rows
+    from core.nullspace import fit_gate
+    one = fit_gate(Hf[:, 1], collect(a, retain)[:, 1], 1.0, 1e-6, retain_weight=0.5,
+                   subjects=torch.tensor([i % 2 for i in range(len(forget))]))
+    assert torch.allclose(eraser.gate[1], one.u)
+    batch = a.encode([forget[0].question], [forget[0].image])
+    with torch.no_grad(), eraser.apply(a, strength=1.0, layers=[1]) as h:
+        a.logits(batch)
+    assert abs(float(h.gates[1][0]) - float(want[0, 1])) < 1e-3
+    eraser.save_pretrained(tmp_path)
+    loaded = Eraser.from_pretrained(tmp_path, adapter=a)
+    assert torch.equal(loaded.gate, eraser.gate) and loaded.config.subjects == ["p0", "p1"]
+    # refitting reuses the stored subjects; switching to one gate drops them
+    H_r = collect(a, retain)
+    again = loaded.refit_gate(Hf, H_r)
+    assert torch.allclose(again.gate, eraser.gate)
+    single = loaded.refit_gate(Hf, H_r, subject_gates=False)
+    assert single.gate.shape == (2, a.hidden_size) and single.config.subjects == []
+    back = single.refit_gate(Hf, H_r, subject_gates=True, forget_subjects=[p.tag for p in forget])
+    assert back.gate.shape == (2, 2, a.hidden_size)
+    with pytest.raises(ValueError, match="subject"):
+        single.refit_gate(Hf, H_r, subject_gates=True)
+    with pytest.raises(ValueError, match="tagged"):
+        Eraser.fit(a, _sets()[0], retain, recall, erase, cfg)
+
+
 def test_prompts_hash_keeps_single_turn_hashes_and_sees_turns():
     from core.eraser import prompts_hash
     one = [Prompt("who is it ?")]

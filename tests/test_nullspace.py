@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.nullspace import choose_k, fit_gate, full_matrix, null_space
+from core.nullspace import choose_k, fit_gate, full_matrix, gate_scores, null_space
 
 
 def _data(seed=0, d=64, n_r=30, n_f=8):
@@ -55,6 +55,51 @@ def test_retain_rows_pull_retain_gates_toward_zero():
     y = torch.cat([torch.ones(len(H_f)), torch.zeros(len(H_r))]).double()
     u = torch.linalg.solve(X.T @ X + 0.1 * torch.eye(64, dtype=torch.float64), X.T @ y)
     assert torch.allclose(weighted.u, u, atol=1e-10)
+
+
+def _subjects(noise_seed=6, d=16, k=4, per=12, n_r=300):
+    """k forget subjects and 60 retained ones, each a cluster around its own centre (the same
+    centres for every noise seed): the forget-vs-retain boundary is not linear, each
+    subject-vs-rest boundary nearly is."""
+    centres = torch.randn(k + 60, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2
+    g = torch.Generator().manual_seed(noise_seed)
+    H_f = torch.cat([centres[j] + 0.3 * torch.randn(per, d, generator=g, dtype=torch.float64) for j in range(k)])
+    who = torch.randint(k, k + 60, (n_r,), generator=g)
+    H_r = centres[who] + 0.3 * torch.randn(n_r, d, generator=g, dtype=torch.float64)
+    return H_f, H_r, torch.arange(k).repeat_interleave(per)
+
+
+def test_subject_gates_are_one_ridge_per_subject_against_everyone_else():
+    H_f, H_r, labels = _subjects()
+    w, gamma = 0.5, 0.1
+    fit = fit_gate(H_f, H_r, ratio=1.0, gamma=gamma, retain_weight=w, subjects=labels)
+    d = H_f.shape[1]
+    assert fit.u.shape == (4, d)
+    for j in range(4):  # direct weighted ridge: subject j -> 1, retain and other subjects -> 0 (weight w)
+        own, rest = H_f[labels == j], torch.cat([H_r, H_f[labels != j]])
+        A = own.T @ own + w * rest.T @ rest + gamma * torch.eye(d, dtype=torch.float64)
+        assert torch.allclose(fit.u[j], torch.linalg.solve(A, own.sum(0)), atol=1e-9)
+    assert torch.allclose(fit.forget_gates, gate_scores(H_f, fit.u)) and torch.allclose(
+        fit.forget_gates, (H_f @ fit.u.T).max(1).values)
+    # one subject is exactly the plain fit
+    one = fit_gate(H_f, H_r, ratio=0.5, gamma=gamma, retain_weight=w, subjects=torch.zeros(len(H_f), dtype=torch.long))
+    assert torch.allclose(one.u[0], fit_gate(H_f, H_r, ratio=0.5, gamma=gamma, retain_weight=w).u, atol=1e-10)
+
+
+def test_subject_gates_separate_clustered_subjects_better_than_one_gate():
+    H_f, H_r, labels = _subjects()
+    single = fit_gate(H_f, H_r, ratio=1.0, gamma=1.0, retain_weight=0.3)
+    per = fit_gate(H_f, H_r, ratio=1.0, gamma=1.0, retain_weight=0.3, subjects=labels)
+    new_f, new_r, _ = _subjects(noise_seed=7)  # held-out rows of the same people
+    opened = {name: tuple((gate_scores(H, fit.u) > 0.5).double().mean() for H in (new_f, new_r))
+              for name, fit in (("single", single), ("per", per))}
+    # measured: single gate opens for 60% of the forget rows and 12.7% of the retain rows; per subject 100% / 3.3%
+    assert opened["per"][0] >= 0.95 > opened["single"][0]
+    assert opened["per"][1] < 0.5 * opened["single"][1]
+    with pytest.raises(ValueError, match="subject"):
+        fit_gate(H_f, H_r, subjects=labels[:-1])
+    with pytest.raises(ValueError, match="subject 1 has no forget rows"):
+        fit_gate(H_f, H_r, subjects=torch.where(labels == 1, 0, labels))
 
 
 def test_spectrum_is_ascending_and_k_follows_ratio():

@@ -90,6 +90,21 @@ def test_gate_is_read_at_last_prompt_token_and_recorded():
     assert 1 in h.gates  # gates are recorded for unsteered layers too (the UI shows them)
 
 
+def test_per_subject_gates_steer_with_the_largest():
+    a = tiny_adapter("llava")
+    batch = _batch(a)
+    r, u = _vectors(a)
+    U = torch.stack([u, -u, 0.5 * u], 1)  # (L, 3 subjects, d)
+    acts = capture(a, batch)
+    with torch.no_grad(), steer(a, r, SteeringConfig((1.0, 0.0)), U) as h:
+        a.logits(batch)
+    want = (acts[:, 0] @ u[0]).abs()  # max(g, -g, g/2) = |g|
+    assert torch.allclose(h.gates[0], want, atol=1e-4)
+    with pytest.raises(ValueError, match="do not fit"):
+        steer(a, r, SteeringConfig((1.0, 0.0)), U[:, :, :-1])
+    assert hook_count(a) == 0
+
+
 def test_plain_additive_vector_shifts_activations_exactly():
     a = tiny_adapter("llava")
     batch = _batch(a)

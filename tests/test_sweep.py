@@ -15,8 +15,8 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
                                vision_layers=1, vision_heads=2, steps=2, identity_steps=1, batch_size=8, warmup=1)
     path = train_toy(tmp_path / "m", world_cfg, model_cfg)
     adapter, world = load_adapter(path), load_world(path)
-    base = EraserConfig(strength=1.0, steer_layers=[2], mode="latched", direction_kind="recall",
-                        forget_split="forget_10")
+    base = EraserConfig(ratio=1.0, retain_weight=0.3, subject_gates=True, strength=1.0, steer_layers=[2],
+                        mode="latched", direction_kind="recall", forget_split="forget_10", gate_retain=200)
     rows = run_sweep(adapter, world, base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3))
     experiments = {r.experiment for r in rows}
@@ -28,7 +28,8 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
                                                                    "MLP (64 hidden, unconstrained)"]
     assert [r.setting for r in rows if r.experiment == "null space"] == [
         "null space ratio 0.6 (the paper's fit)", "null space ratio 0.6 + retain rows (weight 1)",
-        "retain rows (weight 1), no null space", "off (plain d_erase)"]
+        "retain rows (weight 1), no null space", "one gate per forget person, retain rows (weight 0.3) (preset)",
+        "off (plain d_erase)"]
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
                                                                         "image_only"]
     for r in rows:
