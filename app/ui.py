@@ -21,7 +21,8 @@ Test-time unlearning in a vision-language model by **input-aware activation stee
 direction `d_erase` (from "recall" toward "refuse") is added to the residual stream, scaled by a
 **gate** `c(h) = h · u` fitted to fire on questions about the people to forget and stay near 0 on
 retained knowledge (the paper: in the null space of retained activations; the shipped eraser:
-with retained activations as target-0 rows too). The model's weights never change.
+with retained activations as target-0 rows too, and one gate per forgotten person, the largest
+one steering). The model's weights never change.
 New here? Open the **Learn** tab for a guided tour.
 """
 
@@ -37,8 +38,9 @@ LEARN = [
      "The gate u is fitted only in directions where retained questions have (almost) no energy: the null space of "
      "their activations. The inspector shows the spectrum, the chosen dimension k, and how forget and retain gate "
      "values separate. The null space keeps directions where retained questions are small, not zero, so the "
-     "shipped eraser also fits the gate to 0 on them (retain weight 1, ratio 1 = no null space): set ratio 0.6 and "
-     "retain weight 0 to see the paper's fit, and watch the gate distributions move.", "null"),
+     "shipped eraser also fits the gate to 0 on them (retain weight 0.3, ratio 1 = no null space), with one gate "
+     "per forgotten person (the largest steers): set ratio 0.6, retain weight 0 and untick 'one gate per forget "
+     "person' to see the paper's fit, and watch the gate distributions move.", "null"),
     ("4. Selectivity", "Run forget and retain examples side by side: with a good gate the forget answers turn into "
      "refusals while the retain answers stay as they were. The heat-map shows which layer and strength do it.",
      "play"),
@@ -212,6 +214,8 @@ def build(default: Workbench) -> gr.Blocks:
                                          elem_id="ns_gamma")
                     ns_weight = gr.Number(value=er.config.retain_weight if er else 0.0, elem_id="ns_weight",
                                           label="Retain weight (retain rows with target 0; 0 = the paper's fit)")
+                    ns_person = gr.Checkbox(value=bool(er and er.config.subject_gates), elem_id="ns_person",
+                                            label="One gate per forget person (the paper: one for all)")
                     ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
                 ns_status = gr.Markdown(elem_id="ns_status")
                 with gr.Row():
@@ -413,20 +417,21 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
 
-        def refit(sess, layer, ratio, gamma, weight, progress=gr.Progress()):
+        def refit(sess, layer, ratio, gamma, weight, per_person, progress=gr.Progress()):
             try:
                 wb = wb_of(sess)
                 progress(0.2, desc="activations of the fit sets (cached after the first time)")
-                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight)
+                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight, per_person)
             except UserError as exc:
                 return (sess,) + (gr.update(),) * 3 + (_err(exc),)
             spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
+            gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
             return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
-                                            f"weight {float(weight):g}: this session's playground, map and "
-                                            "evaluation now use it.")
+                                            f"weight {float(weight):g}, {gates}: this session's playground, map "
+                                            "and evaluation now use it.")
 
         ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight],
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
                        [session, ns_spectrum, ns_hist, ns_table, ns_status])
 
         # ---- evaluate
@@ -524,8 +529,9 @@ def _rows(run: str, splits: dict) -> list[list]:
 
 _SAVED_LABELS = {"vanilla": "vanilla", "retain_only": "retain-only (gold standard)",
                  "eraser": "MLLMEraser, shipped preset",
-                 "eraser_mcq_strength_retain_rows": "MLLMEraser, MCQ strength 1.5 by hand (option)",
-                 "eraser_null_space": "MLLMEraser, the paper's null-space fit (previous preset)",
+                 "eraser_retain_rows": "MLLMEraser, one gate with retain rows (previous preset)",
+                 "eraser_mcq_strength_retain_rows": "MLLMEraser, one gate with retain rows, MCQ strength 1.5 (option)",
+                 "eraser_null_space": "MLLMEraser, the paper's null-space fit (preset before that)",
                  "eraser_last_token": "MLLMEraser, null-space fit, last-token gate (option)",
                  "eraser_latched": "MLLMEraser, null-space fit, latched mode (option)",
                  "eraser_task_tuned": "MLLMEraser, null-space fit, a strength per task (option)",

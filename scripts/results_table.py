@@ -47,7 +47,8 @@ def table() -> str:
             e = res["eraser"]
             extra.append(f"- eraser setting: direction `{e['direction']}`, layers {e['layers']}, strength "
                          f"{e['strength']}{_per_task(e)}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, "
-                         f"retain weight {e.get('retain_weight', 0.0)}, gate read at "
+                         f"retain weight {e.get('retain_weight', 0.0)}, "
+                         f"{'one gate per forget person' if e.get('subject_gates') else 'one gate'}, gate read at "
                          f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}")
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
@@ -57,8 +58,10 @@ def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real); image+text
     unless marked."""
     paper = "vanilla + MLLMEraser, the paper's null-space fit"
-    rows = ROWS + [("vanilla + MLLMEraser, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),
-                   (f"{paper} (the previous preset)", "results/eraser_null_space.json"),
+    one = "vanilla + MLLMEraser, one gate with retain rows"
+    rows = ROWS + [(f"{one} (the previous preset)", "results/eraser_retain_rows.json"),
+                   (f"{one}, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),
+                   (f"{paper} (the preset before that)", "results/eraser_null_space.json"),
                    (f"{paper}, the method's last-token gate", "results/eraser_last_token.json"),
                    (f"{paper}, latched mode", "results/eraser_latched.json"),
                    (f"{paper}, a strength per task tuned by `--tune-tasks`", "results/eraser_task_tuned.json"),

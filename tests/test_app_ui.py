@@ -154,17 +154,21 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
 
 
 def test_null_space_refit_to_the_papers_fit(page):
-    """The shipped gate has retain rows at ratio 1 (k = d = 256); back to the paper's fit (ratio 0.6,
-    no retain rows) every layer's null space shrinks to k = 153. Near the end: it replaces this
-    page's session eraser (the gate only)."""
+    """The shipped gate has retain rows at ratio 1 (k = d = 256) and one gate per forget person; back
+    to the paper's fit (ratio 0.6, no retain rows, one gate) every layer's null space shrinks to
+    k = 153. Near the end: it replaces this page's session eraser (the gate only)."""
     _open_tab(page, "Null space")
     page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('256')", timeout=60_000)
     for elem, value in (("ns_ratio", "0.6"), ("ns_weight", "0")):
         box = page.locator(f"#{elem} input[type=number]")
         box.fill(value)
         box.press("Enter")
+    person = page.locator("#ns_person input[type=checkbox]")
+    assert person.is_checked()
+    person.uncheck()
     page.click("#ns_refit")
-    page.wait_for_selector("#ns_status:has-text('retain weight 0')", timeout=180_000)
+    page.wait_for_selector("#ns_status:has-text('retain weight 0, one gate for the whole forget set')",
+                           timeout=180_000)
     page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('153')", timeout=30_000)
     cells = page.locator("#ns_table").inner_text().split()
     assert cells.count("153") == 4 and "256" not in cells

@@ -21,6 +21,8 @@ def test_shipped_model_eraser_and_retain_only_twin_fit_together():
     forget = [p.id for p in world.forget_people("forget_10")]
     log = json.loads((ASSETS / "toy-llava-retain-only" / "training.json").read_text())
     assert log["excluded_ids"] == forget and len(forget) == 10
+    # one gate per forget person (README, concept 7), in the order of its subjects
+    assert eraser.config.subjects == sorted(forget) and eraser.gate.shape == (4, 10, model.hidden_size)
     vanilla_log = json.loads((ASSETS / "toy-llava" / "training.json").read_text())
     assert vanilla_log["excluded_ids"] == [] and vanilla_log["recipe"] == log["recipe"]
 
