@@ -210,14 +210,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
                          "For other models use the Python API (Eraser.fit with your own prompt sets).")
     world = load_world(args.model)
+    from core.pgd import PGDConfig
+    if not 0 < args.eps <= 255:
+        raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {args.eps:g}")
+    pgd_cfg = PGDConfig(eps=args.eps / 255, step_size=max(1, int(args.eps) // 8) / 255, steps=30)
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants,
-                    n_retain=args.gate_retain)
+                    n_retain=args.gate_retain, pgd_cfg=pgd_cfg)
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, retain_weight=args.retain_weight,
                        subject_gates=args.subject_gates, layers=_parse_layers(args.layers),
                        steer_layers=_parse_layers(args.steer_layers),
                        strength=args.strength, task_strengths=task_strengths,
                        mode=args.mode, seed=args.seed, direction_kind=args.direction,
                        forget_split=args.forget, gate_variants=args.gate_variants, gate_retain=args.gate_retain,
+                       pgd_eps=args.eps,
                        position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
@@ -510,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for the eraser")
     p.add_argument("--direction", default="recall", choices=["recall", "refusal", "text_only", "image_only"],
                    help="contrast construction for d_erase")
+    p.add_argument("--eps", type=float, default=16,
+                   help="PGD budget in 1/255 pixel steps for the refusal and image_only constructions (30 steps)")
     p.add_argument("--ratio", type=float, default=0.3, help="null-space size as a fraction of the width")
     p.add_argument("--threshold", type=float, default=None, help="eigenvalue-threshold mode instead of ratio")
     p.add_argument("--gamma", type=float, default=0.1, help="ridge regulariser")

@@ -76,6 +76,7 @@ class EraserConfig:
     forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
     gate_variants: float = 0.0  # share of later-turn gate prompts added (toy worlds; contrast.format_variants)
     gate_retain: int = 1600  # retained prompts sampled for the gate (toy worlds; contrast.gate_sets)
+    pgd_eps: float = 16.0  # PGD budget in 1/255 of the refusal / image_only directions (toy worlds)
     site: str = SITE
     position: str = "last_prompt_token"  # or "mean_prompt_tokens" (a workbench option, not the paper's)
     polarity: str = POLARITY

@@ -34,7 +34,8 @@ class SweepConfig:
     seed: int = 0
 
 
-# How the gate is fitted: (label, null-space ratio, retain weight); gamma stays the base's.
+# How the gate is fitted: (label, null-space ratio, retain weight, one gate per forget person); gamma stays
+# the base's.
 GATE_FITS = (("null space ratio 0.6 (the paper's fit)", 0.6, 0.0, False),
              ("null space ratio 0.6 + retain rows (weight 1)", 0.6, 1.0, False),
              ("retain rows (weight 1), no null space", 1.0, 1.0, False),

@@ -80,6 +80,12 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--layers", "a,b"]) == 2
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--gate-retain", "0"]) == 2
     assert "--gate-retain must be at least 1" in capsys.readouterr().err
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--eps", "0"]) == 2
+    assert "--eps is a PGD budget" in capsys.readouterr().err
+    # the PGD construction at another budget runs, and the budget is recorded with the eraser
+    assert main(["fit", "--model", str(model), "--out", str(tmp_path / "pgd"), "--direction", "image_only",
+                 "--eps", "8", "--layers", "1", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "pgd" / "eraser_config.json").read_text())["pgd_eps"] == 8
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "latched,sideways"]) == 2
     assert "--tune-modes expects steering modes" in capsys.readouterr().err
 
