@@ -194,7 +194,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """Fit an eraser (direction + null-space gate) for a toy model and a forget split, and save it."""
     import torch
     from tqdm import tqdm
-    from core.contrast import fit_sets
+    from core.contrast import direction_pgd, fit_sets
     from core.eraser import GATE_POSITIONS, Eraser, EraserConfig
     from core.models.load import load_adapter
     from core.toyworld.train import load_world
@@ -210,12 +210,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
                          "For other models use the Python API (Eraser.fit with your own prompt sets).")
     world = load_world(args.model)
-    from core.pgd import PGDConfig
     if not 0 < args.eps <= 255:
         raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {args.eps:g}")
-    pgd_cfg = PGDConfig(eps=args.eps / 255, step_size=max(1, int(args.eps) // 8) / 255, steps=30)
     sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants,
-                    n_retain=args.gate_retain, pgd_cfg=pgd_cfg)
+                    n_retain=args.gate_retain, pgd_cfg=direction_pgd(args.eps))
     cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, retain_weight=args.retain_weight,
                        subject_gates=args.subject_gates, layers=_parse_layers(args.layers),
                        steer_layers=_parse_layers(args.steer_layers),

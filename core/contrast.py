@@ -150,8 +150,14 @@ def retain_groups(world: World, prompts: list[Prompt]) -> list[str]:
             else RETAIN_GROUPS[1] for p in prompts]
 
 
+def direction_pgd(eps_255: float = 16, seed: int = 0) -> PGDConfig:
+    """The PGD of the refusal / image_only constructions at a budget of `eps_255`/255: 30 steps of
+    eps/8 (at least 1/255), as `fit --eps` and the sweep's eps rows run it."""
+    return PGDConfig(eps=eps_255 / 255, step_size=max(1, int(eps_255) // 8) / 255, steps=30, seed=seed)
+
+
 def direction_sets(world: World, adapter: VLMAdapter | None, kind: str = "recall", forget: str = "forget_10",
-                   per_person: int = 4, seed: int = 0, pgd_cfg: PGDConfig = PGDConfig(steps=30, step_size=2 / 255),
+                   per_person: int = 4, seed: int = 0, pgd_cfg: PGDConfig = direction_pgd(),
                    progress: Callable[[int, int, float], None] | None = None
                    ) -> tuple[list[Prompt], list[Prompt]]:
     """(recall, erase) prompt sets of the requested construction."""

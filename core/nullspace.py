@@ -20,10 +20,11 @@ forget set) gets its own gate u_j, fitted with that subject's rows as targets 1 
 rows AND the other subjects' forget rows as target-0 rows (weight w); the gate is max_j h . u_j.
 Why: one linear function that is ~1 on ten separate identities and ~0 on ninety others is hard
 to fit, and its errors land on retained people who resemble the average forget person; one
-identity against everyone else is a simpler separation. On the toy models (layer 3, prompt-mean
-gate, ratio 1.0, gamma 10, w = 0.3), the share of retained people's evaluation questions whose
-gate reaches 0.28 of the forget median fell from 22-31% to 9-13% on both world seeds, while
-forget questions above 0.7 of it stayed at 85-100% (README, concept 6).
+identity against everyone else is a simpler separation. On the shipped toy model (layer 3,
+prompt-mean gate, ratio 1.0, gamma 10, w = 0.3; results/gate_selectivity.txt), the share of
+retained people's image / text-only evaluation questions whose gate reaches 0.3 of the forget
+median fell from 19.6% / 22.7% to 9.3% / 7.3%, while forget questions at 0.7 of it stayed at
+96-97% (README, concept 7).
 
 Every target row equals r, so W = u r^T with u = P pinv(X^T X + gamma P) X^T 1: the steering is
 a scalar gate c(h) = h . u times a fixed direction. We solve for u in the k-dimensional basis of

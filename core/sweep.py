@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from core.activations import collect
-from core.contrast import direction_sets, gate_sets
+from core.contrast import direction_pgd, direction_sets, gate_sets
 from core.eraser import GATE_POSITIONS, Eraser, EraserConfig, gate_position_of
 from core.evaluation import EvalConfig, evaluate
 from core.models.base import VLMAdapter
-from core.pgd import PGDConfig
 from core.toyworld.train import eval_splits
 from core.toyworld.world import World
 
@@ -75,9 +74,8 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
 
     def fit(kind: str, eps: int | None = None, position: str | None = None) -> Eraser:
         if (kind, eps) not in contrast:
-            pgd_cfg = PGDConfig(eps=(eps or 16) / 255, step_size=max(1, (eps or 16) // 8) / 255, steps=30,
-                                seed=cfg.seed)
-            rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed, pgd_cfg=pgd_cfg)
+            rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed,
+                                      pgd_cfg=direction_pgd(eps or 16, cfg.seed))
             contrast[kind, eps] = collect(adapter, rec), collect(adapter, era)
         c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),
                             "data_hash": "", "counts": {}, "position": position or base.position})

@@ -4,7 +4,8 @@ import torch
 
 from conftest import tiny_adapter
 from core.contrast import (KINDS, RETAIN_GROUPS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX,
-                           direction_sets, eraser_gate_sets, fit_sets, forget_spec, gate_sets, retain_groups)
+                           direction_pgd, direction_sets, eraser_gate_sets, fit_sets, forget_spec, gate_sets,
+                           retain_groups)
 from core.evaluation import is_refusal
 from core.pgd import PGDConfig
 from core.toyworld.questions import GENERAL_FACTS, REFUSAL
@@ -103,6 +104,14 @@ def test_pgd_constructions_change_only_the_image():
         assert 0 < float((r.image - clean).abs().max()) <= 16 / 255 + 1e-6
     recall, erase = direction_sets(WORLD, a, "refusal", "forget_10", per_person=2, pgd_cfg=cfg)
     assert len(recall) == len(erase)
+
+
+def test_direction_pgd_budget():
+    assert direction_pgd() == PGDConfig(steps=30, step_size=2 / 255)  # the constructions' PGD at 16/255
+    small, big = direction_pgd(8), direction_pgd(64, seed=3)
+    assert (small.eps, small.step_size) == (8 / 255, 1 / 255)
+    assert (big.eps, big.step_size, big.seed) == (64 / 255, 8 / 255, 3)
+    assert direction_pgd(4).step_size == 1 / 255  # at least one pixel level per step
 
 
 def test_unknown_kind_and_missing_model():
