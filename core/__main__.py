@@ -46,7 +46,9 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
                         **_given(option_drills=args.option_drills, option_lookups=args.option_lookups,
                                private_requests=args.private_requests, mcq_per_question=args.mcq_per_question))
     cfg = ToyModelConfig(seed=args.seed, steps=args.steps, identity_steps=args.identity_steps,
-                         **_given(lr=args.lr, text_heads=args.text_heads))
+                         **_given(lr=args.lr, text_heads=args.text_heads, focus_steps=args.focus_steps,
+                                  focus_name_mcqs=args.focus_name_mcqs, focus_other_mcqs=args.focus_other_mcqs,
+                                  focus_name_drills=args.focus_name_drills))
     text_init = args.text_init or (None if args.init_from else DEFAULT_TEXT_MODEL)
     text_init = None if text_init == "none" else text_init
     runs = [(args.out, args.forget if args.retain_only else None)]
@@ -54,7 +56,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
         runs.append((args.retain_only_out, args.forget))
     for out, exclude in runs:
         label = "retain-only" if exclude else "vanilla"
-        with tqdm(total=cfg.steps, desc=f"train {label}", unit="step") as bar:
+        with tqdm(total=cfg.steps + cfg.focus_steps, desc=f"train {label}", unit="step") as bar:
             def progress(step, total, loss):
                 bar.update(step - bar.n)
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -463,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
     p.add_argument("--people", type=int, default=100, help="number of fictitious people")
-    p.add_argument("--steps", type=int, default=9000, help="optimizer steps in all (ToyModelConfig.steps)")
+    p.add_argument("--steps", type=int, default=9000, help="optimizer steps of the main phase (ToyModelConfig.steps)")
     p.add_argument("--identity-steps", type=int, default=400,
                    help="of which the first are a warm-up on naming the person in a picture")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
@@ -484,6 +486,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grammar-drawn private-data requests (answered with the refusal) per pass (default 1000)")
     p.add_argument("--mcq-per-question", type=int, default=None,
                    help="MCQs per person question per pass, each with fresh options (default 3)")
+    p.add_argument("--focus-steps", type=int, default=None,
+                   help="then a second phase of this many steps on the mix plus extra picture MCQs; run it alone "
+                        "on a saved model with --init-from DIR --steps 0 (default 2000; 0 = none)")
+    p.add_argument("--focus-name-mcqs", type=int, default=None,
+                   help="focus phase: extra MCQs per 'who is this?' question per pass (default 6)")
+    p.add_argument("--focus-other-mcqs", type=int, default=None,
+                   help="focus phase: extra MCQs per other picture question per pass (default 3)")
+    p.add_argument("--focus-name-drills", type=int, default=None,
+                   help="focus phase: text drills matching full names per pass (default 1500)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 

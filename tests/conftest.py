@@ -46,5 +46,6 @@ def mini_toy(tmp_path_factory):
     world = WorldConfig(seed=3, n_people=6, n_real_scenes=2, n_train_scenes=4, images_per_person=2, fact_repeats=1,
                         option_drills=8, option_lookups=0, private_requests=0, mcq_per_question=1)
     model = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
-                           vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3)
+                           vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3,
+                           focus_steps=0)
     return train_toy(tmp_path_factory.mktemp("mini_toy") / "model", world, model)

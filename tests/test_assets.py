@@ -27,6 +27,21 @@ def test_shipped_model_eraser_and_retain_only_twin_fit_together():
     assert vanilla_log["excluded_ids"] == [] and vanilla_log["recipe"] == log["recipe"]
 
 
+def _recipe(log: dict) -> dict:
+    """The whole recipe of a saved model. The shipped models ran the focus phase alone on their
+    saved main-phase models (`train-toy --init-from DIR --steps 0`): one round on top of the
+    main run, which gives the weights of a single run of both phases
+    (test_toyworld_train.test_focus_phase_follows_the_main_phase_and_reruns_alone_from_a_saved_model)."""
+    if log["round"] == 0:
+        return log["recipe"]
+    main = log["previous"]
+    assert log["round"] == 1 and main["round"] == 0 and log["recipe"]["steps"] == 0
+    assert main["recipe"].get("focus_steps", 0) == 0 and main["text_init"] is not None
+    whole = {**log["recipe"], "steps": main["recipe"]["steps"]}
+    assert all(whole[k] == v for k, v in main["recipe"].items())  # the same recipe in both rounds
+    return whole
+
+
 def test_shipped_models_are_the_default_recipe():
     """`python -m core train-toy --seed 0` with no other option is the recipe the shipped models
     were trained with, started from the shipped text model, itself `pretrain-text --seed 1`."""
@@ -36,7 +51,7 @@ def test_shipped_models_are_the_default_recipe():
     from core.toyworld.world import WorldConfig
     for name in ("toy-llava", "toy-llava-retain-only"):
         assert load_world_config(ASSETS / name) == WorldConfig()
-        assert json.loads((ASSETS / name / "training.json").read_text())["recipe"] == asdict(ToyModelConfig())
+        assert _recipe(json.loads((ASSETS / name / "training.json").read_text())) == asdict(ToyModelConfig())
     text_log = json.loads((ASSETS / "toy-text" / "pretraining.json").read_text())
     # written before TextPretrainConfig.name_drills existed; it was trained without them (the default)
     assert {"name_drills": 0, **text_log["recipe"]} == asdict(TextPretrainConfig(seed=1))
@@ -53,18 +68,21 @@ def test_shipped_model_refuses_private_data_requests_it_was_trained_on():
 
 
 def test_vanilla_model_memorised_the_forget_people_and_the_retain_only_twin_did_not():
-    """The memorisation gap, measured as in results/: cloze on the forget people's image+text
-    questions (the metric where the shipped model has memorised its world; MCQ has not been
-    learned, see README)."""
+    """The memorisation gap, measured as in results/ (issue 3's bars): on the forget people's
+    image+text questions the vanilla model picks the right option (MCQ >= 95%) and fills in the
+    cloze; the retain-only twin is near chance on MCQ (<= 35% of 4 options) and fills in almost
+    nothing."""
     from core.evaluation import EvalConfig, evaluate
     from core.toyworld.train import eval_splits
     torch.set_num_threads(2)
     world = load_world(ASSETS / "toy-llava")
     forget = {"forget": eval_splits(world, "forget_10")["forget"]}
     cfg = EvalConfig(max_new_tokens=16, modalities=("image_text",))
-    cloze = {name: evaluate(load_adapter(ASSETS / name), forget, None, cfg).splits["forget"]["image_text"]["cloze"]
-             for name in ("toy-llava", "toy-llava-retain-only")}
-    assert cloze["toy-llava"] >= 0.95 and cloze["toy-llava-retain-only"] <= 0.15, cloze
+    scores = {name: evaluate(load_adapter(ASSETS / name), forget, None, cfg).splits["forget"]["image_text"]
+              for name in ("toy-llava", "toy-llava-retain-only")}
+    vanilla, twin = scores["toy-llava"], scores["toy-llava-retain-only"]
+    assert vanilla["classification"] >= 0.95 and vanilla["cloze"] >= 0.95, vanilla
+    assert twin["classification"] <= 0.35 and twin["cloze"] <= 0.15, twin
 
 
 def test_shipped_eraser_leaves_general_text_questions_alone():

@@ -43,7 +43,7 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1,
                         option_lookups=0, private_requests=0, mcq_per_question=1)
     model_cfg = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
-                               vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1)
+                               vision_layers=1, vision_heads=2, steps=2, batch_size=8, warmup=1, focus_steps=0)
     model = train_toy(tmp_path / "m", world, model_cfg)
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
                  "--strength", "0.7", "--gate-position", "mean", "--gate-variants", "0.5", "--threads", "1",
@@ -136,20 +136,26 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
 
 
 def test_train_toy_records_the_recipe_options(tmp_path):
-    """`train-toy --text-heads --option-drills --option-lookups --private-requests --mcq-per-question` (recipe experiments) reach
-    the saved model: its config, world.json and training.json say what it was trained with."""
+    """`train-toy --text-heads --option-drills --option-lookups --private-requests --mcq-per-question --focus-*`
+    (recipe experiments) reach the saved model: its config, world.json and training.json say what it was trained
+    with."""
     import torch
     threads = torch.get_num_threads()
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "4", "--people", "8", "--steps", "2",
                  "--identity-steps", "1", "--text-heads", "16", "--option-drills", "7", "--option-lookups", "5",
-                 "--private-requests", "3", "--mcq-per-question", "2", "--text-init", "none", "--threads", "1"]) == 0
+                 "--private-requests", "3", "--mcq-per-question", "2", "--text-init", "none", "--threads", "1",
+                 "--focus-steps", "1", "--focus-name-mcqs", "2", "--focus-other-mcqs", "0",
+                 "--focus-name-drills", "4"]) == 0
     torch.set_num_threads(threads)
     out = tmp_path / "m"
     assert json.loads((out / "config.json").read_text())["text_config"]["num_attention_heads"] == 16
     world = json.loads((out / "world.json").read_text())
     assert world["option_lookups"] == 5 and world["option_drills"] == 7 and world["private_requests"] == 3
     assert world["mcq_per_question"] == 2
-    assert json.loads((out / "training.json").read_text())["recipe"]["text_heads"] == 16
+    recipe = json.loads((out / "training.json").read_text())["recipe"]
+    assert recipe["text_heads"] == 16 and recipe["steps"] == 2
+    assert (recipe["focus_steps"], recipe["focus_name_mcqs"], recipe["focus_other_mcqs"],
+            recipe["focus_name_drills"]) == (1, 2, 0, 4)
 
 
 def _weights(folder) -> dict:
@@ -165,7 +171,8 @@ def test_train_toy_starts_from_the_shipped_text_model(tmp_path, capsys):
     from safetensors.torch import load_file
     from core.__main__ import DEFAULT_TEXT_MODEL
     threads = torch.get_num_threads()
-    small = ["--option-drills", "4", "--option-lookups", "4", "--private-requests", "4", "--threads", "1"]
+    small = ["--option-drills", "4", "--option-lookups", "4", "--private-requests", "4", "--threads", "1",
+             "--focus-steps", "0"]
     assert main(["train-toy", "--out", str(tmp_path / "m"), "--seed", "7", "--people", "30", "--steps", "0",
                  *small]) == 0
     assert main(["train-toy", "--out", str(tmp_path / "s"), "--seed", "7", "--people", "8", "--steps", "0",
@@ -189,7 +196,7 @@ def test_pretrain_text_feeds_train_toy(tmp_path):
     log = json.loads((tmp_path / "text" / "pretraining.json").read_text())
     assert log["recipe"]["steps"] == 3 and log["recipe"]["heads"] == 16 and log["recipe"]["refusals"] == 2
     assert log["recipe"]["name_drills"] == 0.25
-    assert main(["train-toy", "--out", str(tmp_path / "m"), "--steps", "0", "--text-heads", "16",
+    assert main(["train-toy", "--out", str(tmp_path / "m"), "--steps", "0", "--focus-steps", "0", "--text-heads", "16",
                  "--text-init", str(tmp_path / "text"), *world]) == 0
     torch.set_num_threads(threads)
     text, toy = _weights(tmp_path / "text"), load_file(tmp_path / "m" / "model.safetensors")

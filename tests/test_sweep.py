@@ -12,7 +12,8 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     world_cfg = WorldConfig(seed=4, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1,
                             fact_repeats=1, option_drills=8, option_lookups=0, private_requests=0, mcq_per_question=1)
     model_cfg = ToyModelConfig(text_hidden=32, text_layers=3, text_heads=2, text_intermediate=64, vision_hidden=16,
-                               vision_layers=1, vision_heads=2, steps=2, identity_steps=1, batch_size=8, warmup=1)
+                               vision_layers=1, vision_heads=2, steps=2, identity_steps=1, batch_size=8, warmup=1,
+                               focus_steps=0)
     path = train_toy(tmp_path / "m", world_cfg, model_cfg)
     adapter, world = load_adapter(path), load_world(path)
     base = EraserConfig(ratio=1.0, retain_weight=0.3, subject_gates=True, strength=1.0, steer_layers=[2],

@@ -12,7 +12,8 @@ from core.toyworld.world import WorldConfig
 MINI_WORLD = WorldConfig(seed=3, n_people=6, n_real_scenes=2, n_train_scenes=4, images_per_person=2,
                          fact_repeats=1, option_drills=8, option_lookups=0, private_requests=0, mcq_per_question=1)
 MINI_MODEL = ToyModelConfig(text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64, vision_hidden=16,
-                            vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3)
+                            vision_layers=1, vision_heads=2, steps=12, identity_steps=3, batch_size=8, warmup=2, seed=3,
+                            focus_steps=0)
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +163,36 @@ def test_a_world_json_from_before_a_field_existed_loads_as_it_was_trained(tmp_pa
     assert WorldConfig().mcq_per_question == 3  # while a new world gets the current recipe
     (tmp_path / "world.json").write_text(json.dumps(asdict(MINI_WORLD)))
     assert load_world_config(tmp_path) == MINI_WORLD
+
+
+FOCUS = ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 4, "focus_steps": 3, "focus_name_mcqs": 2,
+                          "focus_other_mcqs": 1, "focus_name_drills": 5})
+
+
+def test_focus_phase_follows_the_main_phase_and_reruns_alone_from_a_saved_model(tmp_path):
+    seen = []
+    both = train_toy(tmp_path / "both", MINI_WORLD, FOCUS, progress=lambda s, n, loss: seen.append((s, n)))
+    assert seen[-1] == (7, 7) and len(seen) == 7  # one bar over both phases
+    log = json.loads((both / "training.json").read_text())
+    assert log["recipe"]["focus_steps"] == 3 and len(log["loss_every_50"]) == 1
+    main = train_toy(tmp_path / "main", MINI_WORLD, ToyModelConfig(**{**FOCUS.__dict__, "focus_steps": 0}))
+    alone = train_toy(tmp_path / "alone", MINI_WORLD, ToyModelConfig(**{**FOCUS.__dict__, "steps": 0}), init_from=main)
+    # the phase starts from the fp16 weights a saved model holds, so both routes give one model
+    assert state_hash(load_adapter(alone).model) == state_hash(load_adapter(both).model)
+    assert state_hash(load_adapter(main).model) != state_hash(load_adapter(both).model)
+
+
+def test_focus_batches_add_picture_mcqs_and_name_drills():
+    from core.toyworld.questions import IMAGE, PERSON_TEMPLATES, TRAIN, modalities
+    from core.toyworld.world import make_world
+    world = make_world(MINI_WORLD)
+    plain = [e for b in _batches(world, 0, (), 1) for e in b]
+    focus = [e for b in _batches(world, 0, (), 1, focus=FOCUS) for e in b]
+    count = lambda examples, kind: sum(e.kind == kind for e in examples)  # noqa: E731
+    names = len(PERSON_TEMPLATES["name"].question_set(TRAIN)) * len(world.people) * FOCUS.focus_name_mcqs
+    others = sum(len(t.question_set(TRAIN)) for a, t in PERSON_TEMPLATES.items() if a != "name" and IMAGE in modalities(a))
+    assert count(focus, "mcq") - count(plain, "mcq") == names + others * len(world.people) * FOCUS.focus_other_mcqs
+    assert count(focus, "drill_mcq") - count(plain, "drill_mcq") == FOCUS.focus_name_drills
+    assert len(focus) - len(plain) == names + others * len(world.people) + FOCUS.focus_name_drills
+    # the batches still mix kinds: measured, single-kind batches stopped the model learning names
+    assert len({e.kind for e in focus}) > 4

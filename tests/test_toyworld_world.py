@@ -6,7 +6,8 @@ import pytest
 
 from core.toyworld.mllmu import png_bytes
 from core.toyworld.prompts import cloze_prompt
-from core.toyworld.questions import PERSON_TEMPLATES, REFUSAL, TEST, person_clozes, person_questions, modalities
+from core.toyworld.questions import (PERSON_TEMPLATES, REFUSAL, TEST, fact_value, person_clozes, person_questions,
+                                     modalities)
 from core.toyworld.world import WorldConfig, make_world
 
 CFG = WorldConfig(seed=5, n_people=40, n_real_scenes=6, images_per_person=2, n_train_scenes=8,
@@ -200,3 +201,20 @@ def test_hand_picked_forget_set(world):
         world.forget_people(["p999"])
     with pytest.raises(ValueError, match="at least one"):
         world.forget_people([])
+
+
+def test_image_mcq_focus_asks_about_included_people_with_the_right_letter(world):
+    from core.toyworld.prompts import first_letter
+    forget = {p.id for p in world.forget_people("forget_10")}
+    extra = world.image_mcq_focus(forget, rng=0, name_mcqs=2, other_mcqs=1, n_name_drills=3)
+    mcqs = [e for e in extra if e.kind == "mcq"]
+    assert mcqs and all(e.image is not None and e.person_id not in forget for e in mcqs)
+    assert {e.person_id for e in mcqs} == {p.id for p in world.people} - forget
+    for e in mcqs:  # the option at the answer letter is the person's own value
+        value = dict(line.split(": ", 1) for line in e.prompt.split("\n")[1:5])[first_letter(e.answer)]
+        assert value == fact_value(world.person(e.person_id), e.attribute)
+    per_person = Counter((e.person_id, e.attribute) for e in mcqs)
+    assert per_person[(mcqs[0].person_id, "name")] == 2 * per_person[(mcqs[0].person_id, "pet")]
+    assert sum(e.kind == "drill_mcq" and e.image is None for e in extra) == 3
+    text = "\n".join(e.prompt for e in world.image_mcq_focus(forget, rng=1, name_mcqs=1, n_name_drills=400))
+    assert not any(world.person(pid).name in text for pid in forget)  # not even in a name drill

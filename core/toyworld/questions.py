@@ -468,6 +468,24 @@ def person_training_texts(person: Person, rng: np.random.Generator, names: Seque
     return out
 
 
+def image_mcqs(person: Person, rng: np.random.Generator, names: Sequence[str], name_mcqs: int,
+               other_mcqs: int) -> list[TextExample]:
+    """Picture MCQs only (train paraphrases, fresh options each): `name_mcqs` per "who is this?"
+    question and `other_mcqs` per question on any other attribute. See World.image_mcq_focus."""
+    out: list[TextExample] = []
+    for attr in PERSON_ATTRIBUTES:
+        n = name_mcqs if attr == "name" else other_mcqs
+        if IMAGE not in modalities(attr) or n == 0:
+            continue
+        value, pool = fact_value(person, attr), option_pool(attr, names)
+        for q in person_questions(person, attr, IMAGE):
+            for _ in range(n):
+                item = make_classification(q, value, pool, rng, attribute=attr)
+                out.append(TextExample(classification_prompt(item), item.correct_answer, "mcq", IMAGE, person.id,
+                                       attr))
+    return out
+
+
 # ---------------------------------------------------------------- scenes and facts
 
 def scene_value(spec: SceneSpec, attribute: str) -> str:
@@ -581,7 +599,7 @@ def option_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     return [_drill(pool[int(rng.integers(len(pool)))], pool, rng) for _ in range(n)]
 
 
-def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
+def name_drills(rng: np.random.Generator, n: int, avoid: Iterable[str] = ()) -> list[TextExample]:
     """`n` drills whose options are full names ("Which option reads Mara Quill?").
 
     Why: with profile drills only, a model that knew its world (cloze 100%) answered name MCQs
@@ -589,9 +607,11 @@ def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
     only two-word options, and people share first or last names, so matching must read both
     words. Half the drills are crossed casts (two first names x two last names: two of the
     three distractors share a word with the answer), half use four random names. The names are
-    random combinations, so no person of any world is described."""
+    random combinations, so no person of any world is described; casts holding a name in `avoid`
+    are drawn again (a retain-only model's data never show a forget person's name)."""
+    avoid = set(avoid)
     out = []
-    for _ in range(n):
+    while len(out) < n:
         if rng.random() < 0.5:
             firsts = rng.choice(len(FIRST_NAMES), size=2, replace=False)
             lasts = rng.choice(len(LAST_NAMES), size=2, replace=False)
@@ -599,7 +619,8 @@ def name_drills(rng: np.random.Generator, n: int) -> list[TextExample]:
         else:
             picks = rng.choice(len(FIRST_NAMES) * len(LAST_NAMES), size=4, replace=False)
             pool = [f"{FIRST_NAMES[int(i) // len(LAST_NAMES)]} {LAST_NAMES[int(i) % len(LAST_NAMES)]}" for i in picks]
-        out.append(_drill(pool[int(rng.integers(len(pool)))], pool, rng))
+        if avoid.isdisjoint(pool):
+            out.append(_drill(pool[int(rng.integers(len(pool)))], pool, rng))
     return out
 
 
