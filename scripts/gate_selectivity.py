@@ -4,7 +4,7 @@ modality, for the paper's null-space fit, fits with retain rows, and one gate pe
 evaluation questions, the share of forget / test questions at or above 0.7 m (steered at least
 70% as hard as a typical forget question) and of retain questions at or above 0.3 m.
 
-    python scripts/gate_selectivity.py [--model assets/toy-llava] [--eraser assets/toy-llava-eraser] [--layer 3]
+    python scripts/gate_selectivity.py [--model assets/toy-llava] [--eraser assets/toy-llava-eraser] [--layer L]
                                        [--gate-retain N]
 
 The gate sets are the eraser's own (`contrast.eraser_gate_sets`; `--gate-retain` changes the retain
@@ -39,13 +39,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="assets/toy-llava")
     ap.add_argument("--eraser", default="assets/toy-llava-eraser")
-    ap.add_argument("--layer", type=int, default=3)
+    ap.add_argument("--layer", type=int, default=None, help="default: the first layer the eraser steers")
     ap.add_argument("--gate-retain", type=int, default=None, help="retain prompts sampled (default: the eraser's)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     adapter, world = load_adapter(args.model), load_world(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    if args.layer is None:
+        args.layer = (eraser.config.steer_layers or eraser.fitted_layers)[0]
     if args.gate_retain is not None:
         eraser.config.gate_retain = args.gate_retain
     forget, retain = eraser_gate_sets(world, eraser.config)

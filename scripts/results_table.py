@@ -54,6 +54,15 @@ def table() -> str:
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
 
 
+def _setting(eraser: dict | None) -> str:
+    """Where and how hard an eraser row steers, so that rows pinned at an earlier choice say so."""
+    if not eraser:
+        return ""
+    layers = eraser["layers"]
+    where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
+    return f" [{where} at {eraser['strength']}{_per_task(eraser)}]"
+
+
 def comparison() -> str:
     """One line per method: forgetting (forget / test) against utility (retain / real); image+text
     unless marked."""
@@ -76,10 +85,11 @@ def comparison() -> str:
         f = ROOT / path
         if not f.is_file():
             continue
-        sp = json.loads(f.read_text())["splits"]
+        res = json.loads(f.read_text())
+        sp = res["splits"]
         it = {k: v["image_text"] for k, v in sp.items()}
         tx = {k: v["text_only"] for k, v in sp.items()}
-        lines.append(f"| {label} | {pct(it['forget']['classification'])} | {pct(tx['forget']['classification'])} | "
+        lines.append(f"| {label}{_setting(res.get('eraser'))} | {pct(it['forget']['classification'])} | {pct(tx['forget']['classification'])} | "
                      f"{pct(it['test']['classification'])} | {pct(it['forget']['cloze'])} | "
                      f"{pct(it['test']['cloze'])} | {pct(it['forget']['generation_rougeL'])} | "
                      f"{pct(it['retain']['classification'])} | {pct(tx['retain']['classification'])} | "

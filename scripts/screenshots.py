@@ -30,8 +30,9 @@ def _tab(page, name: str) -> None:
 
 def take(page) -> None:
     page.wait_for_selector("#compare", timeout=120_000)
+    # wait until the image box shows the portrait: a compare sent before that asks without an image
     page.locator("#gallery button").filter(has_text="FORGET").first.click()
-    page.wait_for_timeout(500)
+    page.wait_for_function("() => document.querySelector('#image img')?.src", timeout=30_000)
     page.click("#compare")
     page.wait_for_function("() => document.querySelector('#steered textarea').value.length > 0", timeout=60_000)
     page.click("#examples_btn")
