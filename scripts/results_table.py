@@ -89,7 +89,8 @@ def comparison() -> str:
         sp = res["splits"]
         it = {k: v["image_text"] for k, v in sp.items()}
         tx = {k: v["text_only"] for k, v in sp.items()}
-        lines.append(f"| {label}{_setting(res.get('eraser'))} | {pct(it['forget']['classification'])} | {pct(tx['forget']['classification'])} | "
+        lines.append(f"| {label}{_setting(res.get('eraser'))} | {pct(it['forget']['classification'])} | "
+                     f"{pct(tx['forget']['classification'])} | "
                      f"{pct(it['test']['classification'])} | {pct(it['forget']['cloze'])} | "
                      f"{pct(it['test']['cloze'])} | {pct(it['forget']['generation_rougeL'])} | "
                      f"{pct(it['retain']['classification'])} | {pct(tx['retain']['classification'])} | "

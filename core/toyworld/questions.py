@@ -452,9 +452,8 @@ def person_training_texts(person: Person, rng: np.random.Generator, names: Seque
             for q in person_questions(person, attr, mod):
                 if "qa" in fmts:
                     add(q, value, "qa")
-                for _ in range(mcq_per_question if "mcq" in fmts else 0):
-                    item = make_classification(q, value, pool, rng, attribute=attr)
-                    add(classification_prompt(item), item.correct_answer, "mcq")
+                if "mcq" in fmts:
+                    out.extend(question_mcqs(q, value, pool, rng, mcq_per_question, mod, person.id, attr))
                 if "gen" in fmts:
                     add(generation_prompt({"Question": q}), person_sentence(person, attr, mod), "gen")
             if "cloze" in fmts:
@@ -479,10 +478,18 @@ def image_mcqs(person: Person, rng: np.random.Generator, names: Sequence[str], n
             continue
         value, pool = fact_value(person, attr), option_pool(attr, names)
         for q in person_questions(person, attr, IMAGE):
-            for _ in range(n):
-                item = make_classification(q, value, pool, rng, attribute=attr)
-                out.append(TextExample(classification_prompt(item), item.correct_answer, "mcq", IMAGE, person.id,
-                                       attr))
+            out.extend(question_mcqs(q, value, pool, rng, n, IMAGE, person.id, attr))
+    return out
+
+
+def question_mcqs(question: str, value: str, pool: Sequence[str], rng: np.random.Generator, n: int, modality: str,
+                  person_id: str, attribute: str) -> list[TextExample]:
+    """`n` MCQs on one question, each with fresh distractors and a random letter."""
+    out = []
+    for _ in range(n):
+        item = make_classification(question, value, pool, rng, attribute=attribute)
+        out.append(TextExample(classification_prompt(item), item.correct_answer, "mcq", modality, person_id,
+                               attribute))
     return out
 
 
