@@ -7,6 +7,8 @@ off-by-one of the public code (direction at block output, gate at block input) c
 
 from __future__ import annotations
 
+import itertools
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -43,6 +45,15 @@ class Prompt:
 
 class _Stop(Exception):
     """Raised after the last needed layer so the rest of the forward pass is skipped."""
+
+
+# Capture hooks sit on the shared model, so they fire for every thread's forward pass. Each
+# capture marks its own context with a fresh id; a hook acts only when its id is in the context
+# of the forward pass that runs it. Without this, one user's collection stored another user's
+# activations and aborted their generation (measured: 254 of 256 collects wrong, 1721 of 1742
+# concurrent generations raised the stop signal).
+_CAPTURING: ContextVar[frozenset[int]] = ContextVar("mllmeraser_capture", default=frozenset())
+_IDS = itertools.count()
 
 
 def prompt_mean(h: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -91,11 +102,18 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
     layers = list(range(adapter.num_layers)) if layers is None else list(layers)
     out: dict[int, torch.Tensor] = {}
     rows = torch.arange(len(batch), device=adapter.device)
+    bad = [l for l in layers if not 0 <= l < adapter.num_layers]
+    if bad:
+        raise ValueError(f"layer(s) {bad} out of range: this model has {adapter.num_layers} decoder layers "
+                         f"(0-{adapter.num_layers - 1})")
     last = max(layers)
     handles = []
+    me = next(_IDS)
 
     def make_hook(layer: int):
         def hook(_module, args, kwargs):
+            if me not in _CAPTURING.get():
+                return None  # another request's forward pass
             h = _hidden(args, kwargs)
             if isinstance(positions, str) and positions == "last":
                 sel = h[rows, batch.prompt_last]
@@ -112,6 +130,7 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
         return hook
 
     blocks = adapter.layers
+    token = _CAPTURING.set(_CAPTURING.get() | {me})
     try:
         for layer in layers:
             handles.append(blocks[layer].register_forward_pre_hook(make_hook(layer), with_kwargs=True))
@@ -122,6 +141,7 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
     finally:
         for h in handles:
             h.remove()
+        _CAPTURING.reset(token)
     return torch.stack([out[l] for l in layers], dim=1)
 
 

@@ -44,6 +44,15 @@ WEIGHTS_NAME = "eraser.safetensors"
 CONFIG_NAME = "eraser_config.json"
 
 
+def check_layers(config: "EraserConfig", num_layers: int) -> None:
+    """Refuse layer indices the model does not have, before any activation is collected."""
+    for what, layers in (("layers", config.layers), ("steer_layers", config.steer_layers)):
+        bad = [l for l in layers or [] if not 0 <= int(l) < num_layers]
+        if bad:
+            raise ValueError(f"{what} {bad} out of range: the model has {num_layers} decoder layers "
+                             f"(0-{num_layers - 1}); pick layers in that range")
+
+
 class ModelMismatchError(ValueError):
     """An eraser was fitted on another model than the one it is applied to."""
 
@@ -253,6 +262,7 @@ class Eraser:
         `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches."""
         config = config or EraserConfig()
         gate_pos = gate_position_of(config)
+        check_layers(config, adapter.num_layers)
         for name, s in (("forget", forget), ("retain", retain), ("recall", recall), ("erase", erase)):
             if not s:
                 raise ValueError(f"the {name} set is empty: the eraser needs examples of every kind")

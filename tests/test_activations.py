@@ -150,3 +150,47 @@ def test_prompt_mean_skips_padding_bos_and_answer_tokens(family):
 def test_collect_rejects_an_unknown_position():
     with pytest.raises(ValueError, match="position must be one of"):
         collect(tiny_adapter("llava"), [Prompt("what is this ?", random_image(0))], position="first")
+
+
+def test_capture_is_request_scoped_under_threads():
+    """One thread collecting while two others generate on the same shared model: every collect
+    returns its own activations and no generation sees the capture hooks (before the fix,
+    254 of 256 collects were wrong and almost every generation raised the stop signal)."""
+    import threading
+    a = tiny_adapter("llava")
+    prompts = [Prompt(q, random_image(i)) for i, q in enumerate(["what is this ?", "who is it ?", "how many ?"])]
+    want = collect(a, prompts, layers=[0])
+    batch = a.encode(["who is it ?"], [random_image(5)])
+    want_text = a.generate(batch, 4)
+    errors, wrong_collects, wrong_gens = [], [], []
+
+    def collector():
+        for _ in range(15):
+            got = collect(a, prompts, layers=[0])
+            if not torch.allclose(got, want, atol=1e-5):
+                wrong_collects.append(1)
+
+    def generator():
+        for _ in range(15):
+            if a.generate(batch, 4) != want_text:
+                wrong_gens.append(1)
+
+    def run(fn):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - any failure is the defect under test
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=run, args=(f,)) for f in (collector, generator, generator, collector)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and wrong_collects == [] and wrong_gens == []
+    assert sum(len(b._forward_pre_hooks) for b in a.layers) == 0
+
+
+def test_capture_refuses_layers_out_of_range_before_running():
+    a = tiny_adapter("llava")
+    with pytest.raises(ValueError, match=r"layer\(s\) \[4, 5\] out of range.*2 decoder layers"):
+        collect(a, [Prompt("what is this ?", random_image(0))], layers=[1, 4, 5])

@@ -121,6 +121,11 @@ def test_bad_artefacts_and_inputs(tmp_path):
     forget, retain, recall, erase = _sets(2)
     with pytest.raises(ValueError, match="retain set is empty"):
         Eraser.fit(a, forget, [], recall, erase)
+    seen = []
+    with pytest.raises(ValueError, match=r"layers \[4, 5\] out of range: the model has 2 decoder layers"):
+        Eraser.fit(a, forget, retain, recall, erase, EraserConfig(layers=[4, 5]),
+                   progress=lambda *x: seen.append(x))
+    assert seen == []  # refused before any activation was collected
 
 
 def test_from_activations_and_layer_mask():
