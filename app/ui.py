@@ -158,6 +158,24 @@ def build(default: Workbench) -> gr.Blocks:
                     fit_btn = gr.Button("Fit eraser", variant="primary", elem_id="fit_btn")
                     fit_stop = gr.Button("Stop", elem_id="fit_stop")
                 fit_status = gr.Markdown(elem_id="fit_status")
+                gr.Markdown("### Forget someone\nUpload 1-10 photos of a person and type their name; facts are "
+                            "optional. The eraser forgets questions about them with a photo and by name; the "
+                            "toy world's people (when the model has one), scene pictures and private-data requests "
+                            "are what it must keep. Every tab of this session then works on this person.")
+                with gr.Row():
+                    someone_photos = gr.File(label="Photos of the person (1-10; PNG / JPEG / WebP)",
+                                             file_count="multiple", file_types=["image"], elem_id="someone_photos",
+                                             height=120)
+                    with gr.Column():
+                        someone_name = gr.Textbox(label="Name", placeholder="e.g. Oskar Draper", elem_id="someone_name")
+                        someone_facts = gr.Textbox(
+                            label='Facts (optional JSON, e.g. {"qa": [{"question": "What is this person\'s job?", '
+                                  '"answer": "This person works as a florist."}]}; also "mcq" and "cloze")',
+                            lines=2, elem_id="someone_facts")
+                with gr.Row():
+                    someone_btn = gr.Button("Fit eraser for this person", variant="primary", elem_id="someone_btn")
+                    someone_stop = gr.Button("Stop", elem_id="someone_stop")
+                someone_status = gr.Markdown(elem_id="someone_status")
                 people_table = gr.Dataframe(
                     default.people_rows() if default.world else [],
                     headers=["name", "set", "birthplace", "occupation", "hobby", "pet", "food", "born", "id"],
@@ -288,7 +306,7 @@ def build(default: Workbench) -> gr.Blocks:
         def run_examples(sess, s, lay, m):
             try:
                 wb = wb_of(sess)
-                return wb.selectivity(wb.eraser_for(sess), s, [int(x) for x in lay], m), ""
+                return wb.selectivity(wb.eraser_for(sess), s, [int(x) for x in lay], m, session=sess), ""
             except UserError as exc:
                 return gr.update(), _err(exc)
 
@@ -324,8 +342,9 @@ def build(default: Workbench) -> gr.Blocks:
                 return sess, _err(exc), gr.update(), gr.update(), gr.update()
             sess.workbench, sess.eraser = wb, None
             choices = [str(l) for l in wb.layers]
-            note = ("" if wb.world else "\n\nNo toy world comes with this model: the playground works with your "
-                    "uploaded images once an eraser is loaded (Evaluate tab) or fitted with the Python API.")
+            note = ("" if wb.world else "\n\nNo toy world comes with this model: bring a forget set below "
+                    "(**Forget someone**: photos and a name), or fit one with `python -m core fit --model ... "
+                    "--data forget=PATH` and upload it in the Evaluate tab.")
             return (sess, _model_info(wb) + note, gr.update(choices=choices, value=choices),
                     gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]))
 
@@ -357,6 +376,29 @@ def build(default: Workbench) -> gr.Blocks:
 
         fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table])
         fit_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+
+        def do_forget_someone(sess, files, name, facts, progress=gr.Progress()):
+            stop = _stop_flag(sess)
+            stop.clear()
+            wb = wb_of(sess)
+            try:
+                eraser = wb.forget_someone(files, name, facts, sess, _progress(progress), stop.is_set)
+            except UserError as exc:
+                return sess, _err(exc)
+            except InterruptedError:
+                return sess, "Stopped: the previous eraser is still in use."
+            sess.eraser = eraser
+            c = eraser.config.counts
+            kept = (f"{len(sess.data.retain)} retained people, " if sess.data.retain else
+                    "no retained people (this model has no toy world: the gate only knows scenes and requests), ")
+            return sess, (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
+                          f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
+                          "private-data requests). Every tab of this session now uses it: try the playground "
+                          "with one of the photos and *Who is this person?*")
+
+        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts],
+                          [session, someone_status])
+        someone_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
         # ---- PGD studio
         def do_pgd(sess, img, q, target, eps, step, steps):
@@ -398,7 +440,8 @@ def build(default: Workbench) -> gr.Blocks:
                 wb = wb_of(sess)
                 if method == "UMAP":
                     progress(0.1, desc="UMAP (the first run in a process compiles for ~20 s)")
-                fig = wb.activation_map(wb.eraser_for(sess), layer, method, img, q, progress=_progress(progress))
+                fig = wb.activation_map(wb.eraser_for(sess), layer, method, img, q, progress=_progress(progress),
+                                        session=sess)
                 return fig, ""
             except UserError as exc:
                 return gr.update(), _err(exc)
@@ -421,7 +464,7 @@ def build(default: Workbench) -> gr.Blocks:
             try:
                 wb = wb_of(sess)
                 progress(0.2, desc="activations of the fit sets (cached after the first time)")
-                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight, per_person)
+                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess)
             except UserError as exc:
                 return (sess,) + (gr.update(),) * 3 + (_err(exc),)
             spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
@@ -441,7 +484,7 @@ def build(default: Workbench) -> gr.Blocks:
             wb = wb_of(sess)
             try:
                 eraser = wb.eraser_for(sess)
-                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set)
+                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set, session=sess)
             except UserError as exc:
                 return gr.update(), gr.update(), _err(exc)
             except InterruptedError:
@@ -459,7 +502,7 @@ def build(default: Workbench) -> gr.Blocks:
             stop.clear()
             try:
                 rows = wb_of(sess).attack(wb_of(sess).eraser_for(sess), int(people), int(steps),
-                                          _progress(progress), stop.is_set)
+                                          _progress(progress), stop.is_set, session=sess)
             except UserError as exc:
                 return gr.update(), _err(exc)
             except InterruptedError:
@@ -514,6 +557,8 @@ def _model_info(wb: Workbench) -> str:
     if wb.world:
         lines.append(f"**World:** {len(wb.world.people)} fictitious people (seed {wb.world.cfg.seed})")
     lines.append(f"**Default eraser:** `{json.dumps(eraser_summary(er))}`" if er else "**Default eraser:** none")
+    if wb.note:
+        lines.append(f"**Note:** {wb.note}")
     return "  \n".join(lines)
 
 

@@ -22,10 +22,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
-from core.contrast import forget_spec
+from core.data.source import ForgetData
 from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
 from core.models.base import VLMAdapter
-from core.models.load import ModelNotFoundError, load_adapter
+from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
 from core.pgd import PGDConfig, amplify, pgd, to_image
 
@@ -107,6 +107,7 @@ class Session:
     they loaded (None = the shared default)."""
 
     eraser: Eraser | None = None
+    data: ForgetData | None = None  # the forget set this user brought ("Forget someone"), None = the model's own
     recall_images: list[tuple[Image.Image, str]] = field(default_factory=list)
     last_pgd: tuple[Image.Image, str] | None = None
     workbench: "Workbench | None" = None
@@ -150,6 +151,7 @@ class Workbench:
         self.adapter = adapter
         self.eraser = eraser
         self.world = world
+        self.note = ""  # said once at start-up (e.g. why no eraser is loaded)
         self._acts: dict[tuple, ActivationSets] = {}
         self._acts_lock = threading.Lock()
 
@@ -161,11 +163,19 @@ class Workbench:
         except (ModelNotFoundError, OSError, ValueError) as exc:
             raise UserError(f"Could not load the model {str(model)!r}: {exc}") from exc
         world = None
-        if (Path(model) / "world.json").is_file():
+        folder = resolve(model)
+        if (folder / "world.json").is_file():
             from core.toyworld.train import load_world
-            world = load_world(model)
-        er = Eraser.from_pretrained(eraser, adapter=adapter) if eraser and Path(eraser).is_dir() else None
-        return cls(adapter, er, world)
+            world = load_world(folder)
+        er, note = None, ""
+        if eraser and Path(eraser).is_dir():
+            try:
+                er = Eraser.from_pretrained(eraser, adapter=adapter)
+            except ModelMismatchError as exc:
+                note = f"The default eraser does not fit this model, so none is loaded ({exc})"
+        wb = cls(adapter, er, world)
+        wb.note = note
+        return wb
 
     @property
     def eraser_split(self) -> str:
@@ -178,15 +188,28 @@ class Workbench:
     def eraser_for(self, session: Session | None) -> Eraser:
         er = (session.eraser if session is not None else None) or self.eraser
         if er is None:
-            raise UserError("No eraser is loaded: fit one in the Model & data tab (or `python -m core fit`) "
-                            "or upload one in the Evaluate tab.")
+            raise UserError("No eraser is loaded: fit one in the Model & data tab (a split of the toy world, or "
+                            "'Forget someone' with photos and a name, for any model), or upload one in the "
+                            "Evaluate tab (`python -m core fit` writes them).")
         return er
 
     def _world(self):
         if self.world is None:
-            raise UserError("This model has no toy world next to it, so there are no people or splits to work "
-                            "with here: use the Python API with your own prompt sets (see the README).")
+            raise UserError("This model has no toy world next to it, so there is no people table: use "
+                            "'Forget someone' in the Model & data tab to bring photos and a name.")
         return self.world
+
+    def data_for(self, eraser: Eraser | None, session: Session | None = None) -> ForgetData:
+        """The forget set the views work on: the one this session brought, else the toy world's
+        split of the eraser (the model's own data)."""
+        if session is not None and session.data is not None:
+            return session.data
+        if self.world is None:
+            raise UserError("No forget set yet: this model has no toy world, so bring one in the Model & data tab "
+                            "('Forget someone': 1-10 photos and a name) and fit an eraser there.")
+        from core.toyworld.fitsets import forget_spec, toy_data
+        spec = (eraser.config.forget_split if eraser else "") or "forget_10"
+        return toy_data(self.world, forget_spec(spec))
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
                 max_new_tokens: int = 40, session: Session | None = None) -> Comparison:
@@ -206,6 +229,7 @@ class Workbench:
     # ------------------------------------------------------------------ model & data
     def people_rows(self, session: Session | None = None) -> list[list[str]]:
         """One row per person of the toy world: name, forget/retain for the current eraser, profile."""
+        from core.toyworld.fitsets import forget_spec
         world = self._world()
         er = (session.eraser if session else None) or self.eraser
         spec = (er.config.forget_split if er else "") or "forget_10"
@@ -221,15 +245,22 @@ class Workbench:
         gate_variants: share of gate prompts added in later-turn formats (`fit --gate-variants`)."""
         from core.contrast import fit_sets
         from core.eraser import EraserConfig
-        world = self._world()
-        if not forget:
-            raise UserError("Choose a forget split or tick at least one person to forget.")
-        try:
-            people = world.forget_people(forget)
-        except (ValueError, KeyError) as exc:
-            raise UserError(str(exc)) from exc
-        if len(people) >= len(world.people):
-            raise UserError("Everyone is in the forget set: keep at least one person to retain.")
+        if isinstance(forget, ForgetData):
+            data = forget
+            spec = ",".join(data.forget_ids)
+        else:
+            from core.toyworld.fitsets import toy_data
+            world = self._world()
+            if not forget:
+                raise UserError("Choose a forget split or tick at least one person to forget.")
+            try:
+                people = world.forget_people(forget)
+            except (ValueError, KeyError) as exc:
+                raise UserError(str(exc)) from exc
+            if len(people) >= len(world.people):
+                raise UserError("Everyone is in the forget set: keep at least one person to retain.")
+            data = toy_data(world, forget)
+            spec = forget if isinstance(forget, str) else ",".join(p.id for p in people)
         base = (session.eraser if session else None) or self.eraser
         cfg = EraserConfig() if base is None else EraserConfig(
             ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
@@ -238,14 +269,55 @@ class Workbench:
             steer_layers=base.config.steer_layers, strength=base.config.strength,
             mode=base.config.mode, seed=base.config.seed)
         cfg.direction_kind = kind
-        cfg.forget_split = forget if isinstance(forget, str) else ",".join(p.id for p in people)
+        cfg.forget_split = spec
+        cfg.data_source = data.name
         cfg.gate_variants = gate_variants
-        sets = fit_sets(world, self.adapter, kind, forget, seed=cfg.seed, variants=gate_variants,
-                        n_retain=cfg.gate_retain)
+        try:
+            sets = fit_sets(data, self.adapter, kind, seed=cfg.seed, variants=gate_variants, n_retain=cfg.gate_retain)
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
-        return Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
-                          progress=progress, should_stop=should_stop)
+        eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
+                            progress=progress, should_stop=should_stop)
+        if session is not None:  # the views of this session now work on this forget set
+            session.data = None if data.builder is not None else data
+        return eraser
+
+    def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
+                       progress: Callable[[str, int, int], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> Eraser:
+        """Fit an eraser that forgets one person known from 1-10 uploaded photos and a name
+        (optionally facts, as JSON in the photo-folder schema). The toy world's people (all but
+        anyone of that name) are the retained set when the model has one; built-in scene
+        questions and private-data requests always join it. The session then works on this data."""
+        import json as _json
+        from core.data.folder import MAX_IMAGES, FolderError, subject_from
+        from core.data.wordings import PLAIN_ENGLISH
+        files = [f for f in (photos or []) if f is not None]
+        if not 1 <= len(files) <= MAX_IMAGES:
+            raise UserError(f"Upload between 1 and {MAX_IMAGES} photos of the person (got {len(files)}).")
+        name = (name or "").strip()
+        if not name or len(name) > 80:
+            raise UserError("Type the person's name (1-80 characters): the eraser also forgets questions by name.")
+        try:
+            facts = _json.loads(facts_json) if (facts_json or "").strip() else None
+        except ValueError as exc:
+            raise UserError(f"The facts are not valid JSON ({exc}). Leave the box empty or use the schema shown "
+                            "under it.") from None
+        images = [read_image(getattr(f, "name", f)) for f in files]
+        subject = "upload-" + "-".join(name.lower().split())[:40]
+        retain, real = [], []
+        if self.world is not None:
+            retain = [self.world.person_record(p) for p in self.world.people if p.name.lower() != name.lower()]
+            real = self.world.eval_items("real")
+        try:
+            wordings = PLAIN_ENGLISH.usable(self.adapter.tokenizer, [name])
+            rec = subject_from(subject, images, name, facts, [r.name for r in retain[:3] if r.name])
+            data = ForgetData([rec], retain, real=real, wordings=wordings, name=f"upload: {name}")
+        except (FolderError, ValueError) as exc:
+            raise UserError(str(exc)) from exc
+        return self.fit_eraser(data, "recall", session, progress, should_stop)
 
     # ------------------------------------------------------------------ PGD studio
     def pgd_frames(self, image, question: str, target: str, eps_255, step_255, steps,
@@ -266,20 +338,21 @@ class Workbench:
 
     # ------------------------------------------------------------------ activations
     def activation_sets(self, eraser: Eraser, progress: Callable[[str, int, int], None] | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> ActivationSets:
+                        should_stop: Callable[[], bool] | None = None,
+                        session: Session | None = None) -> ActivationSets:
         """The gate sets (forget / retain) and recall / erase contrast of `eraser`'s forget set,
         with activations; computed once per forget set and seed, then shared read-only."""
         from core.contrast import direction_sets, eraser_gate_sets
-        world = self._world()
-        forget = forget_spec(eraser.config.forget_split)
+        data = self.data_for(eraser, session)
         pos = eraser.gate_position
         c = eraser.config
-        key = (forget if isinstance(forget, str) else tuple(forget), c.seed, pos, c.gate_retain, c.gate_variants)
+        source = id(data) if data.builder is None else "toy"
+        key = (source, c.forget_split, c.seed, pos, c.gate_retain, c.gate_variants)
         with self._acts_lock:
             if key in self._acts:
                 return self._acts[key]
-            f, r = eraser_gate_sets(world, c)
-            rec, era = direction_sets(world, None, "recall", forget, seed=eraser.config.seed)
+            f, r = eraser_gate_sets(data, c)
+            rec, era = direction_sets(data, None, "recall", seed=eraser.config.seed)
             H = {}
             for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
                 cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
@@ -296,13 +369,13 @@ class Workbench:
         return collect(self.adapter, [Prompt(q, img)], position=position)[0]
 
     def activation_map(self, eraser: Eraser, layer, method: str = "PCA", image=None, question: str | None = None,
-                       progress: Callable[[str, int, int], None] | None = None):
+                       progress: Callable[[str, int, int], None] | None = None, session: Session | None = None):
         """Forget / retain / recall / erase activations at one layer in 2-D (PCA with the
         d_erase arrow, or UMAP), points coloured by gate value, the current input starred."""
         from app.plots import activation_map
         from core.projection import pca_2d, umap_2d
         l = self._layer(eraser, layer)
-        sets = self.activation_sets(eraser, progress)
+        sets = self.activation_sets(eraser, progress, session=session)
         H = {"forget": sets.H_forget[:, l], "retain": sets.H_retain[:, l], "recall": sets.H_recall[:, l],
              "erase": sets.H_erase[:, l]}
         prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
@@ -361,7 +434,8 @@ class Workbench:
         img = "image + text" if p.image is not None else "text only"
         return f"{who} ({img})<br>{p.question.splitlines()[0][:80]}"
 
-    def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None) -> Eraser:
+    def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None,
+              session: Session | None = None) -> Eraser:
         """The eraser with its gate refitted at another null-space ratio, gamma, retain weight and
         one gate per forget person or one for all (None keeps the eraser's)."""
         try:
@@ -375,30 +449,31 @@ class Workbench:
             raise UserError(f"gamma must be between 0 and 1e6, got {g:g}.")
         if not 0 <= w <= 1e6:
             raise UserError(f"The retain weight must be between 0 (the paper's fit) and 1e6, got {w:g}.")
-        sets = self.activation_sets(eraser)
+        sets = self.activation_sets(eraser, session=session)
         return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
                                  subject_gates=None if per_person is None else bool(per_person),
                                  forget_subjects=[p.tag for p in sets.forget])
 
     # ------------------------------------------------------------------ selectivity
-    def examples(self, eraser: Eraser, per_side: int = 3) -> list[tuple[str, Prompt]]:
-        """A few forget and retain questions (canonical portraits) to show selectivity at once."""
-        world = self._world()
-        forget = world.forget_people(forget_spec(eraser.config.forget_split))
-        retain = [p for p in world.people if p.id not in {q.id for q in forget}]
+    def examples(self, eraser: Eraser, per_side: int = 3, session: Session | None = None) -> list[tuple[str, Prompt]]:
+        """A few forget and retain questions (first photos) to show selectivity at once."""
+        data = self.data_for(eraser, session)
         qs = ("What is this person's occupation?", "Where was this person born?", "What is this person's hobby?")
+        if data.builder is None:  # a subject may be known by photos and a name only: ask who it is first
+            qs = ("Who is this person?",) + qs[:2]
         out = []
-        for side, people in (("forget", forget), ("retain", retain)):
-            for i, p in enumerate(people[:per_side]):
-                out.append((f"{side}: {p.name}", Prompt(qs[i % len(qs)], world.canonical_image(p), p.id)))
+        for side, recs in (("forget", data.forget), ("retain", data.retain)):
+            for i, r in enumerate([r for r in recs if r.images][:per_side]):
+                image = self.world.canonical_image(self.world.person(r.id)) if data.builder is not None else r.images[0]
+                out.append((f"{side}: {r.name or r.id}", Prompt(qs[i % len(qs)], image, r.id)))
         return out
 
     def selectivity(self, eraser: Eraser, strength, layers: list[int] | None, mode: str | None = None,
-                    max_new_tokens: int = 16) -> list[list[str]]:
+                    max_new_tokens: int = 16, session: Session | None = None) -> list[list[str]]:
         """[example, question, original, steered] for forget and retain examples, batched."""
         from core.evaluation import replies
         s = check_strength(strength)
-        ex = self.examples(eraser)
+        ex = self.examples(eraser, session=session)
         prompts = [p for _, p in ex]
         before = replies(self.adapter, prompts, max_new_tokens)
         after = replies(self.adapter, prompts, max_new_tokens,
@@ -424,37 +499,35 @@ class Workbench:
     # ------------------------------------------------------------------ evaluate, save, load
     def evaluate(self, eraser: Eraser | None, limit: int | None = 3,
                  progress: Callable[[str, int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, session: Session | None = None):
         """MLLMU-style evaluation of the model with (or, eraser=None, without) the eraser."""
+        from core.contrast import refusal_sets
         from core.evaluation import EvalConfig, evaluate
-        from core.toyworld.train import eval_splits, refusal_sets
-        world = self._world()
-        forget = forget_spec(eraser.config.forget_split if eraser else "")
+        data = self.data_for(eraser, session)
         if limit is not None and not 1 <= int(limit) <= 1000:
             raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
         steering = None if eraser is None else eraser.task_steering(self.adapter)
-        return evaluate(self.adapter, eval_splits(world, forget, limit), refusal_sets(world, forget, limit),
+        return evaluate(self.adapter, data.splits(limit), refusal_sets(data, limit),
                         EvalConfig(), steering, None if eraser is None else eraser_summary(eraser),
                         progress, should_stop)
 
     def attack(self, eraser: Eraser, people: int = 2, steps: int = 20,
                progress: Callable[[str, int, int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> list[dict]:
+               should_stop: Callable[[], bool] | None = None, session: Session | None = None) -> list[dict]:
         """Input-side attacks on the eraser (core.robustness.attack_report: image rephrasings, text
         and conversation attacks, adaptive PGD on the gate) on the first `people` forget and
         retain people."""
-        from core.robustness import RobustnessConfig, attack_report
-        from core.toyworld.questions import GENERAL_FACTS
-        from core.toyworld.train import eval_splits
-        world = self._world()
+        from core.robustness import RobustnessConfig, attack_report, prefix_facts
+        data = self.data_for(eraser, session)
         if not 1 <= int(people) <= 20:
             raise UserError(f"People per split must be between 1 and 20, got {people}.")
         if not 1 <= int(steps) <= 200:
             raise UserError(f"PGD steps must be between 1 and 200, got {steps}.")
-        splits = eval_splits(world, forget_spec(eraser.config.forget_split), int(people))
-        facts = [(f.question, f.answer) for f in GENERAL_FACTS[:4]]
-        return attack_report(self.adapter, eraser, splits["forget"], splits["retain"], facts,
-                             RobustnessConfig(steps=int(steps)), progress, should_stop)
+        if not data.retain:
+            raise UserError("The attacks also score retained people, and this forget set has none: fit with "
+                            "retained people (the toy world's, or MLLMU retain files) first.")
+        return attack_report(self.adapter, eraser, data.forget[:int(people)], data.retain[:int(people)],
+                             prefix_facts(data, 4), RobustnessConfig(steps=int(steps)), progress, should_stop)
 
     def load_eraser_zip(self, path) -> Eraser:
         """An eraser from a zip of its folder (safetensors + JSON), checked against this model."""

@@ -26,7 +26,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("\nFound locally:" if found else "\nNo supported model found locally "
           "(looked in assets/, the Hugging Face cache and any --path).")
     for m in found:
-        print(f"  {m['family']:<11} {m['source']:<8} {m['path']}")
+        toy = "  (toy world: fits and evaluates without --data)" if m.get("toy_world") else ""
+        print(f"  {m['family']:<11} {m['source']:<8} {m['path']}{toy}")
     return 0
 
 
@@ -96,24 +97,63 @@ DEFAULT_ERASER = str(Path(DEFAULT_MODEL).parent / "toy-llava-eraser")
 DEFAULT_TEXT_MODEL = str(Path(DEFAULT_MODEL).parent / "toy-text")
 
 
+def _has_world(model: str) -> bool:
+    from core.models.load import resolve
+    try:
+        return (resolve(model) / "world.json").is_file()
+    except Exception:  # not a folder here: no toy world either
+        return False
+
+
+def _load_data(args, adapter=None, limit: int | None = None):
+    """The forget set of a command: --data / --forget-dir files for any model, else the toy world
+    of a model folder that carries one. --forget picks subjects (a toy-world split, or ids)."""
+    from core.data.source import load_data
+    spec = getattr(args, "forget", None)
+    if args.data or getattr(args, "forget_dir", None):
+        data = load_data(args.data, getattr(args, "forget_dir", None))
+        if spec:
+            if spec.startswith("forget_"):
+                raise ValueError(f"--forget {spec} names a toy-world split; with --data / --forget-dir pass subject "
+                                 f"ids (e.g. --forget {','.join(data.forget_ids[:2])}) or leave it out")
+            data = data.pick([s for s in spec.split(",") if s])
+        if adapter is not None:
+            data.wordings = data.wordings.usable(adapter.tokenizer, [r.name for r in data.forget if r.name])
+        return data
+    model = getattr(args, "model", None)
+    model = model[0] if isinstance(model, list) else model
+    if not _has_world(model):
+        raise ValueError(f"{model} carries no toy world (world.json): pass your forget set with --data forget=PATH "
+                         "[--data retain=PATH --data real=PATH] (MLLMU-Bench parquet, or a folder of them) or "
+                         "--forget-dir FOLDER (photos, one sub-folder per subject)")
+    from core.toyworld.fitsets import forget_spec, toy_data
+    from core.toyworld.train import load_world
+    from core.models.load import resolve
+    return toy_data(load_world(resolve(model)), forget_spec(spec or "forget_10"), limit)
+
+
 def _eval_data(args, adapter):
-    """Splits to evaluate: MLLMU parquet files given with --data, else the toy model's own world."""
-    if args.data:
-        from core.toyworld.mllmu import load_parquet
-        splits = {}
-        for spec in args.data:
-            name, sep, path = spec.partition("=")
-            if not sep:
-                raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet), got {spec!r}")
-            splits[name] = load_parquet(path)[: args.limit]
-        return splits, {}
-    world_file = Path(args.model) / "world.json"
-    if not world_file.is_file():
-        raise ValueError(f"{args.model} carries no world.json (it is not a toy model): pass MLLMU-Bench parquet "
-                         "files with --data forget=PATH --data retain=PATH ...")
-    from core.toyworld.train import eval_splits, load_world, refusal_sets
-    world = load_world(args.model)
-    return eval_splits(world, args.forget, args.limit), refusal_sets(world, args.forget, args.limit)
+    """Splits to evaluate and private-data request sets (when there is a forget set to ask about)."""
+    from core.contrast import refusal_sets
+    if args.data and not args.forget_dir and not any(d.startswith("forget=") or "=" not in d for d in args.data):
+        from core.data.mllmu import load_parquet
+        from core.data.source import parse_specs
+        return {k: load_parquet(v)[: args.limit] for k, v in parse_specs(args.data).items()}, {}
+    data = _load_data(args, adapter, args.limit)
+    return data.splits(args.limit), refusal_sets(data, args.limit)
+
+
+def _data_options(p: argparse.ArgumentParser, toy_help: str = "") -> None:
+    """Where the forget set comes from (every command that fits, evaluates or attacks)."""
+    p.add_argument("--forget", default=None,
+                   help="toy world: a forget split (forget_5 / forget_10 / forget_15, default forget_10); any "
+                        "source: comma-separated subject ids to forget (the others are retained)" + toy_help)
+    p.add_argument("--data", action="append", default=[], metavar="SPLIT=PATH",
+                   help="MLLMU-Bench parquet file of a split (forget, retain, test, real; repeatable), or a folder "
+                        "holding the files `world --export` writes")
+    p.add_argument("--forget-dir", default=None, metavar="FOLDER",
+                   help="a photo folder to forget: one sub-folder per subject with 1-10 photos and an optional "
+                        "facts.json (see core/data/folder.py); add retained subjects with --data retain=PATH")
 
 
 class _StageBars:
@@ -165,21 +205,21 @@ def _parse_modes(text: str, gate_position: str) -> list[str]:
     return modes
 
 
-def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
+def _tune_tasks(args, data, adapter, eraser, best, strengths) -> dict:
     """Per-task strengths for the tuned layers and mode, on a larger held-out draw (each task gets
     about a third of it); stored where they differ from the tuned default (they replace a
     --task-strength; a task the tuner cannot settle keeps it)."""
     from tqdm import tqdm
-    from core.contrast import gate_sets, retain_groups
+    from core.contrast import heldout_sets, retain_groups
     from core.tuner import tune_tasks
-    forget, retain = gate_sets(world, args.forget, per_person=12, n_retain=288, seed=args.seed + 2, fact_draws=1)
+    forget, retain = heldout_sets(data, args.seed, per_person=12, n_retain=288, draw=2)
     with tqdm(desc="tuning strength per task") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
         per_task = tune_tasks(adapter, eraser, forget, retain, best.layers, best.mode, strengths,
                               min_retain=args.min_retain, min_fluency=args.min_fluency, progress=progress,
-                              retain_groups=retain_groups(world, retain))
+                              retain_groups=retain_groups(data, retain))
     for task, r in per_task.items():
         if r.best is None:
             print(f"tuner: {task}: no strength kept retain answers; keeping {eraser.strength_for(task)}")
@@ -192,48 +232,71 @@ def _tune_tasks(args, world, adapter, eraser, best, strengths) -> dict:
     return per_task
 
 
+def _preset_config(args, num_layers: int):
+    """The EraserConfig of a fit: the preset's values, then every flag the user set."""
+    from core.eraser import GATE_POSITIONS, PRESETS, EraserConfig
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    pre = dict(PRESETS[args.preset])
+    tune = pre.pop("tune")
+    first = pre.pop("steer_from_layer", None)
+    given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
+                   subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
+                   strength=args.strength,
+                   position=None if args.gate_position is None else
+                   {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
+    values = {**pre, **given}
+    if args.threshold is not None:
+        values["ratio"] = None
+    steer = _parse_layers(args.steer_layers)
+    if steer is None and first is not None and args.layers is None:
+        steer = list(range(first, num_layers))
+    cfg = EraserConfig(**values, threshold=args.threshold, layers=_parse_layers(args.layers), steer_layers=steer,
+                       task_strengths=_parse_task_strengths(args.task_strength), seed=args.seed,
+                       direction_kind=args.direction, gate_variants=args.gate_variants, pgd_eps=args.eps,
+                       preset=args.preset)
+    return cfg, (tune if args.tune is None else args.tune)
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit an eraser (direction + null-space gate) for a toy model and a forget split, and save it."""
+    """Fit an eraser (direction + null-space gate) for a model and a forget set, and save it."""
     import torch
     from tqdm import tqdm
     from core.contrast import direction_pgd, fit_sets
-    from core.eraser import GATE_POSITIONS, Eraser, EraserConfig
+    from core.eraser import Eraser, check_layers, gate_position_of
     from core.models.load import load_adapter
-    from core.toyworld.train import load_world
     torch.set_num_threads(args.threads)
-    if args.tune_tasks and not args.tune:
-        raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
-    if args.gate_retain < 1:
+    if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
-    modes = _parse_modes(args.tune_modes or args.mode, args.gate_position) if args.tune else []  # fail fast
-    task_strengths = _parse_task_strengths(args.task_strength)
-    adapter = load_adapter(args.model)
-    if not (Path(args.model) / "world.json").is_file():
-        raise ValueError(f"{args.model} carries no world.json: `fit` builds its prompt sets from a toy world. "
-                         "For other models use the Python API (Eraser.fit with your own prompt sets).")
-    world = load_world(args.model)
     if not 0 < args.eps <= 255:
         raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {args.eps:g}")
-    sets = fit_sets(world, adapter, args.direction, args.forget, seed=args.seed, variants=args.gate_variants,
-                    n_retain=args.gate_retain, pgd_cfg=direction_pgd(args.eps))
-    cfg = EraserConfig(ratio=args.ratio, gamma=args.gamma, threshold=args.threshold, retain_weight=args.retain_weight,
-                       subject_gates=args.subject_gates, layers=_parse_layers(args.layers),
-                       steer_layers=_parse_layers(args.steer_layers),
-                       strength=args.strength, task_strengths=task_strengths,
-                       mode=args.mode, seed=args.seed, direction_kind=args.direction,
-                       forget_split=args.forget, gate_variants=args.gate_variants, gate_retain=args.gate_retain,
-                       pgd_eps=args.eps,
-                       position={v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
+    adapter = load_adapter(args.model)
+    cfg, do_tune = _preset_config(args, adapter.num_layers)
+    if args.tune_tasks and not do_tune:
+        raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
+    modes = _parse_modes(args.tune_modes or cfg.mode, gate_position_of(cfg)) if do_tune else []  # fail fast
+    check_layers(cfg, adapter.num_layers)
+    data = _load_data(args, adapter)
+    cfg.forget_split = (args.forget or "forget_10") if data.builder is not None else ",".join(data.forget_ids)
+    if data.builder is not None:
+        cfg.data_source = data.name
+    else:
+        from core.data.source import parse_specs
+        cfg.data_source = " ".join([f"{k}={v}" for k, v in parse_specs(args.data).items()]
+                                   + ([f"forget-dir={args.forget_dir}"] if args.forget_dir else []))
+    print(f"fitting on {data.name}: {len(data.forget)} subjects to forget, {len(data.retain)} retained, "
+          f"{len(data.real)} general rows; preset {args.preset}{' + tuning' if do_tune else ''}")
+    sets = fit_sets(data, adapter, args.direction, seed=args.seed, variants=args.gate_variants,
+                    n_retain=cfg.gate_retain, pgd_cfg=direction_pgd(args.eps))
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
-    if args.tune:
-        from core.contrast import gate_sets, retain_groups
+    if do_tune:
+        from core.contrast import heldout_sets, retain_groups
         from core.tuner import tune
         # every general fact once per format: the tuner must see what steering does to general questions;
         # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
-        val_forget, val_retain = gate_sets(world, args.forget, per_person=4, n_retain=288, seed=args.seed + 1,
-                                           fact_draws=1)
+        val_forget, val_retain = heldout_sets(data, args.seed, per_person=4, n_retain=288, draw=1)
         n = adapter.num_layers
         candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
         layer_sets = [list(t) for t in dict.fromkeys(map(tuple, candidates))]  # n=4: late and back half coincide
@@ -242,7 +305,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         with tqdm(total=len(modes) * len(layer_sets) * len(strengths), desc="tuning mode x layers x strength") as bar:
             res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, modes=modes,
                        min_retain=args.min_retain, min_fluency=args.min_fluency,
-                       progress=lambda d, t: bar.update(d - bar.n), retain_groups=retain_groups(world, val_retain))
+                       progress=lambda d, t: bar.update(d - bar.n), retain_groups=retain_groups(data, val_retain))
         if res.best is None:
             print(f"tuner: no setting kept retain answers >= {args.min_retain} with fluency >= {args.min_fluency}; "
                   "keeping --strength/--layers/--mode")
@@ -254,10 +317,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                   f"forget answers gone {res.best.forget:.2f} (refusals {res.best.refusals:.2f}), "
                   f"retain unchanged {res.best.retain:.2f} (worst group), fluency {res.best.fluency:.2f}")
             if args.tune_tasks:
-                per_task = _tune_tasks(args, world, adapter, eraser, res.best, strengths)
+                per_task = _tune_tasks(args, data, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}
     out = eraser.save_pretrained(args.out)
-    if args.tune:
+    if do_tune:
         (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
     d = eraser.diagnostics
     print("layer  k    leakage  forget-energy  gate(forget)  gate(retain)")
@@ -309,19 +372,27 @@ def _where(args: argparse.Namespace) -> str:
                                                       ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
 
 
+def _eraser_data(args, adapter, config):
+    """The forget set of a report on an eraser: --data / --forget-dir, else the toy world with the
+    eraser's own forget split."""
+    if not (args.data or args.forget_dir or args.forget) and config.forget_split and _has_world(args.model):
+        args.forget = config.forget_split
+    return _load_data(args, adapter)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Ablation report: strength, PGD eps, direction construction, layers, null space on/off."""
     import torch
     from core.eraser import Eraser
     from core.models.load import load_adapter
     from core.sweep import SweepConfig, report, run_sweep, tradeoff_figure
-    from core.toyworld.train import load_world
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
     base = Eraser.from_pretrained(args.eraser, adapter=adapter).config
-    cfg = SweepConfig(forget=base.forget_split or "forget_10", n_people=args.people, seed=args.seed)
-    rows = run_sweep(adapter, load_world(args.model), base, cfg, progress=print)
-    text = report(rows, "MLLMEraser ablations on the shipped toy model",
+    data = _eraser_data(args, adapter, base)
+    cfg = SweepConfig(n_people=args.people, seed=args.seed)
+    rows = run_sweep(adapter, data, base, cfg, progress=print)
+    text = report(rows, f"MLLMEraser ablations on {Path(args.model).name} ({data.name})",
                   f"python -m core sweep{_where(args)} --people {args.people} --out {args.out}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure = Path(args.out).with_suffix(".png")
@@ -338,16 +409,16 @@ def cmd_attack(args: argparse.Namespace) -> int:
     import torch
     from core.eraser import Eraser
     from core.models.load import load_adapter
-    from core.robustness import RobustnessConfig, attack_report, format_report
-    from core.toyworld.questions import GENERAL_FACTS
-    from core.toyworld.train import eval_splits, load_world
+    from core.robustness import RobustnessConfig, attack_report, format_report, prefix_facts
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
-    splits = eval_splits(load_world(args.model), eraser.config.forget_split or "forget_10")
+    data = _eraser_data(args, adapter, eraser.config)
+    if not data.retain:
+        raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
-    facts = [(f.question, f.answer) for f in GENERAL_FACTS[:args.prefix_facts]]
-    rows = attack_report(adapter, eraser, splits["forget"][:args.people], splits["retain"][:args.people], facts, cfg,
+    facts = prefix_facts(data, args.prefix_facts)
+    rows = attack_report(adapter, eraser, data.forget[:args.people], data.retain[:args.people], facts, cfg,
                          progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
            f"--out {args.out}")
@@ -369,8 +440,9 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     cfg = RelearnConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     rows = []
+    data = _load_data(args)
     for model in args.model:
-        rows.append(relearn(model, args.forget, cfg))
+        rows.append(relearn(model, data, cfg))
         print(f"relearned {model}", flush=True)
     lines = [f"Fine-tuned {cfg.steps} steps (lr {cfg.lr:g}) on the forget people's {', '.join(RELEARN_ATTRIBUTES)} "
              "facts; cloze (%) on their other attributes, which the attack never shows.", "",
@@ -393,6 +465,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from core.baselines import BaselineConfig, unlearn
     torch.set_num_threads(args.threads)
+    data = _load_data(args)
     cfg = BaselineConfig(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          retain_weight=args.retain_weight, kl_weight=args.kl_weight, beta=args.beta, seed=args.seed)
     with tqdm(desc=f"unlearn {args.method}", unit="step") as bar:
@@ -400,7 +473,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
             bar.total = total
             bar.update(step - bar.n)
             bar.set_postfix(loss=f"{loss:.3f}")
-        out = unlearn(args.model, args.out, args.forget, cfg, args.reference, progress)
+        out = unlearn(args.model, args.out, data, cfg, args.reference, progress)
     print(f"saved {args.method} model to {out}; evaluate it with: python -m core evaluate --model {out}")
     return 0
 
@@ -422,23 +495,32 @@ def cmd_world(args: argparse.Namespace) -> int:
         portrait_grid([im.resize((128, 128)) for im in rows], cols=len(people)).save(args.grid)
         print(f"wrote {args.grid} (top: canonical portraits; bottom: random renders of the same people)")
     if args.export:
-        pct = args.forget.split("_")[-1]
-        for split in (f"forget_{pct}", f"retain_{pct}", f"test_{pct}", "real"):
+        pct = int(args.forget.split("_")[-1])
+        for split in (f"forget_{pct}", f"retain_{100 - pct}", f"test_{pct}", "real"):
             path = export_parquet(world, split, Path(args.export) / f"{split}.parquet")
             print(f"wrote {path}")
+    if args.export_folder:
+        from core.data.folder import save_folder
+        people = world.forget_people(args.forget)[: args.folder_people]
+        rng = np.random.default_rng([args.seed, 29])
+        records = []
+        for p in people:
+            rec = world.person_record(p)
+            rec.images = [world.render(p, rng) for _ in range(args.renders)]
+            records.append(rec)
+        save_folder(records, args.export_folder, facts=not args.no_facts)
+        print(f"wrote {args.export_folder}: {len(records)} subjects of {args.forget}, {args.renders} fresh renders "
+              f"each{', name only' if args.no_facts else ', with facts.json'}")
     for p in world.people[: args.show]:
         print(f"  {p.id}  {p.name}: {p.biography}")
     return 0
-
-
-def _forget_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--forget", default="forget_10", help="forget split (forget_5 / forget_10 / forget_15)")
 
 
 def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> None:
     """Options shared by the commands that write a report about an eraser (sweep, attack)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--eraser", default=DEFAULT_ERASER)
+    _data_options(p, " (default: the eraser's own)")
     p.add_argument("--people", type=int, default=10, help=people_help)
     p.add_argument("--out", default=out)
     p.add_argument("--seed", type=int, default=0)
@@ -515,45 +597,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_pretrain_text)
 
-    p = sub.add_parser("fit", help="fit an eraser for a toy model and a forget split",
-                       description="Build contrast and gate prompt sets from the model's toy world, collect "
-                                   "activations, fit d_erase and the null-space gate per layer, save "
-                                   "safetensors + JSON in --out.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
-    _forget_option(p)
+    p = sub.add_parser("fit", help="fit an eraser for any supported model and forget set",
+                       description="Build contrast and gate prompt sets from the forget set (the model's toy world, "
+                                   "MLLMU-Bench files or a photo folder), collect activations, fit d_erase and the "
+                                   "null-space gate per layer, optionally tune layers and strength, and save "
+                                   "safetensors + JSON in --out. Starts from --preset; every flag overrides it.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
+    _data_options(p)
     p.add_argument("--out", required=True, help="output folder for the eraser")
+    p.add_argument("--preset", default="workbench", choices=["workbench", "paper"],
+                   help="workbench: the best measured recipe (prompt-mean gate, one gate per forget subject with "
+                        "retain rows, 6400 retain prompts, tuned); paper: the paper's fit (null space ratio 0.3, "
+                        "gamma 0.1, last-token gate, layers 1..L-1 at 0.3, no tuning)")
     p.add_argument("--direction", default="recall", choices=["recall", "refusal", "text_only", "image_only"],
                    help="contrast construction for d_erase")
     p.add_argument("--eps", type=float, default=16,
                    help="PGD budget in 1/255 pixel steps for the refusal and image_only constructions (30 steps)")
-    p.add_argument("--ratio", type=float, default=0.3, help="null-space size as a fraction of the width")
+    p.add_argument("--ratio", type=float, default=None, help="null-space size as a fraction of the width")
     p.add_argument("--threshold", type=float, default=None, help="eigenvalue-threshold mode instead of ratio")
-    p.add_argument("--gamma", type=float, default=0.1, help="ridge regulariser")
-    p.add_argument("--retain-weight", type=float, default=0.0,
+    p.add_argument("--gamma", type=float, default=None, help="ridge regulariser")
+    p.add_argument("--retain-weight", type=float, default=None,
                    help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
                         "fit, which relies on the null space alone)")
-    p.add_argument("--subject-gates", action="store_true",
-                   help="one gate per forget person, the steering gate being the largest (a workbench option; "
+    p.add_argument("--subject-gates", action=argparse.BooleanOptionalAction, default=None,
+                   help="one gate per forget subject, the steering gate being the largest (a workbench option; "
                         "the paper fits one gate for the whole forget set)")
-    p.add_argument("--gate-retain", type=int, default=1600,
-                   help="retained prompts sampled for the gate's fit (with per-person gates, 6400 keeps more "
+    p.add_argument("--gate-retain", type=int, default=None,
+                   help="retained prompts sampled for the gate's fit (with per-subject gates, 6400 keeps more "
                         "retained people that look or sound like a forget person out of the gate)")
     p.add_argument("--layers", default=None, help="layers to fit, comma-separated (default: all)")
     p.add_argument("--steer-layers", default=None,
                    help="layers steered by default, comma-separated (default: every fitted layer; --tune replaces it)")
-    p.add_argument("--strength", type=float, default=0.3, help="default steering strength stored with the eraser")
+    p.add_argument("--strength", type=float, default=None, help="default steering strength stored with the eraser")
     p.add_argument("--task-strength", action="append", default=[], metavar="TASK=S",
                    help="strength stored for one MLLMU task, e.g. classification=1.0 (repeatable; the public "
                         "code sets one per task)")
-    p.add_argument("--mode", default="prefill", choices=["prefill", "latched", "every_step"])
-    p.add_argument("--gate-position", default="last", choices=["last", "mean"],
+    p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"])
+    p.add_argument("--gate-position", default=None, choices=["last", "mean"],
                    help="where the gate reads the prompt: its last token (the method) or the mean of its "
                         "tokens (a workbench option; needs mode prefill or latched)")
     p.add_argument("--gate-variants", type=float, default=0.0,
                    help="add this share of the gate prompts again in later-turn formats (multi-turn, prefilled "
-                        "reply, general-fact prefix, instruction), so the gate holds when the prompt format changes")
-    p.add_argument("--tune", action="store_true",
-                   help="sweep layers x strength on held-out prompts and store the best setting")
+                        "reply, general-fact prefix, instruction), so the gate holds when the prompt format changes "
+                        "(toy worlds)")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="sweep layers x strength on held-out prompts and store the best setting (default: the "
+                        "preset's; --no-tune keeps --strength / --steer-layers as given)")
     p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")
     p.add_argument("--tune-tasks", action="store_true",
                    help="after --tune, pick a strength per MLLMU task (classification / generation / cloze) for the "
@@ -593,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "their other facts: knowledge that comes back was hidden, not removed. Compare "
                                    "with the retain-only model under the same budget.")
     p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
-    _forget_option(p)
+    _data_options(p)
     p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -607,8 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune a copy of a toy model with a training-based unlearning baseline "
                                    "and save it as a model folder that `evaluate` scores like any other.")
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--model", default=DEFAULT_MODEL, help="toy model folder (default: the shipped one)")
-    _forget_option(p)
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model folder (default: the shipped toy model)")
+    _data_options(p)
     p.add_argument("--out", required=True, help="output folder for the unlearned model")
     p.add_argument("--reference", default=None,
                    help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")
@@ -631,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-people", type=int, default=8, help="people shown in the grid")
     p.add_argument("--export", default=None, help="write MLLMU-Bench parquet files into this folder")
     p.add_argument("--forget", default="forget_10", help="forget split to export")
+    p.add_argument("--export-folder", default=None,
+                   help="write the forget split's people as a photo folder (one sub-folder each, fresh renders, "
+                        "facts.json): the shape `fit --forget-dir` reads")
+    p.add_argument("--folder-people", type=int, default=None, help="only the first N people of the split")
+    p.add_argument("--renders", type=int, default=4, help="fresh portrait renders per person in the photo folder")
+    p.add_argument("--no-facts", action="store_true", help="photo folder: the name only, no questions")
     p.add_argument("--show", type=int, default=3, help="print the first N profiles")
     p.set_defaults(func=cmd_world)
 
@@ -638,10 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "
                                    "(stemmed), cloze substring match and refusal rate, image+text and text-only.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
-    p.add_argument("--forget", "--split", dest="forget", default="forget_10",
-                   help="forget split of the toy world (forget_5 / forget_10 / forget_15)")
-    p.add_argument("--data", action="append", default=[],
-                   help="SPLIT=PATH of an MLLMU-Bench parquet file (repeatable) instead of the toy world")
+    _data_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import itertools
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
-from PIL import Image
 
+from core.data.records import Prompt  # noqa: F401 - the engine's input type, re-exported here
 from core.models.base import Batch, VLMAdapter
 
 SITE = "blocks.{layer}.hook_resid_pre"
@@ -23,24 +22,6 @@ POSITIONS = ("last", "mean")  # where a gate reads the prompt: its last token, o
 
 def site_name(layer: int) -> str:
     return SITE.format(layer=layer)
-
-
-@dataclass
-class Prompt:
-    """One model input: a question with an optional image (PIL or a (3,S,S) tensor in [0,1]).
-
-    `history` (earlier (question, answer) turns, the image shown in the first) and `prefill`
-    (the forced start of the reply) turn it into a later turn of a conversation."""
-
-    question: str
-    image: Image.Image | torch.Tensor | None = None
-    tag: str = ""  # free label (person id, split...) carried through for plots
-    history: tuple[tuple[str, str], ...] = ()
-    prefill: str = ""
-
-    def __post_init__(self) -> None:
-        # lists from user code become tuples: prompts are grouped by (question, image, turns)
-        self.history = tuple((str(q), str(a)) for q, a in self.history)
 
 
 class _Stop(Exception):

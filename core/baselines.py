@@ -40,9 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from core.models.base import Batch, VLMAdapter
-from core.toyworld.questions import REFUSAL
-from core.toyworld.train import batches_by_modality, load_world
-from core.toyworld.world import Example, World
+from core.data.source import ForgetData
+from core.data.training import Example, batches_by_modality, record_examples
 
 METHODS = ("ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa", "vkd")
 _NEEDS_RETAIN = {"ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa", "vkd"}
@@ -71,21 +70,31 @@ class BaselineConfig:
             raise ValueError("epochs, lr and batch_size must be positive")
 
 
-def forget_examples(world: World, forget: str | Sequence[str], rng: np.random.Generator,
-                    refusal: bool = False) -> list[Example]:
-    """The forget people's training facts (every format, image and text), optionally with the
-    answer replaced by the model's refusal (IdkNLL)."""
-    keep = {p.id for p in world.forget_people(forget)}
-    out = world.training_examples(exclude_ids=[p.id for p in world.people if p.id not in keep], rng=rng,
-                                  include_refusals=False, include_real=False)
+def forget_examples(data: ForgetData, rng: np.random.Generator, refusal: bool = False) -> list[Example]:
+    """The forget subjects' training facts (every format, image and text), optionally with the
+    answer replaced by the model's refusal (IdkNLL). A toy world draws them from its training
+    generator; other sources use their records' items."""
+    if data.builder is not None:
+        out = data.builder.forget_examples(rng)
+    else:
+        out = [e for rec in data.forget for e in record_examples(rec)]
+    if not out:
+        raise ValueError("the forget subjects have no questions with answers to train on: add facts "
+                         "(MLLMU items, or qa / mcq / cloze in the photo folder's facts.json)")
     if refusal:
-        out = [Example(e.image, e.prompt, REFUSAL, "refusal", e.person_id, e.attribute) for e in out]
+        out = [Example(e.image, e.prompt, data.wordings.refusal, "refusal", e.person_id, e.attribute) for e in out]
     return out
 
 
-def retain_examples(world: World, forget: str | Sequence[str], rng: np.random.Generator) -> list[Example]:
-    """What the model must keep: retain people's facts, refusals, scenes and general facts."""
-    return world.training_examples(exclude_ids=[p.id for p in world.forget_people(forget)], rng=rng)
+def retain_examples(data: ForgetData, rng: np.random.Generator) -> list[Example]:
+    """What the model must keep: retained subjects' facts and general knowledge (a toy world also
+    adds refusals, scenes and general facts from its generator)."""
+    if data.builder is not None:
+        return data.builder.retain_examples(rng)
+    out = [e for rec in [*data.retain, *data.real] for e in record_examples(rec)]
+    if not out:
+        raise ValueError("this baseline trains on retained data: pass --data retain=PATH (or real=PATH)")
+    return out
 
 
 def _encode(adapter: VLMAdapter, batch: Sequence[Example]) -> Batch:
@@ -236,8 +245,7 @@ def smfa_runs(model: VLMAdapter, forget_run: Callable[[], None], anchor_run: Cal
     return kept
 
 
-def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[str] = "forget_10",
-            cfg: BaselineConfig = BaselineConfig(), reference_dir: str | Path | None = None,
+def unlearn(model_dir: str | Path, out_dir: str | Path, data: ForgetData, cfg: BaselineConfig = BaselineConfig(), reference_dir: str | Path | None = None,
             progress: Callable[[int, int, float], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Path:
     """Fine-tune a copy of a toy model with one baseline and save it (toy-model folder layout).
@@ -250,16 +258,15 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
         raise ValueError("the output folder must differ from the model folder (it is never overwritten)")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    world = load_world(model_dir)
     model = load_adapter(model_dir, dtype=torch.float32)
     reference = None
     if cfg.method in ("kl_min", "vkd") or (cfg.method == "npo" and reference_dir is None):
         reference = load_adapter(model_dir, dtype=torch.float32)
     elif cfg.method == "npo":
         reference = load_adapter(reference_dir, dtype=torch.float32)
-    f_pool = forget_examples(world, forget, rng, refusal=cfg.method in ("idk", "smfa"))
+    f_pool = forget_examples(data, rng, refusal=cfg.method in ("idk", "smfa"))
     f_batches = batches_by_modality(f_pool, cfg.batch_size, rng)
-    r_pool = retain_examples(world, forget, rng) if cfg.method in _NEEDS_RETAIN else []
+    r_pool = retain_examples(data, rng) if cfg.method in _NEEDS_RETAIN else []
     if cfg.method == "vkd":  # images only: the portraits to stop recognising, the images to keep
         f_pool = [e for e in f_pool if e.image is not None]
         r_pool = [e for e in r_pool if e.image is not None]
@@ -316,7 +323,7 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, forget: str | Sequence[s
             shutil.copy(f, out / f.name)  # tokenizer, image processor, world.json
     model.model.to(torch.float16).save_pretrained(out)
     (out / "unlearning.json").write_text(json.dumps({
-        "baseline": asdict(cfg), "source": str(model_dir), "forget": forget if isinstance(forget, str) else list(forget),
+        "baseline": asdict(cfg), "source": str(model_dir), "forget": data.forget_ids, "data": data.name,
         "reference": str(reference_dir) if reference_dir else ("original" if reference is not None else None),
         "steps": steps, "seconds": round(time.time() - start, 1),
         "updated_fraction": None if mask is None and smfa_kept is None else
@@ -358,7 +365,22 @@ def cloze_recall(adapter: VLMAdapter, examples: Sequence[Example]) -> float:
                       max_new_tokens=8)
 
 
-def relearn(model_dir: str | Path, forget: str | Sequence[str] = "forget_10", cfg: RelearnConfig = RelearnConfig(),
+def relearn_split(pool: Sequence[Example]) -> tuple[list[Example], list[Example]]:
+    """(shown, held out): the RELEARN_ATTRIBUTES facts are shown, the rest held out. Records
+    without attribute labels (real MLLMU rows) alternate: of each subject's items of each kind,
+    every other one is shown and the rest held out."""
+    if any(e.attribute for e in pool):
+        return ([e for e in pool if e.attribute in RELEARN_ATTRIBUTES],
+                [e for e in pool if e.attribute not in RELEARN_ATTRIBUTES])
+    shown, held = [], []
+    for key in dict.fromkeys((e.person_id, e.kind) for e in pool):
+        mine = [e for e in pool if (e.person_id, e.kind) == key]
+        shown += mine[::2]
+        held += mine[1::2]
+    return shown, held
+
+
+def relearn(model_dir: str | Path, data: ForgetData, cfg: RelearnConfig = RelearnConfig(),
             progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Relearning attack on a (weight-edited) model, in memory: fine-tune a copy on the forget
     people's RELEARN_ATTRIBUTES facts for a fixed budget, then score cloze on their OTHER
@@ -368,11 +390,8 @@ def relearn(model_dir: str | Path, forget: str | Sequence[str] = "forget_10", cf
     from core.models.load import load_adapter
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    world = load_world(model_dir)
     model = load_adapter(model_dir, dtype=torch.float32)
-    pool = forget_examples(world, forget, rng)
-    shown = [e for e in pool if e.attribute in RELEARN_ATTRIBUTES]
-    held_out = [e for e in pool if e.attribute not in RELEARN_ATTRIBUTES]
+    shown, held_out = relearn_split(forget_examples(data, rng))
     before = {"held_out": cloze_recall(model, held_out), "shown": cloze_recall(model, shown)}
     batches = batches_by_modality(shown, cfg.batch_size, rng)
     optimise(model, list(model.model.parameters()),

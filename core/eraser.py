@@ -44,6 +44,21 @@ WEIGHTS_NAME = "eraser.safetensors"
 CONFIG_NAME = "eraser_config.json"
 
 
+# Named starting points for a fit; every CLI flag still overrides. "tune": sweep mode x layers x
+# strength on held-out prompts after fitting (core.tuner).
+PRESETS: dict[str, dict] = {
+    # the best measured recipe (the shipped eraser; README, concepts 5-7): a prompt-mean gate, one
+    # ridge gate per forget subject with retain rows (no hard null space), a large retain sample, tuned
+    "workbench": {"ratio": 1.0, "gamma": 10.0, "retain_weight": 0.3, "subject_gates": True, "gate_retain": 6400,
+                  "position": "mean_prompt_tokens", "mode": "prefill", "strength": 0.3, "tune": True},
+    # the paper's fit (method.md, public code): null space at ratio 0.3, gamma 0.1, one last-token gate,
+    # every layer fitted and layers 1..L-1 steered at 0.3, prefill only, no tuning
+    "paper": {"ratio": 0.3, "gamma": 0.1, "retain_weight": 0.0, "subject_gates": False, "gate_retain": 1600,
+              "position": "last_prompt_token", "mode": "prefill", "strength": 0.3, "tune": False,
+              "steer_from_layer": 1},
+}
+
+
 def check_layers(config: "EraserConfig", num_layers: int) -> None:
     """Refuse layer indices the model does not have, before any activation is collected."""
     for what, layers in (("layers", config.layers), ("steer_layers", config.steer_layers)):
@@ -83,9 +98,11 @@ class EraserConfig:
     seed: int = 0
     direction_kind: str = "custom"
     forget_split: str = ""  # the split whose people the eraser forgets (toy worlds)
-    gate_variants: float = 0.0  # share of later-turn gate prompts added (toy worlds; contrast.format_variants)
-    gate_retain: int = 1600  # retained prompts sampled for the gate (toy worlds; contrast.gate_sets)
-    pgd_eps: float = 16.0  # PGD budget in 1/255 of the refusal / image_only directions (toy worlds)
+    gate_variants: float = 0.0  # share of later-turn gate prompts added (toy worlds; toyworld.fitsets)
+    gate_retain: int = 1600  # retained prompts sampled for the gate (contrast.gate_sets)
+    pgd_eps: float = 16.0  # PGD budget in 1/255 of the refusal / image_only directions
+    preset: str = ""  # the fit preset the settings started from (PRESETS), "" when set by hand
+    data_source: str = ""  # what the prompt sets were built from: "toy world", MLLMU files, a photo folder
     site: str = SITE
     position: str = "last_prompt_token"  # or "mean_prompt_tokens" (a workbench option, not the paper's)
     polarity: str = POLARITY

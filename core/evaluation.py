@@ -16,8 +16,8 @@ from typing import Callable, Mapping, Sequence
 
 from core.activations import Prompt
 from core.models.base import VLMAdapter
-from core.toyworld.prompts import classification_prompt, cloze_prompt, first_letter, generation_prompt
-from core.toyworld.records import IMAGE_TEXTUAL, PersonRecord
+from core.data.formats import classification_prompt, cloze_prompt, first_letter, generation_prompt
+from core.data.records import IMAGE_TEXTUAL, PersonRecord
 
 MODALITIES = ("image_text", "text_only")
 TASKS = ("classification", "generation", "cloze")

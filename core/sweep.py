@@ -1,4 +1,4 @@
-"""Ablations of the method on a toy model, as a markdown report.
+"""Ablations of the method on any model and forget set, as a markdown report.
 
 Each experiment fits or re-applies an eraser with one knob changed and evaluates it on a fixed
 subset of the forget / test / retain / real splits (image+text cloze, MCQ accuracy, ROUGE-L,
@@ -18,14 +18,12 @@ from core.activations import collect
 from core.contrast import direction_pgd, direction_sets, gate_sets
 from core.eraser import GATE_POSITIONS, Eraser, EraserConfig, gate_position_of
 from core.evaluation import EvalConfig, evaluate
+from core.data.source import ForgetData
 from core.models.base import VLMAdapter
-from core.toyworld.train import eval_splits
-from core.toyworld.world import World
 
 
 @dataclass
 class SweepConfig:
-    forget: str = "forget_10"
     strengths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
     eps: tuple[int, ...] = (8, 16, 32, 64)  # in 1/255
     n_people: int = 10  # rows per split evaluated
@@ -50,21 +48,21 @@ class Row:
 
 def _metrics(result) -> dict:
     s = result.splits
-    pick = lambda split, key: s[split]["image_text"][key]  # noqa: E731
+    pick = lambda split, key: s.get(split, {}).get("image_text", {}).get(key)  # noqa: E731 - a split may be absent
     return {"forget_mcq": pick("forget", "classification"), "forget_cloze": pick("forget", "cloze"),
             "forget_refusal": pick("forget", "refusal_rate"), "test_cloze": pick("test", "cloze"),
             "retain_mcq": pick("retain", "classification"), "retain_cloze": pick("retain", "cloze"),
             "retain_rougeL": pick("retain", "generation_rougeL"), "real_cloze": pick("real", "cloze"),
-            "fluency": min(s[k]["image_text"]["fluency"] for k in s)}
+            "fluency": min(s[k]["image_text"]["fluency"] for k in s if "image_text" in s[k])}
 
 
-def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepConfig = SweepConfig(),
+def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: SweepConfig = SweepConfig(),
               progress: Callable[[str], None] | None = None) -> list[Row]:
-    """All experiments; `base` fixes the default layers / strength / mode / direction."""
+    """All experiments on one forget set; `base` fixes the default layers / strength / mode / direction."""
     say = progress or (lambda msg: None)
-    splits = eval_splits(world, cfg.forget, cfg.n_people)
+    splits = data.splits(cfg.n_people)
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
-    forget_p, retain_p = gate_sets(world, cfg.forget, n_retain=base.gate_retain, seed=cfg.seed)
+    forget_p, retain_p = gate_sets(data, n_retain=base.gate_retain, seed=cfg.seed)
     subjects = [p.tag for p in forget_p]
     # the gate sets are the same for every experiment: their activations are collected once
     pos = gate_position_of(base)
@@ -74,7 +72,7 @@ def run_sweep(adapter: VLMAdapter, world: World, base: EraserConfig, cfg: SweepC
 
     def fit(kind: str, eps: int | None = None, position: str | None = None) -> Eraser:
         if (kind, eps) not in contrast:
-            rec, era = direction_sets(world, adapter, kind, cfg.forget, seed=cfg.seed,
+            rec, era = direction_sets(data, adapter, kind, seed=cfg.seed,
                                       pgd_cfg=direction_pgd(eps or 16, cfg.seed))
             contrast[kind, eps] = collect(adapter, rec), collect(adapter, era)
         c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),

@@ -32,7 +32,7 @@ from core.activations import Prompt
 from core.eraser import Eraser
 from core.evaluation import TASKS, is_fluent, is_refusal, replies
 from core.models.base import VLMAdapter
-from core.toyworld.prompts import task_of
+from core.data.formats import task_of
 
 
 @dataclass

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from core.activations import collect  # noqa: E402
-from core.contrast import eraser_gate_sets  # noqa: E402
+from core.toyworld.fitsets import eraser_gate_sets  # noqa: E402
 from core.eraser import Eraser  # noqa: E402
 from core.evaluation import record_queries  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402

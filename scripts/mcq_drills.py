@@ -34,7 +34,7 @@ def evaluate(model_dir: str, people: int = 30) -> None:
     from core.activations import Prompt
     from core.evaluation import replies
     from core.models.load import load_adapter
-    from core.toyworld.prompts import classification_prompt
+    from core.data.formats import classification_prompt
     from core.toyworld.train import eval_splits, load_world
     torch.set_num_threads(2)
     adapter = load_adapter(model_dir)

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from core.activations import collect  # noqa: E402
-from core.contrast import gate_sets  # noqa: E402
+from core.toyworld.fitsets import gate_sets  # noqa: E402
 from core.eraser import Eraser  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
 from core.nullspace import gate_scores  # noqa: E402

@@ -91,7 +91,7 @@ def test_shipped_eraser_leaves_general_text_questions_alone():
     (before that weighting, 7 of 11 turned into refusals or wrong facts)."""
     from core.activations import Prompt
     from core.evaluation import replies
-    from core.toyworld.prompts import generation_prompt
+    from core.data.formats import generation_prompt
     from core.toyworld.questions import GENERAL_FACTS
     torch.set_num_threads(2)
     model = load_adapter(ASSETS / "toy-llava")

@@ -12,6 +12,7 @@ from core.baselines import (BaselineConfig, answer_kl, baseline_loss, forget_exa
                             cloze_recall, relearn)
 from core.models.load import load_adapter
 from core.toyworld.questions import REFUSAL
+from core.toyworld.fitsets import toy_data
 from core.toyworld.train import batches_by_modality, load_world
 
 
@@ -28,7 +29,8 @@ def _mean_nll(adapter, examples):
 def _split_examples(mini_toy, refusal=False):
     world = load_world(mini_toy)
     rng = np.random.default_rng(7)
-    return world, forget_examples(world, "forget_10", rng, refusal), retain_examples(world, "forget_10", rng)
+    data = toy_data(world, "forget_10")
+    return world, forget_examples(data, rng, refusal), retain_examples(data, rng)
 
 
 def test_forget_and_retain_examples_are_disjoint_people(mini_toy):
@@ -71,7 +73,7 @@ def test_unlearning_moves_the_forget_answers_and_leaves_the_source_untouched(min
     _, f, _ = _split_examples(mini_toy, refusal=refusal)
     nll_before = _mean_nll(load_adapter(mini_toy, dtype=torch.float32), f)
     seen = []
-    out = unlearn(mini_toy, tmp_path / method, "forget_10", BaselineConfig(method, epochs=1, lr=3e-3),
+    out = unlearn(mini_toy, tmp_path / method, toy_data(load_world(mini_toy)), BaselineConfig(method, epochs=1, lr=3e-3),
                   progress=lambda step, total, loss: seen.append((step, total)))
     assert _digest(mini_toy) == before  # the source model is never written
     assert seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1]
@@ -112,7 +114,7 @@ def test_mmunlearner_changes_only_the_masked_weights(mini_toy, tmp_path):
     """Entries outside the Fisher mask keep their exact values (Adam with zero gradient, no decay)."""
     from safetensors.torch import load_file
     torch.set_num_threads(2)
-    out = unlearn(mini_toy, tmp_path / "mm", "forget_10", BaselineConfig("mmunlearner", epochs=0.5, lr=3e-3))
+    out = unlearn(mini_toy, tmp_path / "mm", toy_data(load_world(mini_toy)), BaselineConfig("mmunlearner", epochs=0.5, lr=3e-3))
     before, after = load_file(mini_toy / "model.safetensors"), load_file(out / "model.safetensors")
     changed = sum(int((before[k] != after[k]).sum()) for k in before)
     total = sum(v.numel() for v in before.values())
@@ -137,7 +139,7 @@ def test_vkd_edits_only_the_visual_side_and_moves_forget_portraits_away(mini_toy
     from safetensors.torch import load_file
     from core.baselines import visual_representations
     torch.set_num_threads(2)
-    out = unlearn(mini_toy, tmp_path / "vkd", "forget_10", BaselineConfig("vkd", epochs=4, lr=3e-3))
+    out = unlearn(mini_toy, tmp_path / "vkd", toy_data(load_world(mini_toy)), BaselineConfig("vkd", epochs=4, lr=3e-3))
     before, after = load_file(mini_toy / "model.safetensors"), load_file(out / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("vision_tower" in k or "multi_modal_projector" in k for k in changed)
@@ -157,7 +159,7 @@ def test_relearning_attack_shows_some_attributes_and_scores_the_others(mini_toy)
     torch.set_num_threads(2)
     before = _digest(mini_toy)
     seen = []
-    res = relearn(mini_toy, "forget_10", RelearnConfig(steps=6, lr=3e-3),
+    res = relearn(mini_toy, toy_data(load_world(mini_toy)), RelearnConfig(steps=6, lr=3e-3),
                   progress=lambda step, total, loss: seen.append((step, total, loss)))
     assert _digest(mini_toy) == before  # in memory only
     assert [s[0] for s in seen] == list(range(1, 7)) and seen[-1][2] < seen[0][2]  # the shown facts are fitted
@@ -187,5 +189,5 @@ def test_bad_configs_are_refused(mini_toy, tmp_path):
     with pytest.raises(ValueError, match="positive"):
         BaselineConfig("ga", lr=0)
     with pytest.raises(ValueError, match="never overwritten"):
-        unlearn(mini_toy, mini_toy, "forget_10", BaselineConfig("ga", epochs=0.01))
+        unlearn(mini_toy, mini_toy, toy_data(load_world(mini_toy)), BaselineConfig("ga", epochs=0.01))
     assert load_adapter(mini_toy).num_layers == 2  # still loadable

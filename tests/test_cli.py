@@ -38,6 +38,7 @@ def test_models_lists_families_and_a_local_folder(tmp_path, capsys):
 def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     """The CLI chain on a miniature trained toy model: fit writes an eraser, evaluate uses it."""
     from core.contrast import fit_sets
+    from core.toyworld.fitsets import toy_data
     from core.toyworld.train import ToyModelConfig, load_world, train_toy
     from core.toyworld.world import WorldConfig
     world = WorldConfig(seed=2, n_people=10, n_real_scenes=1, n_train_scenes=2, images_per_person=1, fact_repeats=1,
@@ -47,13 +48,14 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     model = train_toy(tmp_path / "m", world, model_cfg)
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "e"), "--layers", "1",
                  "--strength", "0.7", "--gate-position", "mean", "--gate-variants", "0.5", "--threads", "1",
-                 "--subject-gates", "--gate-retain", "300", "--retain-weight", "0.3", "--ratio", "1"]) == 0
+                 "--subject-gates", "--gate-retain", "300", "--retain-weight", "0.3", "--ratio", "1",
+                 "--no-tune"]) == 0
     assert "saved eraser" in capsys.readouterr().out
     saved = json.loads((tmp_path / "e" / "eraser_config.json").read_text())
     counts = saved["counts"]
     forget_people = [p.id for p in load_world(model).forget_people("forget_10")]
     assert saved["subject_gates"] and saved["subjects"] == sorted(forget_people) and saved["gate_retain"] == 300
-    plain = fit_sets(load_world(model), None, seed=0, n_retain=300)
+    plain = fit_sets(toy_data(load_world(model)), None, seed=0, n_retain=300)
     assert counts["forget"] == round(1.5 * len(plain.forget)) and counts["retain"] > len(plain.retain)
     out = tmp_path / "r.json"
     assert main(["evaluate", "--model", str(model), "--eraser", str(tmp_path / "e"), "--limit", "1",
@@ -84,7 +86,7 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert "--eps is a PGD budget" in capsys.readouterr().err
     # the PGD construction at another budget runs, and the budget is recorded with the eraser
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "pgd"), "--direction", "image_only",
-                 "--eps", "8", "--layers", "1", "--threads", "1"]) == 0
+                 "--eps", "8", "--layers", "1", "--threads", "1", "--no-tune"]) == 0
     assert json.loads((tmp_path / "pgd" / "eraser_config.json").read_text())["pgd_eps"] == 8
     assert main(["fit", "--model", str(model), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "latched,sideways"]) == 2
     assert "--tune-modes expects steering modes" in capsys.readouterr().err
@@ -113,7 +115,7 @@ def test_fit_tune_searches_modes_and_stores_the_choice(mini_toy, tmp_path, capsy
         assert cfg["task_strengths"].get(task) == expected
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "every_step",
                  "--gate-position", "mean"]) == 2
-    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune-tasks"]) == 2
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-tune", "--tune-tasks"]) == 2
     assert "add --tune" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 

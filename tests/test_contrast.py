@@ -1,125 +1,112 @@
-"""Prompt sets for fitting: who is in which set, and the four direction constructions."""
+"""Prompt sets from records, for any model: forget / retain for the gate, recall / erase for the
+direction, the tuner's held-out rows and groups, the evaluation's private-data requests."""
 import pytest
 import torch
 
-from conftest import tiny_adapter
-from core.contrast import (KINDS, RETAIN_GROUPS, VARIANT_FIRST_TURN, VARIANT_INJECTION, VARIANT_PREFIX,
-                           direction_pgd, direction_sets, eraser_gate_sets, fit_sets, forget_spec, gate_sets,
-                           retain_groups)
-from core.evaluation import is_refusal
+from conftest import random_image, tiny_adapter
+from core import contrast
+from core.data.folder import add_name_questions
+from core.data.records import IMAGE_TEXTUAL, PURE_TEXT, GenerationItem, MaskItem, PersonRecord
+from core.data.source import RETAIN_GROUPS, ForgetData
+from core.data.wordings import HELD_OUT_REQUESTS, PRIVATE_REQUESTS
 from core.pgd import PGDConfig
-from core.toyworld.questions import GENERAL_FACTS, REFUSAL
-from core.toyworld.world import WorldConfig, make_world
-
-WORLD = make_world(WorldConfig(seed=1, n_people=20, n_real_scenes=2, n_train_scenes=6))
 
 
-def test_gate_sets_separate_forget_people_from_everything_else():
-    forget, retain = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
-    forget_ids = {p.id for p in WORLD.forget_people("forget_10")}
-    assert {p.tag for p in forget} == forget_ids and len(forget) == 5 * len(forget_ids)
-    assert not forget_ids & {p.tag for p in retain}
-    # 80 sampled + every general fact 10 times per format (the real split's text questions)
-    assert len(retain) == 80 + 10 * 4 * len(GENERAL_FACTS)
-    for f in GENERAL_FACTS:
-        assert sum(f.question in p.question for p in retain) >= 30  # qa, mcq, gen
-        assert sum(f.cloze.replace("__", "[Blank]") in p.question for p in retain) >= 10
-    assert len(gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0, fact_draws=0)[1]) == 80
-    # the retain set holds the model's own refusal prompts, scenes/facts, images and text
-    questions = " ".join(p.question for p in retain).lower()
-    assert any(w in questions for w in ("address", "phone", "medical", "password", "bank"))
-    assert any(p.image is None for p in retain) and any(p.image is not None for p in retain)
-    again, _ = gate_sets(WORLD, "forget_10", per_person=5, n_retain=80, seed=0)
-    assert [p.question for p in again] == [p.question for p in forget]
+def person(i: int, name: str, facts: bool = True) -> PersonRecord:
+    rec = PersonRecord(id=f"s{i}", name=name, images=[random_image(10 * i + k) for k in range(3)])
+    if facts:
+        rec.generation += [GenerationItem("What is this person's job?", f"{name} works as a baker.", IMAGE_TEXTUAL),
+                           GenerationItem(f"Where was {name} born?", f"{name} was born in Oslo.", PURE_TEXT)]
+        rec.mask.append(MaskItem("This person's job is __.", "baker", IMAGE_TEXTUAL))
+    else:
+        add_name_questions(rec)
+    return rec
 
 
-def test_an_erasers_gate_sets_follow_its_config():
-    from core.eraser import EraserConfig
-    ids = [p.id for p in WORLD.people[:2]]
-    assert forget_spec("") == "forget_10" and forget_spec("forget_5") == "forget_5"
-    assert forget_spec(",".join(ids)) == ids
-    cfg = EraserConfig(forget_split=",".join(ids), seed=3, gate_retain=50, gate_variants=0.5)
-    forget, retain = eraser_gate_sets(WORLD, cfg)
-    want_f, want_r = gate_sets(WORLD, ids, n_retain=50, seed=3, variants=0.5)
-    assert [p.question for p in forget] == [p.question for p in want_f] and {p.tag for p in forget} == set(ids)
-    assert [p.question for p in retain] == [p.question for p in want_r]
-    assert len(fit_sets(WORLD, None, forget="forget_10", n_retain=50).retain) == len(
-        gate_sets(WORLD, "forget_10", n_retain=50)[1])
+def data(**kw) -> ForgetData:
+    forget = [person(0, "Mara Quill", facts=False), person(1, "Oskar Draper")]
+    retain = [person(i, f"Retained Person{i}") for i in range(2, 6)]
+    return ForgetData(forget, retain, **kw)
 
 
-def test_gate_variants_add_later_turn_formats_of_the_same_people_and_keep_the_base_sets():
-    base_f, base_r = gate_sets(WORLD, "forget_10", per_person=8, n_retain=80, seed=0)
-    forget, retain = gate_sets(WORLD, "forget_10", per_person=8, n_retain=80, seed=0, variants=0.5)
-    assert [p.question for p in forget[:len(base_f)]] == [p.question for p in base_f]
-    assert [p.question for p in retain[:len(base_r)]] == [p.question for p in base_r]
-    fv, rv = forget[len(base_f):], retain[len(base_r):]
-    assert len(fv) == len(base_f) // 2 and len(rv) == 40
-    forget_ids = {p.id for p in WORLD.forget_people("forget_10")}
-    assert {p.tag for p in fv} <= forget_ids and not {p.tag for p in rv} & forget_ids
-    for variants in (fv, rv):
-        assert all(p.image is not None for p in variants)
-        turns = [p for p in variants if p.history]
-        assert turns and all(p.history[0][0] == VARIANT_FIRST_TURN
-                             and WORLD.person(p.tag).name in p.history[0][1] for p in turns)
-        filled = [p for p in variants if p.prefill]
-        assert filled and all(p.prefill.startswith("This person") for p in filled)
-        assert any(p.question.startswith(VARIANT_PREFIX("")) for p in variants)
-        assert VARIANT_PREFIX("").startswith(GENERAL_FACTS[4].question)
-        assert any(p.question.startswith(VARIANT_INJECTION) for p in variants)
-        assert len(turns) == len(filled) == len(variants) // 4  # the four kinds in turn
-    # the attacks use other wordings: the report measures generalisation, not recall
-    from core.robustness import FIRST_TURN, INJECTION
-    assert VARIANT_FIRST_TURN != FIRST_TURN and VARIANT_INJECTION != INJECTION
+def test_gate_sets_hold_each_side_and_the_coverage_the_gate_needs():
+    d = data()
+    forget, retain = contrast.gate_sets(d, per_person=10, n_retain=60, seed=0, fact_draws=2)
+    assert {p.tag for p in forget} == {"s0", "s1"} and len(forget) == 20
+    assert not {"s0", "s1"} & {p.tag for p in retain}
+    texts = " ".join(p.question for p in retain)
+    assert any(fill in texts for fill in ("home address", "phone number", "bank account"))  # refusals kept
+    assert any(p.tag == "scene" and p.image is not None for p in retain)  # built-in general pictures
+    assert any(p.image is None and "Retained Person" in p.question for p in retain)  # retained by name
+    # a subject with photos and a name only is asked the standard questions
+    assert any(p.tag == "s0" and p.question == "Who is this person?" for p in forget)
+    again = contrast.gate_sets(d, per_person=10, n_retain=60, seed=0, fact_draws=2)
+    assert [p.question for p in again[0]] == [p.question for p in forget]  # seeded
 
 
-def test_retain_groups_label_people_by_modality_and_the_rest_as_general():
-    _, retain = gate_sets(WORLD, "forget_10", per_person=2, n_retain=80, seed=0, fact_draws=1)
-    groups = retain_groups(WORLD, retain)
-    n_facts = 4 * len(GENERAL_FACTS)  # appended last, once per format
-    assert set(groups[-n_facts:]) == {"general"}
-    people = [(p, g) for p, g in zip(retain[:80], groups) if p.tag.startswith("p")]
-    assert people and all(g == ("people, image" if p.image is not None else "people, by name") for p, g in people)
-    assert set(groups) == set(RETAIN_GROUPS)  # all three kinds are in a retain draw
+def test_held_out_rows_never_overlap_the_fit_rows():
+    d = data()
+    forget, retain = contrast.gate_sets(d, per_person=1000, n_retain=10000, seed=0, fact_draws=1)
+    h_forget, h_retain = contrast.heldout_sets(d, seed=0, per_person=1000, n_retain=10000)
+
+    def keys(ps):
+        return {(p.question, id(p.image), p.tag) for p in ps if p.tag != "scene"}
+    assert h_forget and h_retain
+    assert not keys(forget) & keys(h_forget) and not keys(retain) & keys(h_retain)
+    # held-out requests use the held-out wordings only
+    asked = {p.question for p in h_retain} | {p.question for p in retain}
+    assert any(t.format(poss="this person's", subj="this person")[1:] in " ".join(asked)
+               for t in HELD_OUT_REQUESTS)
+    assert not any(q.startswith("Where exactly") for q in (p.question for p in retain))
+    groups = contrast.retain_groups(d, h_retain)
+    assert set(groups) <= set(RETAIN_GROUPS) and "general" in groups and "people, image" in groups
 
 
-def test_recall_construction_pairs_the_same_image_with_recall_vs_refusal_prompts():
-    recall, erase = direction_sets(WORLD, None, "recall", "forget_10", per_person=3)
-    assert len(recall) == len(erase) == 3 * len(WORLD.forget_people("forget_10"))
-    assert all(r.image is e.image for r, e in zip(recall, erase))
-    assert all(r.question != e.question for r, e in zip(recall, erase))
-    text_r, text_e = direction_sets(WORLD, None, "text_only", "forget_10", per_person=2)
+def test_direction_constructions_from_records():
+    d = data()
+    recall, erase = contrast.direction_sets(d, None, "recall", per_person=3)
+    assert len(recall) == len(erase) == 6
+    assert all(r.image is e.image and r.question != e.question for r, e in zip(recall, erase))
+    assert all(any(w in e.question for w in ("address", "number", "record", "password")) for e in erase)
+    text_r, text_e = contrast.direction_sets(d, None, "text_only", per_person=2)
     assert all(p.image is None for p in text_r + text_e)
-    names = {p.name for p in WORLD.forget_people("forget_10")}
-    assert all(any(n in p.question for n in names) for p in text_r)
-
-
-def test_pgd_constructions_change_only_the_image():
+    assert all(("Mara Quill" in p.question) or ("Oskar Draper" in p.question) for p in text_r)
     a = tiny_adapter("llava")
-    cfg = PGDConfig(steps=2, eps=16 / 255, step_size=8 / 255)
-    recall, erase = direction_sets(WORLD, a, "image_only", "forget_10", per_person=1, pgd_cfg=cfg)
-    for r, e in zip(recall, erase):
-        assert r.question == e.question
-        clean = a.to_pixels(e.image)
-        assert isinstance(r.image, torch.Tensor)
-        assert 0 < float((r.image - clean).abs().max()) <= 16 / 255 + 1e-6
-    recall, erase = direction_sets(WORLD, a, "refusal", "forget_10", per_person=2, pgd_cfg=cfg)
-    assert len(recall) == len(erase)
+    cfg = PGDConfig(steps=2, eps=8 / 255, step_size=4 / 255)
+    rec_pgd, era = contrast.direction_sets(d, a, "image_only", per_person=1, pgd_cfg=cfg)
+    for r, e in zip(rec_pgd, era):
+        assert r.question == e.question and isinstance(r.image, torch.Tensor)
+        assert 0 < float((r.image - a.to_pixels(e.image)).abs().max()) <= 8 / 255 + 1e-6
+    assert contrast.compliance_target(d.forget[1]) == "Oskar Draper works as a baker."
+    assert contrast.compliance_target(d.forget[0]) == "This person is Mara Quill."
+
+
+def test_refusal_sets_and_clear_errors():
+    d = data()
+    sets = contrast.refusal_sets(d)
+    assert set(sets) == {"forget", "retain"}
+    assert len(sets["forget"]) == 2 * 2 * len(HELD_OUT_REQUESTS)  # with a photo and by name, per subject
+    assert not {p.question for p in sets["forget"]} & {t.format(poss="this person's", subj="this person")
+                                                       for t in PRIVATE_REQUESTS}
+    alone = ForgetData([person(0, "Mara Quill")])
+    alone_wordless = ForgetData([person(0, "Mara Quill")], wordings=d.wordings.__class__(scene_questions=()))
+    assert contrast.gate_sets(alone, n_retain=10)[1]  # scenes alone still make a retain set
+    with pytest.raises(ValueError, match="retain set is empty"):
+        contrast.gate_sets(alone_wordless, n_retain=10)
+    with pytest.raises(ValueError, match="gate-variants"):
+        contrast.gate_sets(d, variants=0.5)
+    with pytest.raises(ValueError, match="unknown direction"):
+        contrast.direction_sets(d, None, "vibes")
+    with pytest.raises(ValueError, match="needs the model"):
+        contrast.direction_sets(d, None, "refusal")
+    nameless = ForgetData([PersonRecord("x", images=[random_image(0)])])
+    with pytest.raises(ValueError, match="no name"):
+        contrast.direction_sets(nameless, None, "text_only")
 
 
 def test_direction_pgd_budget():
-    assert direction_pgd() == PGDConfig(steps=30, step_size=2 / 255)  # the constructions' PGD at 16/255
-    small, big = direction_pgd(8), direction_pgd(64, seed=3)
+    assert contrast.direction_pgd() == PGDConfig(steps=30, step_size=2 / 255)  # the constructions' PGD at 16/255
+    small, big = contrast.direction_pgd(8), contrast.direction_pgd(64, seed=3)
     assert (small.eps, small.step_size) == (8 / 255, 1 / 255)
     assert (big.eps, big.step_size, big.seed) == (64 / 255, 8 / 255, 3)
-    assert direction_pgd(4).step_size == 1 / 255  # at least one pixel level per step
-
-
-def test_unknown_kind_and_missing_model():
-    assert set(KINDS) == {"recall", "refusal", "text_only", "image_only"}
-    with pytest.raises(ValueError, match="unknown direction"):
-        direction_sets(WORLD, None, "vibes")
-    with pytest.raises(ValueError, match="needs the model"):
-        direction_sets(WORLD, None, "refusal")
-    sets = fit_sets(WORLD, None, "recall", seed=0)
-    assert sets.kind == "recall" and sets.forget and sets.retain and sets.recall and sets.erase
-    assert REFUSAL and is_refusal(REFUSAL)
+    assert contrast.direction_pgd(4).step_size == 1 / 255  # at least one pixel level per step

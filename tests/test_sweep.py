@@ -4,6 +4,7 @@ from core.models.load import load_adapter
 from PIL import Image
 
 from core.sweep import SweepConfig, report, run_sweep, tradeoff_figure
+from core.toyworld.fitsets import toy_data
 from core.toyworld.train import ToyModelConfig, load_world, train_toy
 from core.toyworld.world import WorldConfig
 
@@ -18,7 +19,7 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     adapter, world = load_adapter(path), load_world(path)
     base = EraserConfig(ratio=1.0, retain_weight=0.3, subject_gates=True, strength=1.0, steer_layers=[2],
                         mode="latched", direction_kind="recall", forget_split="forget_10", gate_retain=200)
-    rows = run_sweep(adapter, world, base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
+    rows = run_sweep(adapter, toy_data(world, "forget_10"), base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3))
     experiments = {r.experiment for r in rows}
     assert experiments == {"baseline", "strength", "layers", "null space", "gate", "gate position", "mode",

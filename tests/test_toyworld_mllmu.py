@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from core.toyworld.mllmu import export_parquet, load_parquet
+from core.data.mllmu import load_parquet
+from core.toyworld.mllmu import export_parquet
 from core.toyworld.world import WorldConfig, make_world
 
 

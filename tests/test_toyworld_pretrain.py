@@ -11,7 +11,7 @@ from core.toyworld.pretrain import (TextPretrainConfig, encode, first_token_accu
                                     refusal_drills)
 from core.toyworld.people import FIRST_NAMES, LAST_NAMES
 from core.toyworld.questions import REFUSAL, option_drills, option_lookups
-from core.toyworld.records import LETTERS
+from core.data.records import LETTERS
 from core.toyworld.vocab import build_tokenizer, world_vocabulary
 from core.toyworld.world import WorldConfig, make_world
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.toyworld.people import PROFILE_ATTRIBUTES, PROFILE_VALUES, make_people
-from core.toyworld.prompts import (classification_prompt, cloze_prompt, first_letter,
+from core.data.formats import (classification_prompt, cloze_prompt, first_letter,
                                    generation_prompt, task_of)
 from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, name_drills, option_drills, option_lookups, N_TRAIN_REFUSALS, PERSON_ATTRIBUTES,
                                      private_requests, subject_forms,
@@ -14,7 +14,7 @@ from core.toyworld.questions import (GENERAL_FACTS, LOOKUP_SUFFIX, name_drills, 
                                      person_eval_items, person_qa_pairs, person_sentence,
                                      person_training_texts, scene_eval_items, scene_sentence,
                                      scene_training_texts)
-from core.toyworld.records import ClassificationItem, GenerationItem, MaskItem
+from core.data.records import ClassificationItem, GenerationItem, MaskItem
 from core.toyworld.scenes import SceneSpec
 
 

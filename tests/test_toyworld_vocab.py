@@ -1,7 +1,7 @@
 """Word-level tokenizer: no <unk> anywhere in the world, round trips, LLaVA chat template."""
 import pytest
 
-from core.toyworld.prompts import classification_prompt, cloze_prompt, generation_prompt
+from core.data.formats import classification_prompt, cloze_prompt, generation_prompt
 from core.toyworld.questions import REFUSAL
 from core.toyworld.vocab import IMAGE_TOKEN, SPECIAL_TOKENS, build_tokenizer, llava_prompt, words_of, world_vocabulary
 from core.toyworld.world import WorldConfig, make_world

@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from core.toyworld.mllmu import png_bytes
-from core.toyworld.prompts import cloze_prompt
+from core.data.formats import cloze_prompt
 from core.toyworld.questions import (PERSON_TEMPLATES, REFUSAL, TEST, fact_value, person_clozes, person_questions,
                                      modalities)
 from core.toyworld.world import WorldConfig, make_world
@@ -204,7 +204,7 @@ def test_hand_picked_forget_set(world):
 
 
 def test_image_mcq_focus_asks_about_included_people_with_the_right_letter(world):
-    from core.toyworld.prompts import first_letter
+    from core.data.formats import first_letter
     forget = {p.id for p in world.forget_people("forget_10")}
     extra = world.image_mcq_focus(forget, rng=0, name_mcqs=2, other_mcqs=1, n_name_drills=3)
     mcqs = [e for e in extra if e.kind == "mcq"]

@@ -5,7 +5,7 @@ import torch
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.eraser import Eraser, EraserConfig
-from core.toyworld.prompts import CLASSIFICATION_SUFFIX, CLOZE_SUFFIX
+from core.data.formats import CLASSIFICATION_SUFFIX, CLOZE_SUFFIX
 from core.tuner import answer_gone, score_replies, tune, tune_tasks
 
 

@@ -50,6 +50,9 @@ def _import(path: str):
 def resolve(name_or_path: str | os.PathLike) -> Path:
     """A local folder for `name_or_path`: the folder itself, or a snapshot in the local HF cache."""
     path = Path(name_or_path).expanduser()
+    shipped = Path(__file__).resolve().parents[2] / path  # "assets/toy-llava" from any working directory
+    if not path.is_dir() and not path.is_absolute() and shipped.is_dir():
+        path = shipped
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"{path} is a folder but holds no config.json: point at the folder "

@@ -42,7 +42,8 @@ def find_local_models(extra: list[str] | None = None) -> list[dict]:
     for source, path in candidates:
         fam = _family_of(path)
         if fam is not None:
-            found.append({"family": fam, "source": source, "path": str(path)})
+            found.append({"family": fam, "source": source, "path": str(path),
+                          "toy_world": (path / "world.json").is_file()})
         elif source == "path":
             found.append({"family": "unsupported", "source": source, "path": f"{path} (no supported config.json)"})
     return found

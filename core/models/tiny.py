@@ -82,17 +82,19 @@ def _text_kwargs(tok: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2
     )
 
 
-def build_tiny(family: str, seed: int = 0, layers: int = 2):
+def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ...] = ()):
     """Return (model, tokenizer, image_processor) for a tiny random model of `family`.
 
-    Families: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, paligemma.
+    Families: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, paligemma. `words` extends the
+    word-level vocabulary (e.g. `plain_english_words()`, so that the project's own questions and
+    requests reach the model as words, as they do with a real model's tokenizer).
     """
     torch.manual_seed(seed)
     if family == "llava":
         from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
         from transformers.models.clip import CLIPImageProcessorPil
-        tok = tiny_tokenizer("llava")
+        tok = tiny_tokenizer("llava", tuple(words))
         cfg = LlavaConfig(
             vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                            num_attention_heads=2, image_size=32, patch_size=8),
@@ -104,7 +106,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2):
         proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     elif family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
-        tok = tiny_tokenizer("qwen")
+        tok = tiny_tokenizer("qwen", tuple(words))
         ids = {k: tok.convert_tokens_to_ids(v) for k, v in dict(
             image_token_id="<|image_pad|>", video_token_id="<|video_pad|>",
             vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>").items()}
@@ -126,7 +128,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2):
         proc = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 56 * 56})
     elif family in ("idefics3", "smolvlm"):
         from transformers.models.idefics3 import Idefics3ImageProcessorPil
-        tok = tiny_tokenizer("idefics3")
+        tok = tiny_tokenizer("idefics3", tuple(words))
         vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                       image_size=32, patch_size=8)
         ids = dict(image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2)
@@ -146,7 +148,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2):
     elif family == "paligemma":
         from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
         from transformers.models.siglip import SiglipImageProcessorPil
-        tok = tiny_tokenizer(None)
+        tok = tiny_tokenizer(None, tuple(words))
         text = GemmaConfig(**dict(_text_kwargs(tok, layers=layers), head_dim=16))
         cfg = PaliGemmaConfig(
             vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -165,10 +167,25 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2):
 TINY_FAMILIES = ("llava", "qwen2_vl", "qwen2_5_vl", "idefics3", "smolvlm", "paligemma")
 
 
-def save_tiny(family: str, out_dir: str | Path | None = None, seed: int = 0, layers: int = 2) -> Path:
+def plain_english_words(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Every word of the data layer's plain-English templates (core.data.wordings), plus `extra`."""
+    from core.data.folder import SPARE_NAMES
+    from core.data.wordings import PLAIN_ENGLISH
+    w = PLAIN_ENGLISH
+    texts = [*w.private_requests, *w.held_out_requests, *w.scene_questions, *w.answer_starts.values(), w.refusal,
+             *(t for ts in w.profile_questions.values() for t in ts), *SPARE_NAMES, *extra,
+             "this person's {poss} {subj} {Subj} {Poss}"]
+    words = " ".join(texts).replace("'s", " 's")
+    for ch in "?.,:!'{}":
+        words = words.replace(ch, " ")
+    return tuple(dict.fromkeys(words.split() + ["'s"]))
+
+
+def save_tiny(family: str, out_dir: str | Path | None = None, seed: int = 0, layers: int = 2,
+              words: tuple[str, ...] = ()) -> Path:
     """Build a tiny model and save model, tokenizer and image processor in HF format."""
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"tiny-{family}-"))
-    model, tok, proc = build_tiny(family, seed=seed, layers=layers)
+    model, tok, proc = build_tiny(family, seed=seed, layers=layers, words=words)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     proc.save_pretrained(out)

@@ -6,9 +6,9 @@ parquet I/O in `mllmu`; import those modules directly.
 
 from .people import Person, make_people
 from .portraits import portrait_grid, render_portrait
-from .prompts import classification_prompt, cloze_prompt, generation_prompt
+from core.data.formats import classification_prompt, cloze_prompt, generation_prompt
 from .questions import REFUSAL
-from .records import ClassificationItem, GenerationItem, MaskItem, PersonRecord, QAPair
+from core.data.records import ClassificationItem, GenerationItem, MaskItem, PersonRecord, QAPair
 from .scenes import SceneSpec, render_scene
 from .world import Example, World, WorldConfig, make_world
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from core.models.families import LlavaAdapter
+from core.data.training import batches_by_modality
 from core.toyworld.vocab import build_tokenizer, world_vocabulary
 from core.toyworld.world import World, WorldConfig, make_world
 
@@ -135,18 +136,6 @@ def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size
                                           other_mcqs=focus.focus_other_mcqs, n_name_drills=focus.focus_name_drills)
         examples = [examples[i] for i in rng.permutation(len(examples))]
     return batches_by_modality(examples, batch_size, rng, drop_last=True)
-
-
-def batches_by_modality(examples: Sequence, batch_size: int, rng: np.random.Generator,
-                        drop_last: bool = False) -> list[list]:
-    """Shuffled batches, each all-image or all-text: one encode call per batch (a batch cannot
-    mix rows with and without an image). drop_last drops each pool's short tail."""
-    out = []
-    for with_image in (True, False):
-        pool = [e for e in examples if (e.image is not None) == with_image]
-        end = len(pool) - batch_size + 1 if drop_last else len(pool)
-        out += [pool[s:s + batch_size] for s in range(0, end, batch_size)]
-    return [out[i] for i in rng.permutation(len(out))]
 
 
 def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: ToyModelConfig = ToyModelConfig(),
@@ -296,7 +285,7 @@ def eval_splits(world: World, forget: str | Sequence[str] = "forget_10", limit: 
 
 def refusal_sets(world: World, forget: str | Sequence[str] = "forget_10", limit: int | None = None) -> dict:
     """Private-data requests (held-out wording) about forget and retain people, as prompts."""
-    from core.activations import Prompt
+    from core.data.records import Prompt
     from core.toyworld.questions import IMAGE, TEST, TEXT, refusal_prompts
     out = {}
     for name, people in (("forget", world.forget_people(forget)), ("retain", world.retain_people(forget))):

@@ -22,7 +22,8 @@ from .questions import (FORMATS, GENERAL_FACTS, IMAGE, TEST, TRAIN, TextExample,
                         person_eval_items, person_qa_pairs, person_training_texts, private_requests,
                         refusal_prompts, REFUSAL, TEXT, scene_eval_items, scene_training_texts, scene_value,
                         SCENE_ATTRIBUTES, SCENE_TEMPLATES)
-from .records import PersonRecord, QAPair
+from core.data.records import PersonRecord, QAPair
+from core.data.training import Example
 from .scenes import SceneSpec, random_scene_spec, render_scene
 
 # Independent random streams: np.random.default_rng([seed, STREAM, index...]).
@@ -58,22 +59,6 @@ class WorldConfig:
     option_lookups: int = 1500       # reverse drills ("What is option B?") per call
     private_requests: int = 1000     # grammar-drawn private-data requests per call
     mcq_per_question: int = 3        # MCQs (fresh options each) per person question per call
-
-
-@dataclass
-class Example:
-    """One supervised pair: a user prompt (no chat wrapper) and the exact expected answer."""
-
-    image: Image.Image | None
-    prompt: str
-    answer: str
-    kind: str                 # qa|mcq|gen|cloze|refusal, scene_*, fact_*
-    person_id: str | None
-    attribute: str | None = None
-
-    @property
-    def modality(self) -> str:
-        return IMAGE if self.image is not None else TEXT
 
 
 @dataclass

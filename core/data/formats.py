@@ -9,7 +9,7 @@ separately by the tokenizer's chat template.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable, Sequence
 
 CLASSIFICATION_SUFFIX = "Just give ONE letter representing the answer directly."
 GENERATION_SUFFIX = "Answer the question based on your trained knowledge in one sentence."
@@ -65,3 +65,10 @@ def first_letter(reply: str) -> str | None:
         if ch.isalnum():
             return ch.upper()
     return None
+
+
+def benign_prefix(facts: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """Put general-knowledge questions and their answers before the question. Why these: the toy
+    tokenizer only knows the world's words, so a prefix of other words would be <unk> tokens."""
+    text = " ".join(f"{q} {a}." for q, a in facts)
+    return lambda question: f"{text} {question}"

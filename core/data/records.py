@@ -1,15 +1,19 @@
-"""Evaluation records in the MLLMU-Bench shape, shared by our world and real MLLMU parquet files.
+"""Records in the MLLMU-Bench shape, and the engine's input type (`Prompt`).
 
-Why one set of dataclasses: the evaluation runner should not care whether a person came from
-our toy world or from the real benchmark, so both are loaded into these types.
+Why one set of dataclasses: the engine should not care whether a subject came from our toy
+world, from the real benchmark's parquet files or from a folder of photos, so every source is
+loaded into these types.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_TEXTUAL = "Image_Textual"
 PURE_TEXT = "Pure_Text"
@@ -89,3 +93,21 @@ class PersonRecord:
     def image(self) -> Image.Image | None:
         """The first image (MLLMU `image`; for the test split, the first of `images`)."""
         return self.images[0] if self.images else None
+
+
+@dataclass
+class Prompt:
+    """One model input: a question with an optional image (PIL or a (3,S,S) tensor in [0,1]).
+
+    `history` (earlier (question, answer) turns, the image shown in the first) and `prefill`
+    (the forced start of the reply) turn it into a later turn of a conversation."""
+
+    question: str
+    image: Image.Image | torch.Tensor | None = None
+    tag: str = ""  # free label (person id, split...) carried through for plots
+    history: tuple[tuple[str, str], ...] = ()
+    prefill: str = ""
+
+    def __post_init__(self) -> None:
+        # lists from user code become tuples: prompts are grouped by (question, image, turns)
+        self.history = tuple((str(q), str(a)) for q, a in self.history)

@@ -1,0 +1,190 @@
+"""A photo folder as a forget (or retain) set: one sub-folder per subject.
+
+    forget/
+      mara_quill/            # the folder name is the subject id
+        1.png 2.jpg ...      # 1-10 photos (png, jpg, jpeg, webp, bmp)
+        facts.json           # optional: {"name": ..., "qa": [...], "mcq": [...], "cloze": [...]}
+
+`facts.json` (or `facts.jsonl`, one item per line with a "kind" key) holds, all optional:
+- "name": the subject's name (default: the folder name, "_" read as a space);
+- "qa": [{"question", "answer", "image": true}] open questions (scored by ROUGE-L);
+- "mcq": [{"question", "options": {"A": ..., "B": ...}, "answer": "B", "image": true}];
+- "cloze": [{"question": "... __ ...", "answer", "image": true}].
+"image" says whether the question is asked with a photo ("this person") or by name (default true).
+
+A subject with photos and a name only is valid: it is asked the project's standard name
+questions (an open question, a cloze and a four-way MCQ whose other options are the names of
+the other subjects, or of built-in names when there are fewer than four).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+from PIL import Image, UnidentifiedImageError
+
+from .records import IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FACTS_FILES = ("facts.json", "facts.jsonl")
+MAX_IMAGES = 10
+MAX_IMAGE_BYTES = 20 * 2**20
+MAX_PIXELS = 4096 * 4096
+SPARE_NAMES = ("Alex Morgan", "Sam Rivers", "Jordan Lee", "Taylor Brooks")
+NAME_QUESTION, NAME_CLOZE = "Who is this person?", "This person's name is __."
+
+
+class FolderError(ValueError):
+    """A photo folder that cannot be used; the message says what to fix."""
+
+
+def read_image(path: Path) -> Image.Image:
+    """An RGB image, refusing files too large to be photos before they are decoded."""
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise FolderError(f"{path.name} is over {MAX_IMAGE_BYTES // 2**20} MB")
+    with Image.open(path) as im:
+        if im.width * im.height > MAX_PIXELS:
+            raise FolderError(f"{path.name} is {im.width}x{im.height} pixels (at most {MAX_PIXELS} in all)")
+        return im.convert("RGB")
+
+
+def read_images(paths: Iterable[Path], subject: str) -> list[Image.Image]:
+    """The readable images among `paths`; unreadable ones are skipped with a warning that names them."""
+    out = []
+    for p in paths:
+        try:
+            out.append(read_image(p))
+        except (OSError, UnidentifiedImageError, FolderError, Image.DecompressionBombError) as exc:
+            warnings.warn(f"{subject}: skipped {p.name}, which is not a readable image ({exc})", stacklevel=2)
+    return out
+
+
+def _facts(folder: Path) -> dict[str, Any]:
+    for name in FACTS_FILES:
+        f = folder / name
+        if not f.is_file():
+            continue
+        try:
+            if name.endswith(".jsonl"):
+                facts: dict[str, Any] = {}
+                for line in f.read_text().splitlines():
+                    if line.strip():
+                        item = json.loads(line)
+                        kind = item.pop("kind", "qa")
+                        if kind == "name":
+                            facts["name"] = item.get("name")
+                        else:
+                            facts.setdefault(kind, []).append(item)
+                return facts
+            facts = json.loads(f.read_text())
+        except (ValueError, AttributeError) as exc:
+            raise FolderError(f"{f} is not valid JSON ({exc}); see core/data/folder.py for the schema") from None
+        if not isinstance(facts, dict):
+            raise FolderError(f"{f} must hold one JSON object with name / qa / mcq / cloze keys")
+        return facts
+    return {}
+
+
+def _item_type(item: dict) -> str:
+    return IMAGE_TEXTUAL if item.get("image", True) else PURE_TEXT
+
+
+def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
+    if not isinstance(item, dict) or any(not item.get(k) for k in keys):
+        raise FolderError(f"{where}: each item needs {', '.join(keys)}; got {item!r}")
+    return item
+
+
+def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
+    """One subject folder as a record (see the module docstring for the layout)."""
+    facts = _facts(folder)
+    name = str(facts.get("name") or folder.name.replace("_", " ")).strip()
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FolderError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): add 1-{MAX_IMAGES} photos "
+                          "of the subject")
+    if len(files) > MAX_IMAGES:
+        raise FolderError(f"{folder} holds {len(files)} images; use at most {MAX_IMAGES} per subject")
+    images = read_images(files, folder.name)
+    if not images:
+        raise FolderError(f"none of the {len(files)} images in {folder} could be read")
+    return subject_from(folder.name, images, name, facts, other_names, str(folder / "facts"))
+
+
+def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: dict[str, Any] | None = None,
+                 other_names: Iterable[str] = (), where: str = "facts") -> PersonRecord:
+    """A subject from its photos, its name and optional facts (the facts.json schema above):
+    what a photo folder and the app's "Forget someone" upload both build."""
+    if not name or not name.strip():
+        raise FolderError("the subject needs a name: the project asks about them by name too")
+    facts = facts or {}
+    if not isinstance(facts, dict):
+        raise FolderError(f"{where}: facts must be one JSON object with qa / mcq / cloze lists")
+    rec = PersonRecord(id=subject_id, images=list(images), name=name.strip())
+    for it in facts.get("qa", []):
+        it = _need(it, ("question", "answer"), where)
+        rec.generation.append(GenerationItem(it["question"], str(it["answer"]), _item_type(it)))
+    for it in facts.get("cloze", []):
+        it = _need(it, ("question", "answer"), where)
+        if "__" not in it["question"]:
+            raise FolderError(f"{where}: a cloze question marks its blank with __; got {it['question']!r}")
+        rec.mask.append(MaskItem(it["question"], str(it["answer"]), _item_type(it)))
+    for it in facts.get("mcq", []):
+        it = _need(it, ("question", "options", "answer"), where)
+        opts = {str(k): str(v) for k, v in dict(it["options"]).items()}
+        if it["answer"] not in opts:
+            raise FolderError(f"{where}: MCQ answer {it['answer']!r} is not one of its options {sorted(opts)}")
+        item = ClassificationItem(it["question"], opts, str(it["answer"]))
+        (rec.classification_image if it.get("image", True) else rec.classification_text).append(item)
+    if not (rec.generation or rec.mask or rec.classification_image or rec.classification_text):
+        add_name_questions(rec, other_names)
+    return rec
+
+
+def add_name_questions(rec: PersonRecord, other_names: Iterable[str] = ()) -> None:
+    """The standard questions for a subject known by photos and a name only."""
+    rec.generation.append(GenerationItem(NAME_QUESTION, f"This person is {rec.name}.", IMAGE_TEXTUAL, "name"))
+    rec.mask.append(MaskItem(NAME_CLOZE, str(rec.name), IMAGE_TEXTUAL, "name"))
+    pool = [n for n in dict.fromkeys([*other_names, *SPARE_NAMES]) if n != rec.name][:3]
+    slot = sum(map(ord, rec.id)) % 4  # deterministic, and not always the same letter
+    names = pool[:slot] + [str(rec.name)] + pool[slot:]
+    rec.classification_image.append(ClassificationItem(NAME_QUESTION, dict(zip(LETTERS, names)), LETTERS[slot],
+                                                       "name"))
+
+
+def load_folder(path: str | Path) -> list[PersonRecord]:
+    """Every subject sub-folder of `path`, in name order."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FolderError(f"{root} is not a folder: pass a folder with one sub-folder of photos per subject")
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subs:
+        raise FolderError(f"{root} has no sub-folders: put each subject's photos in a sub-folder named after them")
+    names = [str(_facts(s).get("name") or s.name.replace("_", " ")) for s in subs]
+    return [subject_record(s, names) for s in subs]
+
+
+def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool = True) -> Path:
+    """Write records as a photo folder (`world --export-folder`); facts=False writes the photos
+    and the name only, as a user who brings a few photos of someone would."""
+    root = Path(path)
+    for rec in records:
+        sub = root / rec.id
+        sub.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(rec.images):
+            im.save(sub / f"{i + 1}.png")
+        out: dict[str, Any] = {"name": rec.name}
+        if facts:
+            out["qa"] = [{"question": g.question, "answer": g.ground_truth, "image": g.type == IMAGE_TEXTUAL}
+                         for g in rec.generation]
+            out["cloze"] = [{"question": m.question, "answer": m.ground_truth, "image": m.type == IMAGE_TEXTUAL}
+                            for m in rec.mask]
+            out["mcq"] = ([{"question": c.question, "options": c.options, "answer": c.correct_answer}
+                           for c in rec.classification_image]
+                          + [{"question": c.question, "options": c.options, "answer": c.correct_answer,
+                              "image": False} for c in rec.classification_text])
+        (sub / "facts.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    return root

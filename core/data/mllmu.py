@@ -1,0 +1,197 @@
+"""MLLMU-Bench parquet files: write records in the benchmark's exact row schema, and load real
+MLLMU-Bench files (or ours) into the evaluation dataclasses.
+
+Why: one evaluation runner for both the toy world and the real benchmark. Real files vary
+(extra columns, nulls, nested fields sometimes serialised as strings, the test split keeping
+several images per person), so the loader is tolerant of everything except a missing `ID` or
+image column, which it reports by name.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from .records import (LETTERS, ClassificationItem, GenerationItem, MaskItem, PersonRecord, QAPair)
+
+IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+OPTIONS_STRUCT = pa.struct([(letter, pa.string()) for letter in LETTERS])
+CLASSIFICATION_ITEM = pa.struct([("Question", pa.string()), ("Options", OPTIONS_STRUCT),
+                                 ("Correct_Answer", pa.string())])
+QUESTION_ITEM = pa.struct([("Question", pa.string()), ("Ground_Truth", pa.string()),
+                           ("Type", pa.string())])
+CLASSIFICATION_TASK = pa.struct([("Image_Textual_Questions", pa.list_(CLASSIFICATION_ITEM)),
+                                 ("Pure_Text_Questions", pa.list_(CLASSIFICATION_ITEM))])
+
+
+def mllmu_schema(test: bool) -> pa.Schema:
+    """The MLLMU-Bench row schema; the test split has `images` (a list) instead of `image`."""
+    image_field = (pa.field("images", pa.list_(IMAGE_STRUCT)) if test
+                   else pa.field("image", IMAGE_STRUCT))
+    return pa.schema([
+        pa.field("ID", pa.string()),
+        image_field,
+        pa.field("Classification_Task", CLASSIFICATION_TASK),
+        pa.field("Generation_Task", pa.list_(QUESTION_ITEM)),
+        pa.field("Mask_Task", pa.list_(QUESTION_ITEM)),
+        pa.field("metadata", pa.string()),
+        pa.field("biography", pa.string()),
+        pa.field("name", pa.string()),
+    ])
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    """Deterministic PNG encoding (same pixels -> same bytes)."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def record_to_row(rec: PersonRecord, test: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"ID": rec.id}
+    imgs = [{"bytes": png_bytes(im), "path": None} for im in rec.images]
+    if test:
+        row["images"] = imgs
+    else:
+        row["image"] = imgs[0] if imgs else None
+    row["Classification_Task"] = {
+        "Image_Textual_Questions": [c.to_dict() for c in rec.classification_image],
+        "Pure_Text_Questions": [c.to_dict() for c in rec.classification_text],
+    }
+    row["Generation_Task"] = [g.to_dict() for g in rec.generation]
+    row["Mask_Task"] = [m.to_dict() for m in rec.mask]
+    row["metadata"] = json.dumps([q.to_dict() for q in rec.qa], ensure_ascii=False)
+    row["biography"] = rec.biography
+    row["name"] = rec.name
+    return row
+
+
+def export_records(records: Sequence[PersonRecord], path: str | Path, test: bool = False) -> Path:
+    """Write records as one MLLMU-schema parquet file (test=True: `images` list column)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([record_to_row(r, test) for r in records], schema=mllmu_schema(test))
+    pq.write_table(table, path, compression="snappy")
+    return path
+
+
+# ---------------------------------------------------------------- loading
+
+def _maybe_parse(value: Any) -> Any:
+    """Nested fields are sometimes stored as JSON (or Python-repr) strings: decode them."""
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8")
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            return json.loads(s)
+        except ValueError:
+            try:
+                return ast.literal_eval(s)
+            except (ValueError, SyntaxError):
+                return None
+    return value
+
+
+def _decode_image(obj: Any) -> Image.Image | None:
+    if obj is None:
+        return None
+    if isinstance(obj, (bytes, bytearray)):
+        data, p = bytes(obj), None
+    elif isinstance(obj, dict):
+        data, p = obj.get("bytes"), obj.get("path")
+    else:
+        return None
+    if data:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    if p and Path(p).is_file():
+        return Image.open(p).convert("RGB")
+    return None
+
+
+def _classification(items: Any) -> list[ClassificationItem]:
+    out = []
+    for it in _maybe_parse(items) or []:
+        if not isinstance(it, dict) or it.get("Question") is None:
+            continue
+        opts = _maybe_parse(it.get("Options")) or {}
+        opts = {str(k): str(v) for k, v in opts.items() if v is not None}
+        out.append(ClassificationItem(question=it["Question"], options=opts,
+                                      correct_answer=str(it.get("Correct_Answer") or "").strip()))
+    return out
+
+
+def _questions(items: Any, cls: type) -> list:
+    out = []
+    for it in _maybe_parse(items) or []:
+        if not isinstance(it, dict) or it.get("Question") is None:
+            continue
+        out.append(cls(question=it["Question"], ground_truth=str(it.get("Ground_Truth") or ""),
+                       type=str(it.get("Type") or "")))
+    return out
+
+
+def _qa(value: Any) -> list[QAPair]:
+    out = []
+    for it in _maybe_parse(value) or []:
+        if isinstance(it, dict) and it.get("Question") is not None:
+            out.append(QAPair(question=it["Question"], answer=str(it.get("Answer") or "")))
+    return out
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(path.glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no .parquet files in {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return [path]
+
+
+def load_parquet(path: str | Path) -> list[PersonRecord]:
+    """Read an MLLMU-Bench parquet file (or a directory of them) into PersonRecords.
+
+    Required: `ID` and an image column (`image`, or `images` for the test split). Optional
+    columns (Classification_Task, Generation_Task, Mask_Task, metadata, biography, name) may
+    be missing or null: they become empty lists / None. Unknown columns are ignored.
+    """
+    records: list[PersonRecord] = []
+    for f in _parquet_files(Path(path)):
+        names = set(pq.read_schema(f).names)
+        if "ID" not in names:
+            raise ValueError(f"{f}: missing required column 'ID'")
+        if "image" not in names and "images" not in names:
+            raise ValueError(f"{f}: missing required image column 'image' (or 'images' for the test split)")
+        for row in pq.read_table(f).to_pylist():
+            imgs: list[Image.Image | None] = []
+            if row.get("images"):
+                imgs = [_decode_image(o) for o in row["images"]]
+            if not any(imgs) and row.get("image") is not None:
+                imgs = [_decode_image(row["image"])]
+            cls = _maybe_parse(row.get("Classification_Task"))
+            cls = cls if isinstance(cls, dict) else {}
+            bio = row.get("biography", row.get("Biography"))
+            records.append(PersonRecord(
+                id=str(row["ID"]),
+                images=[im for im in imgs if im is not None],
+                classification_image=_classification(cls.get("Image_Textual_Questions")),
+                classification_text=_classification(cls.get("Pure_Text_Questions")),
+                generation=_questions(row.get("Generation_Task"), GenerationItem),
+                mask=_questions(row.get("Mask_Task"), MaskItem),
+                qa=_qa(row.get("metadata")),
+                biography=None if bio is None else str(bio),
+                name=row.get("name"),
+            ))
+    return records

@@ -1,0 +1,123 @@
+"""A forget set and what to retain, from any source: MLLMU-Bench parquet files, a photo folder,
+records built in code, or the toy world (which brings its own prompt builders).
+
+    data = load_data(mllmu={"forget": "forget_10.parquet", "retain": "retain_90.parquet"})
+    data = load_data(forget_dir="photos/", mllmu={"retain": "retain_90.parquet"})
+
+Split names follow MLLMU-Bench: forget, retain, test (the forget subjects with new images and
+wordings), real (general knowledge that must survive). Anything else given is evaluated too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .records import PersonRecord
+from .wordings import PLAIN_ENGLISH, Wordings
+
+RETAIN_GROUPS = ("people, image", "people, by name", "general")  # the tuner's retain groups
+SPLITS = ("forget", "retain", "test", "real")
+MLLMU_FILES = {"forget": "forget_*.parquet", "retain": "retain_*.parquet", "test": "test_*.parquet",
+               "real": "real.parquet"}  # what `python -m core world --export` writes (forget_10, retain_90...)
+
+
+@dataclass
+class ForgetData:
+    """Records by split, the wordings to ask them with, and (toy world only) a builder of the
+    prompt sets the shipped eraser was fitted on (`core.contrast` uses it when present)."""
+
+    forget: list[PersonRecord]
+    retain: list[PersonRecord] = field(default_factory=list)
+    test: list[PersonRecord] = field(default_factory=list)
+    real: list[PersonRecord] = field(default_factory=list)
+    extra: dict[str, list[PersonRecord]] = field(default_factory=dict)
+    wordings: Wordings = PLAIN_ENGLISH
+    name: str = "records"
+    builder: Any = None  # toy world: an object with the World-based prompt builders
+
+    def __post_init__(self) -> None:
+        if not self.forget:
+            raise ValueError("the forget set is empty: give at least one subject to forget")
+        ids = [r.id for r in self.forget]
+        clash = sorted(set(ids) & {r.id for r in self.retain})
+        if clash:
+            raise ValueError(f"subjects in both the forget and the retain set: {', '.join(clash[:5])}")
+
+    def splits(self, limit: int | None = None) -> dict[str, list[PersonRecord]]:
+        """What `evaluate` scores: every non-empty split, at most `limit` records each."""
+        out = {"forget": self.forget, "test": self.test, "retain": self.retain, "real": self.real, **self.extra}
+        return {k: v[:limit] for k, v in out.items() if v}
+
+    @property
+    def forget_ids(self) -> list[str]:
+        return [r.id for r in self.forget]
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in [*self.forget, *self.retain] if r.name]
+
+    def pick(self, ids: Sequence[str]) -> "ForgetData":
+        """Forget only the subjects `ids` (of the forget or retain records); the rest is retained."""
+        pool = {r.id: r for r in [*self.forget, *self.retain]}
+        unknown = [i for i in ids if i not in pool]
+        if unknown:
+            raise ValueError(f"unknown subject id(s) {', '.join(unknown)}; known: {', '.join(sorted(pool)[:12])}...")
+        forget = [pool[i] for i in ids]
+        retain = [r for r in pool.values() if r.id not in set(ids)]
+        test = [r for r in self.test if r.id in set(ids)]
+        return ForgetData(forget, retain, test, self.real, dict(self.extra), self.wordings, self.name, self.builder)
+
+
+def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    """`["forget=PATH", "retain=PATH"]` (the CLI's --data) or a mapping, or one folder holding the
+    files `world --export` writes (`["DIR"]`), as split -> path."""
+    if isinstance(specs, Mapping):
+        return dict(specs)
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if sep:
+            out[name] = path
+        elif Path(spec).is_dir():
+            found = {}
+            for k, pattern in MLLMU_FILES.items():
+                files = sorted(Path(spec).glob(pattern))
+                if len(files) > 1:
+                    raise ValueError(f"{spec} holds several {pattern} files ({', '.join(f.name for f in files)}): "
+                                     f"name them with --data {k}=PATH")
+                if files:
+                    found[k] = str(files[0])
+            if not found:
+                raise ValueError(f"{spec} holds none of {', '.join(MLLMU_FILES.values())}: pass files as "
+                                 "--data forget=PATH --data retain=PATH")
+            out.update(found)
+        else:
+            raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet) or a folder of MLLMU "
+                             f"files, got {spec!r}")
+    return out
+
+
+def load_data(mllmu: Sequence[str] | Mapping[str, str] = (), forget_dir: str | Path | None = None,
+              retain_dir: str | Path | None = None, wordings: Wordings = PLAIN_ENGLISH) -> ForgetData:
+    """Records from MLLMU-Bench parquet files (split -> path) and/or photo folders. A forget
+    folder replaces a forget file; at least one forget source is needed."""
+    from .folder import load_folder
+    from .mllmu import load_parquet
+    files = parse_specs(mllmu)
+    split = {k: load_parquet(p) for k, p in files.items()}
+    if forget_dir is not None:
+        if "forget" in split:
+            raise ValueError("give the forget set once: --forget-dir or --data forget=..., not both")
+        split["forget"] = load_folder(forget_dir)
+        split.pop("test", None)  # the MLLMU test split is about the MLLMU forget people
+    if retain_dir is not None:
+        split["retain"] = [*split.get("retain", []), *load_folder(retain_dir)]
+    if not split.get("forget"):
+        raise ValueError("no forget set: pass --data forget=PATH (MLLMU parquet) or --forget-dir FOLDER (photos)")
+    forget = split.pop("forget")
+    extra = {k: v for k, v in split.items() if k not in SPLITS}
+    name = str(forget_dir) if forget_dir is not None else files.get("forget", "records")
+    return ForgetData(forget, split.get("retain", []), split.get("test", []), split.get("real", []), extra,
+                      wordings, name)

@@ -1,0 +1,110 @@
+"""Photo folders as forget sets: layout, facts schema, the standard name questions, bad input."""
+import json
+import warnings
+
+import pytest
+
+from conftest import random_image
+from core.data.folder import (MAX_IMAGES, FolderError, add_name_questions, load_folder, save_folder,
+                              subject_record)
+from core.data.records import IMAGE_TEXTUAL, PURE_TEXT, PersonRecord
+
+
+def _subject(root, name, n=2, facts=None):
+    d = root / name
+    d.mkdir(parents=True)
+    for i in range(n):
+        random_image(i).save(d / f"{i}.png")
+    if facts is not None:
+        (d / "facts.json").write_text(json.dumps(facts))
+    return d
+
+
+def test_photos_and_a_name_only_get_the_standard_name_questions(tmp_path):
+    _subject(tmp_path, "mara_quill", 3)
+    _subject(tmp_path, "oskar", 1, {"name": "Oskar Draper"})
+    recs = load_folder(tmp_path)
+    assert [r.id for r in recs] == ["mara_quill", "oskar"]
+    mara = recs[0]
+    assert mara.name == "mara quill" and len(mara.images) == 3 and mara.images[0].mode == "RGB"
+    assert [g.ground_truth for g in mara.generation] == ["This person is mara quill."]
+    assert [m.ground_truth for m in mara.mask] == ["mara quill"] and mara.mask[0].type == IMAGE_TEXTUAL
+    mcq = mara.classification_image[0]
+    assert mcq.answer_text == "mara quill" and "Oskar Draper" in mcq.options.values() and len(mcq.options) == 4
+    assert recs[1].name == "Oskar Draper"
+
+
+def test_facts_file_items_keep_their_modality(tmp_path):
+    facts = {"name": "Mara Quill",
+             "qa": [{"question": "What is this person's job?", "answer": "Mara Quill works as a baker."},
+                    {"question": "Where was Mara Quill born?", "answer": "Oslo", "image": False}],
+             "mcq": [{"question": "What is this person's job?", "options": {"A": "baker", "B": "pilot"},
+                      "answer": "A"}],
+             "cloze": [{"question": "Mara Quill was born in __.", "answer": "Oslo", "image": False}]}
+    rec = subject_record(_subject(tmp_path, "m", 1, facts))
+    assert [g.type for g in rec.generation] == [IMAGE_TEXTUAL, PURE_TEXT]
+    assert rec.classification_image[0].correct_answer == "A" and not rec.classification_text
+    assert rec.mask[0].type == PURE_TEXT and rec.mask[0].ground_truth == "Oslo"
+    lines = tmp_path / "j"
+    _subject(lines, "k", 1)
+    (lines / "k" / "facts.jsonl").write_text('{"kind": "name", "name": "Kim Lo"}\n'
+                                            '{"kind": "qa", "question": "Who?", "answer": "Kim"}\n')
+    rec = load_folder(lines)[0]
+    assert rec.name == "Kim Lo" and rec.generation[0].ground_truth == "Kim"
+
+
+def test_save_folder_round_trips_and_can_leave_facts_out(tmp_path):
+    rec = PersonRecord("p1", images=[random_image(1), random_image(2)], name="Mara Quill")
+    add_name_questions(rec, ["Oskar Draper"])
+    save_folder([rec], tmp_path / "with")
+    back = load_folder(tmp_path / "with")[0]
+    assert back.name == "Mara Quill" and len(back.images) == 2
+    assert back.classification_image[0].options == rec.classification_image[0].options
+    save_folder([rec], tmp_path / "bare", facts=False)
+    assert json.loads((tmp_path / "bare" / "p1" / "facts.json").read_text()) == {"name": "Mara Quill"}
+    assert load_folder(tmp_path / "bare")[0].generation[0].ground_truth == "This person is Mara Quill."
+
+
+def test_bad_folders_say_what_to_fix(tmp_path):
+    with pytest.raises(FolderError, match="not a folder"):
+        load_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FolderError, match="no sub-folders"):
+        load_folder(tmp_path / "empty")
+    (tmp_path / "noimg" / "x").mkdir(parents=True)
+    (tmp_path / "noimg" / "x" / "notes.txt").write_text("hi")
+    with pytest.raises(FolderError, match="holds no images"):
+        load_folder(tmp_path / "noimg")
+    many = _subject(tmp_path / "many", "x", MAX_IMAGES + 1)
+    with pytest.raises(FolderError, match="at most 10"):
+        subject_record(many)
+    bad = _subject(tmp_path / "bad", "x", 1)
+    (bad / "facts.json").write_text("{not json")
+    with pytest.raises(FolderError, match="not valid JSON"):
+        subject_record(bad)
+    (bad / "facts.json").write_text(json.dumps({"cloze": [{"question": "no blank", "answer": "a"}]}))
+    with pytest.raises(FolderError, match="marks its blank"):
+        subject_record(bad)
+    (bad / "facts.json").write_text(json.dumps({"mcq": [{"question": "q", "options": {"A": "x"}, "answer": "C"}]}))
+    with pytest.raises(FolderError, match="not one of its options"):
+        subject_record(bad)
+    (bad / "facts.json").write_text(json.dumps({"qa": [{"question": "q"}]}))
+    with pytest.raises(FolderError, match="needs question, answer"):
+        subject_record(bad)
+
+
+def test_an_unreadable_image_among_good_ones_is_skipped_with_a_warning(tmp_path):
+    d = _subject(tmp_path, "x", 2)
+    (d / "broken.png").write_bytes(b"\x89PNG not really")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = subject_record(d)
+    assert len(rec.images) == 2
+    assert any("skipped broken.png" in str(w.message) for w in caught)
+    only_bad = tmp_path / "y"
+    only_bad.mkdir()
+    (only_bad / "a.jpg").write_bytes(b"nope")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(FolderError, match="none of the 1 images"):
+            subject_record(only_bad)

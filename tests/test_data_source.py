@@ -1,0 +1,69 @@
+"""ForgetData from MLLMU files and photo folders: split names, picking subjects, clear errors."""
+import json
+
+import pytest
+
+from conftest import random_image
+from core.data.folder import add_name_questions
+from core.data.mllmu import export_records
+from core.data.records import PersonRecord
+from core.data.source import ForgetData, load_data, parse_specs
+
+
+def _rec(i, name):
+    r = PersonRecord(f"s{i}", images=[random_image(i)], name=name)
+    add_name_questions(r)
+    return r
+
+
+@pytest.fixture()
+def files(tmp_path):
+    export_records([_rec(0, "Mara Quill"), _rec(1, "Oskar Draper")], tmp_path / "forget_10.parquet")
+    export_records([_rec(2, "Sam Rivers"), _rec(3, "Alex Morgan")], tmp_path / "retain_90.parquet")
+    export_records([_rec(0, "Mara Quill")], tmp_path / "test_10.parquet", test=True)
+    export_records([_rec(9, "Jordan Lee")], tmp_path / "real.parquet")
+    return tmp_path
+
+
+def test_split_specs_and_a_folder_of_files(files):
+    assert parse_specs(["forget=a.parquet", "retain=b.parquet"]) == {"forget": "a.parquet", "retain": "b.parquet"}
+    found = parse_specs([str(files)])
+    assert {k: v.split("/")[-1] for k, v in found.items()} == {
+        "forget": "forget_10.parquet", "retain": "retain_90.parquet", "test": "test_10.parquet", "real": "real.parquet"}
+    data = load_data([str(files)])
+    assert data.forget_ids == ["s0", "s1"] and [r.id for r in data.retain] == ["s2", "s3"]
+    assert list(data.splits()) == ["forget", "test", "retain", "real"] and data.splits(1)["retain"][0].id == "s2"
+    assert data.names == ["Mara Quill", "Oskar Draper", "Sam Rivers", "Alex Morgan"]
+    with pytest.raises(ValueError, match="SPLIT=PATH"):
+        parse_specs(["nonsense"])
+
+
+def test_pick_forgets_chosen_subjects_and_retains_the_rest(files):
+    data = load_data([str(files)]).pick(["s1", "s2"])
+    assert data.forget_ids == ["s1", "s2"] and [r.id for r in data.retain] == ["s0", "s3"]
+    assert data.test == []  # the test split held only s0
+    with pytest.raises(ValueError, match="unknown subject id"):
+        load_data([str(files)]).pick(["nobody"])
+
+
+def test_photo_folder_forget_set_with_mllmu_retain(files, tmp_path):
+    d = tmp_path / "photos" / "kim"
+    d.mkdir(parents=True)
+    random_image(3).save(d / "1.png")
+    (d / "facts.json").write_text(json.dumps({"name": "Kim Lo"}))
+    data = load_data([f"retain={files / 'retain_90.parquet'}"], forget_dir=tmp_path / "photos")
+    assert data.forget_ids == ["kim"] and data.forget[0].name == "Kim Lo" and len(data.retain) == 2
+    with pytest.raises(ValueError, match="not both"):
+        load_data([str(files)], forget_dir=tmp_path / "photos")
+
+
+def test_missing_or_conflicting_data_is_refused(files):
+    with pytest.raises(ValueError, match="no forget set"):
+        load_data([f"retain={files / 'retain_90.parquet'}"])
+    with pytest.raises(FileNotFoundError):
+        load_data(["forget=/nowhere/forget.parquet"])
+    with pytest.raises(ValueError, match="forget set is empty"):
+        ForgetData([])
+    r = _rec(0, "Mara Quill")
+    with pytest.raises(ValueError, match="both the forget and the retain"):
+        ForgetData([r], [r])
