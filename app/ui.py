@@ -396,8 +396,6 @@ def build(default: Workbench) -> gr.Blocks:
                           "private-data requests). Every tab of this session now uses it: try the playground "
                           "with one of the photos and *Who is this person?*")
 
-        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts],
-                          [session, someone_status])
         someone_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
         # ---- PGD studio
@@ -474,6 +472,10 @@ def build(default: Workbench) -> gr.Blocks:
                                             "and evaluation now use it.")
 
         ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
+        # a new eraser for this session (Forget someone): its null space is shown at once
+        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts],
+                          [session, someone_status]).then(
+            show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
         ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
                        [session, ns_spectrum, ns_hist, ns_table, ns_status])
 

@@ -276,3 +276,57 @@ def test_missing_model_and_worldless_model_give_clear_errors(tmp_path):
     wb = _workbench()
     with pytest.raises(UserError, match="no toy world"):
         wb.people_rows()
+
+
+def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_session(toy, tmp_path):
+    """Photos + a name (no facts) on a toy model: the retained set is every other person of the
+    world; the session's selectivity examples, evaluation and activation sets use this forget set,
+    another session keeps the model's own."""
+    from app.workbench import Session
+    wb, default = toy
+    person = wb.world.people[0]
+    paths = []
+    for i in range(2):
+        wb.world.render(person).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    sess, other = Session(eraser=default), Session(eraser=default)
+    stages = []
+    eraser = wb.forget_someone(paths, person.name, "", sess, progress=lambda s, d, t: stages.append(s))
+    sess.eraser = eraser
+    assert {"forget", "retain", "recall", "erase"} <= set(stages)
+    assert sess.data is not None and sess.data.forget[0].name == person.name and len(sess.data.forget[0].images) == 2
+    assert person.id not in {r.id for r in sess.data.retain} and len(sess.data.retain) == len(wb.world.people) - 1
+    assert eraser.config.forget_split == sess.data.forget_ids[0] and eraser.config.data_source.startswith("upload")
+    labels = [label for label, _ in wb.examples(eraser, session=sess)]
+    assert labels[0] == f"forget: {person.name}" and all(not l.startswith(f"retain: {person.name}") for l in labels)
+    sets = wb.activation_sets(eraser, session=sess)
+    assert {p.tag for p in sets.forget} == {sess.data.forget_ids[0]} and len(sets.H_forget) == len(sets.forget)
+    res = wb.evaluate(eraser, 1, session=sess)
+    assert set(res.splits) == {"forget", "retain", "real"} and set(res.refusal_prompts) == {"forget", "retain"}
+    assert wb.data_for(default, other).builder is not None  # the other session: the toy world's own split
+    rows = wb.nullspace_view(eraser, eraser.fitted_layers[-1])[2]
+    assert rows[-1][4] == round(float(eraser.diagnostics["forget_gates"][eraser.fitted_layers[-1]].mean()), 3)
+    for bad, message in (([], "between 1 and 10"), (paths * 6, "between 1 and 10")):
+        with pytest.raises(UserError, match=message):
+            wb.forget_someone(bad, person.name, "", Session())
+    with pytest.raises(UserError, match="Type the person's name"):
+        wb.forget_someone(paths, "  ", "", Session())
+    with pytest.raises(UserError, match="not valid JSON"):
+        wb.forget_someone(paths, person.name, "{oops", Session())
+    with pytest.raises(UserError, match="cannot spell the name 'Zorblax"):
+        wb.forget_someone(paths, "Zorblax Quux", "", Session())
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(UserError, match="not a readable image"):
+        wb.forget_someone([str(tmp_path / "bad.png")], person.name, "", Session())
+
+
+def test_a_model_without_a_world_starts_with_no_mismatched_eraser_and_says_what_to_add(tmp_path):
+    from app.workbench import DEFAULT_ERASER, Session
+    from core.models.tiny import save_tiny
+    folder = save_tiny("qwen2_5_vl", tmp_path / "q")
+    wb = Workbench.load(folder, DEFAULT_ERASER)  # the shipped eraser belongs to another model
+    assert wb.eraser is None and "does not fit this model" in wb.note
+    with pytest.raises(UserError, match="Forget someone"):
+        wb.eraser_for(Session())
+    with pytest.raises(UserError, match="No forget set yet"):
+        wb.data_for(None, Session())

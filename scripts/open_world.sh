@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The open-world round trip (README, "Your own model and data"): the shipped toy model copied
+# WITHOUT its world.json is a model the project knows nothing about, and the toy world exported
+# as MLLMU-Bench files and as a photo folder is data a user brings. Every number of that section
+# comes from this script (about 25 minutes on 2 CPU cores). Outputs: runs/open/, results/open_*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1
+R=runs/open
+rm -rf "$R" && mkdir -p "$R"
+python -m core world --seed 0 --export "$R/mllmu" --export-folder "$R/photos" --folder-people 3 --renders 4 --no-facts
+cp -r assets/toy-llava "$R/foreign" && rm "$R/foreign/world.json"
+M="--model $R/foreign"
+# 1. MLLMU files: fit with the default (workbench) preset, tuned; evaluate vanilla, eraser and the retain-only twin
+python -m core fit $M --data "$R/mllmu" --out "$R/eraser-mllmu"
+python -m core evaluate $M --data "$R/mllmu" --json results/open_vanilla.json
+python -m core evaluate $M --data "$R/mllmu" --eraser "$R/eraser-mllmu" --json results/open_eraser.json
+python -m core evaluate --model assets/toy-llava-retain-only --data "$R/mllmu" --json results/open_retain_only.json
+# 2. A photo folder: 3 people of the forget split, 4 fresh renders and the name each, no facts
+python -m core fit $M --forget-dir "$R/photos" --data "retain=$R/mllmu/retain_90.parquet" \
+  --data "real=$R/mllmu/real.parquet" --out "$R/eraser-photos"
+ids=$(ls "$R/photos" | paste -sd, -)
+python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --json results/open_photos_vanilla.json
+python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --eraser "$R/eraser-photos" \
+  --json results/open_photos_eraser.json
