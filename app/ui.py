@@ -176,6 +176,16 @@ def build(default: Workbench) -> gr.Blocks:
                     someone_btn = gr.Button("Fit eraser for this person", variant="primary", elem_id="someone_btn")
                     someone_stop = gr.Button("Stop", elem_id="someone_stop")
                 someone_status = gr.Markdown(elem_id="someone_status")
+                gr.Markdown("### Your MLLMU-Bench files\nUpload parquet files named after their split "
+                            "(`forget_10.parquet`, `retain_90.parquet`, optional `test_10.parquet`, `real.parquet`: "
+                            "what `python -m core world --export` writes) and fit on them.")
+                with gr.Row():
+                    mllmu_files = gr.File(label="MLLMU-Bench parquet files", file_count="multiple",
+                                          file_types=[".parquet"], elem_id="mllmu_files", height=120)
+                    mllmu_ids = gr.Textbox(label="Forget only these subject ids (optional, comma-separated)",
+                                           elem_id="mllmu_ids")
+                mllmu_btn = gr.Button("Fit eraser on these files", elem_id="mllmu_btn")
+                mllmu_status = gr.Markdown(elem_id="mllmu_status")
                 people_table = gr.Dataframe(
                     default.people_rows() if default.world else [],
                     headers=["name", "set", "birthplace", "occupation", "hobby", "pet", "food", "born", "id"],
@@ -251,6 +261,10 @@ def build(default: Workbench) -> gr.Blocks:
                 with gr.Row():
                     eval_limit = gr.Slider(1, 20, value=2, step=1, label="People (rows) per split",
                                            elem_id="eval_limit")
+                    eval_source = gr.Radio(["forget set", "toy world"] if default.world else ["forget set"],
+                                           value="forget set", elem_id="eval_source",
+                                           label="Data: this session's forget set (the eraser's split, an upload, "
+                                                 "MLLMU files) or the toy world's forget_10 split")
                     eval_run = gr.Button("Evaluate with the eraser", variant="primary", elem_id="eval_run")
                     eval_stop = gr.Button("Stop", elem_id="eval_stop")
                 eval_status = gr.Markdown(elem_id="eval_status")
@@ -398,6 +412,23 @@ def build(default: Workbench) -> gr.Blocks:
 
         someone_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
+        def do_mllmu(sess, files, ids, progress=gr.Progress()):
+            stop = _stop_flag(sess)
+            stop.clear()
+            try:
+                eraser = wb_of(sess).use_mllmu_files(files, ids, sess, _progress(progress), stop.is_set)
+            except UserError as exc:
+                return sess, _err(exc)
+            except InterruptedError:
+                return sess, "Stopped: the previous eraser is still in use."
+            sess.eraser = eraser
+            d = sess.data
+            return sess, (f"Fitted an eraser forgetting **{len(d.forget)}** subject(s) of the uploaded files "
+                          f"({len(d.retain)} retained, {len(d.real)} general rows); every tab of this session "
+                          "now uses it.")
+
+        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status])
+
         # ---- PGD studio
         def do_pgd(sess, img, q, target, eps, step, steps):
             stop = _stop_flag(sess)
@@ -480,13 +511,13 @@ def build(default: Workbench) -> gr.Blocks:
                        [session, ns_spectrum, ns_hist, ns_table, ns_status])
 
         # ---- evaluate
-        def do_eval(sess, limit, progress=gr.Progress()):
+        def do_eval(sess, limit, source, progress=gr.Progress()):
             stop = _stop_flag(sess)
             stop.clear()
             wb = wb_of(sess)
             try:
                 eraser = wb.eraser_for(sess)
-                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set, session=sess)
+                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set, session=sess, source=source)
             except UserError as exc:
                 return gr.update(), gr.update(), _err(exc)
             except InterruptedError:
@@ -497,7 +528,7 @@ def build(default: Workbench) -> gr.Blocks:
                     f"Done. Eraser: `{json.dumps(eraser_summary(eraser))}`. Private-data requests refused: "
                     f"{refusals}.")
 
-        eval_run.click(do_eval, [session, eval_limit], [eval_table, eval_plot, eval_status])
+        eval_run.click(do_eval, [session, eval_limit, eval_source], [eval_table, eval_plot, eval_status])
 
         def do_attack(sess, people, steps, progress=gr.Progress()):
             stop = _stop_flag(sess)

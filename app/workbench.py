@@ -36,6 +36,8 @@ MAX_PIXELS = 4096 * 4096
 MAX_QUESTION_CHARS = 2000
 MAX_PGD_STEPS = 500
 MAX_ERASER_ZIP = 200 * 2**20
+MAX_PARQUET = 200 * 2**20  # per uploaded MLLMU file
+MAX_CACHED_SETS = 4  # activation sets kept for the map and the refit (the toy world's, then recent uploads)
 
 
 class UserError(ValueError):
@@ -278,11 +280,31 @@ class Workbench:
             raise UserError(str(exc)) from exc
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
+        H: dict[str, torch.Tensor] = {}
         eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
-                            progress=progress, should_stop=should_stop)
+                            progress=progress, should_stop=should_stop, activations=H)
         if session is not None:  # the views of this session now work on this forget set
             session.data = None if data.builder is not None else data
+        if kind == "recall" and not (session is not None and session.recall_images):
+            # exactly the sets the inspector would collect again: keep them for the map and the refit
+            with self._acts_lock:
+                self._remember(self._acts_key(eraser, data), ActivationSets(
+                    sets.forget, sets.retain, sets.recall, sets.erase, H["forget"], H["retain"], H["recall"],
+                    H["erase"]))
         return eraser
+
+    def _remember(self, key: tuple, sets: ActivationSets) -> None:
+        """Cache activation sets (caller holds the lock), the oldest dropped beyond MAX_CACHED_SETS:
+        uploads make new forget sets, and each costs tens of MB at the toy model's size."""
+        self._acts.pop(key, None)
+        self._acts[key] = sets
+        while len(self._acts) > MAX_CACHED_SETS:
+            self._acts.pop(next(iter(self._acts)))
+
+    def _acts_key(self, eraser: Eraser, data: ForgetData) -> tuple:
+        c = eraser.config
+        source = "toy" if data.builder is not None else data.key
+        return (source, c.forget_split, c.seed, eraser.gate_position, c.gate_retain, c.gate_variants)
 
     def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
                        progress: Callable[[str, int, int], None] | None = None,
@@ -319,6 +341,38 @@ class Workbench:
             raise UserError(str(exc)) from exc
         return self.fit_eraser(data, "recall", session, progress, should_stop)
 
+    def use_mllmu_files(self, files, forget_ids: str = "", session: Session | None = None,
+                        progress: Callable[[str, int, int], None] | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> Eraser:
+        """Fit an eraser on uploaded MLLMU-Bench parquet files, named by split as `world --export`
+        writes them (forget_*.parquet, retain_*.parquet, test_*.parquet, real.parquet); optional
+        comma-separated subject ids pick whom to forget among them."""
+        from core.data.mllmu import load_parquet
+        from core.data.source import SPLITS
+        paths = [Path(getattr(f, "name", f)) for f in (files or []) if f is not None]
+        if not paths:
+            raise UserError("Upload MLLMU-Bench parquet files: forget_*.parquet and retain_*.parquet at least.")
+        if len(paths) > 8 or any(p.stat().st_size > MAX_PARQUET for p in paths):
+            raise UserError(f"Upload at most 8 parquet files of at most {MAX_PARQUET // 2**20} MB each.")
+        named = {}
+        for p in paths:
+            split = p.name.split("_")[0].split(".")[0].lower()
+            if split not in SPLITS or p.suffix != ".parquet":
+                raise UserError(f"{p.name}: name each file after its split (forget_10.parquet, retain_90.parquet, "
+                                "test_10.parquet, real.parquet).")
+            named[split] = p
+        try:
+            split = {k: load_parquet(v) for k, v in named.items()}
+            data = ForgetData(split.pop("forget", []), split.get("retain", []), split.get("test", []),
+                              split.get("real", []), name="uploaded MLLMU files")
+            ids = [i.strip() for i in (forget_ids or "").split(",") if i.strip()]
+            if ids:
+                data = data.pick(ids)
+            data.wordings = data.wordings.usable(self.adapter.tokenizer, [r.name for r in data.forget if r.name])
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Could not use those files: {exc}") from exc
+        return self.fit_eraser(data, "recall", session, progress, should_stop)
+
     # ------------------------------------------------------------------ PGD studio
     def pgd_frames(self, image, question: str, target: str, eps_255, step_255, steps,
                    should_stop: Callable[[], bool] | None = None) -> Iterator[PGDFrame]:
@@ -346,8 +400,7 @@ class Workbench:
         data = self.data_for(eraser, session)
         pos = eraser.gate_position
         c = eraser.config
-        source = id(data) if data.builder is None else "toy"
-        key = (source, c.forget_split, c.seed, pos, c.gate_retain, c.gate_variants)
+        key = self._acts_key(eraser, data)
         with self._acts_lock:
             if key in self._acts:
                 return self._acts[key]
@@ -359,7 +412,7 @@ class Workbench:
                 H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop,
                                   position=pos if name in ("forget", "retain") else "last")
             sets = ActivationSets(f, r, rec, era, H["forget"], H["retain"], H["recall"], H["erase"])
-            self._acts[key] = sets
+            self._remember(key, sets)
             return sets
 
     def input_activation(self, image, question: str, position: str = "last") -> torch.Tensor:
@@ -499,11 +552,17 @@ class Workbench:
     # ------------------------------------------------------------------ evaluate, save, load
     def evaluate(self, eraser: Eraser | None, limit: int | None = 3,
                  progress: Callable[[str, int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None, session: Session | None = None):
-        """MLLMU-style evaluation of the model with (or, eraser=None, without) the eraser."""
+                 should_stop: Callable[[], bool] | None = None, session: Session | None = None,
+                 source: str = "forget set"):
+        """MLLMU-style evaluation of the model with (or, eraser=None, without) the eraser, on the
+        session's forget set (source "forget set") or on the toy world's forget_10 split ("toy world")."""
         from core.contrast import refusal_sets
         from core.evaluation import EvalConfig, evaluate
-        data = self.data_for(eraser, session)
+        if source == "toy world":
+            from core.toyworld.fitsets import toy_data
+            data = toy_data(self._world(), "forget_10")
+        else:
+            data = self.data_for(eraser, session)
         if limit is not None and not 1 <= int(limit) <= 1000:
             raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
         steering = None if eraser is None else eraser.task_steering(self.adapter)

@@ -22,10 +22,11 @@ own builders (`ForgetData.builder`), which draw from the generator its model was
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
+from core.data.formats import classification_prompt, cloze_prompt, generation_prompt
 from core.data.records import PersonRecord, Prompt
 from core.data.scenes import scenes
 from core.data.source import RETAIN_GROUPS, ForgetData
@@ -36,7 +37,8 @@ from core.pgd import PGDConfig, run_pgd
 
 KINDS = ("recall", "refusal", "text_only", "image_only")
 HELD_OUT_SHARE = 0.25
-N_SCENES = 24
+N_SCENES = 48
+MIN_HELD_OUT = 60  # forget rows, and general rows, the tuner judges a setting on (records)
 
 
 @dataclass
@@ -48,17 +50,46 @@ class FitSets:
     kind: str
 
 
-def profile_prompts(rec: PersonRecord, wordings: Wordings, with_images: bool = True) -> list[Prompt]:
+def _named(start: str, name: str | None) -> str:
+    """An answer start about a pictured subject ("This person works as") said of a named one."""
+    return start if not name else start.replace("This person's", f"{name}'s").replace("This person", name)
+
+
+def profile_prompts(rec: PersonRecord, wordings: Wordings, options: Sequence[str] = (),
+                    rng: np.random.Generator | None = None) -> list[Prompt]:
     """The standard profile questions about one subject: with each of its photos ("this person")
-    and by name (no name questions there: the name is in the question)."""
+    and by name (no name questions there: the name is in the question), each as a plain question,
+    in the MLLMU generation format, as a cloze on the answer sentence and, with an option pool,
+    as a four-way MCQ.
+
+    Why every format: the gate reads the whole prompt (or its last token), so an MCQ's option
+    lines and an instruction move it. Fitted on plain questions only, a subject known by photos
+    and a name kept 72% of its text-only MCQs answered on the toy model (README, "Your own model
+    and data")."""
+    rng = rng if rng is not None else np.random.default_rng([sum(map(ord, rec.id)), 31])
     out = []
-    if with_images:
-        out += [Prompt(fill(t, None), im, rec.id) for im in rec.images
-                for ts in wordings.profile_questions.values() for t in ts]
-    if rec.name:
-        out += [Prompt(fill(t, rec.name), None, rec.id) for a, ts in wordings.profile_questions.items() if a != "name"
-                for t in ts]
+    for img, name in [(im, None) for im in rec.images] + ([(None, rec.name)] if rec.name else []):
+        for attr, ts in wordings.profile_questions.items():
+            if attr == "name" and name is not None:
+                continue
+            for t in ts:
+                q = fill(t, name)
+                out += [Prompt(q, img, rec.id), Prompt(generation_prompt({"Question": q}), img, rec.id)]
+                if len(options) >= 4:
+                    pick = [options[int(i)] for i in rng.choice(len(options), 4, replace=False)]
+                    out.append(Prompt(classification_prompt({"Question": q, "Options": dict(zip("ABCD", pick))}),
+                                      img, rec.id))
+            if attr in wordings.answer_starts:
+                out.append(Prompt(cloze_prompt({"Question": f"{_named(wordings.answer_starts[attr], name)} __."}),
+                                  img, rec.id))
     return out
+
+
+def option_pool(data: ForgetData) -> list[str]:
+    """Every MCQ option value of the data, for the standard questions' MCQ format."""
+    recs = [*data.forget, *data.retain, *data.real]
+    return sorted({v for r in recs for c in (*r.classification_image, *r.classification_text)
+                   for v in c.options.values() if v})
 
 
 def request_prompts(rec: PersonRecord, templates: tuple[str, ...]) -> list[Prompt]:
@@ -80,8 +111,10 @@ def _halves(prompts: list[Prompt], seed: int, key: str) -> tuple[list[Prompt], l
     return [prompts[i] for i in order[n_held:]], [prompts[i] for i in order[:n_held]]
 
 
-def _subject_pool(rec: PersonRecord, wordings: Wordings, seed: int, held: bool) -> list[Prompt]:
-    rows = [q.prompt for q in record_queries(rec, "")] + profile_prompts(rec, wordings)
+def _subject_pool(rec: PersonRecord, wordings: Wordings, seed: int, held: bool,
+                  options: Sequence[str] = ()) -> list[Prompt]:
+    rows = [q.prompt for q in record_queries(rec, "")] + profile_prompts(rec, wordings, options)
+    rows = list({(p.question, id(p.image)): p for p in rows}.values())  # a data item may repeat a standard one
     return _halves(rows, seed, rec.id)[1 if held else 0]
 
 
@@ -95,20 +128,33 @@ def _general_pool(data: ForgetData, seed: int, held: bool) -> list[Prompt]:
 
 
 def _sample(rows: list[Prompt], n: int | None, rng: np.random.Generator) -> list[Prompt]:
-    idx = rng.permutation(len(rows))[:n] if n else range(len(rows))
+    idx = range(len(rows)) if n is None else rng.permutation(len(rows))[:n]
     return [rows[i] for i in idx]
+
+
+def _by_modality(rows: list[Prompt], n: int | None, rng: np.random.Generator) -> list[Prompt]:
+    """Up to `n` rows, half asked with a photo and half by name where both exist. Why: a subject
+    with four photos has five times more picture questions than questions by name, and sampled
+    uniformly the gate saw too few of the latter (text-only MCQ about three photo-folder subjects
+    stayed 61% correct; README, "Your own model and data")."""
+    if n is None:
+        return rows
+    pics, text = [p for p in rows if p.image is not None], [p for p in rows if p.image is None]
+    k = min(len(text), n // 2) if pics else len(text)
+    return _sample(pics, n - k, rng) + _sample(text, k, rng)
 
 
 def _record_gate_sets(data: ForgetData, per_person: int, n_retain: int, seed: int, fact_draws: int,
                       held: bool) -> tuple[list[Prompt], list[Prompt]]:
     rng = np.random.default_rng([seed, 11 + held])
-    w = data.wordings
-    forget = [p for rec in data.forget for p in _sample(_subject_pool(rec, w, seed, held), per_person, rng)]
-    retain_rows = [p for rec in data.retain for p in _subject_pool(rec, w, seed, held)]
+    w, options = data.wordings, option_pool(data)
+    forget = [p for rec in data.forget for p in _by_modality(_subject_pool(rec, w, seed, held, options), per_person,
+                                                            rng)]
+    retain_rows = [p for rec in data.retain for p in _subject_pool(rec, w, seed, held, options)]
     requests = w.held_out_requests if held else w.private_requests
     retain_rows += [p for rec in data.retain for p in request_prompts(rec, requests)]
     retain = _sample(retain_rows, n_retain, rng)
-    general = _sample(_general_pool(data, seed, held), max(8, n_retain // 10), rng)
+    general = _sample(_general_pool(data, seed, held), max(MIN_HELD_OUT if held else 8, n_retain // 10), rng)
     retain += general * max(1, fact_draws)
     if not retain:
         raise ValueError("the retain set is empty: pass retained subjects (--data retain=PATH) or general "
@@ -142,6 +188,9 @@ def heldout_sets(data: ForgetData, seed: int = 0, per_person: int = 4, n_retain:
     fresh draws from its generator with seed + `draw`)."""
     if data.builder is not None:
         return data.builder.gate_sets(per_person, n_retain, seed + draw, 1, 0.0)
+    # at least MIN_HELD_OUT forget rows and general rows: with 3 subjects at 4 rows each the tuner's
+    # forget score moved in steps of 1/12 and one changed answer of 28 general rows failed a setting
+    per_person = max(per_person, -(-MIN_HELD_OUT // len(data.forget)))
     return _record_gate_sets(data, per_person, n_retain, seed, 1, held=True)
 
 

@@ -272,11 +272,14 @@ class Eraser:
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
             recall: Sequence[Prompt], erase: Sequence[Prompt], config: EraserConfig | None = None,
             batch_size: int = 16, progress: Callable[[str, int, int], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> "Eraser":
+            should_stop: Callable[[], bool] | None = None,
+            activations: dict[str, torch.Tensor] | None = None) -> "Eraser":
         """Collect activations for the four prompt sets on `adapter` and fit.
 
         forget/retain train the gate (forget -> 1, retain -> 0); recall/erase give the direction.
-        `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches."""
+        `progress(stage, done, total)` reports each set; `should_stop()` cancels between batches.
+        `activations`, when given, receives the collected (N, L, d) sets by name, so that a caller
+        (the app's inspector) need not collect them again."""
         config = config or EraserConfig()
         gate_pos = gate_position_of(config)
         check_layers(config, adapter.num_layers)
@@ -290,6 +293,8 @@ class Eraser:
             pos = gate_pos if name in ("forget", "retain") else "last"
             acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop,
                                  position=pos)
+        if activations is not None:
+            activations.update(acts)
         config.model = asdict(adapter.info())
         config.data_hash = prompts_hash(forget, retain, recall, erase)
         return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config,

@@ -23,8 +23,9 @@ python -m core world --seed 0 --grid docs/portraits.png
 # (--subject-gates, concept 7) on four times the default retain sample (--gate-retain 6400). prefill mode
 # (the public code's). The tuner keeps 98% of held-out retain answers unchanged in each retain group
 # (people by image, by name, general knowledge): a point of margin over the 97% target.
-python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --mode prefill --tune \
-  --ratio 1.0 --gamma 10 --retain-weight 0.3 --subject-gates --gate-retain 6400 --gate-position mean
+# These are `fit --preset workbench`, the default (core.eraser.PRESETS): the line below equals
+#   fit ... --mode prefill --tune --ratio 1.0 --gamma 10 --retain-weight 0.3 --subject-gates --gate-retain 6400 --gate-position mean
+python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
@@ -32,7 +33,7 @@ python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-erase
 # chose for it then (layer 2 at 1.0, 97% bar), and MCQ at 1.5 by hand on it (README comparison table). Both this
 # fit and the paper's fit below, tuned with today's tuner on the current model (fit --tune, 98% bar), get the
 # settings they are pinned at (checked once; README "What the retain rows and the per-person gates changed").
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-retain-rows --mode prefill \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-retain-rows --mode prefill \
   --steer-layers 2 --strength 1.0 --ratio 1.0 --gamma 10 --retain-weight 1 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-retain-rows --json results/eraser_retain_rows.json
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-retain-rows --task-strength classification=1.5 \
@@ -41,28 +42,28 @@ python -m core evaluate --model assets/toy-llava --eraser runs/eraser-retain-row
 # the retain rows). Each is pinned at the setting the earlier tuner chose for it (pooled retain score, 140 held-out
 # retain prompts); per-layer fits are independent, so fitting only the steered layers gives the same gate.
 # runs/eraser-null-space fits every layer and steers layer 3 (the attack report runs on it too).
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-null-space --mode prefill \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-null-space --mode prefill \
   --steer-layers 3 --strength 0.75 --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-null-space --json results/eraser_null_space.json
 # the method's last-token gate (tuned then: layers 2-3, 0.25; results/eraser_last_token_tuning.json holds that grid)
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-last-token --mode prefill \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-last-token --mode prefill \
   --layers 2,3 --strength 0.25 --ratio 0.6 --gamma 10
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-last-token --json results/eraser_last_token.json
 # latched mode at the setting the tuner chose for it before it judged forget fluency on its own
 # (layers 1-3, 0.25; README: its steered answers degenerate)
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-latched --mode latched \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-latched --mode latched \
   --layers 1,2,3 --strength 0.25 --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-latched --json results/eraser_latched.json
 # a strength per task (the public code's lambda per task): what --tune-tasks chose then
 # (results/eraser_task_tuned_tuning.json), and MCQ at 1.0 by hand
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-task-tuned --mode prefill \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-task-tuned --mode prefill \
   --layers 3 --strength 0.75 --task-strength generation=0.5 --task-strength cloze=0.25 --ratio 0.6 --gamma 10 \
   --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-task-tuned --json results/eraser_task_tuned.json
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-null-space --task-strength classification=1.0 \
   --json results/eraser_mcq_strength.json
 # the gate fitted on later-turn formats too (README, "Attacking the eraser from the input side")
-python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-variants --mode prefill \
+python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-gate-variants --mode prefill \
   --ratio 0.6 --gamma 10 --gate-position mean --layers 3 --strength 0.75 --gate-variants 0.5
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-gate-variants --json results/eraser_gate_variants.json
 for m in ga ga_diff kl_min idk mmunlearner smfa vkd; do

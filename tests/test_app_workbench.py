@@ -299,7 +299,9 @@ def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_sess
     assert eraser.config.forget_split == sess.data.forget_ids[0] and eraser.config.data_source.startswith("upload")
     labels = [label for label, _ in wb.examples(eraser, session=sess)]
     assert labels[0] == f"forget: {person.name}" and all(not l.startswith(f"retain: {person.name}") for l in labels)
-    sets = wb.activation_sets(eraser, session=sess)
+    again = []
+    sets = wb.activation_sets(eraser, progress=lambda *x: again.append(x), session=sess)
+    assert again == []  # the fit's own activations, kept: nothing is collected twice
     assert {p.tag for p in sets.forget} == {sess.data.forget_ids[0]} and len(sets.H_forget) == len(sets.forget)
     res = wb.evaluate(eraser, 1, session=sess)
     assert set(res.splits) == {"forget", "retain", "real"} and set(res.refusal_prompts) == {"forget", "retain"}
@@ -330,3 +332,31 @@ def test_a_model_without_a_world_starts_with_no_mismatched_eraser_and_says_what_
         wb.eraser_for(Session())
     with pytest.raises(UserError, match="No forget set yet"):
         wb.data_for(None, Session())
+
+
+def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp_path):
+    """The toy world exported as MLLMU parquet, uploaded: the session fits on the files' forget
+    split (or picked ids) and Evaluate can score the session's data or the toy world's split."""
+    from app.workbench import Session
+    from core.toyworld.mllmu import export_parquet
+    wb, default = toy
+    files = [export_parquet(wb.world, s, tmp_path / f"{s}.parquet") for s in ("forget_15", "retain_85", "real")]
+    sess = Session(eraser=default)
+    sess.eraser = wb.use_mllmu_files([str(f) for f in files], "", sess)
+    forget_ids = [p.id for p in wb.world.forget_people("forget_15")]
+    assert sess.data.forget_ids == forget_ids and sess.data.name == "uploaded MLLMU files"
+    assert sess.eraser.config.forget_split == ",".join(forget_ids)
+    picked = wb.use_mllmu_files([str(f) for f in files], forget_ids[0], Session())
+    assert picked.config.forget_split == forget_ids[0]
+    res = wb.evaluate(sess.eraser, 1, session=sess)
+    assert set(res.splits) == {"forget", "retain", "real"}
+    toy_res = wb.evaluate(sess.eraser, 1, session=sess, source="toy world")
+    assert set(toy_res.splits) == {"forget", "test", "retain", "real"}
+    (tmp_path / "notes.parquet").write_bytes(b"PAR1")
+    for bad, message in (([], "Upload MLLMU-Bench parquet files"),
+                         ([str(tmp_path / "notes.parquet")], "name each file after its split"),
+                         ([str(files[1])], "the forget set is empty")):
+        with pytest.raises(UserError, match=message):
+            wb.use_mllmu_files(bad, "", Session())
+    with pytest.raises(UserError, match="unknown subject id"):
+        wb.use_mllmu_files([str(f) for f in files], "nobody", Session())

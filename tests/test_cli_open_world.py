@@ -97,6 +97,10 @@ def test_the_toy_model_without_its_world_is_an_open_world_model(mini_toy, tmp_pa
         r for r in json.loads((tmp_path / "e" / "eraser_config.json").read_text())["forget_split"].split(",")]
     assert main(["relearn", *base, "--data", str(tmp_path / "d"), "--steps", "1", "--json",
                  str(tmp_path / "rl.json")]) == 0
+    assert main(["sweep", *base, "--eraser", str(tmp_path / "e"), "--data", str(tmp_path / "d"), "--people", "1",
+                 "--out", str(tmp_path / "sweep.md")]) == 0
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    assert {r["experiment"] for r in rows} >= {"baseline", "strength", "direction", "PGD eps"}
     assert json.loads((tmp_path / "rl.json").read_text())[0]["before"]["held_out"] >= 0
 
 

@@ -39,7 +39,14 @@ def test_gate_sets_hold_each_side_and_the_coverage_the_gate_needs():
     assert any(p.tag == "scene" and p.image is not None for p in retain)  # built-in general pictures
     assert any(p.image is None and "Retained Person" in p.question for p in retain)  # retained by name
     # a subject with photos and a name only is asked the standard questions
-    assert any(p.tag == "s0" and p.question == "Who is this person?" for p in forget)
+    from core.data.wordings import PROFILE_QUESTIONS
+    s0 = [p for p in forget if p.tag == "s0"]
+    standard = contrast.profile_prompts(d.forget[0], d.wordings, contrast.option_pool(d))
+    assert {p.question for p in standard if p.image is not None} >= set(PROFILE_QUESTIONS["name"])
+    # in every format (plain, MLLMU generation, cloze, MCQ), half of them asked by name
+    assert any("Just give ONE letter" in p.question for p in standard) and any("[Blank]" in p.question for p in standard)
+    assert any("Answer the question based on" in p.question for p in standard)
+    assert sum(p.image is None for p in s0) == 5 and all("Mara Quill" in p.question for p in s0 if p.image is None)
     again = contrast.gate_sets(d, per_person=10, n_retain=60, seed=0, fact_draws=2)
     assert [p.question for p in again[0]] == [p.question for p in forget]  # seeded
 

@@ -10,6 +10,7 @@ wordings), real (general knowledge that must survive). Anything else given is ev
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -36,6 +37,7 @@ class ForgetData:
     wordings: Wordings = PLAIN_ENGLISH
     name: str = "records"
     builder: Any = None  # toy world: an object with the World-based prompt builders
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)  # identity for caches of derived activations
 
     def __post_init__(self) -> None:
         if not self.forget:
