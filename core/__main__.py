@@ -143,7 +143,7 @@ def _eval_data(args, adapter):
     return data.splits(args.limit), refusal_sets(data, args.limit)
 
 
-def _data_options(p: argparse.ArgumentParser, toy_help: str = "") -> None:
+def data_options(p: argparse.ArgumentParser, toy_help: str = "") -> None:
     """Where the forget set comes from (every command that fits, evaluates or attacks)."""
     p.add_argument("--forget", default=None,
                    help="toy world: a forget split (forget_5 / forget_10 / forget_15, default forget_10); any "
@@ -372,7 +372,7 @@ def _where(args: argparse.Namespace) -> str:
                                                       ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
 
 
-def _eraser_data(args, adapter, config):
+def eraser_data(args, adapter, config):
     """The forget set of a report on an eraser: --data / --forget-dir, else the toy world with the
     eraser's own forget split."""
     if not (args.data or args.forget_dir or args.forget) and config.forget_split and _has_world(args.model):
@@ -389,7 +389,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
     base = Eraser.from_pretrained(args.eraser, adapter=adapter).config
-    data = _eraser_data(args, adapter, base)
+    data = eraser_data(args, adapter, base)
     cfg = SweepConfig(n_people=args.people, seed=args.seed)
     rows = run_sweep(adapter, data, base, cfg, progress=print)
     text = report(rows, f"MLLMEraser ablations on {Path(args.model).name} ({data.name})",
@@ -413,7 +413,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     adapter = load_adapter(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
-    data = _eraser_data(args, adapter, eraser.config)
+    data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
@@ -520,7 +520,7 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     """Options shared by the commands that write a report about an eraser (sweep, attack)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--eraser", default=DEFAULT_ERASER)
-    _data_options(p, " (default: the eraser's own)")
+    data_options(p, " (default: the eraser's own)")
     p.add_argument("--people", type=int, default=10, help=people_help)
     p.add_argument("--out", default=out)
     p.add_argument("--seed", type=int, default=0)
@@ -603,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "null-space gate per layer, optionally tune layers and strength, and save "
                                    "safetensors + JSON in --out. Starts from --preset; every flag overrides it.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
-    _data_options(p)
+    data_options(p)
     p.add_argument("--out", required=True, help="output folder for the eraser")
     p.add_argument("--preset", default="workbench", choices=["workbench", "paper"],
                    help="workbench: the best measured recipe (prompt-mean gate, one gate per forget subject with "
@@ -682,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "their other facts: knowledge that comes back was hidden, not removed. Compare "
                                    "with the retain-only model under the same budget.")
     p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
-    _data_options(p)
+    data_options(p)
     p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -697,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and save it as a model folder that `evaluate` scores like any other.")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder (default: the shipped toy model)")
-    _data_options(p)
+    data_options(p)
     p.add_argument("--out", required=True, help="output folder for the unlearned model")
     p.add_argument("--reference", default=None,
                    help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")
@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "
                                    "(stemmed), cloze substring match and refusal rate, image+text and text-only.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
-    _data_options(p)
+    data_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
     p.add_argument("--max-new-tokens", type=int, default=50)
     p.add_argument("--batch-size", type=int, default=32)

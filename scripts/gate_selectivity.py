@@ -5,7 +5,7 @@ evaluation questions, the share of forget / test questions at or above 0.7 m (st
 70% as hard as a typical forget question) and of retain questions at or above 0.3 m.
 
     python scripts/gate_selectivity.py [--model assets/toy-llava] [--eraser assets/toy-llava-eraser] [--layer L]
-                                       [--gate-retain N]
+                                       [--gate-retain N] [--data SPLIT=PATH ... | --forget-dir FOLDER]
 
 The gate sets are the eraser's own (`contrast.eraser_gate_sets`; `--gate-retain` changes the retain
 sample size), the evaluation questions are those of `python -m core evaluate`; nothing is
@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from core.activations import collect  # noqa: E402
-from core.toyworld.fitsets import eraser_gate_sets  # noqa: E402
+from core.__main__ import data_options, eraser_data  # noqa: E402
+from core.contrast import eraser_gate_sets  # noqa: E402
 from core.eraser import Eraser  # noqa: E402
 from core.evaluation import record_queries  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
 from core.nullspace import gate_scores  # noqa: E402
-from core.toyworld.train import eval_splits, load_world  # noqa: E402
 
 # (ratio, gamma, retain weight, one gate per forget person)
 SETTINGS = [(0.6, 10.0, 0.0, False), (0.6, 10.0, 1.0, False), (1.0, 10.0, 0.3, False), (1.0, 10.0, 1.0, False),
@@ -42,22 +42,26 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=None, help="default: the first layer the eraser steers")
     ap.add_argument("--gate-retain", type=int, default=None, help="retain prompts sampled (default: the eraser's)")
     ap.add_argument("--threads", type=int, default=2)
+    data_options(ap, " (default: the eraser's own)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    adapter, world = load_adapter(args.model), load_world(args.model)
+    adapter = load_adapter(args.model)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    data = eraser_data(args, adapter, eraser.config)
     if args.layer is None:
         args.layer = (eraser.config.steer_layers or eraser.fitted_layers)[0]
     if args.gate_retain is not None:
         eraser.config.gate_retain = args.gate_retain
-    forget, retain = eraser_gate_sets(world, eraser.config)
+    forget, retain = eraser_gate_sets(data, eraser.config)
     pos = eraser.gate_position
     H_f, H_r = collect(adapter, forget, position=pos), collect(adapter, retain, position=pos)
-    splits = eval_splits(world, eraser.config.forget_split)
-    questions = {s: [q for rec in splits[s] for q in record_queries(rec, s)] for s in ("forget", "test", "retain")}
+    splits = data.splits()
+    questions = {s: [q for rec in splits[s] for q in record_queries(rec, s)] for s in ("forget", "test", "retain")
+                 if s in splits}
     acts = {s: collect(adapter, [q.prompt for q in qs], position=pos)[:, args.layer].double()
             for s, qs in questions.items()}
-    cols = [(s, m) for s in questions for m in ("image_text", "text_only")]
+    cols = [(s, m) for s in questions for m in ("image_text", "text_only")
+            if any(q.modality == m for q in questions[s])]  # a photo folder may hold picture questions only
     head = "| ratio | gamma | retain weight | gates | " + " | ".join(f"{s} {m.replace('_', ' ')}"
                                                                   for s, m in cols) + " |"
     absolute, relative = [], []
