@@ -204,3 +204,24 @@ def test_pretrain_text_feeds_train_toy(tmp_path):
     text, toy = _weights(tmp_path / "text"), load_file(tmp_path / "m" / "model.safetensors")
     assert torch.equal(toy["language_model.lm_head.weight"].float(), text["lm_head.weight"].half().float())
     assert json.loads((tmp_path / "m" / "training.json").read_text())["text_init"] == str(tmp_path / "text")
+
+
+def test_fit_presets_start_the_config_and_every_flag_overrides():
+    """`--preset workbench` (the default) is the shipped eraser's recipe; `--preset paper` the
+    paper's fit; flags given by hand win, and the config records the preset."""
+    from core.__main__ import _preset_config
+    from core.eraser import Eraser
+    shipped = Eraser.from_pretrained("assets/toy-llava-eraser").config
+    parse = build_parser().parse_args
+    cfg, tune = _preset_config(parse(["fit", "--out", "x"]), 4)
+    assert tune and cfg.preset == "workbench"
+    for k in ("ratio", "gamma", "retain_weight", "subject_gates", "gate_retain", "position", "mode"):
+        assert getattr(cfg, k) == getattr(shipped, k), k
+    cfg, tune = _preset_config(parse(["fit", "--out", "x", "--preset", "paper"]), 4)
+    assert not tune and (cfg.ratio, cfg.gamma, cfg.retain_weight, cfg.subject_gates) == (0.3, 0.1, 0.0, False)
+    assert cfg.position == "last_prompt_token" and cfg.steer_layers == [1, 2, 3] and cfg.layers is None
+    cfg, tune = _preset_config(parse(["fit", "--out", "x", "--preset", "paper", "--ratio", "0.6", "--tune",
+                                      "--steer-layers", "2", "--subject-gates"]), 4)
+    assert tune and cfg.ratio == 0.6 and cfg.steer_layers == [2] and cfg.subject_gates
+    cfg, _ = _preset_config(parse(["fit", "--out", "x", "--no-subject-gates", "--threshold", "0.01"]), 4)
+    assert not cfg.subject_gates and cfg.ratio is None and cfg.threshold == 0.01
