@@ -284,6 +284,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         from core.data.source import parse_specs
         cfg.data_source = " ".join([f"{k}={v}" for k, v in parse_specs(args.data).items()]
                                    + ([f"forget-dir={args.forget_dir}"] if args.forget_dir else []))
+    if not data.retain:
+        print("warning: no retained subjects: the gate only learns to stay quiet on scene pictures and general "
+              "questions, not on other people or their private-data requests; add --data retain=PATH for a "
+              "selective eraser", file=sys.stderr)
     print(f"fitting on {data.name}: {len(data.forget)} subjects to forget, {len(data.retain)} retained, "
           f"{len(data.real)} general rows; preset {args.preset}{' + tuning' if do_tune else ''}")
     sets = fit_sets(data, adapter, args.direction, seed=args.seed, variants=args.gate_variants,
