@@ -219,6 +219,7 @@ class Workbench:
         eraser = self.eraser_for(session)
         q = check_question(question)
         s = check_strength(strength)
+        check_mode(eraser, mode)
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
@@ -526,6 +527,7 @@ class Workbench:
         """[example, question, original, steered] for forget and retain examples, batched."""
         from core.evaluation import replies
         s = check_strength(strength)
+        check_mode(eraser, mode)
         ex = self.examples(eraser, session=session)
         prompts = [p for _, p in ex]
         before = replies(self.adapter, prompts, max_new_tokens)
@@ -537,6 +539,7 @@ class Workbench:
                 max_new_tokens: int = 16) -> tuple[list[int], list[float], list[list[str]]]:
         """Steered answer of one input for every (single layer, strength): (layers, strengths, answers)."""
         q = check_question(question)
+        check_mode(eraser, mode)
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         layers = eraser.fitted_layers
@@ -610,6 +613,13 @@ class Workbench:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"Could not read that eraser: {exc}") from exc
+
+
+def check_mode(eraser: Eraser, mode: str | None) -> None:
+    """A steering mode this eraser can run, said in words (not a bare error from the hooks)."""
+    if mode == "every_step" and eraser.gate_position == "mean":
+        raise UserError("This eraser reads its gate at the mean of the prompt tokens, once per prompt, so it cannot "
+                        "recompute it at every generated token: choose 'prefill' or 'latched'.")
 
 
 def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:

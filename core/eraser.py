@@ -26,7 +26,7 @@ from core.activations import SITE, Prompt, collect
 from core.evaluation import TASKS
 from core.models.base import VLMAdapter
 from core.nullspace import fit_gate, gate_scores
-from core.steering import SteeringConfig, SteeringHandle, layer_strengths, steer
+from core.steering import MODES, SteeringConfig, SteeringHandle, layer_strengths, steer
 
 GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}  # config name -> collect()'s
 
@@ -112,9 +112,47 @@ class EraserConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
+        """Refuse values no fit produces, naming the field: an uploaded eraser's JSON is untrusted
+        and a bad value would otherwise surface later as an IndexError inside a view."""
         unknown = sorted(set(self.task_strengths) - set(TASKS))
         if unknown:
             raise ValueError(f"task strengths are for the MLLMU tasks {', '.join(TASKS)}; got {', '.join(unknown)}")
+
+        def number(name: str, lo: float, hi: float, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if v is None and optional:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise ValueError(f"eraser config field {name!r} must be a number in [{lo:g}, {hi:g}], got {v!r}")
+
+        number("ratio", 1e-9, 1.0, optional=True)
+        number("gamma", 0.0, 1e12)
+        number("threshold", 0.0, 1e12, optional=True)
+        number("retain_weight", 0.0, 1e12)
+        number("strength", -1e6, 1e6)
+        number("gate_variants", 0.0, 10.0)
+        number("pgd_eps", 1e-9, 255.0)
+        for task, v in self.task_strengths.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
+                raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")
+        if isinstance(self.gate_retain, bool) or not isinstance(self.gate_retain, int) or self.gate_retain < 1:
+            raise ValueError(f"eraser config field 'gate_retain' must be a positive integer, got {self.gate_retain!r}")
+        for name in ("layers", "steer_layers"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, list) or any(isinstance(l, bool) or not isinstance(l, int)
+                                                                 or l < 0 for l in v)):
+                raise ValueError(f"eraser config field {name!r} must be null or a list of layer numbers, got {v!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"eraser config field 'mode' must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.position not in GATE_POSITIONS:
+            raise ValueError(f"eraser config field 'position' must be one of {', '.join(GATE_POSITIONS)}, "
+                             f"got {self.position!r}")
+        if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list):
+            raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list) are malformed")
+        spec = self.forget_split
+        if not isinstance(spec, str) or "/" in spec or "\\" in spec or ".." in spec or len(spec) > 10_000:
+            raise ValueError(f"eraser config field 'forget_split' must be a split name or comma-separated subject "
+                             f"ids, got {str(spec)[:80]!r}")
 
 
 def erase_direction(H_recall: torch.Tensor, H_erase: torch.Tensor) -> torch.Tensor:
@@ -390,7 +428,16 @@ class Eraser:
         except Exception as exc:
             raise ValueError(f"{folder} holds a damaged eraser ({type(exc).__name__}: {exc})") from exc
         diagnostics = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("diagnostics.")}
+        for name in ("direction", "gate"):
+            t = tensors.get(name)
+            if t is None or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{folder} holds an invalid eraser: its {name} tensor is missing, not floating "
+                                 "point, or holds NaN / inf values")
         eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics)
+        check_layers(config, eraser.num_layers)
+        if config.subject_gates and (eraser.gate.ndim != 3 or eraser.gate.shape[1] != len(config.subjects)):
+            raise ValueError(f"{folder} holds an invalid eraser: {len(config.subjects)} subjects for a gate of shape "
+                             f"{tuple(eraser.gate.shape)}")
         if adapter is not None:
             eraser.check_model(adapter, strict=strict)
         return eraser

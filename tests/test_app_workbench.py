@@ -360,3 +360,17 @@ def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp
             wb.use_mllmu_files(bad, "", Session())
     with pytest.raises(UserError, match="unknown subject id"):
         wb.use_mllmu_files([str(f) for f in files], "nobody", Session())
+
+
+def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(toy):
+    from app.workbench import DEFAULT_ERASER
+    from core.eraser import Eraser
+    shipped = Eraser.from_pretrained(DEFAULT_ERASER)
+    wb = _workbench()
+    wb.eraser = Eraser(wb.eraser.direction, wb.eraser.gate,
+                       EraserConfig(strength=1.0, position=shipped.config.position))
+    with pytest.raises(UserError, match="choose 'prefill' or 'latched'"):
+        wb.compare(random_image(0), "who is it ?", 1.0, None, mode="every_step")
+    with pytest.raises(UserError, match="choose 'prefill' or 'latched'"):
+        wb.heatmap(wb.eraser, random_image(0), "who is it ?", [1.0], mode="every_step")
+    assert wb.compare(random_image(0), "who is it ?", 1.0, None, mode="latched").original

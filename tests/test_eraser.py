@@ -185,7 +185,7 @@ def test_prompt_mean_gate_is_fitted_applied_and_saved_at_the_mean(tmp_path):
     assert abs(float(h.gates[1][0]) - float(eraser.gate_values(a, sets[0][:1])[0, 1])) < 1e-3
     eraser.save_pretrained(tmp_path)
     assert Eraser.from_pretrained(tmp_path, adapter=a).gate_position == "mean"
-    with pytest.raises(ValueError, match="unknown gate position"):
+    with pytest.raises(ValueError, match="field 'position' must be one of"):
         Eraser.fit(a, *sets, EraserConfig(position="first_token"))
 
 
@@ -260,3 +260,33 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     del cfg["task_strengths"]  # an eraser saved before per-task strengths existed
     (tmp_path / CONFIG_NAME).write_text(json.dumps(cfg))
     assert Eraser.from_pretrained(tmp_path).strength_for("classification") == 0.5
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("layers", [99], r"layers \[99\] out of range"), ("mode", "bogus", "field 'mode' must be one of"),
+    ("position", "nowhere", "field 'position'"), ("forget_split", "../../etc", "field 'forget_split'"),
+    ("ratio", 5, "field 'ratio' must be a number"), ("gate_retain", 0, "'gate_retain' must be a positive"),
+    ("strength", "strong", "field 'strength'"), ("steer_layers", "all", "field 'steer_layers'"),
+    ("subjects", ["a", "b"], "2 subjects for a gate of shape")])
+def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
+    """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
+    _, eraser, _ = fitted
+    eraser.save_pretrained(tmp_path)
+    raw = json.loads((tmp_path / CONFIG_NAME).read_text())
+    raw[field] = value
+    if field == "subjects":
+        raw["subject_gates"] = True
+    (tmp_path / CONFIG_NAME).write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=message):
+        Eraser.from_pretrained(tmp_path)
+
+
+def test_non_finite_tensors_are_refused(fitted, tmp_path):
+    from safetensors.torch import save_file
+    _, eraser, _ = fitted
+    eraser.save_pretrained(tmp_path)
+    bad = eraser.direction.clone()
+    bad[0, 0] = float("nan")
+    save_file({"direction": bad, "gate": eraser.gate.clone()}, str(tmp_path / WEIGHTS_NAME))
+    with pytest.raises(ValueError, match="direction tensor .* NaN / inf"):
+        Eraser.from_pretrained(tmp_path)
