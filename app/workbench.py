@@ -36,6 +36,8 @@ MAX_PIXELS = 4096 * 4096
 MAX_QUESTION_CHARS = 2000
 MAX_PGD_STEPS = 500
 MAX_ERASER_ZIP = 200 * 2**20
+MAX_ERASER_UNZIPPED = 400 * 2**20  # the files of an eraser, uncompressed (a 7B eraser with diagnostics is ~10 MB)
+MAX_TARGET_CHARS = 300  # a PGD target answer: its cost grows with its length at every step
 MAX_PARQUET = 200 * 2**20  # per uploaded MLLMU file
 MAX_CACHED_SETS = 4  # activation sets kept for the map and the refit (the toy world's, then recent uploads)
 
@@ -384,6 +386,9 @@ class Workbench:
         t = (target or "").strip()
         if not t:
             raise UserError("The target is empty: type the answer PGD should make the model give.")
+        if len(t) > MAX_TARGET_CHARS:
+            raise UserError(f"The target is {len(t)} characters long; keep it under {MAX_TARGET_CHARS} (a short "
+                            "answer: every PGD step runs the model over it).")
         img = read_image(image)
         losses, logps = [], []
         for st in pgd(self.adapter, [img], [q], [t], cfg, should_stop=should_stop):
@@ -600,12 +605,20 @@ class Workbench:
             raise UserError("That file is too large to be an eraser of this model.")
         try:
             with zipfile.ZipFile(p) as z, tempfile.TemporaryDirectory() as tmp:
-                names = [n for n in z.namelist() if not n.endswith("/")]
+                entries = [i for i in z.infolist() if not i.filename.endswith("/")]
+                names = [i.filename for i in entries]
                 allowed = {WEIGHTS_NAME, CONFIG_NAME, "tuning.json"}
-                if not names or any(Path(n).name not in allowed or ".." in n or n.startswith("/") for n in names):
+                if not names or len(names) > len(allowed) or any(
+                        Path(n).name not in allowed or ".." in n or n.startswith("/") for n in names):
                     raise UserError("That zip does not hold an eraser (expected its safetensors and JSON files).")
-                for n in names:
-                    (Path(tmp) / Path(n).name).write_bytes(z.read(n))
+                if sum(i.file_size for i in entries) > MAX_ERASER_UNZIPPED:  # refused before anything is unpacked
+                    raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
+                for info in entries:
+                    with z.open(info) as src:  # the sizes in the zip's directory can lie: read at most the cap
+                        data = src.read(MAX_ERASER_UNZIPPED + 1)
+                    if len(data) > MAX_ERASER_UNZIPPED:
+                        raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
+                    (Path(tmp) / Path(info.filename).name).write_bytes(data)
                 return Eraser.from_pretrained(tmp, adapter=self.adapter)
         except zipfile.BadZipFile:
             raise UserError("That file is not a zip: upload the .zip written by 'Download eraser'.") from None

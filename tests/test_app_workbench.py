@@ -374,3 +374,29 @@ def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(t
     with pytest.raises(UserError, match="choose 'prefill' or 'latched'"):
         wb.heatmap(wb.eraser, random_image(0), "who is it ?", [1.0], mode="every_step")
     assert wb.compare(random_image(0), "who is it ?", 1.0, None, mode="latched").original
+
+
+def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
+    """1 GiB of zeros compresses to about 1 MB: refused from the zip's directory, before anything is
+    unpacked (it took 12 s, +2 GB RSS and 1 GiB in /tmp before). A PGD target of 18,000 characters
+    cost 5 s and +539 MB per step: refused before any step (issue 22)."""
+    import resource
+    import time
+    import zipfile
+    from app.workbench import CONFIG_NAME as CFG, MAX_TARGET_CHARS
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open(CFG, "w", force_zip64=True) as f:
+            chunk = b"\0" * 2**20
+            for _ in range(1024):
+                f.write(chunk)
+    assert bomb.stat().st_size < 3 * 2**20
+    wb = _workbench()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.time()
+    with pytest.raises(UserError, match="unpacks to more than an eraser"):
+        wb.load_eraser_zip(bomb)
+    assert time.time() - start < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200 * 1024  # KiB: under 200 MB more
+    with pytest.raises(UserError, match=f"keep it under {MAX_TARGET_CHARS}"):
+        next(wb.pgd_frames(random_image(0), "who is it ?", "x" * 18_000, 16, 2, 5))
