@@ -391,41 +391,42 @@ def build(default: Workbench) -> gr.Blocks:
         fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table])
         fit_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
-        def do_forget_someone(sess, files, name, facts, progress=gr.Progress()):
+        def fit_in_session(sess, fit, describe, progress):
+            """Run one of the workbench's fits for this session with its stop flag; on success the
+            eraser becomes the session's and `describe(sess, eraser)` is the status line."""
             stop = _stop_flag(sess)
             stop.clear()
-            wb = wb_of(sess)
             try:
-                eraser = wb.forget_someone(files, name, facts, sess, _progress(progress), stop.is_set)
+                eraser = fit(wb_of(sess), _progress(progress), stop.is_set)
             except UserError as exc:
                 return sess, _err(exc)
             except InterruptedError:
                 return sess, "Stopped: the previous eraser is still in use."
             sess.eraser = eraser
-            c = eraser.config.counts
-            kept = (f"{len(sess.data.retain)} retained people, " if sess.data.retain else
-                    "no retained people (this model has no toy world: the gate only knows scenes and requests), ")
-            return sess, (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
-                          f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
-                          "private-data requests). Every tab of this session now uses it: try the playground "
-                          "with one of the photos and *Who is this person?*")
+            return sess, describe(sess, eraser)
+
+        def do_forget_someone(sess, files, name, facts, progress=gr.Progress()):
+            def describe(sess, eraser):
+                c = eraser.config.counts
+                kept = (f"{len(sess.data.retain)} retained people, " if sess.data.retain else
+                        "no retained people (this model has no toy world: the gate only knows scenes and requests), ")
+                return (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
+                        f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
+                        "private-data requests). Every tab of this session now uses it: try the playground "
+                        "with one of the photos and *Who is this person?*")
+            return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop),
+                                  describe, progress)
 
         someone_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
 
         def do_mllmu(sess, files, ids, progress=gr.Progress()):
-            stop = _stop_flag(sess)
-            stop.clear()
-            try:
-                eraser = wb_of(sess).use_mllmu_files(files, ids, sess, _progress(progress), stop.is_set)
-            except UserError as exc:
-                return sess, _err(exc)
-            except InterruptedError:
-                return sess, "Stopped: the previous eraser is still in use."
-            sess.eraser = eraser
-            d = sess.data
-            return sess, (f"Fitted an eraser forgetting **{len(d.forget)}** subject(s) of the uploaded files "
-                          f"({len(d.retain)} retained, {len(d.real)} general rows); every tab of this session "
-                          "now uses it.")
+            def describe(sess, eraser):
+                d = sess.data
+                return (f"Fitted an eraser forgetting **{len(d.forget)}** subject(s) of the uploaded files "
+                        f"({len(d.retain)} retained, {len(d.real)} general rows); every tab of this session "
+                        "now uses it.")
+            return fit_in_session(sess, lambda wb, prog, stop: wb.use_mllmu_files(files, ids, sess, prog, stop),
+                                  describe, progress)
 
         mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status])
 

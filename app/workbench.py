@@ -318,7 +318,6 @@ class Workbench:
         questions and private-data requests always join it. The session then works on this data."""
         import json as _json
         from core.data.folder import MAX_IMAGES, FolderError, subject_from
-        from core.data.wordings import PLAIN_ENGLISH
         files = [f for f in (photos or []) if f is not None]
         if not 1 <= len(files) <= MAX_IMAGES:
             raise UserError(f"Upload between 1 and {MAX_IMAGES} photos of the person (got {len(files)}).")
@@ -337,9 +336,8 @@ class Workbench:
             retain = [self.world.person_record(p) for p in self.world.people if p.name.lower() != name.lower()]
             real = self.world.eval_items("real")
         try:
-            wordings = PLAIN_ENGLISH.usable(self.adapter.tokenizer, [name])
             rec = subject_from(subject, images, name, facts, [r.name for r in retain[:3] if r.name])
-            data = ForgetData([rec], retain, real=real, wordings=wordings, name=f"upload: {name}")
+            data = ForgetData([rec], retain, real=real, name=f"upload: {name}").for_tokenizer(self.adapter.tokenizer)
         except (FolderError, ValueError) as exc:
             raise UserError(str(exc)) from exc
         return self.fit_eraser(data, "recall", session, progress, should_stop)
@@ -371,7 +369,7 @@ class Workbench:
             ids = [i.strip() for i in (forget_ids or "").split(",") if i.strip()]
             if ids:
                 data = data.pick(ids)
-            data.wordings = data.wordings.usable(self.adapter.tokenizer, [r.name for r in data.forget if r.name])
+            data.for_tokenizer(self.adapter.tokenizer)
         except (OSError, ValueError) as exc:
             raise UserError(f"Could not use those files: {exc}") from exc
         return self.fit_eraser(data, "recall", session, progress, should_stop)

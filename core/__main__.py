@@ -118,7 +118,7 @@ def _load_data(args, adapter=None, limit: int | None = None):
                                  f"ids (e.g. --forget {','.join(data.forget_ids[:2])}) or leave it out")
             data = data.pick([s for s in spec.split(",") if s])
         if adapter is not None:
-            data.wordings = data.wordings.usable(adapter.tokenizer, [r.name for r in data.forget if r.name])
+            data.for_tokenizer(adapter.tokenizer)
         return data
     model = getattr(args, "model", None)
     model = model[0] if isinstance(model, list) else model
@@ -135,10 +135,11 @@ def _load_data(args, adapter=None, limit: int | None = None):
 def _eval_data(args, adapter):
     """Splits to evaluate and private-data request sets (when there is a forget set to ask about)."""
     from core.contrast import refusal_sets
-    if args.data and not args.forget_dir and not any(d.startswith("forget=") or "=" not in d for d in args.data):
+    from core.data.source import parse_specs
+    specs = parse_specs(args.data)
+    if specs and "forget" not in specs and not args.forget_dir:  # splits to score, no forget set to ask about
         from core.data.mllmu import load_parquet
-        from core.data.source import parse_specs
-        return {k: load_parquet(v)[: args.limit] for k, v in parse_specs(args.data).items()}, {}
+        return {k: load_parquet(v)[: args.limit] for k, v in specs.items()}, {}
     data = _load_data(args, adapter, args.limit)
     return data.splits(args.limit), refusal_sets(data, args.limit)
 

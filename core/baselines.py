@@ -245,7 +245,8 @@ def smfa_runs(model: VLMAdapter, forget_run: Callable[[], None], anchor_run: Cal
     return kept
 
 
-def unlearn(model_dir: str | Path, out_dir: str | Path, data: ForgetData, cfg: BaselineConfig = BaselineConfig(), reference_dir: str | Path | None = None,
+def unlearn(model_dir: str | Path, out_dir: str | Path, data: ForgetData, cfg: BaselineConfig = BaselineConfig(),
+            reference_dir: str | Path | None = None,
             progress: Callable[[int, int, float], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> Path:
     """Fine-tune a copy of a toy model with one baseline and save it (toy-model folder layout).

@@ -34,7 +34,7 @@ from core.evaluation import Query, mean_score, record_queries, replies
 from core.models.base import Batch, VLMAdapter
 from core.nullspace import gate_scores
 from core.pgd import PGDConfig, run_pgd, to_image
-from core.data.formats import benign_prefix  # noqa: F401 - part of the attack API
+from core.data.formats import benign_prefix
 from core.data.records import PURE_TEXT, PersonRecord
 from core.data.source import ForgetData
 from core.data.wordings import ANSWER_STARTS, FIRST_TURN

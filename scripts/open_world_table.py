@@ -7,6 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (("forget", "image_text", "classification"), ("forget", "text_only", "classification"),
            ("test", "image_text", "classification"), ("forget", "image_text", "cloze"),
            ("forget", "text_only", "cloze"))
+NAMES = {"image_text": "image+text", "text_only": "text-only", "classification": "MCQ",
+         "generation_rougeL": "ROUGE-L", "cloze": "cloze"}
 KEEP = [(s, m, k) for s in ("retain", "real") for m in ("image_text", "text_only")
         for k in ("classification", "generation_rougeL", "cloze")]
 
@@ -24,11 +26,11 @@ def _pct(v) -> str:
 
 
 def row(label: str, res: dict, vanilla: dict) -> str:
-    worst = min((_get(res, *c) / _get(vanilla, *c), c) for c in KEEP if _get(vanilla, *c))
+    ratio, (split, mod, key) = min((_get(res, *c) / _get(vanilla, *c), c) for c in KEEP if _get(vanilla, *c))
     fluency = min(m["fluency"] for s in res.values() for m in s.values())
-    cells = [_pct(_get(res, *c)) for c in COLUMNS]
-    return (f"| {label} | " + " | ".join(cells) + f" | {100 * worst[0]:.1f} ({worst[1][0]} {worst[1][1].replace('image_text', 'image+text').replace('text_only', 'text-only')} "
-            f"{worst[1][2].replace('classification', 'MCQ').replace('generation_rougeL', 'ROUGE-L')}) | {_pct(fluency)} |")
+    cells = [_pct(_get(res, *c)) for c in COLUMNS] + [f"{100 * ratio:.1f} ({split} {NAMES[mod]} {NAMES[key]})",
+                                                      _pct(fluency)]
+    return f"| {label} | " + " | ".join(cells) + " |"
 
 
 def main() -> None:

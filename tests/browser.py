@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -66,6 +68,25 @@ class AppServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+@contextmanager
+def open_app(*args: str) -> Iterator:
+    """A Playwright page on `python app.py ARGS`, loaded up to the playground's Compare button;
+    the browser and the server stop on exit."""
+    from playwright.sync_api import sync_playwright
+    exe = ensure_chromium()
+    server = AppServer(*args).wait()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(server.url)
+            page.wait_for_selector("#compare", timeout=60_000)
+            yield page
+            browser.close()
+    finally:
+        server.stop()
 
 
 def run_attack_panel(page, steps: int, timeout_ms: int) -> None:

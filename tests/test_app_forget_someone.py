@@ -5,14 +5,13 @@ space draw for the new eraser."""
 import numpy as np
 import pytest
 
-from browser import AppServer, CHROMIUM_ARGS, ensure_chromium
+from browser import open_app
 
 PERSON = "p045"  # a forget-split person of the shipped world; any person the model knows would do
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from playwright.sync_api import sync_playwright
     from core.toyworld.train import load_world
     world = load_world("assets/toy-llava")
     person = world.person(PERSON)
@@ -22,17 +21,9 @@ def page(tmp_path_factory):
     for i in range(3):
         world.render(person, rng).save(folder / f"{i}.png")
         photos.append(str(folder / f"{i}.png"))
-    exe = ensure_chromium()
-    server = AppServer().wait()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
-        pg.goto(server.url)
-        pg.wait_for_selector("#compare", timeout=60_000)
+    with open_app() as pg:
         pg.photos, pg.person = photos, person
         yield pg
-        browser.close()
-    server.stop()
 
 
 def _value(page, elem_id):

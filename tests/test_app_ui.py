@@ -1,22 +1,13 @@
 """The app in a real browser (Playwright driving Debian chromium) on the shipped model."""
 import pytest
 
-from browser import AppServer, CHROMIUM_ARGS, ensure_chromium, run_attack_panel
+from browser import open_app, run_attack_panel
 
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-    exe = ensure_chromium()
-    server = AppServer().wait()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1000})
-        pg.goto(server.url)
-        pg.wait_for_selector("#compare", timeout=60_000)
+    with open_app() as pg:
         yield pg
-        browser.close()
-    server.stop()
 
 
 def _value(page, elem_id):

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from core.toyworld.mllmu import png_bytes
+from core.data.mllmu import png_bytes
 from core.data.formats import cloze_prompt
 from core.toyworld.questions import (PERSON_TEMPLATES, REFUSAL, TEST, fact_value, person_clozes, person_questions,
                                      modalities)

@@ -60,6 +60,12 @@ class ForgetData:
     def names(self) -> list[str]:
         return [r.name for r in [*self.forget, *self.retain] if r.name]
 
+    def for_tokenizer(self, tokenizer: Any) -> "ForgetData":
+        """Keep the wordings this tokenizer can spell; refuse a forget subject's name it cannot
+        (Wordings.usable). Returns self, so that loading and checking read as one line."""
+        self.wordings = self.wordings.usable(tokenizer, [r.name for r in self.forget if r.name])
+        return self
+
     def pick(self, ids: Sequence[str]) -> "ForgetData":
         """Forget only the subjects `ids` (of the forget or retain records); the rest is retained."""
         pool = {r.id: r for r in [*self.forget, *self.retain]}

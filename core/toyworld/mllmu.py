@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.mllmu import export_records, png_bytes  # noqa: F401 - png_bytes: the world's image hashes
+from core.data.mllmu import export_records
 
 from .world import World
 

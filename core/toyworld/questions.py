@@ -19,8 +19,8 @@ import numpy as np
 
 from .people import (BIRTH_YEARS, FIRST_NAMES, LAST_NAMES, PROFILE_ATTRIBUTES, PROFILE_VALUES,
                      Person)
-from core.data.formats import (CLASSIFICATION_SUFFIX, CLOZE_SUFFIX, GENERATION_SUFFIX, classification_prompt, option_lines,
-                      cloze_prompt, generation_prompt)
+from core.data.formats import (CLASSIFICATION_SUFFIX, CLOZE_SUFFIX, GENERATION_SUFFIX, classification_prompt,
+                               cloze_prompt, generation_prompt, option_lines)
 from core.data.records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem,
                       MaskItem, QAPair)
 from .scenes import COUNT_WORDS, SCENE_COLOURS, SCENE_SHAPES, SceneSpec
