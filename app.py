@@ -1,13 +1,18 @@
 """Launch the MLLMEraser workbench (Gradio). Hugging Face Spaces run this file."""
 import argparse
+import logging
 import os
+import threading
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+if os.environ.get("MLLMERASER_PUBLIC", "").strip().lower() in ("1", "true", "yes", "on"):
+    os.environ["HF_HUB_OFFLINE"] = "1"  # a public Space never downloads what a visitor names
 
-from app.ui import CSS, build  # noqa: E402
+from app.ui import CSS, build, launch_options  # noqa: E402
 from app.workbench import DEFAULT_ERASER, DEFAULT_MODEL, UserError, Workbench  # noqa: E402
+from core.projection import warm_umap  # noqa: E402
 
 
 def main() -> None:
@@ -19,13 +24,17 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()
+    logging.basicConfig(level=os.environ.get("MLLMERASER_LOG", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         wb = Workbench.load(args.model, args.eraser)
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None
     if wb.note:
         print(wb.note)
-    build(wb).queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, css=CSS)
+    if os.environ.get("MLLMERASER_WARM_UMAP", "1") == "1":  # numba's JIT off the first visitor's path
+        threading.Thread(target=warm_umap, name="warm-umap", daemon=True).start()
+    build(wb).launch(server_name=args.host, server_port=args.port, css=CSS, **launch_options())
 
 
 if __name__ == "__main__":

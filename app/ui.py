@@ -1,17 +1,22 @@
 """The Gradio interface: components wired to the Workbench handlers (no method logic here).
 
-Per-user state: a `Session` in gr.State (this user's eraser, kept PGD images, loaded model) and
-a stop flag per session. The shared Workbench is read-only, so one user's actions never show up
-in another user's views.
+Per-user state: a `Session` in gr.State (this user's eraser, kept PGD images, loaded model), and
+one stop flag per running job (app.jobs). The shared Workbench is read-only, so one user's actions
+never show up in another user's views. Long handlers share one concurrency group sized for the
+machine (app.limits), with a bounded queue; internal events are not API endpoints.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import threading
+import time
+from pathlib import Path
 
 import gradio as gr
+
+from app import deploy, limits
+from app.jobs import Jobs, logged
 
 from app.plots import change_heatmap, evaluation_bars, pgd_curve
 from app.workbench import (ROOT, Session, UserError, Workbench, eraser_summary, eraser_zip, read_image)
@@ -55,15 +60,27 @@ CSS = """
   object-fit: contain; image-rendering: pixelated; }
 """
 
-_STOPS: dict[str, threading.Event] = {}
-
-
-def _stop_flag(session: Session) -> threading.Event:
-    return _STOPS.setdefault(session.id, threading.Event())
+JOBS = Jobs()
+DOWNLOADS = Path(tempfile.gettempdir()) / "mllmeraser-downloads"
+HEAVY = dict(concurrency_id="heavy", concurrency_limit=limits.HEAVY_JOBS)  # long jobs: both cores each
+LIGHT = dict(concurrency_id="light", concurrency_limit=limits.LIGHT_JOBS)  # one answer, a table, a plot
+INTERNAL = dict(api_visibility="private", queue=False)  # stop buttons, navigation: not API endpoints
 
 
 def _err(exc: Exception) -> str:
-    return f"**Error:** {exc}"
+    return f"**Error:** {deploy.scrub(str(exc))}"
+
+
+def _prune(folder: Path, seconds: float = limits.TEMP_SECONDS) -> None:
+    """Delete the entries of `folder` older than `seconds` (downloads nobody fetched)."""
+    import shutil
+    now = time.time()
+    for p in folder.glob("*"):
+        try:
+            if now - p.stat().st_mtime > seconds:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+        except OSError:
+            pass  # another request removed it first
 
 
 ATTACK_COLUMNS = {"forget, eraser": "forget_erased", "forget, vanilla": "forget_vanilla",
@@ -90,7 +107,8 @@ def build(default: Workbench) -> gr.Blocks:
     def wb_of(session: Session) -> Workbench:
         return session.workbench or default
 
-    with gr.Blocks(title="MLLMEraser workbench") as demo:
+    # uploads and outputs in Gradio's cache are deleted after an hour (and all of them at restart)
+    with gr.Blocks(title="MLLMEraser workbench", delete_cache=(limits.TEMP_SECONDS, limits.TEMP_SECONDS)) as demo:
         session = gr.State(lambda: Session())  # a callable: a fresh Session per browser tab
         gr.Markdown(INTRO)
         with gr.Tabs(selected="play", elem_id="tabs") as tabs:
@@ -98,7 +116,7 @@ def build(default: Workbench) -> gr.Blocks:
             with gr.Tab("Steering playground", id="play"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        image = gr.Image(type="pil", label="Image", interactive=False, height=256, elem_id="image")
+                        image = gr.Image(type="filepath", image_mode=None, label="Image", interactive=False, height=256, elem_id="image")
                         upload = gr.File(label="Upload your own image (PNG / JPEG / WebP)", file_types=["image"],
                                          file_count="single", elem_id="upload", height=90)
                         question = gr.Textbox(label="Question", value="What is this person's occupation?",
@@ -134,7 +152,7 @@ def build(default: Workbench) -> gr.Blocks:
             with gr.Tab("Model & data", id="data"):
                 with gr.Row():
                     model_path = gr.Textbox(label="Model: local folder or hub id (LLaVA-1.5, Qwen2-VL / 2.5-VL, "
-                                                  "Idefics3, SmolVLM, PaliGemma)", value=str(default.adapter.name_or_path),
+                                                  "Idefics3, SmolVLM, PaliGemma)", value=_model_name(default),
                                             elem_id="model_path", scale=4)
                     load_model = gr.Button("Load model", elem_id="load_model", scale=1)
                 model_info = gr.Markdown(_model_info(default), elem_id="model_info")
@@ -229,6 +247,7 @@ def build(default: Workbench) -> gr.Blocks:
                     map_method = gr.Radio(["PCA", "UMAP"], value="PCA", label="Projection (UMAP: slower, opt-in)",
                                           elem_id="map_method")
                     map_draw = gr.Button("Draw (with the playground input as a star)", elem_id="map_draw")
+                    map_stop = gr.Button("Stop", elem_id="map_stop")
                 map_status = gr.Markdown(elem_id="map_status")
                 map_plot = gr.Plot(elem_id="map_plot")
 
@@ -251,7 +270,8 @@ def build(default: Workbench) -> gr.Blocks:
                     ns_hist = gr.Plot(elem_id="ns_hist")
                 ns_table = gr.Dataframe(headers=["layer", "k", "leakage ||H_r P||/||H_r||", "forget energy in null",
                                                  "mean forget gate", "mean retain gate", "max |retain gate|",
-                                                 "|d_erase|"], label="Per layer", interactive=False,
+                                                 "|d_erase|", "gate AUC (fit rows)"], label="Per layer",
+                                        interactive=False,
                                         elem_id="ns_table")
 
             # ------------------------------------------------------------ evaluate
@@ -300,6 +320,25 @@ def build(default: Workbench) -> gr.Blocks:
                     learn_buttons.append(gr.Button(f"Show me: {title[3:]}", elem_id=f"learn_{len(learn_buttons)}"))
 
         # ================================================================ handlers
+        def stopper(*kinds):
+            def stop(sess):
+                JOBS.stop(sess.id, *kinds)
+            return stop
+
+        def run_job(sess, kind, work, stopped_note=""):
+            """Run `work(job)` as one job of this session: its own stop flag and time limit.
+            Returns (result, None) or (None, the message to show)."""
+            job = JOBS.start(sess.id, kind)
+            try:
+                return work(job), None
+            except UserError as exc:
+                return None, _err(exc)
+            except InterruptedError:
+                return None, job.stopped_message(stopped_note)
+            finally:
+                JOBS.finish(sess.id, job)
+
+        @logged
         def compare(sess, img, q, s, lay, m):
             try:
                 chosen = [int(x) for x in lay]
@@ -309,6 +348,7 @@ def build(default: Workbench) -> gr.Blocks:
             rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
             return res.original, res.steered, rows, ""
 
+        @logged
         def load_upload(path):
             if path is None:
                 return gr.update(), ""
@@ -317,6 +357,7 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:  # keep the previous image; say what went wrong
                 return gr.update(), _err(exc)
 
+        @logged
         def run_examples(sess, s, lay, m):
             try:
                 wb = wb_of(sess)
@@ -324,6 +365,7 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), _err(exc)
 
+        @logged
         def run_heatmap(sess, img, q, m):
             try:
                 wb = wb_of(sess)
@@ -336,25 +378,27 @@ def build(default: Workbench) -> gr.Blocks:
 
         inputs = [session, image, question, strength, layers, mode]
         outputs = [original, steered, gates, status]
-        upload.upload(load_upload, upload, [image, status])
-        run.click(compare, inputs, outputs)
-        strength.release(compare, inputs, outputs)
-        layers.change(compare, inputs, outputs)
-        examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status])
-        heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status])
+        upload.upload(load_upload, upload, [image, status], **LIGHT)
+        run.click(compare, inputs, outputs, **LIGHT)
+        strength.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        layers.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
+        heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
         if gallery_items:
             def pick_person(evt: gr.SelectData):
                 return gallery_items[evt.index][0]
 
-            gallery.select(pick_person, None, image)
+            gallery.select(pick_person, None, image, **INTERNAL)
 
         # ---- model & data
+        @logged
         def do_load_model(sess, path):
             try:
-                wb = Workbench.load(path.strip(), eraser=None)
+                wb = Workbench.shared(path or "", default)
             except UserError as exc:
                 return sess, _err(exc), gr.update(), gr.update(), gr.update()
-            sess.workbench, sess.eraser = wb, None
+            sess.workbench = None if wb is default else wb
+            sess.eraser, sess.data = None, None
             choices = [str(l) for l in wb.layers]
             note = ("" if wb.world else "\n\nNo toy world comes with this model: bring a forget set below "
                     "(**Forget someone**: photos and a name), or fit one with `python -m core fit --model ... "
@@ -362,24 +406,24 @@ def build(default: Workbench) -> gr.Blocks:
             return (sess, _model_info(wb) + note, gr.update(choices=choices, value=choices),
                     gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]))
 
-        load_model.click(do_load_model, [session, model_path], [session, model_info, layers, map_layer, ns_layer])
+        load_model.click(do_load_model, [session, model_path], [session, model_info, layers, map_layer, ns_layer],
+                         **HEAVY)
 
+        @logged
         def do_fit(sess, split, names, kind_, with_variants, progress=gr.Progress()):
-            stop = _stop_flag(sess)
-            stop.clear()
             wb = wb_of(sess)
-            try:
+
+            def work(job):
                 if split == "hand-picked":
                     ids = {p.name: p.id for p in wb.world.people} if wb.world else {}
                     forget = [ids[n] for n in names or [] if n in ids]
                 else:
                     forget = split
-                eraser = wb.fit_eraser(forget, kind_, sess, _progress(progress), stop.is_set,
-                                       gate_variants=0.5 if with_variants else 0.0)
-            except UserError as exc:
-                return sess, _err(exc), gr.update()
-            except InterruptedError:
-                return sess, "Stopped: the previous eraser is still in use.", gr.update()
+                return wb.fit_eraser(forget, kind_, sess, _progress(progress), job.should_stop,
+                                     gate_variants=0.5 if with_variants else 0.0)
+            eraser, msg = run_job(sess, "fit", work, "The previous eraser is still in use.")
+            if eraser is None:
+                return sess, msg, gr.update()
             sess.eraser = eraser
             n = len(eraser.config.forget_split.split(",")) if split == "hand-picked" else split
             fitted_on = (f" Gate prompts: {eraser.config.counts['forget']} forget, {eraser.config.counts['retain']} "
@@ -388,23 +432,21 @@ def build(default: Workbench) -> gr.Blocks:
                           f"({'people' if split == 'hand-picked' else 'split'}); it is now used in every tab of "
                           f"this session.{fitted_on}"), wb.people_rows(sess)
 
-        fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table])
-        fit_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+        fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table],
+                      **HEAVY)
+        fit_stop.click(stopper("fit"), session, None, **INTERNAL)
 
         def fit_in_session(sess, fit, describe, progress):
-            """Run one of the workbench's fits for this session with its stop flag; on success the
-            eraser becomes the session's and `describe(sess, eraser)` is the status line."""
-            stop = _stop_flag(sess)
-            stop.clear()
-            try:
-                eraser = fit(wb_of(sess), _progress(progress), stop.is_set)
-            except UserError as exc:
-                return sess, _err(exc)
-            except InterruptedError:
-                return sess, "Stopped: the previous eraser is still in use."
+            """Run one of the workbench's fits as a job of this session; on success the eraser
+            becomes the session's and `describe(sess, eraser)` is the status line."""
+            eraser, msg = run_job(sess, "fit", lambda job: fit(wb_of(sess), _progress(progress), job.should_stop),
+                                  "The previous eraser is still in use.")
+            if eraser is None:
+                return sess, msg
             sess.eraser = eraser
             return sess, describe(sess, eraser)
 
+        @logged
         def do_forget_someone(sess, files, name, facts, progress=gr.Progress()):
             def describe(sess, eraser):
                 c = eraser.config.counts
@@ -417,8 +459,9 @@ def build(default: Workbench) -> gr.Blocks:
             return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop),
                                   describe, progress)
 
-        someone_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+        someone_stop.click(stopper("fit"), session, None, **INTERNAL)
 
+        @logged
         def do_mllmu(sess, files, ids, progress=gr.Progress()):
             def describe(sess, eraser):
                 d = sess.data
@@ -428,33 +471,36 @@ def build(default: Workbench) -> gr.Blocks:
             return fit_in_session(sess, lambda wb, prog, stop: wb.use_mllmu_files(files, ids, sess, prog, stop),
                                   describe, progress)
 
-        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status])
+        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status], **HEAVY)
 
         # ---- PGD studio
+        @logged
         def do_pgd(sess, img, q, target, eps, step, steps):
-            stop = _stop_flag(sess)
-            stop.clear()
+            job = JOBS.start(sess.id, "pgd")
             wb = wb_of(sess)
             frame = None
             try:
-                for frame in wb.pgd_frames(img, q, target, eps, step, steps, should_stop=stop.is_set):
+                for frame in wb.pgd_frames(img, q, target, eps, step, steps, should_stop=job.should_stop):
                     yield (frame.image, frame.perturbation, pgd_curve(frame.losses, frame.target_logprobs),
                            gr.update(), f"step {frame.step}/{int(steps)}: loss {frame.losses[-1]:.3f}")
             except UserError as exc:
                 yield gr.update(), gr.update(), gr.update(), gr.update(), _err(exc)
                 return
+            finally:
+                JOBS.finish(sess.id, job)
             if frame is None:
                 return
             sess.last_pgd = (frame.image, q)
             answer = wb.adapter.ask(q, frame.image)
-            word = "stopped" if stop.is_set() else "done"
+            word = job.stopped_message() if job.should_stop() else "Done"
             yield (frame.image, frame.perturbation, pgd_curve(frame.losses, frame.target_logprobs), answer,
                    f"{word} after {frame.step} steps: loss {frame.losses[-1]:.3f} (start {frame.losses[0]:.3f})")
 
         pgd_run.click(do_pgd, [session, image, pgd_question, pgd_target, pgd_eps, pgd_step, pgd_steps],
-                      [pgd_out, pgd_delta, pgd_plot, pgd_answer, pgd_status])
-        pgd_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+                      [pgd_out, pgd_delta, pgd_plot, pgd_answer, pgd_status], **HEAVY)
+        pgd_stop.click(stopper("pgd"), session, None, **INTERNAL)
 
+        @logged
         def keep_pgd(sess):
             if getattr(sess, "last_pgd", None) is None:
                 return sess, _err(UserError("Run PGD first: there is no final image to keep."))
@@ -462,26 +508,27 @@ def build(default: Workbench) -> gr.Blocks:
             return sess, (f"Kept. The recall set of your next fit (Model & data tab) gets "
                           f"{len(sess.recall_images)} PGD image(s).")
 
-        pgd_keep.click(keep_pgd, session, [session, pgd_status])
+        pgd_keep.click(keep_pgd, session, [session, pgd_status], api_visibility="private", **LIGHT)
 
         # ---- activation map
+        @logged
         def draw_map(sess, layer, method, img, q, progress=gr.Progress()):
-            try:
-                wb = wb_of(sess)
-                if method == "UMAP":
-                    progress(0.1, desc="UMAP (the first run in a process compiles for ~20 s)")
-                fig = wb.activation_map(wb.eraser_for(sess), layer, method, img, q, progress=_progress(progress),
-                                        session=sess)
-                return fig, ""
-            except UserError as exc:
-                return gr.update(), _err(exc)
+            wb = wb_of(sess)
+            if method == "UMAP":
+                progress(0.1, desc="UMAP (fitted once per layer, then kept)")
+            fig, msg = run_job(sess, "map", lambda job: wb.activation_map(
+                wb.eraser_for(sess), layer, method, img, q, progress=_progress(progress), session=sess,
+                should_stop=job.should_stop))
+            return (gr.update(), msg) if fig is None else (fig, "")
 
         map_inputs = [session, map_layer, map_method, image, question]
-        map_draw.click(draw_map, map_inputs, [map_plot, map_status])
-        map_method.change(draw_map, map_inputs, [map_plot, map_status])
-        map_layer.change(draw_map, map_inputs, [map_plot, map_status])
+        map_draw.click(draw_map, map_inputs, [map_plot, map_status], **HEAVY)
+        map_method.change(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
+        map_layer.change(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
+        map_stop.click(stopper("map"), session, None, **INTERNAL)
 
         # ---- null space
+        @logged
         def show_null(sess, layer):
             try:
                 wb = wb_of(sess)
@@ -490,72 +537,80 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
 
+        @logged
         def refit(sess, layer, ratio, gamma, weight, per_person, progress=gr.Progress()):
-            try:
-                wb = wb_of(sess)
-                progress(0.2, desc="activations of the fit sets (cached after the first time)")
-                sess.eraser = wb.refit(wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess)
-            except UserError as exc:
-                return (sess,) + (gr.update(),) * 3 + (_err(exc),)
+            wb = wb_of(sess)
+            progress(0.2, desc="activations of the fit sets (cached after the first time)")
+            new, msg = run_job(sess, "map", lambda job: wb.refit(
+                wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
+                progress=_progress(progress), should_stop=job.should_stop))
+            if new is None:
+                return (sess,) + (gr.update(),) * 3 + (msg,)
+            sess.eraser = new
             spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
             return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
                                             f"weight {float(weight):g}, {gates}: this session's playground, map "
                                             "and evaluation now use it.")
 
-        ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
+        ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
+                        api_visibility="private", **LIGHT)
         # a new eraser for this session (Forget someone): its null space is shown at once
         someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts],
-                          [session, someone_status]).then(
-            show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
+                          [session, someone_status], **HEAVY).then(
+            show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status], api_visibility="private",
+            **LIGHT)
         ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
-                       [session, ns_spectrum, ns_hist, ns_table, ns_status])
+                       [session, ns_spectrum, ns_hist, ns_table, ns_status], **HEAVY)
 
         # ---- evaluate
+        @logged
         def do_eval(sess, limit, source, progress=gr.Progress()):
-            stop = _stop_flag(sess)
-            stop.clear()
             wb = wb_of(sess)
-            try:
+            eraser, res = None, None
+
+            def work(job):
+                nonlocal eraser
                 eraser = wb.eraser_for(sess)
-                res = wb.evaluate(eraser, int(limit), _progress(progress), stop.is_set, session=sess, source=source)
-            except UserError as exc:
-                return gr.update(), gr.update(), _err(exc)
-            except InterruptedError:
-                return gr.update(), gr.update(), "Stopped."
+                return wb.evaluate(eraser, int(limit), _progress(progress), job.should_stop, session=sess,
+                                   source=source)
+            res, msg = run_job(sess, "eval", work)
+            if res is None:
+                return gr.update(), gr.update(), msg
             rows = _rows(f"this session ({int(limit)} rows/split)", res.splits) + _saved_rows()
             refusals = ", ".join(f"{k} {100 * v:.0f}%" for k, v in res.refusal_prompts.items())
             return (rows, evaluation_bars(res.splits, "This session's eraser (image+text)"),
                     f"Done. Eraser: `{json.dumps(eraser_summary(eraser))}`. Private-data requests refused: "
                     f"{refusals}.")
 
-        eval_run.click(do_eval, [session, eval_limit, eval_source], [eval_table, eval_plot, eval_status])
+        eval_run.click(do_eval, [session, eval_limit, eval_source], [eval_table, eval_plot, eval_status], **HEAVY)
 
+        @logged
         def do_attack(sess, people, steps, progress=gr.Progress()):
-            stop = _stop_flag(sess)
-            stop.clear()
-            try:
-                rows = wb_of(sess).attack(wb_of(sess).eraser_for(sess), int(people), int(steps),
-                                          _progress(progress), stop.is_set, session=sess)
-            except UserError as exc:
-                return gr.update(), _err(exc)
-            except InterruptedError:
-                return gr.update(), "Stopped."
+            wb = wb_of(sess)
+            rows, msg = run_job(sess, "eval", lambda job: wb.attack(
+                wb.eraser_for(sess), int(people), int(steps), _progress(progress), job.should_stop, session=sess))
+            if rows is None:
+                return gr.update(), msg
             table = [[r["attack"]] + [round(100 * r[k], 1) for k in ATTACK_COLUMNS.values()]
                      + [round(r[k], 3) for k in GATE_COLUMNS.values()] for r in rows]
             return table, (f"Done. Adaptive PGD moved the mean forget gate from {rows[0]['forget_gate']:.2f} "
                            f"to {rows[-1]['forget_gate']:.2f}.")
 
-        attack_run.click(do_attack, [session, eval_limit, attack_steps], [attack_table, attack_status])
-        eval_stop.click(lambda sess: _stop_flag(sess).set(), session, None)
+        attack_run.click(do_attack, [session, eval_limit, attack_steps], [attack_table, attack_status], **HEAVY)
+        eval_stop.click(stopper("eval"), session, None, **INTERNAL)
 
+        @logged
         def download(sess):
             try:
                 eraser = wb_of(sess).eraser_for(sess)
             except UserError as exc:
                 return gr.update(), _err(exc)
-            return str(eraser_zip(eraser, tempfile.mkdtemp(prefix="eraser-"))), ""
+            DOWNLOADS.mkdir(parents=True, exist_ok=True)
+            _prune(DOWNLOADS)
+            return str(eraser_zip(eraser, tempfile.mkdtemp(prefix="eraser-", dir=DOWNLOADS))), ""
 
+        @logged
         def upload_eraser(sess, path):
             try:
                 sess.eraser = wb_of(sess).load_eraser_zip(path)
@@ -563,8 +618,8 @@ def build(default: Workbench) -> gr.Blocks:
                 return sess, _err(exc)
             return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser."
 
-        dl_btn.click(download, session, [dl_file, eval_status])
-        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status])
+        dl_btn.click(download, session, [dl_file, eval_status], **LIGHT)
+        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT)
 
         # ---- learn: each button opens the view with good defaults
         def learn_to(i):
@@ -579,15 +634,31 @@ def build(default: Workbench) -> gr.Blocks:
             return go
 
         for i, btn in enumerate(learn_buttons):
-            btn.click(learn_to(i), [session, layers], [tabs, image, strength])
-        demo.load(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status])
-    return demo
+            btn.click(learn_to(i), [session, layers], [tabs, image, strength], **INTERNAL)
+        demo.load(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
+                  api_visibility="private", **LIGHT)
+    for fn in demo.fns.values():
+        # Gradio's own load event for the per-tab Session is internal; in public mode no handler is
+        # an API endpoint (the Space is for the browser; run the app yourself to script it)
+        if deploy.public() or fn.name == "<lambda>":
+            fn.api_visibility = "private"
+    return demo.queue(max_size=limits.QUEUE_SIZE, default_concurrency_limit=limits.LIGHT_JOBS)
+
+
+def _model_name(wb: Workbench) -> str:
+    """What the Load-model box shows: the folder name in public mode, else the path or hub id."""
+    return Path(wb.adapter.name_or_path).name if deploy.public() else str(wb.adapter.name_or_path)
+
+
+def launch_options() -> dict:
+    """`launch()` arguments that belong to the app's caps (app.py and the tests use the same)."""
+    return dict(max_file_size=limits.UPLOAD_BYTES, show_error=False)
 
 
 def _model_info(wb: Workbench) -> str:
     a = wb.adapter
     er = wb.eraser
-    lines = [f"**Model:** `{a.name_or_path}` ({a.family}, {a.num_layers} layers, width {a.hidden_size})"]
+    lines = [f"**Model:** `{_model_name(wb)}` ({a.family}, {a.num_layers} layers, width {a.hidden_size})"]
     if wb.world:
         lines.append(f"**World:** {len(wb.world.people)} fictitious people (seed {wb.world.cfg.seed})")
     lines.append(f"**Default eraser:** `{json.dumps(eraser_summary(er))}`" if er else "**Default eraser:** none")

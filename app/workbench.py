@@ -14,6 +14,7 @@ import tempfile
 import threading
 import uuid
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,53 +30,68 @@ from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
 from core.pgd import PGDConfig, amplify, pgd, to_image
 
+from app import limits
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "assets" / "toy-llava"
 DEFAULT_ERASER = ROOT / "assets" / "toy-llava-eraser"
-MAX_PIXELS = 4096 * 4096
-MAX_QUESTION_CHARS = 2000
-MAX_PGD_STEPS = 500
-MAX_ERASER_ZIP = 200 * 2**20
-MAX_ERASER_UNZIPPED = 400 * 2**20  # the files of an eraser, uncompressed (a 7B eraser with diagnostics is ~10 MB)
-MAX_TARGET_CHARS = 300  # a PGD target answer: its cost grows with its length at every step
-MAX_PARQUET = 200 * 2**20  # per uploaded MLLMU file
-MAX_CACHED_SETS = 4  # activation sets kept for the map and the refit (the toy world's, then recent uploads)
-
 
 class UserError(ValueError):
     """Bad input from the user: the message is shown in the UI as is."""
 
 
 def read_image(source) -> Image.Image:
-    """A PIL image from an upload (path, bytes or PIL), refusing non-images, corrupt and huge files."""
+    """A PIL image from an upload (path, bytes or PIL), refusing non-images, corrupt and huge files.
+    The file size is checked before reading, the pixel count and shape from the header before
+    any pixel is decoded."""
     if source is None:
         raise UserError("No image: upload a picture or pick a person from the gallery.")
     if isinstance(source, Image.Image):
         img = source
     else:
         try:
-            data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
+            if isinstance(source, (str, os.PathLike)):
+                if Path(source).stat().st_size > limits.IMAGE_BYTES:
+                    raise UserError(f"The image file is over {limits.IMAGE_BYTES // limits.MB} MB: upload a smaller one.")
+                data = Path(source).read_bytes()
+            else:
+                data = bytes(source)
         except OSError as exc:
             raise UserError(f"Could not read the uploaded file ({exc.strerror}).") from exc
+        if len(data) > limits.IMAGE_BYTES:
+            raise UserError(f"The image file is over {limits.IMAGE_BYTES // limits.MB} MB: upload a smaller one.")
         try:
             img = Image.open(io.BytesIO(data))  # lazy: the size is known before any pixel is decoded
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
             raise UserError("That file is not a readable image. Upload a PNG, JPEG or WebP picture.") from exc
-    if img.width * img.height > MAX_PIXELS:
-        raise UserError(f"The image is {img.width}x{img.height} pixels; the limit is "
-                        f"{MAX_PIXELS // 1_000_000} megapixels. Please upload a smaller image.")
+    w, h = img.size
+    if w * h > limits.IMAGE_PIXELS:
+        raise UserError(f"The image is {w}x{h} pixels; the limit is "
+                        f"{limits.IMAGE_PIXELS // 1_000_000} megapixels. Please upload a smaller image.")
+    if min(w, h) < 1 or max(w, h) > limits.IMAGE_ASPECT * min(w, h):
+        raise UserError(f"The image is {w}x{h} pixels, a strip rather than a picture: the longer side may be "
+                        f"at most {limits.IMAGE_ASPECT} times the shorter. Crop it and upload it again.")
     try:
         return img.convert("RGB")  # decodes the pixels: truncated files fail here
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError("That file is not a readable image. Upload a PNG, JPEG or WebP picture.") from exc
 
 
-def check_question(question: str | None) -> str:
+def check_question(question: str | None, adapter: VLMAdapter | None = None,
+                   answer_tokens: int = limits.ANSWER_TOKENS) -> str:
+    """The stripped question, or a clear error when it is empty, too long in characters or, with
+    an adapter, too long in tokens for the model's context (image tokens and answer included)."""
     q = (question or "").strip()
     if not q:
         raise UserError("The question is empty: type a question about the image.")
-    if len(q) > MAX_QUESTION_CHARS:
-        raise UserError(f"The question is {len(q)} characters long; keep it under {MAX_QUESTION_CHARS}.")
+    if len(q) > limits.QUESTION_CHARS:
+        raise UserError(f"The question is {len(q)} characters long; keep it under {limits.QUESTION_CHARS}.")
+    if adapter is not None:
+        room = adapter.context_length - adapter.num_image_tokens() - answer_tokens - 32  # 32: the chat template
+        n = len(adapter.tokenizer(q, add_special_tokens=False)["input_ids"])
+        if n > room:
+            raise UserError(f"The question is {n} tokens long; this model's context leaves room for {max(room, 0)} "
+                            "with the image and the answer. Shorten it.")
     return q
 
 
@@ -99,8 +115,8 @@ def check_pgd(eps_255, step_255, steps) -> PGDConfig:
         raise UserError(f"eps {eps:g}/255 is outside (0, 255]; the paper uses 16/255.")
     if not 0 < step <= eps:
         raise UserError(f"The step size {step:g}/255 must be > 0 and at most eps ({eps:g}/255).")
-    if not 1 <= n <= MAX_PGD_STEPS:
-        raise UserError(f"Steps must be between 1 and {MAX_PGD_STEPS}, got {n}.")
+    if not 1 <= n <= limits.PGD_STEPS:
+        raise UserError(f"Steps must be between 1 and {limits.PGD_STEPS}, got {n}.")
     return PGDConfig(eps=eps / 255, step_size=step / 255, steps=n, random_start=True, seed=0)
 
 
@@ -148,6 +164,10 @@ class Comparison:
     gates: dict[int, float]  # per-layer gate value of this input (read at the last prompt token)
 
 
+_LOADED: "OrderedDict[str, Workbench]" = OrderedDict()  # models loaded by "Load model", shared
+_LOADED_LOCK = threading.Lock()
+
+
 class Workbench:
     """The loaded model, its world (if it is a toy model) and the current default eraser."""
 
@@ -157,6 +177,7 @@ class Workbench:
         self.world = world
         self.note = ""  # said once at start-up (e.g. why no eraser is loaded)
         self._acts: dict[tuple, ActivationSets] = {}
+        self._umaps: dict[tuple, object] = {}  # fitted UMAP per activation set and layer
         self._acts_lock = threading.Lock()
 
     @classmethod
@@ -179,6 +200,44 @@ class Workbench:
                 note = f"The default eraser does not fit this model, so none is loaded ({exc})"
         wb = cls(adapter, er, world)
         wb.note = note
+        return wb
+
+    @classmethod
+    def shared(cls, model: str | Path, default: "Workbench | None" = None) -> "Workbench":
+        """The workbench of `model` for every session that asks for it: a model is loaded once
+        and shared read-only (steering and capture are request-scoped), at most
+        `limits.LOADED_MODELS` of them besides the default, the least recently asked dropped.
+        In public mode only the allow-list's folders load, asked for by folder name."""
+        from app import deploy
+        name = str(model).strip()
+        if not name:
+            raise UserError("Type a model folder (or, where the hub cache is used, a hub id) to load.")
+        if deploy.public():
+            allowed = deploy.allowed_models(DEFAULT_MODEL)
+            folder = allowed.get(Path(name).name)
+            if folder is None:
+                raise UserError(f"This public workbench loads only: {', '.join(sorted(allowed))}. Run the app on "
+                                "your own machine (README, quick start) to load your own model.")
+            name = str(folder)
+        try:
+            key = str(resolve(name).resolve())
+        except (ModelNotFoundError, OSError, ValueError) as exc:
+            raise UserError(deploy.scrub(f"Could not load the model {name!r}: {exc}")) from exc
+        if default is not None and key == str(resolve(default.adapter.name_or_path).resolve()):
+            return default
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+                return _LOADED[key]
+        try:
+            wb = cls.load(key, eraser=None)  # loaded outside the lock: other sessions keep working
+        except UserError as exc:
+            raise UserError(deploy.scrub(str(exc))) from exc
+        with _LOADED_LOCK:
+            wb = _LOADED.setdefault(key, wb)
+            _LOADED.move_to_end(key)
+            while len(_LOADED) > limits.LOADED_MODELS:
+                _LOADED.popitem(last=False)
         return wb
 
     @property
@@ -219,7 +278,7 @@ class Workbench:
                 max_new_tokens: int = 40, session: Session | None = None) -> Comparison:
         """Original and steered greedy answers to one input, and the per-layer gates."""
         eraser = self.eraser_for(session)
-        q = check_question(question)
+        q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
         check_mode(eraser, mode)
         img = None if image is None else read_image(image)
@@ -278,7 +337,8 @@ class Workbench:
         cfg.data_source = data.name
         cfg.gate_variants = gate_variants
         try:
-            sets = fit_sets(data, self.adapter, kind, seed=cfg.seed, variants=gate_variants, n_retain=cfg.gate_retain)
+            sets = fit_sets(data, self.adapter, kind, seed=cfg.seed, variants=gate_variants, n_retain=cfg.gate_retain,
+                            should_stop=should_stop)  # the PGD of the refusal / image_only directions
         except ValueError as exc:
             raise UserError(str(exc)) from exc
         if session is not None and session.recall_images:
@@ -297,11 +357,11 @@ class Workbench:
         return eraser
 
     def _remember(self, key: tuple, sets: ActivationSets) -> None:
-        """Cache activation sets (caller holds the lock), the oldest dropped beyond MAX_CACHED_SETS:
+        """Cache activation sets (caller holds the lock), the oldest dropped beyond limits.CACHED_SETS:
         uploads make new forget sets, and each costs tens of MB at the toy model's size."""
         self._acts.pop(key, None)
         self._acts[key] = sets
-        while len(self._acts) > MAX_CACHED_SETS:
+        while len(self._acts) > limits.CACHED_SETS:
             self._acts.pop(next(iter(self._acts)))
 
     def _acts_key(self, eraser: Eraser, data: ForgetData) -> tuple:
@@ -353,8 +413,8 @@ class Workbench:
         paths = [Path(getattr(f, "name", f)) for f in (files or []) if f is not None]
         if not paths:
             raise UserError("Upload MLLMU-Bench parquet files: forget_*.parquet and retain_*.parquet at least.")
-        if len(paths) > 8 or any(p.stat().st_size > MAX_PARQUET for p in paths):
-            raise UserError(f"Upload at most 8 parquet files of at most {MAX_PARQUET // 2**20} MB each.")
+        if len(paths) > limits.PARQUET_FILES or any(p.stat().st_size > limits.PARQUET_BYTES for p in paths):
+            raise UserError(f"Upload at most {limits.PARQUET_FILES} parquet files of at most {limits.PARQUET_BYTES // 2**20} MB each.")
         named = {}
         for p in paths:
             split = p.name.split("_")[0].split(".")[0].lower()
@@ -380,13 +440,16 @@ class Workbench:
         """Stream PGD toward `target`: the perturbed image, the amplified perturbation and the
         loss / target log-prob history at every step (stoppable between steps)."""
         cfg = check_pgd(eps_255, step_255, steps)
-        q = check_question(question)
+        q = check_question(question, self.adapter, limits.TARGET_TOKENS)
         t = (target or "").strip()
         if not t:
             raise UserError("The target is empty: type the answer PGD should make the model give.")
-        if len(t) > MAX_TARGET_CHARS:
-            raise UserError(f"The target is {len(t)} characters long; keep it under {MAX_TARGET_CHARS} (a short "
+        if len(t) > limits.TARGET_CHARS:
+            raise UserError(f"The target is {len(t)} characters long; keep it under {limits.TARGET_CHARS} (a short "
                             "answer: every PGD step runs the model over it).")
+        n = len(self.adapter.tokenizer(t, add_special_tokens=False)["input_ids"])
+        if n > limits.TARGET_TOKENS:
+            raise UserError(f"The target is {n} tokens long; keep it under {limits.TARGET_TOKENS} (a short answer).")
         img = read_image(image)
         losses, logps = [], []
         for st in pgd(self.adapter, [img], [q], [t], cfg, should_stop=should_stop):
@@ -408,31 +471,36 @@ class Workbench:
         with self._acts_lock:
             if key in self._acts:
                 return self._acts[key]
-            f, r = eraser_gate_sets(data, c)
-            rec, era = direction_sets(data, None, "recall", seed=eraser.config.seed)
-            H = {}
-            for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
-                cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
-                H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop,
-                                  position=pos if name in ("forget", "retain") else "last")
-            sets = ActivationSets(f, r, rec, era, H["forget"], H["retain"], H["recall"], H["erase"])
+        # collected without the lock: other users keep working (two first requests for the same
+        # set both collect it, once, and the results are equal: collection is deterministic)
+        f, r = eraser_gate_sets(data, c)
+        rec, era = direction_sets(data, None, "recall", seed=eraser.config.seed)
+        H = {}
+        for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
+            cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
+            H[name] = collect(self.adapter, prompts, progress=cb, should_stop=should_stop,
+                              position=pos if name in ("forget", "retain") else "last")
+        sets = ActivationSets(f, r, rec, era, H["forget"], H["retain"], H["recall"], H["erase"])
+        with self._acts_lock:
             self._remember(key, sets)
-            return sets
+        return sets
 
     def input_activation(self, image, question: str, position: str = "last") -> torch.Tensor:
         """(L, d) activation of one input where the gate reads it (last prompt token or mean)."""
-        q = check_question(question)
+        q = check_question(question, self.adapter, 0)
         img = None if image is None else read_image(image)
         return collect(self.adapter, [Prompt(q, img)], position=position)[0]
 
     def activation_map(self, eraser: Eraser, layer, method: str = "PCA", image=None, question: str | None = None,
-                       progress: Callable[[str, int, int], None] | None = None, session: Session | None = None):
+                       progress: Callable[[str, int, int], None] | None = None, session: Session | None = None,
+                       should_stop: Callable[[], bool] | None = None):
         """Forget / retain / recall / erase activations at one layer in 2-D (PCA with the
-        d_erase arrow, or UMAP), points coloured by gate value, the current input starred."""
+        d_erase arrow, or UMAP), points coloured by gate value, the current input starred.
+        The UMAP of a set and layer is fitted once and kept; the input is placed on it."""
         from app.plots import activation_map
-        from core.projection import pca_2d, umap_2d
+        from core.projection import pca_2d, umap_model
         l = self._layer(eraser, layer)
-        sets = self.activation_sets(eraser, progress, session=session)
+        sets = self.activation_sets(eraser, progress, should_stop, session=session)
         H = {"forget": sets.H_forget[:, l], "retain": sets.H_retain[:, l], "recall": sets.H_recall[:, l],
              "erase": sets.H_erase[:, l]}
         prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
@@ -442,12 +510,23 @@ class Workbench:
         if question and question.strip():
             cur = self.input_activation(image, question, eraser.gate_position)[l]
         if method == "UMAP":
-            stacked = torch.cat([H[k] for k in H] + ([cur[None]] if cur is not None else []))
-            xy = umap_2d(stacked, seed=eraser.config.seed)
+            key = self._acts_key(eraser, self.data_for(eraser, session)) + (l,)
+            with self._acts_lock:
+                reducer = self._umaps.get(key)
+            if reducer is None:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("stopped before UMAP")
+                reducer = umap_model(torch.cat([H[k] for k in H]), seed=eraser.config.seed)
+                with self._acts_lock:
+                    self._umaps[key] = reducer
+                    while len(self._umaps) > 2 * limits.CACHED_SETS:
+                        self._umaps.pop(next(iter(self._umaps)))
+            xy = torch.from_numpy(reducer.embedding_).double()
+            star = None if cur is None else torch.from_numpy(reducer.transform(cur[None].double().numpy()))[0].double()
             coords, i = {}, 0
             for k in H:
                 coords[k], i = xy[i:i + len(H[k])], i + len(H[k])
-            return activation_map(coords, hover, gates, None, xy[-1] if cur is not None else None,
+            return activation_map(coords, hover, gates, None, star,
                                   f"Layer {l}: UMAP of {_where(eraser)} activations", ("UMAP 1", "UMAP 2"))
         proj = pca_2d(torch.cat([H["forget"], H["retain"]]), direction=eraser.direction[l])
         coords = {k: proj.project(v) for k, v in H.items()}
@@ -467,7 +546,8 @@ class Workbench:
             raise UserError("This eraser was saved without diagnostics; refit it here to inspect its null space.")
         rows = [[i, int(d["k"][i]), round(float(d["leakage"][i]), 4), round(float(d["forget_energy"][i]), 4),
                  round(float(d["forget_gates"][i].mean()), 3), round(float(d["retain_gates"][i].mean()), 3),
-                 round(float(d["retain_gates"][i].abs().max()), 3), round(float(d["direction_norm"][i]), 3)]
+                 round(float(d["retain_gates"][i].abs().max()), 3), round(float(d["direction_norm"][i]), 3),
+                 round(gate_auc(d["forget_gates"][i], d["retain_gates"][i]), 3)]
                 for i in eraser.fitted_layers]
         return (spectrum(d["eigenvalues"][l], int(d["k"][l]), l),
                 gate_histogram(d["forget_gates"][l], d["retain_gates"][l], l), rows)
@@ -492,7 +572,8 @@ class Workbench:
         return f"{who} ({img})<br>{p.question.splitlines()[0][:80]}"
 
     def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None,
-              session: Session | None = None) -> Eraser:
+              session: Session | None = None, progress: Callable[[str, int, int], None] | None = None,
+              should_stop: Callable[[], bool] | None = None) -> Eraser:
         """The eraser with its gate refitted at another null-space ratio, gamma, retain weight and
         one gate per forget person or one for all (None keeps the eraser's)."""
         try:
@@ -506,7 +587,7 @@ class Workbench:
             raise UserError(f"gamma must be between 0 and 1e6, got {g:g}.")
         if not 0 <= w <= 1e6:
             raise UserError(f"The retain weight must be between 0 (the paper's fit) and 1e6, got {w:g}.")
-        sets = self.activation_sets(eraser, session=session)
+        sets = self.activation_sets(eraser, progress, should_stop, session=session)
         return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
                                  subject_gates=None if per_person is None else bool(per_person),
                                  forget_subjects=[p.tag for p in sets.forget])
@@ -541,7 +622,7 @@ class Workbench:
     def heatmap(self, eraser: Eraser, image, question: str, strengths: list[float], mode: str | None = None,
                 max_new_tokens: int = 16) -> tuple[list[int], list[float], list[list[str]]]:
         """Steered answer of one input for every (single layer, strength): (layers, strengths, answers)."""
-        q = check_question(question)
+        q = check_question(question, self.adapter, max_new_tokens)
         check_mode(eraser, mode)
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
@@ -569,8 +650,8 @@ class Workbench:
             data = toy_data(self._world(), "forget_10")
         else:
             data = self.data_for(eraser, session)
-        if limit is not None and not 1 <= int(limit) <= 1000:
-            raise UserError(f"Rows per split must be between 1 and 1000, got {limit}.")
+        if limit is not None and not 1 <= int(limit) <= limits.EVAL_ROWS:
+            raise UserError(f"Rows per split must be between 1 and {limits.EVAL_ROWS}, got {limit}.")
         steering = None if eraser is None else eraser.task_steering(self.adapter)
         return evaluate(self.adapter, data.splits(limit), refusal_sets(data, limit),
                         EvalConfig(), steering, None if eraser is None else eraser_summary(eraser),
@@ -584,10 +665,10 @@ class Workbench:
         retain people."""
         from core.robustness import RobustnessConfig, attack_report, prefix_facts
         data = self.data_for(eraser, session)
-        if not 1 <= int(people) <= 20:
-            raise UserError(f"People per split must be between 1 and 20, got {people}.")
-        if not 1 <= int(steps) <= 200:
-            raise UserError(f"PGD steps must be between 1 and 200, got {steps}.")
+        if not 1 <= int(people) <= limits.ATTACK_PEOPLE:
+            raise UserError(f"People per split must be between 1 and {limits.ATTACK_PEOPLE}, got {people}.")
+        if not 1 <= int(steps) <= limits.ATTACK_STEPS:
+            raise UserError(f"PGD steps must be between 1 and {limits.ATTACK_STEPS}, got {steps}.")
         if not data.retain:
             raise UserError("The attacks also score retained people, and this forget set has none: fit with "
                             "retained people (the toy world's, or MLLMU retain files) first.")
@@ -599,22 +680,22 @@ class Workbench:
         if path is None:
             raise UserError("No file: upload the .zip written by 'Download eraser'.")
         p = Path(path)
-        if p.stat().st_size > MAX_ERASER_ZIP:
+        if p.stat().st_size > limits.ERASER_ZIP:
             raise UserError("That file is too large to be an eraser of this model.")
         try:
             with zipfile.ZipFile(p) as z, tempfile.TemporaryDirectory() as tmp:
                 entries = [i for i in z.infolist() if not i.filename.endswith("/")]
                 names = [i.filename for i in entries]
                 allowed = {WEIGHTS_NAME, CONFIG_NAME, "tuning.json"}
-                if not names or len(names) > len(allowed) or any(
+                if not names or len(names) > limits.ERASER_ENTRIES or any(
                         Path(n).name not in allowed or ".." in n or n.startswith("/") for n in names):
                     raise UserError("That zip does not hold an eraser (expected its safetensors and JSON files).")
-                if sum(i.file_size for i in entries) > MAX_ERASER_UNZIPPED:  # refused before anything is unpacked
+                if sum(i.file_size for i in entries) > limits.ERASER_UNZIPPED:  # refused before anything is unpacked
                     raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
                 for info in entries:
                     with z.open(info) as src:  # the sizes in the zip's directory can lie: read at most the cap
-                        data = src.read(MAX_ERASER_UNZIPPED + 1)
-                    if len(data) > MAX_ERASER_UNZIPPED:
+                        data = src.read(limits.ERASER_UNZIPPED + 1)
+                    if len(data) > limits.ERASER_UNZIPPED:
                         raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
                     (Path(tmp) / Path(info.filename).name).write_bytes(data)
                 return Eraser.from_pretrained(tmp, adapter=self.adapter)
@@ -624,6 +705,15 @@ class Workbench:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"Could not read that eraser: {exc}") from exc
+
+
+def gate_auc(forget: torch.Tensor, retain: torch.Tensor) -> float:
+    """ROC AUC of the gate separating forget from retain rows (scikit-learn): 1.0 = every forget
+    row gates above every retain row, 0.5 = chance. Scale-free, unlike a threshold at 0.5."""
+    from sklearn.metrics import roc_auc_score
+    scores = torch.cat([forget, retain]).double().numpy()
+    labels = [1] * len(forget) + [0] * len(retain)
+    return float(roc_auc_score(labels, scores))
 
 
 def check_mode(eraser: Eraser, mode: str | None) -> None:

@@ -64,7 +64,7 @@ def profile_prompts(rec: PersonRecord, wordings: Wordings, options: Sequence[str
 
     Why every format: the gate reads the whole prompt (or its last token), so an MCQ's option
     lines and an instruction move it. Fitted on plain questions only, a subject known by photos
-    and a name kept 72% of its text-only MCQs answered on the toy model (README, "Your own model
+    and a name kept 72% of its text-only MCQs answered on the toy model (docs/open-world.md, "Your own model
     and data")."""
     rng = rng if rng is not None else np.random.default_rng([sum(map(ord, rec.id)), 31])
     out = []
@@ -136,7 +136,7 @@ def _by_modality(rows: list[Prompt], n: int | None, rng: np.random.Generator) ->
     """Up to `n` rows, half asked with a photo and half by name where both exist. Why: a subject
     with four photos has five times more picture questions than questions by name, and sampled
     uniformly the gate saw too few of the latter (text-only MCQ about three photo-folder subjects
-    stayed 61% correct; README, "Your own model and data")."""
+    stayed 61% correct; docs/open-world.md)."""
     if n is None:
         return rows
     pics, text = [p for p in rows if p.image is not None], [p for p in rows if p.image is None]
@@ -171,7 +171,7 @@ def gate_sets(data: ForgetData, per_person: int = 48, n_retain: int = 1600, seed
     Why repeat general questions: the null space comes from the uncentred Gram of the retain
     activations, so a kind of input is protected in proportion to its share of the set; on the
     toy model a uniform sample held 17 general facts in 1600 prompts and steering cut general
-    text-only ROUGE-L from 100% to 37% (README, concept 6).
+    text-only ROUGE-L from 100% to 37% (docs/method-notes.md, item 6).
     variants: later-turn copies of the prompts (toy worlds only, see toyworld.fitsets)."""
     if data.builder is not None:
         return data.builder.gate_sets(per_person, n_retain, seed, fact_draws, variants)
@@ -264,9 +264,10 @@ def _record_direction_sets(data: ForgetData, kind: str, per_person: int, seed: i
 
 def direction_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall", per_person: int = 4,
                    seed: int = 0, pgd_cfg: PGDConfig = direction_pgd(),
-                   progress: Callable[[int, int, float], None] | None = None) -> tuple[list[Prompt], list[Prompt]]:
+                   progress: Callable[[int, int, float], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> tuple[list[Prompt], list[Prompt]]:
     """(recall, erase) prompt sets of the requested construction; the refusal / image_only
-    constructions run PGD on `adapter`."""
+    constructions run PGD on `adapter` (`should_stop()` ends it between steps: InterruptedError)."""
     if kind not in KINDS:
         raise ValueError(f"unknown direction construction {kind!r}; choose one of {KINDS}")
     if data.builder is not None:
@@ -277,13 +278,17 @@ def direction_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "re
         if adapter is None:
             raise ValueError(f"the {kind!r} construction runs PGD and needs the model")
         step = run_pgd(adapter, [pr.image for pr in recall], [pr.question for pr in recall], targets, pgd_cfg,
-                       progress=progress)
+                       progress=progress, should_stop=should_stop)
+        if should_stop is not None and should_stop():
+            raise InterruptedError("stopped during the PGD of the direction's recall images")
         recall = [Prompt(pr.question, step.image[i], pr.tag) for i, pr in enumerate(recall)]
     return recall, erase
 
 
 def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall", seed: int = 0,
              variants: float = 0.0, n_retain: int = 1600, **kw) -> FitSets:
+    """The gate's forget / retain prompts and the direction's recall / erase prompts of `data`
+    (keyword arguments go to `direction_sets`: pgd_cfg, progress, should_stop)."""
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(data, adapter, kind, seed=seed, **kw)
     return FitSets(f, r, rec, era, kind)

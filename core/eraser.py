@@ -47,7 +47,7 @@ CONFIG_NAME = "eraser_config.json"
 # Named starting points for a fit; every CLI flag still overrides. "tune": sweep mode x layers x
 # strength on held-out prompts after fitting (core.tuner).
 PRESETS: dict[str, dict] = {
-    # the best measured recipe (the shipped eraser; README, concepts 5-7): a prompt-mean gate, one
+    # the best measured recipe (the shipped eraser; docs/method-notes.md, items 5-7): a prompt-mean gate, one
     # ridge gate per forget subject with retain rows (no hard null space), a large retain sample, tuned
     "workbench": {"ratio": 1.0, "gamma": 10.0, "retain_weight": 0.3, "subject_gates": True, "gate_retain": 6400,
                   "position": "mean_prompt_tokens", "mode": "prefill", "strength": 0.3, "tune": True},
@@ -92,7 +92,7 @@ class EraserConfig:
     # MLLMU task (classification / generation / cloze) -> strength, as the public code sets lambda
     # per task; tasks not listed use `strength`. Why: a one-letter MCQ answer needs a stronger push
     # than a sentence (on the toy model with the paper-fit gate, 0.75 on layer 3 leaves 65% of text-only forget MCQs
-    # answered correctly, 1.0 leaves 18%; README, "A strength per task").
+    # answered correctly, 1.0 leaves 18%; docs/results.md, "A strength per task").
     task_strengths: dict[str, float] = field(default_factory=dict)
     mode: str = "prefill"
     seed: int = 0

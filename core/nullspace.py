@@ -13,7 +13,7 @@ identity is a small-variance direction, so the paper's fit reads forget people's
 directions some retained people share. On the shipped toy model (layer 3, prompt-mean gate,
 ratio 0.6, gamma 10), 11% / 16% of retained people's image / text-only evaluation questions had
 a gate above 0.5; with the retain rows (ratio 1.0, w = 1) 3% / 2%, while forget questions stayed
-at 98% / 99% and held-out test questions rose from 86% to 90% / 87% (README, concept 6).
+at 98% / 99% and held-out test questions rose from 86% to 90% / 87% (docs/method-notes.md, item 6).
 
 With `subjects` (a workbench option, not the paper's), each forget subject j (a person of the
 forget set) gets its own gate u_j, fitted with that subject's rows as targets 1 and the retain
@@ -24,7 +24,7 @@ identity against everyone else is a simpler separation. On the shipped toy model
 prompt-mean gate, ratio 1.0, gamma 10, w = 0.3; results/gate_selectivity.txt), the share of
 retained people's image / text-only evaluation questions whose gate reaches 0.3 of the forget
 median fell from 19.6% / 22.7% to 9.3% / 7.3%, while forget questions at 0.7 of it stayed at
-96-97% (README, concept 7).
+96-97% (docs/method-notes.md, item 7).
 
 Every target row equals r, so W = u r^T with u = P pinv(X^T X + gamma P) X^T 1: the steering is
 a scalar gate c(h) = h . u times a fixed direction. We solve for u in the k-dimensional basis of

@@ -1,8 +1,8 @@
 """2-D projections of activations with the erasure direction overlaid.
 
-PCA is the default: exact, deterministic and instant (an SVD of an N x d matrix). UMAP is
-opt-in (numba compiles for ~20 s on first use) and is left to callers that can run it in the
-background.
+PCA is the default: exact, deterministic and instant (scikit-learn's full SVD of an N x d
+matrix). UMAP is opt-in: numba compiles its kernels for ~20-35 s on first use in a process, so
+the app warms it in the background at start-up (`warm_umap`) and keeps each fitted map.
 """
 
 from __future__ import annotations
@@ -26,36 +26,52 @@ class Projection:
 
 
 def pca_2d(acts: torch.Tensor, direction: torch.Tensor | None = None) -> Projection:
-    """PCA of (N, d) activations to 2-D; `direction` (d,) is projected onto the same axes.
+    """PCA of (N, d) activations to 2-D (scikit-learn's exact solver); `direction` (d,) is
+    projected onto the same axes.
 
     Signs are fixed (largest loading positive) so that the picture does not flip between runs."""
+    from sklearn.decomposition import PCA
     X = acts.double()
     if X.ndim != 2 or X.shape[0] < 2:
         raise ValueError(f"PCA needs an (N >= 2, d) matrix of activations, got {tuple(X.shape)}")
-    mean = X.mean(0)
-    U, S, Vh = torch.linalg.svd(X - mean, full_matrices=False)
-    comps = Vh[:2].clone()
-    if comps.shape[0] < 2:
-        comps = torch.cat([comps, torch.zeros(2 - comps.shape[0], X.shape[1], dtype=X.dtype)])
+    n = min(2, *X.shape)
+    pca = PCA(n_components=n, svd_solver="full").fit(X.numpy())
+    comps = torch.zeros(2, X.shape[1], dtype=X.dtype)
+    comps[:n] = torch.from_numpy(pca.components_)
     for i in range(2):
         j = comps[i].abs().argmax()
         if comps[i, j] < 0:
             comps[i] = -comps[i]
-    var = S ** 2
-    explained = (var[:2] / var.sum().clamp_min(1e-30))
-    explained = torch.cat([explained, torch.zeros(2 - explained.numel(), dtype=X.dtype)])
+    explained = torch.zeros(2, dtype=X.dtype)
+    explained[:n] = torch.from_numpy(pca.explained_variance_ratio_)
+    mean = torch.from_numpy(pca.mean_)
     arrow = None if direction is None else direction.double() @ comps.T
     return Projection((X - mean) @ comps.T, comps, mean, explained, arrow)
 
 
-def umap_2d(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15) -> torch.Tensor:
-    """(N, 2) UMAP embedding, seeded. Slow on first use in a process (numba JIT, ~10-30 s):
-    call it off the critical path. No arrow: UMAP is non-linear, a direction has no image."""
-    import numpy as np
+def umap_model(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15):
+    """A seeded UMAP fitted on (N, d) activations; `.embedding_` holds the (N, 2) coordinates and
+    `.transform(new)` places new activations (the current input) without refitting."""
     import umap  # heavy import, opt-in
     X = acts.double().numpy()
     if X.ndim != 2 or X.shape[0] < 4:
         raise ValueError(f"UMAP needs an (N >= 4, d) matrix of activations, got {X.shape}")
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, X.shape[0] - 1), random_state=seed,
                         n_jobs=1, init="spectral" if X.shape[0] > 10 else "random")
-    return torch.from_numpy(np.asarray(reducer.fit_transform(X), dtype=np.float64))
+    reducer.fit(X)
+    return reducer
+
+
+def umap_2d(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15) -> torch.Tensor:
+    """(N, 2) UMAP embedding, seeded. Slow on first use in a process (numba JIT, ~10-30 s):
+    call `warm_umap` off the critical path. No arrow: UMAP is non-linear, a direction has no image."""
+    import numpy as np
+    return torch.from_numpy(np.asarray(umap_model(acts, seed, n_neighbors).embedding_, dtype=np.float64))
+
+
+def warm_umap() -> None:
+    """Compile UMAP's numba kernels (fit and transform) on a small problem, so that the first
+    visitor who asks for the UMAP view does not wait for the JIT."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(64, 8, generator=g, dtype=torch.float64)
+    umap_model(X).transform(X[:2].numpy())

@@ -6,7 +6,10 @@
 - slider latency: one playground comparison at the shipped strength (original + steered answer,
   the work a slider move triggers), median over repeats, and its ratio to one unsteered answer;
 - steering overhead: one forward pass over the prompt with the eraser's hooks against one
-  without (ratio). Whole answers are not compared: steering changes their length.
+  without (ratio). Whole answers are not compared: steering changes their length;
+- the activation map: the first draw (collecting the fit sets' activations), UMAP's numba
+  compilation (what the app does in the background at start-up), the first UMAP view of a layer
+  and a redraw with another input star (the fitted map is kept).
 """
 from __future__ import annotations
 
@@ -28,6 +31,12 @@ def _median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def _seconds(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -61,6 +70,16 @@ def main() -> None:
     print(f"slider move at strength {strength} (original + steered answer): {1000 * compare:.0f} ms median "
           f"= {compare / plain:.2f} x one unsteered answer ({1000 * plain:.0f} ms)")
     print(f"steering overhead: forward pass with / without the eraser's hooks = {steer:.2f}")
+
+    from core.projection import warm_umap
+    layer = wb.eraser.fitted_layers[-1]
+    first_map = _seconds(lambda: wb.activation_map(wb.eraser, layer, "PCA"))
+    jit = _seconds(warm_umap)
+    first_umap = _seconds(lambda: wb.activation_map(wb.eraser, layer, "UMAP", img, q))
+    redraw = _seconds(lambda: wb.activation_map(wb.eraser, layer, "UMAP", img, "Where was this person born?"))
+    print(f"activation map: first draw {first_map:.1f} s (collects the fit sets once), UMAP compilation "
+          f"{jit:.1f} s (background, at start-up), first UMAP view of a layer {first_umap:.1f} s, "
+          f"redraw with another input {redraw:.2f} s")
 
 
 if __name__ == "__main__":

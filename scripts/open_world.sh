@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The open-world round trip (README, "Your own model and data"): the shipped toy model copied
+# The open-world round trip (docs/open-world.md): the shipped toy model copied
 # WITHOUT its world.json is a model the project knows nothing about, and the toy world exported
 # as MLLMU-Bench files and as a photo folder is data a user brings. Every number of that section
 # comes from this script (about 25 minutes on 2 CPU cores). Outputs: runs/open/, results/open_*.json.

@@ -1,4 +1,4 @@
-"""The README's open-world tables, from the JSON that scripts/reproduce.sh (toy path) and
+"""The open-world tables of docs/open-world.md, from the JSON that scripts/reproduce.sh (toy path) and
 scripts/open_world.sh (open path) wrote: `python scripts/open_world_table.py`."""
 import json
 from pathlib import Path

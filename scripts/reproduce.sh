@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the shipped assets and every number and figure in the README (CPU, 2 cores: about
+# Rebuild the shipped assets and every number and figure in the README and docs/ (CPU, 2 cores: about
 # 2 h 10 min of training, then the eraser and results).
 #   bash scripts/reproduce.sh            # everything
 #   SKIP_TRAIN=1 bash scripts/reproduce.sh   # keep the shipped models, redo eraser + results

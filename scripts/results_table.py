@@ -1,6 +1,7 @@
-"""Render results/*.json (from `python -m core evaluate --json`) as the README's results table.
+"""Render results/*.json (from `python -m core evaluate --json`) as the README's headline table
+and the full tables of docs/results.md.
 
-    python scripts/results_table.py          # rewrites the block between the results markers
+    python scripts/results_table.py          # rewrites the blocks between the markers of both files
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (
              ("IdkNLL", "idk"), ("MMUnlearner (Fisher-masked GA)", "mmunlearner"),
              ("SMFA (full-rank deltas, k=5)", "smfa"), ("VKD (vision tower + projector only)", "vkd")]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
+HEADLINE = [("vanilla", "vanilla"), ("retain-only twin (gold standard)", "retain_only"),
+            ("**MLLMEraser** (shipped eraser, weights untouched)", "eraser"), ("IdkNLL (weights edited)", "baseline_idk"),
+            ("NPO (weights edited)", "baseline_npo"), ("GA_Diff (weights edited)", "baseline_ga_diff"),
+            ("SMFA (weights edited)", "baseline_smfa")]
 
 
 def pct(v) -> str:
@@ -119,15 +125,37 @@ def relearning() -> str:
     return "\n".join(lines)
 
 
+def headline() -> str:
+    """The README's one table: forgetting against utility for the models a reader compares first."""
+    lines = ["| model | forget MCQ (image / text) | test MCQ | forget cloze | retain MCQ | retain cloze | "
+             "real cloze | fluency |", "|---|---|---|---|---|---|---|---|"]
+    for label, key in HEADLINE:
+        f = ROOT / "results" / f"{key}.json"
+        if not f.is_file():
+            continue
+        sp = json.loads(f.read_text())["splits"]
+        it = {k: v["image_text"] for k, v in sp.items()}
+        lines.append(f"| {label} | {pct(it['forget']['classification'])} / "
+                     f"{pct(sp['forget']['text_only']['classification'])} | {pct(it['test']['classification'])} | "
+                     f"{pct(it['forget']['cloze'])} | {pct(it['retain']['classification'])} | "
+                     f"{pct(it['retain']['cloze'])} | {pct(it['real']['cloze'])} | "
+                     f"{pct(it['forget'].get('fluency'))} |")
+    return "\n".join(lines)
+
+
+def write_between(path: Path, start: str, end: str, body: str) -> None:
+    text = path.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"{path.name} has no {start} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+
+
 def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START not in text:
-        raise SystemExit("README has no results markers")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{START}\n{table()}\n{END}{tail}")
-    print(table())
+    write_between(ROOT / "README.md", HEAD_START, HEAD_END, headline())
+    write_between(ROOT / "docs" / "results.md", START, END, table())
+    print(headline())
 
 
 if __name__ == "__main__":

@@ -43,10 +43,11 @@ def free_port() -> int:
 class AppServer:
     """`python app.py` in a subprocess on a free port; stopped on exit."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
+               **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args], cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -71,12 +72,12 @@ class AppServer:
 
 
 @contextmanager
-def open_app(*args: str) -> Iterator:
-    """A Playwright page on `python app.py ARGS`, loaded up to the playground's Compare button;
-    the browser and the server stop on exit."""
+def open_app(*args: str, env: dict[str, str] | None = None) -> Iterator:
+    """A Playwright page on `python app.py ARGS` (with `env` added to the environment), loaded up
+    to the playground's Compare button; the browser and the server stop on exit."""
     from playwright.sync_api import sync_playwright
     exe = ensure_chromium()
-    server = AppServer(*args).wait()
+    server = AppServer(*args, env=env).wait()
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)

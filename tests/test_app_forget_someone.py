@@ -21,7 +21,7 @@ def page(tmp_path_factory):
     for i in range(3):
         world.render(person, rng).save(folder / f"{i}.png")
         photos.append(str(folder / f"{i}.png"))
-    with open_app() as pg:
+    with open_app(env={"MLLMERASER_WARM_UMAP": "0"}) as pg:  # no UMAP here: no JIT in the background
         pg.photos, pg.person = photos, person
         yield pg
 

@@ -208,3 +208,95 @@ def test_saved_results_skip_files_that_are_not_evaluations(tmp_path, monkeypatch
     monkeypatch.setattr(ui, "ROOT", tmp_path)
     rows = ui._saved_rows()
     assert {r[0] for r in rows} == {"saved: vanilla"} and [r[1] for r in rows] == ["forget", "test", "retain", "real"]
+
+
+# ---------------------------------------------------------------- serving (issue 22), no browser
+@pytest.fixture(scope="module")
+def shipped():
+    from app.workbench import Workbench
+    return Workbench.load()
+
+
+def test_long_handlers_share_one_bounded_queue_and_internal_events_are_not_endpoints(shipped, monkeypatch):
+    from app import limits
+    from app.ui import build
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    demo = build(shipped)
+    fns = {f.name: f for f in demo.fns.values()}
+    for name in ("do_fit", "do_forget_someone", "do_mllmu", "do_pgd", "draw_map", "refit", "do_eval",
+                 "do_attack", "run_heatmap", "do_load_model"):
+        assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("heavy", limits.HEAVY_JOBS), name
+    assert (fns["compare"].concurrency_id, fns["compare"].concurrency_limit) == ("light", limits.LIGHT_JOBS)
+    assert demo._queue.max_size == limits.QUEUE_SIZE
+    stops = [f for f in demo.fns.values() if f.name == "stop"]
+    assert len(stops) == 5 and all(not f.queue and f.api_visibility == "private" for f in stops)  # never queued
+    endpoints = set(demo.get_api_info()["named_endpoints"])
+    assert {"/compare", "/do_fit", "/do_pgd", "/do_eval"} <= endpoints
+    assert not any(e.startswith(("/stop", "/go", "/pick", "/show_null", "/keep", "/lambda", "/compare_"))
+                   for e in endpoints)
+
+
+def test_public_mode_exposes_no_api_endpoint_and_no_server_path(shipped, monkeypatch):
+    from app.ui import _model_info, build
+    monkeypatch.setenv("MLLMERASER_PUBLIC", "1")
+    demo = build(shipped)
+    assert demo.get_api_info()["named_endpoints"] == {}
+    assert "/" not in _model_info(shipped).split("`")[1]  # the folder name, not where it lives
+
+
+def test_uploads_over_the_size_cap_are_refused_by_the_server(shipped):
+    """Gradio's max_file_size refuses while uploading (HTTP 413), before any handler reads a byte;
+    the app passes limits.UPLOAD_BYTES (checked here with a small cap on the same mechanism)."""
+    import httpx
+    from app import limits
+    from app.ui import build, launch_options
+    assert launch_options()["max_file_size"] == limits.UPLOAD_BYTES
+    demo = build(shipped)
+    _, url, _ = demo.launch(prevent_thread_lock=True, max_file_size=1000, quiet=True)
+    try:
+        small = httpx.post(f"{url}gradio_api/upload", files={"files": ("a.txt", b"x" * 500)}, timeout=30)
+        big = httpx.post(f"{url}gradio_api/upload", files={"files": ("b.txt", b"x" * 5000)}, timeout=30)
+    finally:
+        demo.close()
+    assert small.status_code == 200
+    assert big.status_code == 413 and "1000" in big.text
+
+
+def test_an_api_submitted_huge_image_is_not_decoded_by_gradio(shipped, tmp_path):
+    """A 97 KB PNG of 10000 x 10000 pixels decoded to +476 MB inside Gradio before the app's own
+    limit ran. The playground's image box hands the handler a path; the handler reads the header."""
+    import resource
+    import time
+
+    from PIL import Image
+    from gradio.data_classes import FileData
+
+    from app.ui import build
+    from app.workbench import UserError, read_image
+    canvas = tmp_path / "canvas.png"
+    Image.new("1", (9000, 9000)).save(canvas)
+    demo = build(shipped)
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "image")
+    before, t = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    value = box.preprocess(FileData(path=str(canvas), orig_name="canvas.png"))
+    assert isinstance(value, str)  # a path, not pixels
+    with pytest.raises(UserError, match="9000x9000 pixels"):
+        read_image(value)
+    assert time.perf_counter() - t < 2 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50 * 1024
+
+
+def test_temporary_files_are_cleaned_up(shipped, tmp_path):
+    import os
+    import time
+
+    from app import limits
+    from app.ui import _prune, build
+    assert build(shipped).delete_cache == (limits.TEMP_SECONDS, limits.TEMP_SECONDS)  # Gradio's uploads
+    old, new = tmp_path / "eraser-old", tmp_path / "eraser-new"
+    for d in (old, new):
+        d.mkdir()
+        (d / "eraser.zip").write_bytes(b"x")
+    stale = time.time() - limits.TEMP_SECONDS - 10
+    os.utime(old, (stale, stale))
+    _prune(tmp_path)
+    assert not old.exists() and new.exists()

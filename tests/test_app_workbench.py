@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from app.workbench import MAX_PIXELS, UserError, Workbench, check_question, check_strength, read_image
+from app.limits import IMAGE_PIXELS as MAX_PIXELS
+from app.workbench import UserError, Workbench, check_question, check_strength, read_image
 from conftest import random_image, tiny_adapter
 from core.eraser import Eraser, EraserConfig
 from core.steering import hook_count
@@ -184,6 +185,9 @@ def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_chang
     assert eraser.config.gamma != 0.5  # the original is untouched
     spec, hist, rows = wb.nullspace_view(wider, 1)
     assert rows[1][1] == int(wider.diagnostics["k"][1]) and spec.layout.yaxis.type == "log"
+    fg, rg = wider.diagnostics["forget_gates"][1], wider.diagnostics["retain_gates"][1]
+    pairs = (fg[:, None] > rg[None, :]).double().mean() + 0.5 * (fg[:, None] == rg[None, :]).double().mean()
+    assert rows[1][-1] == round(float(pairs), 3) and rows[1][-1] > 0.8  # AUC = P(forget gate > retain gate)
     for bad in ((0, 0.1), (1.5, 0.1), (0.3, -1), ("a", 0.1), (0.3, 0.1, -1), (0.3, 0.1, "x")):
         with pytest.raises(UserError):
             wb.refit(eraser, *bad)
@@ -383,7 +387,8 @@ def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
     import resource
     import time
     import zipfile
-    from app.workbench import CONFIG_NAME as CFG, MAX_TARGET_CHARS
+    from app.limits import TARGET_CHARS as MAX_TARGET_CHARS
+    from app.workbench import CONFIG_NAME as CFG
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
         with z.open(CFG, "w", force_zip64=True) as f:
@@ -400,3 +405,123 @@ def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200 * 1024  # KiB: under 200 MB more
     with pytest.raises(UserError, match=f"keep it under {MAX_TARGET_CHARS}"):
         next(wb.pgd_frames(random_image(0), "who is it ?", "x" * 18_000, 16, 2, 5))
+
+
+# ---------------------------------------------------------------- caps and concurrency (issue 22)
+def _rss_kib() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def test_a_thin_strip_and_a_huge_canvas_are_refused_from_the_header(tmp_path):
+    """A 239-byte 1 x 40000 PNG cost 4 s and +770 MB; a 97 KB 10000 x 10000 PNG decodes to
+    +476 MB. Both are refused before any pixel is decoded, in well under a second."""
+    import time
+    strip, canvas = tmp_path / "strip.png", tmp_path / "canvas.png"
+    Image.new("L", (1, 40000)).save(strip)
+    Image.new("1", (9000, 9000)).save(canvas)
+    assert strip.stat().st_size < 2000 and canvas.stat().st_size < 200_000
+    before, t = _rss_kib(), time.perf_counter()
+    with pytest.raises(UserError, match="a strip rather than a picture"):
+        read_image(strip)
+    with pytest.raises(UserError, match="9000x9000 pixels; the limit is 16 megapixels"):
+        read_image(canvas)
+    assert time.perf_counter() - t < 1.0 and _rss_kib() - before < 50 * 1024
+    wide = Image.new("RGB", (400, 40))  # 10:1 is a (panoramic) picture: accepted
+    assert read_image(_png(wide)).size == (400, 40)
+
+
+def test_an_oversized_image_file_is_refused_before_it_is_read(tmp_path):
+    from app import limits
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(limits.IMAGE_BYTES + 1)  # sparse: costs no disk
+    with pytest.raises(UserError, match="over 20 MB"):
+        read_image(big)
+
+
+def test_questions_and_targets_must_fit_the_models_context():
+    """Characters are capped first (cheap), then tokens against the model's own context with
+    the image tokens and the answer included."""
+    wb = _workbench()
+    room = wb.adapter.context_length - wb.adapter.num_image_tokens() - 40 - 32
+    with pytest.raises(UserError, match=f"room for {room}"):
+        wb.compare(random_image(0), "a " * 900, 1.0, None)
+    with pytest.raises(UserError, match="tokens long; keep it under 64"):
+        next(wb.pgd_frames(random_image(0), "who is it ?", "a " * 100, 16, 2, 5))
+    assert wb.compare(random_image(0), "what is this ?", 1.0, None).original  # a normal question runs
+
+
+def test_capture_steering_and_pgd_from_many_threads_equal_their_serial_runs():
+    """Concurrent users on one shared model: activations collected, steered answers and PGD
+    streams in six threads at once are each exactly what the same call gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    wb = _workbench()
+    img = random_image(5)
+
+    def capture():
+        return wb.input_activation(img, "who is the person in this picture ?")
+
+    def steer(s):
+        return wb.compare(img, "what is this ?", s, [0, 1]).steered
+
+    def attack():
+        return [f.losses[-1] for f in wb.pgd_frames(img, "what is this ?", "red", 16, 4, 3)]
+
+    serial = {"capture": capture(), "steer0": steer(0.0), "steer3": steer(3.0), "pgd": attack()}
+    calls = {"capture": capture, "steer0": lambda: steer(0.0), "steer3": lambda: steer(3.0), "pgd": attack}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        jobs = [(name, pool.submit(fn)) for name, fn in list(calls.items()) * 3]
+        for name, job in jobs:
+            got = job.result()
+            if name == "capture":
+                assert torch.equal(got, serial[name]), name
+            else:
+                assert got == serial[name], name
+    assert hook_count(wb.adapter) == 0
+
+
+def test_activation_collection_holds_no_lock_other_users_wait_on(toy):
+    """A first collection takes ~24 s on the shipped model: it runs outside the workbench's lock,
+    so another user's cached view is served meanwhile; Stop ends it between batches."""
+    import threading
+    wb, eraser = toy
+    other = wb.fit_eraser("forget_5", "recall")
+    wb._acts.clear()
+    inside, release = threading.Event(), threading.Event()
+
+    def should_stop():
+        inside.set()
+        release.wait(30)
+        return True
+
+    errors = []
+
+    def first_user():
+        try:
+            wb.activation_sets(other, should_stop=should_stop)
+        except InterruptedError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=first_user)
+    t.start()
+    assert inside.wait(60)
+    assert wb._acts_lock.acquire(timeout=1)  # free while the first user is collecting
+    wb._acts_lock.release()
+    release.set()
+    t.join(60)
+    assert errors and not t.is_alive()
+    assert not wb._acts  # nothing half-collected was cached
+
+
+def test_loaded_models_are_shared_between_sessions(mini_toy):
+    from app import workbench as w
+    w._LOADED.clear()
+    a = Workbench.shared(mini_toy)
+    b = Workbench.shared(str(mini_toy) + "/")
+    assert a is b and len(w._LOADED) == 1
+    default = Workbench.load(mini_toy, eraser=None)
+    assert Workbench.shared(mini_toy, default) is default  # the default model is never loaded twice
+    with pytest.raises(UserError, match="does not exist"):
+        Workbench.shared("/nowhere/model")
+    w._LOADED.clear()

@@ -23,3 +23,21 @@ def test_python_api_block_runs_as_written(tmp_path, monkeypatch):
     assert scope["steered"].startswith("I am sorry")
     assert scope["gates"][1].item() > 0.5  # the gate fires on this photo at the steered layer
     assert (tmp_path / "my-eraser" / "eraser.safetensors").is_file()
+
+
+def test_every_command_line_in_the_readme_parses(tmp_path):
+    """Each `python -m core ...` line of the README (code blocks and the command table) is accepted
+    by the CLI's own parser as written: every subcommand and flag exists (nothing is run)."""
+    import shlex
+
+    from core.__main__ import build_parser
+    text = (ROOT / "README.md").read_text()
+    lines = re.findall(r"^(python -m core [^\n`]+)$", text, re.M)  # the code blocks
+    lines += [c.replace("\\|", "|") for c in re.findall(r"\| `(python -m core [^`]+)` \|", text)]  # the table
+    assert len(lines) >= 12
+    parser = build_parser()
+    for line in lines:
+        args = shlex.split(line)[3:]
+        args = [a.split("|")[0].strip("[]") for a in args]  # "[--preset workbench|paper]" -> one choice
+        args = [a for a in args if a and a != "COMMAND" and not a.endswith("...")]
+        assert parser.parse_args(args).command == args[0], line

@@ -90,6 +90,11 @@ class VLMAdapter:
         return len(self.layers)
 
     @property
+    def context_length(self) -> int:
+        """Positions the language model was built for (prompt, image tokens and answer together)."""
+        return int(getattr(self.text_config, "max_position_embeddings", None) or 4096)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -157,16 +162,21 @@ class VLMAdapter:
         return list(value)
 
     def to_pixels(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> float tensor (3, S, S) in [0, 1] at model resolution (not differentiable)."""
+        """PIL image -> float tensor (3, S, S) in [0, 1] at model resolution (not differentiable).
+
+        The centre square of the shortest edge is cropped first and then resized to S (what
+        CLIP-style processors' resize-then-crop gives, up to resampling). Cropping first keeps
+        the cost bounded by the square's size: resizing a 1 x 40000 strip's shortest edge to S
+        first would build a 336 x 13 million image."""
         image = image.convert("RGB")
         s = self.image_size
         w, h = image.size
-        scale = s / min(w, h)  # shortest edge to S, then centre crop: what CLIP-style processors do
-        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        image = image.crop((left, top, left + side, top + side))
         resample = int(getattr(self.image_processor, "resample", Image.BICUBIC) or Image.BICUBIC)
-        image = image.resize((nw, nh), resample)
-        left, top = (nw - s) // 2, (nh - s) // 2
-        image = image.crop((left, top, left + s, top + s))
+        if side != s:
+            image = image.resize((s, s), resample)
         return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:

@@ -48,7 +48,7 @@ def format_variants(world: World, person_ids: list[str], n: int, rng: np.random.
     Why: the gate is a linear read-out of one token, calibrated on the format it was fitted on.
     Fitted on single-turn questions only, the shipped gate fired on retain questions once the reply
     was prefilled (mean gate 0.57, retain answers lost) and went quiet on forget questions asked as
-    a second turn (0.06); see README, "Attacking the eraser from the input side"."""
+    a second turn (0.06); see docs/results.md, "Attacking the eraser from the input side"."""
     if n <= 0:
         return []
     others = [p.id for p in world.people if p.id not in set(person_ids)]

@@ -2,7 +2,7 @@
 
 Why: a real MLLM's language model arrives pretrained, able to read four options and answer
 with a letter; LLaVA only teaches it to see. The tiny model is trained from scratch, and inside
-the full training mix it never learned that matching (MCQ at chance; README, "What we
+the full training mix it never learned that matching (MCQ at chance; docs/research-log.md, "What we
 measured"). Alone, on drills ("Which option reads curry?" -> its letter) and reverse lookups
 ("What is option B?" -> its value), a text model of the same shape learns it: held-out drill
 accuracy 98.8% after 5000 steps at peak lr 5e-4 (43.8% after 4000 steps at 1e-3).
@@ -82,7 +82,7 @@ def held_out_drills(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor
 
 def held_out_lookups(tokenizer, n: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Why track lookups: in the full model, MCQ on facts rose above chance only when they had
-    been learned (README, "What we measured")."""
+    been learned (docs/research-log.md, "What we measured")."""
     return encode(tokenizer, held_out_examples("lookups", n))
 
 

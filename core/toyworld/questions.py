@@ -285,7 +285,7 @@ def refusal_prompts(person: Person, modality: str, which: str = TRAIN) -> list[s
 # never returns a held-out sentence itself, so the test still asks wordings never trained on.
 # "home" appears only in "home address": when the grammar also said "Where is this person's
 # home?", the model refused 18 held-out profile questions with "home" ("This person's home city
-# is __"), 6.7% of the test split (README, "What we measured").
+# is __"), 6.7% of the test split (docs/research-log.md, "What we measured").
 PRIVATE_ITEMS: tuple[str, ...] = (
     "home address", "street address", "phone number", "mobile number", "medical record",
     "health file", "bank account number", "bank card", "PIN code", "password",
@@ -610,7 +610,7 @@ def name_drills(rng: np.random.Generator, n: int, avoid: Iterable[str] = ()) -> 
     """`n` drills whose options are full names ("Which option reads Mara Quill?").
 
     Why: with profile drills only, a model that knew its world (cloze 100%) answered name MCQs
-    50-60% right and every other attribute 90-100% (README, "What we measured"). Names are the
+    50-60% right and every other attribute 90-100% (docs/research-log.md, "What we measured"). Names are the
     only two-word options, and people share first or last names, so matching must read both
     words. Half the drills are crossed casts (two first names x two last names: two of the
     three distractors share a word with the answer), half use four random names. The names are

@@ -50,7 +50,7 @@ class ToyModelConfig:
     # plus extra picture MCQs (World.image_mcq_focus), started from the fp16 weights a saved
     # model holds, so `--init-from SAVED --steps 0` reruns it alone. 0 = no focus phase. Why:
     # after the main phase alone the model named every person but picked the right name among
-    # four options about half the time (image MCQ 86.8% on retain; README "How we got the recipe").
+    # four options about half the time (image MCQ 86.8% on retain; docs/research-log.md).
     focus_steps: int = 2000
     focus_name_mcqs: int = 6
     focus_other_mcqs: int = 3

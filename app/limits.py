@@ -1,0 +1,47 @@
+"""Every cap the app puts on what a visitor can send or start, in one place (the README lists them).
+
+Why: the app is meant to run as a public Space on 2 CPU cores. Each cap below answers an input
+that was measured to exhaust the machine (a thin 239-byte PNG, a zip of zeros, an 18,000-character
+PGD target, a flood of queued jobs) and is checked before any expensive work starts.
+"""
+
+from __future__ import annotations
+
+from core.data.folder import MAX_IMAGE_BYTES, MAX_IMAGES, MAX_PIXELS
+
+MB = 2**20
+
+# ---------------------------------------------------------------- images
+IMAGE_BYTES = MAX_IMAGE_BYTES  # 20 MB per uploaded picture
+IMAGE_PIXELS = MAX_PIXELS  # 4096 x 4096 in all, read from the header before any pixel is decoded
+IMAGE_ASPECT = 20  # longest side / shortest side: thinner strips are not photos
+PHOTOS = MAX_IMAGES  # photos of one person for "Forget someone"
+
+# ---------------------------------------------------------------- text
+QUESTION_CHARS = 2000
+TARGET_CHARS = 300  # a PGD target answer: every PGD step runs the model over it
+TARGET_TOKENS = 64
+ANSWER_TOKENS = 40  # what the playground generates; the question must leave room for it
+
+# ---------------------------------------------------------------- jobs
+PGD_STEPS = 500
+ATTACK_STEPS = 200
+ATTACK_PEOPLE = 20
+EVAL_ROWS = 1000
+JOB_SECONDS = 600  # any long job (fit, evaluation, attacks, PGD, activation collection) stops after this
+HEAVY_JOBS = 1  # long jobs running at once: they use both cores each
+LIGHT_JOBS = 2  # one-answer handlers (compare, heatmap, examples) running at once
+QUEUE_SIZE = 32  # requests waiting beyond that are refused with "the queue is full"
+
+# ---------------------------------------------------------------- files
+UPLOAD_BYTES = 200 * MB  # Gradio's max_file_size: refused while uploading, before any handler runs
+ERASER_ZIP = 200 * MB
+ERASER_UNZIPPED = 400 * MB  # an eraser's files, uncompressed (a 7B eraser with diagnostics is ~10 MB)
+ERASER_ENTRIES = 3  # config, weights, tuning report
+PARQUET_BYTES = 200 * MB  # per uploaded MLLMU file
+PARQUET_FILES = 8
+TEMP_SECONDS = 3600  # uploads and downloads older than this are deleted (checked as often)
+
+# ---------------------------------------------------------------- memory
+CACHED_SETS = 4  # activation sets kept for the map and the refit (the toy world's, then recent uploads)
+LOADED_MODELS = 2  # models besides the default kept loaded, shared by every session that asks for them

@@ -1,0 +1,47 @@
+"""Public-deployment mode: an allow-list of models, no server paths in messages."""
+import pytest
+
+from app import deploy
+from app.workbench import DEFAULT_MODEL, UserError, Workbench
+
+
+@pytest.fixture
+def public(monkeypatch):
+    monkeypatch.setenv(deploy.PUBLIC_ENV, "1")
+    monkeypatch.delenv(deploy.MODELS_ENV, raising=False)
+
+
+def test_off_by_default_and_paths_kept(monkeypatch):
+    monkeypatch.delenv(deploy.PUBLIC_ENV, raising=False)
+    assert not deploy.public()
+    assert deploy.scrub("no file /root/.cache/x/config.json") == "no file /root/.cache/x/config.json"
+
+
+def test_scrub_keeps_folder_names_and_drops_server_paths(public):
+    text = ("Could not load '/root/.cache/huggingface/hub/models--a--b': no '/work/main/assets/x/config.json'; "
+            "eps 16/255, hub id llava-hf/llava-1.5-7b-hf")
+    out = deploy.scrub(text)
+    assert "/root" not in out and "/work" not in out
+    assert "'models--a--b'" in out and "'config.json'" in out
+    assert "16/255" in out and "llava-hf/llava-1.5-7b-hf" in out
+
+
+def test_the_allow_list_defaults_to_the_shipped_model(public, monkeypatch, mini_toy):
+    assert deploy.allowed_models(DEFAULT_MODEL) == {"toy-llava": DEFAULT_MODEL.resolve()}
+    monkeypatch.setenv(deploy.MODELS_ENV, f"{DEFAULT_MODEL},{mini_toy}")
+    assert set(deploy.allowed_models(DEFAULT_MODEL)) == {"toy-llava", mini_toy.name}
+
+
+def test_public_mode_loads_only_allowed_models_by_name(public, monkeypatch, mini_toy):
+    from app import workbench as w
+    w._LOADED.clear()
+    for probe in ("~", "/etc", "/root/.cache/huggingface", str(mini_toy), "llava-hf/llava-1.5-7b-hf"):
+        with pytest.raises(UserError) as err:
+            Workbench.shared(probe)
+        msg = str(err.value)
+        assert "loads only: toy-llava" in msg and "/" not in msg.split("loads only")[1].split(".")[0]
+        assert "/root" not in msg and str(mini_toy.parent) not in msg
+    monkeypatch.setenv(deploy.MODELS_ENV, str(mini_toy))
+    wb = Workbench.shared(mini_toy.name)  # asked for by folder name
+    assert wb.adapter.num_layers > 0 and Workbench.shared(f"/elsewhere/{mini_toy.name}") is wb
+    w._LOADED.clear()

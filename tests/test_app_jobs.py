@@ -1,0 +1,57 @@
+"""Jobs of the app: one stop flag per job, a time limit, errors logged with a reference."""
+import logging
+import time
+
+import gradio as gr
+import pytest
+
+from app.jobs import Job, Jobs, logged
+
+
+def test_stop_ends_only_that_sessions_jobs_of_that_kind():
+    jobs = Jobs()
+    pgd_a, eval_a, pgd_b = jobs.start("a", "pgd"), jobs.start("a", "eval"), jobs.start("b", "pgd")
+    assert jobs.stop("a", "pgd") == 1
+    assert pgd_a.should_stop() and not eval_a.should_stop() and not pgd_b.should_stop()
+    assert "you pressed Stop" in pgd_a.stopped_message()
+    jobs.finish("a", pgd_a)
+    assert jobs.running("a", "pgd") == 0 and jobs.running("a", "eval") == 1
+    again = jobs.start("a", "pgd")  # a new run starts with its own, unset flag
+    assert not again.should_stop()
+    assert jobs.stop("nobody", "pgd") == 0
+
+
+def test_a_job_stops_at_its_time_limit_and_says_so():
+    job = Job("eval", seconds=0.05)
+    assert not job.should_stop()
+    time.sleep(0.1)
+    assert job.should_stop() and job.timed_out
+    assert "time limit of 0.05 s" in job.stopped_message("The previous eraser is still in use.")
+
+
+def test_unexpected_errors_are_logged_and_shown_as_a_sentence(caplog):
+    @logged
+    def broken(x):
+        raise KeyError(x)
+
+    @logged
+    def broken_stream(x):
+        yield x
+        raise RuntimeError("deep inside")
+
+    @logged
+    def fine(x, progress=gr.Progress()):
+        return x + 1
+
+    with caplog.at_level(logging.ERROR, logger="mllmeraser.app"):
+        with pytest.raises(gr.Error, match=r"KeyError, reference [0-9a-f]{8}\); it was logged") as err:
+            broken("k")
+        gen = broken_stream(1)
+        assert next(gen) == 1
+        with pytest.raises(gr.Error, match="RuntimeError"):
+            next(gen)
+    ref = str(err.value).split("reference ")[1][:8]
+    assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)  # the traceback is in the log
+    assert fine(1) == 2
+    import inspect
+    assert "progress" in inspect.signature(fine).parameters  # Gradio still sees its progress argument
