@@ -544,7 +544,10 @@ class Workbench:
         d = eraser.diagnostics
         if "eigenvalues" not in d:
             raise UserError("This eraser was saved without diagnostics; refit it here to inspect its null space.")
-        rows = [[i, int(d["k"][i]), round(float(d["leakage"][i]), 4), round(float(d["forget_energy"][i]), 4),
+        exact = d.get("exact_null_space", torch.zeros(len(d["k"]), dtype=torch.bool))
+        # "exact": fewer retain rows than the width, so k grew to the whole exact null space (core.nullspace)
+        rows = [[i, f"{int(d['k'][i])} (exact null space)" if bool(exact[i]) else int(d["k"][i]),
+                 round(float(d["leakage"][i]), 4), round(float(d["forget_energy"][i]), 4),
                  round(float(d["forget_gates"][i].mean()), 3), round(float(d["retain_gates"][i].mean()), 3),
                  round(float(d["retain_gates"][i].abs().max()), 3), round(float(d["direction_norm"][i]), 3),
                  round(gate_auc(d["forget_gates"][i], d["retain_gates"][i]), 3)]

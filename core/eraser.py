@@ -194,13 +194,14 @@ def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserCon
     k = torch.zeros(L, dtype=torch.int64)
     leak = torch.zeros(L, dtype=torch.float64)
     energy = torch.zeros(L, dtype=torch.float64)
+    exact = torch.zeros(L, dtype=torch.bool)
     for l in range(L) if config.layers is None else config.layers:
         fit = fit_gate(H_forget[:, l], H_retain[:, l], config.ratio, config.gamma, config.threshold,
                        config.retain_weight, subjects)
         gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
-        k[l], leak[l], energy[l] = fit.k, fit.leakage, fit.forget_energy
+        k[l], leak[l], energy[l], exact[l] = fit.k, fit.leakage, fit.forget_energy, fit.exact_null_space
     out = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
-           "forget_energy": energy}
+           "forget_energy": energy, "exact_null_space": exact}
     if subjects is not None:
         out["forget_subject"] = subjects
     return gate, out
@@ -400,14 +401,21 @@ class Eraser:
         return torch.stack([gate_scores(acts[:, l], self.gate[l]) for l in range(self.num_layers)], 1)
 
     # ------------------------------------------------------------------ artefacts
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """safetensors (direction, gate, diagnostics) + eraser_config.json. Never pickle."""
+    def save_pretrained(self, directory: str | Path, diagnostics: bool = True) -> Path:
+        """safetensors (direction, gate, diagnostics) + eraser_config.json. Never pickle.
+
+        Stored in float32: steering casts the direction to the model's dtype and reads the gate in
+        float32, so a float32 copy steers exactly as the float64 fit does, at half the size (at
+        32 x 4096 the direction and one gate are 1 MB; the public code's d x d matrices in fp16 are
+        1.07 GB). `diagnostics=False` leaves out the inspector's per-layer spectra and fitting-row
+        gates (the Null space view then asks for a refit)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {"direction": self.direction, "gate": self.gate}
-        tensors.update({f"diagnostics.{k}": v.contiguous() for k, v in self.diagnostics.items()})
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / WEIGHTS_NAME),
-                  metadata={"format": "pt", "site": self.config.site})
+        if diagnostics:
+            tensors.update({f"diagnostics.{k}": v for k, v in self.diagnostics.items()})
+        tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+        save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "site": self.config.site})
         (out / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
         return out
 
@@ -427,6 +435,8 @@ class Eraser:
             tensors = load_file(str(w_file))
         except Exception as exc:
             raise ValueError(f"{folder} holds a damaged eraser ({type(exc).__name__}: {exc})") from exc
+        # the fit's float64 in memory (stored float32, or float64 by older versions)
+        tensors = {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
         diagnostics = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("diagnostics.")}
         for name in ("direction", "gate"):
             t = tensors.get(name)

@@ -27,9 +27,14 @@ median fell from 19.6% / 22.7% to 9.3% / 7.3%, while forget questions at 0.7 of 
 96-97% (docs/method-notes.md, item 7).
 
 Every target row equals r, so W = u r^T with u = P pinv(X^T X + gamma P) X^T 1: the steering is
-a scalar gate c(h) = h . u times a fixed direction. We solve for u in the k-dimensional basis of
-Q, which is exact (pinv of Q (A + gamma I) Q^T is Q (A + gamma I)^-1 Q^T) and costs a k x k solve
-instead of a d x d pseudo-inverse. All in float64.
+a scalar gate c(h) = h . u times a fixed direction. The fit never needs P as a matrix: P removes
+the retain directions of largest energy (P = I - V V^T), found on the small side of H_r, and u
+is a ridge solution, found on the small side of the stacked rows (N x N when N < d, by the
+push-through identity A^T (A A^T + gamma I)^-1 = (A^T A + gamma I)^-1 A^T). At d = 4096 with
+1024 retain rows that replaces a d x d eigendecomposition (8.7 s per layer here) by a
+1024 x 1024 one. When the retain rows are fewer than the width, the smallest-eigenvalue
+subspace of the paper's construction is not unique; the fit then uses the whole exact null
+space (`RetainSpace`, reported as `exact_null_space`). All in float64.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class GateFit:
     forget_energy: float  # ||H_f P||_F^2 / ||H_f||_F^2 (share of forget activations inside it)
     forget_gates: torch.Tensor  # (N_f,) c(h) on the forget activations (target ~1)
     retain_gates: torch.Tensor  # (N_r,) c(h) on the retain activations (target ~0)
+    exact_null_space: bool = False  # k grew to the whole exact null space (fewer retain rows than the width)
 
 
 def choose_k(eigenvalues: torch.Tensor, ratio: float | None = 0.3, threshold: float | None = None) -> int:
@@ -69,7 +75,10 @@ def choose_k(eigenvalues: torch.Tensor, ratio: float | None = 0.3, threshold: fl
 
 def null_space(H_r: torch.Tensor, ratio: float | None = 0.3, threshold: float | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(Q (d x k), eigenvalues ascending (d,), k) of the uncentred retain Gram matrix."""
+    """(Q (d x k), eigenvalues ascending (d,), k): the k smallest eigenvectors of the uncentred
+    retain Gram matrix, the paper's construction as written (the reference of `full_matrix`).
+    Ill-defined when k < d - rank(H_r): then Q is whichever basis of the zero eigenspace the
+    solver returns. `fit_gate` uses `retain_space`, which is not."""
     H = H_r.double()
     evals, evecs = torch.linalg.eigh(H.T @ H)
     k = choose_k(evals, ratio, threshold)
@@ -84,46 +93,125 @@ def gate_scores(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (h @ u.T).amax(-1)
 
 
+@dataclass
+class RetainSpace:
+    """What the fit keeps of the retain activations: the directions the gate must NOT read.
+
+    `top` (d, t) are the t retain directions of largest energy (right singular vectors of H_r);
+    the null space is their orthogonal complement, P = I - top top^T, of dimension k = d - t.
+    Why not the k smallest eigenvectors of H_r^T H_r: when H_r has rank r < d (fewer retain rows
+    than the width: the normal case at 7B width), d - r eigenvalues are exactly zero and any
+    basis of their eigenspace is as valid as another, so a k < d - r subset of it is chosen by
+    the eigensolver (two correct implementations differed by 100% in the gate). Here the null
+    space is then the whole exact null space (k = d - r > ratio x d) and `exact` says so."""
+
+    top: torch.Tensor  # (d, t) orthonormal
+    eigenvalues: torch.Tensor  # (d,) retain Gram spectrum, ascending (d - rank zeros first)
+    k: int  # null-space dimension used (d - t)
+    requested: int  # k from ratio / threshold
+    rank: int  # numerical rank of H_r
+
+    @property
+    def exact(self) -> bool:
+        """True when the requested k fell inside the exact null space and all of it is used."""
+        return self.k > self.requested
+
+    def project(self, H: torch.Tensor) -> torch.Tensor:
+        """H P: rows with the kept retain directions removed."""
+        return H - (H @ self.top) @ self.top.T
+
+
+def retain_space(H_r: torch.Tensor, ratio: float | None = 0.3, threshold: float | None = None) -> RetainSpace:
+    """The retain directions to remove, from a decomposition on the small side: the N_r x N_r
+    row Gram when N_r < d, the d x d Gram otherwise (float64)."""
+    H = H_r.double()
+    n, d = H.shape
+    if n < d:
+        evals_n, U = torch.linalg.eigh(H @ H.T)  # ascending; the nonzero ones are the Gram's
+        evals_n = evals_n.clamp_min(0)
+        tol = evals_n.max().clamp_min(1e-300) * max(n, d) * torch.finfo(torch.float64).eps
+        keep = evals_n > tol
+        rank = int(keep.sum())
+        s = evals_n[keep].sqrt()
+        V = (H.T @ U[:, keep]) / s  # (d, rank) right singular vectors, ascending energy
+        evals = torch.cat([torch.zeros(d - rank, dtype=torch.float64), evals_n[keep]])
+    else:
+        evals, V = torch.linalg.eigh(H.T @ H)
+        evals = evals.clamp_min(0)
+        tol = evals.max().clamp_min(1e-300) * max(n, d) * torch.finfo(torch.float64).eps
+        rank = int((evals > tol).sum())
+    requested = choose_k(evals, ratio, threshold)
+    t = min(d - requested, rank)
+    top = V[:, V.shape[1] - t:] if t else V[:, :0]
+    return RetainSpace(top.contiguous(), evals, d - t, requested, rank)
+
+
 def fit_gate(H_f: torch.Tensor, H_r: torch.Tensor, ratio: float | None = 0.3, gamma: float = 0.1,
              threshold: float | None = None, retain_weight: float = 0.0,
              subjects: torch.Tensor | None = None) -> GateFit:
     """u = P pinv(X^T X + w P H_r^T H_r P + gamma P) X^T 1 with X = H_f P (w = 0: the paper's fit),
-    plus diagnostics. `subjects` (N_f,) integer labels 0..K-1 give one gate per subject (K, d)."""
+    plus diagnostics. `subjects` (N_f,) integer labels 0..K-1 give one gate per subject (K, d).
+
+    Solved on the small side: with A the stacked rows [X; sqrt(w) H_r P] (N rows) and b their
+    targets, u = (A^T A + gamma I)^-1 A^T b = A^T (A A^T + gamma I)^-1 b (push-through), an N x N
+    system when N < d and a d x d one otherwise; no d x d matrix is built when N < d."""
     if H_f.ndim != 2 or H_r.ndim != 2 or H_f.shape[1] != H_r.shape[1]:
         raise ValueError(f"expected (N, d) forget and retain activations, got {tuple(H_f.shape)} and {tuple(H_r.shape)}")
     _check_penalties(gamma, retain_weight)
     Hf, Hr = H_f.double(), H_r.double()
-    Q, evals, k = null_space(Hr, ratio, threshold)
-    Z = Hf @ Q  # forget activations in null-space coordinates (N_f x k)
-    Zr = Hr @ Q
-    base = retain_weight * (Zr.T @ Zr) + gamma * torch.eye(k, dtype=torch.float64)
+    space = retain_space(Hr, ratio, threshold)
+    X, Xr = space.project(Hf), space.project(Hr)
+    n_f, d = X.shape
     if subjects is None:
-        u = Q @ _ridge(Z.T @ Z + base, Z)
+        labels = torch.zeros(n_f, dtype=torch.int64)
     else:
         labels = torch.as_tensor(subjects, dtype=torch.int64)
-        if labels.shape != (Hf.shape[0],) or labels.min() < 0:
-            raise ValueError(f"expected {Hf.shape[0]} subject labels >= 0, got shape {tuple(labels.shape)}")
-        ZZ = Z.T @ Z
-        coefs = []
-        for j in range(int(labels.max()) + 1):
-            Zj = Z[labels == j]
-            if not len(Zj):
-                raise ValueError(f"subject {j} has no forget rows")
-            own = Zj.T @ Zj  # this subject's rows are targets; the other subjects' rows weigh like retain rows
-            coefs.append(_ridge(own + retain_weight * (ZZ - own) + base, Zj))
-        u = (Q @ torch.stack(coefs, 1)).T
-    Hr_P = Zr @ Q.T
+        if labels.shape != (n_f,) or labels.min() < 0:
+            raise ValueError(f"expected {n_f} subject labels >= 0, got shape {tuple(labels.shape)}")
+    K = int(labels.max()) + 1
+    rows = torch.cat([X, Xr]) if retain_weight > 0 else X  # retain rows only matter with a weight
+    small = len(rows) < d
+    if small:
+        gram = rows @ rows.T  # N x N, shared by every subject (each only rescales its rows)
+        eye = torch.eye(len(rows), dtype=torch.float64)
+    else:  # every row at weight w; a subject's own rows then get 1 - w more
+        base = gamma * torch.eye(d, dtype=torch.float64)
+        if retain_weight > 0:
+            base = base + retain_weight * (rows.T @ rows)
+    coefs = []
+    for j in range(K):
+        own = labels == j
+        if not own.any():
+            raise ValueError(f"subject {j} has no forget rows")
+        if small:
+            scale = torch.full((len(rows),), retain_weight ** 0.5, dtype=torch.float64)
+            scale[:n_f][own] = 1.0  # other subjects' rows and retain rows: target 0 at weight w
+            b = torch.zeros(len(rows), dtype=torch.float64)
+            b[:n_f][own] = 1.0
+            M = scale[:, None] * gram * scale[None, :] + gamma * eye
+            coefs.append(rows.T @ (scale * _solve(M, b, gamma)))
+        else:
+            Xj = X[own]
+            M = base + (1.0 - retain_weight) * (Xj.T @ Xj)
+            coefs.append(_solve(M, Xj.sum(0), gamma))
+    u = coefs[0] if subjects is None else torch.stack(coefs)
+    u = space.project(u)  # already in the null space in exact arithmetic; this removes round-off
     return GateFit(
-        u=u, eigenvalues=evals, k=k,
-        leakage=float(Hr_P.norm() / Hr.norm().clamp_min(1e-30)),
-        forget_energy=float(Z.norm() ** 2 / (Hf.norm() ** 2).clamp_min(1e-30)),
-        forget_gates=gate_scores(Hf, u), retain_gates=gate_scores(Hr, u),
+        u=u, eigenvalues=space.eigenvalues, k=space.k,
+        leakage=float(Xr.norm() / Hr.norm().clamp_min(1e-30)),
+        forget_energy=float(X.norm() ** 2 / (Hf.norm() ** 2).clamp_min(1e-30)),
+        forget_gates=gate_scores(Hf, u), retain_gates=gate_scores(Hr, u), exact_null_space=space.exact,
     )
 
 
-def _ridge(A: torch.Tensor, Z: torch.Tensor) -> torch.Tensor:
-    """pinv(A) Z^T 1: the ridge solution in null-space coordinates for target-1 rows Z."""
-    return torch.linalg.pinv(A, hermitian=True) @ (Z.T @ torch.ones(Z.shape[0], dtype=torch.float64))
+def _solve(M: torch.Tensor, b: torch.Tensor, gamma: float) -> torch.Tensor:
+    """M^-1 b for a symmetric M that gamma > 0 makes positive definite (Cholesky); with gamma = 0
+    it may be singular: the pseudo-inverse, as the paper's formula."""
+    if gamma > 0:
+        L, info = torch.linalg.cholesky_ex(M)
+        if int(info) == 0:
+            return torch.cholesky_solve(b[:, None], L)[:, 0]
+    return torch.linalg.pinv(M, hermitian=True) @ b
 
 
 def full_matrix(H_f: torch.Tensor, H_r: torch.Tensor, r: torch.Tensor, ratio: float | None = 0.3,

@@ -37,7 +37,11 @@ def test_fit_diagnostics_and_gates(fitted):
     d = eraser.diagnostics
     assert eraser.direction.shape == eraser.gate.shape == (a.num_layers, a.hidden_size)
     assert d["eigenvalues"].shape == (a.num_layers, a.hidden_size)
-    assert d["k"].tolist() == [a.hidden_size // 2] * a.num_layers
+    # 10 retain prompts at width 64: ratio 0.5 asks for 32 dimensions inside a larger exact null
+    # space, so the whole exact null space is used (layer 0: every retain input is the same
+    # template token embedding, rank 1; layer 1: rank 10) and the diagnostics say so
+    assert d["k"].tolist() == [a.hidden_size - 1, a.hidden_size - 10]
+    assert d["exact_null_space"].tolist() == [True, True]
     assert d["forget_gates"].shape == (a.num_layers, 6) and d["retain_gates"].shape == (a.num_layers, 10)
     # layer 0's input at the last prompt token is the embedding of the same template token for
     # every prompt: nothing to separate, the gate stays shut (why the public code skips layer 0)
@@ -93,9 +97,34 @@ def test_save_and_load_round_trip(fitted, tmp_path):
     assert cfg["model"]["hidden_size"] == a.hidden_size and cfg["model"]["num_layers"] == a.num_layers
     assert cfg["site"] == "blocks.{layer}.hook_resid_pre" and cfg["seed"] == 7
     loaded = Eraser.from_pretrained(tmp_path, adapter=a)
-    assert torch.equal(loaded.direction, eraser.direction) and torch.equal(loaded.gate, eraser.gate)
-    assert torch.equal(loaded.diagnostics["eigenvalues"], eraser.diagnostics["eigenvalues"])
+    # stored in float32, held in float64: the float32 rounding of the fit, nothing else
+    assert loaded.gate.dtype == loaded.direction.dtype == torch.float64
+    assert torch.equal(loaded.direction, eraser.direction.float().double())
+    assert torch.equal(loaded.gate, eraser.gate.float().double())
+    assert torch.equal(loaded.diagnostics["eigenvalues"], eraser.diagnostics["eigenvalues"].float().double())
+    assert torch.equal(loaded.diagnostics["k"], eraser.diagnostics["k"])
     assert b"pickle" not in (tmp_path / WEIGHTS_NAME).read_bytes()[:200]
+    # steering reads the direction in the model's dtype and the gate in float32: the float32
+    # copy steers bit-identically to the float64 fit
+    batch = a.encode(["who is the person in this picture ?"], [random_image(0)])
+    with torch.no_grad():
+        with eraser.apply(a, strength=3.0):
+            before = a.logits(batch)
+        with loaded.apply(a, strength=3.0):
+            after = a.logits(batch)
+    assert torch.equal(before, after)
+
+
+def test_an_eraser_of_real_width_is_about_a_megabyte_without_diagnostics(tmp_path):
+    """32 layers x 4096 (LLaVA-1.5-7B): direction and one gate in float32 are 1 MB; the public
+    code's per-layer d x d matrices would be 1.07 GB in fp16."""
+    g = torch.Generator().manual_seed(0)
+    big = Eraser(torch.randn(32, 4096, generator=g, dtype=torch.float64),
+                 torch.randn(32, 4096, generator=g, dtype=torch.float64), EraserConfig())
+    big.save_pretrained(tmp_path / "off", diagnostics=False)
+    size = sum(f.stat().st_size for f in (tmp_path / "off").iterdir())
+    assert 1.0 * 2**20 <= size <= 1.1 * 2**20
+    assert set(Eraser.from_pretrained(tmp_path / "off").diagnostics) == set()
 
 
 def test_mismatched_model_is_refused(fitted, tmp_path):
@@ -211,7 +240,7 @@ def test_subject_gates_fit_one_gate_per_tag_steer_with_the_largest_and_round_tri
     assert abs(float(h.gates[1][0]) - float(want[0, 1])) < 1e-3
     eraser.save_pretrained(tmp_path)
     loaded = Eraser.from_pretrained(tmp_path, adapter=a)
-    assert torch.equal(loaded.gate, eraser.gate) and loaded.config.subjects == ["p0", "p1"]
+    assert torch.equal(loaded.gate, eraser.gate.float().double()) and loaded.config.subjects == ["p0", "p1"]
     # refitting reuses the stored subjects; switching to one gate drops them
     H_r = collect(a, retain)
     again = loaded.refit_gate(Hf, H_r)

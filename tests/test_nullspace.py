@@ -13,13 +13,17 @@ def _data(seed=0, d=64, n_r=30, n_f=8):
     return H_f, H_r, r
 
 
-@pytest.mark.parametrize("ratio,gamma,w", [(0.3, 0.1, 0.0), (0.5, 1.0, 0.0), (0.4, 10.0, 0.0), (1.0, 1.0, 0.5),
-                                          (0.7, 0.1, 2.0)])
-def test_rank_one_equals_full_matrix(ratio, gamma, w):
-    H_f, H_r, r = _data()
+@pytest.mark.parametrize("ratio,gamma,w,n_r", [(0.3, 0.1, 0.0, 80), (0.5, 1.0, 0.0, 80), (0.4, 10.0, 0.0, 80),
+                                              (1.0, 1.0, 0.5, 80), (0.7, 0.1, 2.0, 80), (0.7, 0.5, 0.5, 40),
+                                              (0.3, 0.0, 0.0, 80)])
+def test_rank_one_equals_full_matrix(ratio, gamma, w, n_r):
+    """Where the paper's construction is well defined (more retain rows than the width, or a null
+    space larger than the exact one), the fit equals its full d x d matrix; n_r = 40 < d = 64
+    with the retain rows in the ridge goes through the N x N side."""
+    H_f, H_r, r = _data(n_r=n_r)
     W = full_matrix(H_f, H_r, r, ratio=ratio, gamma=gamma, retain_weight=w)
     fit = fit_gate(H_f, H_r, ratio=ratio, gamma=gamma, retain_weight=w)
-    assert torch.allclose(torch.outer(fit.u, r), W, atol=1e-12, rtol=1e-10)
+    assert torch.allclose(torch.outer(fit.u, r), W, atol=1e-10, rtol=1e-8)
     assert torch.linalg.matrix_rank(W).item() == 1
     # steering(h) = h W == (h . u) r for any h
     h = torch.randn(5, 64, dtype=torch.float64)
@@ -127,3 +131,49 @@ def test_bad_parameters_are_clear_errors():
         fit_gate(H_f, H_r, retain_weight=float("nan"))
     with pytest.raises(ValueError, match="expected"):
         fit_gate(H_f[:, :10], H_r)
+
+
+def test_fewer_retain_rows_than_the_width_use_the_exact_null_space_whatever_the_solver():
+    """N_r = 20 retain rows at width 96: the Gram matrix has 76 zero eigenvalues, so 'the 48
+    smallest eigenvectors' (ratio 0.5) is any 48-dim subspace of them: two correct solvers gave
+    gates 100% apart. The fit uses the whole exact null space instead (k = 76, reported), and an
+    independent numpy implementation of that rule agrees to 1e-9."""
+    import numpy as np
+    H_f, H_r, _ = _data(7, d=96, n_r=20, n_f=12)
+    fit = fit_gate(H_f, H_r, ratio=0.5, gamma=0.1)
+    assert fit.k == 76 and fit.exact_null_space
+    Hr, Hf = H_r.numpy(), H_f.numpy()
+    evals, evecs = np.linalg.eigh(Hr.T @ Hr)
+    Q = evecs[:, :76]  # the zero eigenvalues: a well-defined subspace (the gap to the 77th is large)
+    assert evals[75] < 1e-9 * evals[-1] < evals[76]
+    P = Q @ Q.T
+    X = Hf @ P
+    u = P @ np.linalg.pinv(X.T @ X + 0.1 * P) @ X.T @ np.ones(len(Hf))
+    assert np.linalg.norm(fit.u.numpy() - u) < 1e-9 * np.linalg.norm(u)
+    shuffled = fit_gate(H_f, H_r[torch.randperm(20, generator=torch.Generator().manual_seed(0))], ratio=0.5, gamma=0.1)
+    assert torch.allclose(shuffled.u, fit.u, atol=1e-10)
+    assert fit.retain_gates.abs().max() < 1e-9  # the exact null space holds every retain row out
+    wide = fit_gate(H_f, H_r, ratio=0.9, gamma=0.1)  # k = 86 > 76: beyond the exact null space, well defined
+    assert wide.k == 86 and not wide.exact_null_space
+
+
+def test_no_width_by_width_matrix_is_decomposed_when_rows_are_fewer(monkeypatch):
+    """At 7B width (d = 4096) a few thousand prompts are fewer than the width: the fit works on
+    the N x N side (push-through identity) and never builds or decomposes a d x d matrix."""
+    H_f, H_r, r = _data(8, d=200, n_r=50, n_f=10)
+    shapes = []
+    for name in ("eigh", "pinv", "cholesky_ex", "solve"):
+        real = getattr(torch.linalg, name)
+
+        def spy(M, *a, _real=real, **k):
+            shapes.append(tuple(M.shape))
+            return _real(M, *a, **k)
+        monkeypatch.setattr(torch.linalg, name, spy)
+    for w, subjects in ((0.0, None), (0.5, None), (0.5, torch.arange(10) % 2)):
+        fit = fit_gate(H_f, H_r, ratio=0.5, gamma=0.1, retain_weight=w, subjects=subjects)
+        assert fit.u.shape[-1] == 200
+    assert shapes and max(max(s) for s in shapes) <= 60  # N_r x N_r and (N_f + N_r) x (N_f + N_r) only
+    monkeypatch.undo()
+    W = full_matrix(H_f, H_r, r, ratio=0.8, gamma=0.1, retain_weight=0.5)  # k = 160 > d - N_r: well defined
+    assert torch.allclose(torch.outer(fit_gate(H_f, H_r, ratio=0.8, gamma=0.1, retain_weight=0.5).u, r), W,
+                          atol=1e-10, rtol=1e-8)
