@@ -1,5 +1,6 @@
 """Launch the MLLMEraser workbench (Gradio). Hugging Face Spaces run this file."""
 import argparse
+import json
 import logging
 import os
 import threading
@@ -21,13 +22,21 @@ def main() -> None:
                         help="model folder or hub id (env MLLMERASER_MODEL)")
     parser.add_argument("--eraser", default=os.environ.get("MLLMERASER_ERASER", str(DEFAULT_ERASER)),
                         help="eraser folder (env MLLMERASER_ERASER)")
+    parser.add_argument("--device", default=os.environ.get("MLLMERASER_DEVICE"),
+                        help="cpu, cuda, ... (default: the first GPU if any; env MLLMERASER_DEVICE)")
+    parser.add_argument("--dtype", default=os.environ.get("MLLMERASER_DTYPE", "auto"),
+                        choices=["auto", "float32", "bfloat16", "float16"], help="env MLLMERASER_DTYPE")
+    parser.add_argument("--device-map", default=None, help="accelerate device map for a model larger than one "
+                        "device: auto, balanced, or a JSON object (as `python -m core fit --device-map`)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args()
     logging.basicConfig(level=os.environ.get("MLLMERASER_LOG", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        wb = Workbench.load(args.model, args.eraser)
+        device_map = json.loads(args.device_map) if args.device_map and args.device_map.startswith("{") \
+            else args.device_map
+        wb = Workbench.load(args.model, args.eraser, device=args.device, dtype=args.dtype, device_map=device_map)
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None
     if wb.note:

@@ -181,10 +181,13 @@ class Workbench:
         self._acts_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: str | Path = DEFAULT_MODEL, eraser: str | Path | None = DEFAULT_ERASER) -> "Workbench":
+    def load(cls, model: str | Path = DEFAULT_MODEL, eraser: str | Path | None = DEFAULT_ERASER,
+             **load: object) -> "Workbench":
+        """The workbench of a model folder (keyword arguments go to `load_adapter`: device,
+        dtype, device_map, ...) with the eraser folder when it fits that model."""
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
         try:
-            adapter = load_adapter(model)
+            adapter = load_adapter(model, **load)
         except (ModelNotFoundError, OSError, ValueError) as exc:
             raise UserError(f"Could not load the model {str(model)!r}: {exc}") from exc
         world = None

@@ -265,13 +265,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from core.contrast import direction_pgd, fit_sets
     from core.eraser import Eraser, check_layers, gate_position_of
-    from core.models.load import load_adapter
     torch.set_num_threads(args.threads)
     if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
     if not 0 < args.eps <= 255:
         raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {args.eps:g}")
-    adapter = load_adapter(args.model)
+    adapter = load_model(args)
     cfg, do_tune = _preset_config(args, adapter.num_layers)
     if args.tune_tasks and not do_tune:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
@@ -340,9 +339,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """MLLMU-style evaluation of a model (optionally steered by an eraser)."""
     import torch
     from core.evaluation import EvalConfig, evaluate, format_table
-    from core.models.load import load_adapter
     torch.set_num_threads(args.threads)
-    adapter = load_adapter(args.model)
+    adapter = load_model(args)
     splits, refusals = _eval_data(args, adapter)
     steering, info = None, None
     if args.eraser:
@@ -389,10 +387,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Ablation report: strength, PGD eps, direction construction, layers, null space on/off."""
     import torch
     from core.eraser import Eraser
-    from core.models.load import load_adapter
     from core.sweep import SweepConfig, report, run_sweep, tradeoff_figure
     torch.set_num_threads(args.threads)
-    adapter = load_adapter(args.model)
+    adapter = load_model(args)
     base = Eraser.from_pretrained(args.eraser, adapter=adapter).config
     data = eraser_data(args, adapter, base)
     cfg = SweepConfig(n_people=args.people, seed=args.seed)
@@ -413,10 +410,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     """Input-side robustness report of an eraser: image rephrasings, a benign prefix, adaptive PGD."""
     import torch
     from core.eraser import Eraser
-    from core.models.load import load_adapter
     from core.robustness import RobustnessConfig, attack_report, format_report, prefix_facts
     torch.set_num_threads(args.threads)
-    adapter = load_adapter(args.model)
+    adapter = load_model(args)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
@@ -521,9 +517,33 @@ def cmd_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def device_options(p: argparse.ArgumentParser) -> None:
+    """Where and in what precision a command loads its model (core.models.load.load_adapter)."""
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: the first GPU if any, else cpu)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: the checkpoint's dtype on a GPU, float32 on a CPU")
+    p.add_argument("--device-map", default=None,
+                   help="shard the model with accelerate: auto, balanced, sequential, or a JSON object "
+                        '{"module": "cuda:0" | "cpu" | "disk", ...} (or a file holding one)')
+    p.add_argument("--offload-folder", default=None, help="where --device-map puts blocks mapped to disk")
+
+
+def load_model(args: argparse.Namespace):
+    """The adapter of --model on --device / --dtype / --device-map."""
+    from core.models.load import load_adapter
+    device_map = getattr(args, "device_map", None)
+    if device_map and device_map.strip().startswith("{"):
+        device_map = json.loads(device_map)
+    elif device_map and Path(device_map).is_file():
+        device_map = json.loads(Path(device_map).read_text())
+    return load_adapter(args.model, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "auto"),
+                        device_map=device_map, offload_folder=getattr(args, "offload_folder", None))
+
+
 def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> None:
     """Options shared by the commands that write a report about an eraser (sweep, attack)."""
     p.add_argument("--model", default=DEFAULT_MODEL)
+    device_options(p)
     p.add_argument("--eraser", default=DEFAULT_ERASER)
     data_options(p, " (default: the eraser's own)")
     p.add_argument("--people", type=int, default=10, help=people_help)
@@ -608,6 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "null-space gate per layer, optionally tune layers and strength, and save "
                                    "safetensors + JSON in --out. Starts from --preset; every flag overrides it.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
+    device_options(p)
     data_options(p)
     p.add_argument("--out", required=True, help="output folder for the eraser")
     p.add_argument("--preset", default="workbench", choices=["workbench", "paper"],
@@ -738,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "
                                    "(stemmed), cloze substring match and refusal rate, image+text and text-only.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
+    device_options(p)
     data_options(p)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
     p.add_argument("--max-new-tokens", type=int, default=50)

@@ -82,7 +82,6 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
              differentiable: bool) -> torch.Tensor:
     layers = list(range(adapter.num_layers)) if layers is None else list(layers)
     out: dict[int, torch.Tensor] = {}
-    rows = torch.arange(len(batch), device=adapter.device)
     bad = [l for l in layers if not 0 <= l < adapter.num_layers]
     if bad:
         raise ValueError(f"layer(s) {bad} out of range: this model has {adapter.num_layers} decoder layers "
@@ -96,10 +95,11 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
             if me not in _CAPTURING.get():
                 return None  # another request's forward pass
             h = _hidden(args, kwargs)
+            rows = torch.arange(len(batch), device=h.device)  # a sharded model's blocks: each its own device
             if isinstance(positions, str) and positions == "last":
-                sel = h[rows, batch.prompt_last]
+                sel = h[rows, batch.prompt_last.to(h.device)]
             elif isinstance(positions, str) and positions == "mean":
-                sel = prompt_mean(h, batch.inputs.get("attention_mask"), batch.prompt_last)
+                sel = prompt_mean(h, batch.inputs.get("attention_mask"), batch.prompt_last.to(h.device))
             elif isinstance(positions, str) and positions == "all":
                 sel = h
             else:

@@ -80,7 +80,7 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
 @dataclass
 class _Request:
     key: int
-    direction: torch.Tensor  # (L, d) in model dtype
+    direction: torch.Tensor  # (L, d); each block reads it in its own device and dtype (`on`)
     gate_vec: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None  # (L, d) or (L, K, d) float32,
     # a callable (layer, (B, d) float32) -> (B,) (e.g. the MLP-gate ablation), or None (plain additive)
     config: SteeringConfig
@@ -90,6 +90,18 @@ class _Request:
     alive: bool = True
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
     trace: list[tuple[int, int, bool]] = field(default_factory=list)  # (layer, seq_len, steered)
+    copies: dict[tuple, torch.Tensor] = field(default_factory=dict)  # direction / gate per (device, dtype)
+
+    def on(self, name: str, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The direction or gate on `like`'s device: a sharded model's blocks sit on several
+        devices (or are offloaded), so each block reads a copy on its own input's device, made
+        once per request and device."""
+        key = (name, like.device, dtype)
+        t = self.copies.get(key)
+        if t is None:
+            src = self.direction if name == "direction" else self.gate_vec
+            t = self.copies[key] = src.to(device=like.device, dtype=dtype)
+        return t
 
     def apply(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
@@ -108,7 +120,7 @@ class _Request:
         self.trace.append((layer, h.shape[1], s != 0))
         if s == 0:
             return h
-        delta = (s * g).to(h.dtype)[:, None, None] * self.direction[layer]
+        delta = (s * g).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
         return h + delta
 
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
@@ -126,7 +138,7 @@ class _Request:
             last = h[:, -1]
         if callable(self.gate_vec):
             return self.gate_vec(layer, last.float()).to(last.device)
-        return gate_scores(last.float(), self.gate_vec[layer])
+        return gate_scores(last.float(), self.on("gate", last, torch.float32)[layer])  # float32 whatever the model
 
 
 class _Installed:
@@ -254,10 +266,9 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
                          f"with {n} layers")
     if len(config.strengths) != n:
         raise ValueError(f"{len(config.strengths)} strengths for a model with {n} layers")
-    param = next(blocks.parameters())
     req = _Request(
-        key=id(blocks), direction=direction.to(device=param.device, dtype=param.dtype),
-        gate_vec=gate.to(device=param.device, dtype=torch.float32) if isinstance(gate, torch.Tensor) else gate,
+        key=id(blocks), direction=direction.detach(),
+        gate_vec=gate.detach() if isinstance(gate, torch.Tensor) else gate,
         config=config, gate_index=gate_index, gate_position=gate_position)
     with _LOCK:
         inst = _INSTALLED.get(req.key)

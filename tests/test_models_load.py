@@ -46,3 +46,112 @@ def test_fingerprint_tells_checkpoints_apart():
     b, _, _ = build_tiny("llava", seed=1)
     assert fingerprint(a) == fingerprint(build_tiny("llava", seed=0)[0])
     assert fingerprint(a) != fingerprint(b)
+
+
+# ---------------------------------------------------------------- devices, dtypes, shards (issue 23)
+def _eraser_for(a, seed=0):
+    from core.eraser import Eraser, EraserConfig
+    g = torch.Generator().manual_seed(seed)
+    L, d = a.num_layers, a.hidden_size
+    return Eraser(torch.randn(L, d, generator=g, dtype=torch.float64) * 2,
+                  torch.randn(L, d, generator=g, dtype=torch.float64), EraserConfig(strength=1.5))
+
+
+@pytest.fixture(scope="module")
+def three_layers(tmp_path_factory):
+    return save_tiny("llava", tmp_path_factory.mktemp("llava3") / "model", layers=3)
+
+
+def test_a_model_with_blocks_offloaded_to_disk_steers_captures_and_runs_pgd_like_the_whole_one(three_layers, tmp_path):
+    """accelerate's offload (no second device needed): block 1 and the embeddings on disk, the
+    rest on the CPU. Steering, capture and PGD put their tensors on each block's device and give
+    what the whole model gives."""
+    from core.activations import Prompt, collect
+    from core.pgd import PGDConfig, run_pgd
+    whole = load_adapter(three_layers)
+    lm = "model.language_model"
+    shards = {"model.vision_tower": "cpu", "model.multi_modal_projector": "cpu", f"{lm}.embed_tokens": "disk",
+              f"{lm}.layers.0": "cpu", f"{lm}.layers.1": "disk", f"{lm}.layers.2": "cpu", f"{lm}.norm": "cpu",
+              "lm_head": "cpu"}
+    sharded = load_adapter(three_layers, device_map=shards, offload_folder=tmp_path / "offload")
+    assert any(p.device.type == "meta" for p in sharded.model.parameters())  # really offloaded
+    assert fingerprint(sharded.model) == fingerprint(whole.model)  # offloaded weights count too
+    eraser = _eraser_for(whole)
+    prompts = [Prompt("what is this ?", random_image(0)), Prompt("who is the person in this picture ?", random_image(1))]
+    results = []
+    for a in (whole, sharded):
+        batch = a.encode([p.question for p in prompts], [p.image for p in prompts])
+        with torch.no_grad(), eraser.apply(a, layers=[1, 2]) as h:
+            logits = a.logits(batch)
+        pgd = run_pgd(a, [random_image(2)], ["what is this ?"], ["red"], PGDConfig(eps=8 / 255, step_size=2 / 255,
+                                                                                 steps=3, seed=0))
+        results.append((logits, h.gates[1], collect(a, prompts, position="mean"), pgd.loss, pgd.image))
+    for mine, ref in zip(results[1], results[0]):
+        assert torch.allclose(torch.as_tensor(mine), torch.as_tensor(ref), atol=1e-5)
+
+
+def test_bfloat16_weights_steer_like_float32_and_take_the_float32_eraser(three_layers, tmp_path):
+    """The same checkpoint loaded in bfloat16: one fingerprint, so an eraser fitted in float32 is
+    accepted; its gates (read in float32) agree within 0.05 and the steering moves the logits the
+    same way (cosine > 0.99 between the two steering effects)."""
+    from core.eraser import Eraser
+    f32 = load_adapter(three_layers)
+    bf16 = load_adapter(three_layers, dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16 and f32.dtype == torch.float32
+    assert fingerprint(bf16.model) == fingerprint(f32.model)
+    eraser = _eraser_for(f32)
+    eraser.config.model = {"name_or_path": str(three_layers), "fingerprint": f32.info().fingerprint}
+    eraser.save_pretrained(tmp_path / "e")
+    loaded = Eraser.from_pretrained(tmp_path / "e", adapter=bf16)  # not refused
+    effects, gates = [], []
+    for a in (f32, bf16):
+        batch = a.encode(["who is the person in this picture ?"], [random_image(3)])
+        with torch.no_grad():
+            plain = a.logits(batch).float()
+            with loaded.apply(a, layers=[1, 2]) as h:
+                steered = a.logits(batch).float()
+        effects.append((steered - plain)[0, -1])
+        gates.append(torch.stack([h.gates[1], h.gates[2]]).float())
+    assert torch.allclose(gates[0], gates[1], atol=0.05)
+    assert torch.nn.functional.cosine_similarity(effects[0], effects[1], dim=0) > 0.99
+    with pytest.raises(ValueError, match="dtype 'int8'"):
+        load_adapter(three_layers, dtype="int8")
+
+
+def test_fingerprint_sees_a_vision_only_change():
+    """VKD edits only the vision tower and projector: its eraser check must tell it apart."""
+    a, _, _ = build_tiny("llava", seed=0)
+    b, _, _ = build_tiny("llava", seed=0)
+    with torch.no_grad():
+        for p in b.model.vision_tower.parameters():
+            p.mul_(1.01)
+    assert fingerprint(a) != fingerprint(b)
+
+
+def test_erasers_saved_with_the_older_fingerprint_are_still_checked(three_layers, tmp_path):
+    from core.eraser import Eraser, ModelMismatchError
+    from core.models.load import legacy_fingerprint
+    a = load_adapter(three_layers)
+    eraser = _eraser_for(a)
+    eraser.config.model = {"name_or_path": "old", "fingerprint": legacy_fingerprint(a.model)}
+    eraser.save_pretrained(tmp_path / "old")
+    Eraser.from_pretrained(tmp_path / "old", adapter=a)  # accepted
+    other = load_adapter(save_tiny("llava", tmp_path / "other", seed=1, layers=3))
+    with pytest.raises(ModelMismatchError, match="fingerprint"):
+        Eraser.from_pretrained(tmp_path / "old", adapter=other)
+
+
+def test_the_cli_loads_on_a_device_map_and_in_a_dtype(three_layers, tmp_path):
+    import json
+
+    from core.__main__ import build_parser, load_model
+    lm = "model.language_model"
+    shards = {"model.vision_tower": "cpu", "model.multi_modal_projector": "cpu", f"{lm}.embed_tokens": "cpu",
+              f"{lm}.layers.0": "cpu", f"{lm}.layers.1": "disk", f"{lm}.layers.2": "cpu", f"{lm}.norm": "cpu",
+              "lm_head": "cpu"}
+    args = build_parser().parse_args(["evaluate", "--model", str(three_layers), "--device-map", json.dumps(shards),
+                                      "--offload-folder", str(tmp_path / "off"), "--dtype", "float32"])
+    a = load_model(args)
+    assert a.model.hf_device_map[f"{lm}.layers.1"] == "disk" and a.dtype == torch.float32
+    args = build_parser().parse_args(["fit", "--model", str(three_layers), "--dtype", "bfloat16", "--out", "x"])
+    assert load_model(args).dtype == torch.bfloat16

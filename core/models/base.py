@@ -96,7 +96,12 @@ class VLMAdapter:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the first parameter that is not offloaded (accelerate's hooks move
+        them on to each block's device)."""
+        for p in self.model.parameters():
+            if p.device.type != "meta":
+                return p.device
+        return torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:

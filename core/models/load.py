@@ -102,18 +102,37 @@ def _chat_template(folder: Path, tokenizer) -> str | None:
 
 
 def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
-                 device: str = "cpu", image_size: int | None = None) -> VLMAdapter:
-    """Load any supported model (folder or hub id) behind the adapter interface, in eval mode."""
+                 device: str | None = None, device_map: str | dict | None = None,
+                 max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None,
+                 image_size: int | None = None) -> VLMAdapter:
+    """Load any supported model (folder or hub id) behind the adapter interface, in eval mode.
+
+    device: "cpu", "cuda", "cuda:1", ... (default: the first GPU when there is one, else the
+    CPU). dtype: "auto" keeps the checkpoint's dtype on a GPU (a bfloat16 7B model loads straight
+    to the GPU in bfloat16, with no float32 copy on the CPU first) and uses float32 on a CPU,
+    where half-precision matmuls are slow; or "float32", "bfloat16", "float16". device_map
+    ("auto", "balanced", or a {module: device} dict, "disk" included) shards the model with
+    accelerate, within `max_memory` ({0: "20GiB", "cpu": "60GiB"}), offloading to
+    `offload_folder`; steering, capture and PGD follow each block to its device."""
     import transformers
     folder = resolve(name_or_path)
     family = detect_family(folder)
     _, model_cls, proc_path = FAMILIES[family]
-    kwargs = {}
-    if dtype != "auto":
-        kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).to(device).eval()
-    if dtype == "auto" and device == "cpu" and model.dtype in (torch.float16, torch.bfloat16):
-        model = model.float()  # half-precision matmuls are slow (or crash) on CPUs
+    if isinstance(dtype, str) and dtype != "auto":
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)} (or 'auto')")
+        dtype = DTYPES[dtype]
+    if device_map is None:
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto" and (device_map is None and torch.device(device).type == "cpu"):
+        dtype = torch.float32  # half-precision matmuls are slow (or crash) on CPUs
+    kwargs: dict = {"dtype": dtype}
+    if device_map is not None:
+        kwargs.update(device_map=device_map, max_memory=max_memory,
+                      offload_folder=None if offload_folder is None else str(offload_folder))
+    elif torch.device(device).type != "cpu":
+        kwargs["device_map"] = device  # loaded straight onto the device, in the checkpoint's dtype
+    model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     processor = _import(proc_path).from_pretrained(folder)
     adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),
@@ -121,14 +140,51 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
     return adapter
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def named_weights(model: torch.nn.Module):
+    """(name, tensor) of every parameter, sorted by name, with the real values of parameters that
+    accelerate offloaded (they sit on the meta device; their values live in the offload hook)."""
+    for name, p in sorted(model.named_parameters()):
+        if p.device.type == "meta":
+            module_name, _, local = name.rpartition(".")
+            hook = getattr(model.get_submodule(module_name), "_hf_hook", None)
+            weights = getattr(hook, "weights_map", None)
+            if weights is None:
+                raise ValueError(f"{name} is on the meta device with no offloaded copy")
+            p = weights[local]
+        yield name, p
+
+
 def fingerprint(model: torch.nn.Module) -> str:
-    """A short, cheap identity of a model's weights: config shape + a strided sample of the
-    input embeddings. Two different checkpoints of one architecture get different prints."""
+    """A short identity of a model's weights, the same whatever dtype or device they are loaded on.
+
+    Every parameter tensor contributes its name, its shape and a strided sample of up to 256 of
+    its values rounded to bfloat16 (a checkpoint loaded in float32 or in bfloat16 gives one
+    print): a model whose vision tower alone was fine-tuned (VKD) differs from the vanilla one.
+    Offloaded parameters count with their offloaded values."""
     text_cfg = model.config.get_text_config()
     h = hashlib.sha256()
     h.update(json.dumps({"type": model.config.model_type, "hidden": text_cfg.hidden_size,
                          "layers": text_cfg.num_hidden_layers, "vocab": text_cfg.vocab_size}).encode())
-    emb = model.get_input_embeddings().weight.detach().flatten()
+    for name, p in named_weights(model):
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // 256)
+        h.update(flat[::step][:256].to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return "w1-" + h.hexdigest()[:16]
+
+
+def legacy_fingerprint(model: torch.nn.Module) -> str:
+    """The print of erasers saved before every parameter counted (a sample of the input
+    embeddings in the loaded dtype): still accepted for those erasers, never written."""
+    text_cfg = model.config.get_text_config()
+    h = hashlib.sha256()
+    h.update(json.dumps({"type": model.config.model_type, "hidden": text_cfg.hidden_size,
+                         "layers": text_cfg.num_hidden_layers, "vocab": text_cfg.vocab_size}).encode())
+    emb = dict(named_weights(model))[next(n for n, p in model.named_parameters()
+                                          if p is model.get_input_embeddings().weight)].detach().flatten()
     step = max(1, emb.numel() // 4096)
     h.update(emb[::step][:4096].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
