@@ -43,5 +43,6 @@ PARQUET_FILES = 8
 TEMP_SECONDS = 3600  # uploads and downloads older than this are deleted (checked as often)
 
 # ---------------------------------------------------------------- memory
+UMAP_POINTS = 2000  # the UMAP view fits a seeded sample of the activations (PCA shows them all)
 CACHED_SETS = 4  # activation sets kept for the map and the refit (the toy world's, then recent uploads)
 LOADED_MODELS = 2  # models besides the default kept loaded, shared by every session that asks for them

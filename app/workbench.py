@@ -512,7 +512,13 @@ class Workbench:
         cur = None
         if question and question.strip():
             cur = self.input_activation(image, question, eraser.gate_position)[l]
-        if method == "UMAP":
+        if method == "UMAP":  # a seeded sample of each set: UMAP's cost grows faster than the points
+            keep = _sample_sets({k: len(v) for k, v in H.items()}, limits.UMAP_POINTS, eraser.config.seed)
+            H = {k: v[keep[k]] for k, v in H.items()}
+            hover = {k: [v[i] for i in keep[k].tolist()] for k, v in hover.items()}
+            gates = {k: v[keep[k]] for k, v in gates.items()}
+            total = sum(len(v) for v in prompts.values())
+            shown = sum(len(v) for v in keep.values())
             key = self._acts_key(eraser, self.data_for(eraser, session)) + (l,)
             with self._acts_lock:
                 reducer = self._umaps.get(key)
@@ -529,8 +535,9 @@ class Workbench:
             coords, i = {}, 0
             for k in H:
                 coords[k], i = xy[i:i + len(H[k])], i + len(H[k])
+            sample = f", a sample of {shown} of {total} points" if shown < total else ""
             return activation_map(coords, hover, gates, None, star,
-                                  f"Layer {l}: UMAP of {_where(eraser)} activations", ("UMAP 1", "UMAP 2"))
+                                  f"Layer {l}: UMAP of {_where(eraser)} activations{sample}", ("UMAP 1", "UMAP 2"))
         proj = pca_2d(torch.cat([H["forget"], H["retain"]]), direction=eraser.direction[l])
         coords = {k: proj.project(v) for k, v in H.items()}
         start = coords["recall"].mean(0)
@@ -711,6 +718,18 @@ class Workbench:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"Could not read that eraser: {exc}") from exc
+
+
+def _sample_sets(sizes: dict[str, int], at_most: int, seed: int) -> dict[str, torch.Tensor]:
+    """Sorted indices of a seeded sample of each set, each in proportion to its size, `at_most`
+    in all (every set keeps at least one point)."""
+    total = sum(sizes.values())
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, n in sizes.items():
+        k = n if total <= at_most else max(1, min(n, round(n * at_most / total)))
+        out[name] = torch.randperm(n, generator=g)[:k].sort().values
+    return out
 
 
 def gate_auc(forget: torch.Tensor, retain: torch.Tensor) -> float:

@@ -552,6 +552,21 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     p.add_argument("--threads", type=int, default=2)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Costs of the method as ratios measured in one run (core.bench)."""
+    import torch
+    from core.bench import BenchConfig, run, table
+    torch.set_num_threads(args.threads)
+    res = run(BenchConfig(model=args.model, eraser=args.eraser, shape=args.shape, layers=args.layers,
+                          quick=args.quick, baseline=not args.no_baseline))
+    print(table(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=(
         "MLLMEraser workbench engine: test-time unlearning in vision-language models by "
@@ -754,6 +769,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-facts", action="store_true", help="photo folder: the name only, no questions")
     p.add_argument("--show", type=int, default=3, help="print the first N profiles")
     p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("bench", help="what the method costs: ratios measured in one run",
+                       description="Steering overhead on greedy generation (each mode, batch 1 and 8), capture "
+                                   "throughput (batch 16 vs 1), the gate fit vs the paper's formula at real widths, "
+                                   "a PGD step vs a forward pass, the eraser's size vs the public code's matrices, "
+                                   "and building an eraser vs training IdkNLL. Prints a table; --json writes it.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--eraser", default=DEFAULT_ERASER)
+    p.add_argument("--shape", choices=["llava-1.5-7b", "qwen2.5-vl-7b"], default=None,
+                   help="a model of that real width with random weights instead of --model")
+    p.add_argument("--layers", type=int, default=None, help="decoder layers of the --shape model (default: 2 on a "
+                                                            "CPU, all on a GPU)")
+    p.add_argument("--quick", action="store_true", help="small sizes, one repeat: checks that every part runs")
+    p.add_argument("--no-baseline", action="store_true", help="skip training IdkNLL")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("evaluate", help="MLLMU-style evaluation (forget / test / retain / real)",
                        description="Greedy MLLMU-style evaluation: MCQ accuracy (first letter), ROUGE-L F1 "

@@ -105,7 +105,7 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
             else:
                 idx = positions.to(h.device)
                 sel = h[rows[:, None], idx]
-            out[layer] = sel.float() if differentiable else sel.detach().float().cpu()
+            out[layer] = sel.float() if differentiable else sel.detach().float()
             if layer == last:
                 raise _Stop
         return hook
@@ -123,7 +123,11 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
         for h in handles:
             h.remove()
         _CAPTURING.reset(token)
-    return torch.stack([out[l] for l in layers], dim=1)
+    if differentiable:  # on the first captured layer's device (a sharded model's gradient follows .to)
+        return torch.stack([out[l].to(out[layers[0]].device) for l in layers], dim=1)
+    if len({out[l].device for l in layers}) == 1:  # one copy off the GPU per batch, not one per layer
+        return torch.stack([out[l] for l in layers], dim=1).cpu()
+    return torch.stack([out[l].cpu() for l in layers], dim=1)  # a sharded model: layers on several devices
 
 
 def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterable[tuple[list[int], list[Prompt]]]:

@@ -45,3 +45,27 @@ def test_public_mode_loads_only_allowed_models_by_name(public, monkeypatch, mini
     wb = Workbench.shared(mini_toy.name)  # asked for by folder name
     assert wb.adapter.num_layers > 0 and Workbench.shared(f"/elsewhere/{mini_toy.name}") is wb
     w._LOADED.clear()
+
+
+def test_a_public_app_in_a_browser_shows_folder_names_and_refuses_other_models():
+    """`MLLMERASER_PUBLIC=1 python app.py` in a real browser: the Load-model box holds the
+    folder name, probing the server's disk gets the allow-list and no path, the API page lists
+    no endpoint, and the playground still answers."""
+    import urllib.request
+
+    from browser import open_app
+    with open_app(env={"MLLMERASER_PUBLIC": "1", "MLLMERASER_WARM_UMAP": "0"}) as page:
+        page.get_by_role("tab", name="Model & data").click()
+        box = page.locator("#model_path textarea")
+        assert box.input_value() == "toy-llava"
+        assert "/" not in page.locator("#model_info").inner_text().split("Model:")[1].split("(")[0]
+        box.fill("/root/.cache/huggingface")
+        page.click("#load_model")
+        page.wait_for_selector("#model_info:has-text('loads only')", timeout=30_000)
+        shown = page.locator("#model_info").inner_text()
+        assert "toy-llava" in shown and "/root" not in shown and "/work" not in shown
+        info = urllib.request.urlopen(page.url + "gradio_api/info", timeout=10).read().decode()
+        assert '"named_endpoints": {}' in info.replace(" ", "").replace('":{}', '": {}')
+        page.get_by_role("tab", name="Steering playground").click()
+        page.click("#compare")
+        page.wait_for_function("() => document.querySelector('#original textarea').value.length > 0", timeout=30_000)

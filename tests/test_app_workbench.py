@@ -174,6 +174,21 @@ def test_activation_map_umap(toy):
     fig = wb.activation_map(eraser, 1, "UMAP")
     assert [t.name for t in fig.data] == ["forget", "retain", "recall", "erase"]
     assert fig.layout.xaxis.title.text == "UMAP 1" and not fig.layout.annotations
+    # the fitted map is kept: a redraw with an input star places it without refitting
+    again = wb.activation_map(eraser, 1, "UMAP", random_image(0), "who is this ?")
+    assert [t.name for t in again.data][-1] == "current input" and again.data[0].x == fig.data[0].x
+
+
+def test_umap_fits_a_proportional_seeded_sample_of_large_sets():
+    from app.workbench import _sample_sets
+    keep = _sample_sets({"forget": 1000, "retain": 6400, "recall": 40, "erase": 40}, 2000, seed=3)
+    assert 1990 <= sum(len(v) for v in keep.values()) <= 2010
+    assert len(keep["retain"]) == round(6400 * 2000 / 7480) and len(keep["recall"]) == round(40 * 2000 / 7480)
+    assert all(torch.equal(v, v.sort().values) and len(set(v.tolist())) == len(v) for v in keep.values())
+    assert all(torch.equal(keep[k], v) for k, v in _sample_sets(
+        {"forget": 1000, "retain": 6400, "recall": 40, "erase": 40}, 2000, seed=3).items())  # seeded
+    small = _sample_sets({"forget": 10, "retain": 20}, 2000, seed=0)
+    assert small["retain"].tolist() == list(range(20))  # small sets are shown whole
 
 
 def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_change_k(toy):

@@ -73,21 +73,23 @@ def tiny_tokenizer(template: str | None, extra_words: tuple[str, ...] = ()) -> P
     return fast
 
 
-def _text_kwargs(tok: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2) -> dict:
-    return dict(
+def _text_kwargs(tok: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2, shape: dict | None = None) -> dict:
+    return {**dict(
         vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-    )
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id), **(shape or {})}
 
 
-def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ...] = ()):
+def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ...] = (),
+               text_shape: dict | None = None):
     """Return (model, tokenizer, image_processor) for a tiny random model of `family`.
 
     Families: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, paligemma. `words` extends the
     word-level vocabulary (e.g. `plain_english_words()`, so that the project's own questions and
-    requests reach the model as words, as they do with a real model's tokenizer).
+    requests reach the model as words, as they do with a real model's tokenizer). `text_shape`
+    overrides the language model's config (hidden_size, intermediate_size, heads, vocab_size):
+    a model of a real checkpoint's width with random weights (`core.bench.real_shape`).
     """
     torch.manual_seed(seed)
     if family == "llava":
@@ -98,7 +100,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         cfg = LlavaConfig(
             vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                            num_attention_heads=2, image_size=32, patch_size=8),
-            text_config=LlamaConfig(**_text_kwargs(tok, layers=layers)),
+            text_config=LlamaConfig(**_text_kwargs(tok, layers=layers, shape=text_shape)),
             image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
             vision_feature_select_strategy="full", image_seq_length=16,
         )
@@ -110,8 +112,10 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         ids = {k: tok.convert_tokens_to_ids(v) for k, v in dict(
             image_token_id="<|image_pad|>", video_token_id="<|video_pad|>",
             vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>").items()}
-        text = dict(_text_kwargs(tok, layers=layers), rope_parameters={
-            "rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+        text = dict(_text_kwargs(tok, layers=layers, shape=text_shape))
+        half = text["hidden_size"] // text["num_attention_heads"] // 2  # mrope splits half a head's dimensions
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                                   "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]}
         if family == "qwen2_vl":
             from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
             vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
@@ -120,7 +124,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
             model = Qwen2VLForConditionalGeneration(cfg)
         else:
             from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
-            vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+            vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                           window_size=56, fullatt_block_indexes=[1])
             cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
@@ -135,12 +139,14 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         if family == "idefics3":
             from transformers import Idefics3Config, Idefics3ForConditionalGeneration
             from transformers import LlamaConfig
-            cfg = Idefics3Config(vision_config=vision, text_config=LlamaConfig(**_text_kwargs(tok, layers=layers)),
+            cfg = Idefics3Config(vision_config=vision,
+                                 text_config=LlamaConfig(**_text_kwargs(tok, layers=layers, shape=text_shape)),
                                  **ids)
             model = Idefics3ForConditionalGeneration(cfg)
         else:
             from transformers import LlamaConfig, SmolVLMConfig, SmolVLMForConditionalGeneration
-            cfg = SmolVLMConfig(vision_config=vision, text_config=LlamaConfig(**_text_kwargs(tok, layers=layers)),
+            cfg = SmolVLMConfig(vision_config=vision,
+                                text_config=LlamaConfig(**_text_kwargs(tok, layers=layers, shape=text_shape)),
                                 **ids)
             model = SmolVLMForConditionalGeneration(cfg)
         proc = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
@@ -149,7 +155,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         from transformers import GemmaConfig, PaliGemmaConfig, PaliGemmaForConditionalGeneration, SiglipVisionConfig
         from transformers.models.siglip import SiglipImageProcessorPil
         tok = tiny_tokenizer(None, tuple(words))
-        text = GemmaConfig(**dict(_text_kwargs(tok, layers=layers), head_dim=16))
+        text = GemmaConfig(**dict(_text_kwargs(tok, layers=layers, shape=text_shape), head_dim=16))
         cfg = PaliGemmaConfig(
             vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                              num_attention_heads=2, image_size=32, patch_size=8,

@@ -1,0 +1,331 @@
+"""`python -m core bench`: what the method costs, as ratios measured in one run.
+
+Every timing is paired with its reference in the same process and reported as a ratio (absolute
+seconds mean something only on the machine that printed them): steering on vs off during greedy
+generation, capture at batch 16 vs batch 1, the gate fit vs the paper's formula, a PGD step vs a
+forward pass, an eraser's size vs the public code's matrices, and building an eraser vs training
+the cheapest baseline that forgets as much (IdkNLL). Peak memory is the resident set's growth
+during the call, sampled every 5 ms (psutil).
+
+On the shipped model everything runs on the CPU. `--shape llava-1.5-7b` (or `qwen2.5-vl-7b`)
+builds a model of that width with random weights and `--layers` decoder layers (2 by default
+on a CPU, where the whole 32 would not fit next to the test suite; all of them on a GPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from core.activations import Prompt, collect
+from core.models.base import VLMAdapter
+
+# width, MLP width, heads, KV heads, vocabulary, layers of the real checkpoints
+SHAPES = {
+    "llava-1.5-7b": dict(family="llava", hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32064,
+                         layers=32),
+    "qwen2.5-vl-7b": dict(family="qwen2_5_vl", hidden=3584, intermediate=18944, heads=28, kv_heads=4,
+                          vocab=152064, layers=28),
+}
+
+
+@dataclass
+class Timing:
+    seconds: float
+    peak_mb: float = 0.0
+
+
+def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) -> Timing:
+    """Median seconds of `fn` over `repeats` runs (after one warm-up run), and the largest growth
+    of the resident set during them (MB)."""
+    import psutil
+    proc = psutil.Process()
+    if warm_up:
+        fn()
+    times, peak = [], [0.0]
+    for _ in range(repeats):
+        base = proc.memory_info().rss
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
+                done.wait(0.005)
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+        done.set()
+        t.join()
+    return Timing(statistics.median(times), peak[0])
+
+
+# ---------------------------------------------------------------- the fit
+def fit_rows(n_f: int, n_r: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic forget / retain activations of width d (retain of lower effective rank, as real
+    activations are)."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(min(n_r, d), d, generator=g, dtype=torch.float64)
+    H_r = torch.randn(n_r, len(basis), generator=g, dtype=torch.float64) @ basis / d ** 0.5
+    H_f = H_r[:n_f] * 0.5 + torch.randn(n_f, d, generator=g, dtype=torch.float64) * 0.3
+    return H_f, H_r
+
+
+def bench_fit(sizes: list[tuple[int, int, int]], ratio: float = 0.8, gamma: float = 0.1,
+              layers: int = 32) -> list[dict]:
+    """fit_gate against the paper's full-matrix formula at each (N_f, N_r, d): time, peak memory,
+    their ratio and the relative difference of the gates (the reference is well defined at
+    ratio 0.8 for these sizes: the null space asked for is larger than the exact one)."""
+    from core.nullspace import fit_gate, full_matrix
+    rows = []
+    for n_f, n_r, d in sizes:
+        H_f, H_r = fit_rows(n_f, n_r, d)
+        r = torch.ones(d, dtype=torch.float64)
+        got: dict = {}
+        ours = measure(lambda: got.__setitem__("u", fit_gate(H_f, H_r, ratio, gamma).u), repeats=3)
+        ref = measure(lambda: got.__setitem__("W", full_matrix(H_f, H_r, r, ratio, gamma)), repeats=1, warm_up=False)
+        u, W = got["u"], got["W"]
+        diff = float((torch.outer(u, r) - W).norm() / W.norm())
+        rows.append({"forget_rows": n_f, "retain_rows": n_r, "width": d, "fit_s": ours.seconds,
+                     "reference_s": ref.seconds, "speedup": ref.seconds / ours.seconds, "relative_diff": diff,
+                     "fit_peak_mb": ours.peak_mb, "reference_peak_mb": ref.peak_mb,
+                     f"fit_{layers}_layers_s": ours.seconds * layers})
+    return rows
+
+
+# ---------------------------------------------------------------- artefacts
+def artefact_sizes(layers: int, width: int) -> dict:
+    """Bytes of a saved eraser (direction + one gate, float32, no diagnostics) against the public
+    code's per-layer d x d matrices in fp16."""
+    from core.eraser import Eraser, EraserConfig
+    g = torch.Generator().manual_seed(0)
+    e = Eraser(torch.randn(layers, width, generator=g, dtype=torch.float64),
+               torch.randn(layers, width, generator=g, dtype=torch.float64), EraserConfig())
+    with tempfile.TemporaryDirectory() as tmp:
+        e.save_pretrained(tmp, diagnostics=False)
+        ours = sum(f.stat().st_size for f in Path(tmp).iterdir())
+    public = layers * width * width * 2
+    return {"layers": layers, "width": width, "eraser_bytes": ours, "public_code_bytes": public,
+            "ratio": public / ours}
+
+
+# ---------------------------------------------------------------- steering, capture, PGD on a model
+def _prompts(adapter: VLMAdapter, n: int, with_image: bool = True) -> list[Prompt]:
+    from PIL import Image
+    import numpy as np
+    rng = np.random.RandomState(0)
+    qs = ["who is the person in this picture ?", "what is this ?", "describe the image please"]
+    return [Prompt(qs[i % len(qs)], Image.fromarray((rng.rand(64, 64, 3) * 255).astype("uint8")) if with_image
+                   else None) for i in range(n)]
+
+
+def _fixed_length(adapter: VLMAdapter, batch, new_tokens: int) -> None:
+    """Greedy generation of exactly `new_tokens` tokens (so that steering, which changes what is
+    said, cannot change how much is generated)."""
+    with torch.no_grad():
+        adapter.model.generate(**batch.inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                               do_sample=False, num_beams=1, use_cache=True,
+                               pad_token_id=adapter.tokenizer.pad_token_id)
+
+
+def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: int = 3) -> list[dict]:
+    """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8. The
+    on and off runs alternate (a drifting machine then slows both alike) and each ratio is the
+    median of the per-pair ratios."""
+    from core.activations import encode_prompts
+    rows = []
+    for batch_size in (1, 8):
+        batch = encode_prompts(adapter, _prompts(adapter, batch_size))
+        _fixed_length(adapter, batch, new_tokens)  # warm-up
+        for mode in ("prefill", "latched", "every_step"):
+            er = eraser
+            if mode == "every_step" and eraser.gate_position == "mean":
+                # the same tensors read at the last token: the cost of a per-token gate
+                er = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, position="last_prompt_token"),
+                                  eraser.diagnostics)
+
+            def on(er=er, mode=mode):
+                with er.apply(adapter, mode=mode):
+                    _fixed_length(adapter, batch, new_tokens)
+            on()  # warm-up
+            pairs = []
+            for _ in range(repeats):
+                t_off = measure(lambda: _fixed_length(adapter, batch, new_tokens), 1, warm_up=False).seconds
+                t_on = measure(on, 1, warm_up=False).seconds
+                pairs.append((t_off, t_on))
+            rows.append({"batch": batch_size, "mode": mode, "off_s": statistics.median(p[0] for p in pairs),
+                         "on_s": statistics.median(p[1] for p in pairs),
+                         "overhead": statistics.median(b / a for a, b in pairs)})
+    return rows
+
+
+def _with(config, **changes):
+    from dataclasses import replace
+    return replace(config, **changes)
+
+
+def bench_capture(adapter: VLMAdapter, n: int = 64, layers: list[int] | None = None) -> dict:
+    """Prompts per second collecting last-token activations, batch 16 against batch 1."""
+    prompts = _prompts(adapter, n)
+    b16 = measure(lambda: collect(adapter, prompts, layers, batch_size=16), repeats=1)
+    b1 = measure(lambda: collect(adapter, prompts, layers, batch_size=1), repeats=1, warm_up=False)
+    return {"prompts": n, "batch16_per_s": n / b16.seconds, "batch1_per_s": n / b1.seconds,
+            "speedup": b1.seconds / b16.seconds, "batch16_peak_mb": b16.peak_mb}
+
+
+def bench_pgd(adapter: VLMAdapter, steps: int = 5) -> dict:
+    """One PGD step (forward + backward to the pixels) against one forward pass."""
+    from core.activations import encode_prompts
+    from core.pgd import PGDConfig, run_pgd
+    p = _prompts(adapter, 1)[0]
+    batch = encode_prompts(adapter, [p])
+
+    def forward():
+        with torch.no_grad():
+            adapter.logits(batch)
+    fwd = measure(forward, 3)
+    run = measure(lambda: run_pgd(adapter, [p.image], [p.question], ["red"],
+                                  PGDConfig(eps=16 / 255, step_size=2 / 255, steps=steps, seed=0)), 1)
+    return {"step_s": run.seconds / steps, "forward_s": fwd.seconds, "step_over_forward": run.seconds / steps / fwd.seconds}
+
+
+# ---------------------------------------------------------------- eraser vs the cheapest baseline
+def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dict:
+    """Building the shipped eraser from scratch (prompt sets, activations, the fit; no tuning)
+    against training IdkNLL (the baseline that forgets as much at the same retain cost) on the
+    same forget set: seconds, peak memory, and their ratio."""
+    from core.baselines import BaselineConfig, unlearn
+    from core.contrast import fit_sets
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    from core.toyworld.fitsets import forget_spec, toy_data
+    from core.toyworld.train import load_world
+    adapter = load_adapter(model_dir)
+    shipped = Eraser.from_pretrained(eraser_dir, adapter=adapter)
+    data = toy_data(load_world(model_dir), forget_spec(shipped.config.forget_split or "forget_10"))
+
+    def build():
+        sets = fit_sets(data, adapter, shipped.config.direction_kind, seed=shipped.config.seed,
+                        n_retain=shipped.config.gate_retain)
+        Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, shipped.config)
+    eraser = measure(build, repeats=1, warm_up=False)
+    idk = measure(lambda: unlearn(model_dir, out / "idk", data, BaselineConfig("idk")), repeats=1, warm_up=False)
+    return {"eraser_s": eraser.seconds, "eraser_peak_mb": eraser.peak_mb, "idk_s": idk.seconds,
+            "idk_peak_mb": idk.peak_mb, "idk_over_eraser": idk.seconds / eraser.seconds}
+
+
+# ---------------------------------------------------------------- a model of real shape
+def real_shape(name: str, layers: int | None = None, seed: int = 0) -> VLMAdapter:
+    """A model of a real checkpoint's width with random weights (`layers` decoder layers, the
+    checkpoint's number by default; a small vision tower: the text side is what steering and
+    capture touch)."""
+    from core.models.load import adapter_from_model
+    from core.models.tiny import build_tiny
+    if name not in SHAPES:
+        raise ValueError(f"unknown shape {name!r}; choose one of {sorted(SHAPES)}")
+    s = SHAPES[name]
+    return adapter_from_model(*build_tiny(s["family"], seed=seed, layers=layers or s["layers"], text_shape=dict(
+        hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"])))
+
+
+def random_eraser(adapter: VLMAdapter, seed: int = 0, position: str = "mean_prompt_tokens"):
+    """An eraser with random direction and gate of the adapter's shape (costs as a fitted one)."""
+    from core.eraser import Eraser, EraserConfig
+    g = torch.Generator().manual_seed(seed)
+    L, d = adapter.num_layers, adapter.hidden_size
+    cfg = EraserConfig(position=position, steer_layers=list(range(L)), strength=1.0)
+    return Eraser(torch.randn(L, d, generator=g, dtype=torch.float64) / d ** 0.5,
+                  torch.randn(L, d, generator=g, dtype=torch.float64) / d ** 0.5, cfg)
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- the whole run
+@dataclass
+class BenchConfig:
+    model: str = "assets/toy-llava"
+    eraser: str = "assets/toy-llava-eraser"
+    shape: str | None = None  # a real checkpoint's width with random weights instead of --model
+    layers: int | None = None  # decoder layers of the --shape model (default: 2 on a CPU, all on a GPU)
+    quick: bool = False  # small sizes and few repeats: checks that every part runs
+    baseline: bool = True  # also train IdkNLL to compare an eraser's build cost (shipped model only)
+    new_tokens: int = 16
+
+
+def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
+    """Every measurement of the bench, as a JSON-ready dict."""
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    out: dict = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
+    repeats = 1 if cfg.quick else 5
+    if cfg.shape:
+        layers = cfg.layers or (None if torch.cuda.is_available() else 2)
+        log(f"building {cfg.shape} with random weights ({layers or 'all'} layers)...")
+        adapter = real_shape(cfg.shape, layers)
+        eraser = random_eraser(adapter)
+        out["model"] = {"shape": cfg.shape, "layers": adapter.num_layers, "width": adapter.hidden_size}
+    else:
+        adapter = load_adapter(cfg.model)
+        eraser = Eraser.from_pretrained(cfg.eraser, adapter=adapter)
+        out["model"] = {"folder": str(cfg.model), "layers": adapter.num_layers, "width": adapter.hidden_size}
+    log("steering on / off during greedy generation...")
+    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats)
+    log("capture throughput...")
+    out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
+    log("a PGD step...")
+    out["pgd"] = bench_pgd(adapter, 2 if cfg.quick else 5)
+    log("the gate fit against the paper's formula...")
+    sizes = [(16, 64, 256), (16, 512, 256)] if cfg.quick else [(256, 1024, 4096), (64, 256, 1024), (256, 4096, 1024)]
+    out["fit"] = bench_fit(sizes)
+    out["artefact"] = [artefact_sizes(adapter.num_layers, adapter.hidden_size), artefact_sizes(32, 4096)]
+    if cfg.baseline and not cfg.shape:
+        log("building the eraser from scratch, then training IdkNLL on the same forget set...")
+        with tempfile.TemporaryDirectory() as tmp:
+            out["build"] = bench_build(cfg.model, cfg.eraser, Path(tmp))
+    return out
+
+
+def table(res: dict) -> str:
+    """The bench as markdown."""
+    m = res["model"]
+    name = m.get("shape") or Path(m.get("folder", "")).name
+    lines = [f"Model: {name}, {m['layers']} layers of width {m['width']}, on {res['device']} "
+             f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
+             "| measurement | value |", "|---|---|"]
+    for r in res["steering"]:
+        lines.append(f"| steering overhead, greedy generation, `{r['mode']}`, batch {r['batch']} | "
+                     f"{r['overhead']:.3f}x |")
+    c = res["capture"]
+    lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")
+    lines.append(f"| a PGD step vs a forward pass | {res['pgd']['step_over_forward']:.1f}x |")
+    for f in res["fit"]:
+        lines.append(f"| gate fit, N_f {f['forget_rows']}, N_r {f['retain_rows']}, d {f['width']}: paper's formula / "
+                     f"ours | {f['speedup']:.0f}x faster (relative difference {f['relative_diff']:.1e}; peak "
+                     f"{f['fit_peak_mb']:.0f} MB vs {f['reference_peak_mb']:.0f} MB) |")
+    for a in res["artefact"]:
+        lines.append(f"| eraser file at {a['layers']} x {a['width']} (float32, no diagnostics) | "
+                     f"{a['eraser_bytes'] / 1e6:.2f} MB; the public code's fp16 matrices "
+                     f"{a['public_code_bytes'] / 1e9:.2f} GB ({a['ratio']:.0f}x) |")
+    if "build" in res:
+        b = res["build"]
+        lines.append(f"| building the eraser vs training IdkNLL | IdkNLL {b['idk_over_eraser']:.1f}x slower "
+                     f"(peak {b['eraser_peak_mb']:.0f} MB vs {b['idk_peak_mb']:.0f} MB) |")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""Render the bench's JSON (`python -m core bench --json ...`) into docs/performance.md and the
+README's performance table.
+
+    python -m core bench --json results/bench.json
+    python -m core bench --shape llava-1.5-7b --json results/bench_llava-1.5-7b-shape.json
+    python scripts/bench_tables.py
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from core.bench import table  # noqa: E402
+from results_table import write_between  # noqa: E402
+
+
+def headline(shipped: dict, shape: dict | None) -> str:
+    """The README's few lines: the ratios a reader asks about first."""
+    steer = {(r["mode"], r["batch"]): r["overhead"] for r in (shape or shipped)["steering"]}
+    where = "a model of LLaVA-1.5-7B's width (2 layers, random weights)" if shape else "the shipped model"
+    fit = next(f for f in shipped["fit"] if f["width"] == 4096)
+    art = next(a for a in shipped["artefact"] if a["width"] == 4096)
+    lines = ["| measurement (2-core CPU; ratios from one run) | value |", "|---|---|",
+             f"| steering overhead on greedy generation, {where}, batch 8, `prefill` / `latched` | "
+             f"{steer[('prefill', 8)]:.2f}x / {steer[('latched', 8)]:.2f}x |",
+             f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
+             f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
+             f"| eraser file at 32 x 4096 vs the public code's fp16 matrices | {art['eraser_bytes'] / 1e6:.2f} MB vs "
+             f"{art['public_code_bytes'] / 1e9:.2f} GB |"]
+    if "build" in shipped:
+        lines.append(f"| building the shipped eraser vs training IdkNLL on the shipped model | "
+                     f"{shipped['build']['idk_over_eraser']:.1f}x cheaper |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    shipped = json.loads((ROOT / "results" / "bench.json").read_text())
+    shape_file = ROOT / "results" / "bench_llava-1.5-7b-shape.json"
+    shape = json.loads(shape_file.read_text()) if shape_file.is_file() else None
+    doc = ROOT / "docs" / "performance.md"
+    write_between(doc, "<!-- bench-shipped:start -->", "<!-- bench-shipped:end -->", table(shipped))
+    if shape:
+        write_between(doc, "<!-- bench-shape:start -->", "<!-- bench-shape:end -->", table(shape))
+    write_between(ROOT / "README.md", "<!-- bench:start -->", "<!-- bench:end -->", headline(shipped, shape))
+    print(headline(shipped, shape))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The bench's parts on tiny shapes: they measure what they say (the figures are printed by
+`python -m core bench`, never asserted as timings here)."""
+import torch
+
+from conftest import tiny_adapter
+from core.bench import (BenchConfig, artefact_sizes, bench_capture, bench_fit, bench_pgd, bench_steering,
+                        fit_rows, random_eraser, table)
+
+
+def test_fit_rows_compare_our_fit_with_the_papers_formula():
+    rows = bench_fit([(8, 40, 32), (8, 20, 48)], layers=4)
+    for r in rows:
+        assert r["relative_diff"] < 1e-8  # the same gate where the formula is well defined
+        assert r["fit_s"] > 0 and r["reference_s"] > 0 and r["speedup"] == r["reference_s"] / r["fit_s"]
+        assert r["fit_4_layers_s"] == 4 * r["fit_s"]
+    H_f, H_r = fit_rows(8, 20, 48)
+    assert torch.linalg.matrix_rank(H_r) == 20 and H_f.shape == (8, 48)
+
+
+def test_an_eraser_at_real_width_against_the_public_matrices():
+    a = artefact_sizes(32, 4096)
+    assert a["eraser_bytes"] <= 1.1e6 and a["public_code_bytes"] == 32 * 4096 * 4096 * 2  # 1.07 GB
+    assert 1000 < a["ratio"] < 1030
+
+
+def test_steering_capture_and_pgd_figures_on_a_tiny_model():
+    adapter = tiny_adapter("llava")
+    eraser = random_eraser(adapter)
+    steering = bench_steering(adapter, eraser, new_tokens=2, repeats=1)
+    assert [(r["batch"], r["mode"]) for r in steering] == [(b, m) for b in (1, 8)
+                                                            for m in ("prefill", "latched", "every_step")]
+    assert all(r["overhead"] > 0 and r["on_s"] > 0 and r["off_s"] > 0 for r in steering)
+    capture = bench_capture(adapter, 8, [0, 1])
+    assert abs(capture["speedup"] - capture["batch16_per_s"] / capture["batch1_per_s"]) < 1e-9
+    pgd = bench_pgd(adapter, steps=1)
+    res = {"model": {"folder": "tiny", "layers": 2, "width": adapter.hidden_size}, "device": "cpu", "threads": 1,
+           "steering": steering, "capture": capture, "pgd": pgd, "fit": bench_fit([(4, 10, 16)]),
+           "artefact": [artefact_sizes(2, adapter.hidden_size)]}
+    text = table(res)
+    assert "`every_step`, batch 8" in text and "capture, batch 16 vs batch 1" in text
+    assert BenchConfig().model == "assets/toy-llava"
