@@ -190,10 +190,24 @@ def build(default: Workbench) -> gr.Blocks:
                             label='Facts (optional JSON, e.g. {"qa": [{"question": "What is this person\'s job?", '
                                   '"answer": "This person works as a florist."}]}; also "mcq" and "cloze")',
                             lines=2, elem_id="someone_facts")
+                someone_add = gr.Checkbox(False, elem_id="someone_add",
+                                          label="Add this person to the current eraser (one more forget request: it "
+                                                "keeps forgetting everyone else, and only this person's prompts are "
+                                                "run through the model)")
                 with gr.Row():
                     someone_btn = gr.Button("Fit eraser for this person", variant="primary", elem_id="someone_btn")
                     someone_stop = gr.Button("Stop", elem_id="someone_stop")
                 someone_status = gr.Markdown(elem_id="someone_status")
+                gr.Markdown("### Who this session's eraser forgets\nForget requests arrive one at a time: add a "
+                            "person above (tick *Add*), or withdraw one here. Their answers come back in the "
+                            "playground at once; the eraser's history (download it in the Evaluate tab) records "
+                            "every request.")
+                forgotten_table = gr.Dataframe(headers=["subject", "name", "forgotten since"], interactive=False,
+                                               elem_id="forgotten", max_height=240)
+                with gr.Row():
+                    withdraw_pick = gr.Dropdown([], label="Person to withdraw", elem_id="withdraw_pick")
+                    withdraw_btn = gr.Button("Withdraw this person", elem_id="withdraw_btn")
+                withdraw_status = gr.Markdown(elem_id="withdraw_status")
                 gr.Markdown("### Your MLLMU-Bench files\nUpload parquet files named after their split "
                             "(`forget_10.parquet`, `retain_90.parquet`, optional `test_10.parquet`, `real.parquet`: "
                             "what `python -m core world --export` writes) and fit on them.")
@@ -392,6 +406,28 @@ def build(default: Workbench) -> gr.Blocks:
 
         # ---- model & data
         @logged
+        def show_forgotten(sess):
+            try:
+                rows = wb_of(sess).forgotten(sess)
+            except UserError:
+                return [], gr.update(choices=[], value=None)
+            return rows, gr.update(choices=[(f"{r[1]} ({r[0]})", r[0]) for r in rows], value=None)
+
+        @logged
+        def do_withdraw(sess, subject, progress=gr.Progress()):
+            wb = wb_of(sess)
+            new, msg = run_job(sess, "fit", lambda job: wb.withdraw(subject, sess, _progress(progress), job.should_stop))
+            if new is None:
+                return sess, msg
+            return sess, (f"Withdrawn: **{wb._name_of(subject)}** is no longer forgotten (request "
+                          f"{len(new.config.requests)} of this eraser's history). The playground shows it at once.")
+
+        forgotten_out = [forgotten_table, withdraw_pick]
+        withdraw_btn.click(do_withdraw, [session, withdraw_pick], [session, withdraw_status], **HEAVY).then(
+            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
+            compare, inputs, outputs, api_visibility="private", **LIGHT)
+
+        @logged
         def do_load_model(sess, path):
             try:
                 wb = Workbench.shared(path or "", default)
@@ -433,7 +469,7 @@ def build(default: Workbench) -> gr.Blocks:
                           f"this session.{fitted_on}"), wb.people_rows(sess)
 
         fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table],
-                      **HEAVY)
+                      **HEAVY).then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
         fit_stop.click(stopper("fit"), session, None, **INTERNAL)
 
         def fit_in_session(sess, fit, describe, progress):
@@ -447,7 +483,15 @@ def build(default: Workbench) -> gr.Blocks:
             return sess, describe(sess, eraser)
 
         @logged
-        def do_forget_someone(sess, files, name, facts, progress=gr.Progress()):
+        def do_forget_someone(sess, files, name, facts, add, progress=gr.Progress()):
+            if add:
+                def describe(sess, eraser):
+                    return (f"Added **{name.strip()}** to this session's eraser (request "
+                            f"{len(eraser.config.requests)}): it now forgets {len(eraser.config.subjects)} people. "
+                            "Try the playground with one of the photos and *Who is this person?*")
+                return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop,
+                                                                                     add=True), describe, progress)
+
             def describe(sess, eraser):
                 c = eraser.config.counts
                 kept = (f"{len(sess.data.retain)} retained people, " if sess.data.retain else
@@ -471,7 +515,8 @@ def build(default: Workbench) -> gr.Blocks:
             return fit_in_session(sess, lambda wb, prog, stop: wb.use_mllmu_files(files, ids, sess, prog, stop),
                                   describe, progress)
 
-        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status], **HEAVY)
+        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status], **HEAVY).then(
+            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
 
         # ---- PGD studio
         @logged
@@ -556,10 +601,10 @@ def build(default: Workbench) -> gr.Blocks:
         ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
                         api_visibility="private", **LIGHT)
         # a new eraser for this session (Forget someone): its null space is shown at once
-        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts],
+        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts, someone_add],
                           [session, someone_status], **HEAVY).then(
             show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status], api_visibility="private",
-            **LIGHT)
+            **LIGHT).then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
         ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
                        [session, ns_spectrum, ns_hist, ns_table, ns_status], **HEAVY)
 
@@ -619,7 +664,8 @@ def build(default: Workbench) -> gr.Blocks:
             return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser."
 
         dl_btn.click(download, session, [dl_file, eval_status], **LIGHT)
-        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT)
+        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT).then(
+            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
 
         # ---- learn: each button opens the view with good defaults
         def learn_to(i):
@@ -637,6 +683,7 @@ def build(default: Workbench) -> gr.Blocks:
             btn.click(learn_to(i), [session, layers], [tabs, image, strength], **INTERNAL)
         demo.load(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
                   api_visibility="private", **LIGHT)
+        demo.load(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
     for fn in demo.fns.values():
         # Gradio's own load event for the per-tab Session is internal; in public mode no handler is
         # an API endpoint (the Space is for the browser; run the app yourself to script it)

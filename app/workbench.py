@@ -178,6 +178,7 @@ class Workbench:
         self.note = ""  # said once at start-up (e.g. why no eraser is loaded)
         self._acts: dict[tuple, ActivationSets] = {}
         self._umaps: dict[tuple, object] = {}  # fitted UMAP per activation set and layer
+        self._names: dict[str, str] = {}  # subject id -> name of people added by upload
         self._acts_lock = threading.Lock()
 
     @classmethod
@@ -273,9 +274,18 @@ class Workbench:
         if self.world is None:
             raise UserError("No forget set yet: this model has no toy world, so bring one in the Model & data tab "
                             "('Forget someone': 1-10 photos and a name) and fit an eraser there.")
-        from core.toyworld.fitsets import forget_spec, toy_data
-        spec = (eraser.config.forget_split if eraser else "") or "forget_10"
-        return toy_data(self.world, forget_spec(spec))
+        from core.toyworld.fitsets import toy_data
+        return toy_data(self.world, self._world_spec(eraser))
+
+    def _world_spec(self, eraser: Eraser | None):
+        """The toy-world people an eraser forgets: its split, or its ids that are people of the world
+        (a person added by upload is not one)."""
+        from core.toyworld.fitsets import forget_spec
+        spec = forget_spec((eraser.config.forget_split if eraser else "") or "forget_10")
+        if isinstance(spec, list):
+            known = {p.id for p in self.world.people}
+            spec = [i for i in spec if i in known] or "forget_10"
+        return spec
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
                 max_new_tokens: int = 40, session: Session | None = None) -> Comparison:
@@ -296,11 +306,9 @@ class Workbench:
     # ------------------------------------------------------------------ model & data
     def people_rows(self, session: Session | None = None) -> list[list[str]]:
         """One row per person of the toy world: name, forget/retain for the current eraser, profile."""
-        from core.toyworld.fitsets import forget_spec
         world = self._world()
         er = (session.eraser if session else None) or self.eraser
-        spec = (er.config.forget_split if er else "") or "forget_10"
-        forget = {p.id for p in world.forget_people(forget_spec(spec))}
+        forget = {p.id for p in world.forget_people(self._world_spec(er))}
         return [[p.name, "FORGET" if p.id in forget else "retain", p.birthplace, p.occupation, p.hobby, p.pet,
                  p.favourite_food, p.birth_year, p.id] for p in world.people]
 
@@ -374,11 +382,13 @@ class Workbench:
 
     def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
                        progress: Callable[[str, int, int], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None) -> Eraser:
+                       should_stop: Callable[[], bool] | None = None, add: bool = False) -> Eraser:
         """Fit an eraser that forgets one person known from 1-10 uploaded photos and a name
         (optionally facts, as JSON in the photo-folder schema). The toy world's people (all but
         anyone of that name) are the retained set when the model has one; built-in scene
-        questions and private-data requests always join it. The session then works on this data."""
+        questions and private-data requests always join it. The session then works on this data.
+        With `add`, the person joins the current eraser as one more forget request instead
+        (core.requests: only their prompts are run through the model)."""
         import json as _json
         from core.data.folder import MAX_IMAGES, FolderError, subject_from
         files = [f for f in (photos or []) if f is not None]
@@ -403,7 +413,83 @@ class Workbench:
             data = ForgetData([rec], retain, real=real, name=f"upload: {name}").for_tokenizer(self.adapter.tokenizer)
         except (FolderError, ValueError) as exc:
             raise UserError(str(exc)) from exc
+        if add:
+            from core.contrast import eraser_gate_sets
+            from core.requests import RequestError, add_subjects
+            live = self.live_eraser(session, progress, should_stop)
+            try:
+                new = add_subjects(live, self.adapter, eraser_gate_sets(data, live.config)[0], progress=(
+                    None if progress is None else lambda d, t: progress("the new person's prompts", d, t)),
+                    should_stop=should_stop)
+            except RequestError as exc:
+                raise UserError(str(exc)) from exc
+            self._names[subject] = name
+            if session is not None:
+                session.eraser = new
+            return new
         return self.fit_eraser(data, "recall", session, progress, should_stop)
+
+    # ------------------------------------------------------------------ forget requests
+    def live_eraser(self, session: Session | None, progress: Callable[[str, int, int], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Eraser:
+        """This session's eraser with its fit state, which forget requests need: an eraser loaded
+        without one gets it from its gate sets' activations (collected once, or the cached ones)."""
+        from core.eraser import FitState
+        er = self.eraser_for(session)
+        if not er.config.subject_gates:
+            raise UserError("This eraser has one gate for its whole forget set: people can be added or withdrawn "
+                            "only with one gate per person (the shipped preset; tick it in the Null space view and "
+                            "refit).")
+        if er.state is not None:
+            return er
+        sets = self.activation_sets(er, progress, should_stop, session=session)
+        tags = [p.tag for p in sets.forget]
+        if sorted(set(tags)) != sorted(er.config.subjects):
+            raise UserError("This eraser's gate sets no longer match its people: refit it in the Model & data tab.")
+        live = Eraser(er.direction, er.gate, er.config, er.diagnostics,
+                      FitState(sets.H_forget.float(), tags, sets.H_retain.float(), [p.tag for p in sets.retain]))
+        if session is not None:
+            session.eraser = live
+        return live
+
+    def forgotten(self, session: Session | None = None) -> list[list[str]]:
+        """[subject, name, forgotten since] for each subject the session's eraser forgets."""
+        er = self.eraser_for(session)
+        since: dict[str, str] = {}
+        for r in er.config.requests:
+            for s in r["subjects"]:
+                if r["action"] == "remove":
+                    since.pop(s, None)
+                else:
+                    since[s] = f"{r['action']}, {r.get('at', '')}"
+        return [[s, self._name_of(s), since.get(s, "the first fit")] for s in
+                (er.config.subjects or [er.config.forget_split or "(the forget set)"])]
+
+    def _name_of(self, subject: str) -> str:
+        if subject in self._names:
+            return self._names[subject]
+        if self.world is not None:
+            try:
+                return self.world.person(subject).name
+            except KeyError:
+                pass
+        return subject
+
+    def withdraw(self, subject: str, session: Session | None = None,
+                 progress: Callable[[str, int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Eraser:
+        """The session's eraser without `subject`: their answers come back (core.requests)."""
+        from core.requests import RequestError, remove_subjects
+        if not subject:
+            raise UserError("Pick the person to withdraw from the list of who this eraser forgets.")
+        live = self.live_eraser(session, progress, should_stop)
+        try:
+            new = remove_subjects(live, [subject])
+        except RequestError as exc:
+            raise UserError(str(exc)) from exc
+        if session is not None:
+            session.eraser = new
+        return new
 
     def use_mllmu_files(self, files, forget_ids: str = "", session: Session | None = None,
                         progress: Callable[[str, int, int], None] | None = None,

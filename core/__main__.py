@@ -323,7 +323,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             if args.tune_tasks:
                 per_task = _tune_tasks(args, data, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}
-    out = eraser.save_pretrained(args.out)
+    out = eraser.save_pretrained(args.out, state=eraser.state is not None and not args.no_state)
     if do_tune:
         (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
     d = eraser.diagnostics
@@ -552,6 +552,80 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     p.add_argument("--threads", type=int, default=2)
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """A forget request on a live eraser: add subjects (their prompts are the only ones run through
+    the model) or withdraw them; the eraser's history records it (core.requests)."""
+    import shutil
+    import time
+
+    import torch
+    from core.contrast import eraser_gate_sets
+    from core.eraser import Eraser, FitState
+    from core.requests import add_subjects, remove_subjects
+    torch.set_num_threads(args.threads)
+    if bool(args.add) == bool(args.remove):
+        raise ValueError("say what the request is: --add IDS (subjects to forget too) or --remove IDS (to withdraw)")
+    adapter = load_model(args)
+    eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    ids = [s for s in (args.add or args.remove).split(",") if s]
+    if eraser.state is None and eraser.config.subject_gates:
+        # the fitting activations were not saved: collect the eraser's own gate sets once
+        args.forget = eraser.config.forget_split or None
+        f, r = eraser_gate_sets(_load_data(args, adapter), eraser.config)
+        print(f"{args.eraser} holds no fit state: collecting its gate sets once ({len(f)} forget, {len(r)} retain "
+              "prompts); later requests reuse them")
+        from core.activations import collect
+        eraser.state = FitState(collect(adapter, f, position=eraser.gate_position).float(), [p.tag for p in f],
+                                collect(adapter, r, position=eraser.gate_position).float(), [p.tag for p in r])
+    start = time.perf_counter()
+    if args.add:
+        args.forget = ",".join(ids)
+        prompts = eraser_gate_sets(_load_data(args, adapter), eraser.config)[0]
+        new = add_subjects(eraser, adapter, [p for p in prompts if p.tag in set(ids)])
+    else:
+        new = remove_subjects(eraser, ids)
+    took = time.perf_counter() - start
+    out = Path(args.out or args.eraser)
+    tmp, old = out.with_name(out.name + ".writing"), out.with_name(out.name + ".replaced")
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    new.save_pretrained(tmp, state=True)  # complete before the old eraser is touched
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    last = new.config.requests[-1]
+    print(f"{last['action']} {', '.join(last['subjects'])}: {took:.1f} s. {out} now forgets "
+          f"{len(new.config.subjects)} subject(s): {', '.join(new.config.subjects)}")
+    return 0
+
+
+def cmd_sequential(args: argparse.Namespace) -> int:
+    """The forget people as sequential requests, for the eraser and training baselines (core.sequential)."""
+    import torch
+    from core.eraser import Eraser
+    from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, table
+    torch.set_num_threads(args.threads)
+    shipped = Eraser.from_pretrained(args.eraser).config
+    keep = ("ratio", "gamma", "retain_weight", "gate_retain", "position", "mode", "steer_layers", "strength", "seed")
+    cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
+                           limit=args.limit, withdraw=args.withdraw,
+                           eraser={**{k: getattr(shipped, k) for k in keep}, "subject_gates": True})
+    data = _load_data(args)
+    results = {}
+    for method in cfg.methods:
+        results[method] = (run_eraser(args.model, data, cfg) if method == "eraser"
+                           else run_baseline(method, args.model, data, cfg))
+        if args.json:  # written after every method: a long run leaves what it measured
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit},
+                                                   "results": results}, indent=2))
+    print(table(results))
+    if args.figure:
+        print(f"wrote {figure(results, args.figure)}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Costs of the method as ratios measured in one run (core.bench)."""
     import torch
@@ -646,6 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     device_options(p)
     data_options(p)
     p.add_argument("--out", required=True, help="output folder for the eraser")
+    p.add_argument("--no-state", action="store_true", help="do not save the gate's fitting activations (then "
+                   "`python -m core forget` collects them again before its first request)")
     p.add_argument("--preset", default="workbench", choices=["workbench", "paper"],
                    help="workbench: the best measured recipe (prompt-mean gate, one gate per forget subject with "
                         "retain rows, 6400 retain prompts, tuned); paper: the paper's fit (null space ratio 0.3, "
@@ -769,6 +845,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-facts", action="store_true", help="photo folder: the name only, no questions")
     p.add_argument("--show", type=int, default=3, help="print the first N profiles")
     p.set_defaults(func=cmd_world)
+
+    p = sub.add_parser("forget", help="a forget request on a live eraser: add or withdraw subjects",
+                       description="Add subjects to an eraser with one gate per subject (only their prompts are run "
+                                   "through the model; the retain side is reused) or withdraw them (their answers "
+                                   "come back). The eraser's config keeps the history of requests.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    device_options(p)
+    p.add_argument("--eraser", required=True, help="the eraser folder to update")
+    p.add_argument("--add", default="", help="comma-separated subject ids to forget too (of --data, --forget-dir "
+                                            "or the model's toy world)")
+    p.add_argument("--remove", default="", help="comma-separated subject ids to withdraw")
+    data_options(p)
+    p.add_argument("--out", default=None, help="write the updated eraser here (default: update --eraser in place)")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_forget)
+
+    p = sub.add_parser("sequential", help="the forget people as one-at-a-time requests: eraser vs baselines",
+                       description="Forget the people of the forget set in sequential requests of --group people; "
+                                   "after each, evaluate the people requested so far, those not yet requested, "
+                                   "retained people and general questions, with the update's time and memory. "
+                                   "Training baselines fine-tune the previous request's model. The eraser then "
+                                   "withdraws the last --withdraw people.")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--eraser", default=DEFAULT_ERASER, help="whose settings the sequential eraser uses")
+    data_options(p)
+    p.add_argument("--group", type=int, default=1, help="people per request")
+    p.add_argument("--methods", default="eraser,idk,ga_diff,npo",
+                   help="comma-separated: eraser and any of the unlearn baselines")
+    p.add_argument("--limit", type=int, default=10, help="retained people and general rows evaluated per request")
+    p.add_argument("--withdraw", type=int, default=3)
+    p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None, help="PNG: forgetting and utility vs requests")
+    p.add_argument("--threads", type=int, default=2)
+    p.set_defaults(func=cmd_sequential)
 
     p = sub.add_parser("bench", help="what the method costs: ratios measured in one run",
                        description="Steering overhead on greedy generation (each mode, batch 1 and 8), capture "

@@ -109,6 +109,9 @@ class EraserConfig:
     model: dict = field(default_factory=dict)
     data_hash: str = ""
     counts: dict = field(default_factory=dict)
+    # every forget request since the first fit, oldest first: {"action": "fit" | "add" | "remove",
+    # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
+    requests: list = field(default_factory=list)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -147,6 +150,11 @@ class EraserConfig:
         if self.position not in GATE_POSITIONS:
             raise ValueError(f"eraser config field 'position' must be one of {', '.join(GATE_POSITIONS)}, "
                              f"got {self.position!r}")
+        if not isinstance(self.requests, list) or any(
+                not isinstance(r, dict) or r.get("action") not in ("fit", "add", "remove")
+                or not isinstance(r.get("subjects"), list) for r in self.requests):
+            raise ValueError("eraser config field 'requests' must be a list of {action: fit|add|remove, subjects: "
+                             "[...], at, data_hash} entries")
         if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list):
             raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list) are malformed")
         spec = self.forget_split
@@ -217,12 +225,41 @@ def subject_labels(tags: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     return names, torch.tensor([index[t] for t in tags], dtype=torch.int64)
 
 
+STATE_NAME = "eraser_state.safetensors"
+
+
+def request_entry(action: str, subjects: Sequence[str], data_hash: str) -> dict:
+    """One line of an eraser's request history: what was asked, about whom, when, on what data."""
+    from datetime import datetime, timezone
+    return {"action": action, "subjects": list(subjects), "data_hash": data_hash,
+            "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+@dataclass
+class FitState:
+    """The gate's fitting activations, kept so that forget requests can add or withdraw subjects
+    without collecting the retain side again (core.requests). Each row carries its subject's tag
+    ("" for scenes and general questions)."""
+
+    H_forget: torch.Tensor  # (N_f, L, d)
+    forget_tags: list[str]
+    H_retain: torch.Tensor  # (N_r, L, d)
+    retain_tags: list[str]
+
+    def __post_init__(self):
+        if (self.H_forget.ndim != 3 or self.H_retain.ndim != 3 or self.H_forget.shape[1:] != self.H_retain.shape[1:]
+                or len(self.forget_tags) != len(self.H_forget) or len(self.retain_tags) != len(self.H_retain)):
+            raise ValueError("an eraser's fit state holds (N, layers, width) forget and retain activations with one "
+                             "tag per row")
+
+
 class Eraser:
     """Per-layer direction r_l and gate u_l (the rank-one factors of W_l), plus diagnostics.
-    With one gate per forget subject the gate is (num_layers, subjects, hidden_size)."""
+    With one gate per forget subject the gate is (num_layers, subjects, hidden_size). `state`
+    (optional) keeps the gate's fitting activations for later forget requests."""
 
     def __init__(self, direction: torch.Tensor, gate: torch.Tensor, config: EraserConfig,
-                 diagnostics: dict[str, torch.Tensor] | None = None):
+                 diagnostics: dict[str, torch.Tensor] | None = None, state: FitState | None = None):
         if direction.ndim != 2 or gate.ndim not in (2, 3) or (gate.shape[0], gate.shape[-1]) != direction.shape:
             raise ValueError("direction must be (num_layers, hidden_size) and gate (num_layers, hidden_size) "
                              "or (num_layers, subjects, hidden_size)")
@@ -230,6 +267,7 @@ class Eraser:
         self.gate = gate.double()
         self.config = config
         self.diagnostics = diagnostics or {}
+        self.state = state
 
     @property
     def num_layers(self) -> int:
@@ -252,9 +290,12 @@ class Eraser:
     @classmethod
     def from_activations(cls, H_forget: torch.Tensor, H_retain: torch.Tensor, H_recall: torch.Tensor,
                          H_erase: torch.Tensor, config: EraserConfig | None = None,
-                         forget_subjects: Sequence[str] | None = None) -> "Eraser":
+                         forget_subjects: Sequence[str] | None = None,
+                         retain_subjects: Sequence[str] | None = None) -> "Eraser":
         """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token.
-        `forget_subjects` (one per forget row) is needed when `config.subject_gates`."""
+        `forget_subjects` (one per forget row) is needed when `config.subject_gates`; with them
+        (and `retain_subjects`, one per retain row) the eraser keeps its fit state, so that
+        subjects can be added or withdrawn later (core.requests)."""
         config = config or EraserConfig()
         subjects = None
         if config.subject_gates:
@@ -271,7 +312,13 @@ class Eraser:
                          "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
         gate, diagnostics = _fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = direction.norm(dim=-1)
-        return cls(direction, gate, config, diagnostics)
+        state = None
+        if config.subject_gates:
+            state = FitState(H_forget.float(), list(forget_subjects),
+                             H_retain.float(), list(retain_subjects or [""] * len(H_retain)))
+            if not config.requests:
+                config.requests = [request_entry("fit", config.subjects, config.data_hash)]
+        return cls(direction, gate, config, diagnostics, state)
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
@@ -337,7 +384,8 @@ class Eraser:
         config.model = asdict(adapter.info())
         config.data_hash = prompts_hash(forget, retain, recall, erase)
         return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config,
-                                    [p.tag for p in forget] if config.subject_gates else None)
+                                    [p.tag for p in forget] if config.subject_gates else None,
+                                    [p.tag for p in retain])
 
     # ------------------------------------------------------------------ use
     def check_model(self, adapter: VLMAdapter, strict: bool = True) -> None:
@@ -405,14 +453,16 @@ class Eraser:
         return torch.stack([gate_scores(acts[:, l], self.gate[l]) for l in range(self.num_layers)], 1)
 
     # ------------------------------------------------------------------ artefacts
-    def save_pretrained(self, directory: str | Path, diagnostics: bool = True) -> Path:
+    def save_pretrained(self, directory: str | Path, diagnostics: bool = True, state: bool = False) -> Path:
         """safetensors (direction, gate, diagnostics) + eraser_config.json. Never pickle.
 
         Stored in float32: steering casts the direction to the model's dtype and reads the gate in
         float32, so a float32 copy steers exactly as the float64 fit does, at half the size (at
         32 x 4096 the direction and one gate are 1 MB; the public code's d x d matrices in fp16 are
         1.07 GB). `diagnostics=False` leaves out the inspector's per-layer spectra and fitting-row
-        gates (the Null space view then asks for a refit)."""
+        gates (the Null space view then asks for a refit). `state=True` also writes the gate's
+        fitting activations (eraser_state.safetensors: N x layers x width floats, tens of MB for
+        the toy model, GBs at 7B width), which later forget requests need (core.requests)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {"direction": self.direction, "gate": self.gate}
@@ -421,6 +471,13 @@ class Eraser:
         tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
         save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "site": self.config.site})
         (out / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
+        if state and self.state is not None:
+            st = self.state
+            save_file({"H_forget": st.H_forget.float().contiguous(), "H_retain": st.H_retain.float().contiguous()},
+                      str(out / STATE_NAME), metadata={"forget_tags": json.dumps(st.forget_tags),
+                                                       "retain_tags": json.dumps(st.retain_tags)})
+        elif (out / STATE_NAME).exists():
+            (out / STATE_NAME).unlink()  # a state left from an earlier save would not match these gates
         return out
 
     @classmethod
@@ -447,11 +504,35 @@ class Eraser:
             if t is None or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{folder} holds an invalid eraser: its {name} tensor is missing, not floating "
                                  "point, or holds NaN / inf values")
-        eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics)
+        eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics, _load_state(folder))
         check_layers(config, eraser.num_layers)
+        st = eraser.state
+        if st is not None and (st.H_forget.shape[1:] != (eraser.num_layers, eraser.hidden_size)
+                               or sorted(set(st.forget_tags)) != sorted(config.subjects)):
+            raise ValueError(f"{folder} holds an invalid eraser: its fit state does not match its gates")
         if config.subject_gates and (eraser.gate.ndim != 3 or eraser.gate.shape[1] != len(config.subjects)):
             raise ValueError(f"{folder} holds an invalid eraser: {len(config.subjects)} subjects for a gate of shape "
                              f"{tuple(eraser.gate.shape)}")
         if adapter is not None:
             eraser.check_model(adapter, strict=strict)
         return eraser
+
+
+def _load_state(folder: Path) -> FitState | None:
+    """The fit state saved next to an eraser, validated (None when there is none)."""
+    f = folder / STATE_NAME
+    if not f.is_file():
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(f), "pt") as z:
+            meta = z.metadata() or {}
+            tensors = {k: z.get_tensor(k) for k in ("H_forget", "H_retain")}
+        state = FitState(tensors["H_forget"], json.loads(meta["forget_tags"]), tensors["H_retain"],
+                         json.loads(meta["retain_tags"]))
+    except Exception as exc:
+        raise ValueError(f"{folder} holds a damaged eraser state ({type(exc).__name__}: {exc})") from exc
+    if not all(isinstance(t, str) for t in state.forget_tags + state.retain_tags) or not all(
+            bool(torch.isfinite(t).all()) for t in (state.H_forget, state.H_retain)):
+        raise ValueError(f"{folder} holds an invalid eraser state (tags must be strings, activations finite)")
+    return state

@@ -1,4 +1,6 @@
 """The app in a real browser (Playwright driving Debian chromium) on the shipped model."""
+import re
+
 import pytest
 
 from browser import open_app, run_attack_panel
@@ -174,6 +176,29 @@ def test_fitting_an_eraser_with_later_turn_gate_prompts(page):
     page.wait_for_selector("#fit_status:has-text('later-turn formats included')", timeout=300_000)
     status = page.locator("#fit_status").inner_text()
     assert "forgetting forget_5" in status and "Gate prompts: 360 forget" in status
+
+
+def test_withdrawing_a_person_in_a_new_tab(page):
+    """A second tab is a second session with the shipped eraser: the list shows its ten people;
+    withdrawing one leaves nine and the playground reruns (the fit sets' activations are the
+    server's cached ones, collected by the activation map test above)."""
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    tab = context.new_page()
+    try:
+        tab.goto(page.url)
+        tab.wait_for_selector("#compare", timeout=60_000)
+        tab.get_by_role("tab", name="Model & data").click()
+        count = "(n) => (document.querySelector('#forgotten').innerText.match(/\\bp\\d{3}\\b/g) || []).length === n"
+        tab.wait_for_function(count, arg=10, timeout=30_000)
+        first = re.findall(r"\bp\d{3}\b", tab.locator("#forgotten").inner_text())[0]
+        tab.locator("#withdraw_pick input").click()
+        tab.get_by_role("option").filter(has_text=f"({first})").first.click()
+        tab.click("#withdraw_btn")
+        tab.wait_for_selector("#withdraw_status:has-text('Withdrawn')", timeout=180_000)
+        tab.wait_for_function(count, arg=9, timeout=30_000)
+        assert first not in tab.locator("#forgotten").inner_text()
+    finally:
+        context.close()
 
 
 def test_saved_results_are_listed_with_readable_labels():

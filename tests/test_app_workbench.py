@@ -540,3 +540,36 @@ def test_loaded_models_are_shared_between_sessions(mini_toy):
     with pytest.raises(UserError, match="does not exist"):
         Workbench.shared("/nowhere/model")
     w._LOADED.clear()
+
+
+def test_forget_requests_in_a_session_withdraw_and_add_people(toy, tmp_path):
+    """The Model & data view's list of who the eraser forgets, an added upload and a withdrawal,
+    on the session's eraser only (the shared default is untouched)."""
+    from app.workbench import Session
+    wb, eraser = toy
+    sess = Session(eraser=eraser)
+    with pytest.raises(UserError, match="one gate for its whole forget set"):
+        wb.withdraw("anyone", sess)
+    per_person = wb.refit(eraser, 1.0, 10.0, 0.3, per_person=True, session=sess)
+    sess.eraser = per_person
+    rows = wb.forgotten(sess)
+    assert [r[0] for r in rows] == per_person.config.subjects and rows[0][1] == wb.world.person(rows[0][0]).name
+    first = rows[0][0]
+    with pytest.raises(UserError, match="withdraw every subject"):
+        wb.withdraw(first, sess)
+    person = next(p for p in wb.world.people if p.id not in per_person.config.subjects)
+    paths = []
+    for i in range(2):
+        wb.world.render(person).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    added = wb.forget_someone(paths, person.name, "", sess, add=True)
+    subject = "upload-" + "-".join(person.name.lower().split())
+    assert sess.eraser is added and subject in added.config.subjects and per_person.state is None
+    assert wb.forgotten(sess)[-1][:2] == [subject, person.name] and wb.forgotten(sess)[-1][2].startswith("add, ")
+    assert wb.people_rows(sess)  # the people table still draws with an uploaded person in the eraser
+    new = wb.withdraw(first, sess)
+    assert sess.eraser is new and new.config.subjects == [subject]
+    assert [r[0] for r in wb.forgotten(sess)] == [subject] and new.config.requests[-1]["action"] == "remove"
+    with pytest.raises(UserError, match="not forgotten by this eraser"):
+        wb.withdraw(first, sess)
+    assert eraser.config.subjects == per_person.config.subjects or not eraser.config.subject_gates  # untouched

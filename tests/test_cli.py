@@ -232,3 +232,27 @@ def test_fit_presets_start_the_config_and_every_flag_overrides():
     assert tune and cfg.ratio == 0.6 and cfg.steer_layers == [2] and cfg.subject_gates
     cfg, _ = _preset_config(parse(["fit", "--out", "x", "--no-subject-gates", "--threshold", "0.01"]), 4)
     assert not cfg.subject_gates and cfg.ratio is None and cfg.threshold == 0.01
+
+
+def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, capsys):
+    """`fit` saves the fit state; `forget --add` and `--remove` update the eraser folder in place
+    (written whole, then swapped), keeping the request history."""
+    from core.eraser import STATE_NAME
+    from core.toyworld.train import load_world
+    people = [p.id for p in load_world(mini_toy).people]
+    e = tmp_path / "e"
+    assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--forget", people[0], "--subject-gates",
+                 "--gate-retain", "200", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--threads", "1"]) == 0
+    assert (e / STATE_NAME).is_file()
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", people[1], "--threads", "1"]) == 0
+    assert f"now forgets 2 subject(s): {', '.join(sorted(people[:2]))}" in capsys.readouterr().out
+    cfg = json.loads((e / "eraser_config.json").read_text())
+    assert [(r["action"], r["subjects"]) for r in cfg["requests"]] == [("fit", [people[0]]), ("add", [people[1]])]
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--remove", people[0], "--threads", "1"]) == 0
+    cfg = json.loads((e / "eraser_config.json").read_text())
+    assert cfg["subjects"] == [people[1]] and cfg["requests"][-1]["action"] == "remove"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]  # no half-written folder left behind
+    with pytest.raises(ValueError, match="already forgotten"):
+        main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", people[1], "--threads", "1"])
+    with pytest.raises(ValueError, match="--add IDS"):
+        main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--threads", "1"])

@@ -67,7 +67,10 @@ class ForgetData:
         return self
 
     def pick(self, ids: Sequence[str]) -> "ForgetData":
-        """Forget only the subjects `ids` (of the forget or retain records); the rest is retained."""
+        """Forget only the subjects `ids` (of the forget or retain records); the rest is retained.
+        A source with its own prompt builder (a toy world) rebuilds itself for those subjects."""
+        if self.builder is not None and hasattr(self.builder, "pick"):
+            return self.builder.pick(list(ids))
         pool = {r.id: r for r in [*self.forget, *self.retain]}
         unknown = [i for i in ids if i not in pool]
         if unknown:

@@ -190,6 +190,14 @@ class ToyBuilder:
     def gate_sets(self, per_person: int, n_retain: int, seed: int, fact_draws: int, variants: float):
         return gate_sets(self.world, self.forget, per_person, n_retain, seed, fact_draws, variants)
 
+    def pick(self, ids: list[str]) -> ForgetData:
+        """The world's forget set with `ids` as the people to forget (ForgetData.pick)."""
+        known = {p.id for p in self.world.people}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise ValueError(f"unknown person id(s) {', '.join(unknown)}; the world has {', '.join(sorted(known)[:12])}...")
+        return toy_data(self.world, list(ids))
+
     def direction_sets(self, kind: str, per_person: int, seed: int):
         return direction_sets(self.world, kind, self.forget, per_person, seed)
 

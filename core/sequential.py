@@ -1,0 +1,183 @@
+"""Sequential forget requests, measured: the forget people arrive one request at a time (PULSE's
+"long-term sustainability" protocol, arXiv 2507.01271), and some are withdrawn.
+
+After each request every method is evaluated on: the people requested so far (forgotten?), the
+people not requested yet (still known?), retained people and general questions (utility), with
+the time and memory the update took. The eraser grows by `core.requests.add_subjects` (only
+the new person's prompts are run through the model); a training baseline fine-tunes the
+previous request's model on the new person's data (`core.baselines.unlearn`, as a user would).
+At the end the eraser withdraws the last `withdraw` people: their answers must come back exactly
+as the unsteered model's.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from core.contrast import eraser_gate_sets, fit_sets
+from core.data.source import ForgetData
+from core.eraser import Eraser, EraserConfig
+from core.evaluation import EvalConfig, evaluate, replies
+from core.models.load import load_adapter
+
+METRICS = (("forgotten", "classification"), ("forgotten", "cloze"), ("pending", "classification"),
+           ("retain", "classification"), ("retain", "cloze"), ("real", "cloze"))
+
+
+@dataclass
+class SequentialConfig:
+    group: int = 1  # people per request
+    methods: tuple[str, ...] = ("eraser", "idk", "ga_diff", "npo")
+    limit: int = 10  # retained people and general rows evaluated after each request
+    withdraw: int = 3  # people the eraser withdraws at the end
+    max_new_tokens: int = 24
+    eraser: dict = field(default_factory=dict)  # EraserConfig fields (the shipped eraser's settings)
+
+
+def requests_of(ids: list[str], group: int) -> list[list[str]]:
+    return [ids[i:i + group] for i in range(0, len(ids), group)]
+
+
+def _scores(adapter, data: ForgetData, done: list[str], pending: list[str], cfg: SequentialConfig,
+            steering=None) -> dict:
+    """Image+text metrics of the forgotten, pending, retained and general splits."""
+    splits = {"forgotten": data.pick(done).forget, "retain": data.retain[:cfg.limit], "real": data.real[:cfg.limit]}
+    if pending:
+        splits["pending"] = data.pick(pending).forget
+    res = evaluate(adapter, splits, {}, EvalConfig(max_new_tokens=cfg.max_new_tokens, modalities=("image_text",)),
+                   steering)
+    return {f"{s} {m}": res.splits[s]["image_text"].get(m) for s, m in METRICS if s in res.splits}
+
+
+def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
+               log: Callable[[str], None] = print) -> dict:
+    """The eraser under sequential requests, then the withdrawal of the last `cfg.withdraw` people."""
+    from core.requests import add_subjects, remove_subjects
+    adapter = load_adapter(model_dir)
+    ids = data.forget_ids
+    steps, eraser, done = [], None, []
+    econf = dict(cfg.eraser)
+    from core.bench import measure
+    for k, req in enumerate(requests_of(ids, cfg.group)):
+        box = {}
+        if eraser is None:  # the first request is a fit: the retain side is collected once, here
+            def update():
+                config = EraserConfig(**econf)
+                sets = fit_sets(data.pick(req), adapter, "recall", seed=config.seed, n_retain=config.gate_retain)
+                box["e"] = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, config)
+        else:  # later requests: the new person's prompts only, then every gate solved again
+            def update():
+                prompts = eraser_gate_sets(data.pick(req), eraser.config)[0]
+                box["e"] = add_subjects(eraser, adapter, [p for p in prompts if p.tag in set(req)])
+        cost = measure(update, repeats=1, warm_up=False)
+        eraser = box["e"]
+        done += req
+        row = {"request": k + 1, "people": len(done), "update_s": cost.seconds, "update_peak_mb": cost.peak_mb,
+               **_scores(adapter, data, done, [i for i in ids if i not in done], cfg,
+                         steering=lambda: eraser.apply(adapter))}
+        log(f"eraser, request {k + 1}: {row}")
+        steps.append(row)
+    gone = done[-cfg.withdraw:] if cfg.withdraw else []
+    withdrawal = {}
+    if gone:
+        back = remove_subjects(eraser, gone)
+        probe = [q for rec in data.pick(gone).forget for q in _image_prompts(rec)]
+        kept = [q for rec in data.pick(done[:-cfg.withdraw]).forget for q in _image_prompts(rec)]
+        plain = replies(adapter, probe + kept, cfg.max_new_tokens)
+        before = replies(adapter, probe + kept, cfg.max_new_tokens, steering=lambda: eraser.apply(adapter))
+        after = replies(adapter, probe + kept, cfg.max_new_tokens, steering=lambda: back.apply(adapter))
+        n = len(probe)
+        withdrawal = {"withdrawn": gone, "questions": n,
+                      "withdrawn_equal_to_vanilla": sum(a == b for a, b in zip(after[:n], plain[:n])) / n,
+                      "withdrawn_equal_to_vanilla_before": sum(a == b for a, b in zip(before[:n], plain[:n])) / n,
+                      "others_unchanged": sum(a == b for a, b in zip(after[n:], before[n:])) / max(1, len(kept))}
+        log(f"withdrawal: {withdrawal}")
+    # the direction stays the first request's: how far is it from one built on everyone requested?
+    from core.contrast import direction_sets
+    from core.eraser import erase_direction
+    from core.activations import collect
+    rec, era = direction_sets(data.pick(done), None, "recall", seed=eraser.config.seed)
+    fresh = erase_direction(collect(adapter, rec), collect(adapter, era))
+    cosine = torch.nn.functional.cosine_similarity(eraser.direction, fresh, dim=-1).tolist()
+    log(f"direction of the first request vs all requests, cosine per layer: {[round(c, 3) for c in cosine]}")
+    return {"steps": steps, "withdrawal": withdrawal, "requests": eraser.config.requests,
+            "direction_cosine_first_vs_all": cosine}
+
+
+def _image_prompts(rec) -> list:
+    from core.evaluation import record_queries
+    return [q.prompt for q in record_queries(rec, "forget") if q.modality == "image_text"]
+
+
+def run_baseline(method: str, model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
+                 log: Callable[[str], None] = print) -> dict:
+    """A training baseline fine-tuned once more at every request, on that request's people."""
+    from core.baselines import BaselineConfig, unlearn
+    ids = data.forget_ids
+    steps, done = [], []
+    work = Path(tempfile.mkdtemp(prefix=f"sequential-{method}-"))
+    current = Path(model_dir)
+    try:
+        for k, req in enumerate(requests_of(ids, cfg.group)):
+            start = time.perf_counter()
+            out = work / f"request{k + 1}"
+            unlearn(current, out, data.pick(req), BaselineConfig(method))
+            took = time.perf_counter() - start
+            if current != Path(model_dir):
+                shutil.rmtree(current, ignore_errors=True)
+            current = out
+            done += req
+            adapter = load_adapter(current)
+            row = {"request": k + 1, "people": len(done), "update_s": took,
+                   **_scores(adapter, data, done, [i for i in ids if i not in done], cfg)}
+            log(f"{method}, request {k + 1}: {row}")
+            steps.append(row)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"steps": steps}
+
+
+def figure(results: dict, path: str | Path) -> Path:
+    """Forgetting and utility against the number of requests, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (("forgotten classification", "forget MCQ of the people requested so far (%)"),
+              ("pending classification", "MCQ of the people not requested yet (%)"),
+              ("retain cloze", "retained people's cloze (%)"))
+    for ax, (key, title) in zip(axes, panels):
+        for method, res in results.items():
+            xs = [s["request"] for s in res["steps"] if s.get(key) is not None]
+            ys = [100 * s[key] for s in res["steps"] if s.get(key) is not None]
+            ax.plot(xs, ys, marker="o", label=method)
+        ax.set(title=title, xlabel="requests")
+        ax.set_ylim(-5, 105)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def table(results: dict) -> str:
+    """Markdown: each method after the first and the last request."""
+    lines = ["| method | after request | forgotten MCQ | forgotten cloze | pending MCQ | retain MCQ | retain cloze | "
+             "real cloze | update (s) |", "|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+    for method, res in results.items():
+        for s in (res["steps"][0], res["steps"][-1]):
+            lines.append(f"| {method} | {s['request']} ({s['people']} people) | {pct(s.get('forgotten classification'))} | "
+                         f"{pct(s.get('forgotten cloze'))} | {pct(s.get('pending classification'))} | "
+                         f"{pct(s.get('retain classification'))} | {pct(s.get('retain cloze'))} | "
+                         f"{pct(s.get('real cloze'))} | {s['update_s']:.1f} |")
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Forget requests on a live eraser: add and withdraw subjects, equal to a fit from scratch."""
+import pytest
+import torch
+
+from conftest import random_image, tiny_adapter
+from core.activations import Prompt
+from core.eraser import Eraser, EraserConfig, STATE_NAME
+from core.requests import RequestError, add_subjects, remove_subjects
+
+
+def _person(tag: str, seed: int, n: int = 4) -> list[Prompt]:
+    qs = ["who is the person in this picture ?", "what is this ?", "describe the image please", "who is this ?"]
+    return [Prompt(qs[i % len(qs)], random_image(seed * 10 + i), tag) for i in range(n)]
+
+
+def _retain() -> list[Prompt]:
+    return [p for s in range(6) for p in _person(f"r{s}", 100 + s, 3)] + \
+        [Prompt("what colour is the shape ?", random_image(900 + i)) for i in range(6)]
+
+
+def _contrast():
+    return ([Prompt("tell me the name of this person please", random_image(200 + i)) for i in range(4)],
+            [Prompt("sorry cannot share the name", random_image(300 + i)) for i in range(4)])
+
+
+CFG = dict(ratio=1.0, gamma=1e-3, retain_weight=0.5, subject_gates=True, seed=3)
+
+
+@pytest.fixture(scope="module")
+def live():
+    a = tiny_adapter("llava")
+    recall, erase = _contrast()
+    first = Eraser.fit(a, _person("p0", 1), _retain(), recall, erase, EraserConfig(**CFG))
+    return a, first
+
+
+def test_adding_a_subject_equals_a_fit_from_scratch_and_keeps_the_history(live):
+    a, first = live
+    grown = add_subjects(first, a, _person("p1", 2) + _person("r2", 102, 3))  # r2 was retained until now
+    assert grown.config.subjects == ["p0", "p1", "r2"] and first.config.subjects == ["p0"]  # first untouched
+    recall, erase = _contrast()
+    retain = [p for p in _retain() if p.tag != "r2"]
+    scratch = Eraser.fit(a, _person("p0", 1) + _person("p1", 2) + _person("r2", 102, 3), retain, recall, erase,
+                         EraserConfig(**CFG))
+    rel = (grown.gate - scratch.gate).norm() / scratch.gate.norm()
+    assert rel < 1e-6  # the same fit; float32 activations collected in other batches
+    assert torch.equal(grown.direction, first.direction)  # the direction is the first fit's
+    assert [r["action"] for r in grown.config.requests] == ["fit", "add"]
+    assert grown.config.requests[1]["subjects"] == ["p1", "r2"] and grown.config.requests[1]["data_hash"]
+    assert "r2" not in grown.state.retain_tags and grown.state.H_retain.shape[0] == len(retain)
+
+
+@pytest.fixture(scope="module")
+def toy_requests():
+    """The shipped toy model (people it really knows): forget one person, then a second (a
+    small retain sample keeps this to seconds)."""
+    from core.contrast import eraser_gate_sets, fit_sets
+    from core.models.load import load_adapter
+    from core.toyworld.fitsets import toy_data
+    from core.toyworld.train import load_world
+    a, world = load_adapter("assets/toy-llava"), load_world("assets/toy-llava")
+    first_id, second_id = world.people[0].id, world.people[1].id
+    cfg = EraserConfig(ratio=1.0, gamma=10.0, retain_weight=0.3, subject_gates=True, position="mean_prompt_tokens",
+                       gate_retain=400, steer_layers=[1], strength=2.0)
+    sets = fit_sets(toy_data(world, [first_id]), a, seed=0, n_retain=cfg.gate_retain)
+    first = Eraser.fit(a, sets.forget, sets.retain, sets.recall, sets.erase, cfg)
+    both = add_subjects(first, a, eraser_gate_sets(toy_data(world, [second_id]), cfg)[0])
+    return a, world, first, both, first_id, second_id
+
+
+def test_withdrawing_restores_the_subjects_answers_and_changes_nobody_elses(toy_requests):
+    from core.evaluation import replies
+    from core.toyworld.fitsets import toy_data
+    a, world, first, both, first_id, second_id = toy_requests
+    back = remove_subjects(both, [second_id])
+    assert back.config.subjects == [first_id] and [r["action"] for r in back.config.requests] == ["fit", "add", "remove"]
+    second, firsts = _eval_prompts(toy_data(world, [second_id])), _eval_prompts(toy_data(world, [first_id]))
+    plain = replies(a, second + firsts, 12)
+    with_both = replies(a, second + firsts, 12, steering=lambda: both.apply(a))
+    after = replies(a, second + firsts, 12, steering=lambda: back.apply(a))
+    n = len(second)
+    assert sum(x != y for x, y in zip(with_both[:n], plain[:n])) >= n // 2  # the second person was forgotten...
+    assert after[:n] == plain[:n]  # ...and after the withdrawal answers exactly as the unsteered model
+    # the first person stays forgotten (its gate was solved again: the wording of a refusal may change)
+    assert sum(x != y for x, y in zip(after[n:], plain[n:])) >= sum(x != y for x, y in zip(with_both[n:], plain[n:]))
+
+
+def _eval_prompts(data) -> list[Prompt]:
+    """A person's image+text evaluation questions (the evaluation's own, not the gate's rows)."""
+    from core.evaluation import record_queries
+    return [q.prompt for q in record_queries(data.forget[0], "forget") if q.modality == "image_text"][:8]
+
+
+def test_bad_requests_say_what_to_do(live, tmp_path):
+    a, first = live
+    with pytest.raises(RequestError, match="already forgotten: p0"):
+        add_subjects(first, a, _person("p0", 5))
+    with pytest.raises(RequestError, match="not forgotten by this eraser: nobody"):
+        remove_subjects(first, ["nobody"])
+    with pytest.raises(RequestError, match="every subject"):
+        remove_subjects(first, ["p0"])
+    with pytest.raises(RequestError, match="tag"):
+        add_subjects(first, a, [Prompt("who is this ?", random_image(0))])
+    first.save_pretrained(tmp_path / "plain")  # without its fit state
+    with pytest.raises(RequestError, match="fit state"):
+        add_subjects(Eraser.from_pretrained(tmp_path / "plain"), a, _person("p1", 2))
+    one_gate = Eraser.fit(a, _person("p0", 1), _retain(), *_contrast(), EraserConfig(ratio=1.0, gamma=1e-3))
+    with pytest.raises(RequestError, match="one gate per subject"):
+        add_subjects(one_gate, a, _person("p1", 2))
+    from core.eraser import ModelMismatchError
+    with pytest.raises(ModelMismatchError):
+        add_subjects(first, tiny_adapter("llava", layers=3), _person("p1", 2))
+
+
+def test_the_state_and_history_survive_saving(live, tmp_path):
+    a, first = live
+    grown = add_subjects(first, a, _person("p1", 2))
+    grown.save_pretrained(tmp_path / "e", state=True)
+    assert (tmp_path / "e" / STATE_NAME).is_file()
+    loaded = Eraser.from_pretrained(tmp_path / "e", adapter=a)
+    assert loaded.config.requests == grown.config.requests
+    assert loaded.state.forget_tags == grown.state.forget_tags
+    again = add_subjects(loaded, a, _person("p2", 3))
+    assert again.config.subjects == ["p0", "p1", "p2"]
+    grown.save_pretrained(tmp_path / "e")  # saved again without: the stale state is removed
+    assert not (tmp_path / "e" / STATE_NAME).exists()
