@@ -85,7 +85,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
         log(f"eraser, request {k + 1}: {row}")
         steps.append(row)
     gone = done[-cfg.withdraw:] if cfg.withdraw else []
-    withdrawal = {}
+    withdrawal, history = {}, eraser.config.requests
     if gone:
         back = remove_subjects(eraser, gone)
         probe = [q for rec in data.pick(gone).forget for q in _image_prompts(rec)]
@@ -99,6 +99,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
                       "withdrawn_equal_to_vanilla_before": sum(a == b for a, b in zip(before[:n], plain[:n])) / n,
                       "others_unchanged": sum(a == b for a, b in zip(after[n:], before[n:])) / max(1, len(kept))}
         log(f"withdrawal: {withdrawal}")
+        history = back.config.requests
     # the direction stays the first request's: how far is it from one built on everyone requested?
     from core.contrast import direction_sets
     from core.eraser import erase_direction
@@ -107,7 +108,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
     fresh = erase_direction(collect(adapter, rec), collect(adapter, era))
     cosine = torch.nn.functional.cosine_similarity(eraser.direction, fresh, dim=-1).tolist()
     log(f"direction of the first request vs all requests, cosine per layer: {[round(c, 3) for c in cosine]}")
-    return {"steps": steps, "withdrawal": withdrawal, "requests": eraser.config.requests,
+    return {"steps": steps, "withdrawal": withdrawal, "requests": history,
             "direction_cosine_first_vs_all": cosine}
 
 

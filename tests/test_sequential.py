@@ -1,0 +1,45 @@
+"""The sequential-requests protocol on the miniature toy model: its mechanics and its report
+(the shipped model's figures come from `python -m core sequential`)."""
+import pytest
+
+from core.sequential import SequentialConfig, figure, requests_of, run_baseline, run_eraser, table
+
+
+def test_requests_are_consecutive_groups():
+    assert requests_of(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+
+
+@pytest.fixture(scope="module")
+def mini_runs(mini_toy):
+    from core.toyworld.fitsets import toy_data
+    from core.toyworld.train import load_world
+    world = load_world(mini_toy)
+    data = toy_data(world, [p.id for p in world.people[:2]])
+    cfg = SequentialConfig(limit=1, withdraw=1, max_new_tokens=4,
+                           eraser=dict(ratio=1.0, gamma=10.0, retain_weight=0.3, subject_gates=True, gate_retain=100,
+                                       position="mean_prompt_tokens", steer_layers=[1], strength=2.0))
+    logs = []
+    return data, {"eraser": run_eraser(mini_toy, data, cfg, logs.append),
+                  "idk": run_baseline("idk", mini_toy, data, cfg, logs.append)}, logs
+
+
+def test_every_request_is_evaluated_and_the_eraser_withdraws(mini_runs):
+    data, results, logs = mini_runs
+    ids = data.forget_ids
+    for res in results.values():
+        assert [s["people"] for s in res["steps"]] == [1, 2]
+        assert "pending classification" in res["steps"][0] and "pending classification" not in res["steps"][1]
+        assert all(0 <= s["retain cloze"] <= 1 and s["update_s"] > 0 for s in res["steps"])
+    eraser = results["eraser"]
+    assert [r["action"] for r in eraser["requests"]] == ["fit", "add", "remove"]
+    assert eraser["withdrawal"]["withdrawn"] == ids[1:] and 0 <= eraser["withdrawal"]["withdrawn_equal_to_vanilla"] <= 1
+    assert len(eraser["direction_cosine_first_vs_all"]) == 2
+    assert any(line.startswith("idk, request 2") for line in logs)
+
+
+def test_report_table_and_figure(mini_runs, tmp_path):
+    _, results, _ = mini_runs
+    text = table(results)
+    assert "| eraser | 1 (1 people)" in text and "| idk | 2 (2 people)" in text
+    png = figure(results, tmp_path / "seq.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
