@@ -611,7 +611,8 @@ class Workbench:
             if reducer is None:
                 if should_stop is not None and should_stop():
                     raise InterruptedError("stopped before UMAP")
-                reducer = umap_model(torch.cat([H[k] for k in H]), seed=eraser.config.seed)
+                reducer = _stoppable(lambda: umap_model(torch.cat([H[k] for k in H]), seed=eraser.config.seed),
+                                     should_stop)
                 with self._acts_lock:
                     self._umaps[key] = reducer
                     while len(self._umaps) > 2 * limits.CACHED_SETS:
@@ -804,6 +805,30 @@ class Workbench:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"Could not read that eraser: {exc}") from exc
+
+
+def _stoppable(work: Callable[[], object], should_stop: Callable[[], bool] | None, poll: float = 0.1):
+    """Run `work` (a computation with no stop hook of its own, such as UMAP's fit) in a thread and
+    return its result, or raise InterruptedError as soon as `should_stop()` says so: the visitor's
+    job ends at once; the abandoned computation finishes in the background and is discarded."""
+    if should_stop is None:
+        return work()
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+    t = threading.Thread(target=run, daemon=True, name="stoppable")
+    t.start()
+    while t.is_alive():
+        if should_stop():
+            raise InterruptedError("stopped")
+        t.join(poll)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def _sample_sets(sizes: dict[str, int], at_most: int, seed: int) -> dict[str, torch.Tensor]:

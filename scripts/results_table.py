@@ -6,9 +6,11 @@ and the full tables of docs/results.md.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 ROWS = [("vanilla", "results/vanilla.json"), ("retain-only (gold standard)", "results/retain_only.json"),
         ("vanilla + MLLMEraser", "results/eraser.json")]
 BASELINES = [("GA", "ga"), ("GA_Diff", "ga_diff"), ("KL_Min", "kl_min"), ("NPO (ref: retain-only)", "npo"),
@@ -152,9 +154,25 @@ def write_between(path: Path, start: str, end: str, body: str) -> None:
     path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
+def sequential() -> str:
+    """The sequential-requests table (results/sequential.json from `python -m core sequential`)."""
+    from core.sequential import table as seq_table
+    res = json.loads((ROOT / "results" / "sequential.json").read_text())
+    w = res["results"].get("eraser", {}).get("withdrawal") or {}
+    lines = [seq_table(res["results"])]
+    if w:
+        lines.append(f"\nWithdrawal of {', '.join(w['withdrawn'])} from the eraser at the end: "
+                     f"{pct(w['withdrawn_equal_to_vanilla'])}% of their {w['questions']} image questions answered "
+                     f"exactly as the unsteered model (before: {pct(w['withdrawn_equal_to_vanilla_before'])}%); "
+                     f"{pct(w['others_unchanged'])}% of the other forgotten people's answers unchanged.")
+    return "\n".join(lines)
+
+
 def main() -> None:
     write_between(ROOT / "README.md", HEAD_START, HEAD_END, headline())
     write_between(ROOT / "docs" / "results.md", START, END, table())
+    if (ROOT / "results" / "sequential.json").is_file():
+        write_between(ROOT / "README.md", "<!-- sequential:start -->", "<!-- sequential:end -->", sequential())
     print(headline())
 
 

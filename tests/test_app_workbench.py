@@ -418,8 +418,10 @@ def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
         wb.load_eraser_zip(bomb)
     assert time.time() - start < 2.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200 * 1024  # KiB: under 200 MB more
+    start = time.time()
     with pytest.raises(UserError, match=f"keep it under {MAX_TARGET_CHARS}"):
         next(wb.pgd_frames(random_image(0), "who is it ?", "x" * 18_000, 16, 2, 5))
+    assert time.time() - start < 0.5  # before any PGD step (one cost 5 s and +539 MB)
 
 
 # ---------------------------------------------------------------- caps and concurrency (issue 22)
@@ -573,3 +575,20 @@ def test_forget_requests_in_a_session_withdraw_and_add_people(toy, tmp_path):
     with pytest.raises(UserError, match="not forgotten by this eraser"):
         wb.withdraw(first, sess)
     assert eraser.config.subjects == per_person.config.subjects or not eraser.config.subject_gates  # untouched
+
+
+def test_a_computation_without_a_stop_hook_still_stops_at_once():
+    """UMAP's fit has no stop hook: it runs in a thread, and Stop ends the visitor's job at once."""
+    import threading
+    import time
+
+    from app.workbench import _stoppable
+    release = threading.Event()
+    start = time.perf_counter()
+    with pytest.raises(InterruptedError):
+        _stoppable(lambda: release.wait(30), lambda: time.perf_counter() - start > 0.3)
+    assert time.perf_counter() - start < 2
+    release.set()
+    assert _stoppable(lambda: 42, lambda: False) == 42 and _stoppable(lambda: 7, None) == 7
+    with pytest.raises(ZeroDivisionError):
+        _stoppable(lambda: 1 / 0, lambda: False)
