@@ -604,7 +604,7 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     """The forget people as sequential requests, for the eraser and training baselines (core.sequential)."""
     import torch
     from core.eraser import Eraser
-    from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, table
+    from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
     torch.set_num_threads(args.threads)
     shipped = Eraser.from_pretrained(args.eraser).config
     keep = ("ratio", "gamma", "retain_weight", "gate_retain", "position", "mode", "steer_layers", "strength", "seed")
@@ -613,9 +613,11 @@ def cmd_sequential(args: argparse.Namespace) -> int:
                            eraser={**{k: getattr(shipped, k) for k in keep}, "subject_gates": True})
     data = _load_data(args)
     results = {}
+    if args.merge and args.json and Path(args.json).is_file():  # keep the methods measured before
+        results = json.loads(Path(args.json).read_text())["results"]
     for method in cfg.methods:
-        results[method] = (run_eraser(args.model, data, cfg) if method == "eraser"
-                           else run_baseline(method, args.model, data, cfg))
+        run = {"eraser": run_eraser, "vanilla": run_vanilla}.get(method)
+        results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
         if args.json:  # written after every method: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit},
@@ -871,8 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eraser", default=DEFAULT_ERASER, help="whose settings the sequential eraser uses")
     data_options(p)
     p.add_argument("--group", type=int, default=1, help="people per request")
-    p.add_argument("--methods", default="eraser,idk,ga_diff,npo",
-                   help="comma-separated: eraser and any of the unlearn baselines")
+    p.add_argument("--methods", default="vanilla,eraser,idk,ga_diff,npo",
+                   help="comma-separated: vanilla, eraser and any of the unlearn baselines")
+    p.add_argument("--merge", action="store_true", help="keep the other methods already in --json")
     p.add_argument("--limit", type=int, default=10, help="retained people and general rows evaluated per request")
     p.add_argument("--withdraw", type=int, default=3)
     p.add_argument("--json", default=None)

@@ -34,7 +34,7 @@ METRICS = (("forgotten", "classification"), ("forgotten", "cloze"), ("pending", 
 @dataclass
 class SequentialConfig:
     group: int = 1  # people per request
-    methods: tuple[str, ...] = ("eraser", "idk", "ga_diff", "npo")
+    methods: tuple[str, ...] = ("vanilla", "eraser", "idk", "ga_diff", "npo")
     limit: int = 10  # retained people and general rows evaluated after each request
     withdraw: int = 3  # people the eraser withdraws at the end
     max_new_tokens: int = 24
@@ -112,6 +112,21 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
             "direction_cosine_first_vs_all": cosine}
 
 
+def run_vanilla(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
+                log: Callable[[str], None] = print) -> dict:
+    """The unsteered model on the same splits after each request (nothing changes but which
+    people count as requested): the reference line."""
+    adapter = load_adapter(model_dir)
+    ids, steps, done = data.forget_ids, [], []
+    for k, req in enumerate(requests_of(ids, cfg.group)):
+        done += req
+        row = {"request": k + 1, "people": len(done), "update_s": 0.0,
+               **_scores(adapter, data, done, [i for i in ids if i not in done], cfg)}
+        log(f"vanilla, request {k + 1}: {row}")
+        steps.append(row)
+    return {"steps": steps}
+
+
 def _image_prompts(rec) -> list:
     from core.evaluation import record_queries
     return [q.prompt for q in record_queries(rec, "forget") if q.modality == "image_text"]
@@ -145,6 +160,11 @@ def run_baseline(method: str, model_dir: str | Path, data: ForgetData, cfg: Sequ
     return {"steps": steps}
 
 
+def _ordered(results: dict) -> list[tuple[str, dict]]:
+    """The unsteered reference first, then the methods in the order they were run."""
+    return sorted(results.items(), key=lambda kv: kv[0] != "vanilla")
+
+
 def figure(results: dict, path: str | Path) -> Path:
     """Forgetting and utility against the number of requests, one line per method."""
     import matplotlib
@@ -155,7 +175,7 @@ def figure(results: dict, path: str | Path) -> Path:
               ("pending classification", "MCQ of the people not requested yet (%)"),
               ("retain cloze", "retained people's cloze (%)"))
     for ax, (key, title) in zip(axes, panels):
-        for method, res in results.items():
+        for method, res in _ordered(results):
             xs = [s["request"] for s in res["steps"] if s.get(key) is not None]
             ys = [100 * s[key] for s in res["steps"] if s.get(key) is not None]
             ax.plot(xs, ys, marker="o", label=method)
@@ -168,15 +188,15 @@ def figure(results: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def table(results: dict) -> str:
-    """Markdown: each method after the first and the last request."""
+def table(results: dict, first: bool = True) -> str:
+    """Markdown: each method after the first (unless `first` is False) and the last request."""
     lines = ["| method | after request | forgotten MCQ | forgotten cloze | pending MCQ | retain MCQ | retain cloze | "
              "real cloze | update (s) |", "|---|---|---|---|---|---|---|---|---|"]
 
     def pct(v):
         return "-" if v is None else f"{100 * v:.1f}"
-    for method, res in results.items():
-        for s in (res["steps"][0], res["steps"][-1]):
+    for method, res in _ordered(results):
+        for s in ([res["steps"][0]] if first else []) + [res["steps"][-1]]:
             lines.append(f"| {method} | {s['request']} ({s['people']} people) | {pct(s.get('forgotten classification'))} | "
                          f"{pct(s.get('forgotten cloze'))} | {pct(s.get('pending classification'))} | "
                          f"{pct(s.get('retain classification'))} | {pct(s.get('retain cloze'))} | "

@@ -159,7 +159,7 @@ def sequential() -> str:
     from core.sequential import table as seq_table
     res = json.loads((ROOT / "results" / "sequential.json").read_text())
     w = res["results"].get("eraser", {}).get("withdrawal") or {}
-    lines = [seq_table(res["results"])]
+    lines = [seq_table(res["results"], first=False)]
     if w:
         lines.append(f"\nWithdrawal of {', '.join(w['withdrawn'])} from the eraser at the end: "
                      f"{pct(w['withdrawn_equal_to_vanilla'])}% of their {w['questions']} image questions answered "
