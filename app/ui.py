@@ -537,9 +537,10 @@ def build(default: Workbench) -> gr.Blocks:
                 return
             sess.last_pgd = (frame.image, q)
             answer = wb.adapter.ask(q, frame.image)
-            word = job.stopped_message() if job.should_stop() else "Done"
+            end = (f"{job.stopped_message()} After {frame.step} steps" if frame.step < int(steps) and job.should_stop()
+                   else f"done after {frame.step} steps")
             yield (frame.image, frame.perturbation, pgd_curve(frame.losses, frame.target_logprobs), answer,
-                   f"{word} after {frame.step} steps: loss {frame.losses[-1]:.3f} (start {frame.losses[0]:.3f})")
+                   f"{end}: loss {frame.losses[-1]:.3f} (start {frame.losses[0]:.3f})")
 
         pgd_run.click(do_pgd, [session, image, pgd_question, pgd_target, pgd_eps, pgd_step, pgd_steps],
                       [pgd_out, pgd_delta, pgd_plot, pgd_answer, pgd_status], **HEAVY)
