@@ -460,7 +460,7 @@ class Workbench:
             for s in r["subjects"]:
                 if r["action"] == "remove":
                     since.pop(s, None)
-                else:
+                elif r["action"] in ("fit", "add"):  # "harden" adds rows, not people
                     since[s] = f"{r['action']}, {r.get('at', '')}"
         return [[s, self._name_of(s), since.get(s, "the first fit")] for s in
                 (er.config.subjects or [er.config.forget_split or "(the forget set)"])]

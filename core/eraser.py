@@ -151,9 +151,9 @@ class EraserConfig:
             raise ValueError(f"eraser config field 'position' must be one of {', '.join(GATE_POSITIONS)}, "
                              f"got {self.position!r}")
         if not isinstance(self.requests, list) or any(
-                not isinstance(r, dict) or r.get("action") not in ("fit", "add", "remove")
+                not isinstance(r, dict) or r.get("action") not in ("fit", "add", "remove", "harden")
                 or not isinstance(r.get("subjects"), list) for r in self.requests):
-            raise ValueError("eraser config field 'requests' must be a list of {action: fit|add|remove, subjects: "
+            raise ValueError("eraser config field 'requests' must be a list of {action: fit|add|remove|harden, subjects: "
                              "[...], at, data_hash} entries")
         if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list):
             raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list) are malformed")

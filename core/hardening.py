@@ -1,0 +1,70 @@
+"""Adversarial gate fitting: teach the gate the images an attacker would send.
+
+A test-time eraser's whole security is its gate: an attacker who can run gradients through the
+model perturbs the image until the gate stays shut (`core.robustness.adaptive_images`). Here the
+defender runs that attack first, on the forget people's own gate prompts, adds the perturbed
+images as forget rows of their subject, and solves the gates again (closed form, retain side
+reused from the eraser's fit state); `rounds` repeats it against the hardened gate. The
+evaluation must then attack the final gate, never the one the rows were made against
+(`python -m core attack` does: it attacks the eraser it is given).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from core.activations import Prompt, collect
+from core.eraser import Eraser, FitState, prompts_hash, request_entry
+from core.models.base import VLMAdapter
+from core.pgd import PGDConfig, run_pgd, to_image
+from core.requests import _check_live, _refit
+from core.robustness import gate_of
+
+
+def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prompt], cfg: PGDConfig,
+                     should_stop: Callable[[], bool] | None = None) -> list[Prompt]:
+    """The prompts with their images perturbed (L-inf `cfg.eps`) to close the eraser's gate over its
+    steered layers: the adaptive attacker's gate term, without its answer term."""
+    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    out = []
+    for s in range(0, len(prompts), 16):
+        chunk = list(prompts[s:s + 16])
+        last = run_pgd(adapter, [p.image for p in chunk], [p.question for p in chunk], ["yes"] * len(chunk), cfg,
+                       should_stop=should_stop, extra_loss=lambda b: gate_of(adapter, eraser, b, layers),
+                       nll_weight=0.0)
+        out += [Prompt(p.question, to_image(px), p.tag) for p, px in zip(chunk, last.image)]
+    return out
+
+
+def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], rounds: int = 1,
+           cfg: PGDConfig = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=40, seed=0),
+           log: Callable[[str], None] | None = None,
+           should_stop: Callable[[], bool] | None = None) -> Eraser:
+    """`rounds` of: attack the current gate on `prompts` (forget image prompts tagged with their
+    subject), add the attacked images as forget rows, solve the gates again. Each round's attack
+    runs against the gate the previous round produced."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    prompts = [p for p in prompts if p.image is not None]
+    if not prompts:
+        raise ValueError("hardening needs forget prompts with images (the attacker perturbs the image)")
+    current = eraser
+    for r in range(rounds):
+        state = _check_live(current)
+        unknown = sorted({p.tag for p in prompts} - set(current.config.subjects))
+        if unknown:
+            raise ValueError(f"hardening rows must be of forgotten subjects; not forgotten: {', '.join(unknown)}")
+        attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop)
+        H = collect(adapter, attacked, position=current.gate_position)
+        layers = [l for l, s in enumerate(current.strengths()) if s != 0]
+        before = current.gate_values(adapter, attacked)[:, layers].mean().item()
+        grown = FitState(torch.cat([state.H_forget, H.float()]), state.forget_tags + [p.tag for p in attacked],
+                         state.H_retain, list(state.retain_tags))
+        current = _refit(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),
+                                                       prompts_hash(attacked)))
+        if log is not None:
+            after = current.gate_values(adapter, attacked)[:, layers].mean().item()
+            log(f"round {r + 1}: mean gate on this round's attacked images {before:.3f} -> {after:.3f} after refit")
+    return current

@@ -1,0 +1,96 @@
+"""Adversarial gate fitting on the shipped model (issue 24): does a gate fitted on the attacker's
+own images hold against an adaptive attacker who attacks THAT gate?
+
+    python scripts/adversarial_gate.py [--rounds 2] [--per-person 8] [--steps 40] [--out docs/robustness_hardening.md]
+
+For the shipped eraser and its hardened versions (core.hardening: `rounds` rounds of PGD that
+closes the gate on 8 of each forget person's gate prompts, added as forget rows): forget cloze
+answers recovered with no attack and under adaptive PGD on the gate (eps 16/255, run against the
+eraser being measured), retained people's cloze kept, and the mean gate on attacked inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from core.activations import collect  # noqa: E402
+from core.contrast import eraser_gate_sets  # noqa: E402
+from core.eraser import Eraser, FitState  # noqa: E402
+from core.hardening import harden  # noqa: E402
+from core.models.load import load_adapter  # noqa: E402
+from core.pgd import PGDConfig  # noqa: E402
+from core.robustness import RobustnessConfig, _mean_gate, _recovery, _with, adaptive_images, cloze_queries  # noqa: E402
+from core.toyworld.fitsets import forget_spec, toy_data  # noqa: E402
+from core.toyworld.train import load_world  # noqa: E402
+
+
+def measure(adapter, eraser, fq, rq, cfg: RobustnessConfig) -> dict:
+    steer = lambda: eraser.apply(adapter)  # noqa: E731
+    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    attacked = _with(fq, image=lambda i, im, imgs=adaptive_images(adapter, eraser, fq, layers, cfg): imgs[i])
+    return {"forget_no_attack": _recovery(adapter, _with(fq), steer, cfg),
+            "forget_adaptive": _recovery(adapter, attacked, steer, cfg),
+            "retain_kept": _recovery(adapter, _with(rq), steer, cfg),
+            "gate_clean": _mean_gate(adapter, eraser, fq, layers),
+            "gate_attacked": _mean_gate(adapter, eraser, attacked, layers)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="assets/toy-llava")
+    ap.add_argument("--eraser", default="assets/toy-llava-eraser")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--per-person", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--retain-people", type=int, default=10)
+    ap.add_argument("--out", default="docs/robustness_hardening.md")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    adapter = load_adapter(args.model)
+    eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    data = toy_data(load_world(args.model), forget_spec(eraser.config.forget_split))
+    f, r = eraser_gate_sets(data, eraser.config)
+    print(f"fit state: collecting {len(f)} forget and {len(r)} retain gate prompts once")
+    eraser.state = FitState(collect(adapter, f, position=eraser.gate_position).float(), [p.tag for p in f],
+                            collect(adapter, r, position=eraser.gate_position).float(), [p.tag for p in r])
+    rows = []
+    seen: dict[str, int] = {}
+    for p in f:
+        if p.image is not None and seen.get(p.tag, 0) < args.per_person:
+            seen[p.tag] = seen.get(p.tag, 0) + 1
+            rows.append(p)
+    cfg = RobustnessConfig(steps=args.steps)
+    fq, rq = cloze_queries(data.forget, "forget"), cloze_queries(data.retain[:args.retain_people], "retain")
+    results = {"shipped eraser": measure(adapter, eraser, fq, rq, cfg)}
+    print("shipped eraser", results["shipped eraser"])
+    current = eraser
+    for k in range(1, args.rounds + 1):
+        current = harden(current, adapter, rows, 1, PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=args.steps,
+                                                               seed=k), log=print)
+        name = f"hardened, {k} round{'s' if k > 1 else ''}"
+        results[name] = measure(adapter, current, fq, rq, cfg)
+        print(name, results[name])
+    lines = [f"# Adversarial gate fitting on the shipped model\n\n`python scripts/adversarial_gate.py --rounds "
+             f"{args.rounds} --per-person {args.per_person} --steps {args.steps}`: each round attacks the current "
+             f"gate on {args.per_person} gate prompts per forget person (PGD closing the gate, eps 16/255, "
+             f"{args.steps} steps) and adds them as forget rows; the evaluation attack (adaptive PGD on the gate "
+             "and the answer, eps 16/255) runs against the eraser in the row. Cloze on image+text questions: "
+             f"{len(fq)} forget questions, {len(rq)} of {args.retain_people} retained people.\n",
+             "| eraser | forget recovered, no attack | forget recovered, adaptive PGD | retain kept | gate, clean | "
+             "gate, attacked |", "|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        lines.append(f"| {name} | {100 * m['forget_no_attack']:.1f} | {100 * m['forget_adaptive']:.1f} | "
+                     f"{100 * m['retain_kept']:.1f} | {m['gate_clean']:.2f} | {m['gate_attacked']:.2f} |")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=2))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

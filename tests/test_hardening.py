@@ -1,0 +1,65 @@
+"""Adversarial gate fitting on a tiny model: the attack targets the gate it is given, and the
+hardened gate stays higher on attacked images than the gate they were made against."""
+import pytest
+import torch
+
+from conftest import random_image, tiny_adapter
+from core.activations import Prompt
+from core.eraser import Eraser, EraserConfig
+from core.hardening import attacked_prompts, harden
+from core.pgd import PGDConfig
+
+CFG = PGDConfig(eps=16 / 255, step_size=4 / 255, steps=4, seed=0)
+
+
+def _person(tag, seed, n=4):
+    return [Prompt("who is the person in this picture ?", random_image(seed * 10 + i), tag) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def live():
+    a = tiny_adapter("llava")
+    retain = [p for s in range(4) for p in _person(f"r{s}", 100 + s, 3)]
+    recall = [Prompt("tell me the name of this person please", random_image(200 + i)) for i in range(4)]
+    erase = [Prompt("sorry cannot share the name", random_image(300 + i)) for i in range(4)]
+    cfg = EraserConfig(ratio=1.0, gamma=1e-3, retain_weight=0.5, subject_gates=True, steer_layers=[1], strength=2.0)
+    return a, Eraser.fit(a, _person("p0", 1) + _person("p1", 2), retain, recall, erase, cfg)
+
+
+def _gate(a, eraser, prompts):
+    return eraser.gate_values(a, prompts)[:, 1].mean().item()
+
+
+def test_the_attack_optimises_the_gate_it_is_given(live):
+    """Images attacked against eraser A close A's gate more than images attacked against another
+    gate B do: an attack that optimised a stale gate would fail this."""
+    a, eraser = live
+    g = torch.Generator().manual_seed(5)
+    other = Eraser(eraser.direction, torch.randn(eraser.gate.shape, generator=g, dtype=torch.float64) * 0.05,
+                   eraser.config)
+    rows = _person("p0", 1)
+    against_a = attacked_prompts(a, eraser, rows, CFG)
+    against_b = attacked_prompts(a, other, rows, CFG)
+    assert _gate(a, eraser, against_a) < _gate(a, eraser, against_b)
+    assert _gate(a, eraser, against_a) < _gate(a, eraser, rows)  # the attack lowers the gate it targets
+
+
+def test_hardening_adds_the_attacked_rows_and_raises_the_gate_on_them(live):
+    a, eraser = live
+    rows = _person("p0", 1) + _person("p1", 2)
+    attacked = attacked_prompts(a, eraser, rows, CFG)
+    hard = harden(eraser, a, rows, rounds=1, cfg=CFG)
+    assert len(hard.state.H_forget) == len(eraser.state.H_forget) + len(rows)
+    assert [r["action"] for r in hard.config.requests][-1] == "harden" and hard.config.subjects == ["p0", "p1"]
+    assert _gate(a, hard, attacked) > _gate(a, eraser, attacked)
+    assert torch.equal(hard.direction, eraser.direction)
+
+
+def test_hardening_refuses_rows_it_cannot_use(live):
+    a, eraser = live
+    with pytest.raises(ValueError, match="not forgotten: r0"):
+        harden(eraser, a, _person("r0", 100), cfg=CFG)
+    with pytest.raises(ValueError, match="with images"):
+        harden(eraser, a, [Prompt("who is p0 ?", None, "p0")], cfg=CFG)
+    with pytest.raises(ValueError, match="rounds"):
+        harden(eraser, a, _person("p0", 1), rounds=0, cfg=CFG)
