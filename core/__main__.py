@@ -295,6 +295,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
+    if args.adversarial_rounds:
+        from core.hardening import harden
+        from core.pgd import PGDConfig
+        if not cfg.subject_gates:
+            raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
+                             "use it with --subject-gates (the workbench preset)")
+        rows, seen = [], {}
+        for p in sets.forget:  # the first 8 image prompts of each forget subject
+            if p.image is not None and seen.get(p.tag, 0) < 8:
+                seen[p.tag] = seen.get(p.tag, 0) + 1
+                rows.append(p)
+        eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
+                        PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print)
+        eraser.config.adversarial_rounds = args.adversarial_rounds
     if do_tune:
         from core.contrast import heldout_sets, retain_groups
         from core.tuner import tune
@@ -738,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-weight", type=float, default=None,
                    help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
                         "fit, which relies on the null space alone)")
+    p.add_argument("--adversarial-rounds", type=int, default=0,
+                   help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
+                        "prompts per forget person, added as forget rows (default 0: off)")
     p.add_argument("--subject-gates", action=argparse.BooleanOptionalAction, default=None,
                    help="one gate per forget subject, the steering gate being the largest (a workbench option; "
                         "the paper fits one gate for the whole forget set)")

@@ -112,6 +112,7 @@ class EraserConfig:
     # every forget request since the first fit, oldest first: {"action": "fit" | "add" | "remove",
     # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
     requests: list = field(default_factory=list)
+    adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -138,6 +139,10 @@ class EraserConfig:
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
                 raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")
+        if isinstance(self.adversarial_rounds, bool) or not isinstance(self.adversarial_rounds, int) \
+                or not 0 <= self.adversarial_rounds <= 20:
+            raise ValueError("eraser config field 'adversarial_rounds' must be an integer in [0, 20], got "
+                             f"{self.adversarial_rounds!r}")
         if isinstance(self.gate_retain, bool) or not isinstance(self.gate_retain, int) or self.gate_retain < 1:
             raise ValueError(f"eraser config field 'gate_retain' must be a positive integer, got {self.gate_retain!r}")
         for name in ("layers", "steer_layers"):

@@ -258,3 +258,16 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
     assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--threads", "1"]) != 0
     assert "--add IDS" in capsys.readouterr().err
     assert json.loads((e / "eraser_config.json").read_text())["subjects"] == [people[1]]  # refusals change nothing
+
+
+def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
+    e = tmp_path / "hard"
+    assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--subject-gates", "--gate-retain", "100",
+                 "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--adversarial-rounds", "1",
+                 "--threads", "1"]) == 0
+    assert "round 1: mean gate on this round's attacked images" in capsys.readouterr().out
+    cfg = json.loads((e / "eraser_config.json").read_text())
+    assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
+                 "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0
+    assert "--subject-gates" in capsys.readouterr().err
