@@ -154,6 +154,30 @@ def write_between(path: Path, start: str, end: str, body: str) -> None:
     path.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
+def sequential_doc() -> str:
+    """docs/sequential.md: every sequential run in results/ (requests of one and of two people),
+    each method after its first and last request, with its figure."""
+    from core.sequential import table as seq_table
+    parts = ["# Forget requests one at a time\n",
+             "Written by `python scripts/results_table.py` from the JSON of `python -m core sequential` "
+             "(`--group 1`: results/sequential.json, docs/sequential.png; `--group 2`: results/sequential_pairs.json, "
+             "docs/sequential_pairs.png). Image+text questions; retained people and general rows: the first 10 of each. "
+             "Training baselines fine-tune the previous request's model on the new people (NPO's reference: the "
+             "previous model).\n"]
+    for name, figure_name, title in (("sequential", "sequential.png", "Ten requests of one person"),
+                                     ("sequential_pairs", "sequential_pairs.png", "Five requests of two people")):
+        f = ROOT / "results" / f"{name}.json"
+        if f.is_file():
+            res = json.loads(f.read_text())["results"]
+            parts += [f"## {title}\n", f"![{title}]({figure_name})\n", seq_table(res), ""]
+            w = res.get("eraser", {}).get("withdrawal") or {}
+            if w:
+                parts.append(f"Withdrawal of {', '.join(w['withdrawn'])}: {pct(w['withdrawn_equal_to_vanilla'])}% of "
+                             f"their {w['questions']} image questions answered exactly as the unsteered model; "
+                             f"{pct(w['others_unchanged'])}% of the other forgotten people's answers unchanged.\n")
+    return "\n".join(parts)
+
+
 def sequential() -> str:
     """The sequential-requests table (results/sequential.json from `python -m core sequential`)."""
     from core.sequential import table as seq_table
@@ -173,6 +197,7 @@ def main() -> None:
     write_between(ROOT / "docs" / "results.md", START, END, table())
     if (ROOT / "results" / "sequential.json").is_file():
         write_between(ROOT / "README.md", "<!-- sequential:start -->", "<!-- sequential:end -->", sequential())
+        (ROOT / "docs" / "sequential.md").write_text(sequential_doc())
     print(headline())
 
 
