@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
 from core.data.source import ForgetData
-from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
+from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
@@ -786,7 +786,7 @@ class Workbench:
             with zipfile.ZipFile(p) as z, tempfile.TemporaryDirectory() as tmp:
                 entries = [i for i in z.infolist() if not i.filename.endswith("/")]
                 names = [i.filename for i in entries]
-                allowed = {WEIGHTS_NAME, CONFIG_NAME, "tuning.json"}
+                allowed = {WEIGHTS_NAME, CONFIG_NAME, "tuning.json", STATE_NAME}
                 if not names or len(names) > limits.ERASER_ENTRIES or any(
                         Path(n).name not in allowed or ".." in n or n.startswith("/") for n in names):
                     raise UserError("That zip does not hold an eraser (expected its safetensors and JSON files).")
@@ -860,8 +860,9 @@ def check_mode(eraser: Eraser, mode: str | None) -> None:
 
 
 def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:
-    """Zip an eraser folder (save_pretrained) for download."""
-    folder = eraser.save_pretrained(Path(directory) / "eraser")
+    """Zip an eraser folder (save_pretrained) for download, with its fit state when it has one (so
+    that forget requests can go on after it is uploaded again)."""
+    folder = eraser.save_pretrained(Path(directory) / "eraser", state=eraser.state is not None)
     out = Path(directory) / "eraser.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for f in sorted(folder.iterdir()):

@@ -194,7 +194,7 @@ def prompts_hash(*sets: Sequence[Prompt]) -> str:
     return h.hexdigest()[:16]
 
 
-def _fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig,
+def fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig,
                subjects: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The null-space gate u_l of every fitted layer ((L, d), or (L, K, d) with `subjects`, the
     forget rows' subject labels), and the inspector's diagnostics."""
@@ -315,7 +315,7 @@ class Eraser:
             config.data_hash = h.hexdigest()[:16]
         config.counts = {"forget": H_forget.shape[0], "retain": H_retain.shape[0],
                          "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
-        gate, diagnostics = _fit_gates(H_forget, H_retain, config, subjects)
+        gate, diagnostics = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = direction.norm(dim=-1)
         state = None
         if config.subject_gates:
@@ -355,7 +355,7 @@ class Eraser:
                 raise ValueError("one gate per forget subject needs the subject of every forget row")
         else:
             config.subjects = []
-        gate, diagnostics = _fit_gates(H_forget, H_retain, config, subjects)
+        gate, diagnostics = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
         return Eraser(self.direction.clone(), gate, config, diagnostics)
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from core.activations import Prompt, collect
-from core.eraser import Eraser, EraserConfig, FitState, _fit_gates, prompts_hash, request_entry, subject_labels
+from core.eraser import Eraser, EraserConfig, FitState, fit_gates, prompts_hash, request_entry, subject_labels
 from core.models.base import VLMAdapter
 
 
@@ -52,7 +52,7 @@ def _refit(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
     config.counts = {**config.counts, "forget": len(state.H_forget), "retain": len(state.H_retain)}
     config.requests.append(entry)
     config.forget_split = ",".join(config.subjects)
-    gate, diagnostics = _fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
+    gate, diagnostics = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
     diagnostics["direction_norm"] = eraser.direction.norm(dim=-1)
     return Eraser(eraser.direction.clone(), gate, config, diagnostics, state)
 

@@ -575,6 +575,10 @@ def test_forget_requests_in_a_session_withdraw_and_add_people(toy, tmp_path):
     with pytest.raises(UserError, match="not forgotten by this eraser"):
         wb.withdraw(first, sess)
     assert eraser.config.subjects == per_person.config.subjects or not eraser.config.subject_gates  # untouched
+    from app.workbench import eraser_zip
+    back = wb.load_eraser_zip(eraser_zip(new, tmp_path / "dl"))  # downloaded with its fit state, uploaded again
+    assert back.state is not None and back.state.forget_tags == new.state.forget_tags
+    assert [r["action"] for r in back.config.requests] == [r["action"] for r in new.config.requests]
 
 
 def test_a_computation_without_a_stop_hook_still_stops_at_once():
