@@ -574,8 +574,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
 
     import torch
     from core.contrast import eraser_gate_sets
-    from core.eraser import Eraser, FitState
-    from core.requests import add_subjects, remove_subjects
+    from core.eraser import Eraser
+    from core.requests import add_subjects, collect_state, remove_subjects
     torch.set_num_threads(args.threads)
     if bool(args.add) == bool(args.remove):
         raise ValueError("say what the request is: --add IDS (subjects to forget too) or --remove IDS (to withdraw)")
@@ -588,9 +588,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         f, r = eraser_gate_sets(_load_data(args, adapter), eraser.config)
         print(f"{args.eraser} holds no fit state: collecting its gate sets once ({len(f)} forget, {len(r)} retain "
               "prompts); later requests reuse them")
-        from core.activations import collect
-        eraser.state = FitState(collect(adapter, f, position=eraser.gate_position).float(), [p.tag for p in f],
-                                collect(adapter, r, position=eraser.gate_position).float(), [p.tag for p in r])
+        eraser.state = collect_state(eraser, adapter, f, r)
     start = time.perf_counter()
     if args.add:
         args.forget = ",".join(ids)

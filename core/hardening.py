@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-import torch
-
 from core.activations import Prompt, collect
-from core.eraser import Eraser, FitState, prompts_hash, request_entry
+from core.eraser import Eraser, prompts_hash, request_entry
 from core.models.base import VLMAdapter
 from core.pgd import PGDConfig, run_pgd, to_image
-from core.requests import _check_live, _refit
+from core.requests import live_state, refit_with, with_forget_rows
 from core.robustness import gate_of
 
 
@@ -52,7 +50,7 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
         raise ValueError("hardening needs forget prompts with images (the attacker perturbs the image)")
     current = eraser
     for r in range(rounds):
-        state = _check_live(current)
+        state = live_state(current)
         unknown = sorted({p.tag for p in prompts} - set(current.config.subjects))
         if unknown:
             raise ValueError(f"hardening rows must be of forgotten subjects; not forgotten: {', '.join(unknown)}")
@@ -60,9 +58,8 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
         H = collect(adapter, attacked, position=current.gate_position)
         layers = [l for l, s in enumerate(current.strengths()) if s != 0]
         before = current.gate_values(adapter, attacked)[:, layers].mean().item()
-        grown = FitState(torch.cat([state.H_forget, H.float()]), state.forget_tags + [p.tag for p in attacked],
-                         state.H_retain, list(state.retain_tags))
-        current = _refit(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),
+        grown = with_forget_rows(state, H, [p.tag for p in attacked])
+        current = refit_with(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),
                                                        prompts_hash(attacked)))
         if log is not None:
             after = current.gate_values(adapter, attacked)[:, layers].mean().item()

@@ -31,7 +31,7 @@ class RequestError(ValueError):
     """A forget request that cannot be applied, with what to do instead."""
 
 
-def _check_live(eraser: Eraser) -> FitState:
+def live_state(eraser: Eraser) -> FitState:
     if not eraser.config.subject_gates:
         raise RequestError("this eraser has one gate for its whole forget set: subjects can only be added to or "
                            "withdrawn from an eraser with one gate per subject (fit --subject-gates, the default "
@@ -43,7 +43,22 @@ def _check_live(eraser: Eraser) -> FitState:
     return eraser.state
 
 
-def _refit(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
+def collect_state(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt]) -> FitState:
+    """The fit state of an eraser saved without one: its gate prompts' activations, collected once
+    (tagged prompts, as `contrast.eraser_gate_sets` builds them)."""
+    def acts(prompts):
+        return collect(adapter, prompts, position=eraser.gate_position).float()
+    return FitState(acts(forget), [p.tag for p in forget], acts(retain), [p.tag for p in retain])
+
+
+def with_forget_rows(state: FitState, H: torch.Tensor, tags: Sequence[str], leave_retain: Sequence[str] = ()) -> FitState:
+    """`state` with forget rows (N, L, d) appended, and the retain rows of `leave_retain` dropped."""
+    keep = [i for i, t in enumerate(state.retain_tags) if t not in set(leave_retain)]
+    return FitState(torch.cat([state.H_forget, H.float()]), state.forget_tags + list(tags),
+                    state.H_retain[keep], [state.retain_tags[i] for i in keep])
+
+
+def refit_with(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
     """A new eraser with every gate solved again on `state`, the same direction and the history
     extended by `entry`."""
     config = EraserConfig(**{**asdict(eraser.config), "model": dict(eraser.config.model),
@@ -63,7 +78,7 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
     """The eraser forgetting the subjects of `forget` too (prompts tagged with their subject, as
     `contrast.gate_sets` builds them). Only these prompts are run through the model; their
     subjects' rows leave the retain side (they were retained until now)."""
-    state = _check_live(eraser)
+    state = live_state(eraser)
     eraser.check_model(adapter)
     if not forget:
         raise RequestError("no forget prompts: a request needs the new subject's questions (photos and a name, "
@@ -76,16 +91,14 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
         raise RequestError(f"already forgotten: {', '.join(twice)}. Withdraw a subject first to fit it again.")
     H = collect(adapter, forget, list(range(adapter.num_layers)), batch_size=batch_size, progress=progress,
                 should_stop=should_stop, position=eraser.gate_position)
-    keep = [i for i, t in enumerate(state.retain_tags) if t not in set(new)]
-    grown = FitState(torch.cat([state.H_forget, H.float()]), state.forget_tags + [p.tag for p in forget],
-                     state.H_retain[keep], [state.retain_tags[i] for i in keep])
-    return _refit(eraser, grown, request_entry("add", new, prompts_hash(forget)))
+    grown = with_forget_rows(state, H, [p.tag for p in forget], leave_retain=new)
+    return refit_with(eraser, grown, request_entry("add", new, prompts_hash(forget)))
 
 
 def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
     """The eraser no longer forgetting `subjects`: their gates are dropped, their questions join
     the retain side (target 0, as a retained person's) and the other gates are solved again."""
-    state = _check_live(eraser)
+    state = live_state(eraser)
     gone = sorted(set(subjects))
     unknown = [s for s in gone if s not in eraser.config.subjects]
     if unknown:
@@ -102,4 +115,4 @@ def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
     shrunk = FitState(state.H_forget[keep], [state.forget_tags[i] for i in keep],
                       torch.cat([state.H_retain, state.H_forget[back]]),
                       list(state.retain_tags) + [state.forget_tags[i] for i in back])
-    return _refit(eraser, shrunk, request_entry("remove", gone, ""))
+    return refit_with(eraser, shrunk, request_entry("remove", gone, ""))

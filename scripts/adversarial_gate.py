@@ -19,12 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from core.activations import collect  # noqa: E402
 from core.contrast import eraser_gate_sets  # noqa: E402
-from core.eraser import Eraser, FitState  # noqa: E402
+from core.eraser import Eraser  # noqa: E402
 from core.hardening import harden  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
 from core.pgd import PGDConfig  # noqa: E402
+from core.requests import collect_state  # noqa: E402
 from core.robustness import RobustnessConfig, _mean_gate, _recovery, _with, adaptive_images, cloze_queries  # noqa: E402
 from core.toyworld.fitsets import forget_spec, toy_data  # noqa: E402
 from core.toyworld.train import load_world  # noqa: E402
@@ -57,8 +57,7 @@ def main() -> None:
     data = toy_data(load_world(args.model), forget_spec(eraser.config.forget_split))
     f, r = eraser_gate_sets(data, eraser.config)
     print(f"fit state: collecting {len(f)} forget and {len(r)} retain gate prompts once")
-    eraser.state = FitState(collect(adapter, f, position=eraser.gate_position).float(), [p.tag for p in f],
-                            collect(adapter, r, position=eraser.gate_position).float(), [p.tag for p in r])
+    eraser.state = collect_state(eraser, adapter, f, r)
     rows = []
     seen: dict[str, int] = {}
     for p in f:

@@ -258,6 +258,14 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
     assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--threads", "1"]) != 0
     assert "--add IDS" in capsys.readouterr().err
     assert json.loads((e / "eraser_config.json").read_text())["subjects"] == [people[1]]  # refusals change nothing
+    bare = tmp_path / "bare"  # saved without its fit state: the first request collects its gate sets once
+    assert main(["fit", "--model", str(mini_toy), "--out", str(bare), "--forget", people[0], "--subject-gates",
+                 "--gate-retain", "200", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--no-state",
+                 "--threads", "1"]) == 0
+    assert not (bare / STATE_NAME).exists()
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(bare), "--add", people[1], "--threads", "1"]) == 0
+    assert "holds no fit state: collecting its gate sets once" in capsys.readouterr().out
+    assert (bare / STATE_NAME).is_file()
 
 
 def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
