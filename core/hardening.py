@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from core.activations import Prompt, collect
+from core.activations import Prompt, collect_layers
 from core.eraser import Eraser, prompts_hash, request_entry
 from core.models.base import VLMAdapter
 from core.pgd import PGDConfig, run_pgd, to_image
@@ -55,7 +55,7 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
         if unknown:
             raise ValueError(f"hardening rows must be of forgotten subjects; not forgotten: {', '.join(unknown)}")
         attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop)
-        H = collect(adapter, attacked, position=current.gate_position)
+        H = collect_layers(adapter, attacked, current.config.layers, position=current.gate_position)
         layers = [l for l, s in enumerate(current.strengths()) if s != 0]
         before = current.gate_values(adapter, attacked)[:, layers].mean().item()
         grown = with_forget_rows(state, H, [p.tag for p in attacked])

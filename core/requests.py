@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from core.activations import Prompt, collect
+from core.activations import Prompt, collect_layers
 from core.eraser import Eraser, EraserConfig, FitState, fit_gates, prompts_hash, request_entry, subject_labels
 from core.models.base import VLMAdapter
 
@@ -47,7 +47,7 @@ def collect_state(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt],
     """The fit state of an eraser saved without one: its gate prompts' activations, collected once
     (tagged prompts, as `contrast.eraser_gate_sets` builds them)."""
     def acts(prompts):
-        return collect(adapter, prompts, position=eraser.gate_position).float()
+        return collect_layers(adapter, prompts, eraser.config.layers, position=eraser.gate_position).float()
     return FitState(acts(forget), [p.tag for p in forget], acts(retain), [p.tag for p in retain])
 
 
@@ -89,8 +89,8 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
     twice = sorted(set(new) & set(eraser.config.subjects))
     if twice:
         raise RequestError(f"already forgotten: {', '.join(twice)}. Withdraw a subject first to fit it again.")
-    H = collect(adapter, forget, list(range(adapter.num_layers)), batch_size=batch_size, progress=progress,
-                should_stop=should_stop, position=eraser.gate_position)
+    H = collect_layers(adapter, forget, eraser.config.layers, batch_size=batch_size, progress=progress,
+                       should_stop=should_stop, position=eraser.gate_position)
     grown = with_forget_rows(state, H, [p.tag for p in forget], leave_retain=new)
     return refit_with(eraser, grown, request_entry("add", new, prompts_hash(forget)))
 

@@ -33,8 +33,11 @@ def headline(shipped: dict, shape: dict | None) -> str:
              f"| eraser file at 32 x 4096 vs the public code's fp16 matrices | {art['eraser_bytes'] / 1e6:.2f} MB vs "
              f"{art['public_code_bytes'] / 1e9:.2f} GB |"]
     if "build" in shipped:
+        b = shipped["build"]
         lines.append(f"| building the shipped eraser vs training IdkNLL on the shipped model | "
-                     f"{shipped['build']['idk_over_eraser']:.1f}x cheaper |")
+                     f"{b['idk_over_eraser']:.1f}x cheaper with every layer fitted"
+                     + (f", {b['idk_over_steered']:.1f}x at its steered layer only (same steering)" if "idk_over_steered" in b else "")
+                     + " |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
-from core.activations import Prompt, capture, collect, site_name
+from core.activations import Prompt, capture, collect, collect_layers, site_name
 
 
 def test_site_names_follow_transformer_lens():
@@ -194,3 +194,21 @@ def test_capture_refuses_layers_out_of_range_before_running():
     a = tiny_adapter("llava")
     with pytest.raises(ValueError, match=r"layer\(s\) \[4, 5\] out of range.*2 decoder layers"):
         collect(a, [Prompt("what is this ?", random_image(0))], layers=[1, 4, 5])
+
+
+def test_collect_layers_runs_only_up_to_the_deepest_chosen_layer_and_lays_rows_out_over_all_layers():
+    a = tiny_adapter("llava", layers=4)
+    prompts = [Prompt("what is this ?", random_image(i)) for i in range(3)] + [Prompt("who is it ?")]
+    ran = []
+    hooks = [blk.register_forward_pre_hook(lambda m, args, l=l: ran.append(l)) for l, blk in enumerate(a.layers)]
+    try:
+        some = collect_layers(a, prompts, [1, 0], position="mean")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert max(ran) == 1  # the forward pass stopped at layer 1's input: blocks 2 and 3 never ran
+    full = collect(a, prompts, position="mean")
+    assert some.shape == full.shape == (4, 4, a.hidden_size)
+    assert torch.allclose(some[:, :2], full[:, :2], atol=1e-6)
+    assert not some[:, 2:].any()
+    assert torch.equal(collect_layers(a, prompts, None, position="mean"), full)

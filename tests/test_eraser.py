@@ -319,3 +319,12 @@ def test_non_finite_tensors_are_refused(fitted, tmp_path):
     save_file({"direction": bad, "gate": eraser.gate.clone()}, str(tmp_path / WEIGHTS_NAME))
     with pytest.raises(ValueError, match="direction tensor .* NaN / inf"):
         Eraser.from_pretrained(tmp_path)
+
+
+def test_a_fit_of_some_layers_equals_the_full_fit_there(fitted):
+    a, full, _ = fitted
+    one = Eraser.fit(a, *_sets(), EraserConfig(ratio=0.5, gamma=1e-6, seed=7, layers=[0]))
+    assert one.fitted_layers == [0]
+    assert torch.allclose(one.gate[0], full.gate[0], rtol=1e-6, atol=1e-9)
+    assert torch.equal(one.direction[0], full.direction[0])
+    assert not one.gate[1].any() and one.strengths(1.0) == (1.0, 0.0)
