@@ -180,6 +180,17 @@ def _parse_layers(text: str | None) -> list[int] | None:
         raise ValueError(f"--layers expects comma-separated layer numbers such as 4,5 (or 'all'), got {text!r}")
 
 
+def _numbers(text: str, kind, flag: str) -> list:
+    """Comma-separated numbers of a flag, with an error naming the flag."""
+    try:
+        out = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out:
+        raise ValueError(f"{flag} expects comma-separated numbers such as 8,16,32, got {text!r}")
+    return out
+
+
 def _parse_task_strengths(specs: list[str]) -> dict[str, float]:
     from core.evaluation import TASKS
     out = {}
@@ -424,7 +435,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     """Input-side robustness report of an eraser: image rephrasings, a benign prefix, adaptive PGD."""
     import torch
     from core.eraser import Eraser
-    from core.robustness import RobustnessConfig, attack_report, format_report, prefix_facts
+    from core.robustness import (RobustnessConfig, attack_report, budget_curve, format_curve, format_report,
+                                 prefix_facts)
     torch.set_num_threads(args.threads)
     adapter = load_model(args)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
@@ -432,17 +444,33 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
+    budgets = []
+    if args.curve:
+        eps, steps = _numbers(args.curve_eps, float, "--curve-eps"), _numbers(args.curve_steps, int, "--curve-steps")
+        if any(not 0 < e <= 255 for e in eps) or any(not 1 <= n <= 2000 for n in steps) or not 1 <= args.eot <= 64:
+            raise ValueError("--curve-eps must lie in (0, 255], --curve-steps in [1, 2000] and --eot in [1, 64]")
+        budgets = [(e / 255, n, k) for k in sorted({1, args.eot}) for n in steps for e in eps]
     facts = prefix_facts(data, args.prefix_facts)
     rows = attack_report(adapter, eraser, data.forget[:args.people], data.retain[:args.people], facts, cfg,
                          progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
+    curve = budget_curve(adapter, eraser, data.forget[:args.people], data.retain[:args.people], budgets, cfg,
+                         progress=lambda name, done, total: print(f"budget {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
-           f"--out {args.out}")
+           + (f"--curve --curve-eps {args.curve_eps} --curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
+           + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
             + format_report(rows) + "\n")
+    if curve:
+        text += ("\n## The adaptive attack's budget\n\nPGD on each image lowering the eraser's gate at its steered "
+                 "layers while keeping the answer likely, run against this eraser; with EOT each step averages the "
+                 "loss over random rephrasings (noise, brightness, contrast, resize, crop). \"After a rephrasing\": "
+                 "the attacked forget image passed through one of the report's image rephrasings first.\n\n"
+                 + format_curve(curve) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"attacks": rows, "budget_curve": curve} if curve
+                                                              else rows, indent=2))
     print(text)
     print(f"wrote {args.out}")
     return 0
@@ -809,6 +837,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
     p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")
     p.add_argument("--prefix-facts", type=int, default=4, help="general facts in the benign prefix")
+    p.add_argument("--curve", action="store_true",
+                   help="also run the adaptive attack at every budget of --curve-eps x --curve-steps, plain and "
+                        "with EOT over --eot image rephrasings (a table: budget -> forget recovered, retain kept)")
+    p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
+    p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
+    p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",

@@ -29,6 +29,8 @@ class PGDConfig:
     random_start: bool = True
     seed: int = 0
     early_stop_nll: float | None = None  # stop once the loss (mean NLL) falls below this
+    eot: int = 1  # expectation over transformation: each step averages the loss over this many
+    # random rephrasings of the perturbed image (`rephrase`); 1 = plain PGD
 
     def __post_init__(self):
         if not 0 < self.eps <= 1:
@@ -37,6 +39,8 @@ class PGDConfig:
             raise ValueError(f"step size must be in (0, 1], got {self.step_size}")
         if not 1 <= self.steps <= 100_000:
             raise ValueError(f"steps must be between 1 and 100000, got {self.steps}")
+        if not 1 <= self.eot <= 64:
+            raise ValueError(f"eot (rephrasings averaged per step) must be between 1 and 64, got {self.eot}")
 
 
 @dataclass
@@ -46,6 +50,34 @@ class PGDStep:
     delta: torch.Tensor  # (B, 3, S, S) perturbation in [-eps, eps]
     loss: float  # mean NLL of the targets (lower = target more likely)
     target_logprob: torch.Tensor  # (B,) summed log-probability of each target answer
+
+
+def rephrase(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """A random rephrasing of (B, 3, S, S) pixels in [0, 1], differentiable, for EOT: Gaussian
+    noise (sigma 0.02), brightness or contrast x U(0.8, 1), a resize to U(0.7, 1) and back, or a
+    centre crop keeping U(0.8, 1) resized back: the kinds of the robustness report's image
+    rephrasings, at random strengths. Why: a perturbation that survives them is not a
+    brittle pixel pattern (Athalye et al. 2018, "Synthesizing robust adversarial examples")."""
+    import torch.nn.functional as F
+    kind = int(torch.randint(5, (1,), generator=gen))
+    f = 0.8 + 0.2 * float(torch.rand(1, generator=gen))
+    size = pixels.shape[-2:]
+    if kind == 0:
+        out = pixels + 0.02 * torch.randn(pixels.shape, generator=gen).to(pixels)
+    elif kind == 1:
+        out = pixels * f
+    elif kind == 2:
+        mean = pixels.mean(dim=(1, 2, 3), keepdim=True)
+        out = (pixels - mean) * f + mean
+    elif kind == 3:
+        small = [max(1, round(n * (0.7 + 1.5 * (f - 0.8)))) for n in size]  # U(0.7, 1) of each side
+        out = F.interpolate(F.interpolate(pixels, size=small, mode="bilinear", align_corners=False), size=size,
+                            mode="bilinear", align_corners=False)
+    else:
+        h, w = (max(1, round(n * f)) for n in size)
+        top, left = (size[0] - h) // 2, (size[1] - w) // 2
+        out = F.interpolate(pixels[..., top:top + h, left:left + w], size=size, mode="bilinear", align_corners=False)
+    return out.clamp(0, 1)
 
 
 def _as_pixels(adapter: VLMAdapter, images) -> torch.Tensor:
@@ -80,12 +112,16 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
     try:
         for step in range(cfg.steps + 1):
             delta.requires_grad_(True)
-            batch = adapter.encode(list(questions), x + delta, list(targets))
-            nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
-            loss = nll_weight * nll.mean()
-            if extra_loss is not None:
-                loss = loss + extra_loss(batch).mean()
-            n_tok = (batch.labels != -100).sum(-1)
+            views = [x + delta] if cfg.eot == 1 else [rephrase(x + delta, gen) for _ in range(cfg.eot)]
+            loss = 0.0
+            for view in views:  # with EOT, the loss (and its gradient) is the mean over the rephrasings
+                batch = adapter.encode(list(questions), view, list(targets))
+                nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
+                part = nll_weight * nll.mean()
+                if extra_loss is not None:
+                    part = part + extra_loss(batch).mean()
+                loss = loss + part / len(views)
+            n_tok = (batch.labels != -100).sum(-1)  # the last view's log-probabilities are reported
             value = float(loss.detach())
             yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu())
             if step == cfg.steps or (should_stop is not None and should_stop()):

@@ -117,6 +117,7 @@ class RobustnessConfig:
     answer_weight: float = 1.0  # weight of the "keep the answer" term against the gate term
     max_new_tokens: int = 12
     seed: int = 0
+    eot: int = 1  # rephrasings averaged per PGD step (expectation over transformation)
 
 
 def cloze_queries(records: Sequence[PersonRecord], split: str) -> list[Query]:
@@ -162,7 +163,7 @@ def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layer
                     cfg: RobustnessConfig, should_stop: Callable[[], bool] | None = None) -> list[Image.Image]:
     """PGD on each forget image: minimise gate + answer_weight * NLL(correct answer).
     Returns the perturbed images (one per query)."""
-    pgd_cfg = PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, seed=cfg.seed)
+    pgd_cfg = PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, seed=cfg.seed, eot=cfg.eot)
     out = []
     for s in range(0, len(queries), 16):
         chunk = queries[s:s + 16]
@@ -220,6 +221,53 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
                      "forget_gate": _mean_gate(adapter, eraser, f, layers),
                      "retain_gate": _mean_gate(adapter, eraser, r, layers)})
     return rows
+
+
+def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], retain: Sequence[PersonRecord],
+                 budgets: Sequence[tuple[float, int, int]], cfg: RobustnessConfig = RobustnessConfig(),
+                 progress: Callable[[str, int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[dict]:
+    """The adaptive attack at each budget (eps, steps, eot): forget cloze recovered and retain
+    cloze kept with the eraser on (the retain images attacked the same way), the mean gate on
+    both, and how much of the forget recovery survives a rephrasing of the attacked image (the
+    same draw of `IMAGE_ATTACKS` for every budget). Each attack is run against `eraser` itself:
+    the gate it lowers is the one being evaluated."""
+    steer = lambda: eraser.apply(adapter)  # noqa: E731
+    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
+    names = list(IMAGE_ATTACKS)
+    rows = []
+    for n, (eps, steps, eot) in enumerate(budgets):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("budget curve stopped")
+        label = f"eps {round(eps * 255)}/255, {steps} steps" + (f", EOT {eot}" if eot > 1 else "")
+        if progress is not None:
+            progress(label, n, len(budgets))
+        c = RobustnessConfig(**{**cfg.__dict__, "eps": eps, "steps": steps, "eot": eot})
+        f_img = adaptive_images(adapter, eraser, fq, layers, c, should_stop)
+        r_img = adaptive_images(adapter, eraser, rq, layers, c, should_stop)
+        f, r = _with(fq, image=lambda i, im: f_img[i]), _with(rq, image=lambda i, im: r_img[i])
+        g = np.random.default_rng(cfg.seed)
+        picks = [names[int(g.integers(len(names)))] for _ in fq]
+        rephrased = _with(fq, image=lambda i, im: IMAGE_ATTACKS[picks[i]](f_img[i], np.random.default_rng(cfg.seed + i)))
+        rows.append({"eps": round(eps * 255), "steps": steps, "eot": eot,
+                     "forget_erased": _recovery(adapter, f, steer, cfg),
+                     "forget_rephrased": _recovery(adapter, rephrased, steer, cfg),
+                     "retain_erased": _recovery(adapter, r, steer, cfg),
+                     "forget_gate": _mean_gate(adapter, eraser, f, layers),
+                     "retain_gate": _mean_gate(adapter, eraser, r, layers)})
+    return rows
+
+
+def format_curve(rows: Sequence[dict]) -> str:
+    """Markdown table of a budget curve."""
+    lines = ["| eps (/255) | steps | EOT | forget recovered, eraser on | after a rephrasing | retain kept, eraser on "
+             "| forget gate | retain gate |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['eps']} | {r['steps']} | {r['eot']} | {100 * r['forget_erased']:.1f} | "
+                     f"{100 * r['forget_rephrased']:.1f} | {100 * r['retain_erased']:.1f} | {r['forget_gate']:.3f} | "
+                     f"{r['retain_gate']:.3f} |")
+    return "\n".join(lines)
 
 
 def _mean_gate(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int]) -> float:

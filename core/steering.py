@@ -106,7 +106,7 @@ class _Request:
     def apply(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
         prefill = h.shape[1] > 1
-        if prefill or self.config.mode == "every_step":
+        if prefill or (self.config.mode == "every_step" and s != 0):  # unsteered layers: gate read at prefill only
             g = self._gate(layer, h, prefill)
             if prefill:
                 self.gates[layer] = g.detach()
@@ -167,14 +167,14 @@ class _Installed:
             reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
             if not reqs:
                 return None
-            if args:
-                h = args[0]
-                for r in reqs:
-                    h = r.apply(layer, h)
-                return (h, *args[1:]), kwargs
-            h = kwargs["hidden_states"]
+            h0 = args[0] if args else kwargs["hidden_states"]
+            h = h0
             for r in reqs:
                 h = r.apply(layer, h)
+            if h is h0:  # nothing added (an unsteered layer, a decode step of prefill mode): no rebuilt inputs
+                return None
+            if args:
+                return (h, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": h}
         return hook
 

@@ -79,10 +79,16 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert set(res["splits"]) == {"forget", "test", "retain", "real"}
     report = tmp_path / "rob.md"
     assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--people", "1", "--steps", "2",
-                 "--out", str(report), "--threads", "1"]) == 0
-    rows = json.loads(report.with_suffix(".json").read_text())
+                 "--out", str(report), "--threads", "1", "--curve", "--curve-eps", "4,8", "--curve-steps", "1",
+                 "--eot", "2"]) == 0
+    res = json.loads(report.with_suffix(".json").read_text())
+    rows = res["attacks"]
     assert [r["attack"] for r in rows][:2] == ["none", "noise 0.02"] and len(rows) == 14
+    assert [(r["eps"], r["steps"], r["eot"]) for r in res["budget_curve"]] == [(4, 1, 1), (8, 1, 1), (4, 1, 2), (8, 1, 2)]
     assert "| attack | forget recovered, eraser on |" in report.read_text()
+    assert "| eps (/255) | steps | EOT |" in report.read_text()
+    assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--curve", "--curve-eps", "a"]) == 2
+    assert "--curve-eps expects comma-separated numbers" in capsys.readouterr().err
     assert f"python -m core attack --model {model} --eraser {tmp_path / 'e'} --people 1" in report.read_text()
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

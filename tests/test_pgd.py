@@ -4,7 +4,7 @@ import torch
 
 from conftest import random_image, tiny_adapter
 from core.models.load import state_hash
-from core.pgd import PGDConfig, amplify, pgd, run_pgd, to_image
+from core.pgd import PGDConfig, amplify, pgd, rephrase, run_pgd, to_image
 
 
 def test_pgd_lowers_target_loss_within_budget(family):
@@ -68,3 +68,30 @@ def test_bad_parameters():
     a = tiny_adapter("llava")
     with pytest.raises(ValueError, match="one question and one target"):
         next(pgd(a, [random_image(0)], ["a", "b"], ["x"]))
+
+
+def test_rephrase_is_a_differentiable_image_of_the_same_shape_and_reaches_every_kind():
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    gen = torch.Generator().manual_seed(0)
+    outs = [rephrase(x, gen) for _ in range(40)]
+    for o in outs:
+        assert o.shape == x.shape and o.min() >= 0 and o.max() <= 1
+    (grad,) = torch.autograd.grad(sum(o.sum() for o in outs), x)
+    assert grad.abs().sum() > 0
+    # noise, brightness, contrast, resize and crop give different outputs: at least 5 distinct ones
+    assert len({round(float((o - x).abs().mean()), 5) for o in outs}) >= 5
+
+
+def test_eot_pgd_is_seeded_bounded_and_lowers_the_loss():
+    a = tiny_adapter("llava")
+    cfg = PGDConfig(eps=32 / 255, step_size=4 / 255, steps=4, seed=3, eot=3)
+    one = list(pgd(a, [random_image(0)], ["what is this ?"], ["red circle"], cfg))
+    two = run_pgd(a, [random_image(0)], ["what is this ?"], ["red circle"], cfg)
+    assert torch.equal(one[-1].delta, two.delta)
+    assert one[-1].delta.abs().max() <= cfg.eps + 1e-6
+    assert one[-1].loss < one[0].loss
+    plain = run_pgd(a, [random_image(0)], ["what is this ?"], ["red circle"], PGDConfig(eps=32 / 255, step_size=4 / 255,
+                                                                                       steps=4, seed=3))
+    assert not torch.equal(plain.delta, two.delta)  # the rephrasings change the gradient it follows
+    with pytest.raises(ValueError, match="eot"):
+        PGDConfig(eot=0)

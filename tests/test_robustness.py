@@ -7,7 +7,8 @@ from PIL import Image
 from core.activations import Prompt
 from core.evaluation import Query
 from core.robustness import (FIRST_TURN, IMAGE_ATTACKS, INJECTION, ROLE_PLAY, RobustnessConfig, attack_report,
-                             benign_prefix, cloze_queries, follow_up, gate_of, prefill_for)
+                             benign_prefix, budget_curve, cloze_queries, follow_up, format_curve, gate_of,
+                             prefill_for)
 
 
 def _grey(size=64, value=128):
@@ -115,3 +116,23 @@ def test_follow_up_answers_who_first_with_the_models_own_reply(shipped):
         assert all(q.prompt.image is p.prompt.image and q.attribute == p.attribute for q, p in zip(out, qs))
         firsts.append(first)
     assert splits["forget"][0].name in firsts[0]  # the vanilla model names the forget person
+
+
+def test_budget_curve_attacks_the_eraser_it_is_given(shipped):
+    """The adaptive attack lowers the gate of the eraser it is handed, not a stale copy: against
+    an eraser whose gate is the shipped one negated, the same attack must lower THAT gate (and so
+    raise the shipped one). A larger budget lowers the forget gate more."""
+    from core.eraser import Eraser
+    adapter, eraser, splits = shipped
+    forget, retain = splits["forget"][:1], splits["retain"][:1]
+    budgets = [(1 / 255, 6, 1), (16 / 255, 6, 1), (16 / 255, 3, 2)]
+    rows = budget_curve(adapter, eraser, forget, retain, budgets, RobustnessConfig(step_size=2 / 255))
+    assert [(r["eps"], r["steps"], r["eot"]) for r in rows] == [(1, 6, 1), (16, 6, 1), (16, 3, 2)]
+    assert rows[1]["forget_gate"] < rows[0]["forget_gate"] - 0.05
+    for r in rows:
+        assert all(0.0 <= r[k] <= 1.0 for k in ("forget_erased", "forget_rephrased", "retain_erased"))
+    flipped = Eraser(eraser.direction, -eraser.gate, eraser.config, eraser.diagnostics)
+    clean = flipped.gate_values(adapter, [q.prompt for q in cloze_queries(forget, "forget")])[:, 1].mean().item()
+    against = budget_curve(adapter, flipped, forget, retain, budgets[1:2], RobustnessConfig(step_size=2 / 255))[0]
+    assert against["forget_gate"] < clean - 0.05
+    assert "| eps (/255) | steps | EOT |" in format_curve(rows)
