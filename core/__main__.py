@@ -370,7 +370,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     steering, info = None, None
     if args.eraser:
         from core.eraser import Eraser
-        eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+        eraser = _gate_layer(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
         strength = eraser.config.strength if args.strength is None else args.strength
         layers = _parse_layers(args.layers) or eraser.config.steer_layers or eraser.config.layers
         mode = args.mode or eraser.config.mode
@@ -381,7 +381,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         info = {"path": args.eraser, "strength": strength, "task_strengths": per_task, "layers": layers, "mode": mode,
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
                 "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
-                "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position}
+                "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position,
+                "gate_layer": eraser.config.gate_layer}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -391,6 +392,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
+
+
+def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
+    """Apply --gate-layer (read the gate at that layer, in a first prompt pass) to a loaded eraser."""
+    from core.eraser import EraserConfig, check_layers
+    if getattr(args, "gate_layer", None) is None:
+        return eraser
+    cfg = EraserConfig(**{**eraser.config.__dict__, "gate_layer": args.gate_layer})
+    check_layers(cfg, num_layers)
+    eraser.config = cfg
+    return eraser
 
 
 def _where(args: argparse.Namespace) -> str:
@@ -439,7 +451,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                  prefix_facts)
     torch.set_num_threads(args.threads)
     adapter = load_model(args)
-    eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
+    eraser = _gate_layer(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
@@ -457,6 +469,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                          progress=lambda name, done, total: print(f"budget {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
            + (f"--curve --curve-eps {args.curve_eps} --curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
+           + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
            + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
@@ -647,10 +660,13 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
     torch.set_num_threads(args.threads)
     shipped = Eraser.from_pretrained(args.eraser).config
-    keep = ("ratio", "gamma", "retain_weight", "gate_retain", "position", "mode", "steer_layers", "strength", "seed")
+    keep = ("ratio", "gamma", "retain_weight", "gate_retain", "position", "mode", "steer_layers", "strength", "seed",
+            "gate_layer")
+    settings = {**{k: getattr(shipped, k) for k in keep}, "subject_gates": True}
+    if args.gate_layer is not None:
+        settings["gate_layer"] = args.gate_layer
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
-                           limit=args.limit, withdraw=args.withdraw,
-                           eraser={**{k: getattr(shipped, k) for k in keep}, "subject_gates": True})
+                           limit=args.limit, withdraw=args.withdraw, eraser=settings)
     data = _load_data(args)
     results = {}
     if args.merge and args.json and Path(args.json).is_file():  # keep the methods measured before
@@ -660,7 +676,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
         if args.json:  # written after every method: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit},
+            Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit,
+                                                              "gate_layer": settings.get("gate_layer")},
                                                    "results": results}, indent=2))
     print(table(results))
     if args.figure:
@@ -843,6 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
     p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
     p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
+    p.add_argument("--gate-layer", type=int, default=None,
+                   help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",
@@ -927,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge", action="store_true", help="keep the other methods already in --json")
     p.add_argument("--limit", type=int, default=10, help="retained people and general rows evaluated per request")
     p.add_argument("--withdraw", type=int, default=3)
+    p.add_argument("--gate-layer", type=int, default=None,
+                   help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None, help="PNG: forgetting and utility vs requests")
     p.add_argument("--threads", type=int, default=2)
@@ -965,6 +986,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-strength", action="append", default=[], metavar="TASK=S",
                    help="strength for one MLLMU task, e.g. classification=1.0 (repeatable)")
     p.add_argument("--layers", default=None, help="comma-separated layers to steer (default: the eraser's)")
+    p.add_argument("--gate-layer", type=int, default=None,
+                   help="read the eraser's gate at this layer, in a first prompt pass, and apply it at the steered "
+                        "layers (default: the eraser's setting; each steered layer reads its own)")
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -66,6 +66,10 @@ def check_layers(config: "EraserConfig", num_layers: int) -> None:
         if bad:
             raise ValueError(f"{what} {bad} out of range: the model has {num_layers} decoder layers "
                              f"(0-{num_layers - 1}); pick layers in that range")
+    g = config.gate_layer
+    if g is not None and (not 0 <= g < num_layers or (config.layers is not None and g not in config.layers)):
+        raise ValueError(f"gate_layer {g} must be a fitted layer of this {num_layers}-layer model (its gate is read "
+                         "there)")
 
 
 class ModelMismatchError(ValueError):
@@ -113,6 +117,10 @@ class EraserConfig:
     # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
     requests: list = field(default_factory=list)
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
+    # read the gate at this layer (a first prompt pass up to it) and apply it at the steered layers;
+    # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
+    # steered layer sees the picture (docs/sequential.md, look-alikes); it costs a partial extra prompt pass
+    gate_layer: int | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -152,6 +160,12 @@ class EraserConfig:
                 raise ValueError(f"eraser config field {name!r} must be null or a list of layer numbers, got {v!r}")
         if self.mode not in MODES:
             raise ValueError(f"eraser config field 'mode' must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.gate_layer is not None and (isinstance(self.gate_layer, bool) or not isinstance(self.gate_layer, int)
+                                            or self.gate_layer < 0):
+            raise ValueError(f"eraser config field 'gate_layer' must be null or a layer number, got {self.gate_layer!r}")
+        if self.gate_layer is not None and self.mode == "every_step":
+            raise ValueError("eraser config: a gate read at 'gate_layer' is latched at the prompt; use mode 'prefill' "
+                             "or 'latched'")
         if self.position not in GATE_POSITIONS:
             raise ValueError(f"eraser config field 'position' must be one of {', '.join(GATE_POSITIONS)}, "
                              f"got {self.position!r}")
@@ -423,6 +437,14 @@ class Eraser:
         vals = layer_strengths(self.num_layers, strength, chosen)
         return tuple(v if i in fitted else 0.0 for i, v in enumerate(vals))
 
+    @property
+    def gate_layers(self) -> list[int]:
+        """The layers whose gate decides the steering: `gate_layer` when set, else the steered
+        layers (each reads its own). What an adaptive attacker has to close."""
+        if self.config.gate_layer is not None:
+            return [self.config.gate_layer]
+        return [l for l, s in enumerate(self.strengths()) if s != 0]
+
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
               strict: bool = True, gate_index: torch.Tensor | None = None,
@@ -434,8 +456,9 @@ class Eraser:
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
+        gate_from = self.config.gate_layer if isinstance(gate, torch.Tensor) else None
         return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
-                     gate_position=self.gate_position if gate is not None else "last")
+                     gate_position=self.gate_position if gate is not None else "last", gate_from=gate_from)
 
     def strength_for(self, task: str | None) -> float:
         """The stored strength for an MLLMU task; the default strength for anything else."""

@@ -25,7 +25,7 @@ def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prom
                      should_stop: Callable[[], bool] | None = None) -> list[Prompt]:
     """The prompts with their images perturbed (L-inf `cfg.eps`) to close the eraser's gate over its
     steered layers: the adaptive attacker's gate term, without its answer term."""
-    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    layers = eraser.gate_layers
     out = []
     for s in range(0, len(prompts), 16):
         chunk = list(prompts[s:s + 16])
@@ -56,7 +56,7 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
             raise ValueError(f"hardening rows must be of forgotten subjects; not forgotten: {', '.join(unknown)}")
         attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop)
         H = collect_layers(adapter, attacked, current.config.layers, position=current.gate_position)
-        layers = [l for l, s in enumerate(current.strengths()) if s != 0]
+        layers = current.gate_layers
         before = current.gate_values(adapter, attacked)[:, layers].mean().item()
         grown = with_forget_rows(state, H, [p.tag for p in attacked])
         current = refit_with(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),

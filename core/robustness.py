@@ -182,7 +182,7 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     value over the steered layers on the attacked forget and retain inputs (does it still fire?).
     progress(attack name, attacks done, attacks in all) is called before each attack."""
     steer = lambda: eraser.apply(adapter)  # noqa: E731
-    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    layers = eraser.gate_layers
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     rng = lambda: np.random.default_rng(cfg.seed)  # noqa: E731  (the same draws for every split)
     plain: list[tuple[str, Callable[[list[Query]], list[Query]]]] = [("none", lambda qs: _with(qs))]
@@ -233,7 +233,7 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
     same draw of `IMAGE_ATTACKS` for every budget). Each attack is run against `eraser` itself:
     the gate it lowers is the one being evaluated."""
     steer = lambda: eraser.apply(adapter)  # noqa: E731
-    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    layers = eraser.gate_layers
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     names = list(IMAGE_ATTACKS)
     rows = []
@@ -259,15 +259,27 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
     return rows
 
 
+def _table(columns: Sequence[tuple[str, Callable[[dict], str]]], rows: Sequence[dict]) -> str:
+    """Markdown table, one column per (header, cell of a row)."""
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r) for _, cell in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pct(key: str) -> Callable[[dict], str]:
+    return lambda r: f"{100 * r[key]:.1f}"
+
+
+def _gate(key: str) -> Callable[[dict], str]:
+    return lambda r: f"{r[key]:.3f}"
+
+
 def format_curve(rows: Sequence[dict]) -> str:
     """Markdown table of a budget curve."""
-    lines = ["| eps (/255) | steps | EOT | forget recovered, eraser on | after a rephrasing | retain kept, eraser on "
-             "| forget gate | retain gate |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['eps']} | {r['steps']} | {r['eot']} | {100 * r['forget_erased']:.1f} | "
-                     f"{100 * r['forget_rephrased']:.1f} | {100 * r['retain_erased']:.1f} | {r['forget_gate']:.3f} | "
-                     f"{r['retain_gate']:.3f} |")
-    return "\n".join(lines)
+    return _table([("eps (/255)", lambda r: str(r["eps"])), ("steps", lambda r: str(r["steps"])),
+                   ("EOT", lambda r: str(r["eot"])), ("forget recovered, eraser on", _pct("forget_erased")),
+                   ("after a rephrasing", _pct("forget_rephrased")), ("retain kept, eraser on", _pct("retain_erased")),
+                   ("forget gate", _gate("forget_gate")), ("retain gate", _gate("retain_gate"))], rows)
 
 
 def _mean_gate(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int]) -> float:
@@ -278,10 +290,7 @@ def _mean_gate(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Se
 
 def format_report(rows: Sequence[dict]) -> str:
     """Markdown table: recoveries in %, gates as values."""
-    lines = ["| attack | forget recovered, eraser on | forget, vanilla | retain kept, eraser on | retain, vanilla "
-             "| forget gate | retain gate |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['attack']} | {100 * r['forget_erased']:.1f} | {100 * r['forget_vanilla']:.1f} | "
-                     f"{100 * r['retain_erased']:.1f} | {100 * r['retain_vanilla']:.1f} | "
-                     f"{r['forget_gate']:.3f} | {r['retain_gate']:.3f} |")
-    return "\n".join(lines)
+    return _table([("attack", lambda r: r["attack"]), ("forget recovered, eraser on", _pct("forget_erased")),
+                   ("forget, vanilla", _pct("forget_vanilla")), ("retain kept, eraser on", _pct("retain_erased")),
+                   ("retain, vanilla", _pct("retain_vanilla")), ("forget gate", _gate("forget_gate")),
+                   ("retain gate", _gate("retain_gate"))], rows)

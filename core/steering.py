@@ -88,6 +88,10 @@ class _Request:
     gate_position: str = "last"  # "last": gate read at the last prompt token; "mean": prompt mean
     attention_mask: torch.Tensor | None = None  # (B, T) of the current forward pass (for "mean")
     alive: bool = True
+    gate_from: int | None = None  # read the gate at this layer in a first prompt pass, apply it at every
+    # steered layer (None: each steered layer reads its own gate)
+    in_gate_pass: bool = False
+    early_gate: torch.Tensor | None = None  # (B,) the gate of the current prompt from the gate pass
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
     trace: list[tuple[int, int, bool]] = field(default_factory=list)  # (layer, seq_len, steered)
     copies: dict[tuple, torch.Tensor] = field(default_factory=dict)  # direction / gate per (device, dtype)
@@ -107,7 +111,8 @@ class _Request:
         s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
         prefill = h.shape[1] > 1
         if prefill or (self.config.mode == "every_step" and s != 0):  # unsteered layers: gate read at prefill only
-            g = self._gate(layer, h, prefill)
+            early = prefill and s != 0 and self.early_gate is not None  # unsteered layers show their own gate
+            g = self.early_gate if early else self._gate(layer, h, prefill)
             if prefill:
                 self.gates[layer] = g.detach()
         elif self.config.mode == "latched" and s != 0:
@@ -153,11 +158,14 @@ class _Installed:
 
     @staticmethod
     def _mask_hook(key: int):
-        def hook(_module, _args, kwargs):
+        def hook(module, args, kwargs):
             mask = kwargs.get("attention_mask")
             for r in _ACTIVE.get():
                 if r.key == key and r.alive and r.gate_position == "mean":  # last-token gates never read it
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+            for r in _ACTIVE.get():
+                if r.key == key and r.alive and r.gate_from is not None and not r.in_gate_pass:
+                    _gate_pass(r, module, args, kwargs)
             return None
         return hook
 
@@ -168,6 +176,12 @@ class _Installed:
             if not reqs:
                 return None
             h0 = args[0] if args else kwargs["hidden_states"]
+            for r in reqs:
+                if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer, and stops
+                    if layer == r.gate_from:
+                        r.early_gate = r._gate(layer, h0, True).detach()
+                        raise _GatePassDone
+                    return None
             h = h0
             for r in reqs:
                 h = r.apply(layer, h)
@@ -181,6 +195,41 @@ class _Installed:
     def remove(self):
         for h in self.handles:
             h.remove()
+
+
+class _GatePassDone(Exception):
+    """Ends a gate pass at the layer its gate is read at."""
+
+
+def _prompt_length(args, kwargs) -> int:
+    x = kwargs.get("input_ids")
+    if x is None:
+        x = kwargs.get("inputs_embeds")
+    if x is None and args:
+        x = args[0]
+    return int(x.shape[1]) if isinstance(x, torch.Tensor) and x.dim() >= 2 else 0
+
+
+def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
+    """Before a prompt pass (more than one new token), run the model on the same inputs up to
+    layer `r.gate_from`, unsteered and without the KV cache, and keep the gate read there: the
+    steered layers then apply it. Why: a deeper layer tells people apart where an early one sees
+    the picture (docs/sequential.md), while steering an early layer is what forgets. Costs a
+    partial extra prompt pass; decode steps reuse the latched gate."""
+    r.early_gate = None
+    if _prompt_length(args, kwargs) <= 1:
+        return  # a decode step
+    inner = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
+    r.in_gate_pass = True
+    try:
+        with torch.no_grad():
+            module(*args, **inner, use_cache=False)
+    except _GatePassDone:
+        pass
+    finally:
+        r.in_gate_pass = False
+    if r.early_gate is None:
+        raise RuntimeError(f"the gate pass never reached layer {r.gate_from}")
 
 
 def _blocks(target) -> torch.nn.ModuleList:
@@ -243,7 +292,8 @@ class SteeringHandle:
 
 def steer(target, direction: torch.Tensor, config: SteeringConfig,
           gate: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-          gate_index: torch.Tensor | None = None, gate_position: str = "last") -> SteeringHandle:
+          gate_index: torch.Tensor | None = None, gate_position: str = "last",
+          gate_from: int | None = None) -> SteeringHandle:
     """Start steering `target` (an adapter or a HF model) in the current context.
 
     direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u) or (L, K, d)
@@ -253,6 +303,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     gate_position: "last" reads the gate at the last prompt token (the method), "mean" at the
     mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
     the prefill gate is latched for decode steps, so mode "every_step" is refused.
+    gate_from: read the gate at this layer, in a first prompt pass up to it, and apply that
+    gate at every steered layer (see `_gate_pass`); "every_step" is refused with it too.
     """
     if gate_position not in POSITIONS:
         raise ValueError(f"gate position must be one of {POSITIONS}, got {gate_position!r}")
@@ -266,10 +318,15 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
                          f"with {n} layers")
     if len(config.strengths) != n:
         raise ValueError(f"{len(config.strengths)} strengths for a model with {n} layers")
+    if gate_from is not None:
+        if gate is None or not 0 <= gate_from < n:
+            raise ValueError(f"a gate read at layer {gate_from} needs a gate and a layer in 0..{n - 1}")
+        if config.mode == "every_step":
+            raise ValueError("a gate read in a first prompt pass is latched: use mode 'prefill' or 'latched'")
     req = _Request(
         key=id(blocks), direction=direction.detach(),
         gate_vec=gate.detach() if isinstance(gate, torch.Tensor) else gate,
-        config=config, gate_index=gate_index, gate_position=gate_position)
+        config=config, gate_index=gate_index, gate_position=gate_position, gate_from=gate_from)
     with _LOCK:
         inst = _INSTALLED.get(req.key)
         if inst is None:

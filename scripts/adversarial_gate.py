@@ -32,7 +32,7 @@ from core.toyworld.train import load_world  # noqa: E402
 
 def measure(adapter, eraser, fq, rq, cfg: RobustnessConfig) -> dict:
     steer = lambda: eraser.apply(adapter)  # noqa: E731
-    layers = [l for l, s in enumerate(eraser.strengths()) if s != 0]
+    layers = eraser.gate_layers
     attacked = _with(fq, image=lambda i, im, imgs=adaptive_images(adapter, eraser, fq, layers, cfg): imgs[i])
     return {"forget_no_attack": _recovery(adapter, _with(fq), steer, cfg),
             "forget_adaptive": _recovery(adapter, attacked, steer, cfg),

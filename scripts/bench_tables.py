@@ -21,17 +21,20 @@ from results_table import write_between  # noqa: E402
 
 def headline(shipped: dict, shape: dict | None) -> str:
     """The README's few lines: the ratios a reader asks about first."""
-    steer = {(r["mode"], r["batch"]): r["overhead"] for r in (shape or shipped)["steering"]}
-    where = "a model of LLaVA-1.5-7B's width (2 layers, random weights)" if shape else "the shipped model"
     fit = next(f for f in shipped["fit"] if f["width"] == 4096)
     art = next(a for a in shipped["artefact"] if a["width"] == 4096)
-    lines = ["| measurement (2-core CPU; ratios from one run) | value |", "|---|---|",
-             f"| steering overhead on greedy generation, {where}, batch 8, `prefill` / `latched` | "
-             f"{steer[('prefill', 8)]:.2f}x / {steer[('latched', 8)]:.2f}x |",
-             f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
-             f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
-             f"| eraser file at 32 x 4096 vs the public code's fp16 matrices | {art['eraser_bytes'] / 1e6:.2f} MB vs "
-             f"{art['public_code_bytes'] / 1e9:.2f} GB |"]
+    lines = ["| measurement (2-core CPU; ratios from one run) | value |", "|---|---|"]
+    for res, where in ((shipped, "the shipped model (4 layers of width 256)"),
+                       (shape, "a model of LLaVA-1.5-7B's width (2 layers, random weights)")):
+        if res:
+            steer = {(r["mode"], r["batch"]): r["overhead"] for r in res["steering"]}
+            lines.append(f"| steering overhead on greedy generation, {where}, batch 8, `prefill` / `latched` / "
+                         f"`every_step` | {steer[('prefill', 8)]:.2f}x / {steer[('latched', 8)]:.2f}x / "
+                         f"{steer[('every_step', 8)]:.2f}x |")
+    lines += [f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
+              f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
+              f"| eraser file at 32 x 4096 vs the public code's fp16 matrices | {art['eraser_bytes'] / 1e6:.2f} MB vs "
+              f"{art['public_code_bytes'] / 1e9:.2f} GB |"]
     if "build" in shipped:
         b = shipped["build"]
         lines.append(f"| building the shipped eraser vs training IdkNLL on the shipped model | "

@@ -175,7 +175,37 @@ def sequential_doc() -> str:
                 parts.append(f"Withdrawal of {', '.join(w['withdrawn'])}: {pct(w['withdrawn_equal_to_vanilla'])}% of "
                              f"their {w['questions']} image questions answered exactly as the unsteered model; "
                              f"{pct(w['others_unchanged'])}% of the other forgotten people's answers unchanged.\n")
+    f = ROOT / "results" / "sequential_lookalikes.json"
+    if f.is_file():
+        parts.append(lookalikes(json.loads(f.read_text())))
     return "\n".join(parts)
+
+
+def lookalikes(res: dict) -> str:
+    """Why people not requested yet lose answers (results/sequential_lookalikes.json)."""
+    n, steer = len(res["requested"]), res["steer_layer"]
+    layers = len(res["people"][0]["gate_median_per_layer"])
+    lines = ["## Why people not requested yet lose answers\n",
+             f"From `python scripts/lookalikes.py --requested {n}`: the eraser of the first {n} requested people, its "
+             "per-subject gates read on every forget person's image questions (median over the questions of the "
+             f"largest subject gate; the shipped eraser steers layer {steer}). A requested person's own gate reads "
+             "0.6-0.8 at the steered layer; a pending person's is the gate of the requested person who looks most "
+             "like them, through the picture's visible attributes (background, shirt, accessory), not the face.\n",
+             "| person | requested | " + " | ".join(f"gate, layer {l}" for l in range(layers))
+             + " | gate that fires | visible attributes shared with that person |",
+             "|---|---|" + "---|" * layers + "---|---|"]
+    for p in res["people"]:
+        lines.append(f"| {p['id']} | {'yes' if p['requested'] else '**no**'} | "
+                     + " | ".join(f"{g:.2f}" for g in p["gate_median_per_layer"])
+                     + f" | {p['gate_that_fires']} | {', '.join(p['shared_visible_attributes']) or '-'} |")
+    lines.append("\nAt the steered layer the gate reads the picture more than the person: a look-alike of a "
+                 "requested person is steered too. Deeper layers separate them (the pending people's gates fall "
+                 "well under every requested person's there), so a gate read at a deeper layer, in a first "
+                 "forward pass, and applied at the steered layer in a second, is the fix to try next; it doubles "
+                 "the prompt pass. It is not built yet. In the batch setting every forget person is requested at "
+                 "once, so the look-alikes among them do not show; retained people are in the gate's retain rows "
+                 "and stay unsteered.\n")
+    return "\n".join(lines)
 
 
 def sequential() -> str:

@@ -328,3 +328,22 @@ def test_a_fit_of_some_layers_equals_the_full_fit_there(fitted):
     assert torch.allclose(one.gate[0], full.gate[0], rtol=1e-6, atol=1e-9)
     assert torch.equal(one.direction[0], full.direction[0])
     assert not one.gate[1].any() and one.strengths(1.0) == (1.0, 0.0)
+
+
+def test_gate_layer_reads_the_prompt_mean_gate_deeper_and_steers_the_earlier_layer(tmp_path):
+    a = tiny_adapter("llava", layers=2)
+    sets = _sets()
+    eraser = Eraser.fit(a, *sets, EraserConfig(ratio=0.5, gamma=1e-6, seed=7, position="mean_prompt_tokens",
+                                                steer_layers=[0], gate_layer=1, strength=1.0))
+    prompts = [sets[0][0], Prompt("who is the person in this picture , tell me please ?", sets[0][1].image)]
+    from core.activations import encode_prompts
+    batch = encode_prompts(a, prompts)  # two lengths: the mean skips the padding
+    with torch.no_grad(), eraser.apply(a) as h:
+        a.logits(batch)
+    assert torch.allclose(h.gates[0].double(), eraser.gate_values(a, prompts)[:, 1], atol=1e-3)
+    eraser.save_pretrained(tmp_path)
+    assert Eraser.from_pretrained(tmp_path, adapter=a).config.gate_layer == 1
+    with pytest.raises(ValueError, match="gate_layer 5 must be a fitted layer"):
+        Eraser.fit(a, *sets, EraserConfig(gate_layer=5))
+    with pytest.raises(ValueError, match="'gate_layer' is latched"):
+        EraserConfig(gate_layer=1, mode="every_step")

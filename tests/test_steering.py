@@ -231,3 +231,37 @@ def test_prompt_mean_gate_refuses_per_step_gating_and_unknown_positions():
     with pytest.raises(ValueError, match="gate position must be one of"):
         steer(a, r, SteeringConfig((1.0,) * a.num_layers), u, gate_position="middle")
     assert hook_count(a) == 0
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(family):
+    """gate_from=2: a first prompt pass reads the gate at layer 2, and layer 0 is steered with it.
+    By hand: the unsteered gate at layer 2, handed to layer 0 as a constant. Logits and greedy
+    generation (KV cache, decode steps latched) agree; no hook is left."""
+    a = tiny_adapter(family, layers=3)
+    batch = _batch(a)
+    r, u = _vectors(a)
+    want = capture(a, batch, [2])[:, 0] @ u[2]  # the gate at layer 2, unsteered
+    cfg = SteeringConfig((2.0, 0.0, 0.0), "latched")
+    with torch.no_grad():
+        with steer(a, r, cfg, u, gate_from=2) as h:
+            early = a.logits(batch)
+        with steer(a, r, cfg, lambda layer, x: want.to(x)):
+            by_hand = a.logits(batch)
+            seen = capture(a, batch, [1])[:, 0] @ u[1]  # layer 1's input once layer 0 is steered
+        with steer(a, r, cfg, u):
+            own = a.logits(batch)
+    assert torch.allclose(h.gates[0], want, atol=1e-5)
+    assert torch.allclose(h.gates[1], seen, atol=1e-4)  # an unsteered layer shows its own gate
+    assert torch.allclose(early, by_hand, atol=1e-4)
+    assert (early - own).abs().max() > 1e-3  # not the layer-0 gate
+    with steer(a, r, cfg, u, gate_from=2):
+        text_early = a.generate(batch, 4)
+    with steer(a, r, cfg, lambda layer, x: want.to(x)):
+        text_by_hand = a.generate(batch, 4)
+    assert text_early == text_by_hand
+    assert hook_count(a) == 0
+    with pytest.raises(ValueError, match="latched"):
+        steer(a, r, SteeringConfig((1.0, 0.0, 0.0), "every_step"), u, gate_from=2)
+    with pytest.raises(ValueError, match="needs a gate and a layer"):
+        steer(a, r, cfg, u, gate_from=3)
