@@ -86,6 +86,8 @@ def _prune(folder: Path, seconds: float = limits.TEMP_SECONDS) -> None:
 ATTACK_COLUMNS = {"forget, eraser": "forget_erased", "forget, vanilla": "forget_vanilla",
                   "retain, eraser": "retain_erased", "retain, vanilla": "retain_vanilla"}
 GATE_COLUMNS = {"forget gate": "forget_gate", "retain gate": "retain_gate"}
+# where the playground reads the gate: the eraser's own setting, each steered layer, or one layer
+GATE_AT = [("as the eraser says", "stored"), ("each steered layer", "each")]
 
 
 def _progress(progress: gr.Progress):
@@ -129,6 +131,10 @@ def build(default: Workbench) -> gr.Blocks:
                         mode = gr.Radio(["prefill", "latched", "every_step"],
                                         value=er.config.mode if er else "prefill", label="When to steer",
                                         elem_id="mode")
+                        gate_at = gr.Dropdown(
+                            GATE_AT + [(f"layer {l}", l) for l in layer_choices], value="stored",
+                            label="Gate read at (a deeper layer tells people apart; it costs a partial extra prompt "
+                                  "pass)", elem_id="gate_at")
                         run = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Column(scale=1):
                         original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
@@ -353,10 +359,12 @@ def build(default: Workbench) -> gr.Blocks:
                 JOBS.finish(sess.id, job)
 
         @logged
-        def compare(sess, img, q, s, lay, m):
+        def compare(sess, img, q, s, lay, m, gate_at_value="stored"):
             try:
                 chosen = [int(x) for x in lay]
-                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess)
+                gl = {None: "stored", "stored": "stored", "each": None}.get(gate_at_value)
+                gl = int(gate_at_value) if gl is None and gate_at_value != "each" else gl
+                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl)
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
             rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
@@ -390,12 +398,13 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), _err(exc)
 
-        inputs = [session, image, question, strength, layers, mode]
+        inputs = [session, image, question, strength, layers, mode, gate_at]
         outputs = [original, steered, gates, status]
         upload.upload(load_upload, upload, [image, status], **LIGHT)
         run.click(compare, inputs, outputs, **LIGHT)
         strength.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
         layers.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        gate_at.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
         examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
         heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
         if gallery_items:
@@ -432,7 +441,7 @@ def build(default: Workbench) -> gr.Blocks:
             try:
                 wb = Workbench.shared(path or "", default)
             except UserError as exc:
-                return sess, _err(exc), gr.update(), gr.update(), gr.update()
+                return sess, _err(exc), gr.update(), gr.update(), gr.update(), gr.update()
             sess.workbench = None if wb is default else wb
             sess.eraser, sess.data = None, None
             choices = [str(l) for l in wb.layers]
@@ -440,10 +449,11 @@ def build(default: Workbench) -> gr.Blocks:
                     "(**Forget someone**: photos and a name), or fit one with `python -m core fit --model ... "
                     "--data forget=PATH` and upload it in the Evaluate tab.")
             return (sess, _model_info(wb) + note, gr.update(choices=choices, value=choices),
-                    gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]))
+                    gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]),
+                    gr.update(choices=GATE_AT + [(f"layer {l}", l) for l in choices], value="stored"))
 
-        load_model.click(do_load_model, [session, model_path], [session, model_info, layers, map_layer, ns_layer],
-                         **HEAVY)
+        load_model.click(do_load_model, [session, model_path],
+                         [session, model_info, layers, map_layer, ns_layer, gate_at], **HEAVY)
 
         @logged
         def do_fit(sess, split, names, kind_, with_variants, progress=gr.Progress()):

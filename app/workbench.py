@@ -288,17 +288,25 @@ class Workbench:
         return spec
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
-                max_new_tokens: int = 40, session: Session | None = None) -> Comparison:
-        """Original and steered greedy answers to one input, and the per-layer gates."""
+                max_new_tokens: int = 40, session: Session | None = None,
+                gate_layer: int | None | str = "stored") -> Comparison:
+        """Original and steered greedy answers to one input, and the per-layer gates.
+        gate_layer: where the gate is read (None: at each steered layer; "stored": the eraser's)."""
         eraser = self.eraser_for(session)
         q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
         check_mode(eraser, mode)
+        if gate_layer != "stored" and gate_layer is not None and gate_layer not in eraser.fitted_layers:
+            raise UserError(f"Layer {gate_layer} has no fitted gate in this eraser; pick one of {eraser.fitted_layers} "
+                            "or 'each steered layer'.")
+        effective = eraser.config.gate_layer if gate_layer == "stored" else gate_layer
+        if effective is not None and (mode or eraser.config.mode) == "every_step":
+            raise UserError("A gate read at one layer is latched at the prompt: choose 'prefill' or 'latched'.")
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
-        with eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode) as h:
+        with eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer) as h:
             steered = self.adapter.generate(batch, max_new_tokens)[0]
         gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in eraser.fitted_layers}
         return Comparison(original, steered, gates)

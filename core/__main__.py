@@ -254,7 +254,7 @@ def _preset_config(args, num_layers: int):
     first = pre.pop("steer_from_layer", None)
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
-                   strength=args.strength,
+                   strength=args.strength, gate_layer=args.gate_layer,
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -795,6 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-weight", type=float, default=None,
                    help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
                         "fit, which relies on the null space alone)")
+    p.add_argument("--gate-layer", type=int, default=None,
+                   help="read the gate at this (deeper) layer in a first prompt pass and apply it at the steered "
+                        "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
     p.add_argument("--adversarial-rounds", type=int, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")

@@ -155,12 +155,14 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
     for batch_size in (1, 8):
         batch = encode_prompts(adapter, _prompts(adapter, batch_size))
         _fixed_length(adapter, batch, new_tokens)  # warm-up
-        for mode in ("prefill", "latched", "every_step"):
-            er = eraser
-            if mode == "every_step" and eraser.gate_position == "mean":
+        own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None), eraser.diagnostics)
+        runs = [("prefill", eraser), ("latched", eraser), ("every_step", own)]
+        if eraser.config.gate_layer is not None:  # what the gate pass costs: the same eraser, each layer's own gate
+            runs.insert(1, ("prefill", own))
+        for mode, er in runs:
+            if mode == "every_step" and er.gate_position == "mean":
                 # the same tensors read at the last token: the cost of a per-token gate
-                er = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, position="last_prompt_token"),
-                                  eraser.diagnostics)
+                er = type(er)(er.direction, er.gate, _with(er.config, position="last_prompt_token"), er.diagnostics)
 
             def on(er=er, mode=mode):
                 with er.apply(adapter, mode=mode):
@@ -171,7 +173,8 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
                 t_off = _seconds(lambda: _fixed_length(adapter, batch, new_tokens))
                 t_on = _seconds(on)
                 pairs.append((t_off, t_on))
-            rows.append({"batch": batch_size, "mode": mode, "off_s": statistics.median(p[0] for p in pairs),
+            rows.append({"batch": batch_size, "mode": mode, "gate_layer": er.config.gate_layer,
+                         "off_s": statistics.median(p[0] for p in pairs),
                          "on_s": statistics.median(p[1] for p in pairs),
                          "overhead": statistics.median(b / a for a, b in pairs)})
     return rows
@@ -332,7 +335,8 @@ def table(res: dict) -> str:
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res["steering"]:
-        lines.append(f"| steering overhead, greedy generation, `{r['mode']}`, batch {r['batch']} | "
+        gate = "" if r.get("gate_layer") is None else f", gate read at layer {r['gate_layer']} (a first prompt pass)"
+        lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, batch {r['batch']} | "
                      f"{r['overhead']:.3f}x |")
     c = res["capture"]
     lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")

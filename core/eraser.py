@@ -448,15 +448,20 @@ class Eraser:
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
               strict: bool = True, gate_index: torch.Tensor | None = None,
-              gate_fn: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> SteeringHandle:
+              gate_fn: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+              gate_layer: int | None | str = "stored") -> SteeringHandle:
         """Steer `adapter` until the returned handle is removed (use it in a `with` block).
 
         gated=False drops the gate (plain d_erase addition: the 'null space off' ablation);
-        gate_fn replaces the linear gate by another one (the MLP-gate ablation)."""
+        gate_fn replaces the linear gate by another one (the MLP-gate ablation); gate_layer
+        replaces the stored `config.gate_layer` (None: each steered layer reads its own gate)."""
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
-        gate_from = self.config.gate_layer if isinstance(gate, torch.Tensor) else None
+        chosen = self.config.gate_layer if gate_layer == "stored" else gate_layer
+        if chosen is not None and chosen not in self.fitted_layers:
+            raise ValueError(f"gate layer {chosen} has no fitted gate; this eraser fits layers {self.fitted_layers}")
+        gate_from = chosen if isinstance(gate, torch.Tensor) else None
         return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
                      gate_position=self.gate_position if gate is not None else "last", gate_from=gate_from)
 

@@ -27,10 +27,14 @@ def headline(shipped: dict, shape: dict | None) -> str:
     for res, where in ((shipped, "the shipped model (4 layers of width 256)"),
                        (shape, "a model of LLaVA-1.5-7B's width (2 layers, random weights)")):
         if res:
-            steer = {(r["mode"], r["batch"]): r["overhead"] for r in res["steering"]}
-            lines.append(f"| steering overhead on greedy generation, {where}, batch 8, `prefill` / `latched` / "
-                         f"`every_step` | {steer[('prefill', 8)]:.2f}x / {steer[('latched', 8)]:.2f}x / "
-                         f"{steer[('every_step', 8)]:.2f}x |")
+            rows8 = [r for r in res["steering"] if r["batch"] == 8]
+            for deep in sorted({r.get("gate_layer") for r in rows8}, key=lambda g: g is not None, reverse=True):
+                picked = [r for r in rows8 if r.get("gate_layer") == deep]
+                how = ("each steered layer reading its own gate" if deep is None
+                       else f"gate read at layer {deep} in a first prompt pass")
+                lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}: "
+                             + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
+                             + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")
     lines += [f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
               f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
               f"| eraser file at 32 x 4096 vs the public code's fp16 matrices | {art['eraser_bytes'] / 1e6:.2f} MB vs "

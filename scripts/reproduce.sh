@@ -25,7 +25,11 @@ python -m core world --seed 0 --grid docs/portraits.png
 # (people by image, by name, general knowledge): a point of margin over the 97% target.
 # These are `fit --preset workbench`, the default (core.eraser.PRESETS): the line below equals
 #   fit ... --mode prefill --tune --ratio 1.0 --gamma 10 --retain-weight 0.3 --subject-gates --gate-retain 6400 --gate-position mean
-python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser
+# Then the gate is read at layer 3, in a first prompt pass, and applied at the steered layer 1 (gate_layer 3;
+# docs/sequential.md says why): pinned at what the tuner chose with the gate at layer 1 (layer 1 at 2.0), the
+# tuner not rerun with it. The gates and direction are those of the tuned fit (same data, same seed).
+python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --no-tune \
+  --steer-layers 1 --strength 2.0 --gate-layer 3
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
@@ -76,6 +80,10 @@ python -m core relearn --model assets/toy-llava-retain-only $(for m in ga ga_dif
   echo --model runs/baselines/$m; done) --json results/relearn.json
 python -m core sweep --out docs/ablations.md
 python -m core attack --out docs/robustness.md
+python -m core attack --people 5 --curve --curve-eps 8,16,32,64 --curve-steps 40 --eot 2 --out docs/robustness_budget.md
+python -m core sequential --json results/sequential.json --figure docs/sequential.png
+python -m core sequential --group 2 --json results/sequential_pairs.json --figure docs/sequential_pairs.png
+python scripts/lookalikes.py
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
 python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md

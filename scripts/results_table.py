@@ -57,7 +57,9 @@ def table() -> str:
                          f"{e['strength']}{_per_task(e)}, mode `{e['mode']}`, ratio {e['ratio']}, gamma {e['gamma']}, "
                          f"retain weight {e.get('retain_weight', 0.0)}, "
                          f"{'one gate per forget person' if e.get('subject_gates') else 'one gate'}, gate read at "
-                         f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}")
+                         f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}"
+                         + (f" of layer {e['gate_layer']} (a first prompt pass)" if e.get("gate_layer") is not None
+                            else " of each steered layer"))
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
 
@@ -68,7 +70,8 @@ def _setting(eraser: dict | None) -> str:
         return ""
     layers = eraser["layers"]
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
-    return f" [{where} at {eraser['strength']}{_per_task(eraser)}]"
+    gate = "" if eraser.get("gate_layer") is None else f", gate read at layer {eraser['gate_layer']}"
+    return f" [{where} at {eraser['strength']}{_per_task(eraser)}{gate}]"
 
 
 def comparison() -> str:
@@ -76,9 +79,11 @@ def comparison() -> str:
     unless marked."""
     paper = "vanilla + MLLMEraser, the paper's null-space fit"
     one = "vanilla + MLLMEraser, one gate with retain rows"
-    rows = ROWS + [(f"{one} (the previous preset)", "results/eraser_retain_rows.json"),
+    rows = ROWS + [("vanilla + MLLMEraser, gate read at the steered layer (the previous shipped eraser)",
+                    "results/eraser_own_layer.json"),
+                   (f"{one} (the preset before that)", "results/eraser_retain_rows.json"),
                    (f"{one}, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),
-                   (f"{paper} (the preset before that)", "results/eraser_null_space.json"),
+                   (f"{paper} (an earlier preset)", "results/eraser_null_space.json"),
                    (f"{paper}, the method's last-token gate", "results/eraser_last_token.json"),
                    (f"{paper}, latched mode", "results/eraser_latched.json"),
                    (f"{paper}, a strength per task tuned by `--tune-tasks`", "results/eraser_task_tuned.json"),
@@ -165,7 +170,8 @@ def sequential_doc() -> str:
              "Training baselines fine-tune the previous request's model on the new people (NPO's reference: the "
              "previous model).\n"]
     for name, figure_name, title in (("sequential", "sequential.png", "Ten requests of one person"),
-                                     ("sequential_pairs", "sequential_pairs.png", "Five requests of two people")):
+                                     ("sequential_pairs", "sequential_pairs.png", "Five requests of two people"),
+                                     ):
         f = ROOT / "results" / f"{name}.json"
         if f.is_file():
             res = json.loads(f.read_text())["results"]
@@ -178,7 +184,31 @@ def sequential_doc() -> str:
     f = ROOT / "results" / "sequential_lookalikes.json"
     if f.is_file():
         parts.append(lookalikes(json.loads(f.read_text())))
+    runs = {n: json.loads((ROOT / "results" / f"{n}.json").read_text())["results"]
+            for n in ("sequential", "sequential_own_layer") if (ROOT / "results" / f"{n}.json").is_file()}
+    if len(runs) == 2:
+        parts.append(pending_table(runs))
     return "\n".join(parts)
+
+
+def pending_table(runs: dict) -> str:
+    """Pending people's image MCQ after each request: the gate read at layer 3 (the shipped
+    eraser) vs at the steered layer (the previous shipped eraser)."""
+    def row(label, steps):
+        return f"| {label} | " + " | ".join(pct(s["pending classification"]) for s in steps
+                                            if "pending classification" in s) + " |"
+    n = sum("pending classification" in s for s in runs["sequential"]["vanilla"]["steps"])
+    return "\n".join([
+        "### Where the gate is read\n",
+        "The shipped eraser reads its per-person gates at layer 3, in a first prompt pass, and steers layer 1 "
+        "(`gate_layer: 3`); the previous shipped eraser read them at layer 1 itself. The same sequential run with "
+        "that eraser: results/sequential_own_layer.json (`python -m core sequential` run with it, before the "
+        "switch; the two-people run above used it too). Image MCQ of the people not requested yet, after each "
+        "request:\n",
+        "| gate | " + " | ".join(f"after {k + 1}" for k in range(n)) + " |", "|---|" + "---|" * n,
+        row("vanilla (no eraser)", runs["sequential"]["vanilla"]["steps"]),
+        row("read at the steered layer (1)", runs["sequential_own_layer"]["eraser"]["steps"]),
+        row("read at layer 3 (shipped)", runs["sequential"]["eraser"]["steps"]), ""])
 
 
 def lookalikes(res: dict) -> str:
@@ -199,12 +229,13 @@ def lookalikes(res: dict) -> str:
                      + " | ".join(f"{g:.2f}" for g in p["gate_median_per_layer"])
                      + f" | {p['gate_that_fires']} | {', '.join(p['shared_visible_attributes']) or '-'} |")
     lines.append("\nAt the steered layer the gate reads the picture more than the person: a look-alike of a "
-                 "requested person is steered too. Deeper layers separate them (the pending people's gates fall "
-                 "well under every requested person's there), so a gate read at a deeper layer, in a first "
-                 "forward pass, and applied at the steered layer in a second, is the fix to try next; it doubles "
-                 "the prompt pass. It is not built yet. In the batch setting every forget person is requested at "
-                 "once, so the look-alikes among them do not show; retained people are in the gate's retain rows "
-                 "and stay unsteered.\n")
+                 "requested person is steered too. Deeper layers separate them: at layer 3 the pending people's "
+                 "gates fall under every requested person's. So the shipped eraser reads its gates at layer 3, in a "
+                 "first prompt pass that stops there, and applies them at layer 1 in the real pass "
+                 "(`EraserConfig.gate_layer`, `fit --gate-layer`; the pass costs part of a second prompt pass, "
+                 "docs/performance.md). In the batch setting every forget person is requested at once, so the "
+                 "look-alikes among them do not show; retained people are in the gate's retain rows and stay "
+                 "unsteered.\n")
     return "\n".join(lines)
 
 

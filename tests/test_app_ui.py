@@ -103,6 +103,25 @@ def test_layer_toggle_reruns_the_comparison(page):
     assert page.locator("#gates [role=row].virtual-row").count() == page.locator("#layers label").count()
 
 
+def test_reading_the_gate_at_a_deeper_layer_reruns_the_comparison(page):
+    """The steered layer's gate cell shows the gate read at layer 3 once that is chosen."""
+    _pick(page, "FORGET")
+    _set_strength(page, "2")
+    page.wait_for_timeout(500)
+    _compare(page)
+    gate_1 = "#gates [data-testid='cell-1-2']"  # layer 1 (the steered one), column "gate c(h)"
+    before = page.locator(gate_1).inner_text().strip()
+    page.locator("#gate_at input").click()
+    page.get_by_role("option").filter(has_text="layer 3").first.click()
+    page.wait_for_function(f"(b) => document.querySelector(\"{gate_1}\").innerText.trim() !== b",
+                           arg=before, timeout=30_000)
+    assert float(page.locator(gate_1).inner_text()) != float(before)
+    page.locator("#gate_at input").click()
+    page.get_by_role("option").filter(has_text="as the eraser says").first.click()
+    page.wait_for_function(f"(b) => document.querySelector(\"{gate_1}\").innerText.trim() === b",
+                           arg=before, timeout=30_000)
+
+
 def test_short_pgd_streams_steps_and_finishes(page):
     _pick(page, "FORGET")
     _open_tab(page, "PGD studio")

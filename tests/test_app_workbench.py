@@ -66,6 +66,20 @@ def test_compare_strength_zero_equals_original_and_leaves_no_hooks():
     assert hook_count(wb.adapter) == 0
 
 
+def test_compare_reads_the_gate_where_asked():
+    wb = _workbench()
+    own = wb.compare(random_image(0), "what is this ?", 1.0, [0])
+    deep = wb.compare(random_image(0), "what is this ?", 1.0, [0], gate_layer=1)
+    unsteered = wb.compare(random_image(0), "what is this ?", 0.0, [0])
+    assert deep.gates[0] == pytest.approx(unsteered.gates[1], abs=1e-4)  # layer 1's gate, before any steering
+    assert deep.gates[0] != pytest.approx(own.gates[0], abs=1e-3)
+    with pytest.raises(UserError, match="latched at the prompt"):
+        wb.compare(random_image(0), "what is this ?", 1.0, [0], mode="every_step", gate_layer=1)
+    with pytest.raises(UserError, match="no fitted gate"):
+        wb.compare(random_image(0), "what is this ?", 1.0, [0], gate_layer=7)
+    assert hook_count(wb.adapter) == 0
+
+
 def test_compare_reports_bad_input_without_breaking():
     wb = _workbench()
     with pytest.raises(UserError, match="empty"):
