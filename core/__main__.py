@@ -462,18 +462,22 @@ def cmd_attack(args: argparse.Namespace) -> int:
         if any(not 0 < e <= 255 for e in eps) or any(not 1 <= n <= 2000 for n in steps) or not 1 <= args.eot <= 64:
             raise ValueError("--curve-eps must lie in (0, 255], --curve-steps in [1, 2000] and --eot in [1, 64]")
         budgets = [(e / 255, n, k) for k in sorted({1, args.eot}) for n in steps for e in eps]
+    if args.curve_only and not args.curve:
+        raise ValueError("--curve-only runs the budget curve alone: add --curve")
     facts = prefix_facts(data, args.prefix_facts)
-    rows = attack_report(adapter, eraser, data.forget[:args.people], data.retain[:args.people], facts, cfg,
-                         progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
+    rows = [] if args.curve_only else attack_report(
+        adapter, eraser, data.forget[:args.people], data.retain[:args.people], facts, cfg,
+        progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
     curve = budget_curve(adapter, eraser, data.forget[:args.people], data.retain[:args.people], budgets, cfg,
                          progress=lambda name, done, total: print(f"budget {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
-           + (f"--curve --curve-eps {args.curve_eps} --curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
+           + (f"--curve {'--curve-only ' if args.curve_only else ''}--curve-eps {args.curve_eps} "
+              f"--curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
            + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
            + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
-            + format_report(rows) + "\n")
+            + (format_report(rows) + "\n" if rows else ""))
     if curve:
         text += ("\n## The adaptive attack's budget\n\nPGD on each image lowering the eraser's gate at its steered "
                  "layers while keeping the answer likely, run against this eraser; with EOT each step averages the "
@@ -860,6 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", action="store_true",
                    help="also run the adaptive attack at every budget of --curve-eps x --curve-steps, plain and "
                         "with EOT over --eot image rephrasings (a table: budget -> forget recovered, retain kept)")
+    p.add_argument("--curve-only", action="store_true", help="run the budget curve only, not the attack table")
     p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
     p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
     p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")

@@ -104,15 +104,20 @@ def test_layer_toggle_reruns_the_comparison(page):
 
 
 def test_reading_the_gate_at_a_deeper_layer_reruns_the_comparison(page):
-    """The steered layer's gate cell shows the gate read at layer 3 once that is chosen."""
+    """The shipped eraser reads its gate at layer 3 and steers layer 1: the steered layer's gate
+    cell shows the layer-3 gate; "each steered layer" makes it show layer 1's own, and back."""
     _pick(page, "FORGET")
-    _set_strength(page, "2")
-    page.wait_for_timeout(500)
-    _compare(page)
-    gate_1 = "#gates [data-testid='cell-1-2']"  # layer 1 (the steered one), column "gate c(h)"
+    if not page.locator("#layers input[name='1']").is_checked():  # the layer test above may have unticked it
+        page.locator("#layers label").filter(has_text="1").first.click()
+    else:
+        page.click("#compare")
+    steered_1, gate_1 = "#gates [data-testid='cell-1-1']", "#gates [data-testid='cell-1-2']"
+    page.wait_for_function(f"() => document.querySelector(\"{steered_1}\")?.innerText.trim() === 'yes'",
+                           timeout=30_000)
+    page.wait_for_timeout(1000)
     before = page.locator(gate_1).inner_text().strip()
     page.locator("#gate_at input").click()
-    page.get_by_role("option").filter(has_text="layer 3").first.click()
+    page.get_by_role("option").filter(has_text="each steered layer").first.click()
     page.wait_for_function(f"(b) => document.querySelector(\"{gate_1}\").innerText.trim() !== b",
                            arg=before, timeout=30_000)
     assert float(page.locator(gate_1).inner_text()) != float(before)

@@ -89,6 +89,8 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert "| eps (/255) | steps | EOT |" in report.read_text()
     assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--curve", "--curve-eps", "a"]) == 2
     assert "--curve-eps expects comma-separated numbers" in capsys.readouterr().err
+    assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--curve-only"]) == 2
+    assert "--curve-only runs the budget curve alone: add --curve" in capsys.readouterr().err
     assert f"python -m core attack --model {model} --eraser {tmp_path / 'e'} --people 1" in report.read_text()
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

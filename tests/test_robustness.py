@@ -132,7 +132,8 @@ def test_budget_curve_attacks_the_eraser_it_is_given(shipped):
     for r in rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("forget_erased", "forget_rephrased", "retain_erased"))
     flipped = Eraser(eraser.direction, -eraser.gate, eraser.config, eraser.diagnostics)
-    clean = flipped.gate_values(adapter, [q.prompt for q in cloze_queries(forget, "forget")])[:, 1].mean().item()
-    against = budget_curve(adapter, flipped, forget, retain, budgets[1:2], RobustnessConfig(step_size=2 / 255))[0]
-    assert against["forget_gate"] < clean - 0.05
+    prompts = [q.prompt for q in cloze_queries(forget, "forget")]
+    clean = flipped.gate_values(adapter, prompts)[:, flipped.gate_layers].mean().item()
+    against = budget_curve(adapter, flipped, forget, retain, [(16 / 255, 12, 1)], RobustnessConfig(step_size=2 / 255))[0]
+    assert against["forget_gate"] < clean - 0.03  # a stale (shipped) gate would have been pushed the other way
     assert "| eps (/255) | steps | EOT |" in format_curve(rows)
