@@ -350,7 +350,8 @@ class Workbench:
             retain_weight=base.config.retain_weight, subject_gates=base.config.subject_gates,
             gate_retain=base.config.gate_retain, layers=base.config.layers,
             steer_layers=base.config.steer_layers, strength=base.config.strength,
-            mode=base.config.mode, seed=base.config.seed)
+            mode=base.config.mode, seed=base.config.seed, position=base.config.position,
+            gate_layer=base.config.gate_layer)
         cfg.direction_kind = kind
         cfg.forget_split = spec
         cfg.data_source = data.name

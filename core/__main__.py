@@ -479,8 +479,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
             + (format_report(rows) + "\n" if rows else ""))
     if curve:
-        text += ("\n## The adaptive attack's budget\n\nPGD on each image lowering the eraser's gate at its steered "
-                 "layers while keeping the answer likely, run against this eraser; with EOT each step averages the "
+        text += ("\n## The adaptive attack's budget\n\nPGD on each image lowering the eraser's gate where it is read "
+                 "(`Eraser.gate_layers`) while keeping the answer likely, run against this eraser; with EOT each step averages the "
                  "loss over random rephrasings (noise, brightness, contrast, resize, crop). \"After a rephrasing\": "
                  "the attacked forget image passed through one of the report's image rephrasings first.\n\n"
                  + format_curve(curve) + "\n")

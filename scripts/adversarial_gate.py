@@ -76,7 +76,11 @@ def main() -> None:
         results[name] = measure(adapter, current, fq, rq, cfg)
         print(name, results[name])
     lines = [f"# Adversarial gate fitting on the shipped model\n\n`python scripts/adversarial_gate.py --rounds "
-             f"{args.rounds} --per-person {args.per_person} --steps {args.steps}`: each round attacks the current "
+             f"{args.rounds} --per-person {args.per_person} --steps {args.steps}"
+             + ("" if args.out == "docs/robustness_hardening.md" else f" --out {args.out}")
+             + "` (the eraser: gate read at "
+             + (f"layer {eraser.config.gate_layer}" if eraser.config.gate_layer is not None else "each steered layer")
+             + f"): each round attacks the current "
              f"gate on {args.per_person} gate prompts per forget person (PGD closing the gate, eps 16/255, "
              f"{args.steps} steps) and adds them as forget rows; the evaluation attack (adaptive PGD on the gate "
              "and the answer, eps 16/255) runs against the eraser in the row. Cloze on image+text questions: "

@@ -43,7 +43,9 @@ def headline(shipped: dict, shape: dict | None) -> str:
         b = shipped["build"]
         lines.append(f"| building the shipped eraser vs training IdkNLL on the shipped model | "
                      f"{b['idk_over_eraser']:.1f}x cheaper with every layer fitted"
-                     + (f", {b['idk_over_steered']:.1f}x at its steered layer only (same steering)" if "idk_over_steered" in b else "")
+                     + (f", {b['idk_over_steered']:.1f}x at the layers it uses only ({', '.join(map(str, b['steered_layers']))}; same steering)" if "idk_over_steered" in b else "")
+                     + (f", {b['idk_over_own_gate']:.1f}x for the previous eraser (layer {b['own_gate_layer']} only, its "
+                        "gate read there)" if "idk_over_own_gate" in b else "")
                      + " |")
     return "\n".join(lines)
 

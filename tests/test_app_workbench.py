@@ -149,6 +149,12 @@ def test_session_eraser_and_kept_pgd_images_stay_in_their_session(toy):
     with_pgd = wb.fit_eraser("forget_15", "recall", session=mine)
     assert with_pgd.config.counts["recall"] == eraser.config.counts["recall"] + 1
     assert not torch.allclose(with_pgd.direction, eraser.direction)
+    # a fit in the app keeps the session eraser's settings, where the gate is read included
+    from core.eraser import Eraser, EraserConfig
+    mean_deep = Eraser(eraser.direction, eraser.gate, EraserConfig(**{**eraser.config.__dict__, "gate_layer": 1,
+                                                                     "position": "mean_prompt_tokens"}))
+    again = wb.fit_eraser("forget_15", "recall", session=Session(eraser=mean_deep))
+    assert again.config.position == "mean_prompt_tokens" and again.config.gate_layer == 1
 
 
 def test_pgd_frames_stream_every_step_and_validate_settings(toy):

@@ -233,7 +233,6 @@ def test_prompt_mean_gate_refuses_per_step_gating_and_unknown_positions():
     assert hook_count(a) == 0
 
 
-@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(family):
     """gate_from=2: a first prompt pass reads the gate at layer 2, and layer 0 is steered with it.
     By hand: the unsteered gate at layer 2, handed to layer 0 as a constant. Logits and greedy
