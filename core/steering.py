@@ -179,7 +179,7 @@ class _Installed:
             for r in reqs:
                 if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer, and stops
                     if layer == r.gate_from:
-                        r.early_gate = r._gate(layer, h0, True).detach()
+                        r.early_gate = r._gate(layer, h0, True)  # attached when grad is on: no masked gradient
                         raise _GatePassDone
                     return None
             h = h0
@@ -221,9 +221,8 @@ def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
         return  # a decode step
     inner = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
     r.in_gate_pass = True
-    try:
-        with torch.no_grad():
-            module(*args, **inner, use_cache=False)
+    try:  # in the caller's grad mode: an attacker differentiating the steered model follows the gate too
+        module(*args, **inner, use_cache=False)
     except _GatePassDone:
         pass
     finally:

@@ -84,6 +84,11 @@ python -m core attack --people 5 --curve --curve-eps 8,16,32,64 --curve-steps 40
 python -m core sequential --json results/sequential.json --figure docs/sequential.png
 python -m core sequential --group 2 --json results/sequential_pairs.json --figure docs/sequential_pairs.png
 python scripts/lookalikes.py
+# adversarial gate fitting on the shipped eraser: the table, then the CLI recipe evaluated in full
+python scripts/adversarial_gate.py --rounds 3 --out docs/robustness_hardening_gate_layer.md
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-hardened --no-tune --steer-layers 1 \
+  --strength 2.0 --gate-layer 3 --adversarial-rounds 3
+python -m core evaluate --eraser runs/eraser-hardened --json results/eraser_hardened.json
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
 python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md

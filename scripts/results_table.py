@@ -79,7 +79,9 @@ def comparison() -> str:
     unless marked."""
     paper = "vanilla + MLLMEraser, the paper's null-space fit"
     one = "vanilla + MLLMEraser, one gate with retain rows"
-    rows = ROWS + [("vanilla + MLLMEraser, gate read at the steered layer (the previous shipped eraser)",
+    rows = ROWS + [("vanilla + MLLMEraser, adversarial gate fitting, 3 rounds (`fit --adversarial-rounds 3`)",
+                    "results/eraser_hardened.json"),
+                   ("vanilla + MLLMEraser, gate read at the steered layer (the previous shipped eraser)",
                     "results/eraser_own_layer.json"),
                    (f"{one} (the preset before that)", "results/eraser_retain_rows.json"),
                    (f"{one}, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),

@@ -264,3 +264,25 @@ def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(fam
         steer(a, r, SteeringConfig((1.0, 0.0, 0.0), "every_step"), u, gate_from=2)
     with pytest.raises(ValueError, match="needs a gate and a layer"):
         steer(a, r, cfg, u, gate_from=3)
+
+
+def test_a_gate_read_in_a_first_pass_passes_gradients_to_the_input():
+    """No gradient masking: the steered output's gradient w.r.t. the pixels follows the early gate
+    too. With the same gate handed in as a constant, the logits agree but the gradient differs."""
+    a = tiny_adapter("llava", layers=3)
+    r, u = _vectors(a)
+    cfg = SteeringConfig((2.0, 0.0, 0.0))
+    want = capture(a, _batch(a), [2])[:, 0] @ u[2]
+
+    def grad(**gate):
+        batch = _batch(a)
+        pixels = batch.inputs["pixel_values"].clone().requires_grad_(True)
+        batch.inputs["pixel_values"] = pixels
+        with steer(a, r, cfg, **gate):
+            out = a.logits(batch)
+        return out.detach(), torch.autograd.grad(out.sum(), pixels)[0]
+    out_early, g_early = grad(gate=u, gate_from=2)
+    out_const, g_const = grad(gate=lambda layer, x: want.to(x))
+    assert torch.allclose(out_early, out_const, atol=1e-4)
+    assert (g_early - g_const).abs().max() > 1e-6 * g_const.abs().max()
+    assert hook_count(a) == 0
