@@ -205,7 +205,7 @@ def pending_table(runs: dict) -> str:
         "The shipped eraser reads its per-person gates at layer 3, in a first prompt pass, and steers layer 1 "
         "(`gate_layer: 3`); the previous shipped eraser read them at layer 1 itself. The same sequential run with "
         "that eraser: results/sequential_own_layer.json (`python -m core sequential` run with it, before the "
-        "switch; the two-people run above used it too). Image MCQ of the people not requested yet, after each "
+        "switch). Image MCQ of the people not requested yet, after each "
         "request:\n",
         "| gate | " + " | ".join(f"after {k + 1}" for k in range(n)) + " |", "|---|" + "---|" * n,
         row("vanilla (no eraser)", runs["sequential"]["vanilla"]["steps"]),
