@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
 from core.data.source import ForgetData
-from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError
+from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError, recipe_of
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
@@ -296,17 +296,15 @@ class Workbench:
         q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
         check_mode(eraser, mode)
-        if gate_layer != "stored" and gate_layer is not None and gate_layer not in eraser.fitted_layers:
-            raise UserError(f"Layer {gate_layer} has no fitted gate in this eraser; pick one of {eraser.fitted_layers} "
-                            "or 'each steered layer'.")
-        effective = eraser.config.gate_layer if gate_layer == "stored" else gate_layer
-        if effective is not None and (mode or eraser.config.mode) == "every_step":
-            raise UserError("A gate read at one layer is latched at the prompt: choose 'prefill' or 'latched'.")
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
-        with eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer) as h:
+        try:
+            handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer)
+        except ValueError as exc:  # a gate layer without a gate, a latched gate in every_step mode
+            raise UserError(f"{exc}.") from exc
+        with handle as h:
             steered = self.adapter.generate(batch, max_new_tokens)[0]
         gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in eraser.fitted_layers}
         return Comparison(original, steered, gates)
@@ -345,13 +343,7 @@ class Workbench:
             data = toy_data(world, forget)
             spec = forget if isinstance(forget, str) else ",".join(p.id for p in people)
         base = (session.eraser if session else None) or self.eraser
-        cfg = EraserConfig() if base is None else EraserConfig(
-            ratio=base.config.ratio, gamma=base.config.gamma, threshold=base.config.threshold,
-            retain_weight=base.config.retain_weight, subject_gates=base.config.subject_gates,
-            gate_retain=base.config.gate_retain, layers=base.config.layers,
-            steer_layers=base.config.steer_layers, strength=base.config.strength,
-            mode=base.config.mode, seed=base.config.seed, position=base.config.position,
-            gate_layer=base.config.gate_layer)
+        cfg = EraserConfig() if base is None else EraserConfig(**recipe_of(base.config))
         cfg.direction_kind = kind
         cfg.forget_split = spec
         cfg.data_source = data.name

@@ -396,10 +396,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
     """Apply --gate-layer (read the gate at that layer, in a first prompt pass) to a loaded eraser."""
-    from core.eraser import EraserConfig, check_layers
+    from dataclasses import replace
+
+    from core.eraser import check_layers
     if getattr(args, "gate_layer", None) is None:
         return eraser
-    cfg = EraserConfig(**{**eraser.config.__dict__, "gate_layer": args.gate_layer})
+    cfg = replace(eraser.config, gate_layer=args.gate_layer)  # validated again (EraserConfig.__post_init__)
     check_layers(cfg, num_layers)
     eraser.config = cfg
     return eraser
@@ -660,13 +662,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
 def cmd_sequential(args: argparse.Namespace) -> int:
     """The forget people as sequential requests, for the eraser and training baselines (core.sequential)."""
     import torch
-    from core.eraser import Eraser
+    from core.eraser import Eraser, recipe_of
     from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
     torch.set_num_threads(args.threads)
     shipped = Eraser.from_pretrained(args.eraser).config
-    keep = ("ratio", "gamma", "retain_weight", "gate_retain", "position", "mode", "steer_layers", "strength", "seed",
-            "gate_layer")
-    settings = {**{k: getattr(shipped, k) for k in keep}, "subject_gates": True}
+    settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
         settings["gate_layer"] = args.gate_layer
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),

@@ -229,7 +229,7 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dic
     adapter = load_adapter(model_dir)
     shipped = Eraser.from_pretrained(eraser_dir, adapter=adapter)
     data = toy_data(load_world(model_dir), forget_spec(shipped.config.forget_split or "forget_10"))
-    steered = sorted({l for l, s in enumerate(shipped.strengths()) if s != 0} | set(shipped.gate_layers))
+    steered = sorted(set(shipped.steered_layers) | set(shipped.gate_layers))
     box: dict = {}
 
     def build(config):
@@ -241,7 +241,7 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dic
     diff = max(((e.gate[l] - shipped.gate[l]).norm() / shipped.gate[l].norm()).item() for l in steered)
     ddiff = max(((e.direction[l] - shipped.direction[l]).norm() / shipped.direction[l].norm()).item() for l in steered)
     out_rows = {}
-    first = min(l for l, s in enumerate(shipped.strengths()) if s != 0)
+    first = min(shipped.steered_layers)
     if shipped.config.gate_layer is not None and shipped.config.gate_layer > first:
         # the same eraser with each steered layer reading its own gate: the collection stops earlier
         own = measure(lambda: build(replace(shipped.config, layers=[first], steer_layers=[first], gate_layer=None,

@@ -182,6 +182,17 @@ class EraserConfig:
                              f"ids, got {str(spec)[:80]!r}")
 
 
+# How an eraser is fitted and steered, as opposed to what it was fitted on (subjects, counts,
+# hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
+RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
+                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer")
+
+
+def recipe_of(config: EraserConfig) -> dict:
+    """The fit and steering settings of `config` (RECIPE_FIELDS), ready for EraserConfig(**...)."""
+    return {k: getattr(config, k) for k in RECIPE_FIELDS}
+
+
 def erase_direction(H_recall: torch.Tensor, H_erase: torch.Tensor) -> torch.Tensor:
     """(L, d) mean(H_erase) - mean(H_recall), from (N, L, d) activation sets, in float64."""
     if H_recall.shape[1:] != H_erase.shape[1:]:
@@ -438,12 +449,17 @@ class Eraser:
         return tuple(v if i in fitted else 0.0 for i, v in enumerate(vals))
 
     @property
+    def steered_layers(self) -> list[int]:
+        """The layers steered at the stored strength and layer choice."""
+        return [l for l, s in enumerate(self.strengths()) if s != 0]
+
+    @property
     def gate_layers(self) -> list[int]:
         """The layers whose gate decides the steering: `gate_layer` when set, else the steered
         layers (each reads its own). What an adaptive attacker has to close."""
         if self.config.gate_layer is not None:
             return [self.config.gate_layer]
-        return [l for l, s in enumerate(self.strengths()) if s != 0]
+        return self.steered_layers
 
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,

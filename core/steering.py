@@ -321,7 +321,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
         if gate is None or not 0 <= gate_from < n:
             raise ValueError(f"a gate read at layer {gate_from} needs a gate and a layer in 0..{n - 1}")
         if config.mode == "every_step":
-            raise ValueError("a gate read in a first prompt pass is latched: use mode 'prefill' or 'latched'")
+            raise ValueError("a gate read in a first prompt pass is latched at the prompt: use mode 'prefill' or "
+                             "'latched'")
     req = _Request(
         key=id(blocks), direction=direction.detach(),
         gate_vec=gate.detach() if isinstance(gate, torch.Tensor) else gate,

@@ -46,7 +46,7 @@ def main() -> None:
     world = load_world(args.model)
     forget, retain = gate_sets(world, eraser.config.forget_split or "forget_10", per_person=6, n_retain=300, seed=99,
                               fact_draws=1)  # one of each general fact: the weighting would crowd the plot
-    steered = [l for l, s in enumerate(eraser.strengths()) if s != 0] or eraser.fitted_layers
+    steered = eraser.steered_layers or eraser.fitted_layers
     d = eraser.diagnostics
     layer = max(steered, key=lambda l: float(d["forget_gates"][l].mean() - d["retain_gates"][l].abs().mean()))
     pos = eraser.gate_position  # where the gate reads: the points are what the gate sees
