@@ -22,7 +22,7 @@ it as `<unk>` tokens, so the injection and the role-play request are written in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -243,7 +243,7 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
         label = f"eps {round(eps * 255)}/255, {steps} steps" + (f", EOT {eot}" if eot > 1 else "")
         if progress is not None:
             progress(label, n, len(budgets))
-        c = RobustnessConfig(**{**cfg.__dict__, "eps": eps, "steps": steps, "eot": eot})
+        c = replace(cfg, eps=eps, steps=steps, eot=eot)
         f_img = adaptive_images(adapter, eraser, fq, layers, c, should_stop)
         r_img = adaptive_images(adapter, eraser, rq, layers, c, should_stop)
         f, r = _with(fq, image=lambda i, im: f_img[i]), _with(rq, image=lambda i, im: r_img[i])
