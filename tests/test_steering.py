@@ -286,3 +286,36 @@ def test_a_gate_read_in_a_first_pass_passes_gradients_to_the_input():
     assert torch.allclose(out_early, out_const, atol=1e-4)
     assert (g_early - g_const).abs().max() > 1e-6 * g_const.abs().max()
     assert hook_count(a) == 0
+
+
+def test_concurrent_requests_with_and_without_a_gate_pass_keep_their_own_gates():
+    """Threads steering one model at once, some reading the gate at layer 2 in a first pass and
+    some at the steered layer: each gets its serial result (the gate pass state is per request)."""
+    a = tiny_adapter("llava", layers=3)
+    batch = _batch(a)
+    r, u = _vectors(a)
+    cfg = SteeringConfig((2.0, 0.0, 0.0))
+    kinds = [None, 2, None, 2]
+    with torch.no_grad():
+        expected = {}
+        for g in (None, 2):
+            with steer(a, r, cfg, u, gate_from=g):
+                expected[g] = a.logits(batch)
+    assert not torch.allclose(expected[None], expected[2])
+    errors, barrier = [], threading.Barrier(len(kinds))
+
+    def work(g):
+        try:
+            barrier.wait()
+            for _ in range(5):
+                with torch.no_grad(), steer(a, r, cfg, u, gate_from=g):
+                    assert torch.equal(a.logits(batch), expected[g]), g
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=work, args=(g,)) for g in kinds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert hook_count(a) == 0
