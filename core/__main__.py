@@ -254,7 +254,7 @@ def _preset_config(args, num_layers: int):
     first = pre.pop("steer_from_layer", None)
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
-                   strength=args.strength, gate_layer=args.gate_layer,
+                   strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -394,6 +394,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _joint(args: argparse.Namespace) -> list[int] | None:
+    """--joint-gate: the layers of one gate fitted over them together (at least two)."""
+    text = getattr(args, "joint_gate", None)
+    return None if text is None else _numbers(text, int, "--joint-gate")
+
+
 def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
     """Apply --gate-layer (read the gate at that layer, in a first prompt pass) to a loaded eraser."""
     from dataclasses import replace
@@ -401,6 +407,7 @@ def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
     from core.eraser import check_layers
     if getattr(args, "gate_layer", None) is None:
         return eraser
+    eraser.check_gate_read(args.gate_layer)
     cfg = replace(eraser.config, gate_layer=args.gate_layer)  # validated again (EraserConfig.__post_init__)
     check_layers(cfg, num_layers)
     eraser.config = cfg
@@ -668,7 +675,9 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     shipped = Eraser.from_pretrained(args.eraser).config
     settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
-        settings["gate_layer"] = args.gate_layer
+        settings.update(gate_layer=args.gate_layer, joint_gate=None)
+    if args.joint_gate is not None:
+        settings.update(gate_layer=None, joint_gate=_joint(args))
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
                            limit=args.limit, withdraw=args.withdraw, eraser=settings)
     data = _load_data(args)
@@ -681,7 +690,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
         if args.json:  # written after every method: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit,
-                                                              "gate_layer": settings.get("gate_layer")},
+                                                              "gate_layer": settings.get("gate_layer"),
+                                                              "joint_gate": settings.get("joint_gate")},
                                                    "results": results}, indent=2))
     print(table(results))
     if args.figure:
@@ -802,6 +812,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-layer", type=int, default=None,
                    help="read the gate at this (deeper) layer in a first prompt pass and apply it at the steered "
                         "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
+    p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
+                   help="one gate fitted over these layers together (their activations side by side), read in a "
+                        "first prompt pass up to the deepest; instead of --gate-layer (docs/sequential.md)")
     p.add_argument("--adversarial-rounds", type=int, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")
@@ -956,6 +969,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw", type=int, default=3)
     p.add_argument("--gate-layer", type=int, default=None,
                    help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
+    p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
+                   help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None, help="PNG: forgetting and utility vs requests")
     p.add_argument("--threads", type=int, default=2)

@@ -155,9 +155,10 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
     for batch_size in (1, 8):
         batch = encode_prompts(adapter, _prompts(adapter, batch_size))
         _fixed_length(adapter, batch, new_tokens)  # warm-up
-        own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None), eraser.diagnostics)
+        own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None, joint_gate=None),
+                           eraser.diagnostics)
         runs = [("prefill", eraser), ("latched", eraser), ("every_step", own)]
-        if eraser.config.gate_layer is not None:  # what the gate pass costs: the same eraser, each layer's own gate
+        if eraser.gate_layers != eraser.steered_layers:  # what the gate pass costs: the same tensors, each layer's own gate
             runs.insert(1, ("prefill", own))
         for mode, er in runs:
             if mode == "every_step" and er.gate_position == "mean":
@@ -173,7 +174,9 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
                 t_off = _seconds(lambda: _fixed_length(adapter, batch, new_tokens))
                 t_on = _seconds(on)
                 pairs.append((t_off, t_on))
-            rows.append({"batch": batch_size, "mode": mode, "gate_layer": er.config.gate_layer,
+            joint = er.config.joint_gate
+            rows.append({"batch": batch_size, "mode": mode,
+                         "gate_layer": ",".join(map(str, joint)) if joint else er.config.gate_layer,
                          "off_s": statistics.median(p[0] for p in pairs),
                          "on_s": statistics.median(p[1] for p in pairs),
                          "overhead": statistics.median(b / a for a, b in pairs)})
@@ -242,10 +245,10 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dic
     ddiff = max(((e.direction[l] - shipped.direction[l]).norm() / shipped.direction[l].norm()).item() for l in steered)
     out_rows = {}
     first = min(shipped.steered_layers)
-    if shipped.config.gate_layer is not None and shipped.config.gate_layer > first:
+    if max(shipped.gate_layers) > first:
         # the same eraser with each steered layer reading its own gate: the collection stops earlier
         own = measure(lambda: build(replace(shipped.config, layers=[first], steer_layers=[first], gate_layer=None,
-                                            requests=[])), repeats=3, warm_up=False)
+                                            joint_gate=None, requests=[])), repeats=3, warm_up=False)
         out_rows = {"own_gate_s": own.seconds, "own_gate_layer": first}
     idk = measure(lambda: unlearn(model_dir, out / "idk", data, BaselineConfig("idk")), repeats=1, warm_up=False)
     if out_rows:

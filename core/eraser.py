@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from core.activations import SITE, Prompt, collect, collect_layers
 from core.evaluation import TASKS
 from core.models.base import VLMAdapter
-from core.nullspace import fit_gate, gate_scores
+from core.nullspace import fit_gate, gate_scores, joint_gate_scores
 from core.steering import MODES, SteeringConfig, SteeringHandle, layer_strengths, steer
 
 GATE_POSITIONS = {"last_prompt_token": "last", "mean_prompt_tokens": "mean"}  # config name -> collect()'s
@@ -70,6 +70,10 @@ def check_layers(config: "EraserConfig", num_layers: int) -> None:
     if g is not None and (not 0 <= g < num_layers or (config.layers is not None and g not in config.layers)):
         raise ValueError(f"gate_layer {g} must be a fitted layer of this {num_layers}-layer model (its gate is read "
                          "there)")
+    bad = [l for l in config.joint_gate or [] if not 0 <= l < num_layers or (config.layers is not None
+                                                                             and l not in config.layers)]
+    if bad:
+        raise ValueError(f"joint_gate layer(s) {bad} must be fitted layers of this {num_layers}-layer model")
 
 
 class ModelMismatchError(ValueError):
@@ -121,6 +125,10 @@ class EraserConfig:
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
     # steered layer sees the picture (docs/sequential.md, look-alikes); it costs a partial extra prompt pass
     gate_layer: int | None = None
+    # one gate fitted over these layers together (their activations side by side) and read in a first
+    # prompt pass up to the deepest, instead of a gate per layer; each layer's `gate[l]` holds its part.
+    # Why: it tells unseen people from forget people better than any single layer (docs/sequential.md)
+    joint_gate: list[int] | None = None
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -163,7 +171,16 @@ class EraserConfig:
         if self.gate_layer is not None and (isinstance(self.gate_layer, bool) or not isinstance(self.gate_layer, int)
                                             or self.gate_layer < 0):
             raise ValueError(f"eraser config field 'gate_layer' must be null or a layer number, got {self.gate_layer!r}")
-        if self.gate_layer is not None and self.mode == "every_step":
+        j = self.joint_gate
+        if j is not None and (not isinstance(j, list) or len(j) < 2 or any(
+                isinstance(l, bool) or not isinstance(l, int) or l < 0 for l in j) or len(set(j)) != len(j)):
+            raise ValueError(f"eraser config field 'joint_gate' must be null or a list of at least two distinct layer "
+                             f"numbers, got {j!r}")
+        if j is not None:
+            self.joint_gate = sorted(j)
+            if self.gate_layer is not None:
+                raise ValueError("eraser config: set 'gate_layer' (one layer) or 'joint_gate' (several), not both")
+        if (self.gate_layer is not None or j is not None) and self.mode == "every_step":
             raise ValueError("eraser config: a gate read at 'gate_layer' is latched at the prompt; use mode 'prefill' "
                              "or 'latched'")
         if self.position not in GATE_POSITIONS:
@@ -185,7 +202,7 @@ class EraserConfig:
 # How an eraser is fitted and steered, as opposed to what it was fitted on (subjects, counts,
 # hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
 RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
-                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer")
+                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate")
 
 
 def recipe_of(config: EraserConfig) -> dict:
@@ -238,6 +255,13 @@ def fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConf
                        config.retain_weight, subjects)
         gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
         k[l], leak[l], energy[l], exact[l] = fit.k, fit.leakage, fit.forget_energy, fit.exact_null_space
+    if config.joint_gate:  # one gate over these layers side by side; each keeps its part
+        S = config.joint_gate
+        fit = fit_gate(H_forget[:, S].flatten(1), H_retain[:, S].flatten(1), config.ratio, config.gamma,
+                       config.threshold, config.retain_weight, subjects)
+        parts = fit.u.reshape(*fit.u.shape[:-1], len(S), d).movedim(-2, 0)  # (n, [K,] d)
+        for i, l in enumerate(S):  # the spectrum, k and leakage shown stay each layer's own
+            gate[l], fg[l], rg[l] = parts[i], fit.forget_gates, fit.retain_gates
     out = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
            "forget_energy": energy, "exact_null_space": exact}
     if subjects is not None:
@@ -455,8 +479,10 @@ class Eraser:
 
     @property
     def gate_layers(self) -> list[int]:
-        """The layers whose gate decides the steering: `gate_layer` when set, else the steered
-        layers (each reads its own). What an adaptive attacker has to close."""
+        """The layers whose gate decides the steering: the joint gate's or `gate_layer` when set,
+        else the steered layers (each reads its own). What an adaptive attacker has to close."""
+        if self.config.joint_gate:
+            return list(self.config.joint_gate)
         if self.config.gate_layer is not None:
             return [self.config.gate_layer]
         return self.steered_layers
@@ -470,16 +496,45 @@ class Eraser:
 
         gated=False drops the gate (plain d_erase addition: the 'null space off' ablation);
         gate_fn replaces the linear gate by another one (the MLP-gate ablation); gate_layer
-        replaces the stored `config.gate_layer` (None: each steered layer reads its own gate)."""
+        replaces where the stored gate is read (None: each steered layer reads its own gate)."""
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
-        chosen = self.config.gate_layer if gate_layer == "stored" else gate_layer
-        if chosen is not None and chosen not in self.fitted_layers:
-            raise ValueError(f"gate layer {chosen} has no fitted gate; this eraser fits layers {self.fitted_layers}")
+        if gate_layer == "stored":
+            chosen = self.config.joint_gate or self.config.gate_layer
+        else:
+            self.check_gate_read(gate_layer, [l for l, s in enumerate(cfg.strengths) if s != 0])
+            chosen = gate_layer
         gate_from = chosen if isinstance(gate, torch.Tensor) else None
         return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
                      gate_position=self.gate_position if gate is not None else "last", gate_from=gate_from)
+
+    def check_gate_read(self, gate_layer: int | None, steered: Sequence[int] | None = None) -> None:
+        """Refuse reading the gate somewhere it was not fitted as a gate of its own: a layer without a
+        fitted gate, or a part of a joint gate (only the whole is a gate)."""
+        if gate_layer is not None and gate_layer not in self.fitted_layers:
+            raise ValueError(f"gate layer {gate_layer} has no fitted gate; this eraser fits layers {self.fitted_layers}")
+        read = [gate_layer] if gate_layer is not None else list(self.steered_layers if steered is None else steered)
+        parts = sorted(set(read) & set(self.config.joint_gate or []))
+        if parts:
+            raise ValueError(f"layer(s) {parts} hold parts of this eraser's joint gate (layers {self.config.joint_gate}), "
+                             "not gates of their own: read it as stored, or fit an eraser without --joint-gate")
+
+    def read_gate(self, h: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+        """(N,) the gate that decides the steering, from activations h (N, n, d) at `layers`: the
+        joint gate when `layers` are its layers, else the mean over them of each layer's own gate.
+        Differentiable in h (the adaptive attack's target)."""
+        layers = list(layers)
+        u = self.gate[layers].to(h)
+        if self.config.joint_gate and layers == list(self.config.joint_gate):
+            return joint_gate_scores(h, u)
+        return torch.stack([gate_scores(h[:, i], u[i]) for i in range(len(layers))], -1).mean(-1)
+
+    def decision_gates(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
+        """(N,) unsteered values of the gate that decides the steering (`read_gate` at `gate_layers`)."""
+        layers = self.gate_layers
+        acts = collect_layers(adapter, prompts, layers, batch_size=batch_size, position=self.gate_position).double()
+        return self.read_gate(acts[:, layers], layers)
 
     def strength_for(self, task: str | None) -> float:
         """The stored strength for an MLLMU task; the default strength for anything else."""

@@ -56,12 +56,11 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
             raise ValueError(f"hardening rows must be of forgotten subjects; not forgotten: {', '.join(unknown)}")
         attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop)
         H = collect_layers(adapter, attacked, current.config.layers, position=current.gate_position)
-        layers = current.gate_layers
-        before = current.gate_values(adapter, attacked)[:, layers].mean().item()
+        before = current.decision_gates(adapter, attacked).mean().item()
         grown = with_forget_rows(state, H, [p.tag for p in attacked])
         current = refit_with(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),
                                                        prompts_hash(attacked)))
         if log is not None:
-            after = current.gate_values(adapter, attacked)[:, layers].mean().item()
+            after = current.decision_gates(adapter, attacked).mean().item()
             log(f"round {r + 1}: mean gate on this round's attacked images {before:.3f} -> {after:.3f} after refit")
     return current

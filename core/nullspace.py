@@ -93,6 +93,16 @@ def gate_scores(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (h @ u.T).amax(-1)
 
 
+def joint_gate_scores(h: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One gate read over several layers at once: h (..., n, d) at the n layers, u (n, d) or
+    (n, K, d) their parts; sum_l h_l . u_l (per subject, then the largest). With n = 1 it is
+    `gate_scores`. Why: a gate fitted on the layers together needs the attacker to move all of
+    them, and told unseen people from forget people better than any one layer (docs/sequential.md)."""
+    if u.ndim == 2:
+        return torch.einsum("...nd,nd->...", h, u)
+    return torch.einsum("...nd,nkd->...k", h, u).amax(-1)
+
+
 @dataclass
 class RetainSpace:
     """What the fit keeps of the retain activations: the directions the gate must NOT read.

@@ -29,10 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
-from core.activations import Prompt, capture
+from core.activations import Prompt, capture, collect
 from core.evaluation import Query, mean_score, record_queries, replies
 from core.models.base import Batch, VLMAdapter
-from core.nullspace import gate_scores
 from core.pgd import PGDConfig, run_pgd, to_image
 from core.data.formats import benign_prefix
 from core.data.records import PURE_TEXT, PersonRecord
@@ -153,10 +152,10 @@ def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: Robustne
 
 
 def gate_of(adapter: VLMAdapter, eraser, batch: Batch, layers: Sequence[int]) -> torch.Tensor:
-    """(B,) mean over `layers` of the eraser's gate c_l(h) (h_l . u_l, or the largest subject
-    gate), differentiable in the inputs (for the adaptive attack)."""
+    """(B,) the eraser's gate read at `layers` (`Eraser.read_gate`: its joint gate, or the mean over
+    them of h_l . u_l, the largest subject gate), differentiable in the inputs (the adaptive attack)."""
     h = capture(adapter, batch, layers, eraser.gate_position, differentiable=True)  # (B, n, d)
-    return torch.stack([gate_scores(h[:, i], eraser.gate[l].to(h)) for i, l in enumerate(layers)], -1).mean(-1)
+    return eraser.read_gate(h, layers)
 
 
 def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int],
@@ -283,9 +282,9 @@ def format_curve(rows: Sequence[dict]) -> str:
 
 
 def _mean_gate(adapter: VLMAdapter, eraser, queries: Sequence[Query], layers: Sequence[int]) -> float:
-    """Mean over the queries and the steered layers of the gate value c_l(h)."""
-    gates = eraser.gate_values(adapter, [q.prompt for q in queries])[:, list(layers)]
-    return round(float(gates.mean()), 4)
+    """Mean over the queries of the gate read at `layers` (`Eraser.read_gate`)."""
+    acts = collect(adapter, [q.prompt for q in queries], list(layers), position=eraser.gate_position).double()
+    return round(float(eraser.read_gate(acts, layers).mean()), 4)
 
 
 def format_report(rows: Sequence[dict]) -> str:

@@ -88,9 +88,10 @@ class _Request:
     gate_position: str = "last"  # "last": gate read at the last prompt token; "mean": prompt mean
     attention_mask: torch.Tensor | None = None  # (B, T) of the current forward pass (for "mean")
     alive: bool = True
-    gate_from: int | None = None  # read the gate at this layer in a first prompt pass, apply it at every
-    # steered layer (None: each steered layer reads its own gate)
+    gate_from: tuple[int, ...] | None = None  # read the gate at these layers in a first prompt pass (one layer,
+    # or a joint gate summed over several), apply it at every steered layer (None: each steered layer reads its own)
     in_gate_pass: bool = False
+    partial: torch.Tensor | None = None  # the joint gate's sum over the gate layers passed so far, (B, K) or (B,)
     early_gate: torch.Tensor | None = None  # (B,) the gate of the current prompt from the gate pass
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
     trace: list[tuple[int, int, bool]] = field(default_factory=list)  # (layer, seq_len, steered)
@@ -111,7 +112,8 @@ class _Request:
         s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
         prefill = h.shape[1] > 1
         if prefill or (self.config.mode == "every_step" and s != 0):  # unsteered layers: gate read at prefill only
-            early = prefill and s != 0 and self.early_gate is not None  # unsteered layers show their own gate
+            # unsteered layers show their own gate, except a joint gate's layers: they hold parts of one gate
+            early = prefill and self.early_gate is not None and (s != 0 or len(self.gate_from) > 1)
             g = self.early_gate if early else self._gate(layer, h, prefill)
             if prefill:
                 self.gates[layer] = g.detach()
@@ -131,6 +133,25 @@ class _Request:
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
         if self.gate_vec is None:
             return torch.ones(h.shape[0], device=h.device)
+        last = self._gate_input(h, prefill)
+        if callable(self.gate_vec):
+            return self.gate_vec(layer, last.float()).to(last.device)
+        return gate_scores(last.float(), self.on("gate", last, torch.float32)[layer])  # float32 whatever the model
+
+    def _read_in_gate_pass(self, layer: int, h: torch.Tensor) -> bool:
+        """Add layer's part of the gate; True once the deepest gate layer is read (the pass can stop)."""
+        last = self._gate_input(h, True).float()
+        u = self.on("gate", last, torch.float32)[layer]
+        part = last @ (u.T if u.ndim == 2 else u)  # (B, K) per subject, or (B,)
+        self.partial = part if self.partial is None else self.partial + part.to(self.partial.device)
+        if layer != self.gate_from[-1]:
+            return False
+        self.early_gate = self.partial.amax(-1) if self.partial.ndim == 2 else self.partial
+        self.partial = None
+        return True
+
+    def _gate_input(self, h: torch.Tensor, prefill: bool) -> torch.Tensor:
+        """The (B, d) activation the gate reads: the prompt mean or the last prompt token."""
         if self.gate_position == "mean":
             mask = self.attention_mask
             if mask is not None and mask.shape[1] > h.shape[1]:
@@ -141,9 +162,7 @@ class _Request:
             last = h[rows, self.gate_index.to(h.device)]
         else:
             last = h[:, -1]
-        if callable(self.gate_vec):
-            return self.gate_vec(layer, last.float()).to(last.device)
-        return gate_scores(last.float(), self.on("gate", last, torch.float32)[layer])  # float32 whatever the model
+        return last
 
 
 class _Installed:
@@ -177,9 +196,9 @@ class _Installed:
                 return None
             h0 = args[0] if args else kwargs["hidden_states"]
             for r in reqs:
-                if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer, and stops
-                    if layer == r.gate_from:
-                        r.early_gate = r._gate(layer, h0, True)  # attached when grad is on: no masked gradient
+                if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer(s), and stops
+                    # attached when grad is on: an attacker's gradient follows the gate
+                    if layer in r.gate_from and r._read_in_gate_pass(layer, h0):
                         raise _GatePassDone
                     return None
             h = h0
@@ -212,11 +231,11 @@ def _prompt_length(args, kwargs) -> int:
 
 def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
     """Before a prompt pass (more than one new token), run the model on the same inputs up to
-    layer `r.gate_from`, unsteered and without the KV cache, and keep the gate read there: the
+    the deepest layer of `r.gate_from`, unsteered and without the KV cache, and keep the gate read there: the
     steered layers then apply it. Why: a deeper layer tells people apart where an early one sees
     the picture (docs/sequential.md), while steering an early layer is what forgets. Costs a
     partial extra prompt pass; decode steps reuse the latched gate."""
-    r.early_gate = None
+    r.early_gate, r.partial = None, None
     if _prompt_length(args, kwargs) <= 1:
         return  # a decode step
     inner = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
@@ -227,8 +246,9 @@ def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
         pass
     finally:
         r.in_gate_pass = False
+        r.partial = None
     if r.early_gate is None:
-        raise RuntimeError(f"the gate pass never reached layer {r.gate_from}")
+        raise RuntimeError(f"the gate pass never reached layer {r.gate_from[-1]}")
 
 
 def _blocks(target) -> torch.nn.ModuleList:
@@ -292,7 +312,7 @@ class SteeringHandle:
 def steer(target, direction: torch.Tensor, config: SteeringConfig,
           gate: torch.Tensor | Callable[[int, torch.Tensor], torch.Tensor] | None = None,
           gate_index: torch.Tensor | None = None, gate_position: str = "last",
-          gate_from: int | None = None) -> SteeringHandle:
+          gate_from: int | Sequence[int] | None = None) -> SteeringHandle:
     """Start steering `target` (an adapter or a HF model) in the current context.
 
     direction: (L, d) vectors r_l; gate: (L, d) vectors u_l (the linear gate h . u) or (L, K, d)
@@ -303,7 +323,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
     the prefill gate is latched for decode steps, so mode "every_step" is refused.
     gate_from: read the gate at this layer, in a first prompt pass up to it, and apply that
-    gate at every steered layer (see `_gate_pass`); "every_step" is refused with it too.
+    gate at every steered layer (see `_gate_pass`); "every_step" is refused with it too. Several
+    layers: one joint gate, max_k sum_l h_l . u_lk over them (`gate[l]` holds its part at layer l).
     """
     if gate_position not in POSITIONS:
         raise ValueError(f"gate position must be one of {POSITIONS}, got {gate_position!r}")
@@ -318,8 +339,9 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     if len(config.strengths) != n:
         raise ValueError(f"{len(config.strengths)} strengths for a model with {n} layers")
     if gate_from is not None:
-        if gate is None or not 0 <= gate_from < n:
-            raise ValueError(f"a gate read at layer {gate_from} needs a gate and a layer in 0..{n - 1}")
+        gate_from = (int(gate_from),) if isinstance(gate_from, int) else tuple(sorted({int(l) for l in gate_from}))
+        if not isinstance(gate, torch.Tensor) or not gate_from or not all(0 <= l < n for l in gate_from):
+            raise ValueError(f"a gate read at layer(s) {list(gate_from)} needs a gate tensor and layers in 0..{n - 1}")
         if config.mode == "every_step":
             raise ValueError("a gate read in a first prompt pass is latched at the prompt: use mode 'prefill' or "
                              "'latched'")

@@ -240,6 +240,25 @@ def test_fit_presets_start_the_config_and_every_flag_overrides():
     assert tune and cfg.ratio == 0.6 and cfg.steer_layers == [2] and cfg.subject_gates
     cfg, _ = _preset_config(parse(["fit", "--out", "x", "--no-subject-gates", "--threshold", "0.01"]), 4)
     assert not cfg.subject_gates and cfg.ratio is None and cfg.threshold == 0.01
+    cfg, _ = _preset_config(parse(["fit", "--out", "x", "--joint-gate", "3,1,2"]), 4)
+    assert cfg.joint_gate == [1, 2, 3] and cfg.gate_layer is None
+    with pytest.raises(ValueError, match="--joint-gate expects comma-separated numbers"):
+        _preset_config(parse(["fit", "--out", "x", "--joint-gate", "deep"]), 4)
+    with pytest.raises(ValueError, match="not both"):
+        _preset_config(parse(["fit", "--out", "x", "--joint-gate", "1,3", "--gate-layer", "3"]), 4)
+
+
+def test_gate_layer_flag_refuses_a_part_of_a_joint_gate():
+    """evaluate/attack --gate-layer on an eraser whose gate is joint: a layer's part is not a gate."""
+    import argparse
+    from dataclasses import replace
+    from core.__main__ import _gate_layer
+    from core.eraser import Eraser
+    e = Eraser.from_pretrained("assets/toy-llava-eraser")
+    e.config = replace(e.config, gate_layer=None, joint_gate=[2, 3])
+    with pytest.raises(ValueError, match="parts of this eraser's joint gate"):
+        _gate_layer(e, argparse.Namespace(gate_layer=3), 4)
+    assert _gate_layer(e, argparse.Namespace(gate_layer=None), 4).config.joint_gate == [2, 3]
 
 
 def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, capsys):

@@ -330,6 +330,48 @@ def test_a_fit_of_some_layers_equals_the_full_fit_there(fitted):
     assert not one.gate[1].any() and one.strengths(1.0) == (1.0, 0.0)
 
 
+def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_path):
+    """joint_gate [0, 1]: one ridge gate on the two layers' activations concatenated, its halves
+    stored as gate[0] and gate[1]; steering reads the sum (`read_gate`), the saved eraser keeps it,
+    and reading a half on its own is refused with the fix."""
+    from core.nullspace import fit_gate
+    a = tiny_adapter("llava", layers=2)
+    sets = _sets()
+    cfg = dict(ratio=1.0, gamma=1e-3, retain_weight=0.5, seed=7, position="mean_prompt_tokens", steer_layers=[0],
+               strength=1.0)
+    acts = {}
+    eraser = Eraser.fit(a, *sets, EraserConfig(**cfg, joint_gate=[1, 0]), activations=acts)
+    assert eraser.config.joint_gate == [0, 1] and eraser.gate_layers == [0, 1]
+    fit = fit_gate(acts["forget"].flatten(1), acts["retain"].flatten(1), 1.0, 1e-3, None, 0.5)
+    d = a.hidden_size
+    assert torch.allclose(eraser.gate[0], fit.u[:d]) and torch.allclose(eraser.gate[1], fit.u[d:])
+    prompts = sets[0][:2] + sets[1][:2]
+    want = eraser.decision_gates(a, prompts)
+    H = collect(a, prompts, position="mean").double()
+    assert torch.allclose(want, H[:, 0] @ eraser.gate[0] + H[:, 1] @ eraser.gate[1])
+    per_layer = Eraser.fit(a, *sets, EraserConfig(**cfg))
+    assert not torch.allclose(eraser.gate[1], per_layer.gate[1], atol=1e-3)  # a half, not layer 1's own gate
+    from core.activations import encode_prompts
+    with torch.no_grad(), eraser.apply(a) as h:
+        a.logits(encode_prompts(a, prompts))
+    assert torch.allclose(h.gates[0].double(), want, atol=1e-3)
+    eraser.save_pretrained(tmp_path)
+    again = Eraser.from_pretrained(tmp_path, adapter=a)
+    assert again.config.joint_gate == [0, 1] and torch.allclose(again.decision_gates(a, prompts), want, atol=1e-5)
+    for read in (None, 1):
+        with pytest.raises(ValueError, match="parts of this eraser's joint gate"):
+            eraser.apply(a, gate_layer=read)
+    with pytest.raises(ValueError, match="joint_gate layer.*5.*must be fitted"):
+        Eraser.fit(a, *sets, EraserConfig(joint_gate=[0, 5]))
+    for bad, msg in (([1], "at least two"), ([1, 1], "at least two"), ("0,1", "at least two")):
+        with pytest.raises(ValueError, match=msg):
+            EraserConfig(joint_gate=bad)
+    with pytest.raises(ValueError, match="not both"):
+        EraserConfig(joint_gate=[0, 1], gate_layer=1)
+    with pytest.raises(ValueError, match="latched"):
+        EraserConfig(joint_gate=[0, 1], mode="every_step")
+
+
 def test_gate_layer_reads_the_prompt_mean_gate_deeper_and_steers_the_earlier_layer(tmp_path):
     a = tiny_adapter("llava", layers=2)
     sets = _sets()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from core.nullspace import choose_k, fit_gate, full_matrix, gate_scores, null_space
+from core.nullspace import choose_k, fit_gate, full_matrix, gate_scores, joint_gate_scores, null_space
 
 
 def _data(seed=0, d=64, n_r=30, n_f=8):
@@ -177,3 +177,16 @@ def test_no_width_by_width_matrix_is_decomposed_when_rows_are_fewer(monkeypatch)
     W = full_matrix(H_f, H_r, r, ratio=0.8, gamma=0.1, retain_weight=0.5)  # k = 160 > d - N_r: well defined
     assert torch.allclose(torch.outer(fit_gate(H_f, H_r, ratio=0.8, gamma=0.1, retain_weight=0.5).u, r), W,
                           atol=1e-10, rtol=1e-8)
+
+
+def test_joint_gate_scores_sum_the_layers_parts_per_subject_then_take_the_largest():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(5, 2, 16, generator=g, dtype=torch.float64)  # 5 rows, 2 layers
+    u = torch.randn(2, 16, generator=g, dtype=torch.float64)
+    assert torch.allclose(joint_gate_scores(h, u), h[:, 0] @ u[0] + h[:, 1] @ u[1])
+    assert torch.allclose(joint_gate_scores(h[:, :1], u[:1]), gate_scores(h[:, 0], u[0]))
+    U = torch.randn(2, 3, 16, generator=g, dtype=torch.float64)  # 3 subjects
+    per_subject = h[:, 0] @ U[0].T + h[:, 1] @ U[1].T
+    assert torch.allclose(joint_gate_scores(h, U), per_subject.amax(-1))
+    # not the largest subject of each layer added up: one subject must carry both parts
+    assert not torch.allclose(joint_gate_scores(h, U), (h[:, 0] @ U[0].T).amax(-1) + (h[:, 1] @ U[1].T).amax(-1))

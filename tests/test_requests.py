@@ -4,7 +4,7 @@ import torch
 
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
-from core.eraser import Eraser, EraserConfig, STATE_NAME
+from core.eraser import Eraser, EraserConfig, STATE_NAME, fit_gates
 from core.requests import RequestError, add_subjects, remove_subjects
 
 
@@ -48,6 +48,26 @@ def test_adding_a_subject_equals_a_fit_from_scratch_and_keeps_the_history(live):
     assert [r["action"] for r in grown.config.requests] == ["fit", "add"]
     assert grown.config.requests[1]["subjects"] == ["p1", "r2"] and grown.config.requests[1]["data_hash"]
     assert "r2" not in grown.state.retain_tags and grown.state.H_retain.shape[0] == len(retain)
+
+
+def test_a_joint_gate_grows_and_shrinks_like_a_fit_from_scratch():
+    """The joint gate (layers 0 and 1 together) is solved again on every request: adding a person
+    gives the from-scratch fit of the grown set, and a withdrawal solves the joint gate again on
+    what is left (their questions retained)."""
+    a = tiny_adapter("llava")
+    recall, erase = _contrast()
+    cfg = EraserConfig(**CFG, joint_gate=[0, 1], steer_layers=[0], position="mean_prompt_tokens")
+    first = Eraser.fit(a, _person("p0", 1), _retain(), recall, erase, cfg)
+    grown = add_subjects(first, a, _person("p1", 2))
+    scratch = Eraser.fit(a, _person("p0", 1) + _person("p1", 2), _retain(), recall, erase,
+                         EraserConfig(**CFG, joint_gate=[0, 1], steer_layers=[0], position="mean_prompt_tokens"))
+    assert grown.config.joint_gate == [0, 1]
+    assert ((grown.gate - scratch.gate).norm() / scratch.gate.norm()) < 1e-6
+    back = remove_subjects(grown, ["p1"])
+    assert back.config.subjects == ["p0"] and back.config.joint_gate == [0, 1]
+    again, _ = fit_gates(back.state.H_forget.double(), back.state.H_retain.double(), back.config,
+                         torch.zeros(len(back.state.H_forget), dtype=torch.int64))
+    assert torch.allclose(back.gate, again) and not torch.allclose(back.gate[:, 0], first.gate[:, 0], atol=1e-3)
 
 
 @pytest.fixture(scope="module")

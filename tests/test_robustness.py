@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.activations import Prompt
+from core.activations import Prompt, collect
 from core.evaluation import Query
 from core.robustness import (FIRST_TURN, IMAGE_ATTACKS, INJECTION, ROLE_PLAY, RobustnessConfig, attack_report,
                              benign_prefix, budget_curve, cloze_queries, follow_up, format_curve, gate_of,
@@ -78,6 +78,24 @@ def test_gate_of_matches_the_eraser_and_is_differentiable(shipped):
     assert torch.allclose(g.double(), want, atol=1e-3)
     (grad,) = torch.autograd.grad(g.sum(), pixels)
     assert grad.abs().sum() > 0
+
+
+def test_the_attack_targets_a_joint_gate_whole(shipped):
+    """Against an eraser with a joint gate over layers 2 and 3 the attacker's gate is that gate
+    (per person: the parts summed, then the largest person), not the mean of its parts."""
+    from dataclasses import replace
+    from core.activations import encode_prompts
+    from core.eraser import Eraser
+    adapter, eraser, splits = shipped
+    joint = Eraser(eraser.direction, eraser.gate, replace(eraser.config, gate_layer=None, joint_gate=[2, 3]))
+    prompts = [q.prompt for q in cloze_queries(splits["forget"][:1], "forget")]
+    g = gate_of(adapter, joint, encode_prompts(adapter, prompts), joint.gate_layers)
+    H = collect(adapter, prompts, [2, 3], position="mean").double()
+    want = (H[:, 0] @ eraser.gate[2].T + H[:, 1] @ eraser.gate[3].T).amax(-1)
+    assert torch.allclose(g.double(), want, atol=1e-3)
+    assert torch.allclose(joint.decision_gates(adapter, prompts), want, atol=1e-5)
+    assert not torch.allclose(want, gate_of(adapter, eraser, encode_prompts(adapter, prompts), [2, 3]).double(),
+                              atol=1e-2)
 
 
 def test_report_on_the_shipped_eraser(shipped):

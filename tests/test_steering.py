@@ -262,8 +262,36 @@ def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(fam
     assert hook_count(a) == 0
     with pytest.raises(ValueError, match="latched"):
         steer(a, r, SteeringConfig((1.0, 0.0, 0.0), "every_step"), u, gate_from=2)
-    with pytest.raises(ValueError, match="needs a gate and a layer"):
+    with pytest.raises(ValueError, match="needs a gate tensor and layers in 0..2"):
         steer(a, r, cfg, u, gate_from=3)
+
+
+def test_a_joint_gate_over_two_layers_steers_like_that_gate_applied_by_hand(family):
+    """gate_from=(1, 2) with one gate per subject: the first pass sums each subject's parts at
+    layers 1 and 2 and takes the largest subject; layer 0 is steered with it, as with that value
+    handed in by hand. The joint layers show the joint gate, not their part."""
+    a = tiny_adapter(family, layers=3)
+    batch = _batch(a)
+    r, _ = _vectors(a)
+    g = torch.Generator().manual_seed(5)
+    u = torch.randn(a.num_layers, 2, a.hidden_size, generator=g) * 0.5  # (L, K=2, d)
+    h12 = capture(a, batch, [1, 2])  # (B, 2, d), unsteered
+    want = (torch.einsum("bd,kd->bk", h12[:, 0], u[1]) + torch.einsum("bd,kd->bk", h12[:, 1], u[2])).amax(-1)
+    assert not torch.allclose(want, (h12[:, 1] @ u[2].T).amax(-1))  # not the layer-2 gate alone
+    cfg = SteeringConfig((2.0, 0.0, 0.0), "latched")
+    with torch.no_grad():
+        with steer(a, r, cfg, u, gate_from=[2, 1]) as h:
+            joint = a.logits(batch)
+        with steer(a, r, cfg, lambda layer, x: want.to(x)):
+            by_hand = a.logits(batch)
+    assert torch.allclose(h.gates[0], want, atol=1e-4)
+    assert torch.allclose(h.gates[1], want, atol=1e-4) and torch.allclose(h.gates[2], want, atol=1e-4)
+    assert torch.allclose(joint, by_hand, atol=1e-4)
+    with steer(a, r, cfg, u, gate_from=(1, 2)):
+        text_joint = a.generate(batch, 4)
+    with steer(a, r, cfg, lambda layer, x: want.to(x)):
+        assert a.generate(batch, 4) == text_joint
+    assert hook_count(a) == 0
 
 
 def test_a_gate_read_in_a_first_pass_passes_gradients_to_the_input():
