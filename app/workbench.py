@@ -595,7 +595,12 @@ class Workbench:
              "erase": sets.H_erase[:, l]}
         prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
         hover = {k: [self._describe(p) for p in v] for k, v in prompts.items()}
-        gates = {k: gate_scores(H[k].double(), eraser.gate[l]) for k in ("forget", "retain")}
+        S = eraser.config.joint_gate
+        if S and l in S:  # a joint gate's layer holds a part of it: colour by the whole gate
+            full = {"forget": sets.H_forget, "retain": sets.H_retain}
+            gates = {k: eraser.read_gate(full[k][:, S].double(), S) for k in full}
+        else:
+            gates = {k: gate_scores(H[k].double(), eraser.gate[l]) for k in ("forget", "retain")}
         cur = None
         if question and question.strip():
             cur = self.input_activation(image, question, eraser.gate_position)[l]

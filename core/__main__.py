@@ -382,7 +382,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
                 "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
                 "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position,
-                "gate_layer": eraser.config.gate_layer}
+                "gate_layer": eraser.config.gate_layer, "joint_gate": eraser.config.joint_gate}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))

@@ -39,6 +39,7 @@ class SequentialConfig:
     withdraw: int = 3  # people the eraser withdraws at the end
     max_new_tokens: int = 24
     eraser: dict = field(default_factory=dict)  # EraserConfig fields (the shipped eraser's settings)
+    final: bool = True  # the full batch evaluation after the last request (`_final`)
 
 
 def requests_of(ids: list[str], group: int) -> list[list[str]]:
@@ -54,6 +55,13 @@ def _scores(adapter, data: ForgetData, done: list[str], pending: list[str], cfg:
     res = evaluate(adapter, splits, {}, EvalConfig(max_new_tokens=cfg.max_new_tokens, modalities=("image_text",)),
                    steering)
     return {f"{s} {m}": res.splits[s]["image_text"].get(m) for s, m in METRICS if s in res.splits}
+
+
+def _final(adapter, data: ForgetData, steering=None) -> dict:
+    """After the last request, the batch evaluation (`python -m core evaluate`: every split, both
+    modalities, its defaults): the bars "as the batch eraser" are checked on the same numbers,
+    not on the per-request subset of 10 rows."""
+    return evaluate(adapter, data.splits(), {}, EvalConfig(), steering).to_json()["splits"]
 
 
 def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
@@ -84,6 +92,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
                          steering=lambda: eraser.apply(adapter))}
         log(f"eraser, request {k + 1}: {row}")
         steps.append(row)
+    final = _final(adapter, data, steering=lambda: eraser.apply(adapter)) if cfg.final else None
     gone = done[-cfg.withdraw:] if cfg.withdraw else []
     withdrawal, history = {}, eraser.config.requests
     if gone:
@@ -108,7 +117,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
     fresh = erase_direction(collect(adapter, rec), collect(adapter, era))
     cosine = torch.nn.functional.cosine_similarity(eraser.direction, fresh, dim=-1).tolist()
     log(f"direction of the first request vs all requests, cosine per layer: {[round(c, 3) for c in cosine]}")
-    return {"steps": steps, "withdrawal": withdrawal, "requests": history,
+    return {"steps": steps, "final": final, "withdrawal": withdrawal, "requests": history,
             "direction_cosine_first_vs_all": cosine}
 
 
@@ -124,7 +133,7 @@ def run_vanilla(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
                **_scores(adapter, data, done, [i for i in ids if i not in done], cfg)}
         log(f"vanilla, request {k + 1}: {row}")
         steps.append(row)
-    return {"steps": steps}
+    return {"steps": steps, "final": _final(adapter, data) if cfg.final else None}
 
 
 def _image_prompts(rec) -> list:
@@ -155,9 +164,10 @@ def run_baseline(method: str, model_dir: str | Path, data: ForgetData, cfg: Sequ
                    **_scores(adapter, data, done, [i for i in ids if i not in done], cfg)}
             log(f"{method}, request {k + 1}: {row}")
             steps.append(row)
+        final = _final(adapter, data) if cfg.final else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"steps": steps}
+    return {"steps": steps, "final": final}
 
 
 def _ordered(results: dict) -> list[tuple[str, dict]]:
@@ -201,4 +211,36 @@ def table(results: dict, first: bool = True) -> str:
                          f"{pct(s.get('forgotten cloze'))} | {pct(s.get('pending classification'))} | "
                          f"{pct(s.get('retain classification'))} | {pct(s.get('retain cloze'))} | "
                          f"{pct(s.get('real cloze'))} | {s['update_s']:.1f} |")
+    return "\n".join(lines)
+
+
+UTILITY = [(s, m, k) for s in ("retain", "real") for m in ("image_text", "text_only")
+           for k in ("classification", "cloze", "generation_rougeL")]
+
+
+def final_table(results: dict) -> str:
+    """Markdown: every method's full evaluation after the last request (`_final`), with its
+    lowest retained / general metric as a share of vanilla's (the bar is 97%)."""
+    van = (results.get("vanilla") or {}).get("final")
+    lines = ["| method | forget MCQ (image / text) | test MCQ (image / text) | retain MCQ | retain cloze | real cloze "
+             "| lowest retain / real metric, % of vanilla |", "|---|---|---|---|---|---|---|"]
+
+    def get(f, split, mod, key):
+        v = f.get(split, {}).get(mod, {}).get(key)
+        return "-" if v is None else f"{100 * v:.1f}"
+    for method, res in _ordered(results):
+        f = res.get("final")
+        if not f:
+            continue
+        low = "-"
+        if van and method != "vanilla":
+            shares = [(f[s][m][k] / van[s][m][k], f"{s} {'image' if m == 'image_text' else 'text'} {k.split('_')[0]}")
+                      for s, m, k in UTILITY if van.get(s, {}).get(m, {}).get(k) and k in f.get(s, {}).get(m, {})]
+            if shares:
+                share, name = min(shares)
+                low = f"{100 * share:.1f} ({name})"
+        lines.append(f"| {method} | {get(f, 'forget', 'image_text', 'classification')} / "
+                     f"{get(f, 'forget', 'text_only', 'classification')} | {get(f, 'test', 'image_text', 'classification')} / "
+                     f"{get(f, 'test', 'text_only', 'classification')} | {get(f, 'retain', 'image_text', 'classification')} | "
+                     f"{get(f, 'retain', 'image_text', 'cloze')} | {get(f, 'real', 'image_text', 'cloze')} | {low} |")
     return "\n".join(lines)

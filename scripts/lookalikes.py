@@ -1,6 +1,7 @@
 """Why people not requested yet lose answers as an eraser grows (docs/sequential.md): the
 per-subject gates of the first K requested people, read on every forget person's image
-questions at every layer, and the requested person whose gate fires on each pending one.
+questions at every layer (each layer's own gate) and as the shipped eraser reads them (its
+joint gate), and the requested person whose gate fires on each pending one.
 
     python scripts/lookalikes.py [--requested 8]   ->  results/sequential_lookalikes.json
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,8 +41,11 @@ def main() -> None:
     state = collect_state(shipped, adapter, forget, retain)
     ids, k = data.forget_ids, args.requested
     keep = [i for i, t in enumerate(state.forget_tags) if t in ids[:k]]
-    eraser = refit_with(shipped, FitState(state.H_forget[keep], [state.forget_tags[i] for i in keep],
-                                          state.H_retain, state.retain_tags), request_entry("fit", ids[:k], ""))
+    grown = FitState(state.H_forget[keep], [state.forget_tags[i] for i in keep], state.H_retain, state.retain_tags)
+    entry = request_entry("fit", ids[:k], "")
+    joint = refit_with(shipped, grown, entry)  # the shipped recipe: the gate that decides
+    own = replace(shipped.config, joint_gate=None, gate_layer=None)  # each layer's own gate, to compare
+    eraser = refit_with(Eraser(shipped.direction, shipped.gate, own), grown, entry)
     people = []
     for pid in ids:
         H = collect(adapter, [q for rec in data.pick([pid]).forget for q in _image_prompts(rec)], position="mean").double()
@@ -48,14 +53,18 @@ def main() -> None:
         steered = per_layer[shipped.config.steer_layers[0]]
         top = eraser.config.subjects[int(steered.mean(0).argmax())]
         me, other = world.person(pid), world.person(top)
+        decided = joint.read_gate(H[:, joint.gate_layers], joint.gate_layers)
         people.append({"id": pid, "requested": pid in ids[:k], "questions": len(H),
                        "gate_median_per_layer": [round(float(g.max(1).values.median()), 3) for g in per_layer],
+                       "shipped_gate_median": round(float(decided.median()), 3),
+                       "shipped_gate_max": round(float(decided.max()), 3),
                        "gate_that_fires": top,
                        "shared_visible_attributes": [a for a in VISIBLE if getattr(me, a) == getattr(other, a)]
                        if top != pid else []})
         print(people[-1], flush=True)
     out = ROOT / "results" / "sequential_lookalikes.json"
     out.write_text(json.dumps({"requested": ids[:k], "steer_layer": shipped.config.steer_layers[0],
+                               "shipped_gate_layers": shipped.gate_layers,
                                "people": people}, indent=1))
     print(f"wrote {out}")
 

@@ -58,7 +58,9 @@ def table() -> str:
                          f"retain weight {e.get('retain_weight', 0.0)}, "
                          f"{'one gate per forget person' if e.get('subject_gates') else 'one gate'}, gate read at "
                          f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}"
-                         + (f" of layer {e['gate_layer']} (a first prompt pass)" if e.get("gate_layer") is not None
+                         + (f" of layers {', '.join(map(str, e['joint_gate']))} together (one joint gate, a first "
+                            "prompt pass)" if e.get("joint_gate") else
+                            f" of layer {e['gate_layer']} (a first prompt pass)" if e.get("gate_layer") is not None
                             else " of each steered layer"))
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
@@ -71,6 +73,8 @@ def _setting(eraser: dict | None) -> str:
     layers = eraser["layers"]
     where = f"layer {layers[0]}" if len(layers) == 1 else f"layers {', '.join(map(str, layers))}"
     gate = "" if eraser.get("gate_layer") is None else f", gate read at layer {eraser['gate_layer']}"
+    if eraser.get("joint_gate"):
+        gate = f", one gate read over layers {', '.join(map(str, eraser['joint_gate']))}"
     return f" [{where} at {eraser['strength']}{_per_task(eraser)}{gate}]"
 
 
@@ -163,8 +167,9 @@ def write_between(path: Path, start: str, end: str, body: str) -> None:
 
 def sequential_doc() -> str:
     """docs/sequential.md: every sequential run in results/ (requests of one and of two people),
-    each method after its first and last request, with its figure."""
-    from core.sequential import table as seq_table
+    each method after its first and last request, with its figure, then the full evaluation
+    after the last request, where the gate is read, and why."""
+    from core.sequential import final_table, table as seq_table
     parts = ["# Forget requests one at a time\n",
              "Written by `python scripts/results_table.py` from the JSON of `python -m core sequential` "
              "(`--group 1`: results/sequential.json, docs/sequential.png; `--group 2`: results/sequential_pairs.json, "
@@ -183,61 +188,96 @@ def sequential_doc() -> str:
                 parts.append(f"Withdrawal of {', '.join(w['withdrawn'])}: {pct(w['withdrawn_equal_to_vanilla'])}% of "
                              f"their {w['questions']} image questions answered exactly as the unsteered model; "
                              f"{pct(w['others_unchanged'])}% of the other forgotten people's answers unchanged.\n")
+            if any(r.get("final") for r in res.values()):
+                parts += ["After the last request, each method's full evaluation (`python -m core evaluate`'s splits "
+                          "and defaults: every row, image+text and text-only), where the bars of the batch eraser "
+                          "are checked:\n", final_table(res), ""]
+    runs = {n: json.loads((ROOT / "results" / f"{n}.json").read_text())["results"]
+            for n in ("sequential", "sequential_gate_layer3", "sequential_own_layer")
+            if (ROOT / "results" / f"{n}.json").is_file()}
+    if len(runs) == 3:
+        parts.append(pending_table(runs))
+    f = ROOT / "results" / "gate_heldout.json"
+    if f.is_file():
+        parts.append(heldout_table(json.loads(f.read_text())))
     f = ROOT / "results" / "sequential_lookalikes.json"
     if f.is_file():
         parts.append(lookalikes(json.loads(f.read_text())))
-    runs = {n: json.loads((ROOT / "results" / f"{n}.json").read_text())["results"]
-            for n in ("sequential", "sequential_own_layer") if (ROOT / "results" / f"{n}.json").is_file()}
-    if len(runs) == 2:
-        parts.append(pending_table(runs))
     return "\n".join(parts)
 
 
 def pending_table(runs: dict) -> str:
-    """Pending people's image MCQ after each request: the gate read at layer 3 (the shipped
-    eraser) vs at the steered layer (the previous shipped eraser)."""
+    """Pending people's image MCQ after each request, for the three places the gate was read."""
     def row(label, steps):
         return f"| {label} | " + " | ".join(pct(s["pending classification"]) for s in steps
                                             if "pending classification" in s) + " |"
     n = sum("pending classification" in s for s in runs["sequential"]["vanilla"]["steps"])
     return "\n".join([
-        "### Where the gate is read\n",
-        "The shipped eraser reads its per-person gates at layer 3, in a first prompt pass, and steers layer 1 "
-        "(`gate_layer: 3`); the previous shipped eraser read them at layer 1 itself. The same sequential run with "
-        "that eraser: results/sequential_own_layer.json (`python -m core sequential` run with it, before the "
-        "switch). Image MCQ of the people not requested yet, after each "
-        "request:\n",
+        "## Where the gate is read\n",
+        "Image MCQ of the people not requested yet, after each request, with the same strength and steered layer "
+        "(layer 1 at 2.0) and the gate read in three places: at the steered layer itself "
+        "(results/sequential_own_layer.json), at layer 3 in a first prompt pass "
+        "(results/sequential_gate_layer3.json), and as one gate fitted over layers 0-3 together, in the same "
+        "first pass (the shipped eraser, `joint_gate`; results/sequential.json). Each is `python -m core "
+        "sequential` run with that eraser's settings.\n",
         "| gate | " + " | ".join(f"after {k + 1}" for k in range(n)) + " |", "|---|" + "---|" * n,
         row("vanilla (no eraser)", runs["sequential"]["vanilla"]["steps"]),
         row("read at the steered layer (1)", runs["sequential_own_layer"]["eraser"]["steps"]),
-        row("read at layer 3 (shipped)", runs["sequential"]["eraser"]["steps"]), ""])
+        row("read at layer 3", runs["sequential_gate_layer3"]["eraser"]["steps"]),
+        row("one gate over layers 0-3 (shipped)", runs["sequential"]["eraser"]["steps"]), ""])
+
+
+def heldout_table(res: dict) -> str:
+    """How the reading was chosen: held-out people (results/gate_heldout.json)."""
+    lines = ["### Choosing where the gate is read, on people the gate never saw\n",
+             f"From `python scripts/gate_heldout.py`: the retained people in {res['folds']} folds; each fold's rows "
+             "leave the gate's retain side, the 10 forget people's gates are solved on the rest (the shipped recipe), "
+             "and the gate is read on the fold's own questions. A row fires when its gate exceeds half the forget "
+             "people's median. The reading with the fewest held-out fires is the one shipped; the forget people are "
+             "not used to choose. Beside it, as the test: the first K requested people's gates read on the image "
+             "questions of requested and pending people (smallest requested gate | largest pending gate, both over "
+             "the requested people's median; the pending one should stay below the requested one).\n",
+             "| gate read at | held-out rows firing (%) | held-out 99th percentile | K = 1 | K = 5 | K = 8 | K = 9 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in res["readings"]:
+        ks = {s["requested"]: f"{s['requested_min']:.2f} \\| {s['pending_max']:.2f}" for s in r["sequential"]}
+        name = f"layer {r['layers'][0]}" if len(r["layers"]) == 1 else f"layers {', '.join(map(str, r['layers']))} (joint)"
+        if r["layers"] == res["chosen"]:
+            name = f"**{name}, shipped**"
+        lines.append(f"| {name} | {r['heldout_fire_pct']:.2f} +- {r['heldout_fire_se']:.2f} | {r['heldout_q99']:.2f} | "
+                     + " | ".join(ks[k] for k in (1, 5, 8, 9)) + " |")
+    lines.append("\n(+- one standard error over the folds: the joint readings differ by less than it; the rule "
+                 "chose the lowest mean.)\n")
+    return "\n".join(lines)
 
 
 def lookalikes(res: dict) -> str:
     """Why people not requested yet lose answers (results/sequential_lookalikes.json)."""
     n, steer = len(res["requested"]), res["steer_layer"]
     layers = len(res["people"][0]["gate_median_per_layer"])
+    joint = ", ".join(map(str, res.get("shipped_gate_layers", [])))
     lines = ["## Why people not requested yet lose answers\n",
              f"From `python scripts/lookalikes.py --requested {n}`: the eraser of the first {n} requested people, its "
              "per-subject gates read on every forget person's image questions (median over the questions of the "
-             f"largest subject gate; the shipped eraser steers layer {steer}). A requested person's own gate reads "
-             "0.6-0.8 at the steered layer; a pending person's is the gate of the requested person who looks most "
-             "like them, through the picture's visible attributes (background, shirt, accessory), not the face.\n",
+             f"largest subject gate), each layer's own gate and the shipped joint gate (layers {joint}); the eraser "
+             f"steers layer {steer}. A requested person's own gate reads 0.6-0.8 at the steered layer; a pending "
+             "person's is the gate of the requested person who looks most like them, through the picture's visible "
+             "attributes (background, shirt, accessory), not the face.\n",
              "| person | requested | " + " | ".join(f"gate, layer {l}" for l in range(layers))
-             + " | gate that fires | visible attributes shared with that person |",
-             "|---|---|" + "---|" * layers + "---|---|"]
+             + f" | joint gate (median / max) | gate that fires at layer {steer} | visible attributes shared with that person |",
+             "|---|---|" + "---|" * layers + "---|---|---|"]
     for p in res["people"]:
         lines.append(f"| {p['id']} | {'yes' if p['requested'] else '**no**'} | "
                      + " | ".join(f"{g:.2f}" for g in p["gate_median_per_layer"])
+                     + f" | {p['shipped_gate_median']:.2f} / {p['shipped_gate_max']:.2f}"
                      + f" | {p['gate_that_fires']} | {', '.join(p['shared_visible_attributes']) or '-'} |")
     lines.append("\nAt the steered layer the gate reads the picture more than the person: a look-alike of a "
-                 "requested person is steered too. Deeper layers separate them: at layer 3 the pending people's "
-                 "gates fall under every requested person's. So the shipped eraser reads its gates at layer 3, in a "
-                 "first prompt pass that stops there, and applies them at layer 1 in the real pass "
-                 "(`EraserConfig.gate_layer`, `fit --gate-layer`; the pass costs part of a second prompt pass, "
-                 "docs/performance.md). In the batch setting every forget person is requested at once, so the "
-                 "look-alikes among them do not show; retained people are in the gate's retain rows and stay "
-                 "unsteered.\n")
+                 "requested person is steered too. Deeper layers separate them better, and a gate fitted over all "
+                 "the layers together best: the shipped eraser reads it in a first prompt pass up to layer 3 and "
+                 "applies it at layer 1 in the real pass (`EraserConfig.joint_gate`, `fit --joint-gate`; the pass "
+                 "costs part of a second prompt pass, docs/performance.md). In the batch setting every forget person "
+                 "is requested at once, so the look-alikes among them do not show; retained people are in the "
+                 "gate's retain rows and stay unsteered.\n")
     return "\n".join(lines)
 
 

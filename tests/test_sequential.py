@@ -2,7 +2,7 @@
 (the shipped model's figures come from `python -m core sequential`)."""
 import pytest
 
-from core.sequential import SequentialConfig, figure, requests_of, run_baseline, run_eraser, table
+from core.sequential import SequentialConfig, figure, final_table, requests_of, run_baseline, run_eraser, run_vanilla, table
 
 
 def test_requests_are_consecutive_groups():
@@ -19,22 +19,43 @@ def mini_runs(mini_toy):
                            eraser=dict(ratio=1.0, gamma=10.0, retain_weight=0.3, subject_gates=True, gate_retain=100,
                                        position="mean_prompt_tokens", steer_layers=[1], strength=2.0))
     logs = []
-    return data, {"eraser": run_eraser(mini_toy, data, cfg, logs.append),
+    return data, {"vanilla": run_vanilla(mini_toy, data, cfg, logs.append),
+                  "eraser": run_eraser(mini_toy, data, cfg, logs.append),
                   "idk": run_baseline("idk", mini_toy, data, cfg, logs.append)}, logs
 
 
 def test_every_request_is_evaluated_and_the_eraser_withdraws(mini_runs):
     data, results, logs = mini_runs
     ids = data.forget_ids
-    for res in results.values():
+    for name, res in results.items():
         assert [s["people"] for s in res["steps"]] == [1, 2]
         assert "pending classification" in res["steps"][0] and "pending classification" not in res["steps"][1]
-        assert all(0 <= s["retain cloze"] <= 1 and s["update_s"] > 0 for s in res["steps"])
+        assert all(0 <= s["retain cloze"] <= 1 and (s["update_s"] > 0) == (name != "vanilla") for s in res["steps"])
     eraser = results["eraser"]
     assert [r["action"] for r in eraser["requests"]] == ["fit", "add", "remove"]
     assert eraser["withdrawal"]["withdrawn"] == ids[1:] and 0 <= eraser["withdrawal"]["withdrawn_equal_to_vanilla"] <= 1
     assert len(eraser["direction_cosine_first_vs_all"]) == 2
     assert any(line.startswith("idk, request 2") for line in logs)
+
+
+def test_after_the_last_request_every_method_gets_the_batch_evaluation(mini_runs, mini_toy):
+    """`final`: the full evaluation of the last state (every split, both modalities), the same
+    numbers `evaluate` gives; the table states each method's lowest utility share of vanilla."""
+    from core.evaluation import EvalConfig, evaluate
+    from core.models.load import load_adapter
+    data, results, _ = mini_runs
+    for res in results.values():
+        f = res["final"]
+        assert set(f) == set(data.splits()) and all(f[s]["image_text"]["n"] > 0 for s in f)
+    plain = evaluate(load_adapter(mini_toy), data.splits(), {}, EvalConfig()).to_json()["splits"]
+    assert results["vanilla"]["final"] == plain
+    text = final_table(results)
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines()[2:]}
+    assert set(rows) == {"vanilla", "eraser", "idk"} and rows["vanilla"].endswith("| - |")
+    f, v = results["eraser"]["final"], plain
+    share = min(f[s][m][k] / v[s][m][k] for s in ("retain", "real") for m in ("image_text", "text_only")
+                for k in ("classification", "cloze", "generation_rougeL") if v.get(s, {}).get(m, {}).get(k))
+    assert f"| {100 * share:.1f} (" in rows["eraser"]
 
 
 def test_report_table_and_figure(mini_runs, tmp_path):
