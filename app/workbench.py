@@ -448,7 +448,8 @@ class Workbench:
         if sorted(set(tags)) != sorted(er.config.subjects):
             raise UserError("This eraser's gate sets no longer match its people: refit it in the Model & data tab.")
         live = Eraser(er.direction, er.gate, er.config, er.diagnostics,
-                      FitState(sets.H_forget.float(), tags, sets.H_retain.float(), [p.tag for p in sets.retain]))
+                      FitState(sets.H_forget.float(), tags, sets.H_retain.float(), [p.tag for p in sets.retain]),
+                      er.joint)
         if session is not None:
             session.eraser = live
         return live
@@ -595,12 +596,7 @@ class Workbench:
              "erase": sets.H_erase[:, l]}
         prompts = {"forget": sets.forget, "retain": sets.retain, "recall": sets.recall, "erase": sets.erase}
         hover = {k: [self._describe(p) for p in v] for k, v in prompts.items()}
-        S = eraser.config.joint_gate
-        if S and l in S:  # a joint gate's layer holds a part of it: colour by the whole gate
-            full = {"forget": sets.H_forget, "retain": sets.H_retain}
-            gates = {k: eraser.read_gate(full[k][:, S].double(), S) for k in full}
-        else:
-            gates = {k: gate_scores(H[k].double(), eraser.gate[l]) for k in ("forget", "retain")}
+        gates = {k: gate_scores(H[k].double(), eraser.gate[l]) for k in ("forget", "retain")}
         cur = None
         if question and question.strip():
             cur = self.input_activation(image, question, eraser.gate_position)[l]

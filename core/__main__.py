@@ -407,8 +407,8 @@ def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
     from core.eraser import check_layers
     if getattr(args, "gate_layer", None) is None:
         return eraser
-    eraser.check_gate_read(args.gate_layer)
-    cfg = replace(eraser.config, gate_layer=args.gate_layer)  # validated again (EraserConfig.__post_init__)
+    # a joint gate's eraser then reads that layer's own gate instead
+    cfg = replace(eraser.config, gate_layer=args.gate_layer, joint_gate=None)  # validated again (__post_init__)
     check_layers(cfg, num_layers)
     eraser.config = cfg
     return eraser

@@ -237,9 +237,12 @@ def prompts_hash(*sets: Sequence[Prompt]) -> str:
 
 
 def fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConfig,
-               subjects: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               subjects: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """The null-space gate u_l of every fitted layer ((L, d), or (L, K, d) with `subjects`, the
-    forget rows' subject labels), and the inspector's diagnostics."""
+    forget rows' subject labels), the inspector's diagnostics, and with `config.joint_gate` the
+    joint gate over those layers ((n, d) or (n, K, d): one ridge on their activations side by
+    side, each layer's part), else None. Each layer's own gate is fitted either way."""
     L, d = H_forget.shape[1], H_forget.shape[2]
     K = None if subjects is None else int(subjects.max()) + 1
     gate = torch.zeros((L, d) if K is None else (L, K, d), dtype=torch.float64)
@@ -255,18 +258,18 @@ def fit_gates(H_forget: torch.Tensor, H_retain: torch.Tensor, config: EraserConf
                        config.retain_weight, subjects)
         gate[l], evals[l], fg[l], rg[l] = fit.u, fit.eigenvalues, fit.forget_gates, fit.retain_gates
         k[l], leak[l], energy[l], exact[l] = fit.k, fit.leakage, fit.forget_energy, fit.exact_null_space
-    if config.joint_gate:  # one gate over these layers side by side; each keeps its part
-        S = config.joint_gate
-        fit = fit_gate(H_forget[:, S].flatten(1), H_retain[:, S].flatten(1), config.ratio, config.gamma,
-                       config.threshold, config.retain_weight, subjects)
-        parts = fit.u.reshape(*fit.u.shape[:-1], len(S), d).movedim(-2, 0)  # (n, [K,] d)
-        for i, l in enumerate(S):  # the spectrum, k and leakage shown stay each layer's own
-            gate[l], fg[l], rg[l] = parts[i], fit.forget_gates, fit.retain_gates
     out = {"eigenvalues": evals, "forget_gates": fg, "retain_gates": rg, "k": k, "leakage": leak,
            "forget_energy": energy, "exact_null_space": exact}
     if subjects is not None:
         out["forget_subject"] = subjects
-    return gate, out
+    joint = None
+    if config.joint_gate:  # one gate over these layers side by side
+        S = config.joint_gate
+        fit = fit_gate(H_forget[:, S].flatten(1), H_retain[:, S].flatten(1), config.ratio, config.gamma,
+                       config.threshold, config.retain_weight, subjects)
+        joint = fit.u.reshape(*fit.u.shape[:-1], len(S), d).movedim(-2, 0).contiguous()  # (n, [K,] d)
+        out["joint_forget_gates"], out["joint_retain_gates"] = fit.forget_gates, fit.retain_gates
+    return gate, out, joint
 
 
 def subject_labels(tags: Sequence[str]) -> tuple[list[str], torch.Tensor]:
@@ -313,12 +316,18 @@ class Eraser:
     (optional) keeps the gate's fitting activations for later forget requests."""
 
     def __init__(self, direction: torch.Tensor, gate: torch.Tensor, config: EraserConfig,
-                 diagnostics: dict[str, torch.Tensor] | None = None, state: FitState | None = None):
+                 diagnostics: dict[str, torch.Tensor] | None = None, state: FitState | None = None,
+                 joint: torch.Tensor | None = None):
         if direction.ndim != 2 or gate.ndim not in (2, 3) or (gate.shape[0], gate.shape[-1]) != direction.shape:
             raise ValueError("direction must be (num_layers, hidden_size) and gate (num_layers, hidden_size) "
                              "or (num_layers, subjects, hidden_size)")
+        if config.joint_gate and (joint is None or joint.shape != (len(config.joint_gate), *gate.shape[1:])):
+            raise ValueError(f"an eraser with a joint gate over layers {config.joint_gate} needs that gate, of shape "
+                             f"{(len(config.joint_gate), *gate.shape[1:])}; got "
+                             f"{None if joint is None else tuple(joint.shape)}")
         self.direction = direction.double()
-        self.gate = gate.double()
+        self.gate = gate.double()  # each layer's own gate
+        self.joint = None if joint is None else joint.double()  # the joint gate's parts, (n, [K,] d)
         self.config = config
         self.diagnostics = diagnostics or {}
         self.state = state
@@ -364,7 +373,7 @@ class Eraser:
             config.data_hash = h.hexdigest()[:16]
         config.counts = {"forget": H_forget.shape[0], "retain": H_retain.shape[0],
                          "recall": H_recall.shape[0], "erase": H_erase.shape[0]}
-        gate, diagnostics = fit_gates(H_forget, H_retain, config, subjects)
+        gate, diagnostics, joint = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = direction.norm(dim=-1)
         state = None
         if config.subject_gates:
@@ -372,7 +381,7 @@ class Eraser:
                              H_retain.float(), list(retain_subjects or [""] * len(H_retain)))
             if not config.requests:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
-        return cls(direction, gate, config, diagnostics, state)
+        return cls(direction, gate, config, diagnostics, state, joint)
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
@@ -404,9 +413,9 @@ class Eraser:
                 raise ValueError("one gate per forget subject needs the subject of every forget row")
         else:
             config.subjects = []
-        gate, diagnostics = fit_gates(H_forget, H_retain, config, subjects)
+        gate, diagnostics, joint = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
-        return Eraser(self.direction.clone(), gate, config, diagnostics)
+        return Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint)
 
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
@@ -500,34 +509,29 @@ class Eraser:
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
-        if gate_layer == "stored":
-            chosen = self.config.joint_gate or self.config.gate_layer
-        else:
-            self.check_gate_read(gate_layer, [l for l, s in enumerate(cfg.strengths) if s != 0])
-            chosen = gate_layer
+        chosen = self.config.gate_layer if gate_layer == "stored" else gate_layer
+        if chosen is not None and chosen not in self.fitted_layers:
+            raise ValueError(f"gate layer {chosen} has no fitted gate; this eraser fits layers {self.fitted_layers}")
+        if gate_layer == "stored" and self.config.joint_gate and gate is self.gate:
+            chosen, gate = self.config.joint_gate, self._joint_as_layers()
         gate_from = chosen if isinstance(gate, torch.Tensor) else None
         return steer(adapter, self.direction, cfg, gate, gate_index=gate_index,
                      gate_position=self.gate_position if gate is not None else "last", gate_from=gate_from)
 
-    def check_gate_read(self, gate_layer: int | None, steered: Sequence[int] | None = None) -> None:
-        """Refuse reading the gate somewhere it was not fitted as a gate of its own: a layer without a
-        fitted gate, or a part of a joint gate (only the whole is a gate)."""
-        if gate_layer is not None and gate_layer not in self.fitted_layers:
-            raise ValueError(f"gate layer {gate_layer} has no fitted gate; this eraser fits layers {self.fitted_layers}")
-        read = [gate_layer] if gate_layer is not None else list(self.steered_layers if steered is None else steered)
-        parts = sorted(set(read) & set(self.config.joint_gate or []))
-        if parts:
-            raise ValueError(f"layer(s) {parts} hold parts of this eraser's joint gate (layers {self.config.joint_gate}), "
-                             "not gates of their own: read it as stored, or fit an eraser without --joint-gate")
+    def _joint_as_layers(self) -> torch.Tensor:
+        """The joint gate laid out like `gate` ((L, [K,] d), zero outside its layers): what `steer` reads."""
+        full = torch.zeros_like(self.gate)
+        full[self.config.joint_gate] = self.joint
+        return full
 
     def read_gate(self, h: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         """(N,) the gate that decides the steering, from activations h (N, n, d) at `layers`: the
         joint gate when `layers` are its layers, else the mean over them of each layer's own gate.
         Differentiable in h (the adaptive attack's target)."""
         layers = list(layers)
-        u = self.gate[layers].to(h)
         if self.config.joint_gate and layers == list(self.config.joint_gate):
-            return joint_gate_scores(h, u)
+            return joint_gate_scores(h, self.joint.to(h))
+        u = self.gate[layers].to(h)
         return torch.stack([gate_scores(h[:, i], u[i]) for i in range(len(layers))], -1).mean(-1)
 
     def decision_gates(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
@@ -572,6 +576,8 @@ class Eraser:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {"direction": self.direction, "gate": self.gate}
+        if self.config.joint_gate:
+            tensors["joint_gate"] = self.joint
         if diagnostics:
             tensors.update({f"diagnostics.{k}": v for k, v in self.diagnostics.items()})
         tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
@@ -605,13 +611,17 @@ class Eraser:
         # the fit's float64 in memory (stored float32, or float64 by older versions)
         tensors = {k: v.double() if v.is_floating_point() else v for k, v in tensors.items()}
         diagnostics = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("diagnostics.")}
-        for name in ("direction", "gate"):
+        for name in ("direction", "gate") + (("joint_gate",) if config.joint_gate else ()):
             t = tensors.get(name)
             if t is None or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{folder} holds an invalid eraser: its {name} tensor is missing, not floating "
                                  "point, or holds NaN / inf values")
-        eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics, _load_state(folder))
-        check_layers(config, eraser.num_layers)
+        check_layers(config, tensors["direction"].shape[0])
+        try:
+            eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics, _load_state(folder),
+                         tensors.get("joint_gate") if config.joint_gate else None)
+        except ValueError as exc:
+            raise ValueError(f"{folder} holds an invalid eraser: {exc}") from exc
         st = eraser.state
         if st is not None and (st.H_forget.shape[1:] != (eraser.num_layers, eraser.hidden_size)
                                or sorted(set(st.forget_tags)) != sorted(config.subjects)):

@@ -67,9 +67,9 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
     config.counts = {**config.counts, "forget": len(state.H_forget), "retain": len(state.H_retain)}
     config.requests.append(entry)
     config.forget_split = ",".join(config.subjects)
-    gate, diagnostics = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
+    gate, diagnostics, joint = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
     diagnostics["direction_norm"] = eraser.direction.norm(dim=-1)
-    return Eraser(eraser.direction.clone(), gate, config, diagnostics, state)
+    return Eraser(eraser.direction.clone(), gate, config, diagnostics, state, joint)
 
 
 def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int = 16,

@@ -79,7 +79,9 @@ def main() -> None:
              f"{args.rounds} --per-person {args.per_person} --steps {args.steps}"
              + ("" if args.out == "docs/robustness_hardening.md" else f" --out {args.out}")
              + "` (the eraser: gate read at "
-             + (f"layer {eraser.config.gate_layer}" if eraser.config.gate_layer is not None else "each steered layer")
+             + (f"layers {', '.join(map(str, eraser.config.joint_gate))} together (one joint gate)"
+                if eraser.config.joint_gate else
+                f"layer {eraser.config.gate_layer}" if eraser.config.gate_layer is not None else "each steered layer")
              + f"): each round attacks the current "
              f"gate on {args.per_person} gate prompts per forget person (PGD closing the gate, eps 16/255, "
              f"{args.steps} steps) and adds them as forget rows; the evaluation attack (adaptive PGD on the gate "

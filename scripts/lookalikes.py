@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +42,7 @@ def main() -> None:
     keep = [i for i, t in enumerate(state.forget_tags) if t in ids[:k]]
     grown = FitState(state.H_forget[keep], [state.forget_tags[i] for i in keep], state.H_retain, state.retain_tags)
     entry = request_entry("fit", ids[:k], "")
-    joint = refit_with(shipped, grown, entry)  # the shipped recipe: the gate that decides
-    own = replace(shipped.config, joint_gate=None, gate_layer=None)  # each layer's own gate, to compare
-    eraser = refit_with(Eraser(shipped.direction, shipped.gate, own), grown, entry)
+    eraser = joint = refit_with(shipped, grown, entry)  # its `gate`: each layer's own; `read_gate`: what decides
     people = []
     for pid in ids:
         H = collect(adapter, [q for rec in data.pick([pid]).forget for q in _image_prompts(rec)], position="mean").double()

@@ -85,7 +85,9 @@ def comparison() -> str:
     one = "vanilla + MLLMEraser, one gate with retain rows"
     rows = ROWS + [("vanilla + MLLMEraser, adversarial gate fitting, 3 rounds (`fit --adversarial-rounds 3`)",
                     "results/eraser_hardened.json"),
-                   ("vanilla + MLLMEraser, gate read at the steered layer (the previous shipped eraser)",
+                   ("vanilla + MLLMEraser, gate read at layer 3 alone (the previous shipped eraser)",
+                    "results/eraser_gate_layer3.json"),
+                   ("vanilla + MLLMEraser, gate read at the steered layer (the shipped eraser before that)",
                     "results/eraser_own_layer.json"),
                    (f"{one} (the preset before that)", "results/eraser_retain_rows.json"),
                    (f"{one}, MCQ strength 1.5 set by hand", "results/eraser_mcq_strength_retain_rows.json"),

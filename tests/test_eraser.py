@@ -331,9 +331,10 @@ def test_a_fit_of_some_layers_equals_the_full_fit_there(fitted):
 
 
 def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_path):
-    """joint_gate [0, 1]: one ridge gate on the two layers' activations concatenated, its halves
-    stored as gate[0] and gate[1]; steering reads the sum (`read_gate`), the saved eraser keeps it,
-    and reading a half on its own is refused with the fix."""
+    """joint_gate [0, 1]: one ridge gate on the two layers' activations concatenated, stored as its
+    two halves (`joint`) beside each layer's own gate (`gate`, as without it); steering reads the
+    whole (`read_gate`), the saved eraser keeps it (validated), and a layer's own gate can still
+    be read instead."""
     from core.nullspace import fit_gate
     a = tiny_adapter("llava", layers=2)
     sets = _sets()
@@ -344,23 +345,30 @@ def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_pa
     assert eraser.config.joint_gate == [0, 1] and eraser.gate_layers == [0, 1]
     fit = fit_gate(acts["forget"].flatten(1), acts["retain"].flatten(1), 1.0, 1e-3, None, 0.5)
     d = a.hidden_size
-    assert torch.allclose(eraser.gate[0], fit.u[:d]) and torch.allclose(eraser.gate[1], fit.u[d:])
+    assert torch.allclose(eraser.joint[0], fit.u[:d]) and torch.allclose(eraser.joint[1], fit.u[d:])
+    per_layer = Eraser.fit(a, *sets, EraserConfig(**cfg))
+    assert torch.allclose(eraser.gate, per_layer.gate)  # each layer's own gate, untouched
     prompts = sets[0][:2] + sets[1][:2]
     want = eraser.decision_gates(a, prompts)
     H = collect(a, prompts, position="mean").double()
-    assert torch.allclose(want, H[:, 0] @ eraser.gate[0] + H[:, 1] @ eraser.gate[1])
-    per_layer = Eraser.fit(a, *sets, EraserConfig(**cfg))
-    assert not torch.allclose(eraser.gate[1], per_layer.gate[1], atol=1e-3)  # a half, not layer 1's own gate
+    assert torch.allclose(want, H[:, 0] @ eraser.joint[0] + H[:, 1] @ eraser.joint[1])
     from core.activations import encode_prompts
+    batch = encode_prompts(a, prompts)
     with torch.no_grad(), eraser.apply(a) as h:
-        a.logits(encode_prompts(a, prompts))
+        a.logits(batch)
     assert torch.allclose(h.gates[0].double(), want, atol=1e-3)
+    with torch.no_grad(), eraser.apply(a, gate_layer=1) as own:
+        a.logits(batch)
+    assert torch.allclose(own.gates[0].double(), eraser.gate_values(a, prompts)[:, 1], atol=1e-3)
     eraser.save_pretrained(tmp_path)
     again = Eraser.from_pretrained(tmp_path, adapter=a)
     assert again.config.joint_gate == [0, 1] and torch.allclose(again.decision_gates(a, prompts), want, atol=1e-5)
-    for read in (None, 1):
-        with pytest.raises(ValueError, match="parts of this eraser's joint gate"):
-            eraser.apply(a, gate_layer=read)
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tmp_path / WEIGHTS_NAME))
+    del tensors["joint_gate"]
+    save_file(tensors, str(tmp_path / WEIGHTS_NAME))
+    with pytest.raises(ValueError, match="invalid eraser: its joint_gate tensor is missing"):
+        Eraser.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="joint_gate layer.*5.*must be fitted"):
         Eraser.fit(a, *sets, EraserConfig(joint_gate=[0, 5]))
     for bad, msg in (([1], "at least two"), ([1, 1], "at least two"), ("0,1", "at least two")):
@@ -370,6 +378,8 @@ def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_pa
         EraserConfig(joint_gate=[0, 1], gate_layer=1)
     with pytest.raises(ValueError, match="latched"):
         EraserConfig(joint_gate=[0, 1], mode="every_step")
+    with pytest.raises(ValueError, match="needs that gate"):
+        Eraser(eraser.direction, eraser.gate, eraser.config)
 
 
 def test_gate_layer_reads_the_prompt_mean_gate_deeper_and_steers_the_earlier_layer(tmp_path):
