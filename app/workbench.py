@@ -416,12 +416,12 @@ class Workbench:
             raise UserError(str(exc)) from exc
         if add:
             from core.contrast import eraser_gate_sets
-            from core.requests import RequestError, add_subjects
+            from core.requests import RequestError, add_subjects, contrast_for
             live = self.live_eraser(session, progress, should_stop)
             try:
                 new = add_subjects(live, self.adapter, eraser_gate_sets(data, live.config)[0], progress=(
                     None if progress is None else lambda d, t: progress("the new person's prompts", d, t)),
-                    should_stop=should_stop)
+                    should_stop=should_stop, contrast=contrast_for(live, data, self.adapter, [subject]))
             except RequestError as exc:
                 raise UserError(str(exc)) from exc
             self._names[subject] = name
@@ -448,7 +448,9 @@ class Workbench:
         if sorted(set(tags)) != sorted(er.config.subjects):
             raise UserError("This eraser's gate sets no longer match its people: refit it in the Model & data tab.")
         live = Eraser(er.direction, er.gate, er.config, er.diagnostics,
-                      FitState(sets.H_forget.float(), tags, sets.H_retain.float(), [p.tag for p in sets.retain]),
+                      FitState(sets.H_forget.float(), tags, sets.H_retain.float(), [p.tag for p in sets.retain],
+                               sets.H_recall.float(), [p.tag for p in sets.recall],
+                               sets.H_erase.float(), [p.tag for p in sets.erase]),
                       er.joint)
         if session is not None:
             session.eraser = live

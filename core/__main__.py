@@ -629,7 +629,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     import torch
     from core.contrast import eraser_gate_sets
     from core.eraser import Eraser
-    from core.requests import add_subjects, collect_state, remove_subjects
+    from core.requests import add_subjects, collect_state, contrast_for, remove_subjects
     torch.set_num_threads(args.threads)
     if bool(args.add) == bool(args.remove):
         raise ValueError("say what the request is: --add IDS (subjects to forget too) or --remove IDS (to withdraw)")
@@ -646,8 +646,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.add:
         args.forget = ",".join(ids)
-        prompts = eraser_gate_sets(_load_data(args, adapter), eraser.config)[0]
-        new = add_subjects(eraser, adapter, [p for p in prompts if p.tag in set(ids)])
+        data = _load_data(args, adapter)
+        prompts = eraser_gate_sets(data, eraser.config)[0]
+        new = add_subjects(eraser, adapter, [p for p in prompts if p.tag in set(ids)],
+                           contrast=contrast_for(eraser, data, adapter, ids))
     else:
         new = remove_subjects(eraser, ids)
     took = time.perf_counter() - start

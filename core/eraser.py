@@ -302,12 +302,27 @@ class FitState:
     forget_tags: list[str]
     H_retain: torch.Tensor  # (N_r, L, d)
     retain_tags: list[str]
+    # the direction's contrast rows (last prompt token, every layer) with their subjects, when kept:
+    # a request then builds the direction again from everyone forgotten (core.requests)
+    H_recall: torch.Tensor | None = None
+    recall_tags: list[str] = field(default_factory=list)
+    H_erase: torch.Tensor | None = None
+    erase_tags: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if (self.H_forget.ndim != 3 or self.H_retain.ndim != 3 or self.H_forget.shape[1:] != self.H_retain.shape[1:]
                 or len(self.forget_tags) != len(self.H_forget) or len(self.retain_tags) != len(self.H_retain)):
             raise ValueError("an eraser's fit state holds (N, layers, width) forget and retain activations with one "
                              "tag per row")
+        if (self.H_recall is None) != (self.H_erase is None) or (self.H_recall is not None and (
+                self.H_recall.shape[1:] != self.H_forget.shape[1:] or self.H_erase.shape[1:] != self.H_forget.shape[1:]
+                or len(self.recall_tags) != len(self.H_recall) or len(self.erase_tags) != len(self.H_erase))):
+            raise ValueError("an eraser's fit state holds the direction's recall and erase activations both or "
+                             "neither, (N, layers, width) with one tag per row")
+
+    @property
+    def has_contrast(self) -> bool:
+        return self.H_recall is not None
 
 
 class Eraser:
@@ -354,11 +369,14 @@ class Eraser:
     def from_activations(cls, H_forget: torch.Tensor, H_retain: torch.Tensor, H_recall: torch.Tensor,
                          H_erase: torch.Tensor, config: EraserConfig | None = None,
                          forget_subjects: Sequence[str] | None = None,
-                         retain_subjects: Sequence[str] | None = None) -> "Eraser":
+                         retain_subjects: Sequence[str] | None = None,
+                         contrast_subjects: tuple[Sequence[str], Sequence[str]] | None = None) -> "Eraser":
         """Fit from (N, L, d) activations at `blocks.{l}.hook_resid_pre`, last prompt token.
         `forget_subjects` (one per forget row) is needed when `config.subject_gates`; with them
         (and `retain_subjects`, one per retain row) the eraser keeps its fit state, so that
-        subjects can be added or withdrawn later (core.requests)."""
+        subjects can be added or withdrawn later (core.requests); with `contrast_subjects` (the
+        subject of every recall and of every erase row) it keeps the direction's rows too, so that
+        a request builds the direction again from everyone forgotten."""
         config = config or EraserConfig()
         subjects = None
         if config.subject_gates:
@@ -377,8 +395,12 @@ class Eraser:
         diagnostics["direction_norm"] = direction.norm(dim=-1)
         state = None
         if config.subject_gates:
+            rec_tags, era_tags = contrast_subjects or (None, None)
+            keep = rec_tags is not None and len(rec_tags) == len(H_recall) and len(era_tags) == len(H_erase)
             state = FitState(H_forget.float(), list(forget_subjects),
-                             H_retain.float(), list(retain_subjects or [""] * len(H_retain)))
+                             H_retain.float(), list(retain_subjects or [""] * len(H_retain)),
+                             H_recall.float() if keep else None, list(rec_tags) if keep else [],
+                             H_erase.float() if keep else None, list(era_tags) if keep else [])
             if not config.requests:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
         return cls(direction, gate, config, diagnostics, state, joint)
@@ -450,7 +472,7 @@ class Eraser:
         config.data_hash = prompts_hash(forget, retain, recall, erase)
         return cls.from_activations(acts["forget"], acts["retain"], acts["recall"], acts["erase"], config,
                                     [p.tag for p in forget] if config.subject_gates else None,
-                                    [p.tag for p in retain])
+                                    [p.tag for p in retain], ([p.tag for p in recall], [p.tag for p in erase]))
 
     # ------------------------------------------------------------------ use
     def check_model(self, adapter: VLMAdapter, strict: bool = True) -> None:
@@ -585,9 +607,12 @@ class Eraser:
         (out / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
         if state and self.state is not None:
             st = self.state
-            save_file({"H_forget": st.H_forget.float().contiguous(), "H_retain": st.H_retain.float().contiguous()},
-                      str(out / STATE_NAME), metadata={"forget_tags": json.dumps(st.forget_tags),
-                                                       "retain_tags": json.dumps(st.retain_tags)})
+            tensors = {"H_forget": st.H_forget, "H_retain": st.H_retain}
+            meta = {"forget_tags": json.dumps(st.forget_tags), "retain_tags": json.dumps(st.retain_tags)}
+            if st.has_contrast:
+                tensors.update(H_recall=st.H_recall, H_erase=st.H_erase)
+                meta.update(recall_tags=json.dumps(st.recall_tags), erase_tags=json.dumps(st.erase_tags))
+            save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out / STATE_NAME), metadata=meta)
         elif (out / STATE_NAME).exists():
             (out / STATE_NAME).unlink()  # a state left from an earlier save would not match these gates
         return out
@@ -643,12 +668,16 @@ def _load_state(folder: Path) -> FitState | None:
     try:
         with safe_open(str(f), "pt") as z:
             meta = z.metadata() or {}
-            tensors = {k: z.get_tensor(k) for k in ("H_forget", "H_retain")}
+            names = ("H_forget", "H_retain") + (("H_recall", "H_erase") if "recall_tags" in meta else ())
+            tensors = {k: z.get_tensor(k) for k in names}
         state = FitState(tensors["H_forget"], json.loads(meta["forget_tags"]), tensors["H_retain"],
-                         json.loads(meta["retain_tags"]))
+                         json.loads(meta["retain_tags"]), tensors.get("H_recall"), json.loads(meta.get("recall_tags", "[]")),
+                         tensors.get("H_erase"), json.loads(meta.get("erase_tags", "[]")))
     except Exception as exc:
         raise ValueError(f"{folder} holds a damaged eraser state ({type(exc).__name__}: {exc})") from exc
-    if not all(isinstance(t, str) for t in state.forget_tags + state.retain_tags) or not all(
-            bool(torch.isfinite(t).all()) for t in (state.H_forget, state.H_retain)):
+    tags = state.forget_tags + state.retain_tags + state.recall_tags + state.erase_tags
+    if not all(isinstance(t, str) for t in tags) or not all(
+            bool(torch.isfinite(t).all()) for t in (state.H_forget, state.H_retain, state.H_recall, state.H_erase)
+            if t is not None):
         raise ValueError(f"{folder} holds an invalid eraser state (tags must be strings, activations finite)")
     return state

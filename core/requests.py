@@ -5,22 +5,25 @@ forget subject, a request changes only the gate's fitting rows: an added subject
 forget prompts (their activations are the only ones collected; the retain side is reused from
 the eraser's fit state), a withdrawn one takes its rows away, and every gate is solved again in
 closed form (a subject's rows are target-0 rows of the other subjects' gates). The weights never
-move, and the direction stays the one of the first fit: it is a "recall -> refuse" contrast that
-does not name anyone (`python -m core sequential` measures how little it moves when refitted).
+move. The direction ("recall -> refuse", mean over the forgotten subjects' contrast prompts) is
+built again from everyone forgotten when a request brings the new subject's contrast prompts
+and the fit state keeps the earlier ones; otherwise it stays the one of the first fit. A
+withdrawal leaves it as it is, so that nobody else's steering moves.
 
-The result equals a fit from scratch on the same prompts (tested to 1e-9 relative): nothing
+An addition equals a fit from scratch on the same prompts (tested to 1e-6 relative): nothing
 about the order of requests is remembered except the history kept in `config.requests`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable, Sequence
 
 import torch
 
 from core.activations import Prompt, collect_layers
-from core.eraser import Eraser, EraserConfig, FitState, fit_gates, prompts_hash, request_entry, subject_labels
+from core.eraser import (Eraser, EraserConfig, FitState, erase_direction, fit_gates, prompts_hash, request_entry,
+                         subject_labels)
 from core.models.base import VLMAdapter
 
 
@@ -54,13 +57,13 @@ def collect_state(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt],
 def with_forget_rows(state: FitState, H: torch.Tensor, tags: Sequence[str], leave_retain: Sequence[str] = ()) -> FitState:
     """`state` with forget rows (N, L, d) appended, and the retain rows of `leave_retain` dropped."""
     keep = [i for i, t in enumerate(state.retain_tags) if t not in set(leave_retain)]
-    return FitState(torch.cat([state.H_forget, H.float()]), state.forget_tags + list(tags),
-                    state.H_retain[keep], [state.retain_tags[i] for i in keep])
+    return replace(state, H_forget=torch.cat([state.H_forget, H.float()]), forget_tags=state.forget_tags + list(tags),
+                   H_retain=state.H_retain[keep], retain_tags=[state.retain_tags[i] for i in keep])
 
 
-def refit_with(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
-    """A new eraser with every gate solved again on `state`, the same direction and the history
-    extended by `entry`."""
+def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Tensor | None = None) -> Eraser:
+    """A new eraser with every gate solved again on `state`, the history extended by `entry`, and
+    `direction` (default: the eraser's own)."""
     config = EraserConfig(**{**asdict(eraser.config), "model": dict(eraser.config.model),
                              "counts": dict(eraser.config.counts), "requests": list(eraser.config.requests)})
     config.subjects, labels = subject_labels(state.forget_tags)
@@ -68,16 +71,20 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict) -> Eraser:
     config.requests.append(entry)
     config.forget_split = ",".join(config.subjects)
     gate, diagnostics, joint = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
-    diagnostics["direction_norm"] = eraser.direction.norm(dim=-1)
-    return Eraser(eraser.direction.clone(), gate, config, diagnostics, state, joint)
+    direction = eraser.direction.clone() if direction is None else direction.double()
+    diagnostics["direction_norm"] = direction.norm(dim=-1)
+    return Eraser(direction, gate, config, diagnostics, state, joint)
 
 
 def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int = 16,
                  progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> Eraser:
+                 should_stop: Callable[[], bool] | None = None,
+                 contrast: tuple[Sequence[Prompt], Sequence[Prompt]] | None = None) -> Eraser:
     """The eraser forgetting the subjects of `forget` too (prompts tagged with their subject, as
     `contrast.gate_sets` builds them). Only these prompts are run through the model; their
-    subjects' rows leave the retain side (they were retained until now)."""
+    subjects' rows leave the retain side (they were retained until now). `contrast`: the new
+    subjects' (recall, erase) prompts (`contrast.direction_sets`): the direction is then built
+    again from everyone forgotten (the fit state must keep the earlier subjects' ones)."""
     state = live_state(eraser)
     eraser.check_model(adapter)
     if not forget:
@@ -89,10 +96,38 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
     twice = sorted(set(new) & set(eraser.config.subjects))
     if twice:
         raise RequestError(f"already forgotten: {', '.join(twice)}. Withdraw a subject first to fit it again.")
+    direction = None
+    if contrast is not None:
+        recall, erase = contrast
+        if not state.has_contrast:
+            raise RequestError("this eraser's fit state does not keep the direction's prompts, so the direction "
+                               "cannot be built again: add the subject without its contrast prompts (the direction "
+                               "stays), or fit the eraser again")
+        if not recall or not erase or not {p.tag for p in [*recall, *erase]} <= set(new):
+            raise RequestError("contrast prompts: recall and erase prompts of the new subjects only, tagged with them")
+        H_rec, H_era = (collect_layers(adapter, s, None, batch_size=batch_size, should_stop=should_stop).float()
+                        for s in (recall, erase))
+        state = replace(state, H_recall=torch.cat([state.H_recall, H_rec]),
+                        recall_tags=state.recall_tags + [p.tag for p in recall],
+                        H_erase=torch.cat([state.H_erase, H_era]), erase_tags=state.erase_tags + [p.tag for p in erase])
+        direction = erase_direction(state.H_recall, state.H_erase)
     H = collect_layers(adapter, forget, eraser.config.layers, batch_size=batch_size, progress=progress,
                        should_stop=should_stop, position=eraser.gate_position)
     grown = with_forget_rows(state, H, [p.tag for p in forget], leave_retain=new)
-    return refit_with(eraser, grown, request_entry("add", new, prompts_hash(forget)))
+    return refit_with(eraser, grown, request_entry("add", new, prompts_hash(forget, *(contrast or ()))), direction)
+
+
+def contrast_for(eraser: Eraser, data, adapter: VLMAdapter, subjects: Sequence[str]
+                 ) -> tuple[list[Prompt], list[Prompt]] | None:
+    """The (recall, erase) prompts of `subjects` from `data` (a ForgetData forgetting them), built
+    the way the eraser's direction was, when its fit state keeps the earlier subjects' ones (the
+    direction is then built again); None otherwise (the direction stays)."""
+    from core.contrast import KINDS, direction_sets
+    if eraser.state is None or not eraser.state.has_contrast or eraser.config.direction_kind not in KINDS:
+        return None
+    recall, erase = direction_sets(data, adapter, eraser.config.direction_kind, seed=eraser.config.seed)
+    keep = set(subjects)
+    return [p for p in recall if p.tag in keep], [p for p in erase if p.tag in keep]
 
 
 def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
@@ -112,7 +147,12 @@ def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
     # their questions become retained ones (target 0), repeated: the other gates were already fitted
     # with them as target-0 rows at the retain weight, and that alone left a third of their answers
     # steered after a withdrawal (measured on the shipped model, 2 people withdrawn of 10)
-    shrunk = FitState(state.H_forget[keep], [state.forget_tags[i] for i in keep],
-                      torch.cat([state.H_retain, state.H_forget[back]]),
-                      list(state.retain_tags) + [state.forget_tags[i] for i in back])
+    shrunk = replace(state, H_forget=state.H_forget[keep], forget_tags=[state.forget_tags[i] for i in keep],
+                     H_retain=torch.cat([state.H_retain, state.H_forget[back]]),
+                     retain_tags=list(state.retain_tags) + [state.forget_tags[i] for i in back])
+    if state.has_contrast:  # their contrast rows go; the direction stays (nobody else's steering moves)
+        rk = [i for i, t in enumerate(state.recall_tags) if t not in set(gone)]
+        ek = [i for i, t in enumerate(state.erase_tags) if t not in set(gone)]
+        shrunk = replace(shrunk, H_recall=state.H_recall[rk], recall_tags=[state.recall_tags[i] for i in rk],
+                         H_erase=state.H_erase[ek], erase_tags=[state.erase_tags[i] for i in ek])
     return refit_with(eraser, shrunk, request_entry("remove", gone, ""))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from core.contrast import eraser_gate_sets, fit_sets
+from core.contrast import fit_sets
 from core.data.source import ForgetData
 from core.eraser import Eraser, EraserConfig
 from core.evaluation import EvalConfig, evaluate, replies
@@ -66,26 +66,38 @@ def _final(adapter, data: ForgetData, steering=None) -> dict:
 
 def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
                log: Callable[[str], None] = print) -> dict:
-    """The eraser under sequential requests, then the withdrawal of the last `cfg.withdraw` people."""
+    """The eraser under sequential requests, then the withdrawal of the last `cfg.withdraw` people.
+
+    Each person's prompts are the ones the batch fit of all of them uses (`fit_sets` of `data`):
+    before their request, their gate prompts are retained rows like anyone else's; a request
+    moves them to the forget side and brings their contrast prompts, so the direction is built
+    again from everyone requested. After the last request the eraser is the batch eraser of the
+    same prompts (`final_vs_batch` measures how far, after a batch fit of the same sets)."""
     from core.requests import add_subjects, remove_subjects
     adapter = load_adapter(model_dir)
     ids = data.forget_ids
     steps, eraser, done = [], None, []
-    econf = dict(cfg.eraser)
+    config = EraserConfig(**dict(cfg.eraser))
+    sets = fit_sets(data, adapter, "recall", seed=config.seed, n_retain=config.gate_retain)
+
+    def of(prompts, people):
+        return [p for p in prompts if p.tag in set(people)]
     from core.bench import measure
     for k, req in enumerate(requests_of(ids, cfg.group)):
         box = {}
         if eraser is None:  # the first request is a fit: the retain side is collected once, here
             def update():
-                config = EraserConfig(**econf)
-                sets = fit_sets(data.pick(req), adapter, "recall", seed=config.seed, n_retain=config.gate_retain)
-                box["e"] = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, config)
+                pending = [p for p in sets.forget if p.tag not in set(req)]  # retained until their request
+                box["e"] = Eraser.fit(adapter, of(sets.forget, req), sets.retain + pending, of(sets.recall, req),
+                                      of(sets.erase, req), EraserConfig(**dict(cfg.eraser)))
         else:  # later requests: the new person's prompts only, then every gate solved again
             def update():
-                prompts = eraser_gate_sets(data.pick(req), eraser.config)[0]
-                box["e"] = add_subjects(eraser, adapter, [p for p in prompts if p.tag in set(req)])
+                box["e"] = add_subjects(eraser, adapter, of(sets.forget, req),
+                                        contrast=(of(sets.recall, req), of(sets.erase, req)))
         cost = measure(update, repeats=1, warm_up=False)
         eraser = box["e"]
+        if k == 0:
+            first_direction = eraser.direction
         done += req
         row = {"request": k + 1, "people": len(done), "update_s": cost.seconds, "update_peak_mb": cost.peak_mb,
                **_scores(adapter, data, done, [i for i in ids if i not in done], cfg,
@@ -93,6 +105,13 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
         log(f"eraser, request {k + 1}: {row}")
         steps.append(row)
     final = _final(adapter, data, steering=lambda: eraser.apply(adapter)) if cfg.final else None
+    batch = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, EraserConfig(**dict(cfg.eraser)))
+    final_vs_batch = {name: float(max((getattr(eraser, name)[l] - getattr(batch, name)[l]).norm()
+                                      / getattr(batch, name)[l].norm().clamp_min(1e-30) for l in batch.fitted_layers))
+                      for name in ("direction", "gate")}
+    if batch.joint is not None:
+        final_vs_batch["joint"] = float((eraser.joint - batch.joint).norm() / batch.joint.norm())
+    log(f"after the last request vs the batch fit of the same prompts, largest relative difference: {final_vs_batch}")
     gone = done[-cfg.withdraw:] if cfg.withdraw else []
     withdrawal, history = {}, eraser.config.requests
     if gone:
@@ -109,16 +128,11 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
                       "others_unchanged": sum(a == b for a, b in zip(after[n:], before[n:])) / max(1, len(kept))}
         log(f"withdrawal: {withdrawal}")
         history = back.config.requests
-    # the direction stays the first request's: how far is it from one built on everyone requested?
-    from core.contrast import direction_sets
-    from core.eraser import erase_direction
-    from core.activations import collect
-    rec, era = direction_sets(data.pick(done), None, "recall", seed=eraser.config.seed)
-    fresh = erase_direction(collect(adapter, rec), collect(adapter, era))
-    cosine = torch.nn.functional.cosine_similarity(eraser.direction, fresh, dim=-1).tolist()
+    # how far the direction moved from the first request's (it is built again at every request)
+    cosine = torch.nn.functional.cosine_similarity(first_direction, eraser.direction, dim=-1).tolist()
     log(f"direction of the first request vs all requests, cosine per layer: {[round(c, 3) for c in cosine]}")
-    return {"steps": steps, "final": final, "withdrawal": withdrawal, "requests": history,
-            "direction_cosine_first_vs_all": cosine}
+    return {"steps": steps, "final": final, "final_vs_batch": final_vs_batch, "withdrawal": withdrawal,
+            "requests": history, "direction_cosine_first_vs_all": cosine}
 
 
 def run_vanilla(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,

@@ -1,4 +1,6 @@
 """Forget requests on a live eraser: add and withdraw subjects, equal to a fit from scratch."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -69,6 +71,39 @@ def test_a_joint_gate_grows_and_shrinks_like_a_fit_from_scratch():
     _, _, again = fit_gates(back.state.H_forget.double(), back.state.H_retain.double(), back.config,
                             torch.zeros(len(back.state.H_forget), dtype=torch.int64))
     assert torch.allclose(back.joint, again) and not torch.allclose(back.joint, first.joint, atol=1e-3)
+
+
+def _contrast_of(tag, seed):
+    return ([Prompt("tell me the name of this person please", random_image(seed * 10 + i), tag) for i in range(3)],
+            [Prompt("sorry cannot share the name", random_image(seed * 10 + 5 + i), tag) for i in range(3)])
+
+
+def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forgotten(tmp_path):
+    """With the new subject's recall / erase prompts the direction is the mean difference over
+    everyone forgotten (a fit from scratch on the same prompts, direction and gates); the fit state
+    keeps them through save / load; a withdrawal drops their rows and leaves the direction."""
+    a = tiny_adapter("llava")
+    r0, e0 = _contrast_of("p0", 40)
+    r1, e1 = _contrast_of("p1", 50)
+    cfg = dict(**CFG, position="mean_prompt_tokens")
+    first = Eraser.fit(a, _person("p0", 1), _retain() + _person("p1", 2), r0, e0, EraserConfig(**cfg))
+    assert first.state.has_contrast and first.state.recall_tags == ["p0"] * 3
+    first.save_pretrained(tmp_path, state=True)
+    first = Eraser.from_pretrained(tmp_path, adapter=a)
+    grown = add_subjects(first, a, _person("p1", 2), contrast=(r1, e1))
+    scratch = Eraser.fit(a, _person("p0", 1) + _person("p1", 2), _retain(), r0 + r1, e0 + e1, EraserConfig(**cfg))
+    assert ((grown.direction - scratch.direction).norm() / scratch.direction.norm()) < 1e-6
+    assert ((grown.gate - scratch.gate).norm() / scratch.gate.norm()) < 1e-6
+    assert not torch.allclose(grown.direction, first.direction, atol=1e-4)
+    back = remove_subjects(grown, ["p1"])
+    assert torch.equal(back.direction, grown.direction) and back.state.recall_tags == ["p0"] * 3
+    with pytest.raises(RequestError, match="new subjects only"):
+        add_subjects(first, a, _person("p1", 2), contrast=(r0, e1))
+    plain = Eraser(first.direction, first.gate, first.config, state=replace(first.state, H_recall=None, recall_tags=[],
+                                                                            H_erase=None, erase_tags=[]))
+    with pytest.raises(RequestError, match="does not keep the direction's prompts"):
+        add_subjects(plain, a, _person("p1", 2), contrast=(r1, e1))
+    assert torch.equal(add_subjects(plain, a, _person("p1", 2)).direction, first.direction)  # without: it stays
 
 
 @pytest.fixture(scope="module")

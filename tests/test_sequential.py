@@ -35,6 +35,8 @@ def test_every_request_is_evaluated_and_the_eraser_withdraws(mini_runs):
     assert [r["action"] for r in eraser["requests"]] == ["fit", "add", "remove"]
     assert eraser["withdrawal"]["withdrawn"] == ids[1:] and 0 <= eraser["withdrawal"]["withdrawn_equal_to_vanilla"] <= 1
     assert len(eraser["direction_cosine_first_vs_all"]) == 2
+    # after the last request: the batch fit of the same prompts (gates, direction)
+    assert eraser["final_vs_batch"]["gate"] < 1e-5 and eraser["final_vs_batch"]["direction"] < 1e-5
     assert any(line.startswith("idk, request 2") for line in logs)
 
 
