@@ -27,7 +27,7 @@ from core.eraser import (Eraser, EraserConfig, FitState, erase_direction, fit_ga
 from core.models.base import VLMAdapter
 
 
-WITHDRAWN_REPEATS = 10  # a withdrawn subject's rows weigh 10 x the retain weight in the other gates
+WITHDRAWN_REPEATS = 1  # a withdrawn subject's rows as retained rows: the weight they had in the other gates
 
 
 class RequestError(ValueError):
@@ -130,9 +130,16 @@ def contrast_for(eraser: Eraser, data, adapter: VLMAdapter, subjects: Sequence[s
     return [p for p in recall if p.tag in keep], [p for p in erase if p.tag in keep]
 
 
-def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
+def remove_subjects(eraser: Eraser, subjects: Sequence[str], repeats: int = WITHDRAWN_REPEATS) -> Eraser:
     """The eraser no longer forgetting `subjects`: their gates are dropped, their questions join
-    the retain side (target 0, as a retained person's) and the other gates are solved again."""
+    the retain side (target 0, as a retained person's) and the other gates are solved again.
+
+    Each other gate already had those questions as target-0 rows at the retain weight; joining the
+    retain side once keeps that weight, so with no hard null space (ratio 1, the shipped recipe)
+    the other gates come out unchanged (2e-11 on the shipped eraser) and nobody else's answers
+    move. `repeats` > 1 weighs them more, for gates that still fire on a withdrawn person (the
+    earlier gate read at the steered layer left a third of their answers steered; 10 fixed it, at
+    the price of changing 1-2% of the others' replies)."""
     state = live_state(eraser)
     gone = sorted(set(subjects))
     unknown = [s for s in gone if s not in eraser.config.subjects]
@@ -143,10 +150,9 @@ def remove_subjects(eraser: Eraser, subjects: Sequence[str]) -> Eraser:
         raise RequestError("that would withdraw every subject: an eraser forgets at least one. Stop using the "
                            "eraser instead (leave its `with` block, or strength 0).")
     keep = [i for i, t in enumerate(state.forget_tags) if t not in set(gone)]
-    back = [i for i, t in enumerate(state.forget_tags) if t in set(gone)] * WITHDRAWN_REPEATS
-    # their questions become retained ones (target 0), repeated: the other gates were already fitted
-    # with them as target-0 rows at the retain weight, and that alone left a third of their answers
-    # steered after a withdrawal (measured on the shipped model, 2 people withdrawn of 10)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 100:
+        raise RequestError(f"repeats must be an integer from 1 to 100, got {repeats!r}")
+    back = [i for i, t in enumerate(state.forget_tags) if t in set(gone)] * repeats
     shrunk = replace(state, H_forget=state.H_forget[keep], forget_tags=[state.forget_tags[i] for i in keep],
                      H_retain=torch.cat([state.H_retain, state.H_forget[back]]),
                      retain_tags=list(state.retain_tags) + [state.forget_tags[i] for i in back])

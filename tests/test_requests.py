@@ -117,7 +117,7 @@ def toy_requests():
     a, world = load_adapter("assets/toy-llava"), load_world("assets/toy-llava")
     first_id, second_id = world.people[0].id, world.people[1].id
     cfg = EraserConfig(ratio=1.0, gamma=10.0, retain_weight=0.3, subject_gates=True, position="mean_prompt_tokens",
-                       gate_retain=400, steer_layers=[1], strength=2.0)
+                       gate_retain=400, steer_layers=[1], strength=2.0, joint_gate=[0, 1, 2, 3])  # the shipped recipe
     sets = fit_sets(toy_data(world, [first_id]), a, seed=0, n_retain=cfg.gate_retain)
     first = Eraser.fit(a, sets.forget, sets.retain, sets.recall, sets.erase, cfg)
     both = add_subjects(first, a, eraser_gate_sets(toy_data(world, [second_id]), cfg)[0])
@@ -137,8 +137,14 @@ def test_withdrawing_restores_the_subjects_answers_and_changes_nobody_elses(toy_
     n = len(second)
     assert sum(x != y for x, y in zip(with_both[:n], plain[:n])) >= n // 2  # the second person was forgotten...
     assert after[:n] == plain[:n]  # ...and after the withdrawal answers exactly as the unsteered model
-    # the first person stays forgotten (its gate was solved again: the wording of a refusal may change)
-    assert sum(x != y for x, y in zip(after[n:], plain[n:])) >= sum(x != y for x, y in zip(with_both[n:], plain[n:]))
+    # the first person's gate is the same (the withdrawn rows keep their weight in it): same replies
+    k = both.config.subjects.index(first_id)
+    assert ((back.joint[:, 0] - both.joint[:, k]).norm() / both.joint[:, k].norm()) < 1e-8
+    assert after[n:] == with_both[n:] and sum(x != y for x, y in zip(after[n:], plain[n:])) >= n // 2
+    heavier = remove_subjects(both, [second_id], repeats=10)  # weighs them more: the other gate moves
+    assert not torch.allclose(heavier.joint[:, 0], both.joint[:, k], atol=1e-6)
+    with pytest.raises(RequestError, match="repeats must be an integer"):
+        remove_subjects(both, [second_id], repeats=0)
 
 
 def _eval_prompts(data) -> list[Prompt]:
