@@ -348,7 +348,9 @@ def table(res: dict) -> str:
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res["steering"]:
-        gate = "" if r.get("gate_layer") is None else f", gate read at layer {r['gate_layer']} (a first prompt pass)"
+        g = r.get("gate_layer")
+        gate = "" if g is None else (f", one gate read over layers {g} (a first prompt pass)" if "," in str(g)
+                                     else f", gate read at layer {g} (a first prompt pass)")
         lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, batch {r['batch']} | "
                      f"{r['overhead']:.3f}x |")
     c = res["capture"]
@@ -372,6 +374,7 @@ def table(res: dict) -> str:
                          f"{b['idk_over_steered']:.1f}x slower (peak {b['steered_peak_mb']:.0f} MB; gate and "
                          f"direction there equal to the shipped eraser's within {max(b['steered_gate_diff'], b['steered_direction_diff']):.0e} relative) |")
         if "idk_over_own_gate" in b:
-            lines.append(f"| building it at layer {b['own_gate_layer']} only, its gate read there (the previous "
-                         f"shipped eraser) vs training IdkNLL | IdkNLL {b['idk_over_own_gate']:.1f}x slower |")
+            lines.append(f"| building it at layer {b['own_gate_layer']} only, its gate read there (an eraser that "
+                         f"reads its gate at the steered layer) vs training IdkNLL | IdkNLL {b['idk_over_own_gate']:.1f}x "
+                         "slower |")
     return "\n".join(lines)

@@ -31,6 +31,7 @@ def headline(shipped: dict, shape: dict | None) -> str:
             for deep in sorted({r.get("gate_layer") for r in rows8}, key=lambda g: g is not None, reverse=True):
                 picked = [r for r in rows8 if r.get("gate_layer") == deep]
                 how = ("each steered layer reading its own gate" if deep is None
+                       else f"one gate read over layers {deep} in a first prompt pass" if "," in str(deep)
                        else f"gate read at layer {deep} in a first prompt pass")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}: "
                              + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
@@ -44,8 +45,8 @@ def headline(shipped: dict, shape: dict | None) -> str:
         lines.append(f"| building the shipped eraser vs training IdkNLL on the shipped model | "
                      f"{b['idk_over_eraser']:.1f}x cheaper with every layer fitted"
                      + (f", {b['idk_over_steered']:.1f}x at the layers it uses only ({', '.join(map(str, b['steered_layers']))}; same steering)" if "idk_over_steered" in b else "")
-                     + (f", {b['idk_over_own_gate']:.1f}x for the previous eraser (layer {b['own_gate_layer']} only, its "
-                        "gate read there)" if "idk_over_own_gate" in b else "")
+                     + (f", {b['idk_over_own_gate']:.1f}x for an eraser that reads its gate at the steered layer "
+                        f"(layer {b['own_gate_layer']} only)" if "idk_over_own_gate" in b else "")
                      + " |")
     return "\n".join(lines)
 

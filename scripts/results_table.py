@@ -175,9 +175,12 @@ def sequential_doc() -> str:
     parts = ["# Forget requests one at a time\n",
              "Written by `python scripts/results_table.py` from the JSON of `python -m core sequential` "
              "(`--group 1`: results/sequential.json, docs/sequential.png; `--group 2`: results/sequential_pairs.json, "
-             "docs/sequential_pairs.png). Image+text questions; retained people and general rows: the first 10 of each. "
-             "Training baselines fine-tune the previous request's model on the new people (NPO's reference: the "
-             "previous model).\n"]
+             "docs/sequential_pairs.png). Image+text questions; retained people and general rows: the first 10 of each "
+             "(24 new tokens). Training baselines fine-tune the previous request's model on the new people (NPO's "
+             "reference: the previous model). The eraser takes each person's prompts from the batch fit's sets: until "
+             "their request, a person's gate prompts are retained rows like anyone else's; a request moves them to the "
+             "forget side and brings the person's contrast prompts, so the direction is built again from everyone "
+             "requested (`add_subjects(..., contrast=)`).\n"]
     for name, figure_name, title in (("sequential", "sequential.png", "Ten requests of one person"),
                                      ("sequential_pairs", "sequential_pairs.png", "Five requests of two people"),
                                      ):
@@ -190,6 +193,10 @@ def sequential_doc() -> str:
                 parts.append(f"Withdrawal of {', '.join(w['withdrawn'])}: {pct(w['withdrawn_equal_to_vanilla'])}% of "
                              f"their {w['questions']} image questions answered exactly as the unsteered model; "
                              f"{pct(w['others_unchanged'])}% of the other forgotten people's answers unchanged.\n")
+            fb = res.get("eraser", {}).get("final_vs_batch")
+            if fb:
+                parts.append("After the last request the eraser is the batch fit of the same prompts: largest relative "
+                             "difference per layer " + ", ".join(f"{k} {v:.0e}" for k, v in fb.items()) + ".\n")
             if any(r.get("final") for r in res.values()):
                 parts += ["After the last request, each method's full evaluation (`python -m core evaluate`'s splits "
                           "and defaults: every row, image+text and text-only), where the bars of the batch eraser "
