@@ -233,7 +233,10 @@ def pending_table(runs: dict) -> str:
         row("vanilla (no eraser)", runs["sequential"]["vanilla"]["steps"]),
         row("read at the steered layer (1)", runs["sequential_own_layer"]["eraser"]["steps"]),
         row("read at layer 3", runs["sequential_gate_layer3"]["eraser"]["steps"]),
-        row("one gate over layers 0-3 (shipped)", runs["sequential"]["eraser"]["steps"]), ""])
+        row("one gate over layers 0-3 (shipped)", runs["sequential"]["eraser"]["steps"]),
+        "\nThe people not requested yet are retained people until their request: their own gate prompts are "
+        "retain rows (target 0), which is why the layer-3 gate keeps them too here. On people the gate never saw, "
+        "the readings differ (next section).\n"])
 
 
 def heldout_table(res: dict) -> str:
