@@ -94,7 +94,6 @@ python -m core sequential --json results/sequential.json --figure docs/sequentia
 python -m core sequential --group 2 --json results/sequential_pairs.json --figure docs/sequential_pairs.png
 # the same with the two previous gate readings (docs/sequential.md, "Where the gate is read")
 python -m core sequential --methods vanilla,eraser --gate-layer 3 --json results/sequential_gate_layer3.json
-python -m core sequential --group 2 --methods vanilla,eraser --gate-layer 3 --json results/sequential_pairs_gate_layer3.json
 python -m core sequential --methods vanilla,eraser --eraser runs/eraser-own-layer --json results/sequential_own_layer.json
 python scripts/lookalikes.py
 python -m core attack --eraser runs/eraser-gate-layer3 --out docs/robustness_gate_layer3.md
