@@ -423,10 +423,17 @@ def _where(args: argparse.Namespace) -> str:
 
 def eraser_data(args, adapter, config):
     """The forget set of a report on an eraser: --data / --forget-dir, else the toy world with the
-    eraser's own forget split."""
+    eraser's own forget split. From files without --forget: the eraser's own subjects when the
+    files hold them all (an eraser of some of a file's subjects is attacked and scored on those,
+    not on the file's first rows)."""
     if not (args.data or args.forget_dir or args.forget) and config.forget_split and _has_world(args.model):
         args.forget = config.forget_split
-    return _load_data(args, adapter)
+    data = _load_data(args, adapter)
+    if (args.data or args.forget_dir) and not args.forget and config.subjects:
+        known = {r.id for r in [*data.forget, *data.retain]}
+        if set(config.subjects) <= known and set(config.subjects) != set(data.forget_ids):
+            data = data.pick(list(config.subjects))
+    return data
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -308,3 +308,29 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
                  "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0
     assert "--subject-gates" in capsys.readouterr().err
+
+
+def test_reports_on_an_eraser_from_files_use_the_erasers_own_subjects(tmp_path):
+    """attack / sweep with --data and no --forget: an eraser of one of the file's two forget
+    subjects is scored on that subject (the other is retained); subjects the files lack leave
+    the files' split as it is."""
+    import argparse
+    from conftest import random_image
+    from core.__main__ import eraser_data
+    from core.data.folder import add_name_questions
+    from core.data.mllmu import export_records
+    from core.data.records import PersonRecord
+    from core.eraser import EraserConfig
+
+    def rec(i, name):
+        r = PersonRecord(f"s{i}", images=[random_image(i)], name=name)
+        add_name_questions(r)
+        return r
+    export_records([rec(0, "Mara Quill"), rec(1, "Oskar Draper")], tmp_path / "forget_10.parquet")
+    export_records([rec(2, "Sam Rivers")], tmp_path / "retain_90.parquet")
+    args = argparse.Namespace(data=[str(tmp_path)], forget=None, forget_dir=None, model="unused")
+    data = eraser_data(args, None, EraserConfig(subject_gates=True, subjects=["s1"]))
+    assert data.forget_ids == ["s1"] and {r.id for r in data.retain} == {"s0", "s2"}
+    assert eraser_data(args, None, EraserConfig(subject_gates=True, subjects=["s9"])).forget_ids == ["s0", "s1"]
+    args.forget = "s0"  # said by hand: wins
+    assert eraser_data(args, None, EraserConfig(subject_gates=True, subjects=["s1"])).forget_ids == ["s0"]
