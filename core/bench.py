@@ -340,6 +340,14 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     return out
 
 
+def gate_reading(gate_layer) -> str:
+    """How a steering row read its gate: the row's `gate_layer` is a layer number or, for a
+    joint gate, its layers joined by commas."""
+    if "," in str(gate_layer):
+        return f"one gate read over layers {gate_layer}"
+    return f"gate read at layer {gate_layer}"
+
+
 def table(res: dict) -> str:
     """The bench as markdown."""
     m = res["model"]
@@ -348,9 +356,7 @@ def table(res: dict) -> str:
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res["steering"]:
-        g = r.get("gate_layer")
-        gate = "" if g is None else (f", one gate read over layers {g} (a first prompt pass)" if "," in str(g)
-                                     else f", gate read at layer {g} (a first prompt pass)")
+        gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])} (a first prompt pass)"
         lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, batch {r['batch']} | "
                      f"{r['overhead']:.3f}x |")
     c = res["capture"]

@@ -541,10 +541,13 @@ class Eraser:
                      gate_position=self.gate_position if gate is not None else "last", gate_from=gate_from)
 
     def _joint_as_layers(self) -> torch.Tensor:
-        """The joint gate laid out like `gate` ((L, [K,] d), zero outside its layers): what `steer` reads."""
-        full = torch.zeros_like(self.gate)
-        full[self.config.joint_gate] = self.joint
-        return full
+        """The joint gate laid out like `gate` ((L, [K,] d), zero outside its layers): what `steer`
+        reads. Built once per eraser, not at every `apply`."""
+        if getattr(self, "_joint_full", None) is None:
+            full = torch.zeros_like(self.gate)
+            full[self.config.joint_gate] = self.joint
+            self._joint_full = full
+        return self._joint_full
 
     def read_gate(self, h: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
         """(N,) the gate that decides the steering, from activations h (N, n, d) at `layers`: the
@@ -559,8 +562,8 @@ class Eraser:
     def decision_gates(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
         """(N,) unsteered values of the gate that decides the steering (`read_gate` at `gate_layers`)."""
         layers = self.gate_layers
-        acts = collect_layers(adapter, prompts, layers, batch_size=batch_size, position=self.gate_position).double()
-        return self.read_gate(acts[:, layers], layers)
+        acts = collect(adapter, prompts, layers, batch_size=batch_size, position=self.gate_position).double()
+        return self.read_gate(acts, layers)
 
     def strength_for(self, task: str | None) -> float:
         """The stored strength for an MLLMU task; the default strength for anything else."""

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from core.bench import table  # noqa: E402
+from core.bench import gate_reading, table  # noqa: E402
 from results_table import write_between  # noqa: E402
 
 
@@ -31,8 +31,7 @@ def headline(shipped: dict, shape: dict | None) -> str:
             for deep in sorted({r.get("gate_layer") for r in rows8}, key=lambda g: g is not None, reverse=True):
                 picked = [r for r in rows8 if r.get("gate_layer") == deep]
                 how = ("each steered layer reading its own gate" if deep is None
-                       else f"one gate read over layers {deep} in a first prompt pass" if "," in str(deep)
-                       else f"gate read at layer {deep} in a first prompt pass")
+                       else f"{gate_reading(deep)} in a first prompt pass")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}: "
                              + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")

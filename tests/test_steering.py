@@ -21,6 +21,23 @@ def _batch(a):
     return a.encode(["what is this ?", "who is the person ?"], [random_image(0), random_image(1)])
 
 
+def _in_threads(work, args) -> None:
+    """Run work(arg) in one thread per arg at once; fail with whatever any of them raised."""
+    errors = []
+
+    def guarded(x):
+        try:
+            work(x)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+    threads = [threading.Thread(target=guarded, args=(x,)) for x in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 def test_zero_strength_is_bit_identical_and_nonzero_changes(family):
     a = tiny_adapter(family)
     batch = _batch(a)
@@ -167,26 +184,17 @@ def test_concurrent_requests_never_see_each_others_strength():
         for s in strengths:
             with steer(a, r, SteeringConfig((s,) * a.num_layers), u):
                 expected[s] = a.logits(batch)
-    results, errors = {}, []
+    results = {}
     barrier = threading.Barrier(len(strengths))
 
     def work(s):
-        try:
-            barrier.wait()
-            for _ in range(5):
-                with torch.no_grad(), steer(a, r, SteeringConfig((s,) * a.num_layers), u):
-                    out = a.logits(batch)
-                assert torch.equal(out, expected[s]), s
-            results[s] = True
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(s,)) for s in strengths]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+        barrier.wait()
+        for _ in range(5):
+            with torch.no_grad(), steer(a, r, SteeringConfig((s,) * a.num_layers), u):
+                out = a.logits(batch)
+            assert torch.equal(out, expected[s]), s
+        results[s] = True
+    _in_threads(work, strengths)
     assert len(results) == len(strengths)
     assert hook_count(a) == 0
 
@@ -330,20 +338,12 @@ def test_concurrent_requests_with_and_without_a_gate_pass_keep_their_own_gates()
             with steer(a, r, cfg, u, gate_from=g):
                 expected[g] = a.logits(batch)
     assert not torch.allclose(expected[None], expected[2])
-    errors, barrier = [], threading.Barrier(len(kinds))
+    barrier = threading.Barrier(len(kinds))
 
     def work(g):
-        try:
-            barrier.wait()
-            for _ in range(5):
-                with torch.no_grad(), steer(a, r, cfg, u, gate_from=g):
-                    assert torch.equal(a.logits(batch), expected[g]), g
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-    threads = [threading.Thread(target=work, args=(g,)) for g in kinds]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+        barrier.wait()
+        for _ in range(5):
+            with torch.no_grad(), steer(a, r, cfg, u, gate_from=g):
+                assert torch.equal(a.logits(batch), expected[g]), g
+    _in_threads(work, kinds)
     assert hook_count(a) == 0
