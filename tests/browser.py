@@ -97,17 +97,23 @@ def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
     box = page.locator("#attack_steps input[type=number]")
     # the click must not overtake the new value (seen once: a run with the default 20 steps), and
     # a value typed while the accordion is still opening can be lost (seen once in a fresh clone):
-    # type it again until the slider shows it
+    # type it again until the slider shows it; and a slider that showed the value can still be put
+    # back to its default by the accordion's late first render (seen once in CI: the run used 20
+    # steps), so the value must also still be there a second later
+    box.wait_for(state="visible", timeout=30_000)
+    shows = f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'"
     for attempt in range(5):
         box.fill(str(steps))
         box.press("Enter")
         box.blur()
         try:
-            page.wait_for_function(f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'",
-                                   timeout=6_000)
-            break
+            page.wait_for_function(shows, timeout=6_000)
+            page.wait_for_timeout(1_000)
+            if page.evaluate(shows):
+                break
         except PlaywrightTimeout:
-            if attempt == 4:
-                raise
+            pass
+        if attempt == 4:
+            raise AssertionError(f"the attack steps slider did not keep the value {steps}")
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)
