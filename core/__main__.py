@@ -287,6 +287,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
     modes = _parse_modes(args.tune_modes or cfg.mode, gate_position_of(cfg)) if do_tune else []  # fail fast
     check_layers(cfg, adapter.num_layers)
+    if args.adversarial_open and not args.adversarial_rounds:
+        raise ValueError("--adversarial-open adds rows to the rounds of --adversarial-rounds: give both")
     data = _load_data(args, adapter)
     cfg.forget_split = (args.forget or "forget_10") if data.builder is not None else ",".join(data.forget_ids)
     if data.builder is not None:
@@ -307,7 +309,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
     if args.adversarial_rounds:
-        from core.hardening import harden
+        from core.hardening import harden, hardening_retain_rows
         from core.pgd import PGDConfig
         if not cfg.subject_gates:
             raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
@@ -317,9 +319,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
             if p.image is not None and seen.get(p.tag, 0) < 8:
                 seen[p.tag] = seen.get(p.tag, 0) + 1
                 rows.append(p)
+        opening = hardening_retain_rows(sets.retain, args.adversarial_open, seed=args.seed)
         eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
-                        PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print)
+                        PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print,
+                        retain_prompts=opening)
         eraser.config.adversarial_rounds = args.adversarial_rounds
+        eraser.config.adversarial_open = len(opening)
+
     if do_tune:
         from core.contrast import heldout_sets, retain_groups
         from core.tuner import tune
@@ -827,6 +833,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial-rounds", type=int, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")
+    p.add_argument("--adversarial-open", type=int, default=0, metavar="N",
+                   help="two-sided hardening: each round also perturbs N retained people's image prompts to OPEN "
+                        "the gate and adds them as retain rows, so that the hardened gate keeps quiet on retained "
+                        "people (default 0: off; needs --adversarial-rounds)")
     p.add_argument("--subject-gates", action=argparse.BooleanOptionalAction, default=None,
                    help="one gate per forget subject, the steering gate being the largest (a workbench option; "
                         "the paper fits one gate for the whole forget set)")

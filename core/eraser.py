@@ -121,6 +121,9 @@ class EraserConfig:
     # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
     requests: list = field(default_factory=list)
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
+    # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
+    # rows each round (core.hardening; fit --adversarial-open)
+    adversarial_open: int = 0
     # read the gate at this layer (a first prompt pass up to it) and apply it at the steered layers;
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
     # steered layer sees the picture (docs/sequential.md, look-alikes); it costs a partial extra prompt pass
@@ -155,10 +158,10 @@ class EraserConfig:
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
                 raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")
-        if isinstance(self.adversarial_rounds, bool) or not isinstance(self.adversarial_rounds, int) \
-                or not 0 <= self.adversarial_rounds <= 20:
-            raise ValueError("eraser config field 'adversarial_rounds' must be an integer in [0, 20], got "
-                             f"{self.adversarial_rounds!r}")
+        for name, top in (("adversarial_rounds", 20), ("adversarial_open", 100_000)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+                raise ValueError(f"eraser config field '{name}' must be an integer in [0, {top}], got {v!r}")
         if isinstance(self.gate_retain, bool) or not isinstance(self.gate_retain, int) or self.gate_retain < 1:
             raise ValueError(f"eraser config field 'gate_retain' must be a positive integer, got {self.gate_retain!r}")
         for name in ("layers", "steer_layers"):

@@ -61,6 +61,11 @@ def with_forget_rows(state: FitState, H: torch.Tensor, tags: Sequence[str], leav
                    H_retain=state.H_retain[keep], retain_tags=[state.retain_tags[i] for i in keep])
 
 
+def with_retain_rows(state: FitState, H: torch.Tensor, tags: Sequence[str]) -> FitState:
+    """`state` with retain rows (N, L, d) appended (two-sided hardening's gate-opening images)."""
+    return replace(state, H_retain=torch.cat([state.H_retain, H.float()]), retain_tags=state.retain_tags + list(tags))
+
+
 def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Tensor | None = None) -> Eraser:
     """A new eraser with every gate solved again on `state`, the history extended by `entry`, and
     `direction` (default: the eraser's own)."""

@@ -91,6 +91,7 @@ class _Request:
     gate_from: tuple[int, ...] | None = None  # read the gate at these layers in a first prompt pass (one layer,
     # or a joint gate summed over several), apply it at every steered layer (None: each steered layer reads its own)
     in_gate_pass: bool = False
+    in_pass: bool = False  # this prompt pass reads the gate on the way (`_read_ahead`), no pass from the top
     partial: torch.Tensor | None = None  # the joint gate's sum over the gate layers passed so far, (B, K) or (B,)
     early_gate: torch.Tensor | None = None  # (B,) the gate of the current prompt from the gate pass
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
@@ -170,26 +171,30 @@ class _Installed:
 
     def __init__(self, blocks: torch.nn.ModuleList, key: int, top: torch.nn.Module | None = None):
         self.count = 0
-        self.handles = [blk.register_forward_pre_hook(self._make(i, key), with_kwargs=True)
+        self.handles = [blk.register_forward_pre_hook(self._make(i, key, blocks), with_kwargs=True)
                         for i, blk in enumerate(blocks)]
         if top is not None:  # records the attention mask that prompt-mean gates need
-            self.handles.append(top.register_forward_pre_hook(self._mask_hook(key), with_kwargs=True))
+            self.handles.append(top.register_forward_pre_hook(self._mask_hook(key, blocks), with_kwargs=True))
 
     @staticmethod
-    def _mask_hook(key: int):
+    def _mask_hook(key: int, blocks: torch.nn.ModuleList):
         def hook(module, args, kwargs):
             mask = kwargs.get("attention_mask")
-            for r in _ACTIVE.get():
-                if r.key == key and r.alive and r.gate_position == "mean":  # last-token gates never read it
+            reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
+            for r in reqs:
+                if r.gate_position == "mean":  # last-token gates never read it
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
-            for r in _ACTIVE.get():
-                if r.key == key and r.alive and r.gate_from is not None and not r.in_gate_pass:
-                    _gate_pass(r, module, args, kwargs)
+            for r in reqs:
+                if r.gate_from is not None and not r.in_gate_pass:
+                    r.early_gate, r.partial = None, None
+                    r.in_pass = len(reqs) == 1 and _prompt_length(args, kwargs) > 1 and _can_read_ahead(r, blocks)
+                    if not r.in_pass:
+                        _gate_pass(r, module, args, kwargs)
             return None
         return hook
 
     @staticmethod
-    def _make(layer: int, key: int):
+    def _make(layer: int, key: int, blocks: torch.nn.ModuleList):
         def hook(_module, args, kwargs):
             reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
             if not reqs:
@@ -201,6 +206,9 @@ class _Installed:
                     if layer in r.gate_from and r._read_in_gate_pass(layer, h0):
                         raise _GatePassDone
                     return None
+            for r in reqs:
+                if r.in_pass and r.early_gate is None and h0.shape[1] > 1:  # prompt pass, gate not read yet
+                    _read_ahead(r, layer, h0, blocks, args, kwargs)
             h = h0
             for r in reqs:
                 h = r.apply(layer, h)
@@ -218,6 +226,54 @@ class _Installed:
 
 class _GatePassDone(Exception):
     """Ends a gate pass at the layer its gate is read at."""
+
+
+def _first_steered(r: "_Request") -> int | None:
+    return next((l for l, s in enumerate(r.config.strengths) if s != 0), None)
+
+
+def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:
+    """Whether the gate can be read inside the prompt pass (`_read_ahead`): some layer is steered,
+    and the blocks run ahead share one attention type (a model mixing sliding-window and full
+    attention gives them other masks or rotary tables, which a block's own call does not show)."""
+    start = _first_steered(r)
+    if start is None:
+        return False
+    ahead = range(start, r.gate_from[-1] + 1)
+    return len({getattr(blocks[j], "attention_type", None) for j in ahead}) <= 1
+
+
+def _read_ahead(r: "_Request", layer: int, h: torch.Tensor, blocks: torch.nn.ModuleList, args, kwargs) -> None:
+    """The gate of a prompt pass read on the way, instead of in a pass from the top: gate layers
+    before the first steered layer are read as the pass reaches them; at the first steered layer,
+    the blocks from it up to the deepest gate layer run once more on its (still unsteered) input,
+    without the KV cache, their hooks reading the rest. The gate equals `_gate_pass`'s and costs
+    those blocks only (nothing when every gate layer comes before the first steered one): the
+    vision tower, the embeddings and the blocks before the steered layer do not run twice."""
+    start = _first_steered(r)
+    if layer < start:
+        if layer in r.gate_from and r._read_in_gate_pass(layer, h):  # this layer's part; True at the deepest
+            _show_gate(r)
+        return
+    if layer != start:
+        return
+    inner = {k: v for k, v in kwargs.items()
+             if k not in ("hidden_states", "past_key_values", "past_key_value", "use_cache")}
+
+    def run():  # block j's hook (in the gate pass) reads layer j's part and stops the run at the deepest
+        x = h
+        for j in range(layer, r.gate_from[-1] + 1):
+            out = blocks[j](x, *args[1:], **inner, use_cache=False)
+            x = out[0] if isinstance(out, tuple) else out
+    _in_gate_pass(r, run)
+    _show_gate(r)
+
+
+def _show_gate(r: "_Request") -> None:
+    """The unsteered layers passed before a joint gate was known show it, as after `_gate_pass`."""
+    if len(r.gate_from) > 1:
+        for l in r.gates:
+            r.gates[l] = r.early_gate.detach()
 
 
 def _prompt_length(args, kwargs) -> int:
@@ -239,9 +295,16 @@ def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
     if _prompt_length(args, kwargs) <= 1:
         return  # a decode step
     inner = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "use_cache")}
+    _in_gate_pass(r, lambda: module(*args, **inner, use_cache=False))
+
+
+def _in_gate_pass(r: "_Request", run: Callable[[], object]) -> None:
+    """Run `run` with `r` in its gate pass (the hooks read the gate's parts and stop at the deepest
+    layer), in the caller's grad mode: an attacker differentiating the steered model follows the
+    gate too."""
     r.in_gate_pass = True
-    try:  # in the caller's grad mode: an attacker differentiating the steered model follows the gate too
-        module(*args, **inner, use_cache=False)
+    try:
+        run()
     except _GatePassDone:
         pass
     finally:
@@ -322,8 +385,10 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     gate_position: "last" reads the gate at the last prompt token (the method), "mean" at the
     mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
     the prefill gate is latched for decode steps, so mode "every_step" is refused.
-    gate_from: read the gate at this layer, in a first prompt pass up to it, and apply that
-    gate at every steered layer (see `_gate_pass`); "every_step" is refused with it too. Several
+    gate_from: read the gate at this layer and apply it at every steered layer: on the way
+    through the prompt pass, the blocks from the first steered layer to it run once more
+    (`_read_ahead`), or, with several steerings stacked on the model or a block of another
+    attention type among those, in a first pass from the top (`_gate_pass`); "every_step" is refused with it too. Several
     layers: one joint gate, max_k sum_l h_l . u_lk over them (`gate[l]` holds its part at layer l).
     """
     if gate_position not in POSITIONS:

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 
 from core.contrast import eraser_gate_sets  # noqa: E402
 from core.eraser import Eraser  # noqa: E402
-from core.hardening import harden  # noqa: E402
+from core.hardening import harden, hardening_retain_rows  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
 from core.pgd import PGDConfig  # noqa: E402
 from core.requests import collect_state  # noqa: E402
@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--per-person", type=int, default=8)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--retain-people", type=int, default=10)
+    ap.add_argument("--open-rows", type=int, default=0,
+                    help="two-sided hardening: retained people's image prompts perturbed to open the gate, added "
+                         "as retain rows each round (0: one-sided)")
     ap.add_argument("--out", default="docs/robustness_hardening.md")
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -64,6 +67,7 @@ def main() -> None:
         if p.image is not None and seen.get(p.tag, 0) < args.per_person:
             seen[p.tag] = seen.get(p.tag, 0) + 1
             rows.append(p)
+    opening = hardening_retain_rows(r, args.open_rows, seed=0)
     cfg = RobustnessConfig(steps=args.steps)
     fq, rq = cloze_queries(data.forget, "forget"), cloze_queries(data.retain[:args.retain_people], "retain")
     results = {"shipped eraser": measure(adapter, eraser, fq, rq, cfg)}
@@ -71,12 +75,14 @@ def main() -> None:
     current = eraser
     for k in range(1, args.rounds + 1):
         current = harden(current, adapter, rows, 1, PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=args.steps,
-                                                               seed=k), log=print)
-        name = f"hardened, {k} round{'s' if k > 1 else ''}"
+                                                               seed=k), log=print,
+                         retain_prompts=opening)
+        name = f"{'two-sided ' if opening else ''}hardened, {k} round{'s' if k > 1 else ''}"
         results[name] = measure(adapter, current, fq, rq, cfg)
         print(name, results[name])
     lines = [f"# Adversarial gate fitting on the shipped model\n\n`python scripts/adversarial_gate.py --rounds "
              f"{args.rounds} --per-person {args.per_person} --steps {args.steps}"
+             + (f" --open-rows {args.open_rows}" if args.open_rows else "")
              + ("" if args.out == "docs/robustness_hardening.md" else f" --out {args.out}")
              + "` (the eraser: gate read at "
              + (f"layers {', '.join(map(str, eraser.config.joint_gate))} together (one joint gate)"
@@ -84,7 +90,9 @@ def main() -> None:
                 f"layer {eraser.config.gate_layer}" if eraser.config.gate_layer is not None else "each steered layer")
              + f"): each round attacks the current "
              f"gate on {args.per_person} gate prompts per forget person (PGD closing the gate, eps 16/255, "
-             f"{args.steps} steps) and adds them as forget rows; the evaluation attack (adaptive PGD on the gate "
+             f"{args.steps} steps) and adds them as forget rows"
+             + (f", and perturbs {len(opening)} retained people's gate prompts to open it (same budget), added as "
+                "retain rows" if opening else "") + "; the evaluation attack (adaptive PGD on the gate "
              "and the answer, eps 16/255) runs against the eraser in the row. Cloze on image+text questions: "
              f"{len(fq)} forget questions, {len(rq)} of {args.retain_people} retained people.\n",
              "| eraser | forget recovered, no attack | forget recovered, adaptive PGD | retain kept | gate, clean | "

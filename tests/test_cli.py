@@ -301,10 +301,15 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     e = tmp_path / "hard"
     assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--subject-gates", "--gate-retain", "100",
                  "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--adversarial-rounds", "1",
-                 "--threads", "1"]) == 0
+                 "--adversarial-open", "4", "--threads", "1"]) == 0
     assert "round 1: mean gate on this round's attacked images" in capsys.readouterr().out
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
+    assert cfg["adversarial_open"] == 4  # retained people's gate-opening images, as retain rows
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "y"), "--no-tune",
+                 "--adversarial-open", "4", "--threads", "1"]) != 0
+    assert "give both" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
                  "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0
     assert "--subject-gates" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import torch
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.eraser import Eraser, EraserConfig
-from core.hardening import attacked_prompts, harden
+from core.hardening import attacked_prompts, harden, hardening_retain_rows
 from core.pgd import PGDConfig
 
 CFG = PGDConfig(eps=16 / 255, step_size=4 / 255, steps=4, seed=0)
@@ -63,3 +63,34 @@ def test_hardening_refuses_rows_it_cannot_use(live):
         harden(eraser, a, [Prompt("who is p0 ?", None, "p0")], cfg=CFG)
     with pytest.raises(ValueError, match="rounds"):
         harden(eraser, a, _person("p0", 1), rounds=0, cfg=CFG)
+
+
+def test_two_sided_hardening_adds_gate_opening_retain_rows_and_lowers_the_gate_on_them(live):
+    """Retained people's images perturbed to OPEN the gate become retain rows: the two-sided gate
+    is lower on them than the one-sided gate, while the forget side's attacked rows are kept."""
+    a, eraser = live
+    rows = _person("p0", 1) + _person("p1", 2)
+    others = [p for s in range(4) for p in _person(f"r{s}", 100 + s, 3)]
+    opened = attacked_prompts(a, eraser, others, CFG, close=False)
+    assert _gate(a, eraser, opened) > _gate(a, eraser, others)  # the attack opens the gate it targets
+    one = harden(eraser, a, rows, rounds=1, cfg=CFG)
+    two = harden(eraser, a, rows, rounds=1, cfg=CFG, retain_prompts=others)
+    assert len(two.state.H_retain) == len(eraser.state.H_retain) + len(others)
+    assert two.state.retain_tags[-len(others):] == [p.tag for p in others]
+    assert len(two.state.H_forget) == len(one.state.H_forget)
+    assert _gate(a, two, opened) < _gate(a, one, opened)
+
+
+def test_two_sided_hardening_refuses_forgotten_people_as_retain_rows(live):
+    a, eraser = live
+    with pytest.raises(ValueError, match="retained subjects; forgotten: p1"):
+        harden(eraser, a, _person("p0", 1), cfg=CFG, retain_prompts=_person("p1", 2))
+
+
+def test_hardening_retain_rows_spread_over_people_and_skip_untagged_prompts():
+    people = [p for s in range(3) for p in _person(f"r{s}", 100 + s, 4)]
+    scenes = [Prompt("what is in this picture ?", random_image(900), "")]
+    picked = hardening_retain_rows(people + scenes, 6, seed=0)
+    assert len(picked) == 6 and sorted(p.tag for p in picked) == ["r0", "r0", "r1", "r1", "r2", "r2"]
+    assert picked == hardening_retain_rows(people + scenes, 6, seed=0)  # seeded
+    assert len(hardening_retain_rows(people, 100)) == 12  # at most what there is

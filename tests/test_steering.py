@@ -1,4 +1,5 @@
 """Steering hooks: exactness at 0, effect otherwise, prefill vs decode, no leaks, isolation."""
+import contextlib
 import threading
 
 import pytest
@@ -299,6 +300,68 @@ def test_a_joint_gate_over_two_layers_steers_like_that_gate_applied_by_hand(fami
         text_joint = a.generate(batch, 4)
     with steer(a, r, cfg, lambda layer, x: want.to(x)):
         assert a.generate(batch, 4) == text_joint
+    assert hook_count(a) == 0
+
+
+def _runs(a, batch, *steerings):
+    """Logits under the steerings (stacked), the gates of the first, and how many times the input
+    embeddings and each block computed (forward hooks: a block stopped by the gate pass does not count)."""
+    counts = {"embed": 0, **{i: 0 for i in range(a.num_layers)}}
+
+    def counter(key):
+        def hook(*_):
+            counts[key] += 1
+        return hook
+    blocks = a.layers
+    handles = [a.model.get_input_embeddings().register_forward_hook(counter("embed"))]
+    handles += [b.register_forward_hook(counter(i)) for i, b in enumerate(blocks)]
+    try:
+        with torch.no_grad(), contextlib.ExitStack() as stack:
+            hs = [stack.enter_context(make()) for make in steerings]
+            out = a.logits(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, {l: g.clone() for l, g in hs[0].gates.items()}, counts
+
+
+def test_the_gate_is_read_on_the_way_and_equals_a_first_pass_from_the_top(family):
+    """A joint gate over layers 0-3 with layer 1 steered (the shipped recipe): the prompt pass reads
+    layer 0's part as it passes, and at layer 1 runs blocks 1-2 once more for the rest; the vision
+    tower and embeddings run once. A gate over layers 0-1 with layer 2 steered costs no block at all.
+    Both equal a first pass from the top, which a second stacked request forces (and a block of
+    another attention type, e.g. a sliding-window one, too)."""
+    a = tiny_adapter(family, layers=4)
+    batch = _batch(a)
+    r, _ = _vectors(a)
+    u = torch.randn(a.num_layers, 2, a.hidden_size, generator=torch.Generator().manual_seed(5)) * 0.5
+    quiet = lambda: steer(a, r, SteeringConfig((0.0,) * 4))  # noqa: E731  (adds nothing)
+    outs = []
+    for layers, steered, extra in (((0, 1, 2, 3), 1, {1, 2}), ((0, 1), 2, set())):
+        cfg = SteeringConfig(tuple(2.0 if l == steered else 0.0 for l in range(4)))
+        joint = lambda: steer(a, r, cfg, u, gate_from=layers)  # noqa: E731
+        out, gates, counts = _runs(a, batch, joint)
+        outs.append(out)
+        assert counts == {"embed": 1, **{l: 2 if l in extra else 1 for l in range(4)}}, (layers, counts)
+        top, top_gates, top_counts = _runs(a, batch, joint, quiet)
+        assert top_counts["embed"] == 2  # the first pass from the top
+        assert torch.allclose(out, top, atol=1e-5)
+        assert gates.keys() == top_gates.keys()
+        assert all(torch.allclose(gates[l], top_gates[l], atol=1e-5) for l in gates)
+    blocks = a.layers
+    saved = [b.__dict__.get("attention_type") for b in blocks]
+    try:
+        for i, b in enumerate(blocks):
+            b.attention_type = "sliding_attention" if i == 2 else "full_attention"
+        cfg = SteeringConfig((0.0, 2.0, 0.0, 0.0))  # blocks 1-2 would run ahead: 2 is another kind
+        mixed, _, mixed_counts = _runs(a, batch, lambda: steer(a, r, cfg, u, gate_from=(0, 1, 2, 3)))
+    finally:
+        for b, t in zip(blocks, saved):
+            if t is None:
+                del b.attention_type
+            else:
+                b.attention_type = t
+    assert mixed_counts["embed"] == 2 and torch.allclose(mixed, outs[0], atol=1e-5)
     assert hook_count(a) == 0
 
 
