@@ -255,6 +255,7 @@ def _preset_config(args, num_layers: int):
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
                    strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
+                   gate_floor=args.gate_floor,
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -388,7 +389,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "direction": eraser.config.direction_kind, "ratio": eraser.config.ratio,
                 "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
                 "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position,
-                "gate_layer": eraser.config.gate_layer, "joint_gate": eraser.config.joint_gate}
+                "gate_layer": eraser.config.gate_layer, "joint_gate": eraser.config.joint_gate,
+                "gate_floor": eraser.config.gate_floor}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -407,14 +409,17 @@ def _joint(args: argparse.Namespace) -> list[int] | None:
 
 
 def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
-    """Apply --gate-layer (read the gate at that layer, in a first prompt pass) to a loaded eraser."""
+    """Apply --gate-layer (read the gate at that layer, before the steered ones) and --gate-floor to
+    a loaded eraser."""
     from dataclasses import replace
 
     from core.eraser import check_layers
+    if getattr(args, "gate_floor", None) is not None:
+        eraser.config = replace(eraser.config, gate_floor=args.gate_floor)  # validated again (__post_init__)
     if getattr(args, "gate_layer", None) is None:
         return eraser
     # a joint gate's eraser then reads that layer's own gate instead
-    cfg = replace(eraser.config, gate_layer=args.gate_layer, joint_gate=None)  # validated again (__post_init__)
+    cfg = replace(eraser.config, gate_layer=args.gate_layer, joint_gate=None)
     check_layers(cfg, num_layers)
     eraser.config = cfg
     return eraser
@@ -496,6 +501,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
            + (f"--curve {'--curve-only ' if args.curve_only else ''}--curve-eps {args.curve_eps} "
               f"--curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
            + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
+           + (f"--gate-floor {args.gate_floor:g} " if args.gate_floor is not None else "")
            + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
@@ -691,6 +697,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
+    if args.gate_floor is not None:
+        settings.update(gate_floor=args.gate_floor)
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
@@ -825,11 +833,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the retain activations as target-0 rows of the gate's ridge (0: the paper's "
                         "fit, which relies on the null space alone)")
     p.add_argument("--gate-layer", type=int, default=None,
-                   help="read the gate at this (deeper) layer in a first prompt pass and apply it at the steered "
+                   help="read the gate at this (deeper) layer before steering and apply it at the steered "
                         "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
+    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
+                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                        "they are (default: the eraser's, 0 when fitted without it)")
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="one gate fitted over these layers together (their activations side by side), read in a "
-                        "first prompt pass up to the deepest; instead of --gate-layer (docs/sequential.md)")
+                        "the prompt pass before the steered layers; instead of --gate-layer (docs/sequential.md)")
     p.add_argument("--adversarial-rounds", type=int, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")
@@ -902,6 +913,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
     p.add_argument("--gate-layer", type=int, default=None,
                    help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
+    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
+                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                        "they are (default: the eraser's, 0 when fitted without it)")
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",
@@ -988,6 +1002,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw", type=int, default=3)
     p.add_argument("--gate-layer", type=int, default=None,
                    help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
+    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
+                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                        "they are (default: the eraser's, 0 when fitted without it)")
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
@@ -1029,8 +1046,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strength for one MLLMU task, e.g. classification=1.0 (repeatable)")
     p.add_argument("--layers", default=None, help="comma-separated layers to steer (default: the eraser's)")
     p.add_argument("--gate-layer", type=int, default=None,
-                   help="read the eraser's gate at this layer, in a first prompt pass, and apply it at the steered "
+                   help="read the eraser's gate at this layer, before steering, and apply it at the steered "
                         "layers (default: the eraser's setting; each steered layer reads its own)")
+    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
+                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                        "they are (default: the eraser's, 0 when fitted without it)")
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

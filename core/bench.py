@@ -356,7 +356,8 @@ def table(res: dict) -> str:
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res["steering"]:
-        gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])} (a first prompt pass)"
+        gate = "" if r.get("gate_layer") is None else (f", {gate_reading(r['gate_layer'])} (read in the prompt "
+                                                       "pass; the blocks from the steered layer to it run twice)")
         lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, batch {r['batch']} | "
                      f"{r['overhead']:.3f}x |")
     c = res["capture"]

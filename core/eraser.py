@@ -120,13 +120,17 @@ class EraserConfig:
     # every forget request since the first fit, oldest first: {"action": "fit" | "add" | "remove",
     # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
     requests: list = field(default_factory=list)
+    # the gate steers by (g - floor)+ / (1 - floor) (core.steering): retained inputs whose gate stays
+    # under the floor are left exactly as they are (fit / evaluate / attack --gate-floor)
+    gate_floor: float = 0.0
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
     # rows each round (core.hardening; fit --adversarial-open)
     adversarial_open: int = 0
-    # read the gate at this layer (a first prompt pass up to it) and apply it at the steered layers;
+    # read the gate at this layer (on the way through the prompt pass, core.steering) and apply it at the steered layers;
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
-    # steered layer sees the picture (docs/sequential.md, look-alikes); it costs a partial extra prompt pass
+    # steered layer sees the picture (docs/sequential.md, look-alikes); the blocks from the steered layer to
+    # it run twice on the prompt
     gate_layer: int | None = None
     # one gate fitted over these layers together (their activations side by side) and read in a first
     # prompt pass up to the deepest, instead of a gate per layer; each layer's `gate[l]` holds its part.
@@ -154,6 +158,7 @@ class EraserConfig:
         number("retain_weight", 0.0, 1e12)
         number("strength", -1e6, 1e6)
         number("gate_variants", 0.0, 10.0)
+        number("gate_floor", 0.0, 0.99)
         number("pgd_eps", 1e-9, 255.0)
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
@@ -205,7 +210,7 @@ class EraserConfig:
 # How an eraser is fitted and steered, as opposed to what it was fitted on (subjects, counts,
 # hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
 RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
-                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate")
+                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate", "gate_floor")
 
 
 def recipe_of(config: EraserConfig) -> dict:
@@ -525,14 +530,16 @@ class Eraser:
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
               strict: bool = True, gate_index: torch.Tensor | None = None,
               gate_fn: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-              gate_layer: int | None | str = "stored") -> SteeringHandle:
+              gate_layer: int | None | str = "stored", floor: float | None = None) -> SteeringHandle:
         """Steer `adapter` until the returned handle is removed (use it in a `with` block).
 
         gated=False drops the gate (plain d_erase addition: the 'null space off' ablation);
         gate_fn replaces the linear gate by another one (the MLP-gate ablation); gate_layer
-        replaces where the stored gate is read (None: each steered layer reads its own gate)."""
+        replaces where the stored gate is read (None: each steered layer reads its own gate);
+        floor replaces the stored gate floor."""
         self.check_model(adapter, strict=strict)
-        cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode)
+        cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode,
+                             self.config.gate_floor if floor is None else floor)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
         chosen = self.config.gate_layer if gate_layer == "stored" else gate_layer
         if chosen is not None and chosen not in self.fitted_layers:

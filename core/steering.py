@@ -4,6 +4,8 @@ What is added at the input of steered block l:
 
     h[:, all positions] += lambda_l * g_l * r_l,   g_l = h[:, last prompt token] . u_l
 
+(with a gate floor f, g_l is replaced by (g_l - f)+ / (1 - f); `SteeringConfig.floor`)
+
 With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gate is ~1 for
 inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
 With one gate vector per forget subject (u_1..u_K, a workbench option) g = max_k h . u_k.
@@ -43,10 +45,15 @@ class SteeringConfig:
 
     strengths: tuple[float, ...]
     mode: str = "prefill"
+    # the gate steers by how far it is above this floor, (g - floor)+ / (1 - floor): a gate near 0
+    # (a retained input) then adds exactly nothing, while a gate of 1 still steers fully
+    floor: float = 0.0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
+        if not 0.0 <= self.floor < 1.0:  # also rejects NaN
+            raise ValueError(f"gate floor must be in [0, 1), got {self.floor}")
         for s in self.strengths:
             if not (abs(s) < 1e6):  # also rejects NaN
                 raise ValueError(f"steering strength {s} is not a usable number")
@@ -88,7 +95,7 @@ class _Request:
     gate_position: str = "last"  # "last": gate read at the last prompt token; "mean": prompt mean
     attention_mask: torch.Tensor | None = None  # (B, T) of the current forward pass (for "mean")
     alive: bool = True
-    gate_from: tuple[int, ...] | None = None  # read the gate at these layers in a first prompt pass (one layer,
+    gate_from: tuple[int, ...] | None = None  # read the gate at these layers before steering (one layer,
     # or a joint gate summed over several), apply it at every steered layer (None: each steered layer reads its own)
     in_gate_pass: bool = False
     in_pass: bool = False  # this prompt pass reads the gate on the way (`_read_ahead`), no pass from the top
@@ -128,7 +135,9 @@ class _Request:
         self.trace.append((layer, h.shape[1], s != 0))
         if s == 0:
             return h
-        delta = (s * g).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
+        f = self.config.floor
+        coef = g if f == 0 else (g - f).clamp(min=0) / (1 - f)
+        delta = (s * coef).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
         return h + delta
 
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
@@ -290,7 +299,8 @@ def _gate_pass(r: "_Request", module: torch.nn.Module, args, kwargs) -> None:
     the deepest layer of `r.gate_from`, unsteered and without the KV cache, and keep the gate read there: the
     steered layers then apply it. Why: a deeper layer tells people apart where an early one sees
     the picture (docs/sequential.md), while steering an early layer is what forgets. Costs a
-    partial extra prompt pass; decode steps reuse the latched gate."""
+    partial extra prompt pass (`_read_ahead` avoids most of it where it can); decode steps reuse
+    the latched gate."""
     r.early_gate, r.partial = None, None
     if _prompt_length(args, kwargs) <= 1:
         return  # a decode step
@@ -408,7 +418,7 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
         if not isinstance(gate, torch.Tensor) or not gate_from or not all(0 <= l < n for l in gate_from):
             raise ValueError(f"a gate read at layer(s) {list(gate_from)} needs a gate tensor and layers in 0..{n - 1}")
         if config.mode == "every_step":
-            raise ValueError("a gate read in a first prompt pass is latched at the prompt: use mode 'prefill' or "
+            raise ValueError("a gate read before the steered layers is latched at the prompt: use mode 'prefill' or "
                              "'latched'")
     req = _Request(
         key=id(blocks), direction=direction.detach(),

@@ -31,7 +31,7 @@ def headline(shipped: dict, shape: dict | None) -> str:
             for deep in sorted({r.get("gate_layer") for r in rows8}, key=lambda g: g is not None, reverse=True):
                 picked = [r for r in rows8 if r.get("gate_layer") == deep]
                 how = ("each steered layer reading its own gate" if deep is None
-                       else f"{gate_reading(deep)} in a first prompt pass")
+                       else f"{gate_reading(deep)}, read in the prompt pass")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}: "
                              + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")

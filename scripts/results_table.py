@@ -58,9 +58,9 @@ def table() -> str:
                          f"retain weight {e.get('retain_weight', 0.0)}, "
                          f"{'one gate per forget person' if e.get('subject_gates') else 'one gate'}, gate read at "
                          f"the {e.get('gate_position', 'last_prompt_token').replace('_', ' ')}"
-                         + (f" of layers {', '.join(map(str, e['joint_gate']))} together (one joint gate, a first "
-                            "prompt pass)" if e.get("joint_gate") else
-                            f" of layer {e['gate_layer']} (a first prompt pass)" if e.get("gate_layer") is not None
+                         + (f" of layers {', '.join(map(str, e['joint_gate']))} together (one joint gate, read "
+                            "before the steered layer)" if e.get("joint_gate") else
+                            f" of layer {e['gate_layer']} (read before the steered layer)" if e.get("gate_layer") is not None
                             else " of each steered layer"))
     relearn = relearning()
     return "\n".join(lines + [""] + extra + ["", comparison()] + ([relearn] if relearn else []))
@@ -225,9 +225,9 @@ def pending_table(runs: dict) -> str:
         "## Where the gate is read\n",
         "Image MCQ of the people not requested yet, after each request, with the same strength and steered layer "
         "(layer 1 at 2.0) and the gate read in three places: at the steered layer itself "
-        "(results/sequential_own_layer.json), at layer 3 in a first prompt pass "
-        "(results/sequential_gate_layer3.json), and as one gate fitted over layers 0-3 together, in the same "
-        "first pass (the shipped eraser, `joint_gate`; results/sequential.json). Each is `python -m core "
+        "(results/sequential_own_layer.json), at layer 3, read before the steered layer "
+        "(results/sequential_gate_layer3.json), and as one gate fitted over layers 0-3 together, read the same "
+        "way (the shipped eraser, `joint_gate`; results/sequential.json). Each is `python -m core "
         "sequential` run with that eraser's settings.\n",
         "| gate | " + " | ".join(f"after {k + 1}" for k in range(n)) + " |", "|---|" + "---|" * n,
         row("vanilla (no eraser)", runs["sequential"]["vanilla"]["steps"]),
@@ -286,9 +286,9 @@ def lookalikes(res: dict) -> str:
                      + f" | {p['gate_that_fires']} | {', '.join(p['shared_visible_attributes']) or '-'} |")
     lines.append("\nAt the steered layer the gate reads the picture more than the person: a look-alike of a "
                  "requested person is steered too. Deeper layers separate them better, and a gate fitted over all "
-                 "the layers together best: the shipped eraser reads it in a first prompt pass up to layer 3 and "
-                 "applies it at layer 1 in the real pass (`EraserConfig.joint_gate`, `fit --joint-gate`; the pass "
-                 "costs part of a second prompt pass, docs/performance.md). In the batch setting every forget person "
+                 "the layers together best: the shipped eraser reads it up to layer 3 before it steers layer 1 "
+                 "(`EraserConfig.joint_gate`, `fit --joint-gate`; blocks 1-2 run twice on the prompt, "
+                 "docs/performance.md). In the batch setting every forget person "
                  "is requested at once, so the look-alikes among them do not show; retained people are in the "
                  "gate's retain rows and stay unsteered.\n")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
-from core.activations import Prompt, capture, collect
+from core.activations import Prompt, capture, collect, encode_prompts
 from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, erase_direction
 from core.models.load import state_hash
 from core.models.tiny import build_tiny
@@ -352,7 +352,6 @@ def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_pa
     want = eraser.decision_gates(a, prompts)
     H = collect(a, prompts, position="mean").double()
     assert torch.allclose(want, H[:, 0] @ eraser.joint[0] + H[:, 1] @ eraser.joint[1])
-    from core.activations import encode_prompts
     batch = encode_prompts(a, prompts)
     with torch.no_grad(), eraser.apply(a) as h:
         a.logits(batch)
@@ -399,3 +398,36 @@ def test_gate_layer_reads_the_prompt_mean_gate_deeper_and_steers_the_earlier_lay
         Eraser.fit(a, *sets, EraserConfig(gate_layer=5))
     with pytest.raises(ValueError, match="'gate_layer' is latched"):
         EraserConfig(gate_layer=1, mode="every_step")
+
+
+def test_a_gate_floor_is_stored_applied_and_overridable(fitted, tmp_path):
+    """gate_floor travels with the eraser (validated on load) and reaches the steering; apply(floor=)
+    replaces it. Under a floor of 0.5 the retain prompts (gate ~0 at both layers) get exactly the
+    unsteered logits and the forget prompts (gate ~1 at layer 1) are still steered."""
+    a, eraser, _ = fitted
+    prompts = _sets()[0][:2] + _sets()[1][:2]
+    batch = encode_prompts(a, prompts)
+    with torch.no_grad():
+        plain = a.logits(batch)
+        with eraser.apply(a, 1.0) as h:
+            steered = a.logits(batch)
+        with eraser.apply(a, 1.0, floor=0.5):
+            floored = a.logits(batch)
+    low = torch.stack(list(h.gates.values())).amax(0) < 0.5  # under the floor at every steered layer
+    assert low.tolist() == [False, False, True, True]
+    assert torch.equal(floored[low], plain[low]) and not torch.allclose(floored[~low], plain[~low])
+    eraser.config.gate_floor = 0.5
+    try:
+        eraser.save_pretrained(tmp_path)
+    finally:
+        eraser.config.gate_floor = 0.0
+    again = Eraser.from_pretrained(tmp_path, adapter=a)
+    assert again.config.gate_floor == 0.5
+    with torch.no_grad():
+        with again.apply(a, 1.0):
+            assert torch.equal(a.logits(batch), floored)
+        with again.apply(a, 1.0, floor=0.0):
+            assert torch.allclose(a.logits(batch), steered)
+    for bad in (1.0, -0.5, "0.2"):
+        with pytest.raises(ValueError, match="gate_floor"):
+            EraserConfig(gate_floor=bad)

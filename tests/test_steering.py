@@ -243,7 +243,7 @@ def test_prompt_mean_gate_refuses_per_step_gating_and_unknown_positions():
 
 
 def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(family):
-    """gate_from=2: a first prompt pass reads the gate at layer 2, and layer 0 is steered with it.
+    """gate_from=2: the gate is read at layer 2 before layer 0 is steered with it.
     By hand: the unsteered gate at layer 2, handed to layer 0 as a constant. Logits and greedy
     generation (KV cache, decode steps latched) agree; no hook is left."""
     a = tiny_adapter(family, layers=3)
@@ -409,4 +409,32 @@ def test_concurrent_requests_with_and_without_a_gate_pass_keep_their_own_gates()
             with torch.no_grad(), steer(a, r, cfg, u, gate_from=g):
                 assert torch.equal(a.logits(batch), expected[g]), g
     _in_threads(work, kinds)
+    assert hook_count(a) == 0
+
+
+def test_a_gate_floor_leaves_inputs_under_it_untouched_and_rescales_the_rest():
+    """floor f: the gate steers by (g - f)+ / (1 - f). A row whose gate is under f gets exactly the
+    unsteered logits; a row above it gets what the rescaled gate handed in by hand gives; the
+    handle still shows the raw gate."""
+    a = tiny_adapter("llava", layers=3)
+    batch = _batch(a)
+    r, _ = _vectors(a)
+    with torch.no_grad():
+        h1 = capture(a, batch, [1])[:, 0].double()  # the two rows at the steered layer 1
+        u = torch.zeros(a.num_layers, a.hidden_size)
+        u[1] = (torch.linalg.pinv(h1) @ torch.tensor([0.2, 0.8], dtype=torch.float64)).float()  # gates 0.2, 0.8
+        plain = a.logits(batch)
+        cfg = SteeringConfig((0.0, 2.0, 0.0), floor=0.5)
+        with steer(a, r, cfg, u) as h:
+            floored = a.logits(batch)
+        want = torch.tensor([0.0, 0.6])  # (0.8 - 0.5) / 0.5
+        with steer(a, r, SteeringConfig((0.0, 2.0, 0.0)), lambda layer, x: want.to(x)):
+            by_hand = a.logits(batch)
+    assert torch.allclose(h.gates[1], torch.tensor([0.2, 0.8]), atol=1e-4)
+    assert torch.equal(floored[0], plain[0])
+    assert torch.allclose(floored, by_hand, atol=1e-4)
+    assert not torch.allclose(floored[1], plain[1], atol=1e-3)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="gate floor"):
+            SteeringConfig((1.0, 0.0, 0.0), floor=bad)
     assert hook_count(a) == 0
