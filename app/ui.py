@@ -133,8 +133,12 @@ def build(default: Workbench) -> gr.Blocks:
                                         elem_id="mode")
                         gate_at = gr.Dropdown(
                             GATE_AT + [(f"layer {l}", l) for l in layer_choices], value="stored",
-                            label="Gate read at (a deeper layer tells people apart; it costs a partial extra prompt "
-                                  "pass)", elem_id="gate_at")
+                            label="Gate read at (a deeper layer tells people apart; the blocks up to it run twice "
+                                  "on the prompt)", elem_id="gate_at")
+                        floor = gr.Slider(0, 0.9, value=er.config.gate_floor if er else 0.0, step=0.05,
+                                          label="Gate floor (the gate steers by how far it is above it: inputs "
+                                                "whose gate stays under it are left exactly as they are)",
+                                          elem_id="gate_floor")
                         run = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Column(scale=1):
                         original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
@@ -359,12 +363,12 @@ def build(default: Workbench) -> gr.Blocks:
                 JOBS.finish(sess.id, job)
 
         @logged
-        def compare(sess, img, q, s, lay, m, gate_at_value="stored"):
+        def compare(sess, img, q, s, lay, m, gate_at_value="stored", floor_value=None):
             try:
                 chosen = [int(x) for x in lay]
                 gl = {None: "stored", "stored": "stored", "each": None}.get(gate_at_value)
                 gl = int(gate_at_value) if gl is None and gate_at_value != "each" else gl
-                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl)
+                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl, floor=floor_value)
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
             rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
@@ -398,13 +402,14 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), _err(exc)
 
-        inputs = [session, image, question, strength, layers, mode, gate_at]
+        inputs = [session, image, question, strength, layers, mode, gate_at, floor]
         outputs = [original, steered, gates, status]
         upload.upload(load_upload, upload, [image, status], **LIGHT)
         run.click(compare, inputs, outputs, **LIGHT)
         strength.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
         layers.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
         gate_at.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        floor.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
         examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
         heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
         if gallery_items:

@@ -105,6 +105,18 @@ def check_strength(strength) -> float:
     return s
 
 
+def check_floor(floor) -> float:
+    """The playground's gate floor, or a clear error (the steering refuses 1 and above: nothing
+    would ever steer)."""
+    try:
+        f = float(floor)
+    except (TypeError, ValueError):
+        raise UserError(f"Gate floor must be a number, got {floor!r}.") from None
+    if not 0 <= f < 1:
+        raise UserError(f"Gate floor {f} is outside [0, 1): at 1 or above nothing is ever steered.")
+    return f
+
+
 def check_pgd(eps_255, step_255, steps) -> PGDConfig:
     """PGD settings from the UI (eps and step size in 1/255 pixel units) or a clear error."""
     try:
@@ -289,9 +301,10 @@ class Workbench:
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
                 max_new_tokens: int = 40, session: Session | None = None,
-                gate_layer: int | None | str = "stored") -> Comparison:
+                gate_layer: int | None | str = "stored", floor: float | None = None) -> Comparison:
         """Original and steered greedy answers to one input, and the per-layer gates.
-        gate_layer: where the gate is read (None: at each steered layer; "stored": the eraser's)."""
+        gate_layer: where the gate is read (None: at each steered layer; "stored": the eraser's);
+        floor: the gate floor (None: the eraser's)."""
         eraser = self.eraser_for(session)
         q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
@@ -301,7 +314,8 @@ class Workbench:
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
         try:
-            handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer)
+            handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer,
+                                  floor=None if floor is None else check_floor(floor))
         except ValueError as exc:  # a gate layer without a gate, a latched gate in every_step mode
             raise UserError(f"{exc}.") from exc
         with handle as h:

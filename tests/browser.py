@@ -90,30 +90,33 @@ def open_app(*args: str, env: dict[str, str] | None = None) -> Iterator:
         server.stop()
 
 
-def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
-    """Open the Evaluate tab's attack accordion, set the adaptive PGD steps, run, wait for "done"."""
+def set_slider(page, elem_id: str, value) -> None:
+    """Type `value` into a Gradio slider's number box until the slider keeps it. A value typed
+    while an accordion is still opening can be lost (seen once in a fresh clone), and a slider
+    that showed the value can still be put back to its default by the accordion's late first
+    render (seen once in CI: a run used the default), so the value must also still be there a
+    second later."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    page.get_by_text("Input-side attacks").click()
-    box = page.locator("#attack_steps input[type=number]")
-    # the click must not overtake the new value (seen once: a run with the default 20 steps), and
-    # a value typed while the accordion is still opening can be lost (seen once in a fresh clone):
-    # type it again until the slider shows it; and a slider that showed the value can still be put
-    # back to its default by the accordion's late first render (seen once in CI: the run used 20
-    # steps), so the value must also still be there a second later
+    box = page.locator(f"#{elem_id} input[type=number]")
     box.wait_for(state="visible", timeout=30_000)
-    shows = f"document.querySelector('#attack_steps input[type=range]').value == '{steps}'"
+    shows = f"Number(document.querySelector('#{elem_id} input[type=range]').value) == {float(value)}"
     for attempt in range(5):
-        box.fill(str(steps))
+        box.fill(str(value))
         box.press("Enter")
         box.blur()
         try:
             page.wait_for_function(shows, timeout=6_000)
             page.wait_for_timeout(1_000)
             if page.evaluate(shows):
-                break
+                return
         except PlaywrightTimeout:
             pass
-        if attempt == 4:
-            raise AssertionError(f"the attack steps slider did not keep the value {steps}")
+    raise AssertionError(f"the slider #{elem_id} did not keep the value {value}")
+
+
+def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
+    """Open the Evaluate tab's attack accordion, set the adaptive PGD steps, run, wait for "done"."""
+    page.get_by_text("Input-side attacks").click()
+    set_slider(page, "attack_steps", steps)
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)

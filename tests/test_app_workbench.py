@@ -80,6 +80,29 @@ def test_compare_reads_the_gate_where_asked():
     assert hook_count(wb.adapter) == 0
 
 
+def test_compare_with_a_gate_floor_above_the_gate_answers_as_the_model_does():
+    """The playground's gate floor: above this input's gates nothing is steered (the steered
+    answer is the original); at 0 it steers as before; out of range it is a clear error."""
+    wb = _workbench()
+    img, q = random_image(0), "what is this ?"
+    first = list(wb.compare(img, q, 3.0, [0, 1]).gates.values()) + list(wb.compare(img, q, 0.0, [0, 1]).gates.values())
+    c = 0.3 / max(abs(g) for g in first)
+    wb.eraser.gate *= c  # gates of at most 0.3 on this input, the same steering (g r unchanged)
+    wb.eraser.direction /= c
+    moved = wb.compare(img, q, 3.0, [0, 1])
+    assert moved.steered != moved.original
+    unsteered = wb.compare(img, q, 0.0, [0, 1]).gates
+    top = max(unsteered.values())
+    assert top <= 0.31
+    held = wb.compare(img, q, 3.0, [0, 1], floor=top + 0.05)  # every gate under it: nothing steers
+    assert held.steered == held.original and held.gates == pytest.approx(unsteered, abs=1e-5)
+    assert wb.compare(img, q, 3.0, [0, 1], floor=0.0).steered == moved.steered
+    for bad in (1.0, -0.2, "high"):
+        with pytest.raises(UserError, match="Gate floor"):
+            wb.compare(img, q, 3.0, [0, 1], floor=bad)
+    assert hook_count(wb.adapter) == 0
+
+
 def test_compare_reports_bad_input_without_breaking():
     wb = _workbench()
     with pytest.raises(UserError, match="empty"):
