@@ -255,7 +255,7 @@ def _preset_config(args, num_layers: int):
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
                    strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
-                   gate_floor=args.gate_floor,
+                   gate_floor=args.gate_floor, gate_full=args.gate_full,
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -390,7 +390,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 "gamma": eraser.config.gamma, "retain_weight": eraser.config.retain_weight,
                 "subject_gates": eraser.config.subject_gates, "gate_position": eraser.config.position,
                 "gate_layer": eraser.config.gate_layer, "joint_gate": eraser.config.joint_gate,
-                "gate_floor": eraser.config.gate_floor}
+                "gate_floor": eraser.config.gate_floor, "gate_full": eraser.config.gate_full}
     result = evaluate(adapter, splits, refusals, EvalConfig(max_new_tokens=args.max_new_tokens,
                                                             batch_size=args.batch_size),
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
@@ -414,8 +414,9 @@ def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
     from dataclasses import replace
 
     from core.eraser import check_layers
-    if getattr(args, "gate_floor", None) is not None:
-        eraser.config = replace(eraser.config, gate_floor=args.gate_floor)  # validated again (__post_init__)
+    ramp = {k: getattr(args, k, None) for k in ("gate_floor", "gate_full")}
+    if any(v is not None for v in ramp.values()):  # validated again (__post_init__)
+        eraser.config = replace(eraser.config, **{k: v for k, v in ramp.items() if v is not None})
     if getattr(args, "gate_layer", None) is None:
         return eraser
     # a joint gate's eraser then reads that layer's own gate instead
@@ -502,6 +503,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
               f"--curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
            + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
            + (f"--gate-floor {args.gate_floor:g} " if args.gate_floor is not None else "")
+           + (f"--gate-full {args.gate_full:g} " if args.gate_full is not None else "")
            + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
             f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
@@ -697,8 +699,7 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
-    if args.gate_floor is not None:
-        settings.update(gate_floor=args.gate_floor)
+    settings.update({k: v for k in ("gate_floor", "gate_full") if (v := getattr(args, k)) is not None})
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
@@ -836,8 +837,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the gate at this (deeper) layer before steering and apply it at the steered "
                         "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
     p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
                         "they are (default: the eraser's, 0 when fitted without it)")
+    p.add_argument("--gate-full", type=float, default=None, metavar="T",
+                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="one gate fitted over these layers together (their activations side by side), read in a "
                         "the prompt pass before the steered layers; instead of --gate-layer (docs/sequential.md)")
@@ -914,8 +917,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-layer", type=int, default=None,
                    help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
     p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
                         "they are (default: the eraser's, 0 when fitted without it)")
+    p.add_argument("--gate-full", type=float, default=None, metavar="T",
+                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",
@@ -1003,8 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-layer", type=int, default=None,
                    help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
     p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
                         "they are (default: the eraser's, 0 when fitted without it)")
+    p.add_argument("--gate-full", type=float, default=None, metavar="T",
+                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
@@ -1049,8 +1056,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the eraser's gate at this layer, before steering, and apply it at the steered "
                         "layers (default: the eraser's setting; each steered layer reads its own)")
     p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (1 - F): inputs whose gate stays under F are left exactly as "
+                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
                         "they are (default: the eraser's, 0 when fitted without it)")
+    p.add_argument("--gate-full", type=float, default=None, metavar="T",
+                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

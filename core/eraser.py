@@ -120,9 +120,11 @@ class EraserConfig:
     # every forget request since the first fit, oldest first: {"action": "fit" | "add" | "remove",
     # "subjects": [...], "at": ISO time (UTC), "data_hash": of the prompts it brought} (core.requests)
     requests: list = field(default_factory=list)
-    # the gate steers by (g - floor)+ / (1 - floor) (core.steering): retained inputs whose gate stays
-    # under the floor are left exactly as they are (fit / evaluate / attack --gate-floor)
+    # the gate steers by (g - floor)+ / (full - floor), capped at 1 when full < 1 (core.steering):
+    # retained inputs whose gate stays under the floor are left exactly as they are, and a gate
+    # pushed part of the way down still steers (fit / evaluate / attack --gate-floor / --gate-full)
     gate_floor: float = 0.0
+    gate_full: float = 1.0
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
     # rows each round (core.hardening; fit --adversarial-open)
@@ -159,6 +161,10 @@ class EraserConfig:
         number("strength", -1e6, 1e6)
         number("gate_variants", 0.0, 10.0)
         number("gate_floor", 0.0, 0.99)
+        number("gate_full", 0.01, 1.0)
+        if not self.gate_floor < self.gate_full:
+            raise ValueError(f"eraser config field 'gate_full' ({self.gate_full}) must be above 'gate_floor' "
+                             f"({self.gate_floor})")
         number("pgd_eps", 1e-9, 255.0)
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
@@ -210,7 +216,8 @@ class EraserConfig:
 # How an eraser is fitted and steered, as opposed to what it was fitted on (subjects, counts,
 # hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
 RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
-                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate", "gate_floor")
+                 "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate", "gate_floor",
+                 "gate_full")
 
 
 def recipe_of(config: EraserConfig) -> dict:
@@ -530,16 +537,18 @@ class Eraser:
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
               strict: bool = True, gate_index: torch.Tensor | None = None,
               gate_fn: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
-              gate_layer: int | None | str = "stored", floor: float | None = None) -> SteeringHandle:
+              gate_layer: int | None | str = "stored", floor: float | None = None,
+              full: float | None = None) -> SteeringHandle:
         """Steer `adapter` until the returned handle is removed (use it in a `with` block).
 
         gated=False drops the gate (plain d_erase addition: the 'null space off' ablation);
         gate_fn replaces the linear gate by another one (the MLP-gate ablation); gate_layer
         replaces where the stored gate is read (None: each steered layer reads its own gate);
-        floor replaces the stored gate floor."""
+        floor / full replace the stored gate floor and full-steering value."""
         self.check_model(adapter, strict=strict)
         cfg = SteeringConfig(self.strengths(strength, layers), mode or self.config.mode,
-                             self.config.gate_floor if floor is None else floor)
+                             self.config.gate_floor if floor is None else floor,
+                             self.config.gate_full if full is None else full)
         gate = gate_fn if gate_fn is not None else (self.gate if gated else None)
         chosen = self.config.gate_layer if gate_layer == "stored" else gate_layer
         if chosen is not None and chosen not in self.fitted_layers:

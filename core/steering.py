@@ -4,7 +4,8 @@ What is added at the input of steered block l:
 
     h[:, all positions] += lambda_l * g_l * r_l,   g_l = h[:, last prompt token] . u_l
 
-(with a gate floor f, g_l is replaced by (g_l - f)+ / (1 - f); `SteeringConfig.floor`)
+(with a gate floor f and full value t, g_l is replaced by (g_l - f)+ / (t - f), capped at 1
+when t < 1; `SteeringConfig.coefficient`)
 
 With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gate is ~1 for
 inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
@@ -45,15 +46,28 @@ class SteeringConfig:
 
     strengths: tuple[float, ...]
     mode: str = "prefill"
-    # the gate steers by how far it is above this floor, (g - floor)+ / (1 - floor): a gate near 0
-    # (a retained input) then adds exactly nothing, while a gate of 1 still steers fully
+    # the gate steers by how far it is above this floor, (g - floor)+ / (full - floor): a gate near 0
+    # (a retained input) then adds exactly nothing, while a gate of `full` steers fully (capped
+    # there when full < 1: a gate the attacker pushed half-way down still steers much of the way)
     floor: float = 0.0
+    full: float = 1.0
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"steering mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.floor < 1.0:  # also rejects NaN
             raise ValueError(f"gate floor must be in [0, 1), got {self.floor}")
+        if not self.floor < self.full <= 1.0:
+            raise ValueError(f"the gate's full-steering value must be in (floor, 1], got {self.full} (floor "
+                             f"{self.floor})")
+
+    def coefficient(self, g: torch.Tensor) -> torch.Tensor:
+        """How much of the steering a gate value g asks for: g itself (the method), or with a
+        floor / full value the ramp (g - floor)+ / (full - floor), capped at 1 when full < 1."""
+        if self.floor == 0 and self.full == 1:
+            return g
+        c = (g - self.floor).clamp(min=0) / (self.full - self.floor)
+        return c.clamp(max=1) if self.full < 1 else c
         for s in self.strengths:
             if not (abs(s) < 1e6):  # also rejects NaN
                 raise ValueError(f"steering strength {s} is not a usable number")
@@ -135,9 +149,7 @@ class _Request:
         self.trace.append((layer, h.shape[1], s != 0))
         if s == 0:
             return h
-        f = self.config.floor
-        coef = g if f == 0 else (g - f).clamp(min=0) / (1 - f)
-        delta = (s * coef).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
+        delta = (s * self.config.coefficient(g)).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
         return h + delta
 
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:

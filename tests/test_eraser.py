@@ -431,3 +431,8 @@ def test_a_gate_floor_is_stored_applied_and_overridable(fitted, tmp_path):
     for bad in (1.0, -0.5, "0.2"):
         with pytest.raises(ValueError, match="gate_floor"):
             EraserConfig(gate_floor=bad)
+    with pytest.raises(ValueError, match="'gate_full' .* must be above 'gate_floor'"):
+        EraserConfig(gate_floor=0.5, gate_full=0.4)
+    with torch.no_grad(), again.apply(a, 1.0, floor=0.5, full=0.6):  # a ramp from 0.5 to 0.6, capped at 1
+        ramped = a.logits(batch)
+    assert torch.equal(ramped[low], plain[low]) and not torch.allclose(ramped[~low], plain[~low])

@@ -438,3 +438,17 @@ def test_a_gate_floor_leaves_inputs_under_it_untouched_and_rescales_the_rest():
         with pytest.raises(ValueError, match="gate floor"):
             SteeringConfig((1.0, 0.0, 0.0), floor=bad)
     assert hook_count(a) == 0
+
+
+def test_the_gate_ramp_steers_fully_from_its_full_value_and_not_under_its_floor():
+    """coefficient: the method's g by default (negative too); with floor f and full value t the
+    ramp (g - f)+ / (t - f), capped at 1 when t < 1 (uncapped when t = 1); bad pairs refused."""
+    g = torch.tensor([-0.3, 0.1, 0.2, 0.35, 0.5, 0.9, 1.3])
+    assert torch.equal(SteeringConfig((1.0,)).coefficient(g), g)
+    ramp = SteeringConfig((1.0,), floor=0.2, full=0.5).coefficient(g)
+    assert torch.allclose(ramp, torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0, 1.0]))
+    floor_only = SteeringConfig((1.0,), floor=0.2).coefficient(g)
+    assert torch.allclose(floor_only, torch.tensor([0.0, 0.0, 0.0, 0.1875, 0.375, 0.875, 1.375]))
+    for floor, full in ((0.5, 0.5), (0.5, 0.3), (0.1, 1.5)):
+        with pytest.raises(ValueError, match="full-steering value"):
+            SteeringConfig((1.0,), floor=floor, full=full)
