@@ -288,6 +288,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
     modes = _parse_modes(args.tune_modes or cfg.mode, gate_position_of(cfg)) if do_tune else []  # fail fast
     check_layers(cfg, adapter.num_layers)
+    if args.gate_ramp and (args.gate_floor is not None or args.gate_full is not None):
+        raise ValueError("--gate-ramp reads the floor and full value off the fit's rows: give it or --gate-floor / "
+                         "--gate-full, not both")
+    if args.gate_ramp and not cfg.subject_gates:
+        raise ValueError("--gate-ramp reads the fit's rows, which a fit keeps with one gate per subject: use it with "
+                         "--subject-gates (the workbench preset)")
     if args.adversarial_open and not args.adversarial_rounds:
         raise ValueError("--adversarial-open adds rows to the rounds of --adversarial-rounds: give both")
     data = _load_data(args, adapter)
@@ -326,6 +332,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         retain_prompts=opening)
         eraser.config.adversarial_rounds = args.adversarial_rounds
         eraser.config.adversarial_open = len(opening)
+    if args.gate_ramp:
+        eraser.config.gate_floor, eraser.config.gate_full = eraser.ramp_from_rows()
+        print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
+              f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 
     if do_tune:
         from core.contrast import heldout_sets, retain_groups
@@ -847,6 +857,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial-rounds", type=int, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")
+    p.add_argument("--gate-ramp", action="store_true",
+                   help="read the gate floor and full value off the fit's own rows: floor at the 95th percentile of "
+                        "the retain rows' gates, full steering from the 5th percentile of the forget rows' "
+                        "(instead of --gate-floor / --gate-full)")
     p.add_argument("--adversarial-open", type=int, default=0, metavar="N",
                    help="two-sided hardening: each round also perturbs N retained people's image prompts to OPEN "
                         "the gate and adds them as retain rows, so that the hardened gate keeps quiet on retained "

@@ -533,6 +533,24 @@ class Eraser:
             return [self.config.gate_layer]
         return self.steered_layers
 
+    def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05) -> tuple[float, float]:
+        """A gate ramp read off the fit's own rows (`state`): the floor at the `retain_q` quantile
+        of the retain rows' gates (retained inputs the gate was fitted to keep quiet), full
+        steering from the `forget_q` quantile of the forget rows' (attacked rows included after
+        hardening). Data-driven, so that the ramp is not tuned on an evaluation."""
+        if self.state is None:
+            raise ValueError("the gate ramp is read off the fit's rows: this eraser holds no fit state (fit it "
+                             "again with one gate per subject, which keeps it, or give --gate-floor / --gate-full)")
+        layers = self.gate_layers
+        retain = self.read_gate(self.state.H_retain[:, layers].double(), layers)
+        forget = self.read_gate(self.state.H_forget[:, layers].double(), layers)
+        floor = max(0.0, float(retain.quantile(retain_q)))
+        full = min(1.0, float(forget.quantile(forget_q)))
+        if not floor + 0.01 < full:
+            raise ValueError(f"the fit's rows overlap: {100 * retain_q:g}% of the retain rows' gates reach {floor:.3f}, "
+                             f"{100 * forget_q:g}% of the forget rows' stay under {full:.3f}, so no ramp separates them")
+        return round(floor, 3), round(full, 3)
+
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,
               strict: bool = True, gate_index: torch.Tensor | None = None,

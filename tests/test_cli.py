@@ -306,6 +306,13 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
     assert cfg["adversarial_open"] == 4  # retained people's gate-opening images, as retain rows
+    # this small model's fit rows overlap, so no ramp separates them: a clear error, nothing written
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "ramp"), "--subject-gates", "--gate-retain",
+                 "100", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--gate-ramp", "--threads", "1"]) != 0
+    assert "rows overlap" in capsys.readouterr().err and not (tmp_path / "ramp").exists()
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "z"), "--no-tune", "--gate-ramp",
+                 "--gate-floor", "0.2", "--threads", "1"]) != 0
+    assert "not both" in capsys.readouterr().err
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "y"), "--no-tune",
                  "--adversarial-open", "4", "--threads", "1"]) != 0
     assert "give both" in capsys.readouterr().err

@@ -436,3 +436,29 @@ def test_a_gate_floor_is_stored_applied_and_overridable(fitted, tmp_path):
     with torch.no_grad(), again.apply(a, 1.0, floor=0.5, full=0.6):  # a ramp from 0.5 to 0.6, capped at 1
         ramped = a.logits(batch)
     assert torch.equal(ramped[low], plain[low]) and not torch.allclose(ramped[~low], plain[~low])
+
+
+def test_the_gate_ramp_read_off_the_fit_rows_separates_them():
+    """ramp_from_rows: the floor is the 95th percentile of the retain rows' gates and full steering
+    starts at the 5th percentile of the forget rows'; without a fit state, or when the rows
+    overlap, it is a clear error."""
+    import dataclasses
+    a = tiny_adapter("llava", layers=2)
+    forget, retain, recall, erase = _sets()
+    forget = [Prompt(p.question, p.image, f"s{i % 2}") for i, p in enumerate(forget)]  # two subjects
+    eraser = Eraser.fit(a, forget, retain, recall, erase,
+                        EraserConfig(ratio=1.0, gamma=1e-3, retain_weight=0.5, seed=7, subject_gates=True))
+    L = eraser.gate_layers
+    retain = eraser.read_gate(eraser.state.H_retain[:, L].double(), L)
+    forget = eraser.read_gate(eraser.state.H_forget[:, L].double(), L)
+    floor, full = eraser.ramp_from_rows()
+    assert floor == pytest.approx(max(0.0, float(retain.quantile(0.95))), abs=1e-3)
+    assert full == pytest.approx(min(1.0, float(forget.quantile(0.05))), abs=1e-3)
+    assert 0 <= floor < full <= 1
+    swapped = Eraser(eraser.direction, eraser.gate, eraser.config, eraser.diagnostics,
+                     dataclasses.replace(eraser.state, H_forget=eraser.state.H_retain, H_retain=eraser.state.H_forget,
+                                         forget_tags=eraser.state.retain_tags, retain_tags=eraser.state.forget_tags))
+    with pytest.raises(ValueError, match="overlap"):
+        swapped.ramp_from_rows()
+    with pytest.raises(ValueError, match="no fit state"):
+        Eraser(eraser.direction, eraser.gate, eraser.config).ramp_from_rows()

@@ -1,0 +1,72 @@
+"""The gate ramp (floor / full value) on the shipped and the hardened eraser: one row per setting,
+from the evaluations and attack reports in results/ramp/ (issue 24).
+
+    python scripts/ramp_table.py     # writes docs/robustness_ramp.md
+
+Each setting NAME has results/ramp/NAME.json (`python -m core evaluate ... --gate-floor F
+--gate-full T --json ...`) and results/ramp/NAME-attack.json (`python -m core attack ... --out
+results/ramp/NAME-attack.md`); scripts/reproduce.sh runs both for every row.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT_FORMATS = ("benign prefix", "instruction injection", "role-play", "answer prefilling", "multi-turn")
+
+
+def lowest_kept(ev: dict, vanilla: dict) -> float:
+    """The lowest retained / general metric (MCQ, cloze, ROUGE-L; image and text) as % of vanilla."""
+    return 100 * min(ev["splits"][s][m][k] / vanilla["splits"][s][m][k] for s in ("retain", "real")
+                     for m in ("image_text", "text_only") for k in ("classification", "cloze", "generation_rougeL"))
+
+
+def row(name: str, vanilla: dict) -> str:
+    ev = json.loads((ROOT / "results" / "ramp" / f"{name}.json").read_text())
+    attack = json.loads((ROOT / "results" / "ramp" / f"{name}-attack.json").read_text())
+    info, sp = ev["eraser"], ev["splits"]
+    adaptive = next(r for r in attack if r["attack"].startswith("adaptive PGD"))
+    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attack
+             if r["attack"].startswith(TEXT_FORMATS)}
+    worst = max(costs, key=costs.get)
+    return (f"| {Path(info['path']).name} | {info.get('gate_floor', 0.0):g} | {info.get('gate_full', 1.0):g} | "
+            f"{100 * adaptive['forget_erased']:.1f} | {adaptive['forget_gate']:.2f} | "
+            f"{costs[worst]:.1f} ({worst}) | {lowest_kept(ev, vanilla):.1f} | "
+            f"{100 * sp['forget']['image_text']['classification']:.1f} / "
+            f"{100 * sp['forget']['text_only']['classification']:.1f} | "
+            f"{100 * sp['test']['image_text']['classification']:.1f} / "
+            f"{100 * sp['test']['text_only']['classification']:.1f} | "
+            f"{100 * sp['forget']['image_text']['cloze']:.1f} |")
+
+
+def main() -> None:
+    folder = ROOT / "results" / "ramp"
+    names = sorted(p.stem for p in folder.glob("*.json") if not p.stem.endswith("-attack"))
+    missing = [n for n in names if not (folder / f"{n}-attack.json").is_file()]
+    if missing:
+        sys.exit(f"no attack report for {', '.join(missing)}: run its attack line of scripts/reproduce.sh")
+    if not names:
+        sys.exit("no results/ramp/*.json: run the ramp lines of scripts/reproduce.sh first")
+    vanilla = json.loads((ROOT / "results" / "vanilla.json").read_text())
+    lines = ["# The gate ramp: leaving retained inputs alone without opening the door to the attacker", "",
+             "The gate steers by `(g - floor)+ / (full - floor)`, capped at 1 when `full` < 1 "
+             "(`SteeringConfig.coefficient`; `--gate-floor`, `--gate-full`). Floor 0 and full 1 is the method's "
+             "`g`. Each row: `python -m core evaluate` and `python -m core attack --people 10 --eps 16 --steps 40` "
+             "with that setting (results/ramp/, rendered by `python scripts/ramp_table.py`). Adaptive PGD attacks "
+             "the gate the row steers with (eps 16/255, 40 steps) on 70 forget cloze questions; the text formats' "
+             "cost is the retained people's cloze answers lost beyond vanilla's under the same format; the lowest "
+             "kept is the lowest retained or general metric of the full evaluation as % of vanilla.", "",
+             "| eraser | floor | full | adaptive PGD: forget recovered | attacked gate | worst text-format retain "
+             "cost (points) | lowest retained / general metric (% of vanilla) | forget MCQ img / text | "
+             "test MCQ img / text | forget cloze |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [row(n, vanilla) for n in names]
+    out = ROOT / "docs" / "robustness_ramp.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
