@@ -725,7 +725,9 @@ def cmd_sequential(args: argparse.Namespace) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit,
                                                               "gate_layer": settings.get("gate_layer"),
-                                                              "joint_gate": settings.get("joint_gate")},
+                                                              "joint_gate": settings.get("joint_gate"),
+                                                              "gate_floor": settings.get("gate_floor", 0.0),
+                                                              "gate_full": settings.get("gate_full", 1.0)},
                                                    "results": results}, indent=2))
     print(table(results))
     if args.figure:

@@ -25,12 +25,15 @@ python -m core world --seed 0 --grid docs/portraits.png
 # (people by image, by name, general knowledge): a point of margin over the 97% target.
 # These are `fit --preset workbench`, the default (core.eraser.PRESETS): the line below equals
 #   fit ... --mode prefill --tune --ratio 1.0 --gamma 10 --retain-weight 0.3 --subject-gates --gate-retain 6400 --gate-position mean
-# Then the gate is one ridge gate fitted over layers 0-3 together (joint_gate), read in a first prompt pass up to
-# layer 3 and applied at the steered layer 1: the reading with the fewest fires on held-out people
-# (scripts/gate_heldout.py; docs/sequential.md says why). Pinned at what the tuner chose with the gate at layer 1
-# (layer 1 at 2.0), the tuner not rerun with it. The direction is the tuned fit's (same data, same seed).
+# Then the gate is one ridge gate fitted over layers 0-3 together (joint_gate), read up to layer 3 before the
+# steered layer 1 is steered: the reading with the fewest fires on held-out people (scripts/gate_heldout.py;
+# docs/sequential.md says why). Pinned at what the tuner chose with the gate at layer 1 (layer 1 at 2.0), the
+# tuner not rerun with it. The direction is the tuned fit's (same data, same seed). --gate-ramp reads the gate's
+# floor and full value off the fit's own rows (docs/robustness_ramp.md); runs/eraser-no-ramp is the same without.
 python scripts/gate_heldout.py
 python -m core fit --model assets/toy-llava --forget forget_10 --out assets/toy-llava-eraser --no-tune \
+  --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --gate-ramp --no-state
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-no-ramp --no-tune \
   --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --no-state
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
@@ -89,21 +92,39 @@ python -m core relearn --model assets/toy-llava-retain-only $(for m in ga ga_dif
   echo --model runs/baselines/$m; done) --json results/relearn.json
 python -m core sweep --out docs/ablations.md
 python -m core attack --out docs/robustness.md
-python -m core attack --people 5 --curve --curve-eps 8,16,32,64 --curve-steps 40 --eot 2 --out docs/robustness_budget.md
+python -m core attack --people 5 --curve --curve-only --curve-eps 8,16,32,64 --curve-steps 40 --eot 2 --out docs/robustness_budget.md
+python -m core attack --people 5 --curve --curve-only --curve-eps 8,16,32,64 --curve-steps 200 --eot 1 \
+  --out docs/robustness_budget_200.md
 python -m core sequential --json results/sequential.json --figure docs/sequential.png
 python -m core sequential --group 2 --json results/sequential_pairs.json --figure docs/sequential_pairs.png
 # the same with the two previous gate readings (docs/sequential.md, "Where the gate is read")
-python -m core sequential --methods vanilla,eraser --gate-layer 3 --json results/sequential_gate_layer3.json
+python -m core sequential --methods vanilla,eraser --gate-layer 3 --gate-floor 0 --gate-full 1 \
+  --json results/sequential_gate_layer3.json
 python -m core sequential --methods vanilla,eraser --eraser runs/eraser-own-layer --json results/sequential_own_layer.json
 python scripts/lookalikes.py
 python -m core attack --eraser runs/eraser-gate-layer3 --out docs/robustness_gate_layer3.md
 python -m core attack --eraser runs/eraser-own-layer --out docs/robustness_own_layer.md
-# adversarial gate fitting on the shipped eraser: the table, then the CLI recipe evaluated in full
-python scripts/adversarial_gate.py --rounds 3 --out docs/robustness_hardening_joint.md
+# adversarial gate fitting on the shipped eraser (without its ramp): the table, the two-sided variant, then the
+# CLI recipe evaluated in full
+python scripts/adversarial_gate.py --eraser runs/eraser-no-ramp --rounds 3 --out docs/robustness_hardening_joint.md
+python scripts/adversarial_gate.py --eraser runs/eraser-no-ramp --rounds 3 --open-rows 80 \
+  --out docs/robustness_hardening_two_sided.md
 python scripts/adversarial_gate.py --eraser runs/eraser-gate-layer3 --rounds 3 --out docs/robustness_hardening_gate_layer.md
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-hardened --no-tune --steer-layers 1 \
   --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 3
 python -m core evaluate --eraser runs/eraser-hardened --json results/eraser_hardened.json
+# the gate ramp (floor / full value) on the shipped and the hardened eraser: docs/robustness_ramp.md
+for row in "assets/toy-llava-eraser 0 1 ship-f0" "assets/toy-llava-eraser 0.15 1 ship-f15" \
+    "assets/toy-llava-eraser 0.25 1 ship-f25" "assets/toy-llava-eraser 0.15 0.5 ship-f15-t50" \
+    "assets/toy-llava-eraser 0.2 0.35 ship-f20-t35" "assets/toy-llava-eraser 0.15 0.35 ship-f15-t35" \
+    "runs/eraser-hardened 0 1 hard-f0" "runs/eraser-hardened 0.15 1 hard-f15" "runs/eraser-hardened 0.25 1 hard-f25" \
+    "runs/eraser-hardened 0.15 0.5 hard-f15-t50" "runs/eraser-hardened 0.23 0.39 hard-rows"; do
+  set -- $row
+  python -m core evaluate --eraser $1 --gate-floor $2 --gate-full $3 --json results/ramp/$4.json
+  python -m core attack --eraser $1 --gate-floor $2 --gate-full $3 --out results/ramp/$4-attack.md
+done
+cp results/eraser.json results/ramp/ship-rows.json; cp docs/robustness.json results/ramp/ship-rows-attack.json
+python scripts/ramp_table.py
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
 python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md
