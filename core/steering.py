@@ -60,6 +60,9 @@ class SteeringConfig:
         if not self.floor < self.full <= 1.0:
             raise ValueError(f"the gate's full-steering value must be in (floor, 1], got {self.full} (floor "
                              f"{self.floor})")
+        for s in self.strengths:
+            if not (abs(s) < 1e6):  # also rejects NaN
+                raise ValueError(f"steering strength {s} is not a usable number")
 
     def coefficient(self, g: torch.Tensor) -> torch.Tensor:
         """How much of the steering a gate value g asks for: g itself (the method), or with a
@@ -68,9 +71,6 @@ class SteeringConfig:
             return g
         c = (g - self.floor).clamp(min=0) / (self.full - self.floor)
         return c.clamp(max=1) if self.full < 1 else c
-        for s in self.strengths:
-            if not (abs(s) < 1e6):  # also rejects NaN
-                raise ValueError(f"steering strength {s} is not a usable number")
 
     @property
     def steered_layers(self) -> list[int]:
