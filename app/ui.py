@@ -135,10 +135,12 @@ def build(default: Workbench) -> gr.Blocks:
                             GATE_AT + [(f"layer {l}", l) for l in layer_choices], value="stored",
                             label="Gate read at (a deeper layer tells people apart; the blocks up to it run twice "
                                   "on the prompt)", elem_id="gate_at")
-                        floor = gr.Slider(0, 0.9, value=er.config.gate_floor if er else 0.0, step=0.05,
-                                          label="Gate floor (the gate steers by how far it is above it: inputs "
-                                                "whose gate stays under it are left exactly as they are)",
-                                          elem_id="gate_floor")
+                        floor = gr.Slider(0, 0.95, value=er.config.gate_floor if er else 0.0, step=0.001,
+                                          label="Gate floor (inputs whose gate stays under it are left exactly "
+                                                "as they are)", elem_id="gate_floor")
+                        full = gr.Slider(0.05, 1, value=er.config.gate_full if er else 1.0, step=0.001,
+                                         label="Gate full value (from it on the push is whole; between floor and "
+                                               "it, a part)", elem_id="gate_full")
                         run = gr.Button("Compare", variant="primary", elem_id="compare")
                     with gr.Column(scale=1):
                         original = gr.Textbox(label="Original model", interactive=False, elem_id="original")
@@ -363,12 +365,13 @@ def build(default: Workbench) -> gr.Blocks:
                 JOBS.finish(sess.id, job)
 
         @logged
-        def compare(sess, img, q, s, lay, m, gate_at_value="stored", floor_value=None):
+        def compare(sess, img, q, s, lay, m, gate_at_value="stored", floor_value=None, full_value=None):
             try:
                 chosen = [int(x) for x in lay]
                 gl = {None: "stored", "stored": "stored", "each": None}.get(gate_at_value)
                 gl = int(gate_at_value) if gl is None and gate_at_value != "each" else gl
-                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl, floor=floor_value)
+                res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl, floor=floor_value,
+                                          full=full_value)
             except UserError as exc:
                 return gr.update(), gr.update(), gr.update(), _err(exc)
             rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
@@ -402,7 +405,7 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return gr.update(), _err(exc)
 
-        inputs = [session, image, question, strength, layers, mode, gate_at, floor]
+        inputs = [session, image, question, strength, layers, mode, gate_at, floor, full]
         outputs = [original, steered, gates, status]
         upload.upload(load_upload, upload, [image, status], **LIGHT)
         run.click(compare, inputs, outputs, **LIGHT)
@@ -410,6 +413,7 @@ def build(default: Workbench) -> gr.Blocks:
         layers.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
         gate_at.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
         floor.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        full.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
         examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
         heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
         if gallery_items:

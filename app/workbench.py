@@ -105,16 +105,16 @@ def check_strength(strength) -> float:
     return s
 
 
-def check_floor(floor) -> float:
-    """The playground's gate floor, or a clear error (the steering refuses 1 and above: nothing
-    would ever steer)."""
+def check_ramp(value, what: str) -> float:
+    """The playground's gate floor or full value, or a clear error (a floor of 1 or more would
+    never steer; a full value above 1 would never steer whole)."""
     try:
-        f = float(floor)
+        v = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"Gate floor must be a number, got {floor!r}.") from None
-    if not 0 <= f < 1:
-        raise UserError(f"Gate floor {f} is outside [0, 1): at 1 or above nothing is ever steered.")
-    return f
+        raise UserError(f"Gate {what} must be a number, got {value!r}.") from None
+    if not 0 <= v <= 1 or (what == "floor" and v == 1):
+        raise UserError(f"Gate {what} {v} is outside [0, 1{')' if what == 'floor' else ']'}.")
+    return v
 
 
 def check_pgd(eps_255, step_255, steps) -> PGDConfig:
@@ -301,10 +301,11 @@ class Workbench:
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
                 max_new_tokens: int = 40, session: Session | None = None,
-                gate_layer: int | None | str = "stored", floor: float | None = None) -> Comparison:
+                gate_layer: int | None | str = "stored", floor: float | None = None,
+                full: float | None = None) -> Comparison:
         """Original and steered greedy answers to one input, and the per-layer gates.
         gate_layer: where the gate is read (None: at each steered layer; "stored": the eraser's);
-        floor: the gate floor (None: the eraser's)."""
+        floor / full: the gate ramp (None: the eraser's)."""
         eraser = self.eraser_for(session)
         q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
@@ -313,9 +314,14 @@ class Workbench:
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
+        f = eraser.config.gate_floor if floor is None else check_ramp(floor, "floor")
+        t = eraser.config.gate_full if full is None else check_ramp(full, "full value")
+        if not f < t:
+            raise UserError(f"Gate floor {f} must stay under the gate full value {t}: lower the floor or raise "
+                            "the full value.")
         try:
             handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer,
-                                  floor=None if floor is None else check_floor(floor))
+                                  floor=f, full=t)
         except ValueError as exc:  # a gate layer without a gate, a latched gate in every_step mode
             raise UserError(f"{exc}.") from exc
         with handle as h:

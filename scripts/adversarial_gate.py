@@ -80,7 +80,7 @@ def main() -> None:
         name = f"{'two-sided ' if opening else ''}hardened, {k} round{'s' if k > 1 else ''}"
         results[name] = measure(adapter, current, fq, rq, cfg)
         print(name, results[name])
-    lines = [f"# Adversarial gate fitting on the shipped model\n\n`python scripts/adversarial_gate.py"
+    lines = ["# Adversarial gate fitting on the shipped model\n\n`python scripts/adversarial_gate.py"
              + ("" if args.eraser == "assets/toy-llava-eraser" else f" --eraser {args.eraser}")
              + f" --rounds {args.rounds} --per-person {args.per_person} --steps {args.steps}"
              + (f" --open-rows {args.open_rows}" if args.open_rows else "")

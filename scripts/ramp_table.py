@@ -31,7 +31,12 @@ def row(name: str, vanilla: dict) -> str:
     costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attack
              if r["attack"].startswith(TEXT_FORMATS)}
     worst = max(costs, key=costs.get)
-    return (f"| {Path(info['path']).name} | {info.get('gate_floor', 0.0):g} | {info.get('gate_full', 1.0):g} | "
+    floor, full = info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
+    how = ("the method (no ramp)" if (floor, full) == (0.0, 1.0) else
+           "read off the fit's rows (`--gate-ramp`)" if name.endswith("-rows") else "picked by hand")
+    if info["path"] == "assets/toy-llava-eraser" and name.endswith("-rows"):
+        how = f"**shipped**: {how}"
+    return (f"| {Path(info['path']).name} | {floor:g} | {full:g} | {how} | "
             f"{100 * adaptive['forget_erased']:.1f} | {adaptive['forget_gate']:.2f} | "
             f"{costs[worst]:.1f} ({worst}) | {lowest_kept(ev, vanilla):.1f} | "
             f"{100 * sp['forget']['image_text']['classification']:.1f} / "
@@ -58,11 +63,23 @@ def main() -> None:
              "the gate the row steers with (eps 16/255, 40 steps) on 70 forget cloze questions; the text formats' "
              "cost is the retained people's cloze answers lost beyond vanilla's under the same format; the lowest "
              "kept is the lowest retained or general metric of the full evaluation as % of vanilla.", "",
-             "| eraser | floor | full | adaptive PGD: forget recovered | attacked gate | worst text-format retain "
+             "| eraser | floor | full | how the setting was chosen | adaptive PGD: forget recovered | attacked gate | worst text-format retain "
              "cost (points) | lowest retained / general metric (% of vanilla) | forget MCQ img / text | "
              "test MCQ img / text | forget cloze |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [row(n, vanilla) for n in names]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def order(name: str):
+        info = json.loads((folder / f"{name}.json").read_text())["eraser"]
+        return info["path"] != "assets/toy-llava-eraser", info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
+    lines += [row(n, vanilla) for n in sorted(names, key=order)]
+    lines += ["", "The hardened eraser's rows give 0.228 / 0.394 (`Eraser.ramp_from_rows`), run rounded to two "
+              "decimals. The hand-picked rows were chosen looking at this table, on the same forget people it "
+              "measures (the world has no held-out forget people), so they show what a ramp can do here, not a "
+              "recipe; the shipped ramp is the rule's, fixed before its row was measured. A floor alone (full 1) "
+              "helps retained people and hands the attacker the floor; a full value under 1 makes a gate pushed "
+              "part of the way down steer most of the way. On the hardened gate no setting separates the attacked "
+              "forget images (mean gate 0.46) from the tail of retained people's gates, so each setting that stops "
+              "the attack also steers retained questions."]
     out = ROOT / "docs" / "robustness_ramp.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

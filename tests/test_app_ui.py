@@ -129,28 +129,32 @@ def test_reading_the_gate_at_a_deeper_layer_reruns_the_comparison(page):
 
 
 def test_a_gate_floor_above_the_portraits_gate_gives_the_original_answer(page):
-    """The playground's gate floor: set just above the forget portrait's gate, the steered answer
-    is the original one (nothing steers); back at 0, the refusal returns."""
+    """The playground's gate ramp: with the full value at 1 and the floor just above the forget
+    portrait's gate, the steered answer is the original one (nothing steers); back at the
+    eraser's own ramp, the refusal returns."""
     _pick(page, "FORGET")
     if not page.locator("#layers input[name='1']").is_checked():  # a layer test above may have unticked it
         page.locator("#layers label").filter(has_text="1").first.click()
+    stored = (float(page.locator("#gate_floor input[type=number]").input_value()),
+              float(page.locator("#gate_full input[type=number]").input_value()))
     _set_strength(page, "2")  # the shipped strength (the first test leaves it at 0)
-    set_slider(page, "gate_floor", 0)
     page.click("#compare")
     page.wait_for_function("() => { const a = document.querySelector('#original textarea').value;"
                            " const b = document.querySelector('#steered textarea').value; return a && b && a !== b; }",
                            timeout=30_000)
     page.wait_for_timeout(1000)  # a comparison the slider's release started may still land
     original, refused = _value(page, "original"), _value(page, "steered")
-    assert refused != original
     gate = float(page.locator("#gates [data-testid='cell-1-2']").inner_text())
     floor = round(math.ceil((gate + 0.01) / 0.05) * 0.05, 2)
-    assert 0 < floor <= 0.9, gate
+    assert 0 < floor <= 0.95, gate
+    set_slider(page, "gate_full", 1)
     set_slider(page, "gate_floor", floor)
     page.click("#compare")
     page.wait_for_function("() => document.querySelector('#steered textarea').value === "
                            "document.querySelector('#original textarea').value", timeout=30_000)
-    set_slider(page, "gate_floor", 0)
+    assert _value(page, "original") == original
+    set_slider(page, "gate_floor", stored[0])
+    set_slider(page, "gate_full", stored[1])
     page.click("#compare")
     page.wait_for_function("(r) => document.querySelector('#steered textarea').value === r", arg=refused,
                            timeout=30_000)

@@ -100,6 +100,12 @@ def test_compare_with_a_gate_floor_above_the_gate_answers_as_the_model_does():
     for bad in (1.0, -0.2, "high"):
         with pytest.raises(UserError, match="Gate floor"):
             wb.compare(img, q, 3.0, [0, 1], floor=bad)
+    with pytest.raises(UserError, match="Gate full value 1.5 is outside"):
+        wb.compare(img, q, 3.0, [0, 1], full=1.5)
+    with pytest.raises(UserError, match="must stay under the gate full value 0.3: lower the floor"):
+        wb.compare(img, q, 3.0, [0, 1], floor=0.5, full=0.3)
+    ramp = wb.compare(img, q, 3.0, [0, 1], floor=0.0, full=top / 2)  # every gate above full: the whole push
+    assert ramp.steered != moved.original
     assert hook_count(wb.adapter) == 0
 
 
