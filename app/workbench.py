@@ -376,8 +376,13 @@ class Workbench:
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
         H: dict[str, torch.Tensor] = {}
-        eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
-                            progress=progress, should_stop=should_stop, activations=H)
+        try:
+            eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
+                                progress=progress, should_stop=should_stop, activations=H)
+        except UserError:
+            raise
+        except ValueError as exc:  # e.g. a gate ramp read off rows that do not separate
+            raise UserError(f"{exc}.") from exc
         if session is not None:  # the views of this session now work on this forget set
             session.data = None if data.builder is not None else data
         if kind == "recall" and not (session is not None and session.recall_images):

@@ -255,7 +255,7 @@ def _preset_config(args, num_layers: int):
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
                    strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
-                   gate_floor=args.gate_floor, gate_full=args.gate_full,
+                   gate_floor=args.gate_floor, gate_full=args.gate_full, gate_ramp=args.gate_ramp or None,
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -332,8 +332,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         retain_prompts=opening)
         eraser.config.adversarial_rounds = args.adversarial_rounds
         eraser.config.adversarial_open = len(opening)
-    if args.gate_ramp:
-        eraser.config.gate_floor, eraser.config.gate_full = eraser.ramp_from_rows()
+    if args.gate_ramp:  # Eraser.fit and every hardening round read it off the rows (EraserConfig.gate_ramp)
         print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
               f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 

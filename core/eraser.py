@@ -125,6 +125,9 @@ class EraserConfig:
     # pushed part of the way down still steers (fit / evaluate / attack --gate-floor / --gate-full)
     gate_floor: float = 0.0
     gate_full: float = 1.0
+    # read the floor and full value off the fit's own rows (`ramp_from_rows`) at the fit and again at
+    # every refit of a request or hardening round, so that they follow the rows (fit --gate-ramp)
+    gate_ramp: bool = False
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
     # rows each round (core.hardening; fit --adversarial-open)
@@ -162,6 +165,8 @@ class EraserConfig:
         number("gate_variants", 0.0, 10.0)
         number("gate_floor", 0.0, 0.99)
         number("gate_full", 0.01, 1.0)
+        if not isinstance(self.gate_ramp, bool):
+            raise ValueError(f"eraser config field 'gate_ramp' must be true or false, got {self.gate_ramp!r}")
         if not self.gate_floor < self.gate_full:
             raise ValueError(f"eraser config field 'gate_full' ({self.gate_full}) must be above 'gate_floor' "
                              f"({self.gate_floor})")
@@ -217,7 +222,7 @@ class EraserConfig:
 # hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
 RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
                  "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate", "gate_floor",
-                 "gate_full")
+                 "gate_full", "gate_ramp")
 
 
 def recipe_of(config: EraserConfig) -> dict:
@@ -418,7 +423,10 @@ class Eraser:
                              H_erase.float() if keep else None, list(era_tags) if keep else [])
             if not config.requests:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
-        return cls(direction, gate, config, diagnostics, state, joint)
+        eraser = cls(direction, gate, config, diagnostics, state, joint)
+        if config.gate_ramp:  # the rows must separate at a first fit (a clear error otherwise)
+            config.gate_floor, config.gate_full = eraser.ramp_from_rows()
+        return eraser
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
@@ -452,7 +460,13 @@ class Eraser:
             config.subjects = []
         gate, diagnostics, joint = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
-        return Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint)
+        new = Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint)
+        if config.gate_ramp:  # the ramp follows the refitted gate; where the rows overlap, the previous ramp stays
+            try:
+                config.gate_floor, config.gate_full = new.ramp_from_rows(rows=(H_forget, H_retain))
+            except ValueError:
+                pass
+        return new
 
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
@@ -533,17 +547,20 @@ class Eraser:
             return [self.config.gate_layer]
         return self.steered_layers
 
-    def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05) -> tuple[float, float]:
+    def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05,
+                       rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float]:
         """A gate ramp read off the fit's own rows (`state`): the floor at the `retain_q` quantile
         of the retain rows' gates (retained inputs the gate was fitted to keep quiet), full
         steering from the `forget_q` quantile of the forget rows' (attacked rows included after
-        hardening). Data-driven, so that the ramp is not tuned on an evaluation."""
-        if self.state is None:
+        hardening). Data-driven, so that the ramp is not tuned on an evaluation. `rows`: (forget,
+        retain) activations (N, L, d) to read it off instead of the fit state's."""
+        if rows is None and self.state is None:
             raise ValueError("the gate ramp is read off the fit's rows: this eraser holds no fit state (fit it "
                              "again with one gate per subject, which keeps it, or give --gate-floor / --gate-full)")
+        H_forget, H_retain = rows if rows is not None else (self.state.H_forget, self.state.H_retain)
         layers = self.gate_layers
-        retain = self.read_gate(self.state.H_retain[:, layers].double(), layers)
-        forget = self.read_gate(self.state.H_forget[:, layers].double(), layers)
+        retain = self.read_gate(H_retain[:, layers].double(), layers)
+        forget = self.read_gate(H_forget[:, layers].double(), layers)
         floor = max(0.0, float(retain.quantile(retain_q)))
         full = min(1.0, float(forget.quantile(forget_q)))
         if not floor + 0.01 < full:

@@ -78,7 +78,13 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
     gate, diagnostics, joint = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
     direction = eraser.direction.clone() if direction is None else direction.double()
     diagnostics["direction_norm"] = direction.norm(dim=-1)
-    return Eraser(direction, gate, config, diagnostics, state, joint)
+    new = Eraser(direction, gate, config, diagnostics, state, joint)
+    if config.gate_ramp:  # the ramp follows the rows; where they overlap now, the previous ramp stays
+        try:
+            config.gate_floor, config.gate_full = new.ramp_from_rows()
+        except ValueError:
+            pass
+    return new
 
 
 def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int = 16,

@@ -100,6 +100,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
             first_direction = eraser.direction
         done += req
         row = {"request": k + 1, "people": len(done), "update_s": cost.seconds, "update_peak_mb": cost.peak_mb,
+               "gate_floor": eraser.config.gate_floor, "gate_full": eraser.config.gate_full,
                **_scores(adapter, data, done, [i for i in ids if i not in done], cfg,
                          steering=lambda: eraser.apply(adapter))}
         log(f"eraser, request {k + 1}: {row}")

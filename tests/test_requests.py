@@ -78,6 +78,24 @@ def _contrast_of(tag, seed):
             [Prompt("sorry cannot share the name", random_image(seed * 10 + 5 + i), tag) for i in range(3)])
 
 
+def test_a_ramp_read_off_the_rows_follows_them_at_every_request():
+    """gate_ramp: the fit reads the floor and full value off its rows, and each request reads them
+    again off the grown (or shrunk) rows, equal to a fit from scratch of the same set."""
+    a = tiny_adapter("llava")
+    recall, erase = _contrast()
+    cfg = dict(CFG, gamma=1e-6, retain_weight=5.0, gate_ramp=True)
+    first = Eraser.fit(a, _person("p0", 1), _retain(), recall, erase, EraserConfig(**cfg))
+    assert (first.config.gate_floor, first.config.gate_full) == first.ramp_from_rows()
+    grown = add_subjects(first, a, _person("p1", 2))
+    assert (grown.config.gate_floor, grown.config.gate_full) == grown.ramp_from_rows()
+    scratch = Eraser.fit(a, _person("p0", 1) + _person("p1", 2), _retain(), recall, erase, EraserConfig(**cfg))
+    assert grown.config.gate_floor == pytest.approx(scratch.config.gate_floor, abs=2e-3)
+    assert grown.config.gate_full == pytest.approx(scratch.config.gate_full, abs=2e-3)
+    assert (first.config.gate_floor, first.config.gate_full) != (grown.config.gate_floor, grown.config.gate_full)
+    shrunk = remove_subjects(grown, ["p1"])
+    assert (shrunk.config.gate_floor, shrunk.config.gate_full) == shrunk.ramp_from_rows()
+
+
 def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forgotten(tmp_path):
     """With the new subject's recall / erase prompts the direction is the mean difference over
     everyone forgotten (a fit from scratch on the same prompts, direction and gates); the fit state
