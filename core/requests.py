@@ -66,9 +66,11 @@ def with_retain_rows(state: FitState, H: torch.Tensor, tags: Sequence[str]) -> F
     return replace(state, H_retain=torch.cat([state.H_retain, H.float()]), retain_tags=state.retain_tags + list(tags))
 
 
-def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Tensor | None = None) -> Eraser:
+def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Tensor | None = None,
+               ramp: bool = True) -> Eraser:
     """A new eraser with every gate solved again on `state`, the history extended by `entry`, and
-    `direction` (default: the eraser's own)."""
+    `direction` (default: the eraser's own). `ramp`: read a rows-based gate ramp again (False
+    keeps it: a withdrawal must not move anyone else's answers)."""
     config = EraserConfig(**{**asdict(eraser.config), "model": dict(eraser.config.model),
                              "counts": dict(eraser.config.counts), "requests": list(eraser.config.requests)})
     config.subjects, labels = subject_labels(state.forget_tags)
@@ -79,7 +81,7 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
     direction = eraser.direction.clone() if direction is None else direction.double()
     diagnostics["direction_norm"] = direction.norm(dim=-1)
     new = Eraser(direction, gate, config, diagnostics, state, joint)
-    if config.gate_ramp:  # the ramp follows the rows; where they overlap now, the previous ramp stays
+    if config.gate_ramp and ramp:  # the ramp follows the rows; where they overlap now, the previous ramp stays
         try:
             config.gate_floor, config.gate_full = new.ramp_from_rows()
         except ValueError:
@@ -172,4 +174,4 @@ def remove_subjects(eraser: Eraser, subjects: Sequence[str], repeats: int = WITH
         ek = [i for i, t in enumerate(state.erase_tags) if t not in set(gone)]
         shrunk = replace(shrunk, H_recall=state.H_recall[rk], recall_tags=[state.recall_tags[i] for i in rk],
                          H_erase=state.H_erase[ek], erase_tags=[state.erase_tags[i] for i in ek])
-    return refit_with(eraser, shrunk, request_entry("remove", gone, ""))
+    return refit_with(eraser, shrunk, request_entry("remove", gone, ""), ramp=False)

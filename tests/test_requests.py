@@ -78,9 +78,10 @@ def _contrast_of(tag, seed):
             [Prompt("sorry cannot share the name", random_image(seed * 10 + 5 + i), tag) for i in range(3)])
 
 
-def test_a_ramp_read_off_the_rows_follows_them_at_every_request():
-    """gate_ramp: the fit reads the floor and full value off its rows, and each request reads them
-    again off the grown (or shrunk) rows, equal to a fit from scratch of the same set."""
+def test_a_ramp_read_off_the_rows_follows_them_when_subjects_are_added():
+    """gate_ramp: the fit reads the floor and full value off its rows, and each added subject reads
+    them again off the grown rows, equal to a fit from scratch of the same set; a withdrawal keeps
+    them (it must not move anyone else)."""
     a = tiny_adapter("llava")
     recall, erase = _contrast()
     cfg = dict(CFG, gamma=1e-6, retain_weight=5.0, gate_ramp=True)
@@ -92,8 +93,8 @@ def test_a_ramp_read_off_the_rows_follows_them_at_every_request():
     assert grown.config.gate_floor == pytest.approx(scratch.config.gate_floor, abs=2e-3)
     assert grown.config.gate_full == pytest.approx(scratch.config.gate_full, abs=2e-3)
     assert (first.config.gate_floor, first.config.gate_full) != (grown.config.gate_floor, grown.config.gate_full)
-    shrunk = remove_subjects(grown, ["p1"])
-    assert (shrunk.config.gate_floor, shrunk.config.gate_full) == shrunk.ramp_from_rows()
+    shrunk = remove_subjects(grown, ["p1"])  # a withdrawal keeps the ramp: nobody else's answers may move
+    assert (shrunk.config.gate_floor, shrunk.config.gate_full) == (grown.config.gate_floor, grown.config.gate_full)
 
 
 def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forgotten(tmp_path):
