@@ -333,6 +333,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         eraser.config.adversarial_rounds = args.adversarial_rounds
         eraser.config.adversarial_open = len(opening)
     if args.gate_ramp:  # Eraser.fit and every hardening round read it off the rows (EraserConfig.gate_ramp)
+        eraser.ramp_from_rows()  # rows that do not separate: a clear error, nothing written
         print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
               f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 

@@ -424,8 +424,11 @@ class Eraser:
             if not config.requests:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
         eraser = cls(direction, gate, config, diagnostics, state, joint)
-        if config.gate_ramp:  # the rows must separate at a first fit (a clear error otherwise)
-            config.gate_floor, config.gate_full = eraser.ramp_from_rows()
+        if config.gate_ramp:  # where the rows do not separate, the config's ramp stays (fit --gate-ramp refuses)
+            try:
+                config.gate_floor, config.gate_full = eraser.ramp_from_rows()
+            except ValueError:
+                pass
         return eraser
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
