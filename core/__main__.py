@@ -387,7 +387,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     steering, info = None, None
     if args.eraser:
         from core.eraser import Eraser
-        eraser = _gate_layer(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
+        eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
         strength = eraser.config.strength if args.strength is None else args.strength
         layers = _parse_layers(args.layers) or eraser.config.steer_layers or eraser.config.layers
         mode = args.mode or eraser.config.mode
@@ -418,7 +418,16 @@ def _joint(args: argparse.Namespace) -> list[int] | None:
     return None if text is None else _numbers(text, int, "--joint-gate")
 
 
-def _gate_layer(eraser, args: argparse.Namespace, num_layers: int):
+def ramp_options(p: argparse.ArgumentParser) -> None:
+    """--gate-floor / --gate-full (the gate ramp, core.steering.SteeringConfig.coefficient)."""
+    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
+                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
+                        "they are (default: the eraser's, 0 when fitted without it)")
+    p.add_argument("--gate-full", type=float, default=None, metavar="T",
+                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
+
+
+def _eraser_options(eraser, args: argparse.Namespace, num_layers: int):
     """Apply --gate-layer (read the gate at that layer, before the steered ones) and --gate-floor to
     a loaded eraser."""
     from dataclasses import replace
@@ -489,7 +498,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                  prefix_facts)
     torch.set_num_threads(args.threads)
     adapter = load_model(args)
-    eraser = _gate_layer(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
+    eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
@@ -848,11 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-layer", type=int, default=None,
                    help="read the gate at this (deeper) layer before steering and apply it at the steered "
                         "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
-    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
-                        "they are (default: the eraser's, 0 when fitted without it)")
-    p.add_argument("--gate-full", type=float, default=None, metavar="T",
-                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
+    ramp_options(p)
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="one gate fitted over these layers together (their activations side by side), read in a "
                         "the prompt pass before the steered layers; instead of --gate-layer (docs/sequential.md)")
@@ -932,11 +937,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
     p.add_argument("--gate-layer", type=int, default=None,
                    help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
-    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
-                        "they are (default: the eraser's, 0 when fitted without it)")
-    p.add_argument("--gate-full", type=float, default=None, metavar="T",
-                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
+    ramp_options(p)
     p.set_defaults(func=cmd_attack)
 
     p = sub.add_parser("relearn", help="relearning attack on weight-edited models (fixed fine-tuning budget)",
@@ -1023,11 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--withdraw", type=int, default=3)
     p.add_argument("--gate-layer", type=int, default=None,
                    help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
-    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
-                        "they are (default: the eraser's, 0 when fitted without it)")
-    p.add_argument("--gate-full", type=float, default=None, metavar="T",
-                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
+    ramp_options(p)
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
@@ -1071,11 +1068,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-layer", type=int, default=None,
                    help="read the eraser's gate at this layer, before steering, and apply it at the steered "
                         "layers (default: the eraser's setting; each steered layer reads its own)")
-    p.add_argument("--gate-floor", type=float, default=None, metavar="F",
-                   help="the gate steers by (g - F)+ / (T - F): inputs whose gate stays under F are left exactly as "
-                        "they are (default: the eraser's, 0 when fitted without it)")
-    p.add_argument("--gate-full", type=float, default=None, metavar="T",
-                   help="the gate value that steers fully, capped there when under 1 (default: the eraser's, 1)")
+    ramp_options(p)
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -423,13 +423,7 @@ class Eraser:
                              H_erase.float() if keep else None, list(era_tags) if keep else [])
             if not config.requests:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
-        eraser = cls(direction, gate, config, diagnostics, state, joint)
-        if config.gate_ramp:  # where the rows do not separate, the config's ramp stays (fit --gate-ramp refuses)
-            try:
-                config.gate_floor, config.gate_full = eraser.ramp_from_rows()
-            except ValueError:
-                pass
-        return eraser
+        return cls(direction, gate, config, diagnostics, state, joint).follow_ramp()
 
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
@@ -463,13 +457,7 @@ class Eraser:
             config.subjects = []
         gate, diagnostics, joint = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
-        new = Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint)
-        if config.gate_ramp:  # the ramp follows the refitted gate; where the rows overlap, the previous ramp stays
-            try:
-                config.gate_floor, config.gate_full = new.ramp_from_rows(rows=(H_forget, H_retain))
-            except ValueError:
-                pass
-        return new
+        return Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint).follow_ramp((H_forget, H_retain))
 
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
@@ -570,6 +558,17 @@ class Eraser:
             raise ValueError(f"the fit's rows overlap: {100 * retain_q:g}% of the retain rows' gates reach {floor:.3f}, "
                              f"{100 * forget_q:g}% of the forget rows' stay under {full:.3f}, so no ramp separates them")
         return round(floor, 3), round(full, 3)
+
+    def follow_ramp(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> "Eraser":
+        """With `config.gate_ramp`, read the ramp again off the rows (the fit state's, or `rows`)
+        after a fit or refit; where the rows do not separate, the ramp the config holds stays
+        (`fit --gate-ramp` refuses such rows itself). Returns this eraser."""
+        if self.config.gate_ramp:
+            try:
+                self.config.gate_floor, self.config.gate_full = self.ramp_from_rows(rows=rows)
+            except ValueError:
+                pass
+        return self
 
     def apply(self, adapter: VLMAdapter, strength: float | Sequence[float] | Mapping[int, float] | None = None,
               layers: Iterable[int] | None = None, mode: str | None = None, gated: bool = True,

@@ -81,12 +81,7 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
     direction = eraser.direction.clone() if direction is None else direction.double()
     diagnostics["direction_norm"] = direction.norm(dim=-1)
     new = Eraser(direction, gate, config, diagnostics, state, joint)
-    if config.gate_ramp and ramp:  # the ramp follows the rows; where they overlap now, the previous ramp stays
-        try:
-            config.gate_floor, config.gate_full = new.ramp_from_rows()
-        except ValueError:
-            pass
-    return new
+    return new.follow_ramp() if ramp else new
 
 
 def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int = 16,

@@ -149,7 +149,8 @@ class _Request:
         self.trace.append((layer, h.shape[1], s != 0))
         if s == 0:
             return h
-        delta = (s * self.config.coefficient(g)).to(device=h.device, dtype=h.dtype)[:, None, None] * self.on("direction", h, h.dtype)[layer]
+        coef = self.config.coefficient(g).to(device=h.device, dtype=h.dtype)
+        delta = (s * coef)[:, None, None] * self.on("direction", h, h.dtype)[layer]
         return h + delta
 
     def _gate(self, layer: int, h: torch.Tensor, prefill: bool) -> torch.Tensor:
@@ -249,18 +250,14 @@ class _GatePassDone(Exception):
     """Ends a gate pass at the layer its gate is read at."""
 
 
-def _first_steered(r: "_Request") -> int | None:
-    return next((l for l, s in enumerate(r.config.strengths) if s != 0), None)
-
-
 def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:
     """Whether the gate can be read inside the prompt pass (`_read_ahead`): some layer is steered,
     and the blocks run ahead share one attention type (a model mixing sliding-window and full
     attention gives them other masks or rotary tables, which a block's own call does not show)."""
-    start = _first_steered(r)
-    if start is None:
+    steered = r.config.steered_layers
+    if not steered:
         return False
-    ahead = range(start, r.gate_from[-1] + 1)
+    ahead = range(steered[0], r.gate_from[-1] + 1)
     return len({getattr(blocks[j], "attention_type", None) for j in ahead}) <= 1
 
 
@@ -271,7 +268,7 @@ def _read_ahead(r: "_Request", layer: int, h: torch.Tensor, blocks: torch.nn.Mod
     without the KV cache, their hooks reading the rest. The gate equals `_gate_pass`'s and costs
     those blocks only (nothing when every gate layer comes before the first steered one): the
     vision tower, the embeddings and the blocks before the steered layer do not run twice."""
-    start = _first_steered(r)
+    start = r.config.steered_layers[0]  # there is one: `_can_read_ahead`
     if layer < start:
         if layer in r.gate_from and r._read_in_gate_pass(layer, h):  # this layer's part; True at the deepest
             _show_gate(r)

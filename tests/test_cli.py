@@ -252,15 +252,15 @@ def test_gate_layer_flag_on_a_joint_gate_reads_that_layers_own_gate():
     """evaluate/attack --gate-layer on the shipped eraser (a joint gate over layers 0-3): that
     layer's own gate decides instead; without the flag the joint gate stays."""
     import argparse
-    from core.__main__ import _gate_layer
+    from core.__main__ import _eraser_options
     from core.eraser import Eraser
     e = Eraser.from_pretrained("assets/toy-llava-eraser")
     assert e.config.joint_gate == [0, 1, 2, 3] and e.gate_layers == [0, 1, 2, 3]
-    assert _gate_layer(e, argparse.Namespace(gate_layer=None), 4).config.joint_gate == [0, 1, 2, 3]
-    three = _gate_layer(e, argparse.Namespace(gate_layer=3), 4)
+    assert _eraser_options(e, argparse.Namespace(gate_layer=None), 4).config.joint_gate == [0, 1, 2, 3]
+    three = _eraser_options(e, argparse.Namespace(gate_layer=3), 4)
     assert three.config.joint_gate is None and three.gate_layers == [3]
     with pytest.raises(ValueError, match="gate_layer 7 must be a fitted layer"):
-        _gate_layer(Eraser.from_pretrained("assets/toy-llava-eraser"), argparse.Namespace(gate_layer=7), 4)
+        _eraser_options(Eraser.from_pretrained("assets/toy-llava-eraser"), argparse.Namespace(gate_layer=7), 4)
 
 
 def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, capsys):
