@@ -72,14 +72,25 @@ def spectrum(eigenvalues: torch.Tensor, k: int, layer: int) -> go.Figure:
     return fig
 
 
-def gate_histogram(forget: torch.Tensor, retain: torch.Tensor, layer: int) -> go.Figure:
-    """Distribution of the gate c(h) on forget (target 1) and retain (target 0) activations."""
+def gate_histogram(forget: torch.Tensor, retain: torch.Tensor, title: str,
+                   ramp: tuple[float, float] | None = None) -> go.Figure:
+    """Distribution of the gate c(h) on forget (target 1) and retain (target 0) activations; with
+    a ramp (floor, full value), its two lines and the rows on the wrong side of each: retain rows
+    over the floor are steered, forget rows under the full value are steered only in part."""
     fig = go.Figure()
     fig.add_histogram(x=forget.tolist(), name="forget (target 1)", marker_color=FORGET, opacity=0.7,
                       histnorm="probability", nbinsx=40)
     fig.add_histogram(x=retain.tolist(), name="retain (target 0)", marker_color=RETAIN, opacity=0.7,
                       histnorm="probability", nbinsx=40)
-    fig.update_layout(**{**LAYOUT, "height": 340}, barmode="overlay", title=f"Layer {layer}: gate values",
+    if ramp is not None:
+        floor, full = ramp
+        over = 100 * float((retain > floor).double().mean()) if len(retain) else 0.0
+        under = 100 * float((forget < full).double().mean()) if len(forget) else 0.0
+        fig.add_vline(x=floor, line_dash="dash", line_color=RETAIN,
+                      annotation_text=f"floor {floor:.3f}: {over:.1f}% of retain rows over it")
+        fig.add_vline(x=full, line_dash="dash", line_color=FORGET, annotation_position="bottom right",
+                      annotation_text=f"full {full:.3f}: {under:.1f}% of forget rows under it")
+    fig.update_layout(**{**LAYOUT, "height": 340}, barmode="overlay", title=title,
                       xaxis_title="c(h) = h . u", yaxis_title="share")
     return fig
 

@@ -294,6 +294,8 @@ def build(default: Workbench) -> gr.Blocks:
                 with gr.Row():
                     ns_spectrum = gr.Plot(elem_id="ns_spectrum")
                     ns_hist = gr.Plot(elem_id="ns_hist")
+                ns_decision = gr.Plot(elem_id="ns_decision", label="The gate that decides the steering, with the "
+                                      "playground's gate floor and full value (the defence's ramp)")
                 ns_table = gr.Dataframe(headers=["layer", "k", "leakage ||H_r P||/||H_r||", "forget energy in null",
                                                  "mean forget gate", "mean retain gate", "max |retain gate|",
                                                  "|d_erase|", "gate AUC (fit rows)"], label="Per layer",
@@ -593,40 +595,45 @@ def build(default: Workbench) -> gr.Blocks:
         map_stop.click(stopper("map"), session, None, **INTERNAL)
 
         # ---- null space
-        @logged
-        def show_null(sess, layer):
-            try:
-                wb = wb_of(sess)
-                spec, hist, rows = wb.nullspace_view(wb.eraser_for(sess), layer)
-                return spec, hist, rows, ""
-            except UserError as exc:
-                return gr.update(), gr.update(), gr.update(), _err(exc)
+        null_in, null_out = [session, ns_layer, floor, full], [ns_spectrum, ns_hist, ns_decision, ns_table, ns_status]
 
         @logged
-        def refit(sess, layer, ratio, gamma, weight, per_person, progress=gr.Progress()):
+        def show_null(sess, layer, floor_value, full_value):
+            try:
+                wb = wb_of(sess)
+                return *wb.nullspace_view(wb.eraser_for(sess), layer, floor_value, full_value), ""
+            except UserError as exc:
+                return (gr.update(),) * 4 + (_err(exc),)
+
+        @logged
+        def refit(sess, layer, ratio, gamma, weight, per_person, floor_value, full_value, progress=gr.Progress()):
             wb = wb_of(sess)
             progress(0.2, desc="activations of the fit sets (cached after the first time)")
             new, msg = run_job(sess, "map", lambda job: wb.refit(
                 wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
                 progress=_progress(progress), should_stop=job.should_stop))
             if new is None:
-                return (sess,) + (gr.update(),) * 3 + (msg,)
+                return (sess,) + (gr.update(),) * 4 + (msg,)
             sess.eraser = new
-            spec, hist, rows = wb.nullspace_view(sess.eraser, layer)
+            try:
+                views = wb.nullspace_view(sess.eraser, layer, floor_value, full_value)
+            except UserError as exc:
+                return (sess,) + (gr.update(),) * 4 + (_err(exc),)
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
-            return sess, spec, hist, rows, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
+            return sess, *views, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
                                             f"weight {float(weight):g}, {gates}: this session's playground, map "
                                             "and evaluation now use it.")
 
-        ns_layer.change(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
-                        api_visibility="private", **LIGHT)
+        ns_layer.change(show_null, null_in, null_out, api_visibility="private", **LIGHT)
+        for slider in (floor, full):  # the ramp drawn over the gate follows the playground's sliders
+            slider.release(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         # a new eraser for this session (Forget someone): its null space is shown at once
         someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts, someone_add],
                           [session, someone_status], **HEAVY).then(
-            show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status], api_visibility="private",
-            **LIGHT).then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
-                       [session, ns_spectrum, ns_hist, ns_table, ns_status], **HEAVY)
+            show_null, null_in, null_out, api_visibility="private", **LIGHT).then(
+            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person, floor, full],
+                       [session, *null_out], **HEAVY)
 
         # ---- evaluate
         @logged
@@ -701,8 +708,7 @@ def build(default: Workbench) -> gr.Blocks:
 
         for i, btn in enumerate(learn_buttons):
             btn.click(learn_to(i), [session, layers], [tabs, image, strength], **INTERNAL)
-        demo.load(show_null, [session, ns_layer], [ns_spectrum, ns_hist, ns_table, ns_status],
-                  api_visibility="private", **LIGHT)
+        demo.load(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         demo.load(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
     for fn in demo.fns.values():
         # Gradio's own load event for the per-tab Session is internal; in public mode no handler is

@@ -117,6 +117,16 @@ def check_ramp(value, what: str) -> float:
     return v
 
 
+def ramp_of(eraser: Eraser, floor=None, full=None) -> tuple[float, float]:
+    """The gate ramp (floor, full value) asked for, the eraser's where None, or a clear error."""
+    f = eraser.config.gate_floor if floor is None else check_ramp(floor, "floor")
+    t = eraser.config.gate_full if full is None else check_ramp(full, "full value")
+    if not f < t:
+        raise UserError(f"Gate floor {f} must stay under the gate full value {t}: lower the floor or raise "
+                        "the full value.")
+    return f, t
+
+
 def check_pgd(eps_255, step_255, steps) -> PGDConfig:
     """PGD settings from the UI (eps and step size in 1/255 pixel units) or a clear error."""
     try:
@@ -314,11 +324,7 @@ class Workbench:
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
-        f = eraser.config.gate_floor if floor is None else check_ramp(floor, "floor")
-        t = eraser.config.gate_full if full is None else check_ramp(full, "full value")
-        if not f < t:
-            raise UserError(f"Gate floor {f} must stay under the gate full value {t}: lower the floor or raise "
-                            "the full value.")
+        f, t = ramp_of(eraser, floor, full)
         try:
             handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer,
                                   floor=f, full=t)
@@ -663,8 +669,10 @@ class Workbench:
                               f"Layer {l}: PCA of forget + retain {_where(eraser)} activations (arrow: d_erase from the recall mean)",
                               (pct[0], pct[1]))
 
-    def nullspace_view(self, eraser: Eraser, layer):
-        """Spectrum and gate histograms at one layer, and the per-layer diagnostics table."""
+    def nullspace_view(self, eraser: Eraser, layer, floor=None, full=None):
+        """Spectrum and gate histogram at one layer, the histogram of the gate that decides the
+        steering with the gate ramp over it (floor / full: the playground's, else the eraser's),
+        and the per-layer diagnostics table."""
         from app.plots import gate_histogram, spectrum
         l = self._layer(eraser, layer)
         d = eraser.diagnostics
@@ -679,7 +687,23 @@ class Workbench:
                  round(gate_auc(d["forget_gates"][i], d["retain_gates"][i]), 3)]
                 for i in eraser.fitted_layers]
         return (spectrum(d["eigenvalues"][l], int(d["k"][l]), l),
-                gate_histogram(d["forget_gates"][l], d["retain_gates"][l], l), rows)
+                gate_histogram(d["forget_gates"][l], d["retain_gates"][l], f"Layer {l}: gate values"),
+                self.decision_view(eraser, floor, full), rows)
+
+    def decision_view(self, eraser: Eraser, floor=None, full=None):
+        """The gate that decides the steering (`Eraser.gate_layers`: the joint gate, a gate layer or
+        the steered layers' own) on the fit's rows, with the ramp's floor and full value: where the
+        defence settings fall among the rows the gate was fitted on."""
+        from app.plots import gate_histogram
+        rows = eraser.row_gates()
+        if rows is None:
+            raise UserError("This eraser was saved without diagnostics; refit it here to inspect its gate.")
+        f, t = ramp_of(eraser, floor, full)
+        layers = eraser.gate_layers
+        where = (f"joint gate over layers {', '.join(map(str, layers))}" if eraser.config.joint_gate
+                 else f"gate of layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}")
+        return gate_histogram(*rows, f"The gate that decides the steering ({where}) on the fit rows, with the ramp",
+                              (f, t))
 
     def _layer(self, eraser: Eraser, layer) -> int:
         try:

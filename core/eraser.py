@@ -538,6 +538,21 @@ class Eraser:
             return [self.config.gate_layer]
         return self.steered_layers
 
+    def row_gates(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(forget, retain) values, on the fit's own rows, of the gate that decides the steering
+        (`read_gate` at `gate_layers`), from the diagnostics; None when saved without them. Why:
+        the inspector draws the gate ramp over them (where the floor and the full value fall
+        among the rows the gate was fitted on), and they need no activation or fit state."""
+        d = self.diagnostics
+        if self.config.joint_gate:
+            if "joint_forget_gates" not in d:
+                return None
+            return d["joint_forget_gates"].double(), d["joint_retain_gates"].double()
+        if "forget_gates" not in d:
+            return None
+        layers = self.gate_layers
+        return d["forget_gates"][layers].double().mean(0), d["retain_gates"][layers].double().mean(0)
+
     def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05,
                        rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float]:
         """A gate ramp read off the fit's own rows (`state`): the floor at the `retain_q` quantile

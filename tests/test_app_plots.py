@@ -27,8 +27,12 @@ def test_spectrum_marks_the_null_space_and_histogram_splits_sets():
     fig = spectrum(torch.tensor([0.0, 1e-3, 1.0, 10.0]), k=2, layer=3)
     assert fig.layout.yaxis.type == "log" and min(fig.data[0].y) > 0  # zeros clamped for the log axis
     assert fig.layout.shapes[0].x1 == 1.5 and "k=2" in fig.layout.annotations[0].text
-    hist = gate_histogram(torch.tensor([1.0, 0.9]), torch.tensor([0.0]), 3)
-    assert [t.name.split()[0] for t in hist.data] == ["forget", "retain"]
+    hist = gate_histogram(torch.tensor([1.0, 0.9]), torch.tensor([0.0]), "Layer 3: gate values")
+    assert [t.name.split()[0] for t in hist.data] == ["forget", "retain"] and not hist.layout.shapes
+    ramped = gate_histogram(torch.tensor([1.0, 0.5, 0.9, 0.2]), torch.tensor([0.0, 0.3, 0.05]), "t", (0.1, 0.6))
+    assert [s.x0 for s in ramped.layout.shapes] == [0.1, 0.6]
+    notes = [a.text for a in ramped.layout.annotations]
+    assert notes == ["floor 0.100: 33.3% of retain rows over it", "full 0.600: 50.0% of forget rows under it"]
 
 
 def test_change_heatmap_marks_changed_answers():

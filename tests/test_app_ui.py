@@ -160,6 +160,25 @@ def test_a_gate_floor_above_the_portraits_gate_gives_the_original_answer(page):
                            timeout=30_000)
 
 
+def test_null_space_draws_the_playground_ramp_over_the_deciding_gate(page):
+    """The Null space view's histogram of the gate that decides the steering carries the ramp's
+    floor and full value; moving the playground's floor slider moves the line drawn there."""
+    _open_tab(page, "Null space")
+    shows = "(t) => document.querySelector('#ns_decision').innerText.includes(t)"
+    page.wait_for_function(shows, arg="floor 0.136", timeout=60_000)
+    text = page.locator("#ns_decision").inner_text()
+    assert "full 0.680" in text and "joint gate over layers 0, 1, 2, 3" in text and "% of retain rows" in text
+    _open_tab(page, "Steering playground")
+    set_slider(page, "gate_floor", 0.3)
+    _open_tab(page, "Null space")
+    page.wait_for_function(shows, arg="floor 0.300", timeout=30_000)
+    _open_tab(page, "Steering playground")
+    set_slider(page, "gate_floor", 0.136)
+    _open_tab(page, "Null space")
+    page.wait_for_function(shows, arg="floor 0.136", timeout=30_000)
+    _open_tab(page, "Steering playground")
+
+
 def test_short_pgd_streams_steps_and_finishes(page):
     _pick(page, "FORGET")
     _open_tab(page, "PGD studio")

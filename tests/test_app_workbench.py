@@ -247,7 +247,7 @@ def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_chang
     wider = wb.refit(eraser, 0.9, 0.5)
     assert int(wider.diagnostics["k"][1]) > int(eraser.diagnostics["k"][1]) and wider.config.gamma == 0.5
     assert eraser.config.gamma != 0.5  # the original is untouched
-    spec, hist, rows = wb.nullspace_view(wider, 1)
+    spec, hist, decision, rows = wb.nullspace_view(wider, 1)
     assert rows[1][1] == int(wider.diagnostics["k"][1]) and spec.layout.yaxis.type == "log"
     fg, rg = wider.diagnostics["forget_gates"][1], wider.diagnostics["retain_gates"][1]
     pairs = (fg[:, None] > rg[None, :]).double().mean() + 0.5 * (fg[:, None] == rg[None, :]).double().mean()
@@ -255,6 +255,28 @@ def test_refit_at_the_same_settings_reproduces_the_gate_and_other_settings_chang
     for bad in ((0, 0.1), (1.5, 0.1), (0.3, -1), ("a", 0.1), (0.3, 0.1, -1), (0.3, 0.1, "x")):
         with pytest.raises(UserError):
             wb.refit(eraser, *bad)
+
+
+def test_the_deciding_gate_is_drawn_with_the_ramp_asked_for(toy):
+    """The Null space view's third plot: the gate that decides the steering on the fit rows, with
+    the ramp's two lines (the eraser's, or the playground's floor / full value); a floor at or
+    above the full value, or an eraser without diagnostics, is a clear error."""
+    wb, eraser = toy
+    fig = wb.nullspace_view(eraser, 1)[2]
+    f, r = eraser.row_gates()
+    assert list(fig.data[0].x) == f.tolist() and list(fig.data[1].x) == r.tolist()
+    assert [s.x0 for s in fig.layout.shapes] == [eraser.config.gate_floor, eraser.config.gate_full]
+    moved = wb.decision_view(eraser, 0.2, 0.7)
+    over = 100 * float((r > 0.2).double().mean())
+    assert [s.x0 for s in moved.layout.shapes] == [0.2, 0.7]
+    assert moved.layout.annotations[0].text == f"floor 0.200: {over:.1f}% of retain rows over it"
+    assert f"layer{'s' if len(eraser.gate_layers) > 1 else ''} " in moved.layout.title.text
+    for floor, full in ((0.7, 0.7), (0.8, 0.3), (-1, 0.5), ("x", 0.5)):
+        with pytest.raises(UserError):
+            wb.decision_view(eraser, floor, full)
+    bare = Eraser(eraser.direction, eraser.gate, eraser.config, {})
+    with pytest.raises(UserError, match="without diagnostics"):
+        wb.decision_view(bare)
 
 
 def test_refit_with_retain_rows_quiets_the_gate_on_retain_prompts(toy):
@@ -374,7 +396,7 @@ def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_sess
     res = wb.evaluate(eraser, 1, session=sess)
     assert set(res.splits) == {"forget", "retain", "real"} and set(res.refusal_prompts) == {"forget", "retain"}
     assert wb.data_for(default, other).builder is not None  # the other session: the toy world's own split
-    rows = wb.nullspace_view(eraser, eraser.fitted_layers[-1])[2]
+    rows = wb.nullspace_view(eraser, eraser.fitted_layers[-1])[3]
     assert rows[-1][4] == round(float(eraser.diagnostics["forget_gates"][eraser.fitted_layers[-1]].mean()), 3)
     for bad, message in (([], "between 1 and 10"), (paths * 6, "between 1 and 10")):
         with pytest.raises(UserError, match=message):

@@ -349,6 +349,10 @@ def test_a_joint_gate_is_fitted_on_the_layers_side_by_side_and_read_whole(tmp_pa
     per_layer = Eraser.fit(a, *sets, EraserConfig(**cfg))
     assert torch.allclose(eraser.gate, per_layer.gate)  # each layer's own gate, untouched
     prompts = sets[0][:2] + sets[1][:2]
+    f_rows, r_rows = eraser.row_gates()  # the joint gate on the fit's own rows (the inspector's histogram)
+    assert torch.allclose(f_rows, acts["forget"][:, :2].double().flatten(1) @ fit.u, atol=1e-6)
+    assert torch.allclose(r_rows, acts["retain"][:, :2].double().flatten(1) @ fit.u, atol=1e-6)
+    assert Eraser(eraser.direction, eraser.gate, eraser.config, {}, joint=eraser.joint).row_gates() is None
     want = eraser.decision_gates(a, prompts)
     H = collect(a, prompts, position="mean").double()
     assert torch.allclose(want, H[:, 0] @ eraser.joint[0] + H[:, 1] @ eraser.joint[1])
@@ -451,6 +455,7 @@ def test_the_gate_ramp_read_off_the_fit_rows_separates_them():
     L = eraser.gate_layers
     retain = eraser.read_gate(eraser.state.H_retain[:, L].double(), L)
     forget = eraser.read_gate(eraser.state.H_forget[:, L].double(), L)
+    assert all(torch.allclose(got, want, atol=1e-6) for got, want in zip(eraser.row_gates(), (forget, retain)))
     floor, full = eraser.ramp_from_rows()
     assert floor == pytest.approx(max(0.0, float(retain.quantile(0.95))), abs=1e-3)
     assert full == pytest.approx(min(1.0, float(forget.quantile(0.05))), abs=1e-3)
