@@ -110,6 +110,8 @@ python scripts/adversarial_gate.py --eraser runs/eraser-no-ramp --rounds 3 --out
 python scripts/adversarial_gate.py --eraser runs/eraser-no-ramp --rounds 3 --open-rows 80 \
   --out docs/robustness_hardening_two_sided.md
 python scripts/adversarial_gate.py --eraser runs/eraser-gate-layer3 --rounds 3 --out docs/robustness_hardening_gate_layer.md
+# two gate defences the adaptive attacker gets around: squeezed views of the image, image and text tokens apart
+python scripts/gate_views.py --out docs/robustness_gate_views.md
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-hardened --no-tune --steer-layers 1 \
   --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 3
 python -m core evaluate --eraser runs/eraser-hardened --json results/eraser_hardened.json
