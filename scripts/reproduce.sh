@@ -138,3 +138,18 @@ python scripts/bench_tables.py
 python scripts/readme_figures.py
 python scripts/screenshots.py
 python scripts/results_table.py
+# The shipped recipe on a second world (docs/seeds.md): SEED1=1 bash scripts/reproduce.sh. Both models trained from
+# scratch on world seed 1, side by side (about 110 min), then the shipped eraser's flags unchanged.
+if [ -n "${SEED1:-}" ]; then
+  python -m core train-toy --out runs/seed1/toy-llava --seed 1 --threads 1 & vanilla=$!
+  python -m core train-toy --out runs/seed1/toy-llava-retain-only --seed 1 --retain-only --forget forget_10 --threads 1 &
+  wait $vanilla && wait $!
+  python -m core fit --model runs/seed1/toy-llava --forget forget_10 --out runs/seed1/eraser --no-tune \
+    --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --gate-ramp --no-state
+  mkdir -p results/seed1
+  python -m core evaluate --model runs/seed1/toy-llava --json results/seed1/vanilla.json
+  python -m core evaluate --model runs/seed1/toy-llava-retain-only --json results/seed1/retain_only.json
+  python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser --json results/seed1/eraser.json
+  python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser --out results/seed1/robustness.md
+  python scripts/seed_table.py
+fi
