@@ -290,6 +290,14 @@ def build(default: Workbench) -> gr.Blocks:
                     ns_person = gr.Checkbox(value=bool(er and er.config.subject_gates), elem_id="ns_person",
                                             label="One gate per forget person (the paper: one for all)")
                     ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
+                with gr.Row():
+                    ns_rounds = gr.Slider(1, limits.HARDEN_ROUNDS, value=1, step=1, elem_id="ns_rounds",
+                                          label="Hardening rounds: PGD closes the gate (eps 16/255) on 8 pictures per "
+                                                "forget person, and the attacked pictures join its forget rows")
+                    ns_steps = gr.Slider(1, limits.HARDEN_STEPS, value=10, step=1, label="PGD steps per round",
+                                         elem_id="ns_steps")
+                    ns_harden = gr.Button("Harden the gate (this session)", elem_id="ns_harden")
+                    ns_stop = gr.Button("Stop", elem_id="ns_stop")
                 ns_status = gr.Markdown(elem_id="ns_status")
                 with gr.Row():
                     ns_spectrum = gr.Plot(elem_id="ns_spectrum")
@@ -624,6 +632,23 @@ def build(default: Workbench) -> gr.Blocks:
                                             f"weight {float(weight):g}, {gates}: this session's playground, map "
                                             "and evaluation now use it.")
 
+        @logged
+        def do_harden(sess, layer, rounds, steps, progress=gr.Progress()):
+            wb = wb_of(sess)
+            progress(0.1, desc="activations of the fit sets (cached after the first time)")
+            out, msg = run_job(sess, "harden", lambda job: wb.harden(sess, rounds, steps, _progress(progress),
+                                                                     job.should_stop))
+            if out is None:
+                return (sess,) + (gr.update(),) * 6 + (msg,)
+            er, lines = out
+            f, t = er.config.gate_floor, er.config.gate_full
+            return (sess, f, t, *wb.nullspace_view(er, layer, f, t),
+                    f"Hardened ({er.config.adversarial_rounds} round{'s' if er.config.adversarial_rounds > 1 else ''} "
+                    "in all): " + "; ".join(lines) + f". Gate ramp "
+                    f"{f:g} / {t:g} (the playground's sliders follow). The attack panel in Evaluate attacks this gate.")
+
+        ns_harden.click(do_harden, [session, ns_layer, ns_rounds, ns_steps], [session, floor, full, *null_out], **HEAVY)
+        ns_stop.click(stopper("harden"), session, None, **INTERNAL)
         ns_layer.change(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         for slider in (floor, full):  # the ramp drawn over the gate follows the playground's sliders
             slider.release(show_null, null_in, null_out, api_visibility="private", **LIGHT)

@@ -487,6 +487,41 @@ class Workbench:
             session.eraser = live
         return live
 
+    def harden(self, session: Session | None, rounds, steps, progress: Callable[[str, int, int], None] | None = None,
+               should_stop: Callable[[], bool] | None = None) -> tuple[Eraser, list[str]]:
+        """This session's eraser after `rounds` of adversarial gate fitting (core.hardening): PGD
+        that closes the gate (eps 16/255, `steps` steps) on 8 image prompts per forget person, the
+        attacked images added as that person's forget rows, the gates solved again; its gate ramp
+        read again off the grown rows when it follows them. Returns it and one line per round.
+        Stopped part-way, nothing changes."""
+        from core.hardening import harden, hardening_rows
+        try:
+            r, n = int(rounds), int(steps)
+        except (TypeError, ValueError):
+            raise UserError("The rounds and the PGD steps must be whole numbers.") from None
+        if not 1 <= r <= limits.HARDEN_ROUNDS:
+            raise UserError(f"Hardening rounds must be between 1 and {limits.HARDEN_ROUNDS}, got {r}.")
+        if not 1 <= n <= limits.HARDEN_STEPS:
+            raise UserError(f"PGD steps per round must be between 1 and {limits.HARDEN_STEPS}, got {n}.")
+        live = self.live_eraser(session, progress, should_stop)
+        rows = hardening_rows(self.activation_sets(live, progress, should_stop, session=session).forget)
+        if not rows:
+            raise UserError("Hardening perturbs pictures: this forget set has no image prompts.")
+        lines: list[str] = []
+
+        def log(line: str) -> None:
+            lines.append(line)
+            if progress is not None:
+                progress("hardening round", len(lines), r)
+        cfg = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=n, seed=live.config.seed)
+        hardened = harden(live, self.adapter, rows, r, cfg, log=log, should_stop=should_stop)
+        if should_stop is not None and should_stop():  # a round's PGD cut short: keep the eraser as it was
+            raise InterruptedError("hardening stopped")
+        hardened.config.adversarial_rounds = live.config.adversarial_rounds + r
+        if session is not None:
+            session.eraser = hardened
+        return hardened, lines
+
     def forgotten(self, session: Session | None = None) -> list[list[str]]:
         """[subject, name, forgotten since] for each subject the session's eraser forgets."""
         er = self.eraser_for(session)

@@ -316,16 +316,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
     if args.adversarial_rounds:
-        from core.hardening import harden, hardening_retain_rows
+        from core.hardening import harden, hardening_retain_rows, hardening_rows
         from core.pgd import PGDConfig
         if not cfg.subject_gates:
             raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
                              "use it with --subject-gates (the workbench preset)")
-        rows, seen = [], {}
-        for p in sets.forget:  # the first 8 image prompts of each forget subject
-            if p.image is not None and seen.get(p.tag, 0) < 8:
-                seen[p.tag] = seen.get(p.tag, 0) + 1
-                rows.append(p)
+        rows = hardening_rows(sets.forget)
         opening = hardening_retain_rows(sets.retain, args.adversarial_open, seed=args.seed)
         eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
                         PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print,

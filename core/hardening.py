@@ -45,6 +45,17 @@ def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prom
     return out
 
 
+def hardening_rows(forget: Sequence[Prompt], per_subject: int = 8) -> list[Prompt]:
+    """The first `per_subject` image prompts of each forget subject: the rows every hardening round
+    attacks (a few per person, so that a round costs one short PGD run per person)."""
+    rows, seen = [], {}
+    for p in forget:
+        if p.image is not None and seen.get(p.tag, 0) < per_subject:
+            seen[p.tag] = seen.get(p.tag, 0) + 1
+            rows.append(p)
+    return rows
+
+
 def hardening_retain_rows(retain: Sequence[Prompt], n: int, seed: int = 0) -> list[Prompt]:
     """`n` retained subjects' image prompts for two-sided hardening, spread over the subjects
     (round robin over them in a seeded order; scenes and general prompts, tag "", are left out)."""

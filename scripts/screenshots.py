@@ -56,6 +56,7 @@ def take(page) -> None:
 
     _tab(page, "Null space")
     page.wait_for_selector("#ns_spectrum .js-plotly-plot", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#ns_decision').innerText.includes('floor')", timeout=60_000)
     _shot(page, "nullspace")
 
     _tab(page, "Evaluate")

@@ -223,6 +223,26 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
     assert page.locator("#strength input[type=number]").input_value() == "0"
 
 
+def test_hardening_the_gate_raises_it_on_attacked_pictures_and_moves_the_ramp(page):
+    """Null space view: one hardening round of 2 PGD steps on this session's eraser. The status
+    gives the gate on the round's attacked pictures before and after the refit, and the
+    playground's ramp sliders take the hardened eraser's ramp (read again off the grown rows)."""
+    _open_tab(page, "Null space")
+    set_slider(page, "ns_steps", 2)
+    page.click("#ns_harden")
+    page.wait_for_selector("#ns_status:has-text('Hardened (1 round in all)')", timeout=240_000)
+    status = page.locator("#ns_status").inner_text()
+    before, after = map(float, re.search(r"images (\S+) -> (\S+) after", status).groups())
+    floor, full = map(float, re.search(r"Gate ramp (\S+) / (\S+) ", status).groups())
+    assert after > before and 0 <= floor < full <= 1
+    page.wait_for_function("(t) => document.querySelector('#ns_decision').innerText.includes(t)",
+                           arg=f"floor {floor:.3f}", timeout=30_000)
+    _open_tab(page, "Steering playground")
+    page.wait_for_function("(f) => Number(document.querySelector('#gate_floor input[type=number]').value) === f",
+                           arg=floor, timeout=30_000)
+    assert float(page.locator("#gate_full input[type=number]").input_value()) == pytest.approx(full)
+
+
 def test_null_space_refit_to_the_papers_fit(page):
     """The shipped gate has retain rows at ratio 1 (k = d = 256) and one gate per forget person; back
     to the paper's fit (ratio 0.6, no retain rows, one gate) every layer's null space shrinks to
@@ -325,13 +345,13 @@ def test_long_handlers_share_one_bounded_queue_and_internal_events_are_not_endpo
     monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
     demo = build(shipped)
     fns = {f.name: f for f in demo.fns.values()}
-    for name in ("do_fit", "do_forget_someone", "do_mllmu", "do_pgd", "draw_map", "refit", "do_eval",
+    for name in ("do_fit", "do_forget_someone", "do_mllmu", "do_pgd", "draw_map", "refit", "do_harden", "do_eval",
                  "do_attack", "run_heatmap", "do_load_model"):
         assert (fns[name].concurrency_id, fns[name].concurrency_limit) == ("heavy", limits.HEAVY_JOBS), name
     assert (fns["compare"].concurrency_id, fns["compare"].concurrency_limit) == ("light", limits.LIGHT_JOBS)
     assert demo._queue.max_size == limits.QUEUE_SIZE
     stops = [f for f in demo.fns.values() if f.name == "stop"]
-    assert len(stops) == 5 and all(not f.queue and f.api_visibility == "private" for f in stops)  # never queued
+    assert len(stops) == 6 and all(not f.queue and f.api_visibility == "private" for f in stops)  # never queued
     endpoints = set(demo.get_api_info()["named_endpoints"])
     assert {"/compare", "/do_fit", "/do_pgd", "/do_eval"} <= endpoints
     assert not any(e.startswith(("/stop", "/go", "/pick", "/show_null", "/keep", "/lambda", "/compare_"))

@@ -652,6 +652,40 @@ def test_forget_requests_in_a_session_withdraw_and_add_people(toy, tmp_path):
     assert [r["action"] for r in back.config.requests] == [r["action"] for r in new.config.requests]
 
 
+def test_hardening_in_a_session_adds_attacked_rows_and_raises_the_gate_on_them(toy):
+    """The Null space view's Harden button: rounds of PGD that closes the gate on the forget people's
+    pictures, added as their forget rows, on this session's eraser only; bad settings, an eraser
+    with one gate for all and a stop change nothing."""
+    import re
+
+    from app.workbench import Session
+    from core.hardening import hardening_rows
+    wb, eraser = toy
+    sess = Session(eraser=eraser)
+    with pytest.raises(UserError, match="one gate for its whole forget set"):
+        wb.harden(sess, 1, 2)
+    per_person = wb.refit(eraser, 1.0, 10.0, 0.3, per_person=True, session=sess)
+    sess.eraser = per_person
+    for bad in ((0, 2), (4, 2), (1, 0), (1, 41), ("x", 2)):
+        with pytest.raises(UserError):
+            wb.harden(sess, *bad)
+    assert sess.eraser is per_person
+    with pytest.raises(InterruptedError):
+        wb.harden(sess, 1, 3, should_stop=lambda: True)
+    assert torch.equal(sess.eraser.gate, per_person.gate) and not sess.eraser.config.adversarial_rounds
+    forget = wb.activation_sets(per_person, session=sess).forget
+    steps = []
+    hardened, lines = wb.harden(sess, 2, 3, progress=lambda *x: steps.append(x))
+    assert sess.eraser is hardened and hardened.config.adversarial_rounds == 2 and len(lines) == 2
+    assert ("hardening round", 2, 2) in steps
+    assert len(hardened.state.H_forget) == len(forget) + 2 * len(hardening_rows(forget))
+    assert [r["action"] for r in hardened.config.requests][-2:] == ["harden", "harden"]
+    for line in lines:  # the refit gate fires more on the round's own attacked pictures
+        before, after = map(float, re.search(r"images (\S+) -> (\S+) after", line).groups())
+        assert after > before, line
+    assert not per_person.config.adversarial_rounds and per_person.state is None  # the session's old eraser: untouched
+
+
 def test_a_computation_without_a_stop_hook_still_stops_at_once():
     """UMAP's fit has no stop hook: it runs in a thread, and Stop ends the visitor's job at once."""
     import threading

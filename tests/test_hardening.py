@@ -6,7 +6,7 @@ import torch
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.eraser import Eraser, EraserConfig
-from core.hardening import attacked_prompts, harden, hardening_retain_rows
+from core.hardening import attacked_prompts, harden, hardening_retain_rows, hardening_rows
 from core.pgd import PGDConfig
 
 CFG = PGDConfig(eps=16 / 255, step_size=4 / 255, steps=4, seed=0)
@@ -94,3 +94,11 @@ def test_hardening_retain_rows_spread_over_people_and_skip_untagged_prompts():
     assert len(picked) == 6 and sorted(p.tag for p in picked) == ["r0", "r0", "r1", "r1", "r2", "r2"]
     assert picked == hardening_retain_rows(people + scenes, 6, seed=0)  # seeded
     assert len(hardening_retain_rows(people, 100)) == 12  # at most what there is
+
+
+def test_hardening_rows_are_the_first_image_prompts_of_each_forget_subject():
+    people = [p for s in range(2) for p in _person(f"f{s}", 200 + s, 5)]
+    text = [Prompt("who is f0 ?", None, "f0")]
+    rows = hardening_rows(text + people, per_subject=3)
+    assert [p.tag for p in rows] == ["f0"] * 3 + ["f1"] * 3 and all(p.image is not None for p in rows)
+    assert rows[:3] == people[:3] and rows[3:] == people[5:8]
