@@ -432,6 +432,22 @@ def build(default: Workbench) -> gr.Blocks:
 
             gallery.select(pick_person, None, image, **INTERNAL)
 
+        @logged
+        def eraser_ramp(sess):
+            """The playground's ramp sliders at the session eraser's own floor and full value. Why:
+            each eraser reads its ramp off its own rows, and sliders left at the previous eraser's
+            values would steer the new one with them."""
+            try:
+                er = wb_of(sess).eraser_for(sess)
+            except UserError:
+                return gr.update(), gr.update()
+            return er.config.gate_floor, er.config.gate_full
+
+        def follow_eraser(event):
+            """After an event that gives the session another eraser: who it forgets, and its ramp."""
+            return event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
+                eraser_ramp, session, [floor, full], api_visibility="private", **LIGHT)
+
         # ---- model & data
         @logged
         def show_forgotten(sess):
@@ -451,9 +467,8 @@ def build(default: Workbench) -> gr.Blocks:
                           f"{len(new.config.requests)} of this eraser's history). The playground shows it at once.")
 
         forgotten_out = [forgotten_table, withdraw_pick]
-        withdraw_btn.click(do_withdraw, [session, withdraw_pick], [session, withdraw_status], **HEAVY).then(
-            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
-            compare, inputs, outputs, api_visibility="private", **LIGHT)
+        follow_eraser(withdraw_btn.click(do_withdraw, [session, withdraw_pick], [session, withdraw_status],
+                                         **HEAVY)).then(compare, inputs, outputs, api_visibility="private", **LIGHT)
 
         @logged
         def do_load_model(sess, path):
@@ -471,8 +486,8 @@ def build(default: Workbench) -> gr.Blocks:
                     gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]),
                     gr.update(choices=GATE_AT + [(f"layer {l}", l) for l in choices], value="stored"))
 
-        load_model.click(do_load_model, [session, model_path],
-                         [session, model_info, layers, map_layer, ns_layer, gate_at], **HEAVY)
+        follow_eraser(load_model.click(do_load_model, [session, model_path],
+                                       [session, model_info, layers, map_layer, ns_layer, gate_at], **HEAVY))
 
         @logged
         def do_fit(sess, split, names, kind_, with_variants, progress=gr.Progress()):
@@ -497,8 +512,8 @@ def build(default: Workbench) -> gr.Blocks:
                           f"({'people' if split == 'hand-picked' else 'split'}); it is now used in every tab of "
                           f"this session.{fitted_on}"), wb.people_rows(sess)
 
-        fit_btn.click(do_fit, [session, forget_split, pick, kind, variants], [session, fit_status, people_table],
-                      **HEAVY).then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
+        follow_eraser(fit_btn.click(do_fit, [session, forget_split, pick, kind, variants],
+                                    [session, fit_status, people_table], **HEAVY))
         fit_stop.click(stopper("fit"), session, None, **INTERNAL)
 
         def fit_in_session(sess, fit, describe, progress):
@@ -544,8 +559,7 @@ def build(default: Workbench) -> gr.Blocks:
             return fit_in_session(sess, lambda wb, prog, stop: wb.use_mllmu_files(files, ids, sess, prog, stop),
                                   describe, progress)
 
-        mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status], **HEAVY).then(
-            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
+        follow_eraser(mllmu_btn.click(do_mllmu, [session, mllmu_files, mllmu_ids], [session, mllmu_status], **HEAVY))
 
         # ---- PGD studio
         @logged
@@ -614,23 +628,20 @@ def build(default: Workbench) -> gr.Blocks:
                 return (gr.update(),) * 4 + (_err(exc),)
 
         @logged
-        def refit(sess, layer, ratio, gamma, weight, per_person, floor_value, full_value, progress=gr.Progress()):
+        def refit(sess, layer, ratio, gamma, weight, per_person, progress=gr.Progress()):
             wb = wb_of(sess)
             progress(0.2, desc="activations of the fit sets (cached after the first time)")
             new, msg = run_job(sess, "map", lambda job: wb.refit(
                 wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
                 progress=_progress(progress), should_stop=job.should_stop))
             if new is None:
-                return (sess,) + (gr.update(),) * 4 + (msg,)
+                return (sess,) + (gr.update(),) * 6 + (msg,)
             sess.eraser = new
-            try:
-                views = wb.nullspace_view(sess.eraser, layer, floor_value, full_value)
-            except UserError as exc:
-                return (sess,) + (gr.update(),) * 4 + (_err(exc),)
+            views = wb.nullspace_view(new, layer)  # drawn with its own ramp, which the sliders take
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
-            return sess, *views, (f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain "
-                                            f"weight {float(weight):g}, {gates}: this session's playground, map "
-                                            "and evaluation now use it.")
+            return sess, new.config.gate_floor, new.config.gate_full, *views, (
+                f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain weight {float(weight):g}, "
+                f"{gates}: this session's playground, map and evaluation now use it.")
 
         @logged
         def do_harden(sess, layer, rounds, steps, progress=gr.Progress()):
@@ -653,12 +664,11 @@ def build(default: Workbench) -> gr.Blocks:
         for slider in (floor, full):  # the ramp drawn over the gate follows the playground's sliders
             slider.release(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         # a new eraser for this session (Forget someone): its null space is shown at once
-        someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts, someone_add],
-                          [session, someone_status], **HEAVY).then(
-            show_null, null_in, null_out, api_visibility="private", **LIGHT).then(
-            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person, floor, full],
-                       [session, *null_out], **HEAVY)
+        follow_eraser(someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts,
+                                                            someone_add], [session, someone_status], **HEAVY)).then(
+            show_null, null_in, null_out, api_visibility="private", **LIGHT)
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
+                       [session, floor, full, *null_out], **HEAVY)
 
         # ---- evaluate
         @logged
@@ -716,8 +726,7 @@ def build(default: Workbench) -> gr.Blocks:
             return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser."
 
         dl_btn.click(download, session, [dl_file, eval_status], **LIGHT)
-        ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT).then(
-            show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT)
+        follow_eraser(ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT))
 
         # ---- learn: each button opens the view with good defaults
         def learn_to(i):

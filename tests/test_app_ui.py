@@ -262,6 +262,11 @@ def test_null_space_refit_to_the_papers_fit(page):
     page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('153')", timeout=30_000)
     cells = page.locator("#ns_table").inner_text().split()
     assert cells.count("153") == 4 and "256" not in cells
+    # the refitted gate's ramp (read off its rows again) is drawn and becomes the playground's
+    floor = float(re.search(r"floor (\S+):", page.locator("#ns_decision").inner_text()).group(1))
+    _open_tab(page, "Steering playground")
+    page.wait_for_function("(f) => Math.abs(Number(document.querySelector('#gate_floor input[type=number]').value)"
+                           " - f) < 1e-3", arg=floor, timeout=30_000)
 
 
 def test_fitting_an_eraser_with_later_turn_gate_prompts(page):
