@@ -15,6 +15,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_FORMATS = ("benign prefix", "instruction injection", "role-play", "answer prefilling", "multi-turn")
+# the eraser of a row, by its name's first part: the shipped one, and hardened by 3 or 1 rounds of adversarial
+# gate fitting (fit --adversarial-rounds N, on the shipped recipe)
+ERASERS = {"ship": "toy-llava-eraser", "hard": "eraser-hardened (3 rounds)", "hard1": "eraser-hardened-1 (1 round)"}
 
 
 def lowest_kept(ev: dict, vanilla: dict) -> float:
@@ -34,9 +37,10 @@ def row(name: str, vanilla: dict) -> str:
     floor, full = info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
     how = ("the method (no ramp)" if (floor, full) == (0.0, 1.0) else
            "read off the fit's rows (`--gate-ramp`)" if name.endswith("-rows") else "picked by hand")
-    if info["path"] == "assets/toy-llava-eraser" and name.endswith("-rows"):
+    kind = name.split("-")[0]
+    if kind == "ship" and name.endswith("-rows"):
         how = f"**shipped**: {how}"
-    return (f"| {Path(info['path']).name} | {floor:g} | {full:g} | {how} | "
+    return (f"| {ERASERS[kind]} | {floor:g} | {full:g} | {how} | "
             f"{100 * adaptive['forget_erased']:.1f} | {adaptive['forget_gate']:.2f} | "
             f"{costs[worst]:.1f} ({worst}) | {lowest_kept(ev, vanilla):.1f} | "
             f"{100 * sp['forget']['image_text']['classification']:.1f} / "
@@ -70,10 +74,14 @@ def main() -> None:
 
     def order(name: str):
         info = json.loads((folder / f"{name}.json").read_text())["eraser"]
-        return info["path"] != "assets/toy-llava-eraser", info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
+        return list(ERASERS).index(name.split("-")[0]), info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
     lines += [row(n, vanilla) for n in sorted(names, key=order)]
     lines += ["", "The hardened eraser's rows give 0.228 / 0.394 (`Eraser.ramp_from_rows`), run rounded to two "
-              "decimals. The hand-picked rows were chosen looking at this table, on the same forget people it "
+              "decimals. The 1-round hardened eraser is the recipe `fit ... --adversarial-rounds 1 --gate-ramp` (its "
+              "ramp, 0.178 / 0.425, read off its rows after the round), not a hand pick: the closest to the project's "
+              "bar (at most 15% recovered while every retained metric keeps 97% of vanilla's), which it misses on "
+              "retained image cloze (96.4 against vanilla's 99.7). The hand-picked rows were chosen looking at this "
+              "table, on the same forget people it "
               "measures (the world has no held-out forget people), so they show what a ramp can do here, not a "
               "recipe; the shipped ramp is the rule's, fixed before its row was measured. A floor alone (full 1) "
               "helps retained people and hands the attacker the floor; a full value under 1 makes a gate pushed "

@@ -126,6 +126,11 @@ for row in "assets/toy-llava-eraser 0 1 ship-f0" "assets/toy-llava-eraser 0.15 1
   python -m core attack --eraser $1 --gate-floor $2 --gate-full $3 --out results/ramp/$4-attack.md
 done
 cp results/eraser.json results/ramp/ship-rows.json; cp docs/robustness.json results/ramp/ship-rows-attack.json
+# one hardening round with the ramp read off the grown rows (a recipe, the row closest to the project's bar)
+python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-hardened-1 --no-tune --steer-layers 1 \
+  --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 1 --gate-ramp
+python -m core evaluate --eraser runs/eraser-hardened-1 --json results/ramp/hard1-rows.json
+python -m core attack --eraser runs/eraser-hardened-1 --out results/ramp/hard1-rows-attack.md
 python scripts/ramp_table.py
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
@@ -151,5 +156,11 @@ if [ -n "${SEED1:-}" ]; then
   python -m core evaluate --model runs/seed1/toy-llava-retain-only --json results/seed1/retain_only.json
   python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser --json results/seed1/eraser.json
   python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser --out results/seed1/robustness.md
+  python -m core fit --model runs/seed1/toy-llava --forget forget_10 --out runs/seed1/eraser-hardened-1 --no-tune \
+    --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 1 --gate-ramp
+  python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser-hardened-1 \
+    --json results/seed1/eraser_hardened_1.json
+  python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser-hardened-1 \
+    --out results/seed1/robustness_hardened_1.md
   python scripts/seed_table.py
 fi

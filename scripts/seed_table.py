@@ -1,12 +1,12 @@
-"""The shipped recipe on two toy worlds: world seed 0 (the shipped models) next to world seed 1
-(models trained again from scratch on another world), the recipe's flags unchanged (issue 24: no
+"""The eraser's recipes on two toy worlds: world seed 0 (the shipped models) next to world seed 1
+(models trained again from scratch on another world), the recipes' flags unchanged (issue 24: no
 tuning by hand for one seed).
 
     python scripts/seed_table.py     # writes docs/seeds.md from results/ and results/seed1/
 
-Each seed's folder holds vanilla.json, retain_only.json and eraser.json (`python -m core evaluate`)
-and the attack report (`python -m core attack`): results/*.json and docs/robustness.json for seed 0,
-results/seed1/*.json for seed 1 (scripts/reproduce.sh, SEED1=1).
+Each seed has vanilla.json and retain_only.json (`python -m core evaluate`) and, per recipe, the
+eraser's evaluation and attack report (`python -m core attack`): results/, results/ramp/ and
+docs/robustness.json for seed 0, results/seed1/ for seed 1 (scripts/reproduce.sh, SEED1=1).
 """
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 from ramp_table import TEXT_FORMATS, lowest_kept  # noqa: E402
 
-SEEDS = {0: (ROOT / "results", ROOT / "docs" / "robustness.json"),
-         1: (ROOT / "results" / "seed1", ROOT / "results" / "seed1" / "robustness.json")}
+R = ROOT / "results"
+# per world seed: its vanilla and retain-only evaluations, then each recipe's (label, evaluation, attack report)
+SEEDS = {0: (R, [("eraser, shipped recipe", R / "eraser.json", ROOT / "docs" / "robustness.json"),
+                 ("eraser, + 1 hardening round", R / "ramp" / "hard1-rows.json",
+                  R / "ramp" / "hard1-rows-attack.json")]),
+         1: (R / "seed1", [("eraser, shipped recipe", R / "seed1" / "eraser.json", R / "seed1" / "robustness.json"),
+                           ("eraser, + 1 hardening round", R / "seed1" / "eraser_hardened_1.json",
+                            R / "seed1" / "robustness_hardened_1.json")])}
 METRICS = [("forget", "image_text", "classification", "forget MCQ img"),
            ("forget", "text_only", "classification", "forget MCQ text"),
            ("test", "image_text", "classification", "test MCQ img"),
@@ -36,30 +42,35 @@ def load(folder: Path, name: str) -> dict:
     return json.loads((folder / f"{name}.json").read_text())
 
 
+def metric_cells(run: dict) -> str:
+    sp = run["splits"]
+    return " | ".join("-" if sp[s][m].get(k) is None else f"{100 * sp[s][m][k]:.1f}" for s, m, k, _ in METRICS)
+
+
 def seed_rows(seed: int) -> list[str]:
-    folder, attack_file = SEEDS[seed]
-    runs = {name: load(folder, name) for name in ("vanilla", "retain_only", "eraser")}
-    attacks = json.loads(attack_file.read_text())
-    attacks = attacks["attacks"] if isinstance(attacks, dict) else attacks
-    adaptive = next(r for r in attacks if r["attack"].startswith("adaptive PGD"))
-    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attacks
-             if r["attack"].startswith(TEXT_FORMATS)}
-    worst = max(costs, key=costs.get)
-    info = runs["eraser"]["eraser"]
-    out = []
-    for label, name in (("vanilla", "vanilla"), ("retain-only twin", "retain_only"), ("eraser", "eraser")):
-        sp = runs[name]["splits"]
-        vals = " | ".join("-" if sp[s][m].get(k) is None else f"{100 * sp[s][m][k]:.1f}" for s, m, k, _ in METRICS)
-        extra = (f"{lowest_kept(runs['eraser'], runs['vanilla']):.1f} | {100 * adaptive['forget_erased']:.1f} "
-                 f"(vanilla {100 * adaptive['forget_vanilla']:.1f}) | {costs[worst]:.1f} ({worst}) | "
-                 f"{info.get('gate_floor', 0):g} / {info.get('gate_full', 1):g}") if name == "eraser" else "| | |"
-        out.append(f"| {seed} | {label} | {vals} | {extra} |")
+    folder, recipes = SEEDS[seed]
+    vanilla = load(folder, "vanilla")
+    out = [f"| {seed} | {label} | {metric_cells(load(folder, name))} | | | | |"
+           for label, name in (("vanilla", "vanilla"), ("retain-only twin", "retain_only"))]
+    for label, ev_file, attack_file in recipes:
+        run = json.loads(ev_file.read_text())
+        attacks = json.loads(attack_file.read_text())
+        attacks = attacks["attacks"] if isinstance(attacks, dict) else attacks
+        adaptive = next(r for r in attacks if r["attack"].startswith("adaptive PGD"))
+        costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attacks
+                 if r["attack"].startswith(TEXT_FORMATS)}
+        worst = max(costs, key=costs.get)
+        info = run["eraser"]
+        out.append(f"| {seed} | {label} | {metric_cells(run)} | {lowest_kept(run, vanilla):.1f} | "
+                   f"{100 * adaptive['forget_erased']:.1f} | {costs[worst]:.1f} ({worst}) | "
+                   f"{info.get('gate_floor', 0):g} / {info.get('gate_full', 1):g} |")
     return out
 
 
 def main() -> None:
-    missing = [str(p) for folder, attack in SEEDS.values() for p in
-               [*(folder / f"{n}.json" for n in ("vanilla", "retain_only", "eraser")), attack] if not p.is_file()]
+    missing = [str(p) for folder, recipes in SEEDS.values() for p in
+               [folder / "vanilla.json", folder / "retain_only.json", *(f for _, *files in recipes for f in files)]
+               if not p.is_file()]
     if missing:
         sys.exit(f"missing {', '.join(missing)}: run the SEED1 lines of scripts/reproduce.sh first")
     head = " | ".join(label for *_, label in METRICS)
@@ -68,7 +79,9 @@ def main() -> None:
              "names and facts), on which the vanilla model and its retain-only twin were trained from scratch with "
              "the same recipe (`train-toy --seed 1`), and the eraser fitted with the shipped eraser's flags "
              "unchanged: `fit --no-tune --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --gate-ramp --no-state` "
-             "(its ramp is read off its own fit rows by the same rule). Nothing was tuned on seed 1. Metrics in % "
+             "(its ramp is read off its own fit rows by the same rule), and the same with one round of adversarial "
+             "gate fitting (`--adversarial-rounds 1`; chosen on seed 0, docs/robustness_ramp.md). Nothing was tuned "
+             "on seed 1. Metrics in % "
              "(`python -m core evaluate`); the attack columns from `python -m core attack` (10 forget and 10 "
              "retained people, adaptive PGD eps 16/255, 40 steps). Rendered by `python scripts/seed_table.py`.", "",
              f"| world seed | model | {head} | lowest retained / general metric (% of vanilla) | adaptive PGD: "
