@@ -151,16 +151,16 @@ if [ -n "${SEED1:-}" ]; then
   wait $vanilla && wait $!
   python -m core fit --model runs/seed1/toy-llava --forget forget_10 --out runs/seed1/eraser --no-tune \
     --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --gate-ramp --no-state
-  mkdir -p results/seed1
-  python -m core evaluate --model runs/seed1/toy-llava --json results/seed1/vanilla.json
-  python -m core evaluate --model runs/seed1/toy-llava-retain-only --json results/seed1/retain_only.json
-  python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser --json results/seed1/eraser.json
-  python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser --out results/seed1/robustness.md
+  mkdir -p results/seed1_joint_gate
+  python -m core evaluate --model runs/seed1/toy-llava --json results/seed1_joint_gate/vanilla.json
+  python -m core evaluate --model runs/seed1/toy-llava-retain-only --json results/seed1_joint_gate/retain_only.json
+  python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser --json results/seed1_joint_gate/eraser.json
+  python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser --out results/seed1_joint_gate/robustness.md
   python -m core fit --model runs/seed1/toy-llava --forget forget_10 --out runs/seed1/eraser-hardened-1 --no-tune \
     --steer-layers 1 --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 1 --gate-ramp
   python -m core evaluate --model runs/seed1/toy-llava --eraser runs/seed1/eraser-hardened-1 \
-    --json results/seed1/eraser_hardened_1.json
+    --json results/seed1_joint_gate/eraser_hardened_1.json
   python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser-hardened-1 \
-    --out results/seed1/robustness_hardened_1.md
+    --out results/seed1_joint_gate/robustness_hardened_1.md
   python scripts/seed_table.py
 fi

@@ -2,11 +2,11 @@
 (models trained again from scratch on another world), the recipes' flags unchanged (issue 24: no
 tuning by hand for one seed).
 
-    python scripts/seed_table.py     # writes docs/seeds.md from results/ and results/seed1/
+    python scripts/seed_table.py     # writes docs/seeds.md from results/ and results/seed1_joint_gate/
 
 Each seed has vanilla.json and retain_only.json (`python -m core evaluate`) and, per recipe, the
 eraser's evaluation and attack report (`python -m core attack`): results/, results/ramp/ and
-docs/robustness.json for seed 0, results/seed1/ for seed 1 (scripts/reproduce.sh, SEED1=1).
+docs/robustness.json for seed 0, results/seed1_joint_gate/ for seed 1 (scripts/reproduce.sh, SEED1=1).
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from ramp_table import TEXT_FORMATS, lowest_kept  # noqa: E402
 
 R = ROOT / "results"
 # per world seed: its vanilla and retain-only evaluations, then each recipe's (label, evaluation, attack report)
+S1 = R / "seed1_joint_gate"  # results/seed1/ holds an earlier seed-1 run (docs/results.md), of another recipe
 SEEDS = {0: (R, [("eraser, shipped recipe", R / "eraser.json", ROOT / "docs" / "robustness.json"),
                  ("eraser, + 1 hardening round", R / "ramp" / "hard1-rows.json",
                   R / "ramp" / "hard1-rows-attack.json")]),
-         1: (R / "seed1", [("eraser, shipped recipe", R / "seed1" / "eraser.json", R / "seed1" / "robustness.json"),
-                           ("eraser, + 1 hardening round", R / "seed1" / "eraser_hardened_1.json",
-                            R / "seed1" / "robustness_hardened_1.json")])}
+         1: (S1, [("eraser, shipped recipe", S1 / "eraser.json", S1 / "robustness.json"),
+                  ("eraser, + 1 hardening round", S1 / "eraser_hardened_1.json", S1 / "robustness_hardened_1.json")])}
 METRICS = [("forget", "image_text", "classification", "forget MCQ img"),
            ("forget", "text_only", "classification", "forget MCQ text"),
            ("test", "image_text", "classification", "test MCQ img"),
