@@ -269,15 +269,17 @@ def test_null_space_refit_to_the_papers_fit(page):
                            " - f) < 1e-3", arg=floor, timeout=30_000)
 
 
-def test_fitting_an_eraser_with_later_turn_gate_prompts(page):
-    """Last on purpose: it replaces this page's session eraser."""
+def test_fitting_an_eraser_for_another_split(page):
+    """Last on purpose: it replaces this page's session eraser. The later-turn gate prompts box
+    stays unticked here (the fit with them is the workbench test's, on the tiny world: a third
+    longer here)."""
     _open_tab(page, "Model & data")
     page.locator("#forget_split label").filter(has_text="forget_5").click()
-    page.locator("#gate_variants input[type=checkbox]").check()
+    assert not page.locator("#gate_variants input[type=checkbox]").is_checked()
     page.click("#fit_btn")
-    page.wait_for_selector("#fit_status:has-text('later-turn formats included')", timeout=300_000)
+    page.wait_for_selector("#fit_status:has-text('forgetting forget_5')", timeout=300_000)
     status = page.locator("#fit_status").inner_text()
-    assert "forgetting forget_5" in status and "Gate prompts: 360 forget" in status
+    assert "Fitted a recall eraser" in status and "later-turn" not in status
 
 
 def test_withdrawing_a_person_in_a_new_tab(page):
