@@ -146,41 +146,75 @@ def _seconds(fn: Callable[[], object], runs: int = 3) -> float:
     return time.perf_counter() - start
 
 
-def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: int = 3) -> list[dict]:
-    """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8. The
-    on and off runs alternate (a drifting machine then slows both alike), each of 3 x `repeats`
-    pairs times three generations, and each ratio is the median of the per-pair ratios."""
+def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: int = 3,
+                   gated: list[Prompt] | None = None) -> list[dict]:
+    """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8, on
+    random pictures (whose gate stays shut) and, when given, on `gated` prompts (pictures of
+    people to forget, whose gate opens: a gate read deeper than the steered layer then costs a
+    second prompt pass, `core.steering._scout`). The on and off runs alternate (a drifting machine
+    then slows both alike), each of 3 x `repeats` pairs times three generations, and each ratio
+    is the median of the per-pair ratios."""
     from core.activations import encode_prompts
     rows = []
-    for batch_size in (1, 8):
-        batch = encode_prompts(adapter, _prompts(adapter, batch_size))
-        _fixed_length(adapter, batch, new_tokens)  # warm-up
-        own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None, joint_gate=None),
-                           eraser.diagnostics)
-        runs = [("prefill", eraser), ("latched", eraser), ("every_step", own)]
-        if eraser.gate_layers != eraser.steered_layers:  # what the gate pass costs: the same tensors, each layer's own gate
-            runs.insert(1, ("prefill", own))
-        for mode, er in runs:
-            if mode == "every_step" and er.gate_position == "mean":
-                # the same tensors read at the last token: the cost of a per-token gate
-                er = type(er)(er.direction, er.gate, _with(er.config, position="last_prompt_token"), er.diagnostics)
+    inputs = [("random pictures", lambda n: _prompts(adapter, n))]
+    if gated:
+        inputs.append(("people to forget", lambda n: [gated[i % len(gated)] for i in range(n)]))
+    own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None, joint_gate=None),
+                       eraser.diagnostics)
+    for label, make in inputs:
+        for batch_size in (1, 8):
+            prompts = make(batch_size)
+            batch = encode_prompts(adapter, prompts)
+            _fixed_length(adapter, batch, new_tokens)  # warm-up
+            runs = [("prefill", eraser), ("latched", eraser), ("every_step", own)]
+            if eraser.gate_layers != eraser.steered_layers:  # what the gate pass costs: the same tensors, each layer's own gate
+                runs.insert(1, ("prefill", own))
+            if label != "random pictures":
+                runs = runs[:1]
+            for mode, er in runs:
+                if mode == "every_step" and er.gate_position == "mean":
+                    # the same tensors read at the last token: the cost of a per-token gate
+                    er = type(er)(er.direction, er.gate, _with(er.config, position="last_prompt_token"), er.diagnostics)
 
-            def on(er=er, mode=mode):
-                with er.apply(adapter, mode=mode):
-                    _fixed_length(adapter, batch, new_tokens)
-            on()  # warm-up
-            pairs = []
-            for _ in range(3 * repeats):
-                t_off = _seconds(lambda: _fixed_length(adapter, batch, new_tokens))
-                t_on = _seconds(on)
-                pairs.append((t_off, t_on))
-            joint = er.config.joint_gate
-            rows.append({"batch": batch_size, "mode": mode,
-                         "gate_layer": ",".join(map(str, joint)) if joint else er.config.gate_layer,
-                         "off_s": statistics.median(p[0] for p in pairs),
-                         "on_s": statistics.median(p[1] for p in pairs),
-                         "overhead": statistics.median(b / a for a, b in pairs)})
+                def on(er=er, mode=mode):
+                    with er.apply(adapter, mode=mode):
+                        _fixed_length(adapter, batch, new_tokens)
+                on()  # warm-up
+                pairs = []
+                for _ in range(3 * repeats):
+                    t_off = _seconds(lambda: _fixed_length(adapter, batch, new_tokens))
+                    t_on = _seconds(on)
+                    pairs.append((t_off, t_on))
+                joint = er.config.joint_gate
+                rows.append({"inputs": label, "batch": batch_size, "mode": mode,
+                             "gate_layer": ",".join(map(str, joint)) if joint else er.config.gate_layer,
+                             "gate_open": _share_open(adapter, er, prompts),
+                             "off_s": statistics.median(p[0] for p in pairs),
+                             "on_s": statistics.median(p[1] for p in pairs),
+                             "overhead": statistics.median(b / a for a, b in pairs)})
     return rows
+
+
+def _share_open(adapter: VLMAdapter, eraser, prompts: list[Prompt]) -> float:
+    """Share of the prompts whose steering coefficient is above zero (the gate past its floor)."""
+    from core.activations import encode_prompts
+    with torch.no_grad(), eraser.apply(adapter) as h:
+        adapter.logits(encode_prompts(adapter, prompts))
+    layer = eraser.steered_layers[0]
+    return float((h.config.coefficient(h.gates[layer]) > 0).float().mean())
+
+
+def gated_prompts(model_dir: str | Path, eraser) -> list[Prompt] | None:
+    """Pictures of the eraser's forget people with a profile question, when the model folder is a
+    toy world's (other folders bench on random pictures only)."""
+    from core.toyworld.train import load_world
+    try:
+        world = load_world(model_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    from core.toyworld.fitsets import forget_spec, toy_data
+    data = toy_data(world, forget_spec(eraser.config.forget_split or "forget_10"))
+    return [Prompt("What does this person do for work?", r.images[0]) for r in data.forget if r.images]
 
 
 def _with(config, **changes):
@@ -324,7 +358,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         eraser = Eraser.from_pretrained(cfg.eraser, adapter=adapter)
         out["model"] = {"folder": str(cfg.model), "layers": adapter.num_layers, "width": adapter.hidden_size}
     log("steering on / off during greedy generation...")
-    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats)
+    gated = None if cfg.shape else gated_prompts(cfg.model, eraser)
+    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, gated)
     log("capture throughput...")
     out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
     log("a PGD step...")
@@ -356,10 +391,10 @@ def table(res: dict) -> str:
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res["steering"]:
-        gate = "" if r.get("gate_layer") is None else (f", {gate_reading(r['gate_layer'])} (read in the prompt "
-                                                       "pass; the blocks from the steered layer to it run twice)")
-        lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, batch {r['batch']} | "
-                     f"{r['overhead']:.3f}x |")
+        gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])}"
+        opened = "" if "gate_open" not in r else f" (gate open on {100 * r['gate_open']:.0f}% of them)"
+        lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, {r.get('inputs', 'random pictures')}"
+                     f"{opened}, batch {r['batch']} | {r['overhead']:.3f}x |")
     c = res["capture"]
     lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")
     lines.append(f"| a PGD step vs a forward pass | {res['pgd']['step_over_forward']:.1f}x |")

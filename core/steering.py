@@ -11,6 +11,10 @@ With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gat
 inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
 With one gate vector per forget subject (u_1..u_K, a workbench option) g = max_k h . u_k.
 
+A gate read at layers deeper than the first steered one must be known before that layer runs:
+`steer(..., gate_from=...)` documents the three ways it is read, the cheapest being a scouting
+pass that costs nothing extra on prompts whose gate stays below its floor.
+
 When: mode "prefill" (the public code's behaviour: only the prompt pass; generated tokens feel
 the change through the KV cache), "latched" (decode steps are steered too, with the gate read
 once at the last prompt token), or "every_step" (the gate is recomputed at every new token).
@@ -113,6 +117,9 @@ class _Request:
     # or a joint gate summed over several), apply it at every steered layer (None: each steered layer reads its own)
     in_gate_pass: bool = False
     in_pass: bool = False  # this prompt pass reads the gate on the way (`_read_ahead`), no pass from the top
+    scouting: bool = False  # this prompt pass runs unsteered, reading the gate; rerun steered if it fires (`_scout`)
+    rerun: bool = False  # the steered rerun of a prompt pass whose scouting found the gate open
+    pending: list[int] = field(default_factory=list)  # layers scouted before the gate was known (they show it)
     partial: torch.Tensor | None = None  # the joint gate's sum over the gate layers passed so far, (B, K) or (B,)
     early_gate: torch.Tensor | None = None  # (B,) the gate of the current prompt from the gate pass
     gates: dict[int, torch.Tensor] = field(default_factory=dict)  # prefill gate per layer, (B,)
@@ -197,6 +204,7 @@ class _Installed:
                         for i, blk in enumerate(blocks)]
         if top is not None:  # records the attention mask that prompt-mean gates need
             self.handles.append(top.register_forward_pre_hook(self._mask_hook(key, blocks), with_kwargs=True))
+            self.handles.append(top.register_forward_hook(self._rerun_hook(key), with_kwargs=True))
 
     @staticmethod
     def _mask_hook(key: int, blocks: torch.nn.ModuleList):
@@ -207,11 +215,35 @@ class _Installed:
                 if r.gate_position == "mean":  # last-token gates never read it
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
             for r in reqs:
-                if r.gate_from is not None and not r.in_gate_pass:
-                    r.early_gate, r.partial = None, None
-                    r.in_pass = len(reqs) == 1 and _prompt_length(args, kwargs) > 1 and _can_read_ahead(r, blocks)
-                    if not r.in_pass:
+                if r.gate_from is not None and not r.in_gate_pass and not r.rerun:
+                    r.early_gate, r.partial, r.pending = None, None, []
+                    alone_prompt = len(reqs) == 1 and _prompt_length(args, kwargs) > 1
+                    r.scouting = alone_prompt and _can_scout(r, kwargs)
+                    r.in_pass = alone_prompt and not r.scouting and _can_read_ahead(r, blocks)
+                    if not r.in_pass and not r.scouting:
                         _gate_pass(r, module, args, kwargs)
+            return None
+        return hook
+
+    @staticmethod
+    def _rerun_hook(key: int):
+        def hook(module, args, kwargs, output):
+            for r in [r for r in _ACTIVE.get() if r.key == key and r.alive]:
+                if not r.scouting:
+                    continue
+                r.scouting = False
+                if r.early_gate is None:
+                    raise RuntimeError(f"the prompt pass never reached gate layer {r.gate_from[-1]}")
+                if not any(r.config.strengths) or not bool((r.config.coefficient(r.early_gate) != 0).any()):
+                    return None  # every row below the gate's floor: the unsteered pass is the steered one
+                cache = kwargs.get("past_key_values")
+                if cache is not None:
+                    cache.reset()  # it was empty before the scouting pass (`_can_scout`)
+                r.rerun = True
+                try:
+                    return module(*args, **kwargs)
+                finally:
+                    r.rerun = False
             return None
         return hook
 
@@ -223,6 +255,9 @@ class _Installed:
                 return None
             h0 = args[0] if args else kwargs["hidden_states"]
             for r in reqs:
+                if r.scouting:  # alone on the model (`_can_scout`): the pass runs unsteered
+                    _scout(r, layer, h0)
+                    return None
                 if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer(s), and stops
                     # attached when grad is on: an attacker's gradient follows the gate
                     if layer in r.gate_from and r._read_in_gate_pass(layer, h0):
@@ -248,6 +283,43 @@ class _Installed:
 
 class _GatePassDone(Exception):
     """Ends a gate pass at the layer its gate is read at."""
+
+
+SCOUT = True  # tests switch it off to compare with the read-ahead
+
+
+def _can_scout(r: "_Request", kwargs) -> bool:
+    """Whether a prompt pass can scout (`_scout`): the gate has a floor (so a closed gate adds
+    exactly nothing), nothing is differentiated (an attacker's gradient must follow the gate through
+    one steered pass), and the KV cache starts empty (a rerun then just resets it)."""
+    cache = kwargs.get("past_key_values")
+    fresh = cache is None or (callable(getattr(cache, "get_seq_length", None)) and hasattr(cache, "reset")
+                              and cache.get_seq_length() == 0)
+    return SCOUT and fresh and r.config.floor > 0 and not torch.is_grad_enabled()
+
+
+def _scout(r: "_Request", layer: int, h: torch.Tensor) -> None:
+    """One block of a scouting prompt pass: read the gate's part here and show the gates, steer
+    nothing. Why: a gate read at layers deeper than the first steered one is needed before that
+    layer runs; reading it ahead runs those blocks twice for every prompt. Scouting runs the prompt
+    once unsteered and reruns it steered only when some row's gate passes the floor (`_rerun_hook`):
+    prompts about nobody to forget, most traffic, cost nothing extra; those to forget, one more
+    prompt pass. The gate is the one the read-ahead reads (the same blocks on the same input)."""
+    if h.shape[1] == 1:
+        return
+    if layer in r.gate_from and r.early_gate is None and r._read_in_gate_pass(layer, h):
+        for l in r.pending:
+            r.gates[l] = r.early_gate.detach()
+        _show_gate(r)
+    s = r.config.strengths[layer] if layer < len(r.config.strengths) else 0.0
+    shows_joint = s != 0 or len(r.gate_from) > 1  # as `_Request.apply` shows it
+    if shows_joint and r.early_gate is not None:
+        r.gates[layer] = r.early_gate.detach()
+    else:
+        r.gates[layer] = r._gate(layer, h, True).detach()
+        if shows_joint:
+            r.pending.append(layer)
+    r.trace.append((layer, h.shape[1], False))
 
 
 def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:
@@ -404,7 +476,9 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     gate_position: "last" reads the gate at the last prompt token (the method), "mean" at the
     mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
     the prefill gate is latched for decode steps, so mode "every_step" is refused.
-    gate_from: read the gate at this layer and apply it at every steered layer: on the way
+    gate_from: read the gate at this layer and apply it at every steered layer. With a gate floor
+    and no gradient (generation, scoring), the prompt pass runs unsteered reading the gate and is
+    run again steered only when a row's gate passes the floor (`_scout`); otherwise on the way
     through the prompt pass, the blocks from the first steered layer to it run once more
     (`_read_ahead`), or, with several steerings stacked on the model or a block of another
     attention type among those, in a first pass from the top (`_gate_pass`); "every_step" is refused with it too. Several

@@ -2,7 +2,8 @@
 `python -m core bench`, never asserted as timings here)."""
 import torch
 
-from conftest import tiny_adapter
+from conftest import random_image, tiny_adapter
+from core.activations import Prompt
 from core.bench import (BenchConfig, artefact_sizes, bench_capture, bench_fit, bench_pgd, bench_steering,
                         fit_rows, random_eraser, table)
 
@@ -26,10 +27,14 @@ def test_an_eraser_at_real_width_against_the_public_matrices():
 def test_steering_capture_and_pgd_figures_on_a_tiny_model():
     adapter = tiny_adapter("llava")
     eraser = random_eraser(adapter)
-    steering = bench_steering(adapter, eraser, new_tokens=2, repeats=1)
-    assert [(r["batch"], r["mode"]) for r in steering] == [(b, m) for b in (1, 8)
-                                                            for m in ("prefill", "latched", "every_step")]
+    gated = [Prompt("who is this ?", random_image(7))]
+    steering = bench_steering(adapter, eraser, new_tokens=2, repeats=1, gated=gated)
+    assert [(r["inputs"], r["batch"], r["mode"]) for r in steering] == [
+        *[("random pictures", b, m) for b in (1, 8) for m in ("prefill", "latched", "every_step")],
+        ("people to forget", 1, "prefill"), ("people to forget", 8, "prefill")]
     assert all(r["overhead"] > 0 and r["on_s"] > 0 and r["off_s"] > 0 for r in steering)
+    # no floor: every row with a positive gate steers; a batch of 8 copies of one prompt opens all or none
+    assert steering[-1]["gate_open"] in (0.0, 1.0) and all(0 <= r["gate_open"] <= 1 for r in steering)
     capture = bench_capture(adapter, 8, [0, 1])
     assert abs(capture["speedup"] - capture["batch16_per_s"] / capture["batch1_per_s"]) < 1e-9
     pgd = bench_pgd(adapter, steps=1)
@@ -37,5 +42,5 @@ def test_steering_capture_and_pgd_figures_on_a_tiny_model():
            "steering": steering, "capture": capture, "pgd": pgd, "fit": bench_fit([(4, 10, 16)]),
            "artefact": [artefact_sizes(2, adapter.hidden_size)]}
     text = table(res)
-    assert "`every_step`, batch 8" in text and "capture, batch 16 vs batch 1" in text
+    assert "`every_step`, random pictures (gate open on" in text and "people to forget" in text and "capture, batch 16 vs batch 1" in text
     assert BenchConfig().model == "assets/toy-llava"

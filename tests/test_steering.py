@@ -275,6 +275,42 @@ def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(fam
         steer(a, r, cfg, u, gate_from=3)
 
 
+def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_opens(family, monkeypatch):
+    """A joint gate over layers 1-2 applied at layer 0, with a floor: the prompt pass runs
+    unsteered reading the gate, and is run again steered only when some row's gate passes the
+    floor. Logits, greedy text and the gates shown equal the read-ahead's (blocks 0-1 run again
+    in the pass); a shut gate runs every block once and leaves the logits exactly unsteered."""
+    import core.steering as steering
+    a = tiny_adapter(family, layers=3)
+    batch = _batch(a)
+    r, _ = _vectors(a)
+    u = torch.randn(a.num_layers, a.hidden_size, generator=torch.Generator().manual_seed(5))
+    h12 = capture(a, batch, [1, 2])
+    raw = h12[:, 0] @ u[1] + h12[:, 1] @ u[2]
+    scale = 0.8 / raw[raw.abs().argmax()]  # the row of the largest gate at 0.8 (the gate is linear in u)
+    u, want = u * scale, raw * scale
+    with torch.no_grad():
+        plain = a.logits(batch)
+    for floor, opens in ((0.9, False), (0.5, True)):
+        cfg = SteeringConfig((2.0, 0.0, 0.0), "latched", floor=floor)
+        seen = {}
+        for scout in (True, False):
+            monkeypatch.setattr(steering, "SCOUT", scout)
+            with torch.no_grad(), steer(a, r, cfg, u, gate_from=(1, 2)) as h:
+                logits = a.logits(batch)
+            with steer(a, r, cfg, u, gate_from=(1, 2)):
+                text = a.generate(batch, 4)
+            prompt_calls = [t for t in h.trace if t[1] > 1]
+            seen[scout] = (logits, text, {l: g.clone() for l, g in h.gates.items()}, prompt_calls)
+        (s_logits, s_text, s_gates, s_calls), (r_logits, r_text, r_gates, r_calls) = seen[True], seen[False]
+        assert torch.allclose(s_logits, r_logits, atol=1e-5) and s_text == r_text
+        assert all(torch.allclose(s_gates[l], r_gates[l], atol=1e-6) for l in range(3))
+        assert torch.allclose(s_gates[0], want, atol=1e-4)
+        assert len(s_calls) == (6 if opens else 3) and len(r_calls) == 3
+        assert torch.equal(s_logits, plain) != opens  # shut: the unsteered pass is the answer
+    assert hook_count(a) == 0
+
+
 def test_a_joint_gate_over_two_layers_steers_like_that_gate_applied_by_hand(family):
     """gate_from=(1, 2) with one gate per subject: the first pass sums each subject's parts at
     layers 1 and 2 and takes the largest subject; layer 0 is steered with it, as with that value
