@@ -559,14 +559,20 @@ class Eraser:
         of the retain rows' gates (retained inputs the gate was fitted to keep quiet), full
         steering from the `forget_q` quantile of the forget rows' (attacked rows included after
         hardening). Data-driven, so that the ramp is not tuned on an evaluation. `rows`: (forget,
-        retain) activations (N, L, d) to read it off instead of the fit state's."""
-        if rows is None and self.state is None:
-            raise ValueError("the gate ramp is read off the fit's rows: this eraser holds no fit state (fit it "
-                             "again with one gate per subject, which keeps it, or give --gate-floor / --gate-full)")
-        H_forget, H_retain = rows if rows is not None else (self.state.H_forget, self.state.H_retain)
-        layers = self.gate_layers
-        retain = self.read_gate(H_retain[:, layers].double(), layers)
-        forget = self.read_gate(H_forget[:, layers].double(), layers)
+        retain) activations (N, L, d) to read it off instead of the fit state's. Without a fit state
+        (one gate for the whole forget set, or saved with --no-state) the gates of the rows come
+        from the diagnostics (`row_gates`), which the fit wrote from the same rows."""
+        if rows is not None or self.state is not None:
+            H_forget, H_retain = rows if rows is not None else (self.state.H_forget, self.state.H_retain)
+            layers = self.gate_layers
+            retain = self.read_gate(H_retain[:, layers].double(), layers)
+            forget = self.read_gate(H_forget[:, layers].double(), layers)
+        elif (gates := self.row_gates()) is not None:
+            forget, retain = gates
+        else:
+            raise ValueError("the gate ramp is read off the fit's rows: this eraser holds neither its fit state nor "
+                             "its diagnostics (saved without them); fit it again, or give --gate-floor / "
+                             "--gate-full")
         floor = max(0.0, float(retain.quantile(retain_q)))
         full = min(1.0, float(forget.quantile(forget_q)))
         if not floor + 0.01 < full:
