@@ -312,13 +312,12 @@ def _scout(r: "_Request", layer: int, h: torch.Tensor) -> None:
             r.gates[l] = r.early_gate.detach()
         _show_gate(r)
     s = r.config.strengths[layer] if layer < len(r.config.strengths) else 0.0
-    shows_joint = s != 0 or len(r.gate_from) > 1  # as `_Request.apply` shows it
-    if shows_joint and r.early_gate is not None:
+    if not (s != 0 or len(r.gate_from) > 1):  # an unsteered layer shows its own gate, as `_Request.apply` does
+        r.gates[layer] = r._gate(layer, h, True).detach()
+    elif r.early_gate is not None:
         r.gates[layer] = r.early_gate.detach()
     else:
-        r.gates[layer] = r._gate(layer, h, True).detach()
-        if shows_joint:
-            r.pending.append(layer)
+        r.pending.append(layer)  # shown once the gate is read
     r.trace.append((layer, h.shape[1], False))
 
 

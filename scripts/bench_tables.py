@@ -28,12 +28,14 @@ def headline(shipped: dict, shape: dict | None) -> str:
                        (shape, "a model of LLaVA-1.5-7B's width (2 layers, random weights)")):
         if res:
             rows8 = [r for r in res["steering"] if r["batch"] == 8]
-            for deep in sorted({r.get("gate_layer") for r in rows8}, key=lambda g: g is not None, reverse=True):
-                picked = [r for r in rows8 if r.get("gate_layer") == deep]
-                how = ("each steered layer reading its own gate" if deep is None
-                       else f"{gate_reading(deep)}, read in the prompt pass")
-                lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}: "
-                             + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
+            groups = {(r.get("inputs", "random pictures"), r.get("gate_layer")) for r in rows8}
+            for inputs, deep in sorted(groups, key=lambda g: (g[0] != "random pictures", g[1] is None)):
+                picked = [r for r in rows8 if (r.get("inputs", "random pictures"), r.get("gate_layer")) == (inputs, deep)]
+                how = "each steered layer reading its own gate" if deep is None else gate_reading(deep)
+                shut = {"random pictures": "random pictures (the gate stays shut)",
+                        "people to forget": "portraits of people to forget (the gate opens: the prompt runs twice)"}
+                lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
+                             f"{shut.get(inputs, inputs)}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")
     lines += [f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
               f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
