@@ -32,10 +32,13 @@ def headline(shipped: dict, shape: dict | None) -> str:
             for inputs, deep in sorted(groups, key=lambda g: (g[0] != "random pictures", g[1] is None)):
                 picked = [r for r in rows8 if (r.get("inputs", "random pictures"), r.get("gate_layer")) == (inputs, deep)]
                 how = "each steered layer reading its own gate" if deep is None else gate_reading(deep)
-                shut = {"random pictures": "random pictures (the gate stays shut)",
-                        "people to forget": "portraits of people to forget (the gate opens: the prompt runs twice)"}
+                said = inputs
+                if all(r.get("gate_open", 1) == 0 for r in picked):
+                    said += " (the gate stays shut)"
+                elif inputs == "people to forget":
+                    said = "portraits of people to forget (the gate opens: the prompt runs again, steered)"
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
-                             f"{shut.get(inputs, inputs)}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
+                             f"{said}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")
     lines += [f"| gate fit at d 4096 (256 forget, 1024 retain rows) vs the paper's formula | "
               f"{fit['speedup']:.0f}x faster, same gate to {fit['relative_diff']:.0e} |",
