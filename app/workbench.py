@@ -408,9 +408,13 @@ class Workbench:
             self._acts.pop(next(iter(self._acts)))
 
     def _acts_key(self, eraser: Eraser, data: ForgetData) -> tuple:
+        """Which cached activation sets an eraser's views use: its forget people (not how its split is
+        named: a hardened or extended eraser names them one by one, and the sets are the same), the
+        source and what builds the gate sets."""
         c = eraser.config
         source = "toy" if data.builder is not None else data.key
-        return (source, c.forget_split, c.seed, eraser.gate_position, c.gate_retain, c.gate_variants)
+        people = tuple(sorted(r.id for r in data.forget))
+        return (source, people, c.seed, eraser.gate_position, c.gate_retain, c.gate_variants)
 
     def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
                        progress: Callable[[str, int, int], None] | None = None,

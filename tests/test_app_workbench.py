@@ -684,6 +684,9 @@ def test_hardening_in_a_session_adds_attacked_rows_and_raises_the_gate_on_them(t
         before, after = map(float, re.search(r"images (\S+) -> (\S+) after", line).groups())
         assert after > before, line
     assert not per_person.config.adversarial_rounds and per_person.state is None  # the session's old eraser: untouched
+    # its split is now named person by person: the same people, so the views reuse the collected sets
+    assert hardened.config.forget_split != per_person.config.forget_split
+    assert wb.activation_sets(hardened, session=sess) is wb.activation_sets(per_person, session=sess)
 
 
 def test_a_computation_without_a_stop_hook_still_stops_at_once():
