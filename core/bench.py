@@ -147,19 +147,21 @@ def _seconds(fn: Callable[[], object], runs: int = 3) -> float:
 
 
 def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: int = 3,
-                   gated: list[Prompt] | None = None) -> list[dict]:
+                   portraits: dict[str, list[Prompt]] | None = None) -> list[dict]:
     """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8, on
-    random pictures (whose gate stays shut) and, when given, on `gated` prompts (pictures of
-    people to forget, whose gate opens: a gate read deeper than the steered layer then costs a
-    second prompt pass, `core.steering._scout`). Each of 2 x `repeats` rounds times off, on, on,
+    random pictures and, for the eraser's own mode, on each named set of `portraits` (the people
+    to forget, whose gate opens: a gate read deeper than the steered layer then costs a second
+    prompt pass, `core.steering._scout`; retained people, whose gate opens on a few rows, and a
+    batch reruns when any of its rows does). Each row says on what share of its prompts the gate
+    opened. Each of 2 x `repeats` rounds times off, on, on,
     off (two generations each): a drifting machine slows both alike, and neither side always runs
     first (an off/off check of this order once gave 1.04x on this CPU); each ratio is the median of
     the per-round ratios."""
     from core.activations import encode_prompts
     rows = []
     inputs = [("random pictures", lambda n: _prompts(adapter, n))]
-    if gated:
-        inputs.append(("people to forget", lambda n: [gated[i % len(gated)] for i in range(n)]))
+    for label, ps in (portraits or {}).items():
+        inputs.append((label, lambda n, ps=ps: [ps[i % len(ps)] for i in range(n)]))
     own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None, joint_gate=None),
                        eraser.diagnostics)
     for label, make in inputs:
@@ -206,9 +208,9 @@ def _share_open(adapter: VLMAdapter, eraser, prompts: list[Prompt]) -> float:
     return float((h.config.coefficient(h.gates[layer]) > 0).float().mean())
 
 
-def gated_prompts(model_dir: str | Path, eraser) -> list[Prompt] | None:
-    """Pictures of the eraser's forget people with a profile question, when the model folder is a
-    toy world's (other folders bench on random pictures only)."""
+def portrait_prompts(model_dir: str | Path, eraser) -> dict[str, list[Prompt]] | None:
+    """A profile question on a picture of each of the eraser's forget people and of 40 retained
+    people, when the model folder is a toy world's (other folders bench on random pictures only)."""
     from core.toyworld.train import load_world
     try:
         world = load_world(model_dir)
@@ -216,7 +218,8 @@ def gated_prompts(model_dir: str | Path, eraser) -> list[Prompt] | None:
         return None
     from core.toyworld.fitsets import forget_spec, toy_data
     data = toy_data(world, forget_spec(eraser.config.forget_split or "forget_10"))
-    return [Prompt("What does this person do for work?", r.images[0]) for r in data.forget if r.images]
+    ask = lambda recs: [Prompt("What does this person do for work?", r.images[0]) for r in recs if r.images]  # noqa: E731
+    return {"people to forget": ask(data.forget), "retained people": ask(data.retain[:40])}
 
 
 def _with(config, **changes):
@@ -360,8 +363,8 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         eraser = Eraser.from_pretrained(cfg.eraser, adapter=adapter)
         out["model"] = {"folder": str(cfg.model), "layers": adapter.num_layers, "width": adapter.hidden_size}
     log("steering on / off during greedy generation...")
-    gated = None if cfg.shape else gated_prompts(cfg.model, eraser)
-    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, gated)
+    portraits = None if cfg.shape else portrait_prompts(cfg.model, eraser)
+    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, portraits)
     log("capture throughput...")
     out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
     log("a PGD step...")

@@ -32,11 +32,12 @@ def headline(shipped: dict, shape: dict | None) -> str:
             for inputs, deep in sorted(groups, key=lambda g: (g[0] != "random pictures", g[1] is None)):
                 picked = [r for r in rows8 if (r.get("inputs", "random pictures"), r.get("gate_layer")) == (inputs, deep)]
                 how = "each steered layer reading its own gate" if deep is None else gate_reading(deep)
-                said = inputs
+                said = inputs if inputs == "random pictures" else f"portraits of {inputs}"
                 if all(r.get("gate_open", 1) == 0 for r in picked):
                     said += " (the gate stays shut)"
-                elif inputs == "people to forget":
-                    said = "portraits of people to forget (the gate opens: the prompt runs again, steered)"
+                elif "gate_open" in picked[0] and inputs != "random pictures":
+                    said += (f" (the gate opens on {100 * picked[0]['gate_open']:.0f}% of them; a batch in which any "
+                             "row's opens runs the prompt again, steered)")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
                              f"{said}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")

@@ -28,7 +28,7 @@ def test_steering_capture_and_pgd_figures_on_a_tiny_model():
     adapter = tiny_adapter("llava")
     eraser = random_eraser(adapter)
     gated = [Prompt("who is this ?", random_image(7))]
-    steering = bench_steering(adapter, eraser, new_tokens=2, repeats=1, gated=gated)
+    steering = bench_steering(adapter, eraser, new_tokens=2, repeats=1, portraits={"people to forget": gated})
     assert [(r["inputs"], r["batch"], r["mode"]) for r in steering] == [
         *[("random pictures", b, m) for b in (1, 8) for m in ("prefill", "latched", "every_step")],
         ("people to forget", 1, "prefill"), ("people to forget", 8, "prefill")]
