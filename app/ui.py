@@ -190,8 +190,9 @@ def build(default: Workbench) -> gr.Blocks:
                 fit_status = gr.Markdown(elem_id="fit_status")
                 gr.Markdown("### Forget someone\nUpload 1-10 photos of a person and type their name; facts are "
                             "optional. The eraser forgets questions about them with a photo and by name; the "
-                            "toy world's people (when the model has one), scene pictures and private-data requests "
-                            "are what it must keep. Every tab of this session then works on this person.")
+                            "toy world's people (when the model has one), the people to keep, scene pictures and "
+                            "private-data requests are what it must keep. Every tab of this session then works on "
+                            "this person.")
                 with gr.Row():
                     someone_photos = gr.File(label="Photos of the person (1-10; PNG / JPEG / WebP)",
                                              file_count="multiple", file_types=["image"], elem_id="someone_photos",
@@ -202,6 +203,11 @@ def build(default: Workbench) -> gr.Blocks:
                             label='Facts (optional JSON, e.g. {"qa": [{"question": "What is this person\'s job?", '
                                   '"answer": "This person works as a florist."}]}; also "mcq" and "cloze")',
                             lines=2, elem_id="someone_facts")
+                someone_keep = gr.File(label="Photos of other people to keep (optional, up to 20 people; name each "
+                                             "file after the person: Oskar_Draper.jpg, Oskar_Draper_2.jpg). Without "
+                                             "anyone to keep, the gate learns 'a person' rather than who, and other "
+                                             "people's questions are refused too.",
+                                       file_count="multiple", file_types=["image"], elem_id="someone_keep", height=120)
                 someone_add = gr.Checkbox(False, elem_id="someone_add",
                                           label="Add this person to the current eraser (one more forget request: it "
                                                 "keeps forgetting everyone else, and only this person's prompts are "
@@ -527,24 +533,29 @@ def build(default: Workbench) -> gr.Blocks:
             return sess, describe(sess, eraser)
 
         @logged
-        def do_forget_someone(sess, files, name, facts, add, progress=gr.Progress()):
+        def do_forget_someone(sess, files, name, facts, add, keep, progress=gr.Progress()):
             if add:
                 def describe(sess, eraser):
                     return (f"Added **{name.strip()}** to this session's eraser (request "
                             f"{len(eraser.config.requests)}): it now forgets {len(eraser.config.subjects)} people. "
                             "Try the playground with one of the photos and *Who is this person?*")
                 return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop,
-                                                                                     add=True), describe, progress)
+                                                                                     add=True, keep=keep),
+                                      describe, progress)
 
             def describe(sess, eraser):
                 c = eraser.config.counts
-                kept = (f"{len(sess.data.retain)} retained people, " if sess.data.retain else
-                        "no retained people (this model has no toy world: the gate only knows scenes and requests), ")
+                to_keep = sum(r.id.startswith("keep-") for r in sess.data.retain)
+                kept = (f"{len(sess.data.retain)} retained people ({to_keep} of them yours to keep), "
+                        if sess.data.retain else
+                        "no retained people: the gate only knows scenes and requests, and other people's questions "
+                        "may be refused too; add photos of people to keep, ")
                 return (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
                         f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
                         "private-data requests). Every tab of this session now uses it: try the playground "
                         "with one of the photos and *Who is this person?*")
-            return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop),
+            return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop,
+                                                                                 keep=keep),
                                   describe, progress)
 
         someone_stop.click(stopper("fit"), session, None, **INTERNAL)
@@ -665,7 +676,8 @@ def build(default: Workbench) -> gr.Blocks:
             slider.release(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         # a new eraser for this session (Forget someone): its null space is shown at once
         follow_eraser(someone_btn.click(do_forget_someone, [session, someone_photos, someone_name, someone_facts,
-                                                            someone_add], [session, someone_status], **HEAVY)).then(
+                                                            someone_add, someone_keep], [session, someone_status],
+                                          **HEAVY)).then(
             show_null, null_in, null_out, api_visibility="private", **LIGHT)
         ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
                        [session, floor, full, *null_out], **HEAVY)

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
 from core.data.source import ForgetData
-from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, ModelMismatchError, recipe_of
+from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, recipe_of
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
@@ -346,12 +346,14 @@ class Workbench:
 
     def fit_eraser(self, forget: str | list[str], kind: str = "recall", session: Session | None = None,
                    progress: Callable[[str, int, int], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None, gate_variants: float = 0.0) -> Eraser:
+                   should_stop: Callable[[], bool] | None = None, gate_variants: float = 0.0,
+                   recipe: EraserConfig | None = None) -> Eraser:
         """Fit a new eraser for a forget split or hand-picked people, with the current eraser's
         null-space and steering settings (and the session's kept PGD images in the recall set).
-        gate_variants: share of gate prompts added in later-turn formats (`fit --gate-variants`)."""
+        gate_variants: share of gate prompts added in later-turn formats (`fit --gate-variants`).
+        recipe: the settings to fit with instead (default: the current eraser's; for a model with
+        no eraser yet, the workbench preset, untuned)."""
         from core.contrast import fit_sets
-        from core.eraser import EraserConfig
         if isinstance(forget, ForgetData):
             data = forget
             spec = ",".join(data.forget_ids)
@@ -369,7 +371,12 @@ class Workbench:
             data = toy_data(world, forget)
             spec = forget if isinstance(forget, str) else ",".join(p.id for p in people)
         base = (session.eraser if session else None) or self.eraser
-        cfg = EraserConfig() if base is None else EraserConfig(**recipe_of(base.config))
+        if recipe is not None:
+            cfg = EraserConfig(**recipe_of(recipe))
+        elif base is None:  # a model with no eraser yet (one the project does not ship): the measured recipe
+            cfg = EraserConfig.from_preset("workbench", self.adapter.num_layers)
+        else:
+            cfg = EraserConfig(**recipe_of(base.config))
         cfg.direction_kind = kind
         cfg.forget_split = spec
         cfg.data_source = data.name
@@ -418,15 +425,18 @@ class Workbench:
 
     def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
                        progress: Callable[[str, int, int], None] | None = None,
-                       should_stop: Callable[[], bool] | None = None, add: bool = False) -> Eraser:
+                       should_stop: Callable[[], bool] | None = None, add: bool = False,
+                       keep=None) -> Eraser:
         """Fit an eraser that forgets one person known from 1-10 uploaded photos and a name
         (optionally facts, as JSON in the photo-folder schema). The toy world's people (all but
-        anyone of that name) are the retained set when the model has one; built-in scene
-        questions and private-data requests always join it. The session then works on this data.
-        With `add`, the person joins the current eraser as one more forget request instead
-        (core.requests: only their prompts are run through the model)."""
+        anyone of that name) are the retained set when the model has one, and `keep`, photos of
+        other people each named after the person ("Oskar_Draper.jpg"), join it; built-in scene
+        questions and private-data requests always do. Why `keep`: with no retained people the
+        gate learns "a person" rather than who (docs/open-world.md). The session then works on
+        this data. With `add`, the person joins the current eraser as one more forget request
+        instead (core.requests: only their prompts are run through the model)."""
         import json as _json
-        from core.data.folder import MAX_IMAGES, FolderError, subject_from
+        from core.data.folder import MAX_IMAGES, FolderError, names_of_photos, subject_from
         files = [f for f in (photos or []) if f is not None]
         if not 1 <= len(files) <= MAX_IMAGES:
             raise UserError(f"Upload between 1 and {MAX_IMAGES} photos of the person (got {len(files)}).")
@@ -440,12 +450,29 @@ class Workbench:
                             "under it.") from None
         images = [read_image(getattr(f, "name", f)) for f in files]
         subject = "upload-" + "-".join(name.lower().split())[:40]
+        keep_files = [getattr(f, "name", f) for f in (keep or []) if f is not None]
+        if keep_files and add:
+            raise UserError("People to keep join a new fit: untick *Add this person to the current eraser*, or "
+                            "remove the photos of people to keep.")
+        try:
+            kept = names_of_photos(keep_files)
+        except FolderError as exc:
+            raise UserError(str(exc)) from exc
+        if len(kept) > limits.KEEP_PEOPLE or any(len(v) > MAX_IMAGES for v in kept.values()):
+            raise UserError(f"Give at most {limits.KEEP_PEOPLE} people to keep, {MAX_IMAGES} photos each (got "
+                            f"{len(kept)} people, at most {max(map(len, kept.values()))} photos of one).")
+        if name.lower() in {k.lower() for k in kept}:
+            raise UserError(f"{name} is both the person to forget and one of the people to keep: remove their "
+                            "photos from the people to keep.")
         retain, real = [], []
         if self.world is not None:
             retain = [self.world.person_record(p) for p in self.world.people if p.name.lower() != name.lower()]
             real = self.world.eval_items("real")
+        names = [*kept, *(r.name for r in retain[:3] if r.name)]
         try:
-            rec = subject_from(subject, images, name, facts, [r.name for r in retain[:3] if r.name])
+            retain = [subject_from("keep-" + "-".join(k.lower().split())[:40], [read_image(p) for p in ps], k, None,
+                                   [name, *names]) for k, ps in kept.items()] + retain
+            rec = subject_from(subject, images, name, facts, names)
             data = ForgetData([rec], retain, real=real, name=f"upload: {name}").for_tokenizer(self.adapter.tokenizer)
         except (FolderError, ValueError) as exc:
             raise UserError(str(exc)) from exc

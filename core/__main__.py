@@ -110,8 +110,9 @@ def _load_data(args, adapter=None, limit: int | None = None):
     of a model folder that carries one. --forget picks subjects (a toy-world split, or ids)."""
     from core.data.source import load_data
     spec = getattr(args, "forget", None)
+    keep = getattr(args, "retain_dir", None)
     if args.data or getattr(args, "forget_dir", None):
-        data = load_data(args.data, getattr(args, "forget_dir", None))
+        data = load_data(args.data, getattr(args, "forget_dir", None), keep)
         if spec:
             if spec.startswith("forget_"):
                 raise ValueError(f"--forget {spec} names a toy-world split; with --data / --forget-dir pass subject "
@@ -120,6 +121,9 @@ def _load_data(args, adapter=None, limit: int | None = None):
         if adapter is not None:
             data.for_tokenizer(adapter.tokenizer)
         return data
+    if keep:
+        raise ValueError("--retain-dir adds people to keep to a forget set you bring: pass it with --forget-dir "
+                         "FOLDER or --data forget=PATH")
     model = getattr(args, "model", None)
     model = model[0] if isinstance(model, list) else model
     if not _has_world(model):
@@ -154,7 +158,12 @@ def data_options(p: argparse.ArgumentParser, toy_help: str = "") -> None:
                         "holding the files `world --export` writes")
     p.add_argument("--forget-dir", default=None, metavar="FOLDER",
                    help="a photo folder to forget: one sub-folder per subject with 1-10 photos and an optional "
-                        "facts.json (see core/data/folder.py); add retained subjects with --data retain=PATH")
+                        "facts.json (see core/data/folder.py); add retained subjects with --data retain=PATH or "
+                        "--retain-dir")
+    p.add_argument("--retain-dir", default=None, metavar="FOLDER",
+                   help="a photo folder of people to keep, laid out as --forget-dir (a name and 1-10 photos each): "
+                        "without any retained people the gate learns 'a person' rather than who, and other "
+                        "people's questions are refused too (docs/open-world.md)")
 
 
 class _StageBars:
@@ -246,12 +255,10 @@ def _tune_tasks(args, data, adapter, eraser, best, strengths) -> dict:
 
 def _preset_config(args, num_layers: int):
     """The EraserConfig of a fit: the preset's values, then every flag the user set."""
+    from dataclasses import asdict
     from core.eraser import GATE_POSITIONS, PRESETS, EraserConfig
-    if args.preset not in PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
-    pre = dict(PRESETS[args.preset])
-    tune = pre.pop("tune")
-    first = pre.pop("steer_from_layer", None)
+    pre = asdict(EraserConfig.from_preset(args.preset, num_layers))  # refuses an unknown preset
+    tune = PRESETS[args.preset]["tune"]
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
                    strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
@@ -262,12 +269,14 @@ def _preset_config(args, num_layers: int):
     if args.threshold is not None:
         values["ratio"] = None
     steer = _parse_layers(args.steer_layers)
-    if steer is None and first is not None and args.layers is None:
-        steer = list(range(first, num_layers))
-    cfg = EraserConfig(**values, threshold=args.threshold, layers=_parse_layers(args.layers), steer_layers=steer,
-                       task_strengths=_parse_task_strengths(args.task_strength), seed=args.seed,
-                       direction_kind=args.direction, gate_variants=args.gate_variants, pgd_eps=args.eps,
-                       preset=args.preset)
+    if steer is None and args.layers is not None:  # the preset's steered layers assume every layer is fitted
+        values["steer_layers"] = None
+    values.update(threshold=args.threshold, layers=_parse_layers(args.layers),
+                  task_strengths=_parse_task_strengths(args.task_strength), seed=args.seed,
+                  direction_kind=args.direction, gate_variants=args.gate_variants, pgd_eps=args.eps)
+    if steer is not None:
+        values["steer_layers"] = steer
+    cfg = EraserConfig(**values)
     return cfg, (tune if args.tune is None else args.tune)
 
 
@@ -303,11 +312,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     else:
         from core.data.source import parse_specs
         cfg.data_source = " ".join([f"{k}={v}" for k, v in parse_specs(args.data).items()]
-                                   + ([f"forget-dir={args.forget_dir}"] if args.forget_dir else []))
+                                   + ([f"forget-dir={args.forget_dir}"] if args.forget_dir else [])
+                                   + ([f"retain-dir={args.retain_dir}"] if args.retain_dir else []))
     if not data.retain:
         print("warning: no retained subjects: the gate only learns to stay quiet on scene pictures and general "
-              "questions, not on other people or their private-data requests; add --data retain=PATH for a "
-              "selective eraser", file=sys.stderr)
+              "questions, not on other people or their private-data requests (it then refuses many of them); add "
+              "--retain-dir FOLDER (photos and a name of a few other people) or --data retain=PATH for a selective "
+              "eraser", file=sys.stderr)
     print(f"fitting on {data.name}: {len(data.forget)} subjects to forget, {len(data.retain)} retained, "
           f"{len(data.real)} general rows; preset {args.preset}{' + tuning' if do_tune else ''}")
     sets = fit_sets(data, adapter, args.direction, seed=args.seed, variants=args.gate_variants,

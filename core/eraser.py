@@ -143,6 +143,18 @@ class EraserConfig:
     joint_gate: list[int] | None = None
     version: int = 1
 
+    @classmethod
+    def from_preset(cls, name: str, num_layers: int | None = None) -> "EraserConfig":
+        """The settings of a fit preset (PRESETS) for a model of `num_layers` decoder layers (the
+        paper's preset steers layers 1..L-1). Whether to tune afterwards is the caller's choice
+        (`PRESETS[name]["tune"]`)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        values = {k: v for k, v in PRESETS[name].items() if k not in ("tune", "steer_from_layer")}
+        first = PRESETS[name].get("steer_from_layer")
+        steer = None if first is None or num_layers is None else list(range(first, num_layers))
+        return cls(**values, steer_layers=steer, preset=name)
+
     def __post_init__(self) -> None:
         """Refuse values no fit produces, naming the field: an uploaded eraser's JSON is untrusted
         and a bad value would otherwise surface later as an IndexError inside a view."""

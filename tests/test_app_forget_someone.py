@@ -73,3 +73,22 @@ def test_activation_map_and_null_space_draw_for_the_new_eraser(page):
     page.click("#map_draw")
     page.wait_for_function("() => document.querySelector('#map_plot').innerText.includes('PC 1')", timeout=240_000)
     assert "Error" not in page.locator("#map_status").inner_text()
+
+
+def test_photos_of_people_to_keep_join_the_fit(page, tmp_path):
+    """Photos of other people, each file named after the person, are uploaded next to the
+    person's own: the fit's status counts them among the retained people."""
+    from core.toyworld.train import load_world
+    world = load_world("assets/toy-llava")
+    keep = []
+    for p in [q for q in world.people if q.name != page.person.name][:2]:
+        path = tmp_path / f"{p.name.replace(' ', '_')}.png"
+        world.render(p).save(path)
+        keep.append(str(path))
+    page.get_by_role("tab", name="Model & data").click()
+    page.locator("#someone_keep input[type=file]").set_input_files(keep)
+    page.wait_for_function("() => (document.querySelector('#someone_keep').innerText.match(/\\.png/g) || [])"
+                           ".length === 2", timeout=30_000)
+    page.click("#someone_btn")
+    page.wait_for_selector("#someone_status:has-text('2 of them yours to keep')", timeout=240_000)
+    assert f"forgetting {page.person.name}" in page.locator("#someone_status").inner_text()

@@ -1,6 +1,7 @@
 """App handlers, called directly: input validation and the original-vs-steered comparison."""
 import io
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,7 +140,7 @@ def test_concurrent_users_get_answers_for_their_own_strength():
 @pytest.fixture(scope="module")
 def toy(mini_toy):
     wb = Workbench.load(mini_toy, eraser=None)
-    eraser = wb.fit_eraser("forget_15", "recall")
+    eraser = wb.fit_eraser("forget_15", "recall", recipe=EraserConfig())  # one gate: the refit tests move from it
     return wb, eraser
 
 
@@ -704,3 +705,62 @@ def test_a_computation_without_a_stop_hook_still_stops_at_once():
     assert _stoppable(lambda: 42, lambda: False) == 42 and _stoppable(lambda: 7, None) == 7
     with pytest.raises(ZeroDivisionError):
         _stoppable(lambda: 1 / 0, lambda: False)
+
+
+def test_forget_someone_on_a_model_without_a_world_runs_every_view(tmp_path):
+    """The open world in the app: a model folder with no world.json (a tiny Qwen2.5-VL) and photos
+    and a name. The retained set is then only the built-in scene questions and private-data
+    requests; the session's playground, examples, evaluation, null space, activation map and a
+    hardening round all work on that person, and a second session still has no forget set."""
+    from app.workbench import Session
+    from core.models.tiny import plain_english_words, save_tiny
+    folder = save_tiny("qwen2_5_vl", tmp_path / "q", words=plain_english_words())  # spells the name like a real tokenizer
+    assert not (folder / "world.json").exists()
+    wb = Workbench.load(folder, eraser=None)
+    assert wb.world is None and wb.eraser is None
+    paths = []
+    for i in range(2):
+        random_image(40 + i).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    sess, other = Session(), Session()
+    stages = []
+    eraser = wb.forget_someone(paths, "Sam Rivers", "", sess, progress=lambda s, d, t: stages.append(s))
+    sess.eraser = eraser
+    assert {"forget", "retain"} <= set(stages)
+    assert sess.data.forget[0].name == "Sam Rivers" and sess.data.retain == []
+    assert eraser.config.data_source == "upload: Sam Rivers"
+    assert eraser.config.preset == "workbench" and eraser.config.subject_gates  # the measured recipe, not bare defaults
+    cmp = wb.compare(paths[0], "Who is this person?", 1.0, None, session=sess)
+    assert set(cmp.gates) == set(eraser.fitted_layers) and all(0.0 <= g <= 1.0 for g in cmp.gates.values())
+    assert [label for label, _ in wb.examples(eraser, session=sess)] == ["forget: Sam Rivers"]
+    res, plain = wb.evaluate(eraser, 2, session=sess), wb.evaluate(None, 2, session=sess)
+    # nothing retained was brought: the built-in scored scenes show what the eraser costs
+    assert set(res.splits) == {"forget", "scenes"} and set(res.refusal_prompts) == {"forget"}
+    assert res.splits["scenes"]["image_text"]["n"] == plain.splits["scenes"]["image_text"]["n"] == 2 * 9
+    layer = eraser.fitted_layers[-1]
+    rows = wb.nullspace_view(eraser, layer)[3]
+    assert rows[-1][4] == round(float(eraser.diagnostics["forget_gates"][layer].mean()), 3)
+    hardened, lines = wb.harden(sess, 1, 1)
+    assert len(lines) == 1 and sess.eraser is hardened and hardened.config.adversarial_rounds == 1
+    sets = wb.activation_sets(hardened, session=sess)
+    assert {p.tag for p in sets.forget} == {sess.data.forget_ids[0]} and len(sets.retain) > 0
+    with pytest.raises(UserError, match="Forget someone"):
+        wb.eraser_for(other)
+    # photos of people to keep, each file named after the person: they become the retained set
+    keep = []
+    for i, file in enumerate(("Alex_Morgan.png", "Alex_Morgan_2.png", "jordan-lee.png")):
+        random_image(50 + i).save(tmp_path / file)
+        keep.append(str(tmp_path / file))
+    kept = Session()
+    kept.eraser = wb.forget_someone(paths, "Sam Rivers", "", kept, keep=keep)
+    assert {r.name: len(r.images) for r in kept.data.retain} == {"Alex Morgan": 2, "Jordan Lee": 1}
+    assert kept.eraser.config.counts["retain"] > eraser.config.counts["retain"]
+    assert set(wb.evaluate(kept.eraser, 1, session=kept).splits) == {"forget", "retain"}  # no scenes needed
+    (tmp_path / "2.png").write_bytes((tmp_path / "0.png").read_bytes())
+    for bad, kwargs, message in (([str(tmp_path / "2.png")], {}, "name each photo after the person"),
+                                 (keep, {"add": True}, "People to keep join a new fit"),
+                                 ([str(tmp_path / "Sam_Rivers.png")], {}, "both the person to forget and one of")):
+        if not Path(bad[0]).exists():
+            random_image(9).save(bad[0])
+        with pytest.raises(UserError, match=message):
+            wb.forget_someone(paths, "Sam Rivers", "", Session(eraser=kept.eraser), keep=bad, **kwargs)

@@ -235,6 +235,8 @@ def test_fit_presets_start_the_config_and_every_flag_overrides():
     cfg, tune = _preset_config(parse(["fit", "--out", "x", "--preset", "paper"]), 4)
     assert not tune and (cfg.ratio, cfg.gamma, cfg.retain_weight, cfg.subject_gates) == (0.3, 0.1, 0.0, False)
     assert cfg.position == "last_prompt_token" and cfg.steer_layers == [1, 2, 3] and cfg.layers is None
+    cfg, _ = _preset_config(parse(["fit", "--out", "x", "--preset", "paper", "--layers", "2,3"]), 4)
+    assert cfg.layers == [2, 3] and cfg.steer_layers is None  # every fitted layer, not layers 1..3
     cfg, tune = _preset_config(parse(["fit", "--out", "x", "--preset", "paper", "--ratio", "0.6", "--tune",
                                       "--steer-layers", "2", "--subject-gates"]), 4)
     assert tune and cfg.ratio == 0.6 and cfg.steer_layers == [2] and cfg.subject_gates

@@ -29,6 +29,7 @@ def _fixture_files(root, n_forget=2, n_retain=3):
     export_records(recs[n_forget:], root / "mllmu" / "retain_90.parquet")
     export_records(recs[:n_forget], root / "mllmu" / "test_10.parquet", test=True)
     save_folder(recs[:n_forget], root / "photos", facts=False)
+    save_folder(recs[n_forget:], root / "keep", facts=False)  # people to keep, known by photos and a name
     return root / "mllmu", root / "photos"
 
 
@@ -59,6 +60,30 @@ def test_every_family_fits_evaluates_and_attacks_from_files_and_photos(family, t
     rows = json.loads(report.with_suffix(".json").read_text())
     assert len(rows) == (13 if family == "paligemma" else 14)  # no chat template: no multi-turn attack
     assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_erased", "forget_vanilla", "retain_erased"))
+
+
+def test_photos_of_people_to_keep_join_the_retained_set(tmp_path, capsys):
+    """--retain-dir: a photo folder of people to keep. Without it a photos-only forget set has no
+    retained people (the CLI warns) and an evaluation scores built-in scenes as what is kept;
+    with it the kept people are the retain split and the gate's retain rows."""
+    words = plain_english_words(tuple(w for n in NAMES for w in n.split()) + ("person", "is", "a", "Who"))
+    model = save_tiny("llava", tmp_path / "model", words=words)
+    _, photos = _fixture_files(tmp_path)
+    base = ["--model", str(model), "--threads", "1"]
+    fit = ["--no-tune", "--gate-retain", "400", "--layers", "1", "--strength", "0.5"]
+    assert main(["fit", *base, "--forget-dir", str(photos), "--out", str(tmp_path / "alone"), *fit]) == 0
+    assert "warning: no retained subjects" in capsys.readouterr().err
+    assert main(["fit", *base, "--forget-dir", str(photos), "--retain-dir", str(tmp_path / "keep"),
+                 "--out", str(tmp_path / "kept"), *fit]) == 0
+    assert "warning" not in capsys.readouterr().err
+    alone, kept = (json.loads((tmp_path / d / "eraser_config.json").read_text()) for d in ("alone", "kept"))
+    assert f"retain-dir={tmp_path / 'keep'}" in kept["data_source"]
+    assert kept["counts"]["retain"] > alone["counts"]["retain"]  # the kept people's questions and requests
+    for folder, splits in (("alone", {"forget", "scenes"}), ("kept", {"forget", "retain"})):
+        extra = ["--retain-dir", str(tmp_path / "keep")] if folder == "kept" else []
+        assert main(["evaluate", *base, "--forget-dir", str(photos), *extra, "--eraser", str(tmp_path / folder),
+                     "--limit", "2", "--max-new-tokens", "3", "--json", str(tmp_path / f"{folder}.json")]) == 0
+        assert set(json.loads((tmp_path / f"{folder}.json").read_text())["splits"]) == splits
 
 
 def test_the_toy_model_without_its_world_is_an_open_world_model(mini_toy, tmp_path, capsys):
@@ -115,6 +140,7 @@ def test_wrong_combinations_are_one_line_errors(mini_toy, tmp_path, capsys):
         (["--forget-dir", str(tmp_path / "nowhere")], "is not a folder"),
         (["--data", str(tmp_path / "mllmu"), "--layers", "7"], "out of range: the model has 2 decoder layers"),
         (["--forget-dir", str(tmp_path / "photos")], "cannot spell the name"),  # the toy tokenizer knows no such name
+        (["--retain-dir", str(tmp_path / "keep")], "pass it with --forget-dir FOLDER or --data forget=PATH"),
     ]
     for extra, message in cases:
         assert main([*base, *extra]) == 2, extra

@@ -117,3 +117,20 @@ def test_direction_pgd_budget():
     assert (small.eps, small.step_size) == (8 / 255, 1 / 255)
     assert (big.eps, big.step_size, big.seed) == (64 / 255, 8 / 255, 3)
     assert contrast.direction_pgd(4).step_size == 1 / 255  # at least one pixel level per step
+
+
+def test_without_a_real_split_the_gate_sees_scenes_asked_in_the_mllmu_formats_but_never_the_scored_ones():
+    import numpy as np
+    from core.data.formats import task_of
+    from core.data.scenes import FIT_STREAM, scene_records
+    fit_pictures = [np.asarray(r.images[0]) for r in scene_records(16, 0, stream=FIT_STREAM)]
+
+    def scored_scene_rows(data):
+        rows = contrast.gate_sets(data, n_retain=400)[1]
+        return [p for p in rows if p.image is not None and any(np.array_equal(np.asarray(p.image), f)
+                                                                 for f in fit_pictures)]
+    rows = scored_scene_rows(ForgetData([person(0, "Mara Quill")]))
+    assert {task_of(p.question) for p in rows} == {"classification", "cloze", "generation"}
+    scored = [np.asarray(r.images[0]) for r in scene_records(20)]  # what an evaluation scores
+    assert not any(np.array_equal(f, s) for f in fit_pictures for s in scored)
+    assert scored_scene_rows(ForgetData([person(0, "Mara Quill")], real=scene_records(2))) == []  # a real split: its own

@@ -108,3 +108,13 @@ def test_an_unreadable_image_among_good_ones_is_skipped_with_a_warning(tmp_path)
         warnings.simplefilter("ignore")
         with pytest.raises(FolderError, match="none of the 1 images"):
             subject_record(only_bad)
+
+
+def test_photos_named_after_people_are_grouped_by_name():
+    from core.data.folder import names_of_photos
+    groups = names_of_photos(["/u/Oskar_Draper.jpg", "/u/oskar-draper 2.png", "/v/Mara Quill.webp"])
+    assert {k: [p.name for p in v] for k, v in groups.items()} == {
+        "Oskar Draper": ["Oskar_Draper.jpg", "oskar-draper 2.png"], "Mara Quill": ["Mara Quill.webp"]}
+    for camera in ("IMG_0042.jpg", "0042.jpg", "PXL_20261201_1.jpg", "Screenshot 2026-12-01.png"):
+        with pytest.raises(FolderError, match="name each photo after the person it shows"):
+            names_of_photos(["/u/Mara_Quill.jpg", f"/u/{camera}"])

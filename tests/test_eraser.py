@@ -469,3 +469,15 @@ def test_the_gate_ramp_read_off_the_fit_rows_separates_them():
     assert Eraser(eraser.direction, eraser.gate, eraser.config, eraser.diagnostics).ramp_from_rows() == (floor, full)
     with pytest.raises(ValueError, match="neither its fit state nor its diagnostics"):
         Eraser(eraser.direction, eraser.gate, eraser.config).ramp_from_rows()
+
+
+def test_a_preset_gives_its_settings_and_names_itself():
+    from core.eraser import PRESETS
+    work = EraserConfig.from_preset("workbench", 4)
+    assert work.preset == "workbench" and work.subject_gates and work.steer_layers is None
+    assert all(getattr(work, k) == v for k, v in PRESETS["workbench"].items() if k != "tune")
+    paper = EraserConfig.from_preset("paper", 6)
+    assert paper.steer_layers == [1, 2, 3, 4, 5] and paper.position == "last_prompt_token" and not paper.subject_gates
+    assert EraserConfig.from_preset("paper").steer_layers is None  # no model yet: every fitted layer
+    with pytest.raises(ValueError, match="unknown preset 'best'; choose one of workbench, paper"):
+        EraserConfig.from_preset("best")

@@ -20,6 +20,7 @@ the other subjects, or of built-in names when there are fewer than four).
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +36,7 @@ MAX_IMAGE_BYTES = 20 * 2**20
 MAX_PIXELS = 4096 * 4096
 SPARE_NAMES = ("Alex Morgan", "Sam Rivers", "Jordan Lee", "Taylor Brooks")
 NAME_QUESTION, NAME_CLOZE = "Who is this person?", "This person's name is __."
+CAMERA_NAMES = ("img", "dsc", "dscn", "dcim", "pxl", "photo", "image", "screenshot", "whatsapp", "signal", "pic")
 
 
 class FolderError(ValueError):
@@ -153,6 +155,22 @@ def add_name_questions(rec: PersonRecord, other_names: Iterable[str] = ()) -> No
     names = pool[:slot] + [str(rec.name)] + pool[slot:]
     rec.classification_image.append(ClassificationItem(NAME_QUESTION, dict(zip(LETTERS, names)), LETTERS[slot],
                                                        "name"))
+
+
+def names_of_photos(paths: Iterable[str | Path]) -> dict[str, list[Path]]:
+    """Photos named after the person they show, grouped by that name: "Oskar_Draper.jpg" and
+    "oskar-draper 2.png" are two photos of "Oskar Draper" (separators read as spaces, number-only
+    words dropped). How the app takes photos of people to keep, where a folder per person is not
+    something a browser can upload."""
+    groups: dict[str, list[Path]] = {}
+    for p in map(Path, paths):
+        words = [w for w in re.split(r"[\s_\-.]+", p.stem) if w and not w.isdigit()]
+        if not words or words[0].lower() in CAMERA_NAMES:
+            raise FolderError(f"{p.name}: name each photo after the person it shows (e.g. Oskar_Draper.jpg, "
+                              "Oskar_Draper_2.jpg)")
+        name = " ".join(w[:1].upper() + w[1:] for w in words)
+        groups.setdefault(name, []).append(p)
+    return groups
 
 
 def load_folder(path: str | Path) -> list[PersonRecord]:

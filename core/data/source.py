@@ -20,6 +20,7 @@ from .wordings import PLAIN_ENGLISH, Wordings
 
 RETAIN_GROUPS = ("people, image", "people, by name", "general")  # the tuner's retain groups
 SPLITS = ("forget", "retain", "test", "real")
+SCENE_ROWS = 20  # scored scenes for a forget set with nothing to retain (ForgetData.splits)
 MLLMU_FILES = {"forget": "forget_*.parquet", "retain": "retain_*.parquet", "test": "test_*.parquet",
                "real": "real.parquet"}  # what `python -m core world --export` writes (forget_10, retain_90...)
 
@@ -48,8 +49,14 @@ class ForgetData:
             raise ValueError(f"subjects in both the forget and the retain set: {', '.join(clash[:5])}")
 
     def splits(self, limit: int | None = None) -> dict[str, list[PersonRecord]]:
-        """What `evaluate` scores: every non-empty split, at most `limit` records each."""
+        """What `evaluate` scores: every non-empty split, at most `limit` records each. A forget set
+        that brings nothing to retain (a few photos and a name) is scored on built-in scene
+        pictures as well (`scenes`, SCENE_ROWS of them), so that an evaluation always shows what
+        the eraser costs."""
         out = {"forget": self.forget, "test": self.test, "retain": self.retain, "real": self.real, **self.extra}
+        if not self.retain and not self.real and "scenes" not in out:
+            from .scenes import scene_records
+            out["scenes"] = scene_records(SCENE_ROWS if limit is None else min(limit, SCENE_ROWS))
         return {k: v[:limit] for k, v in out.items() if v}
 
     @property

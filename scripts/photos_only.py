@@ -1,0 +1,79 @@
+"""Photos and a name on a model without a world: what the eraser costs, with and without people to keep.
+
+The shipped model is copied WITHOUT world.json (a model the project knows nothing about); one
+forget-split person is given as three fresh renders and a name (the app's 'Forget someone', no
+facts), and, for each count in --keep, that many other people of the world as one photo each,
+named after them (the app's 'people to keep'). Each session's eraser is evaluated with and
+without steering on the person's own questions, on what the session retains (the people kept,
+or, with nobody kept, the built-in scored scenes: core.data.scenes), and on ten people of the
+world's retain split whom no eraser saw (scored with the world kept aside, as a check only).
+Writes results/open_photos_only.json (a few minutes on 2 CPU cores).
+
+    python scripts/photos_only.py [--person p045] [--keep 0,5,10] [--json results/open_photos_only.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.workbench import Session, Workbench  # noqa: E402
+from core.evaluation import EvalConfig, evaluate  # noqa: E402
+from core.toyworld.train import load_world  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--person", default="p045")
+    ap.add_argument("--keep", default="0,5,10", help="numbers of other people to keep, one session each")
+    ap.add_argument("--json", default="results/open_photos_only.json")
+    args = ap.parse_args()
+    world = load_world("assets/toy-llava")
+    person = world.person(args.person)
+    unseen = world.eval_items("retain_90")[:10]
+    pool = [p for p in world.retain_people("retain_90") if p.id not in {r.id for r in unseen}]
+    out = {"person": args.person, "photos": 3, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model"
+        shutil.copytree("assets/toy-llava", model)
+        (model / "world.json").unlink()
+        rng = np.random.default_rng(11)
+        photos = []
+        for i in range(3):
+            world.render(person, rng).save(Path(tmp) / f"{i}.png")
+            photos.append(str(Path(tmp) / f"{i}.png"))
+        wb = Workbench.load(model)
+        for n in (int(k) for k in args.keep.split(",")):
+            keep = []
+            for p in pool[:n]:
+                world.render(p, rng).save(Path(tmp) / f"{p.name.replace(' ', '_')}.png")
+                keep.append(str(Path(tmp) / f"{p.name.replace(' ', '_')}.png"))
+            sess = Session()
+            sess.eraser = wb.forget_someone(photos, person.name, "", sess, keep=keep)
+            for label, er in (("vanilla", None), ("eraser", sess.eraser)):
+                if label == "vanilla" and out["runs"]:
+                    continue  # the model's own answers do not depend on who is kept
+                res = wb.evaluate(er, 20, session=sess)
+                others = evaluate(wb.adapter, {"people no eraser saw (10)": unseen}, None, EvalConfig(),
+                                  None if er is None else er.task_steering(wb.adapter))
+                out["runs"].append({"keep": n, "run": label, "splits": {**res.splits, **others.splits}})
+    print("| people kept | run | split | modality | MCQ | ROUGE-L | cloze | refusal |\n|---|---|---|---|---|---|---|---|")
+    for r in out["runs"]:
+        for split, mods in r["splits"].items():
+            for mod, m in mods.items():
+                print(f"| {r['keep'] if r['run'] == 'eraser' else '-'} | {r['run']} | {split} | {mod} | "
+                      f"{100 * m['classification']:.1f} | {100 * m['generation_rougeL']:.1f} | {100 * m['cloze']:.1f} | "
+                      f"{100 * m['refusal_rate']:.1f} |")
+    Path(args.json).write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
