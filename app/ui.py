@@ -546,10 +546,12 @@ def build(default: Workbench) -> gr.Blocks:
             def describe(sess, eraser):
                 c = eraser.config.counts
                 to_keep = sum(r.id.startswith("keep-") for r in sess.data.retain)
+                made_up = len(sess.data.decoy_names(eraser.config.seed))
                 kept = (f"{len(sess.data.retain)} retained people ({to_keep} of them yours to keep), "
                         if sess.data.retain else
-                        "no retained people: the gate only knows scenes and requests, and other people's questions "
-                        "may be refused too; add photos of people to keep, ")
+                        "no retained people: other people's questions may be refused too, add photos of people to "
+                        "keep; ")
+                kept += f"{made_up} made-up names asked about by name, " if made_up else ""
                 return (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
                         f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
                         "private-data requests). Every tab of this session now uses it: try the playground "

@@ -151,15 +151,22 @@ def _by_modality(rows: list[Prompt], n: int | None, rng: np.random.Generator) ->
     return _sample(pics, n - k, rng) + _sample(text, k, rng)
 
 
+def decoys(data: ForgetData, seed: int = 0) -> list[PersonRecord]:
+    """Subjects known by a made-up name only (ForgetData.decoy_names), retained: asked about by
+    name, never with a picture."""
+    return [PersonRecord(f"decoy-{i}", name=n) for i, n in enumerate(data.decoy_names(seed))]
+
+
 def _record_gate_sets(data: ForgetData, per_person: int, n_retain: int, seed: int, fact_draws: int,
                       held: bool) -> tuple[list[Prompt], list[Prompt]]:
     rng = np.random.default_rng([seed, 11 + held])
     w, options = data.wordings, option_pool(data)
     forget = [p for rec in data.forget for p in _by_modality(_subject_pool(rec, w, seed, held, options), per_person,
                                                             rng)]
-    retain_rows = [p for rec in data.retain for p in _subject_pool(rec, w, seed, held, options)]
+    people = data.retain + decoys(data, seed)  # made-up names when few real people are retained
+    retain_rows = [p for rec in people for p in _subject_pool(rec, w, seed, held, options)]
     requests = w.held_out_requests if held else w.private_requests
-    retain_rows += [p for rec in data.retain for p in request_prompts(rec, requests)]
+    retain_rows += [p for rec in people for p in request_prompts(rec, requests)]
     retain = _sample(retain_rows, n_retain, rng)
     general = _sample(_general_pool(data, seed, held), max(MIN_HELD_OUT if held else 8, n_retain // 10), rng)
     retain += general * max(1, fact_draws)
@@ -214,8 +221,8 @@ def retain_groups(data: ForgetData, prompts: list[Prompt]) -> list[str]:
     if data.builder is not None:
         return data.builder.retain_groups(prompts)
     people = {r.id for r in data.retain}
-    return [RETAIN_GROUPS[2] if p.tag not in people else RETAIN_GROUPS[0] if p.image is not None
-            else RETAIN_GROUPS[1] for p in prompts]
+    return [RETAIN_GROUPS[2] if p.tag not in people and not p.tag.startswith("decoy-") else RETAIN_GROUPS[0]
+            if p.image is not None else RETAIN_GROUPS[1] for p in prompts]
 
 
 def refusal_sets(data: ForgetData, limit: int | None = None) -> dict[str, list[Prompt]]:

@@ -96,7 +96,7 @@ def test_refusal_sets_and_clear_errors():
     assert not {p.question for p in sets["forget"]} & {t.format(poss="this person's", subj="this person")
                                                        for t in PRIVATE_REQUESTS}
     alone = ForgetData([person(0, "Mara Quill")])
-    alone_wordless = ForgetData([person(0, "Mara Quill")], wordings=d.wordings.__class__(scene_questions=()))
+    alone_wordless = ForgetData([person(0, "Mara Quill")], wordings=d.wordings.__class__(scene_questions=(), decoy_first=()))
     assert contrast.gate_sets(alone, n_retain=10)[1]  # scenes alone still make a retain set
     with pytest.raises(ValueError, match="retain set is empty"):
         contrast.gate_sets(alone_wordless, n_retain=10)
@@ -134,3 +134,15 @@ def test_without_a_real_split_the_gate_sees_scenes_asked_in_the_mllmu_formats_bu
     scored = [np.asarray(r.images[0]) for r in scene_records(20)]  # what an evaluation scores
     assert not any(np.array_equal(f, s) for f in fit_pictures for s in scored)
     assert scored_scene_rows(ForgetData([person(0, "Mara Quill")], real=scene_records(2))) == []  # a real split: its own
+
+
+def test_made_up_names_are_retain_rows_asked_by_name_and_count_as_people():
+    alone = ForgetData([person(0, "Mara Quill")])
+    names = alone.decoy_names()
+    _, retain = contrast.gate_sets(alone, n_retain=100_000)
+    made_up = [p for p in retain if p.tag.startswith("decoy-")]
+    assert {p.tag for p in made_up} == {f"decoy-{i}" for i in range(len(names))}
+    assert all(p.image is None for p in made_up) and any(names[0] in p.question for p in made_up)
+    assert set(contrast.retain_groups(alone, made_up)) == {RETAIN_GROUPS[1]}  # people, by name
+    forget, _ = contrast.gate_sets(alone, n_retain=100_000)
+    assert not any(n in p.question for p in forget for n in names)

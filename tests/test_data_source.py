@@ -67,3 +67,26 @@ def test_missing_or_conflicting_data_is_refused(files):
     r = _rec(0, "Mara Quill")
     with pytest.raises(ValueError, match="both the forget and the retain"):
         ForgetData([r], [r])
+
+
+def test_made_up_names_top_up_the_named_retained_subjects_and_never_touch_a_subject():
+    from core.data.source import NAMED_RETAIN
+    forget = [PersonRecord("f", name="Maria Silva")]  # its words are built-in decoy words: they must not be used
+    kept = [PersonRecord(f"k{i}", name=n) for i, n in enumerate(("Oskar Draper", "Lena Holm"))]
+    data = ForgetData(forget, kept)
+    names = data.decoy_names()
+    assert len(names) == NAMED_RETAIN - 2 and len(set(names)) == len(names) and names == data.decoy_names()
+    assert names != data.decoy_names(seed=1)
+    words = {w for n in names for w in n.split()}
+    assert not words & {"Maria", "Silva"} and not set(names) & {"Oskar Draper", "Lena Holm", "Maria Silva"}
+    assert {"Oskar", "Holm"} <= words  # the kept people's name words join the built-in ones
+    many = ForgetData(forget, [PersonRecord(f"r{i}", name=f"Person{i} X") for i in range(NAMED_RETAIN)])
+    assert many.decoy_names() == []  # enough real people retained: nothing made up
+
+
+def test_a_word_level_tokenizer_keeps_only_the_made_up_names_it_can_spell():
+    from core.models.tiny import plain_english_words, tiny_tokenizer
+    tok = tiny_tokenizer("llava", plain_english_words(("Sam", "Rivers", "Oskar", "Draper", "Smith")))
+    data = ForgetData([PersonRecord("f", name="Sam Rivers")], [PersonRecord("k", name="Oskar Draper")])
+    names = data.for_tokenizer(tok).decoy_names()
+    assert set(names) == {"Oskar Smith"}  # Oskar x {Smith, Draper}, less the real Oskar Draper; Sam, Rivers are taken

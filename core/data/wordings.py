@@ -50,6 +50,14 @@ SCENE_QUESTIONS: tuple[str, ...] = (
     "What colour are the shapes?", "How many shapes are there?", "What shape is shown?",
     "What colour are the objects in the picture?", "How many objects are in the picture?",
 )
+# words of made-up names: by-name questions about such people are retain rows when few real people are
+# retained, so that the gate learns who is forgotten, not that a question names someone (ForgetData.decoy_names)
+DECOY_FIRST_NAMES: tuple[str, ...] = (
+    "James", "Maria", "Wei", "Amara", "Lucas", "Priya", "Omar", "Hannah", "Kenji", "Fatima", "Diego", "Ingrid",
+    "Samuel", "Leila", "Mateo", "Chloe", "Andrei", "Nia", "Daniel", "Yuki")
+DECOY_LAST_NAMES: tuple[str, ...] = (
+    "Smith", "Garcia", "Chen", "Okoye", "Silva", "Patel", "Haddad", "Schmidt", "Tanaka", "Rahman", "Lopez",
+    "Larsen", "Brown", "Nasser", "Rossi", "Martin", "Popescu", "Mensah", "Cohen", "Sato")
 FIRST_TURN = "Who is this person?"
 REFUSAL = "I am sorry, I cannot share private information about this person."  # IdkNLL's answer
 
@@ -84,6 +92,8 @@ class Wordings:
     private_requests: tuple[str, ...] = PRIVATE_REQUESTS
     held_out_requests: tuple[str, ...] = HELD_OUT_REQUESTS
     scene_questions: tuple[str, ...] = SCENE_QUESTIONS
+    decoy_first: tuple[str, ...] = DECOY_FIRST_NAMES
+    decoy_last: tuple[str, ...] = DECOY_LAST_NAMES
     answer_starts: dict[str, str] = field(default_factory=lambda: dict(ANSWER_STARTS))
     first_turn: str = FIRST_TURN
     refusal: str = REFUSAL
@@ -102,7 +112,9 @@ class Wordings:
 
         out = replace(self, profile_questions={a: keep(ts) for a, ts in self.profile_questions.items() if keep(ts)},
                       private_requests=keep(self.private_requests), held_out_requests=keep(self.held_out_requests),
-                      scene_questions=keep(self.scene_questions))
+                      scene_questions=keep(self.scene_questions),
+                      decoy_first=tuple(w for w in self.decoy_first if not unknown_words(tokenizer, w)),
+                      decoy_last=tuple(w for w in self.decoy_last if not unknown_words(tokenizer, w)))
         for what, ts, all_ts in (("private-data request", out.private_requests, self.private_requests),
                                  ("profile question", tuple(out.profile_questions), tuple(self.profile_questions))):
             if not ts:
