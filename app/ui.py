@@ -439,20 +439,25 @@ def build(default: Workbench) -> gr.Blocks:
             gallery.select(pick_person, None, image, **INTERNAL)
 
         @logged
-        def eraser_ramp(sess):
-            """The playground's ramp sliders at the session eraser's own floor and full value. Why:
-            each eraser reads its ramp off its own rows, and sliders left at the previous eraser's
-            values would steer the new one with them."""
+        def eraser_controls(sess):
+            """The playground's strength, steered layers, mode, gate reading and ramp at the session
+            eraser's own settings. Why: each eraser has its own (its ramp is read off its own rows),
+            and controls left at the previous eraser's values would steer the new one with them; on
+            a model that came with no eraser the strength started at 0, so the first fitted eraser
+            changed nothing in the playground until the slider was moved."""
             try:
                 er = wb_of(sess).eraser_for(sess)
             except UserError:
-                return gr.update(), gr.update()
-            return er.config.gate_floor, er.config.gate_full
+                return (gr.update(),) * 6
+            c = er.config
+            return (min(max(c.strength, -3.0), 3.0), [str(l) for l in (c.steer_layers or er.fitted_layers)], c.mode,
+                    "stored", c.gate_floor, c.gate_full)
 
         def follow_eraser(event):
-            """After an event that gives the session another eraser: who it forgets, and its ramp."""
+            """After an event that gives the session another eraser: who it forgets, and its controls."""
             return event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
-                eraser_ramp, session, [floor, full], api_visibility="private", **LIGHT)
+                eraser_controls, session, [strength, layers, mode, gate_at, floor, full], api_visibility="private",
+                **LIGHT)
 
         # ---- model & data
         @logged

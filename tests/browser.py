@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -48,14 +49,20 @@ class AppServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1",
                **(env or {})}
+        # the server's output goes to a file: a pipe nobody reads blocks the server once it holds 64 KB
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        """What the server has printed so far (for a failure's message)."""
+        return Path(self.log.name).read_text(errors="replace")
 
     def wait(self, timeout: float = 90) -> "AppServer":
         end = time.time() + timeout
         while time.time() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited early:\n{self.proc.stdout.read()}")
+                raise RuntimeError(f"app exited early:\n{self.output()}")
             try:
                 urllib.request.urlopen(self.url, timeout=2)
                 return self
@@ -69,6 +76,8 @@ class AppServer:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
 
 
 @contextmanager

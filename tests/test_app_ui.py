@@ -433,3 +433,4 @@ def test_temporary_files_are_cleaned_up(shipped, tmp_path):
     os.utime(old, (stale, stale))
     _prune(tmp_path)
     assert not old.exists() and new.exists()
+
