@@ -557,10 +557,12 @@ def build(default: Workbench) -> gr.Blocks:
                         "no retained people: other people's questions may be refused too, add photos of people to "
                         "keep; ")
                 kept += f"{made_up} made-up names asked about by name, " if made_up else ""
+                steers = ", ".join(map(str, eraser.config.steer_layers or eraser.fitted_layers))
                 return (f"Fitted an eraser forgetting **{name.strip()}** from {len(files)} photo(s): "
                         f"{c['forget']} forget and {c['retain']} retain prompts ({kept}scene pictures, "
-                        "private-data requests). Every tab of this session now uses it: try the playground "
-                        "with one of the photos and *Who is this person?*")
+                        f"private-data requests); it steers layer(s) {steers} at strength {eraser.config.strength:g}. "
+                        "Every tab of this session now uses it: try the playground with one of the photos and "
+                        "*Who is this person?*")
             return fit_in_session(sess, lambda wb, prog, stop: wb.forget_someone(files, name, facts, sess, prog, stop,
                                                                                  keep=keep),
                                   describe, progress)

@@ -345,27 +345,17 @@ def cmd_fit(args: argparse.Namespace) -> int:
               f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 
     if do_tune:
-        from core.contrast import heldout_sets, retain_groups
-        from core.tuner import tune
-        # every general fact once per format: the tuner must see what steering does to general questions;
-        # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
-        val_forget, val_retain = heldout_sets(data, args.seed, per_person=4, n_retain=288, draw=1)
-        n = adapter.num_layers
-        candidates = [[l] for l in range(1, n)] + [list(range(n - 2, n)), list(range(n // 2, n)), list(range(1, n))]
-        layer_sets = [list(t) for t in dict.fromkeys(map(tuple, candidates))]  # n=4: late and back half coincide
+        from core.tuner import layer_candidates, tune_fit
         strengths = [float(x) for x in args.tune_strengths.split(",")]
         tuned_tasks = {}
-        with tqdm(total=len(modes) * len(layer_sets) * len(strengths), desc="tuning mode x layers x strength") as bar:
-            res = tune(adapter, eraser, val_forget, val_retain, layer_sets, strengths, modes=modes,
-                       min_retain=args.min_retain, min_fluency=args.min_fluency,
-                       progress=lambda d, t: bar.update(d - bar.n), retain_groups=retain_groups(data, val_retain))
+        total = len(modes) * len(layer_candidates(adapter.num_layers)) * len(strengths)
+        with tqdm(total=total, desc="tuning mode x layers x strength") as bar:
+            res = tune_fit(adapter, eraser, data, args.seed, strengths, modes, args.min_retain, args.min_fluency,
+                           progress=lambda d, t: bar.update(d - bar.n))
         if res.best is None:
             print(f"tuner: no setting kept retain answers >= {args.min_retain} with fluency >= {args.min_fluency}; "
                   "keeping --strength/--layers/--mode")
         else:
-            eraser.config.steer_layers = res.best.layers
-            eraser.config.strength = res.best.strength
-            eraser.config.mode = res.best.mode
             print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> "
                   f"forget answers gone {res.best.forget:.2f} (refusals {res.best.refusals:.2f}), "
                   f"retain unchanged {res.best.retain:.2f} (worst group), fluency {res.best.fluency:.2f}")

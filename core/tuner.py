@@ -121,6 +121,39 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
     return TuneResult(best, list(modes), grid)
 
 
+STRENGTHS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0)  # what `fit --tune` tries by default
+
+
+def layer_candidates(num_layers: int) -> list[list[int]]:
+    """The layer sets a fit's tuner tries: each layer from 1 on alone, the last two, the back
+    half, and every layer from 1 on (layer 0 steers the embeddings' mix and is left out)."""
+    n = num_layers
+    sets = [[l] for l in range(1, n)] + [list(range(max(n - 2, 0), n)), list(range(n // 2, n)), list(range(1, n))]
+    return [list(t) for t in dict.fromkeys(map(tuple, sets)) if t]
+
+
+def tune_fit(adapter: VLMAdapter, eraser: Eraser, data, seed: int = 0, strengths: Sequence[float] = STRENGTHS,
+             modes: Sequence[str] | None = None, min_retain: float = 0.98, min_fluency: float = 0.95,
+             progress: Callable[[int, int], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> TuneResult:
+    """Tune a freshly fitted eraser on its forget set's held-out rows (`core.contrast.heldout_sets`:
+    never the gate's fit rows) and set its steered layers, strength and mode to the best
+    admissible setting; unchanged when none keeps `min_retain` of every retain group. What
+    `fit --tune` and the app's first fit on a model without an eraser both run."""
+    from core.contrast import heldout_sets, retain_groups
+    # every general fact once per format: the tuner must see what steering does to general questions;
+    # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
+    forget, retain = heldout_sets(data, seed, per_person=4, n_retain=288, draw=1)
+    res = tune(adapter, eraser, forget, retain, layer_candidates(adapter.num_layers), strengths,
+               modes=tuple(modes or (eraser.config.mode,)), min_retain=min_retain, min_fluency=min_fluency,
+               progress=progress, should_stop=should_stop, retain_groups=retain_groups(data, retain))
+    if res.best is not None:
+        eraser.config.steer_layers = res.best.layers
+        eraser.config.strength = res.best.strength
+        eraser.config.mode = res.best.mode
+    return res
+
+
 def tune_tasks(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
                layers: Sequence[int], mode: str, strengths: Sequence[float],
                progress: Callable[[int, int], None] | None = None, retain_groups: Sequence[str] | None = None,

@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--keep", default="0,5,10,made-up,10+made-up",
                     help="one session each: N other people to keep, 'made-up' for made-up names a general "
                          "tokenizer spells, 'N+made-up' for both")
+    ap.add_argument("--no-eraser", action="store_true",
+                    help="start as on a model the project ships no eraser for: each session's fit uses the "
+                         "workbench preset, tuned on its held-out rows (otherwise the copy, whose weights are the "
+                         "shipped model's, lends the shipped eraser's recipe)")
     ap.add_argument("--json", default="results/open_photos_only.json")
     args = ap.parse_args()
     world = load_world("assets/toy-llava")
@@ -58,7 +62,7 @@ def main() -> None:
         for i in range(3):
             world.render(person, rng).save(Path(tmp) / f"{i}.png")
             photos.append(str(Path(tmp) / f"{i}.png"))
-        wb = Workbench.load(model)
+        wb = Workbench.load(model, **({"eraser": None} if args.no_eraser else {}))
         # a general tokenizer spells the built-in made-up names (core.data.wordings); this word-level one
         # spells only the world's name words, so one more session stands in for it: made-up names from
         # the words of people no run scores or keeps
@@ -89,12 +93,14 @@ def main() -> None:
                 res = wb.evaluate(er, 20, session=sess)
                 others = evaluate(wb.adapter, {"the person, as the world asks": own, "people no eraser saw (10)": unseen},
                                   None, EvalConfig(), None if er is None else er.task_steering(wb.adapter))
-                out["runs"].append({"keep": n, "run": label, "splits": {**res.splits, **others.splits}})
+                setting = None if er is None else {"layers": er.config.steer_layers, "strength": er.config.strength}
+                out["runs"].append({"keep": n, "run": label, "setting": setting,
+                                    "splits": {**res.splits, **others.splits}})
     print("| people kept | run | split | modality | MCQ | ROUGE-L | cloze | refusal |\n|---|---|---|---|---|---|---|---|")
     for r in out["runs"]:
         for split, mods in r["splits"].items():
             for mod, m in mods.items():
-                print(f"| {r['keep'] if r['run'] == 'eraser' else '-'} | {r['run']} | {split} | {mod} | "
+                print(f"| {r['keep'] if r['run'] == 'eraser' else '-'} | {r['run']} {r['setting'] or ''} | {split} | {mod} | "
                       f"{100 * m['classification']:.1f} | {100 * m['generation_rougeL']:.1f} | {100 * m['cloze']:.1f} | "
                       f"{100 * m['refusal_rate']:.1f} |")
     Path(args.json).write_text(json.dumps(out, indent=2))

@@ -97,3 +97,10 @@ def test_tune_tasks_tunes_each_task_on_its_own_prompts():
     assert res["cloze"].grid[0].retain == 1.0 and res["classification"].best is not None
     assert set(res["classification"].grid[0].retain_groups) == {"g1", "g2"}  # each task keeps its prompts' labels
     assert set(res["cloze"].grid[0].retain_groups) == {"g1"}
+
+
+def test_a_fits_tuner_tries_each_layer_the_last_two_the_back_half_and_all_but_the_first():
+    from core.tuner import layer_candidates
+    assert layer_candidates(4) == [[1], [2], [3], [2, 3], [1, 2, 3]]  # the back half is the last two here
+    assert layer_candidates(8)[-3:] == [[6, 7], [4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]
+    assert layer_candidates(2) == [[1], [0, 1]] and layer_candidates(1) == [[0]]
