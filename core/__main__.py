@@ -257,7 +257,8 @@ def _preset_config(args, num_layers: int):
     """The EraserConfig of a fit: the preset's values, then every flag the user set."""
     from dataclasses import asdict
     from core.eraser import GATE_POSITIONS, PRESETS, EraserConfig
-    pre = asdict(EraserConfig.from_preset(args.preset, num_layers))  # refuses an unknown preset
+    # refuses an unknown preset; the paper's steered layers 1..L-1 only when every layer is fitted
+    pre = asdict(EraserConfig.from_preset(args.preset, num_layers if args.layers is None else None))
     tune = PRESETS[args.preset]["tune"]
     given = _given(ratio=args.ratio, gamma=args.gamma, retain_weight=args.retain_weight,
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
@@ -269,13 +270,10 @@ def _preset_config(args, num_layers: int):
     if args.threshold is not None:
         values["ratio"] = None
     steer = _parse_layers(args.steer_layers)
-    if steer is None and args.layers is not None:  # the preset's steered layers assume every layer is fitted
-        values["steer_layers"] = None
     values.update(threshold=args.threshold, layers=_parse_layers(args.layers),
                   task_strengths=_parse_task_strengths(args.task_strength), seed=args.seed,
-                  direction_kind=args.direction, gate_variants=args.gate_variants, pgd_eps=args.eps)
-    if steer is not None:
-        values["steer_layers"] = steer
+                  direction_kind=args.direction, gate_variants=args.gate_variants, pgd_eps=args.eps,
+                  **({} if steer is None else {"steer_layers": steer}))
     cfg = EraserConfig(**values)
     return cfg, (tune if args.tune is None else args.tune)
 
@@ -345,8 +343,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
               f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 
     if do_tune:
-        from core.tuner import layer_candidates, tune_fit
-        strengths = [float(x) for x in args.tune_strengths.split(",")]
+        from core.tuner import STRENGTHS, layer_candidates, tune_fit
+        strengths = STRENGTHS if args.tune_strengths is None else [float(x) for x in args.tune_strengths.split(",")]
         tuned_tasks = {}
         total = len(modes) * len(layer_candidates(adapter.num_layers)) * len(strengths)
         with tqdm(total=total, desc="tuning mode x layers x strength") as bar:
@@ -893,7 +891,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
                    help="sweep layers x strength on held-out prompts and store the best setting (default: the "
                         "preset's; --no-tune keeps --strength / --steer-layers as given)")
-    p.add_argument("--tune-strengths", default="0.25,0.5,0.75,1,1.5,2", help="strengths the tuner tries")
+    p.add_argument("--tune-strengths", default=None,
+                   help="strengths the tuner tries, comma-separated (default: core.tuner.STRENGTHS, 0.25 to 2)")
     p.add_argument("--tune-tasks", action="store_true",
                    help="after --tune, pick a strength per MLLMU task (classification / generation / cloze) for the "
                         "tuned layers and mode")

@@ -151,10 +151,9 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
     """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8, on
     random pictures and, for the eraser's own mode, on each named set of `portraits` (the people
     to forget, whose gate opens: a gate read deeper than the steered layer then costs a second
-    prompt pass, `core.steering._scout`; retained people, whose gate opens on a few rows, and a
-    batch reruns when any of its rows does). Each row says on what share of its prompts the gate
-    opened. Each of 2 x `repeats` rounds times off, on, on,
-    off (two generations each): a drifting machine slows both alike, and neither side always runs
+    prompt pass, `core.steering._scout`; retained people, whose gate should stay shut, though a
+    batch reruns whole when any of its rows opens). Each row says on what share of its prompts the
+    gate opened. Each of 2 x `repeats` rounds times off, on, on, off (two generations each): a drifting machine slows both alike, and neither side always runs
     first (an off/off check of this order once gave 1.04x on this CPU); each ratio is the median of
     the per-round ratios."""
     from core.activations import encode_prompts
@@ -182,13 +181,16 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
                 def on(er=er, mode=mode):
                     with er.apply(adapter, mode=mode):
                         _fixed_length(adapter, batch, new_tokens)
+
+                def off(batch=batch):
+                    _fixed_length(adapter, batch, new_tokens)
                 on()  # warm-up
                 pairs = []
                 for _ in range(2 * repeats):  # off, on, on, off: a drift or the first run's advantage cancels
-                    off = [_seconds(lambda: _fixed_length(adapter, batch, new_tokens), 2)]
-                    on_s = _seconds(on, 2) + _seconds(on, 2)
-                    off.append(_seconds(lambda: _fixed_length(adapter, batch, new_tokens), 2))
-                    pairs.append((sum(off) / 2, on_s / 2))
+                    t_off = _seconds(off, 2)
+                    t_on = _seconds(on, 2) + _seconds(on, 2)
+                    t_off += _seconds(off, 2)
+                    pairs.append((t_off / 2, t_on / 2))
                 joint = er.config.joint_gate
                 rows.append({"inputs": label, "batch": batch_size, "mode": mode,
                              "gate_layer": ",".join(map(str, joint)) if joint else er.config.gate_layer,

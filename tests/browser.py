@@ -77,7 +77,8 @@ class AppServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-        Path(self.log.name).unlink(missing_ok=True)
+        if not os.environ.get("MLLMERASER_KEEP_APP_LOG"):  # set it to keep the server logs of a flaky run
+            Path(self.log.name).unlink(missing_ok=True)
 
 
 @contextmanager
