@@ -65,6 +65,10 @@ DOWNLOADS = Path(tempfile.gettempdir()) / "mllmeraser-downloads"
 HEAVY = dict(concurrency_id="heavy", concurrency_limit=limits.HEAVY_JOBS)  # long jobs: both cores each
 LIGHT = dict(concurrency_id="light", concurrency_limit=limits.LIGHT_JOBS)  # one answer, a table, a plot
 INTERNAL = dict(api_visibility="private", queue=False)  # stop buttons, navigation: not API endpoints
+# A comparison asked for while one is running runs once more when it ends, with the inputs of then.
+# Why: Gradio's default for a click or a slider's release drops it while the last one is pending,
+# so a new question or strength left the previous answer on screen as if it were the new one.
+LATEST = dict(LIGHT, trigger_mode="always_last")
 
 
 def _err(exc: Exception) -> str:
@@ -424,12 +428,10 @@ def build(default: Workbench) -> gr.Blocks:
         inputs = [session, image, question, strength, layers, mode, gate_at, floor, full]
         outputs = [original, steered, gates, status]
         upload.upload(load_upload, upload, [image, status], **LIGHT)
-        run.click(compare, inputs, outputs, **LIGHT)
-        strength.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
-        layers.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
-        gate_at.change(compare, inputs, outputs, api_visibility="private", **LIGHT)
-        floor.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
-        full.release(compare, inputs, outputs, api_visibility="private", **LIGHT)
+        # one event for the button and every control, so "running" covers them all: a click while a
+        # slider's comparison runs waits for it instead of racing it to the answer boxes
+        gr.on([run.click, strength.release, layers.change, gate_at.change, floor.release, full.release],
+              compare, inputs, outputs, **LATEST)
         examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
         heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
         if gallery_items:

@@ -68,10 +68,35 @@ def test_steering_changes_the_answer_and_strength_zero_restores_it(page):
 
 
 def test_empty_question_shows_a_clear_error(page):
-    page.locator("#question textarea").fill("")
-    page.click("#compare")
-    page.wait_for_selector("#status:has-text('question is empty')", timeout=30_000)
-    page.locator("#question textarea").fill("What is this person's occupation?")
+    question = page.locator("#question textarea").input_value()
+    try:
+        page.locator("#question textarea").fill("")
+        page.click("#compare")
+        page.wait_for_selector("#status:has-text('question is empty')", timeout=30_000)
+    finally:  # the tests below ask with the question again, whatever happened here
+        page.locator("#question textarea").fill(question)
+
+
+def test_a_click_while_a_comparison_runs_still_counts(page):
+    """Compare clicked again while the previous comparison runs (a new question typed, the slider
+    moved) must answer the last inputs, not be dropped: Gradio's default for a click ignores it
+    while the first is pending, which left the old answer (and, in CI, the next test waiting)."""
+    question = page.locator("#question textarea").input_value()
+    empty = "#status:has-text('question is empty')"
+    try:
+        page.click("#compare")  # a comparison with the question clears the test above's error
+        page.wait_for_selector(empty, state="detached", timeout=30_000)
+        page.wait_for_timeout(500)
+        # both clicks in one script, so that the second one certainly finds the first pending
+        page.evaluate("""() => {
+            const button = document.querySelector('#compare'), box = document.querySelector('#question textarea');
+            button.click();
+            setTimeout(() => { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); button.click(); },
+                       50);
+        }""")
+        page.wait_for_selector(empty, timeout=30_000)
+    finally:
+        page.locator("#question textarea").fill(question)
 
 
 def test_bad_file_upload_shows_an_error_and_app_keeps_working(page, tmp_path):
