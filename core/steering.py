@@ -13,7 +13,8 @@ With one gate vector per forget subject (u_1..u_K, a workbench option) g = max_k
 
 A gate read at layers deeper than the first steered one must be known before that layer runs:
 `steer(..., gate_from=...)` documents the three ways it is read, the cheapest being a scouting
-pass that costs nothing extra on prompts whose gate stays below its floor.
+pass that costs nothing extra on prompts whose gate stays below its floor, and on prompts whose
+gate opens only the blocks from the first steered layer to the deepest gate layer once more.
 
 When: mode "prefill" (the public code's behaviour: only the prompt pass; generated tokens feel
 the change through the KV cache), "latched" (decode steps are steered too, with the gate read
@@ -119,6 +120,8 @@ class _Request:
     in_pass: bool = False  # this prompt pass reads the gate on the way (`_read_ahead`), no pass from the top
     scouting: bool = False  # this prompt pass runs unsteered, reading the gate; rerun steered if it fires (`_scout`)
     rerun: bool = False  # the steered rerun of a prompt pass whose scouting found the gate open
+    scouted: dict[int, tuple] = field(default_factory=dict)  # arguments of the scouted blocks to run again
+    scout_input: torch.Tensor | None = None  # the first of them's input (`_patch`)
     pending: list[int] = field(default_factory=list)  # layers scouted before the gate was known (they show it)
     partial: torch.Tensor | None = None  # the joint gate's sum over the gate layers passed so far, (B, K) or (B,)
     early_gate: torch.Tensor | None = None  # (B,) the gate of the current prompt from the gate pass
@@ -216,7 +219,7 @@ class _Installed:
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
             for r in reqs:
                 if r.gate_from is not None and not r.in_gate_pass and not r.rerun:
-                    r.early_gate, r.partial, r.pending = None, None, []
+                    r.early_gate, r.partial, r.pending, r.scouted, r.scout_input = None, None, [], {}, None
                     alone_prompt = len(reqs) == 1 and _prompt_length(args, kwargs) > 1
                     r.scouting = alone_prompt and _can_scout(r, kwargs)
                     r.in_pass = alone_prompt and not r.scouting and _can_read_ahead(r, blocks)
@@ -234,9 +237,9 @@ class _Installed:
                 r.scouting = False
                 if r.early_gate is None:
                     raise RuntimeError(f"the prompt pass never reached gate layer {r.gate_from[-1]}")
-                if not any(r.config.strengths) or not bool((r.config.coefficient(r.early_gate) != 0).any()):
+                if not _opens(r):
                     return None  # every row below the gate's floor: the unsteered pass is the steered one
-                cache = kwargs.get("past_key_values")
+                cache = kwargs.get("past_key_values")  # a cache `_patch` could not empty layer by layer
                 if cache is not None:
                     cache.reset()  # it was empty before the scouting pass (`_can_scout`)
                 r.rerun = True
@@ -256,8 +259,11 @@ class _Installed:
             h0 = args[0] if args else kwargs["hidden_states"]
             for r in reqs:
                 if r.scouting:  # alone on the model (`_can_scout`): the pass runs unsteered
-                    _scout(r, layer, h0)
-                    return None
+                    h = _scout(r, layer, h0, args, kwargs, blocks)
+                    if h is None:
+                        return None
+                    h = r.apply(layer, h)  # the gate opened: from here on the pass is the steered one
+                    return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
                 if r.in_gate_pass:  # the first prompt pass only reads the gate, at its layer(s), and stops
                     # attached when grad is on: an attacker's gradient follows the gate
                     if layer in r.gate_from and r._read_in_gate_pass(layer, h0):
@@ -291,26 +297,43 @@ SCOUT = True  # tests switch it off to compare with the read-ahead
 def _can_scout(r: "_Request", kwargs) -> bool:
     """Whether a prompt pass can scout (`_scout`): the gate has a floor (so a closed gate adds
     exactly nothing), nothing is differentiated (an attacker's gradient must follow the gate through
-    one steered pass), and the KV cache starts empty (a rerun then just resets it)."""
+    one steered pass), the KV cache starts empty (a rerun then just resets it), and no layer's hidden
+    states are returned (those of the blocks run again would be the unsteered ones)."""
     cache = kwargs.get("past_key_values")
     fresh = cache is None or (callable(getattr(cache, "get_seq_length", None)) and hasattr(cache, "reset")
                               and cache.get_seq_length() == 0)
-    return SCOUT and fresh and r.config.floor > 0 and not torch.is_grad_enabled()
+    return (SCOUT and fresh and r.config.floor > 0 and not torch.is_grad_enabled()
+            and not kwargs.get("output_hidden_states"))
 
 
-def _scout(r: "_Request", layer: int, h: torch.Tensor) -> None:
+def _scout(r: "_Request", layer: int, h: torch.Tensor, args, kwargs,
+           blocks: torch.nn.ModuleList) -> torch.Tensor | None:
     """One block of a scouting prompt pass: read the gate's part here and show the gates, steer
     nothing. Why: a gate read at layers deeper than the first steered one is needed before that
     layer runs; reading it ahead runs those blocks twice for every prompt. Scouting runs the prompt
-    once unsteered and reruns it steered only when some row's gate passes the floor (`_rerun_hook`):
-    prompts about nobody to forget, most traffic, cost nothing extra; those to forget, one more
-    prompt pass. The gate is the one the read-ahead reads (the same blocks on the same input)."""
+    once unsteered; at the deepest gate layer, if some row's gate passes the floor, the blocks
+    from the first steered layer up to it run again steered (`_patch`) and their output replaces
+    this block's input (returned; None: go on unsteered). Prompts about nobody to forget, most
+    traffic, cost nothing extra; those to forget, those blocks once more (the whole prompt pass
+    when a KV cache layer cannot be emptied on its own, `_rerun_hook`). The gate is the one the
+    read-ahead reads (the same blocks on the same input)."""
     if h.shape[1] == 1:
-        return
+        return None
     if layer in r.gate_from and r.early_gate is None and r._read_in_gate_pass(layer, h):
         for l in r.pending:
             r.gates[l] = r.early_gate.detach()
         _show_gate(r)
+        if _opens(r) and _can_patch(r):
+            r.scouting = False  # this block and the rest run as the steered pass
+            return _patch(r, blocks) if r.scouted else h
+    steered = r.config.steered_layers
+    if steered and steered[0] <= layer < r.gate_from[-1] and r.early_gate is None:
+        # kept for `_patch`: the first block's input and every block's other arguments (not their
+        # unsteered inputs: at a real width those weigh a lot)
+        if not r.scouted:
+            r.scout_input = h
+        r.scouted[layer] = (tuple(args[1:]) if args else None,
+                            {k: v for k, v in kwargs.items() if k != "hidden_states"})
     s = r.config.strengths[layer] if layer < len(r.config.strengths) else 0.0
     if not (s != 0 or len(r.gate_from) > 1):  # an unsteered layer shows its own gate, as `_Request.apply` does
         r.gates[layer] = r._gate(layer, h, True).detach()
@@ -319,6 +342,45 @@ def _scout(r: "_Request", layer: int, h: torch.Tensor) -> None:
     else:
         r.pending.append(layer)  # shown once the gate is read
     r.trace.append((layer, h.shape[1], False))
+    return None
+
+
+def _opens(r: "_Request") -> bool:
+    """Whether the scouted gate steers some row (a strength somewhere and a gate past the floor)."""
+    return any(r.config.strengths) and bool((r.config.coefficient(r.early_gate) != 0).any())
+
+
+def _can_patch(r: "_Request") -> bool:
+    """Whether the scouted blocks can run again on their own: each one's KV cache layer can be
+    emptied (a cache of per-layer entries, or none)."""
+    for _, kwargs in r.scouted.values():
+        cache = kwargs.get("past_key_values")
+        if cache is not None and not all(callable(getattr(l, "reset", None)) for l in getattr(cache, "layers", [None])):
+            return False
+    return True
+
+
+def _patch(r: "_Request", blocks: torch.nn.ModuleList) -> torch.Tensor:
+    """Run the scouted blocks (from the first steered layer to the one before the deepest gate
+    layer, whose input the gate has just read) again, steered, from the first one's recorded
+    input, each with its own recorded arguments (its mask, positions and rotary tables as the
+    model gave them) and its KV cache layer emptied first (it was empty before the pass,
+    `_can_scout`): the blocks before them and the vision tower do not run again. Returns the last
+    one's output."""
+    calls, x = r.scouted, r.scout_input
+    r.scouted, r.scout_input = {}, None
+    r.rerun = True
+    try:
+        for j in sorted(calls):
+            rest, kwargs = calls[j]
+            cache = kwargs.get("past_key_values")
+            if cache is not None:
+                cache.layers[j].reset()
+            out = blocks[j](x, *rest, **kwargs) if rest is not None else blocks[j](hidden_states=x, **kwargs)
+            x = out[0] if isinstance(out, tuple) else out
+        return x
+    finally:
+        r.rerun = False
 
 
 def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:
@@ -476,8 +538,9 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
     mean of the prompt tokens (a workbench option, see activations.prompt_mean); with "mean"
     the prefill gate is latched for decode steps, so mode "every_step" is refused.
     gate_from: read the gate at this layer and apply it at every steered layer. With a gate floor
-    and no gradient (generation, scoring), the prompt pass runs unsteered reading the gate and is
-    run again steered only when a row's gate passes the floor (`_scout`); otherwise on the way
+    and no gradient (generation, scoring), the prompt pass runs unsteered reading the gate, and
+    only when a row's gate passes the floor do the blocks from the first steered layer to the gate
+    layer run again steered (`_scout`, `_patch`); otherwise on the way
     through the prompt pass, the blocks from the first steered layer to it run once more
     (`_read_ahead`), or, with several steerings stacked on the model or a block of another
     attention type among those, in a first pass from the top (`_gate_pass`); "every_step" is refused with it too. Several
@@ -525,5 +588,5 @@ def add_vector(target, vector: torch.Tensor, strength: float | Sequence[float] |
 
 
 def hook_count(target) -> int:
-    """Forward pre-hooks currently registered on the model and its blocks (tests use it for leaks)."""
-    return sum(len(b._forward_pre_hooks) for b in _blocks(target)) + len(_top(target)._forward_pre_hooks)
+    """Forward hooks currently registered on the model and its blocks (tests use it for leaks)."""
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in [*_blocks(target), _top(target)])

@@ -37,7 +37,7 @@ def headline(shipped: dict, shape: dict | None) -> str:
                     said += " (the gate stays shut)"
                 elif "gate_open" in picked[0] and inputs != "random pictures":
                     said += (f" (the gate opens on {100 * picked[0]['gate_open']:.0f}% of them; a batch in which any "
-                             "row's opens runs the prompt again, steered)")
+                             "row's opens runs the blocks from the steered layer up to the deepest gate layer again, steered)")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
                              f"{said}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")

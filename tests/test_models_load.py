@@ -88,6 +88,20 @@ def test_a_model_with_blocks_offloaded_to_disk_steers_captures_and_runs_pgd_like
         results.append((logits, h.gates[1], collect(a, prompts, position="mean"), pgd.loss, pgd.image))
     for mine, ref in zip(results[1], results[0]):
         assert torch.allclose(torch.as_tensor(mine), torch.as_tensor(ref), atol=1e-5)
+    # a floored gate read over layers 1-2 and applied at layer 0: generation scouts, then runs blocks
+    # 0-2 again steered with their KV cache layers emptied (block 1's weights on disk)
+    from core.steering import SteeringConfig, steer
+    g = torch.Generator().manual_seed(3)
+    r, u = torch.randn(3, whole.hidden_size, generator=g), torch.randn(3, whole.hidden_size, generator=g)
+    u = -u  # with this seed both rows then read a gate above the floor
+    cfg = SteeringConfig((4.0, 0.0, 0.0), "latched", floor=1e-3)
+    scouted = []
+    for a in (whole, sharded):
+        batch = a.encode([p.question for p in prompts], [p.image for p in prompts])
+        with steer(a, r, cfg, u, gate_from=(1, 2)) as h:
+            scouted.append((a.generate(batch, 4), h.gates[0]))
+    assert bool((cfg.coefficient(scouted[0][1]) > 0).any())  # the gate opened: the blocks ran again
+    assert scouted[1][0] == scouted[0][0] and torch.allclose(scouted[1][1], scouted[0][1], atol=1e-5)
 
 
 def test_bfloat16_weights_steer_like_float32_and_take_the_float32_eraser(three_layers, tmp_path):

@@ -74,14 +74,14 @@ def test_hooks_removed_after_exception_and_explicit_handle(family):
     r, u = _vectors(a)
     with pytest.raises(RuntimeError, match="boom"):
         with steer(a, r, SteeringConfig((1.0,) * a.num_layers), u):
-            assert hook_count(a) == a.num_layers + 1
+            assert hook_count(a) == a.num_layers + 2
             raise RuntimeError("boom")
     assert hook_count(a) == 0
     h1 = steer(a, r, SteeringConfig((1.0,) * a.num_layers), u)
     h2 = add_vector(a, r[0], 0.5)
-    assert hook_count(a) == a.num_layers + 1  # shared hooks, one per block and the mask hook
+    assert hook_count(a) == a.num_layers + 2  # shared hooks: one per block, the mask hook and the rerun hook
     h1.remove()
-    assert hook_count(a) == a.num_layers + 1
+    assert hook_count(a) == a.num_layers + 2
     h2.remove()
     h2.remove()  # idempotent
     assert hook_count(a) == 0
@@ -275,13 +275,19 @@ def test_a_gate_read_at_a_deeper_layer_steers_like_that_gate_applied_by_hand(fam
         steer(a, r, cfg, u, gate_from=3)
 
 
-def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_opens(family, monkeypatch):
+@pytest.mark.parametrize("layers,patch", [(3, True), (4, True), (3, False)])
+def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_opens(family, layers, patch, monkeypatch):
     """A joint gate over layers 1-2 applied at layer 0, with a floor: the prompt pass runs
-    unsteered reading the gate, and is run again steered only when some row's gate passes the
-    floor. Logits, greedy text and the gates shown equal the read-ahead's (blocks 0-1 run again
-    in the pass); a shut gate runs every block once and leaves the logits exactly unsteered."""
+    unsteered reading the gate, and only when some row's gate passes the floor do blocks 0-1 run
+    again steered (block 2, whose input completed the gate, takes their output).
+    Logits, greedy text and the gates shown equal the read-ahead's (blocks 0-1 run again in the
+    pass); a shut gate runs every block once and leaves the logits exactly unsteered. Where the
+    KV cache's layers cannot be emptied one by one (`patch` False), the whole prompt pass runs again.
+    """
     import core.steering as steering
-    a = tiny_adapter(family, layers=3)
+    if not patch:
+        monkeypatch.setattr(steering, "_can_patch", lambda r: False)
+    a = tiny_adapter(family, layers=layers)
     batch = _batch(a)
     r, _ = _vectors(a)
     u = torch.randn(a.num_layers, a.hidden_size, generator=torch.Generator().manual_seed(5))
@@ -291,23 +297,28 @@ def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_open
     u, want = u * scale, raw * scale
     with torch.no_grad():
         plain = a.logits(batch)
+    embedded = []  # the embeddings (and the vision tower before them) run once unless the whole pass reruns
+    counter = a.model.get_input_embeddings().register_forward_hook(lambda *_: embedded.append(1))
     for floor, opens in ((0.9, False), (0.5, True)):
-        cfg = SteeringConfig((2.0, 0.0, 0.0), "latched", floor=floor)
+        cfg = SteeringConfig((2.0,) + (0.0,) * (layers - 1), "latched", floor=floor)
         seen = {}
         for scout in (True, False):
             monkeypatch.setattr(steering, "SCOUT", scout)
+            embedded.clear()
             with torch.no_grad(), steer(a, r, cfg, u, gate_from=(1, 2)) as h:
                 logits = a.logits(batch)
+            assert len(embedded) == (2 if scout and opens and not patch else 1)
             with steer(a, r, cfg, u, gate_from=(1, 2)):
                 text = a.generate(batch, 4)
             prompt_calls = [t for t in h.trace if t[1] > 1]
             seen[scout] = (logits, text, {l: g.clone() for l, g in h.gates.items()}, prompt_calls)
         (s_logits, s_text, s_gates, s_calls), (r_logits, r_text, r_gates, r_calls) = seen[True], seen[False]
         assert torch.allclose(s_logits, r_logits, atol=1e-5) and s_text == r_text
-        assert all(torch.allclose(s_gates[l], r_gates[l], atol=1e-6) for l in range(3))
+        assert all(torch.allclose(s_gates[l], r_gates[l], atol=1e-6) for l in range(layers))
         assert torch.allclose(s_gates[0], want, atol=1e-4)
-        assert len(s_calls) == (6 if opens else 3) and len(r_calls) == 3
+        assert len(s_calls) == ((layers + 2 if patch else 2 * layers) if opens else layers) and len(r_calls) == layers
         assert torch.equal(s_logits, plain) != opens  # shut: the unsteered pass is the answer
+    counter.remove()
     assert hook_count(a) == 0
 
 
