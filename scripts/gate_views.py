@@ -197,14 +197,19 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, out: str) -> argparse.ArgumentParser:
+    """The options of a gate-defence experiment (this script's and scripts/answer_gate.py's)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--model", default="assets/toy-llava")
     ap.add_argument("--eraser", default="assets/toy-llava-eraser")
     ap.add_argument("--people", type=int, default=10, help="forget people attacked (7 cloze questions each)")
     ap.add_argument("--retain-people", type=int, default=40, help="retained people whose clean questions are scored")
-    ap.add_argument("--out", default="docs/robustness_gate_views.md")
-    args = ap.parse_args()
+    ap.add_argument("--out", default=out)
+    return ap
+
+
+def main() -> None:
+    args = arguments(__doc__, "docs/robustness_gate_views.md").parse_args()
     torch.set_num_threads(2)
     start = time.time()
     s = Setup(args.model, args.eraser, args.people, args.retain_people)
