@@ -137,8 +137,8 @@ def build(default: Workbench) -> gr.Blocks:
                                         elem_id="mode")
                         gate_at = gr.Dropdown(
                             GATE_AT + [(f"layer {l}", l) for l in layer_choices], value="stored",
-                            label="Gate read at (a deeper layer tells people apart; the blocks up to it run twice "
-                                  "on the prompt)", elem_id="gate_at")
+                            label="Gate read at (a deeper layer tells people apart; where the gate opens, the blocks "
+                                  "up to it run twice on the prompt)", elem_id="gate_at")
                         floor = gr.Slider(0, 0.95, value=er.config.gate_floor if er else 0.0, step=0.001,
                                           label="Gate floor (inputs whose gate stays under it are left exactly "
                                                 "as they are)", elem_id="gate_floor")

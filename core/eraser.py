@@ -135,7 +135,7 @@ class EraserConfig:
     # read the gate at this layer (on the way through the prompt pass, core.steering) and apply it at the steered layers;
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
     # steered layer sees the picture (docs/sequential.md, look-alikes); the blocks from the steered layer to
-    # it run twice on the prompt
+    # it run twice on a prompt whose gate opens (core.steering._scout)
     gate_layer: int | None = None
     # one gate fitted over these layers together (their activations side by side) and read in a first
     # prompt pass up to the deepest, instead of a gate per layer; each layer's `gate[l]` holds its part.
