@@ -150,12 +150,13 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
                    portraits: dict[str, list[Prompt]] | None = None) -> list[dict]:
     """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8, on
     random pictures and, for the eraser's own mode, on each named set of `portraits` (the people
-    to forget, whose gate opens: a gate read deeper than the steered layer then costs a second
-    prompt pass, `core.steering._scout`; retained people, whose gate should stay shut, though a
-    batch reruns whole when any of its rows opens). Each row says on what share of its prompts the
-    gate opened. Each of 2 x `repeats` rounds times off, on, on, off (two generations each): a drifting machine slows both alike, and neither side always runs
-    first (an off/off check of this order once gave 1.04x on this CPU); each ratio is the median of
-    the per-round ratios."""
+    to forget, whose gate opens: a gate read deeper than the steered layer then runs the blocks
+    from the steered layer to it twice on the prompt, `core.steering._scout`; retained people,
+    whose gate should stay shut, though a whole batch runs them twice when any of its rows opens).
+    Each row says on what share of its prompts the gate opened. Each of 2 x `repeats` rounds
+    times off, on, on, off (two generations each): a drifting machine slows both alike, and
+    neither side always runs first (an off/off check of this order once gave 1.04x on this CPU);
+    each ratio is the median of the per-round ratios."""
     from core.activations import encode_prompts
     rows = []
     inputs = [("random pictures", lambda n: _prompts(adapter, n))]
