@@ -326,6 +326,7 @@ def _scout(r: "_Request", layer: int, h: torch.Tensor, args, kwargs,
         if _opens(r) and _can_patch(r):
             r.scouting = False  # this block and the rest run as the steered pass
             return _patch(r, blocks) if r.scouted else h
+        r.scouted, r.scout_input = {}, None  # not needed any more: let the recorded tensors go
     steered = r.config.steered_layers
     if steered and steered[0] <= layer < r.gate_from[-1] and r.early_gate is None:
         # kept for `_patch`: the first block's input and every block's other arguments (not their
