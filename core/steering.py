@@ -589,5 +589,8 @@ def add_vector(target, vector: torch.Tensor, strength: float | Sequence[float] |
 
 
 def hook_count(target) -> int:
-    """Forward hooks currently registered on the model and its blocks (tests use it for leaks)."""
-    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in [*_blocks(target), _top(target)])
+    """Hooks of the kinds steering registers (pre-hooks on the blocks and the model, a forward hook
+    on the model) currently on them: tests use it for leaks. (transformers adds forward hooks of
+    its own to the blocks when asked for every layer's output.)"""
+    top = _top(target)
+    return sum(len(b._forward_pre_hooks) for b in _blocks(target)) + len(top._forward_pre_hooks) + len(top._forward_hooks)

@@ -310,9 +310,13 @@ def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_open
             assert len(embedded) == (2 if scout and opens and not patch else 1)
             with steer(a, r, cfg, u, gate_from=(1, 2)):
                 text = a.generate(batch, 4)
+            with torch.no_grad(), steer(a, r, cfg, u, gate_from=(1, 2)):  # every layer's output asked for: no scouting
+                states = a.model(**a.forward_inputs(batch), use_cache=False, output_hidden_states=True).hidden_states
             prompt_calls = [t for t in h.trace if t[1] > 1]
-            seen[scout] = (logits, text, {l: g.clone() for l, g in h.gates.items()}, prompt_calls)
-        (s_logits, s_text, s_gates, s_calls), (r_logits, r_text, r_gates, r_calls) = seen[True], seen[False]
+            seen[scout] = (logits, text, {l: g.clone() for l, g in h.gates.items()}, prompt_calls, states)
+        (s_logits, s_text, s_gates, s_calls, s_states), (r_logits, r_text, r_gates, r_calls, r_states) = \
+            seen[True], seen[False]
+        assert all(torch.allclose(x, y, atol=1e-5) for x, y in zip(s_states, r_states))
         assert torch.allclose(s_logits, r_logits, atol=1e-5) and s_text == r_text
         assert all(torch.allclose(s_gates[l], r_gates[l], atol=1e-6) for l in range(layers))
         assert torch.allclose(s_gates[0], want, atol=1e-4)
