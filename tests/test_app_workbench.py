@@ -493,7 +493,7 @@ def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
     start = time.time()
     with pytest.raises(UserError, match=f"keep it under {MAX_TARGET_CHARS}"):
         next(wb.pgd_frames(random_image(0), "who is it ?", "x" * 18_000, 16, 2, 5))
-    assert time.time() - start < 0.5  # before any PGD step (one cost 5 s and +539 MB)
+    assert time.time() - start < 2.0  # before any PGD step (one cost 5 s and +539 MB); generous for a loaded box
 
 
 # ---------------------------------------------------------------- caps and concurrency (issue 22)
@@ -504,7 +504,7 @@ def _rss_kib() -> int:
 
 def test_a_thin_strip_and_a_huge_canvas_are_refused_from_the_header(tmp_path):
     """A 239-byte 1 x 40000 PNG cost 4 s and +770 MB; a 97 KB 10000 x 10000 PNG decodes to
-    +476 MB. Both are refused before any pixel is decoded, in well under a second."""
+    +476 MB. Both are refused before any pixel is decoded, in well under the 4 s a decode took (the bound is generous for a loaded machine)."""
     import time
     strip, canvas = tmp_path / "strip.png", tmp_path / "canvas.png"
     Image.new("L", (1, 40000)).save(strip)
@@ -515,7 +515,7 @@ def test_a_thin_strip_and_a_huge_canvas_are_refused_from_the_header(tmp_path):
         read_image(strip)
     with pytest.raises(UserError, match="9000x9000 pixels; the limit is 16 megapixels"):
         read_image(canvas)
-    assert time.perf_counter() - t < 1.0 and _rss_kib() - before < 50 * 1024
+    assert time.perf_counter() - t < 2.0 and _rss_kib() - before < 50 * 1024  # decoding the strip took 4 s
     wide = Image.new("RGB", (400, 40))  # 10:1 is a (panoramic) picture: accepted
     assert read_image(_png(wide)).size == (400, 40)
 
