@@ -41,6 +41,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before it starts: ask Linux to end it when the test run dies. Why:
+    a test run killed mid-way (Ctrl-C twice, a timeout) left its app server running, busy with the
+    last job it was given, and a later run on the same 2 cores missed a time bound next to it."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux / glibc: nothing to ask
+        pass
+
+
 class AppServer:
     """`python app.py` in a subprocess on a free port; stopped on exit."""
 
@@ -52,7 +64,8 @@ class AppServer:
         # the server's output goes to a file: a pipe nobody reads blocks the server once it holds 64 KB
         self.log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args], cwd=ROOT, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+                                     stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                     preexec_fn=_die_with_parent)
 
     def output(self) -> str:
         """What the server has printed so far (for a failure's message)."""
