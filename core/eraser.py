@@ -516,7 +516,7 @@ class Eraser:
                 f"layers of width {adapter.hidden_size}. Fit a new eraser for this model.")
         want = self.config.model.get("fingerprint")
         if strict and want and not want.startswith("w1-"):  # saved before every parameter counted
-            from core.models.load import legacy_fingerprint
+            from core.models.weights import legacy_fingerprint
             if want == legacy_fingerprint(adapter.model):
                 return
         if strict and want and want != adapter.info().fingerprint:

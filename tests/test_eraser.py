@@ -8,7 +8,7 @@ import torch
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt, capture, collect, encode_prompts
 from core.eraser import CONFIG_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, erase_direction
-from core.models.load import state_hash
+from core.models.weights import state_hash
 from core.models.tiny import build_tiny
 from core.models.load import adapter_from_model
 

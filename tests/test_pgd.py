@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
-from core.models.load import state_hash
+from core.models.weights import state_hash
 from core.pgd import PGDConfig, amplify, pgd, rephrase, run_pgd, to_image
 
 

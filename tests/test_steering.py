@@ -7,7 +7,7 @@ import torch
 
 from conftest import random_image, tiny_adapter
 from core.activations import capture
-from core.models.load import state_hash
+from core.models.weights import state_hash
 from core.steering import SteeringConfig, add_vector, hook_count, layer_strengths, steer
 
 

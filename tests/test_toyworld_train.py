@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.models.load import load_adapter, state_hash
+from core.models.load import load_adapter
+from core.models.weights import state_hash
 from core.toyworld.train import ToyModelConfig, _batches, eval_splits, load_world, refusal_sets, train_toy
 from core.toyworld.world import WorldConfig
 

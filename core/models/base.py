@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.models.weights import fingerprint
+
 
 @dataclass
 class Batch:
@@ -111,7 +113,6 @@ class VLMAdapter:
         """Identity of the wrapped model. The weights fingerprint is computed once: eraser.apply
         checks it on every call (the app's hot path) and steering never changes the weights."""
         if getattr(self, "_fingerprint", None) is None:
-            from core.models.load import fingerprint  # local import: load imports this module
             self._fingerprint = fingerprint(self.model)
         return ModelInfo(self.family, str(self.name_or_path), getattr(self.model.config, "_commit_hash", None),
                          self.hidden_size, self.num_layers, self._fingerprint)
