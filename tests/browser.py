@@ -41,16 +41,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the server's process, before it starts: ask Linux to end it when the test run dies. Why:
-    a test run killed mid-way (Ctrl-C twice, a timeout) left its app server running, busy with the
-    last job it was given, and a later run on the same 2 cores missed a time bound next to it."""
+def _die_with_parent():
+    """A `preexec_fn` that asks Linux to end the server when the test run dies (None where there is
+    no prctl). Why: a test run killed mid-way (Ctrl-C twice, a timeout) left its app server running,
+    busy with the last job it was given, and a later run on the same 2 cores missed a time bound
+    next to it. The function is looked up here, in the parent: the child, between fork and exec,
+    only calls it (no import, no lock another thread could hold)."""
     import ctypes
     import signal
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # not Linux / glibc: nothing to ask
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class AppServer:
@@ -65,7 +68,7 @@ class AppServer:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="app-", suffix=".log", delete=False)
         self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), *args], cwd=ROOT, env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=_die_with_parent)
+                                     preexec_fn=_die_with_parent())
 
     def output(self) -> str:
         """What the server has printed so far (for a failure's message)."""
