@@ -212,8 +212,9 @@ def _share_open(adapter: VLMAdapter, eraser, prompts: list[Prompt]) -> float:
 
 
 def portrait_prompts(model_dir: str | Path, eraser) -> dict[str, list[Prompt]] | None:
-    """A profile question on a picture of each of the eraser's forget people and of 40 retained
-    people, when the model folder is a toy world's (other folders bench on random pictures only)."""
+    """A profile question on a picture of each of the eraser's forget people, of 40 retained
+    people, and of one forget person among seven retained (a batch whose gate opens on one row),
+    when the model folder is a toy world's (other folders bench on random pictures only)."""
     from core.toyworld.train import load_world
     try:
         world = load_world(model_dir)
@@ -222,7 +223,10 @@ def portrait_prompts(model_dir: str | Path, eraser) -> dict[str, list[Prompt]] |
     from core.toyworld.fitsets import forget_spec, toy_data
     data = toy_data(world, forget_spec(eraser.config.forget_split or "forget_10"))
     ask = lambda recs: [Prompt("What does this person do for work?", r.images[0]) for r in recs if r.images]  # noqa: E731
-    return {"people to forget": ask(data.forget), "retained people": ask(data.retain[:40])}
+    forget, retained = ask(data.forget), ask(data.retain[:40])
+    # mixed traffic: a batch of 8 with one row whose gate opens reruns the blocks for all 8
+    return {"people to forget": forget, "retained people": retained,
+            "one person to forget among seven retained people": [forget[0], *retained[:7]]}
 
 
 def _with(config, **changes):
