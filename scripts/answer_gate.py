@@ -81,7 +81,8 @@ def main() -> None:
     try:
         floor, full = gate.ramp_from_rows(rows=(H_f, H_r))
     except ValueError as exc:  # the answers' rows overlap: no gate to attack
-        text = (f"# A gate on the answer, reading layers {', '.join(map(str, READ))}\n\nProduced by `python "
+        text = (f"# A gate on the answer, reading layer{'s' * (len(READ) > 1)} {', '.join(map(str, READ))}\n\n"
+                f"Produced by `python "
                 f"scripts/answer_gate.py --answer-layers {args.answer_layers} --out {args.out}`: fitted on {len(H_f)} "
                 f"forget and {len(H_r)} retain answers, the gate does not tell them apart ({exc}).\n")
         Path(args.out).write_text(text)
