@@ -325,7 +325,7 @@ def _scout(r: "_Request", layer: int, h: torch.Tensor, args, kwargs,
         _show_gate(r)
         if _opens(r) and _can_patch(r):
             r.scouting = False  # this block and the rest run as the steered pass
-            return _patch(r, blocks) if r.scouted else h
+            return _patch(r, blocks, h) if r.scouted else h
         r.scouted, r.scout_input = {}, None  # not needed any more: let the recorded tensors go
     steered = r.config.steered_layers
     if steered and steered[0] <= layer < r.gate_from[-1] and r.early_gate is None:
@@ -361,15 +361,21 @@ def _can_patch(r: "_Request") -> bool:
     return True
 
 
-def _patch(r: "_Request", blocks: torch.nn.ModuleList) -> torch.Tensor:
+def _patch(r: "_Request", blocks: torch.nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
     """Run the scouted blocks (from the first steered layer to the one before the deepest gate
     layer, whose input the gate has just read) again, steered, from the first one's recorded
     input, each with its own recorded arguments (its mask, positions and rotary tables as the
     model gave them) and its KV cache layer emptied first (it was empty before the pass,
-    `_can_scout`): the blocks before them and the vision tower do not run again. Returns the last
-    one's output."""
+    `_can_scout`): the blocks before them and the vision tower do not run again. When only some
+    rows' gates opened, only those rows run again where the model's arguments allow it
+    (`_patch_rows`). Returns the last one's output; `h` is the unsteered one, from the scouting pass."""
     calls, x = r.scouted, r.scout_input
     r.scouted, r.scout_input = {}, None
+    rows = (r.config.coefficient(r.early_gate) != 0).nonzero().flatten().to(x.device)
+    if 0 < len(rows) < len(r.early_gate) and _rows_apart(calls, len(r.early_gate)):
+        out = h.clone()
+        out[rows] = _patch_rows(r, blocks, calls, x, rows).to(out)
+        return out
     r.rerun = True
     try:
         for j in sorted(calls):
@@ -382,6 +388,84 @@ def _patch(r: "_Request", blocks: torch.nn.ModuleList) -> torch.Tensor:
         return x
     finally:
         r.rerun = False
+
+
+def _leaves(v):
+    if isinstance(v, torch.Tensor):
+        yield v
+    elif isinstance(v, (tuple, list)):
+        for x in v:
+            yield from _leaves(x)
+
+
+def _rows_apart(calls: dict[int, tuple], batch: int) -> bool:
+    """Whether every tensor a scouted block was given is one row per batch row (at least 2-D,
+    the batch first), so that the rows whose gate opened can run alone; otherwise (a broadcast
+    rotary table, a flat position tensor) the whole batch runs again."""
+    for rest, kwargs in calls.values():
+        for t in _leaves([*(rest or ()), *(v for k, v in kwargs.items() if k != "past_key_values")]):
+            if t.dim() < 2 or t.shape[0] != batch:
+                return False
+    return True
+
+
+def _rows_of(v, rows: torch.Tensor):
+    if isinstance(v, torch.Tensor):
+        return v.index_select(0, rows.to(v.device))
+    if isinstance(v, (tuple, list)):
+        return type(v)(_rows_of(x, rows) for x in v)
+    return v
+
+
+class _RowsCache:
+    """What a block of the rows-apart rerun sees as its KV cache: each update writes those rows'
+    keys and values into the real cache layer (filled for every row by the scouting pass, the
+    prompt being the first thing the cache holds) and hands them back for attention."""
+
+    def __init__(self, cache, rows: torch.Tensor):
+        self._cache, self._rows = cache, rows
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        layer = self._cache.layers[layer_idx]
+        layer.keys[self._rows.to(layer.keys.device)] = key_states.to(layer.keys)
+        layer.values[self._rows.to(layer.values.device)] = value_states.to(layer.values)
+        return key_states, value_states
+
+    def __getattr__(self, name):
+        return getattr(self._cache, name)
+
+
+def _patch_rows(r: "_Request", blocks: torch.nn.ModuleList, calls: dict[int, tuple], x: torch.Tensor,
+                rows: torch.Tensor) -> torch.Tensor:
+    """`_patch` for the rows whose gate opened only: the scouted blocks run again on those rows
+    (their inputs, masks, positions and rotary tables, and the request's gate, cut to them), their
+    keys and values written over those rows' in the cache; the other rows keep the scouting pass's
+    values, which steering with a closed gate leaves exactly as they are. Returns the last block's
+    output for those rows."""
+    saved = r.early_gate, r.attention_mask, r.gate_index, dict(r.gates)
+    r.early_gate = r.early_gate[rows.to(r.early_gate.device)]
+    if r.attention_mask is not None:
+        r.attention_mask = r.attention_mask[rows.to(r.attention_mask.device)]
+    if r.gate_index is not None:
+        r.gate_index = r.gate_index[rows.to(r.gate_index.device)]
+    r.rerun = True
+    try:
+        sub = x[rows]
+        for j in sorted(calls):
+            rest, kwargs = calls[j]
+            kw = {k: (_RowsCache(v, rows) if k == "past_key_values" and v is not None else _rows_of(v, rows))
+                  for k, v in kwargs.items()}
+            out = blocks[j](sub, *_rows_of(rest, rows), **kw) if rest is not None else blocks[j](hidden_states=sub, **kw)
+            sub = out[0] if isinstance(out, tuple) else out
+    finally:
+        r.rerun = False
+        r.early_gate, r.attention_mask, r.gate_index, gates = saved
+        for l, g in r.gates.items():  # the rerun rows' gates over the scouted ones
+            if l in gates and g.shape[0] == len(rows) and gates[l].shape[0] != len(rows):
+                gates[l] = gates[l].clone()
+                gates[l][rows.to(g.device)] = g
+        r.gates = gates
+    return sub
 
 
 def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:

@@ -326,6 +326,49 @@ def test_a_floored_gate_scouts_unsteered_and_reruns_the_prompt_only_when_it_open
     assert hook_count(a) == 0
 
 
+def test_when_one_row_of_a_batch_opens_the_gate_only_that_row_runs_again(family, monkeypatch):
+    """Three rows, the gate (joint over layers 1-2, applied at layer 0, floored) open on one: the
+    scouting pass reruns blocks 0-1 for that row alone, its keys and values written over the
+    scouted ones in the cache; logits, greedy text and gates equal those of the whole batch
+    run again and of the read-ahead."""
+    import core.steering as steering
+    rows_apart = steering._rows_apart
+    a = tiny_adapter(family, layers=3)
+    batch = a.encode(["what is this ?", "who is the person ?", "describe it"], [random_image(i) for i in range(3)])
+    r, _ = _vectors(a)
+    u = torch.randn(a.num_layers, a.hidden_size, generator=torch.Generator().manual_seed(5))
+    h12 = capture(a, batch, [1, 2])
+    raw = h12[:, 0] @ u[1] + h12[:, 1] @ u[2]
+    if raw.max() <= 0:  # the gate is linear in u: flip it so that some row's is positive
+        u, raw = -u, -raw
+    top = int(raw.argmax())
+    u = u * (0.8 / raw[top])  # that row's gate at 0.8; the others under it
+    gates = raw * (0.8 / raw[top])
+    floor = (0.8 + float(gates.sort().values[-2])) / 2  # between it and every other row's gate
+    cfg = SteeringConfig((2.0, 0.0, 0.0), "latched", floor=floor)
+    sizes = []
+    counter = a.layers[0].register_forward_pre_hook(
+        lambda m, args, kw: sizes.append((args or [kw["hidden_states"]])[0].shape[0]), with_kwargs=True)
+    seen = {}
+    for how in ("rows", "batch", "read-ahead"):
+        monkeypatch.setattr(steering, "SCOUT", how != "read-ahead")
+        monkeypatch.setattr(steering, "_rows_apart", (lambda c, b: False) if how == "batch" else rows_apart)
+        sizes.clear()
+        with torch.no_grad(), steer(a, r, cfg, u, gate_from=(1, 2)) as h:
+            logits = a.logits(batch)
+        prompt_sizes = list(sizes)
+        with steer(a, r, cfg, u, gate_from=(1, 2)):
+            text = a.generate(batch, 4)
+        seen[how] = (logits, text, h.gates[0].clone(), prompt_sizes)
+    counter.remove()
+    assert seen["rows"][3] == [3, 1] and seen["batch"][3] == [3, 3]  # block 0 ran again for the open row only
+    for how in ("batch", "read-ahead"):
+        assert torch.allclose(seen["rows"][0], seen[how][0], atol=1e-5) and seen["rows"][1] == seen[how][1]
+        assert torch.allclose(seen["rows"][2], seen[how][2], atol=1e-6)
+    assert not torch.allclose(seen["rows"][0][top], a.logits(batch)[top], atol=1e-3)  # that row was steered
+    assert hook_count(a) == 0
+
+
 def test_a_joint_gate_over_two_layers_steers_like_that_gate_applied_by_hand(family):
     """gate_from=(1, 2) with one gate per subject: the first pass sums each subject's parts at
     layers 1 and 2 and takes the largest subject; layer 0 is steered with it, as with that value
