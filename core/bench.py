@@ -151,8 +151,9 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
     """Greedy generation with the eraser on / off, for each steering mode and batch 1 and 8, on
     random pictures and, for the eraser's own mode, on each named set of `portraits` (the people
     to forget, whose gate opens: a gate read deeper than the steered layer then runs the blocks
-    from the steered layer to it twice on the prompt, `core.steering._scout`; retained people,
-    whose gate should stay shut, though a whole batch runs them twice when any of its rows opens).
+    from the steered layer to it twice on the prompt for the rows whose gate opens,
+    `core.steering._scout`; retained people, whose gate should stay shut; and one of each kind
+    in a batch).
     Each row says on what share of its prompts the gate opened. Each of 2 x `repeats` rounds
     times off, on, on, off (two generations each): a drifting machine slows both alike, and
     neither side always runs first (an off/off check of this order once gave 1.04x on this CPU);
@@ -224,7 +225,7 @@ def portrait_prompts(model_dir: str | Path, eraser) -> dict[str, list[Prompt]] |
     data = toy_data(world, forget_spec(eraser.config.forget_split or "forget_10"))
     ask = lambda recs: [Prompt("What does this person do for work?", r.images[0]) for r in recs if r.images]  # noqa: E731
     forget, retained = ask(data.forget), ask(data.retain[:40])
-    # mixed traffic: a batch of 8 with one row whose gate opens reruns the blocks for all 8
+    # mixed traffic: a batch of 8 with one row whose gate opens (that row alone runs the blocks again)
     return {"people to forget": forget, "retained people": retained,
             "one person to forget among seven retained people": [forget[0], *retained[:7]]}
 
