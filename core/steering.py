@@ -376,13 +376,23 @@ def _patch(r: "_Request", blocks: torch.nn.ModuleList, h: torch.Tensor) -> torch
         out = h.clone()
         out[rows] = _patch_rows(r, blocks, calls, x, rows).to(out)
         return out
+
+    def emptied(j, rest, kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is not None:
+            cache.layers[j].reset()
+        return rest, kwargs
+    return _run_again(r, blocks, calls, x, emptied)
+
+
+def _run_again(r: "_Request", blocks: torch.nn.ModuleList, calls: dict[int, tuple], x: torch.Tensor,
+               arguments: Callable[[int, tuple | None, dict], tuple]) -> torch.Tensor:
+    """Run the scouted blocks again from `x`, steered (their hooks see `r.rerun`), each with the
+    arguments `arguments(j, rest, kwargs)` makes of its recorded ones. Returns the last output."""
     r.rerun = True
     try:
         for j in sorted(calls):
-            rest, kwargs = calls[j]
-            cache = kwargs.get("past_key_values")
-            if cache is not None:
-                cache.layers[j].reset()
+            rest, kwargs = arguments(j, *calls[j])
             out = blocks[j](x, *rest, **kwargs) if rest is not None else blocks[j](hidden_states=x, **kwargs)
             x = out[0] if isinstance(out, tuple) else out
         return x
@@ -448,24 +458,18 @@ def _patch_rows(r: "_Request", blocks: torch.nn.ModuleList, calls: dict[int, tup
         r.attention_mask = r.attention_mask[rows.to(r.attention_mask.device)]
     if r.gate_index is not None:
         r.gate_index = r.gate_index[rows.to(r.gate_index.device)]
-    r.rerun = True
+    def cut(j, rest, kwargs):
+        return _rows_of(rest, rows), {k: (_RowsCache(v, rows) if k == "past_key_values" and v is not None
+                                          else _rows_of(v, rows)) for k, v in kwargs.items()}
     try:
-        sub = x[rows]
-        for j in sorted(calls):
-            rest, kwargs = calls[j]
-            kw = {k: (_RowsCache(v, rows) if k == "past_key_values" and v is not None else _rows_of(v, rows))
-                  for k, v in kwargs.items()}
-            out = blocks[j](sub, *_rows_of(rest, rows), **kw) if rest is not None else blocks[j](hidden_states=sub, **kw)
-            sub = out[0] if isinstance(out, tuple) else out
+        return _run_again(r, blocks, calls, x[rows], cut)
     finally:
-        r.rerun = False
         r.early_gate, r.attention_mask, r.gate_index, gates = saved
         for l, g in r.gates.items():  # the rerun rows' gates over the scouted ones
-            if l in gates and g.shape[0] == len(rows) and gates[l].shape[0] != len(rows):
+            if l in gates and g is not gates[l]:
                 gates[l] = gates[l].clone()
                 gates[l][rows.to(g.device)] = g
         r.gates = gates
-    return sub
 
 
 def _can_read_ahead(r: "_Request", blocks: torch.nn.ModuleList) -> bool:
