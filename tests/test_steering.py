@@ -482,26 +482,33 @@ def test_a_gate_read_in_a_first_pass_passes_gradients_to_the_input():
 
 
 def test_concurrent_requests_with_and_without_a_gate_pass_keep_their_own_gates():
-    """Threads steering one model at once, some reading the gate at layer 2 in a first pass and
-    some at the steered layer: each gets its serial result (the gate pass state is per request)."""
+    """Threads steering one model at once, some reading the gate at layer 2 in a first pass, some at
+    the steered layer, some scouting a floored joint gate: each gets its serial result (the gate
+    pass and scouting state is per request)."""
     a = tiny_adapter("llava", layers=3)
     batch = _batch(a)
     r, u = _vectors(a)
     cfg = SteeringConfig((2.0, 0.0, 0.0))
-    kinds = [None, 2, None, 2]
+    # and a floored joint gate over layers 1-2, which scouts and reruns blocks 0-1 for the rows it opens on
+    scouted = SteeringConfig((2.0, 0.0, 0.0), floor=1e-3)
+    settings = {None: (cfg, None, u), 2: (cfg, 2, u), "scout": (scouted, (1, 2), -u)}  # -u: both rows' gates above 0
+    kinds = [None, 2, "scout", None, 2, "scout"]
     with torch.no_grad():
         expected = {}
-        for g in (None, 2):
-            with steer(a, r, cfg, u, gate_from=g):
-                expected[g] = a.logits(batch)
+        for k, (c, g, v) in settings.items():
+            with steer(a, r, c, v, gate_from=g) as h:
+                expected[k] = a.logits(batch)
+            if k == "scout":
+                assert bool((c.coefficient(h.gates[0]) > 0).any())  # it opens: the blocks run again
     assert not torch.allclose(expected[None], expected[2])
     barrier = threading.Barrier(len(kinds))
 
-    def work(g):
+    def work(k):
+        c, g, v = settings[k]
         barrier.wait()
         for _ in range(5):
-            with torch.no_grad(), steer(a, r, cfg, u, gate_from=g):
-                assert torch.equal(a.logits(batch), expected[g]), g
+            with torch.no_grad(), steer(a, r, c, v, gate_from=g):
+                assert torch.equal(a.logits(batch), expected[k]), k
     _in_threads(work, kinds)
     assert hook_count(a) == 0
 
