@@ -8,10 +8,13 @@ off-by-one of the public code (direction at block output, gate at block input) c
 from __future__ import annotations
 
 import itertools
+import os
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import torch
+from transformers import DynamicCache
 
 from core.data.records import Prompt  # noqa: F401 - the engine's input type, re-exported here
 from core.models.base import Batch, VLMAdapter
@@ -37,6 +40,22 @@ _CAPTURING: ContextVar[frozenset[int]] = ContextVar("mllmeraser_capture", defaul
 _IDS = itertools.count()
 
 
+def prompt_sum(h: torch.Tensor, attention_mask: torch.Tensor | None,
+               last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, d) sum of h (B, T, d) over the prompt tokens of every row (see prompt_mean), in
+    float32, and (B,) how many tokens that is."""
+    B, T = h.shape[:2]
+    if attention_mask is None or tuple(attention_mask.shape) != (B, T):
+        m = torch.ones(B, T, device=h.device)
+    else:
+        m = attention_mask.to(device=h.device, dtype=torch.float32).clone()
+    rows = torch.arange(B, device=h.device)
+    m[rows, m.argmax(1)] = 0.0  # argmax: the first attended position
+    if last is not None:
+        m = m * (torch.arange(T, device=h.device)[None, :] <= last.to(h.device)[:, None])
+    return (h.float() * m[:, :, None]).sum(1), m.sum(1)
+
+
 def prompt_mean(h: torch.Tensor, attention_mask: torch.Tensor | None,
                 last: torch.Tensor | None = None) -> torch.Tensor:
     """(B, d) mean of h (B, T, d) over the prompt tokens of every row.
@@ -48,16 +67,8 @@ def prompt_mean(h: torch.Tensor, attention_mask: torch.Tensor | None,
     image tokens say WHO is asked about (measured held-out gate AUC, last token -> prompt mean:
     0.80 -> 0.92 at layer 3 of the first toy model, 0.72-0.80 -> 0.96-0.98 at layers 1-3 of the shipped one).
     """
-    B, T = h.shape[:2]
-    if attention_mask is None or tuple(attention_mask.shape) != (B, T):
-        m = torch.ones(B, T, device=h.device)
-    else:
-        m = attention_mask.to(device=h.device, dtype=torch.float32).clone()
-    rows = torch.arange(B, device=h.device)
-    m[rows, m.argmax(1)] = 0.0  # argmax: the first attended position
-    if last is not None:
-        m = m * (torch.arange(T, device=h.device)[None, :] <= last.to(h.device)[:, None])
-    return (h.float() * m[:, :, None]).sum(1) / m.sum(1).clamp(min=1.0)[:, None]
+    total, count = prompt_sum(h, attention_mask, last)
+    return total / count.clamp(min=1.0)[:, None]
 
 
 def _hidden(args, kwargs) -> torch.Tensor:
@@ -80,6 +91,35 @@ def capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None = No
 
 def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, positions: str | torch.Tensor,
              differentiable: bool) -> torch.Tensor:
+    def select(h: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(batch), device=h.device)  # a sharded model's blocks: each its own device
+        if isinstance(positions, str) and positions == "last":
+            return h[rows, batch.prompt_last.to(h.device)]
+        if isinstance(positions, str) and positions == "mean":
+            return prompt_mean(h, batch.inputs.get("attention_mask"), batch.prompt_last.to(h.device))
+        if isinstance(positions, str) and positions == "all":
+            return h
+        return h[rows[:, None], positions.to(h.device)]
+    out = run_to(adapter, adapter.forward_inputs(batch), layers, select, differentiable)
+    if differentiable:  # on the first captured layer's device (a sharded model's gradient follows .to)
+        return torch.stack([o.to(out[0].device) for o in out], dim=1)
+    return _stacked(out)
+
+
+def _stacked(out: list[torch.Tensor]) -> torch.Tensor:
+    """(B, n_layers, ...) on the CPU: one copy off the GPU per batch, not one per layer (per layer
+    for a sharded model, whose layers sit on several devices)."""
+    if len({o.device for o in out}) == 1:
+        return torch.stack(out, dim=1).cpu()
+    return torch.stack([o.cpu() for o in out], dim=1)
+
+
+def run_to(adapter: VLMAdapter, inputs: dict, layers: Sequence[int] | None,
+           select: Callable[[torch.Tensor], torch.Tensor], differentiable: bool = False) -> list[torch.Tensor]:
+    """One forward pass with `inputs` that stops at the input of the deepest of `layers`:
+    `select(h)` of the residual stream entering each of them, in float32, in `layers`' order.
+    What it reads is this pass's own: other threads' passes on the shared model run past the
+    hooks untouched."""
     layers = list(range(adapter.num_layers)) if layers is None else list(layers)
     out: dict[int, torch.Tensor] = {}
     bad = [l for l in layers if not 0 <= l < adapter.num_layers]
@@ -94,17 +134,7 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
         def hook(_module, args, kwargs):
             if me not in _CAPTURING.get():
                 return None  # another request's forward pass
-            h = _hidden(args, kwargs)
-            rows = torch.arange(len(batch), device=h.device)  # a sharded model's blocks: each its own device
-            if isinstance(positions, str) and positions == "last":
-                sel = h[rows, batch.prompt_last.to(h.device)]
-            elif isinstance(positions, str) and positions == "mean":
-                sel = prompt_mean(h, batch.inputs.get("attention_mask"), batch.prompt_last.to(h.device))
-            elif isinstance(positions, str) and positions == "all":
-                sel = h
-            else:
-                idx = positions.to(h.device)
-                sel = h[rows[:, None], idx]
+            sel = select(_hidden(args, kwargs))
             out[layer] = sel.float() if differentiable else sel.detach().float()
             if layer == last:
                 raise _Stop
@@ -116,18 +146,14 @@ def _capture(adapter: VLMAdapter, batch: Batch, layers: Sequence[int] | None, po
         for layer in layers:
             handles.append(blocks[layer].register_forward_pre_hook(make_hook(layer), with_kwargs=True))
         try:
-            adapter.model(**adapter.forward_inputs(batch), use_cache=False)
+            adapter.model(**{"use_cache": False, **inputs})
         except _Stop:
             pass
     finally:
         for h in handles:
             h.remove()
         _CAPTURING.reset(token)
-    if differentiable:  # on the first captured layer's device (a sharded model's gradient follows .to)
-        return torch.stack([out[l].to(out[layers[0]].device) for l in layers], dim=1)
-    if len({out[l].device for l in layers}) == 1:  # one copy off the GPU per batch, not one per layer
-        return torch.stack([out[l] for l in layers], dim=1).cpu()
-    return torch.stack([out[l].cpu() for l in layers], dim=1)  # a sharded model: layers on several devices
+    return [out[l] for l in layers]
 
 
 def batches(prompts: Sequence[Prompt], batch_size: int, by_length: bool = False
@@ -158,7 +184,8 @@ def encode_prompts(adapter: VLMAdapter, prompts: Sequence[Prompt], answers: Sequ
 
 def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,
             batch_size: int = 16, progress: Callable[[int, int], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, position: str = "last") -> torch.Tensor:
+            should_stop: Callable[[], bool] | None = None, position: str = "last",
+            share_starts: bool = True) -> torch.Tensor:
     """Activations for many prompts at the last prompt token (position "last") or averaged over
     the prompt tokens ("mean"): (N, n_layers, d), in input order.
 
@@ -166,7 +193,8 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
     gate sets repeat prompts on purpose to weight them in the retain Gram matrix.
     `progress(done, total)` is called after every batch (total counts distinct prompts);
     `should_stop()` aborts between batches (raises InterruptedError) so a UI can cancel long
-    collections."""
+    collections. `share_starts`: prompts about one picture run their common start (the picture's
+    tokens) once, where the family allows it (`shared_starts`); False runs every prompt whole."""
     if not prompts:
         raise ValueError("no prompts to collect activations for")
     if position not in POSITIONS:
@@ -182,16 +210,131 @@ def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int
         rows.append(first[key])
     result: list[torch.Tensor | None] = [None] * len(distinct)
     done = 0
-    for idx, chunk in batches(distinct, batch_size, by_length=True):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("activation collection stopped")
-        acts = capture(adapter, encode_prompts(adapter, chunk), layers, positions=position)
+
+    def store(idx: list[int], acts: torch.Tensor) -> None:
+        nonlocal done
         for j, i in enumerate(idx):
             result[i] = acts[j]
-        done += len(chunk)
+        done += len(idx)
         if progress is not None:
             progress(done, len(distinct))
+    groups, alone = shared_starts(adapter, distinct, layers) if share_starts else ([], list(range(len(distinct))))
+    for idx, chunk in batches([distinct[i] for i in alone], batch_size, by_length=True):
+        _stop_if(should_stop)
+        store([alone[i] for i in idx], capture(adapter, encode_prompts(adapter, chunk), layers, positions=position))
+    _collect_shared(adapter, groups, layers, position, batch_size, store, should_stop)
     return torch.stack(result)[torch.tensor(rows)]  # type: ignore[arg-type]
+
+
+def _stop_if(should_stop: Callable[[], bool] | None) -> None:
+    if should_stop is not None and should_stop():
+        raise InterruptedError("activation collection stopped")
+
+
+# ---------------------------------------------------------------- prompts that show one image
+@dataclass
+class _Shared:
+    """Prompts that show one image and begin with the same tokens, the image's among them."""
+
+    image: object  # the PIL image (or pixel tensor) they share
+    rows: list[int]  # their places among the prompts given to `shared_starts`
+    start: list[int]  # the token ids they all begin with
+    rests: list[list[int]]  # each prompt's own tokens after the start (one at least)
+
+
+def shared_starts(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None = None
+                  ) -> tuple[list[_Shared], list[int]]:
+    """The prompts that can share one pass over their common start, grouped, and the places of
+    the others. Why: a fit asks several questions about each picture (the toy's gate sets: 3,580
+    image prompts of 592 pictures; MLLMU-Bench: a dozen per person), and in a causal decoder the
+    start's activations and keys do not depend on what follows, so the vision tower and the
+    start (BOS, template, every image token: 19 of ~45 tokens on the toy, 576 of ~600 on
+    LLaVA-1.5) run once per picture instead of once per question. Only families whose
+    `shared_prefix` says so; a group whose common start does not hold all its image tokens, or
+    a collection that stops at layer 0 (nothing there looks back), runs whole."""
+    everyone = list(range(len(prompts)))
+    if not adapter.shared_prefix or (layers is not None and max(layers) == 0):
+        return [], everyone
+    by_image: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        if p.image is not None:
+            by_image.setdefault(id(p.image), []).append(i)
+    groups, alone = [], [i for i, p in enumerate(prompts) if p.image is None]
+    image_token = adapter.image_token_id
+    for idx in by_image.values():
+        if len(idx) < 2:
+            alone.extend(idx)
+            continue
+        ids = [adapter.prompt_ids(prompts[i].question, True, prompts[i].history, prompts[i].prefill) for i in idx]
+        start = os.path.commonprefix(ids)[:min(map(len, ids)) - 1]  # every prompt keeps a token of its own
+        if not start or start.count(image_token) != ids[0].count(image_token):
+            alone.extend(idx)
+            continue
+        groups.append(_Shared(prompts[idx[0]].image, idx, start, [x[len(start):] for x in ids]))
+    return groups, sorted(alone)
+
+
+def _collect_shared(adapter: VLMAdapter, groups: list[_Shared], layers: Sequence[int] | None, position: str,
+                    batch_size: int, store: Callable[[list[int], torch.Tensor], None],
+                    should_stop: Callable[[], bool] | None) -> None:
+    """Activations of grouped prompts: one pass over the starts of up to `batch_size` pictures
+    (left padded, keys and values kept), then their prompts' own tokens in batches, each row
+    attending to its picture's start through the kept keys and values with the positions it has
+    in the whole prompt. Equal to whole prompts up to float rounding (tested per family). Holds
+    two batches' worth of start keys and values at a time."""
+    pad = adapter.tokenizer.pad_token_id
+    dev = adapter.device
+    for s in range(0, len(groups), batch_size):
+        chunk = groups[s:s + batch_size]
+        _stop_if(should_stop)
+        width = max(len(g.start) for g in chunk)
+        ids = torch.tensor([[pad] * (width - len(g.start)) + g.start for g in chunk])
+        mask = torch.tensor([[0] * (width - len(g.start)) + [1] * len(g.start) for g in chunk])
+        pixels = torch.stack([g.image if isinstance(g.image, torch.Tensor) else adapter.to_pixels(g.image)
+                              for g in chunk])
+        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+                  **adapter.pixel_inputs(pixels), **adapter.extra_inputs(ids, True)}
+        inputs = {k: v.to(dev) for k, v in inputs.items()}
+        cache = DynamicCache()
+        starts = run_to(adapter, {**inputs, "past_key_values": cache, "use_cache": True}, layers,
+                        lambda h: prompt_sum(h, mask.to(h.device))[0])
+        counts = (mask.sum(1) - 1).float()  # the first token (BOS) is not a prompt token
+        rows = sorted(((g, j) for g, grp in enumerate(chunk) for j in range(len(grp.rests))),
+                      key=lambda r: len(chunk[r[0]].rests[r[1]]))
+        for r in range(0, len(rows), batch_size):
+            part = rows[r:r + batch_size]
+            _stop_if(should_stop)
+            store([chunk[g].rows[j] for g, j in part],
+                  _rest_pass(adapter, chunk, part, cache, mask, starts, counts, layers, position, pad))
+
+
+def _rest_pass(adapter: VLMAdapter, chunk: list[_Shared], part: list[tuple[int, int]], cache: DynamicCache,
+               mask: torch.Tensor, starts: list[torch.Tensor], counts: torch.Tensor, layers: Sequence[int] | None,
+               position: str, pad: int) -> torch.Tensor:
+    """(B, n_layers, d) for `part` (picture, prompt) rows: their own tokens (right padded) after
+    their picture's start, read from the kept keys and values."""
+    g = torch.tensor([gi for gi, _ in part])
+    rests = [chunk[gi].rests[j] for gi, j in part]
+    width = max(map(len, rests))
+    lengths = torch.tensor([len(x) for x in rests])
+    own = (torch.arange(width)[None, :] < lengths[:, None]).long()
+    kv = DynamicCache([(l.keys[g.to(l.keys.device)], l.values[g.to(l.values.device)]) for l in cache.layers])
+    dev = adapter.device
+    inputs = {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in rests]).to(dev),
+              "attention_mask": torch.cat([mask[g], own], 1).to(dev),
+              "position_ids": (mask.sum(1)[g][:, None] + torch.arange(width)[None, :]).to(dev),
+              "past_key_values": kv, "use_cache": True}
+    rows = torch.arange(len(part))
+
+    def select(h: torch.Tensor) -> torch.Tensor:
+        if position == "last":
+            return h[rows.to(h.device), (lengths - 1).to(h.device)]
+        return (h.float() * own.to(h.device)[:, :, None]).sum(1)
+    out = run_to(adapter, inputs, layers, select)
+    if position == "mean":
+        out = [(st[g.to(st.device)].to(o.device) + o) / (counts[g] + lengths).to(o.device)[:, None]
+               for st, o in zip(starts, out)]
+    return _stacked(out)
 
 
 def collect_layers(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None,

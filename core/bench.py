@@ -2,7 +2,8 @@
 
 Every timing is paired with its reference in the same process and reported as a ratio (absolute
 seconds mean something only on the machine that printed them): steering on vs off during greedy
-generation, capture at batch 16 vs batch 1, the gate fit vs the paper's formula, a PGD step vs a
+generation, capture at batch 16 vs batch 1, capture of several questions per picture with each
+picture's start run once vs every prompt whole, the gate fit vs the paper's formula, a PGD step vs a
 forward pass, an eraser's size vs the public code's matrices, and building an eraser vs training
 the cheapest baseline that forgets as much (IdkNLL). Peak memory is the resident set's growth
 during the call, sampled every 5 ms (psutil).
@@ -31,7 +32,7 @@ from core.models.base import VLMAdapter
 # width, MLP width, heads, KV heads, vocabulary, layers of the real checkpoints
 SHAPES = {
     "llava-1.5-7b": dict(family="llava", hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32064,
-                         layers=32),
+                         layers=32, image=(336, 14)),
     "qwen2.5-vl-7b": dict(family="qwen2_5_vl", hidden=3584, intermediate=18944, heads=28, kv_heads=4,
                           vocab=152064, layers=28),
 }
@@ -244,6 +245,26 @@ def bench_capture(adapter: VLMAdapter, n: int = 64, layers: list[int] | None = N
             "speedup": b1.seconds / b16.seconds, "batch16_peak_mb": b16.peak_mb}
 
 
+def bench_shared_starts(adapter: VLMAdapter, pictures: int = 4, questions: int = 6,
+                        layers: list[int] | None = None) -> dict:
+    """Prompts per second collecting prompt-mean activations of several questions (at most 6)
+    about each picture (what a fit asks), each picture's start run once against every prompt run whole
+    (`collect(share_starts=...)`), batch 16, and the largest difference between the two."""
+    from core.activations import shared_starts
+    base = _prompts(adapter, pictures)
+    qs = ["who is the person in this picture ?", "what is this ?", "describe the image please",
+          "what is the name of this person ?", "who is it ?", "what is in the picture ?"]
+    prompts = [Prompt(q, p.image) for p in base for q in qs[:questions]]
+    box: dict = {}
+    whole = measure(lambda: box.update(w=collect(adapter, prompts, layers, position="mean", share_starts=False)), 1)
+    shared = measure(lambda: box.update(s=collect(adapter, prompts, layers, position="mean")), 1)
+    groups, _ = shared_starts(adapter, prompts, layers)
+    return {"prompts": len(prompts), "pictures": pictures, "image_tokens": adapter.num_image_tokens(),
+            "shared": bool(groups), "whole_per_s": len(prompts) / whole.seconds,
+            "shared_per_s": len(prompts) / shared.seconds, "speedup": whole.seconds / shared.seconds,
+            "max_relative_diff": float(((box["s"] - box["w"]).norm(dim=-1) / box["w"].norm(dim=-1)).max())}
+
+
 def bench_pgd(adapter: VLMAdapter, steps: int = 5) -> dict:
     """One PGD step (forward + backward to the pixels) against one forward pass."""
     from core.activations import encode_prompts
@@ -308,10 +329,11 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dic
 
 
 # ---------------------------------------------------------------- a model of real shape
-def real_shape(name: str, layers: int | None = None, seed: int = 0) -> VLMAdapter:
+def real_shape(name: str, layers: int | None = None, seed: int = 0, real_image: bool = False) -> VLMAdapter:
     """A model of a real checkpoint's width with random weights (`layers` decoder layers, the
     checkpoint's number by default; a small vision tower: the text side is what steering and
-    capture touch)."""
+    capture touch). `real_image`: the tower cuts a picture into as many tokens as the
+    checkpoint's (LLaVA-1.5: 576 patches), for the parts whose cost is the prompt's length."""
     from core.models.load import adapter_from_model
     from core.models.tiny import build_tiny
     if name not in SHAPES:
@@ -319,7 +341,7 @@ def real_shape(name: str, layers: int | None = None, seed: int = 0) -> VLMAdapte
     s = SHAPES[name]
     return adapter_from_model(*build_tiny(s["family"], seed=seed, layers=layers or s["layers"], text_shape=dict(
         hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_attention_heads=s["heads"],
-        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"])))
+        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"]), **({"image": s["image"]} if real_image and "image" in s else {})))
 
 
 def random_eraser(adapter: VLMAdapter, seed: int = 0, position: str = "mean_prompt_tokens"):
@@ -375,6 +397,12 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, portraits)
     log("capture throughput...")
     out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
+    log("capture of several questions per picture, the picture's start run once...")
+    if cfg.shape and "image" in SHAPES[cfg.shape]:  # the checkpoint's picture length; one block captured
+        out["shared_starts"] = bench_shared_starts(real_shape(cfg.shape, 2, real_image=True), 2, 3 if cfg.quick else 6, [1])
+    else:
+        out["shared_starts"] = bench_shared_starts(adapter, 2 if cfg.quick else 4, 3 if cfg.quick else 6,
+                                                   [1] if cfg.shape else eraser.fitted_layers)
     log("a PGD step...")
     out["pgd"] = bench_pgd(adapter, 2 if cfg.quick else 5)
     log("the gate fit against the paper's formula...")
@@ -410,6 +438,11 @@ def table(res: dict) -> str:
                      f"{opened}, batch {r['batch']} | {r['overhead']:.3f}x |")
     c = res["capture"]
     lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")
+    sh = res.get("shared_starts")
+    if sh and sh["shared"]:
+        lines.append(f"| capture, {sh['prompts'] // sh['pictures']} questions about each of {sh['pictures']} pictures "
+                     f"({sh['image_tokens']} image tokens each), each picture's start run once vs every prompt whole"
+                     f" | {sh['speedup']:.1f}x more prompts/s (relative difference {sh['max_relative_diff']:.0e}) |")
     lines.append(f"| a PGD step vs a forward pass | {res['pgd']['step_over_forward']:.1f}x |")
     for f in res["fit"]:
         lines.append(f"| gate fit, N_f {f['forget_rows']}, N_r {f['retain_rows']}, d {f['width']}: paper's formula / "

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
-from core.activations import Prompt, capture, collect, collect_layers, site_name
+from core.activations import Prompt, capture, collect, collect_layers, shared_starts, site_name
 
 
 def test_site_names_follow_transformer_lens():
@@ -212,3 +212,52 @@ def test_collect_layers_runs_only_up_to_the_deepest_chosen_layer_and_lays_rows_o
     assert torch.allclose(some[:, :2], full[:, :2], atol=1e-6)
     assert not some[:, 2:].any()
     assert torch.equal(collect_layers(a, prompts, None, position="mean"), full)
+
+
+def _vision_rows(a, seen: list[int]):
+    """A forward hook on the vision tower that counts the pictures it encodes into `seen`."""
+    tower = next(m for n, m in a.model.named_modules() if n.endswith(("vision_tower", "vision_model", "visual")))
+    return tower.register_forward_hook(lambda _m, args, kwargs, _out: seen.append(
+        (args[0] if args else next(iter(kwargs.values()))).shape[0]), with_kwargs=True)
+
+
+def test_questions_about_one_picture_run_its_start_once_and_equal_whole_prompts(family):
+    """Three questions about one picture, two about another, one about a third, a text question:
+    where the family's decoder allows it (causal, 1-D positions) the two pictures' common start
+    (template and image tokens) runs once and each question's own tokens read it from the kept
+    keys and values; the activations equal whole prompts' at every layer, at the last token and
+    averaged over the prompt. Qwen2-VL (M-RoPE) and PaliGemma (prefix-LM) run whole."""
+    a = tiny_adapter(family, layers=3)
+    pics = [random_image(i) for i in range(3)]
+    prompts = [Prompt("what is this ?", pics[0]), Prompt("who is the person in this picture ?", pics[1]),
+               Prompt("how many ?", pics[0]), Prompt("who is it ?"), Prompt("what is the name of this person ?", pics[0]),
+               Prompt("what is this ?", pics[1]), Prompt("what is this ?", pics[2])]
+    groups, alone = shared_starts(a, prompts)
+    if a.shared_prefix:
+        assert [g.rows for g in groups] == [[0, 2, 4], [1, 5]] and alone == [3, 6]
+        assert all(g.start.count(a.image_token_id) == a.num_image_tokens() for g in groups)
+    else:
+        assert groups == [] and alone == list(range(7))
+    for position in ("last", "mean"):
+        whole = collect(a, prompts, batch_size=2, position=position, share_starts=False)
+        seen: list[int] = []
+        hook = _vision_rows(a, seen)
+        shared = collect(a, prompts, batch_size=2, position=position)
+        hook.remove()
+        assert torch.allclose(shared, whole, atol=1e-5, rtol=1e-4)
+        if a.shared_prefix:  # pictures 0 and 1 once in the start pass, picture 2 with its question
+            assert sorted(seen) == [1, 2] if family == "llava" else sum(seen) == 3
+    assert shared_starts(a, prompts, layers=[0]) == ([], list(range(7)))  # layer 0 reads no attention
+
+
+def test_a_shared_start_collection_reports_progress_and_stops_between_passes():
+    a = tiny_adapter("llava")
+    pic = random_image(0)
+    prompts = [Prompt(q, pic) for q in ("what is this ?", "how many ?", "who is it ?", "what is the name ?")]
+    calls: list[tuple[int, int]] = []
+    collect(a, prompts, batch_size=2, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(2, 4), (4, 4)]  # one start pass, then two batches of the questions' own tokens
+    asked = []
+    with pytest.raises(InterruptedError):
+        collect(a, prompts, batch_size=2, should_stop=lambda: asked.append(1) or len(asked) > 2)
+    assert len(asked) == 3  # before the start pass, before the first batch of questions, then stopped

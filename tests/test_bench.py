@@ -1,11 +1,12 @@
 """The bench's parts on tiny shapes: they measure what they say (the figures are printed by
 `python -m core bench`, never asserted as timings here)."""
+import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
-from core.bench import (BenchConfig, artefact_sizes, bench_capture, bench_fit, bench_pgd, bench_steering,
-                        fit_rows, random_eraser, table)
+from core.bench import (BenchConfig, artefact_sizes, bench_capture, bench_fit, bench_pgd, bench_shared_starts,
+                        bench_steering, fit_rows, random_eraser, table)
 
 
 def test_fit_rows_compare_our_fit_with_the_papers_formula():
@@ -44,3 +45,13 @@ def test_steering_capture_and_pgd_figures_on_a_tiny_model():
     text = table(res)
     assert "`every_step`, random pictures (gate open on" in text and "people to forget" in text and "capture, batch 16 vs batch 1" in text
     assert BenchConfig().model == "assets/toy-llava"
+
+
+def test_shared_starts_figure_compares_the_same_activations_both_ways():
+    """Questions about the same pictures: the figure says whether the family shares the pictures'
+    starts, and both ways give the same activations (float rounding apart)."""
+    llava = bench_shared_starts(tiny_adapter("llava"), pictures=2, questions=3, layers=[0, 1])
+    assert llava["shared"] and llava["prompts"] == 6 and llava["image_tokens"] == 17
+    assert llava["max_relative_diff"] < 1e-5 and llava["speedup"] == pytest.approx(llava["shared_per_s"] / llava["whole_per_s"])
+    qwen = bench_shared_starts(tiny_adapter("qwen2_vl"), pictures=2, questions=3, layers=[0, 1])
+    assert not qwen["shared"] and qwen["max_relative_diff"] == 0.0  # M-RoPE: every prompt runs whole

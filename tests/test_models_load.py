@@ -79,9 +79,12 @@ def test_a_model_with_blocks_offloaded_to_disk_steers_captures_and_runs_pgd_like
             logits = a.logits(batch)
         pgd = run_pgd(a, [random_image(2)], ["what is this ?"], ["red"], PGDConfig(eps=8 / 255, step_size=2 / 255,
                                                                                  steps=3, seed=0))
-        results.append((logits, h.gates[1], collect(a, prompts, position="mean"), pgd.loss, pgd.image))
+        shared = prompts + [Prompt("who is it ?", prompts[0].image)]  # two questions about one picture
+        results.append((logits, h.gates[1], collect(a, shared, position="mean"),
+                        collect(a, shared, position="mean", share_starts=False), pgd.loss, pgd.image))
     for mine, ref in zip(results[1], results[0]):
         assert torch.allclose(torch.as_tensor(mine), torch.as_tensor(ref), atol=1e-5)
+    assert torch.allclose(results[1][2], results[1][3], atol=1e-5)  # the picture's start, run once on the shards
     # a floored gate read over layers 1-2 and applied at layer 0: generation scouts, then runs blocks
     # 0-2 again steered with their KV cache layers emptied (block 1's weights on disk)
     from core.steering import SteeringConfig, steer

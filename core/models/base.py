@@ -211,15 +211,7 @@ class VLMAdapter:
         tok = self.tokenizer
         rows, label_rows, last = [], [], []
         for i, q in enumerate(questions):
-            if not isinstance(q, str) or not q.strip():
-                raise ValueError("empty question: type a question about the image")
-            text = self.conversation(q, has_image, histories[i] if histories else (), prefills[i] if prefills else "")
-            if has_image:
-                if self.placeholder not in text:
-                    raise ValueError(f"the chat template of {self.name_or_path} emitted no image placeholder")
-                text = self.expand_image_tokens(text)
-            ids = tok(text, add_special_tokens=self.add_bos)["input_ids"]
-            ids = self.after_prompt_ids(ids)
+            ids = self.prompt_ids(q, has_image, histories[i] if histories else (), prefills[i] if prefills else "")
             labels = [-100] * len(ids)
             last.append(len(ids) - 1)
             if answers is not None:
@@ -245,8 +237,30 @@ class VLMAdapter:
         inputs = {k: v.to(dev) for k, v in inputs.items()}
         return Batch(inputs, prompt_last.to(dev), None if labels is None else labels.to(dev), has_image)
 
+    def prompt_ids(self, question: str, has_image: bool, history: Sequence[tuple[str, str]] = (),
+                   prefill: str = "") -> list[int]:
+        """The token ids of one prompt, image tokens expanded, unpadded (a row of `encode`)."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError("empty question: type a question about the image")
+        text = self.conversation(question, has_image, history, prefill)
+        if has_image:
+            if self.placeholder not in text:
+                raise ValueError(f"the chat template of {self.name_or_path} emitted no image placeholder")
+            text = self.expand_image_tokens(text)
+        return self.after_prompt_ids(self.tokenizer(text, add_special_tokens=self.add_bos)["input_ids"])
+
+    @property
+    def image_token_id(self) -> int:
+        """The id of one image token in a prompt (what `expand_image_tokens` repeats)."""
+        return int(self.tokenizer.convert_tokens_to_ids(self.placeholder))
+
     add_bos: ClassVar[bool] = True
     answer_prefix: ClassVar[str] = " "
+    # Whether prompts that show the same image and start with the same tokens may run that start once
+    # (`core.activations`): true where the decoder is causal with 1-D positions, so a prompt's first
+    # tokens never see the rest. Not Qwen2-VL (its M-RoPE positions depend on the image grid) nor
+    # PaliGemma (prefix-LM: image and prompt tokens attend both ways).
+    shared_prefix: ClassVar[bool] = False
 
     def after_prompt_ids(self, ids: list[int]) -> list[int]:
         return ids

@@ -12,6 +12,7 @@ class LlavaAdapter(VLMAdapter):
     """LLaVA-1.5 (LlavaForConditionalGeneration): CLIP tower, `<image>` repeated per patch."""
 
     family = "llava"
+    shared_prefix = True
 
     def default_image_size(self) -> int:
         return int(self.model.config.vision_config.image_size)
@@ -92,6 +93,7 @@ class Idefics3Adapter(VLMAdapter):
     features pixel-shuffled into image_seq_len tokens wrapped in <fake_token_around_image>."""
 
     family = "idefics3"
+    shared_prefix = True
 
     def default_image_size(self) -> int:
         size = getattr(self.image_processor, "max_image_size", None) or {}

@@ -82,14 +82,16 @@ def _text_kwargs(tok: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2
 
 
 def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ...] = (),
-               text_shape: dict | None = None):
+               text_shape: dict | None = None, image: tuple[int, int] = (32, 8)):
     """Return (model, tokenizer, image_processor) for a tiny random model of `family`.
 
     Families: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, paligemma. `words` extends the
     word-level vocabulary (e.g. `plain_english_words()`, so that the project's own questions and
     requests reach the model as words, as they do with a real model's tokenizer). `text_shape`
     overrides the language model's config (hidden_size, intermediate_size, heads, vocab_size):
-    a model of a real checkpoint's width with random weights (`core.bench.real_shape`).
+    a model of a real checkpoint's width with random weights (`core.bench.real_shape`). `image`
+    (llava only): the vision tower's (image size, patch size), so (336, 14) gives LLaVA-1.5's
+    576 patches per picture (577 image tokens with the CLS feature).
     """
     torch.manual_seed(seed)
     if family == "llava":
@@ -99,13 +101,13 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         tok = tiny_tokenizer("llava", tuple(words))
         cfg = LlavaConfig(
             vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                           num_attention_heads=2, image_size=32, patch_size=8),
+                                           num_attention_heads=2, image_size=image[0], patch_size=image[1]),
             text_config=LlamaConfig(**_text_kwargs(tok, layers=layers, shape=text_shape)),
             image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
-            vision_feature_select_strategy="full", image_seq_length=16,
+            vision_feature_select_strategy="full", image_seq_length=(image[0] // image[1]) ** 2,
         )
         model = LlavaForConditionalGeneration(cfg)
-        proc = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        proc = CLIPImageProcessorPil(size={"shortest_edge": image[0]}, crop_size={"height": image[0], "width": image[0]})
     elif family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
         tok = tiny_tokenizer("qwen", tuple(words))
