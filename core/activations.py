@@ -39,6 +39,11 @@ class _Stop(Exception):
 _CAPTURING: ContextVar[frozenset[int]] = ContextVar("mllmeraser_capture", default=frozenset())
 _IDS = itertools.count()
 
+# The steering requests live in this context (core.steering adds and removes its own). Declared
+# here because collection must know: a steering gate reads the prompt a pass is given, so while
+# one is live a prompt is read whole, never as a shared start and its question's own tokens.
+STEERING: ContextVar[tuple] = ContextVar("mllmeraser_steering", default=())
+
 
 def prompt_sum(h: torch.Tensor, attention_mask: torch.Tensor | None,
                last: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,10 +255,11 @@ def shared_starts(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequen
     start's activations and keys do not depend on what follows, so the vision tower and the
     start (BOS, template, every image token: 19 of ~45 tokens on the toy, 576 of ~600 on
     LLaVA-1.5) run once per picture instead of once per question. Only families whose
-    `shared_prefix` says so; a group whose common start does not hold all its image tokens, or
-    a collection that stops at layer 0 (nothing there looks back), runs whole."""
+    `shared_prefix` says so; a group whose common start does not hold all its image tokens, a
+    collection that stops at layer 0 (nothing there looks back) or one made while this context
+    steers the model (`STEERING`) runs whole."""
     everyone = list(range(len(prompts)))
-    if not adapter.shared_prefix or (layers is not None and max(layers) == 0):
+    if not adapter.shared_prefix or (layers is not None and max(layers) == 0) or STEERING.get():
         return [], everyone
     by_image: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):

@@ -35,12 +35,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from core.activations import POSITIONS, prompt_mean
+from core.activations import POSITIONS, STEERING, prompt_mean
 from core.nullspace import gate_scores
 
 MODES = ("prefill", "latched", "every_step")
 
-_ACTIVE: ContextVar[tuple["_Request", ...]] = ContextVar("mllmeraser_steering", default=())
+_ACTIVE: ContextVar[tuple["_Request", ...]] = STEERING  # this context's live requests
 _LOCK = threading.Lock()
 _INSTALLED: dict[int, "_Installed"] = {}
 

@@ -155,18 +155,21 @@ def test_collect_rejects_an_unknown_position():
 def test_capture_is_request_scoped_under_threads():
     """One thread collecting while two others generate on the same shared model: every collect
     returns its own activations and no generation sees the capture hooks (before the fix,
-    254 of 256 collects were wrong and almost every generation raised the stop signal)."""
+    254 of 256 collects were wrong and almost every generation raised the stop signal). Two
+    questions share a picture, so the collects also run a start pass with its kept keys and values."""
     import threading
     a = tiny_adapter("llava")
     prompts = [Prompt(q, random_image(i)) for i, q in enumerate(["what is this ?", "who is it ?", "how many ?"])]
-    want = collect(a, prompts, layers=[0])
+    prompts.append(Prompt("what is the name ?", prompts[0].image))
+    assert len(shared_starts(a, prompts, [1])[0]) == 1
+    want = collect(a, prompts, layers=[1])
     batch = a.encode(["who is it ?"], [random_image(5)])
     want_text = a.generate(batch, 4)
     errors, wrong_collects, wrong_gens = [], [], []
 
     def collector():
         for _ in range(15):
-            got = collect(a, prompts, layers=[0])
+            got = collect(a, prompts, layers=[1])
             if not torch.allclose(got, want, atol=1e-5):
                 wrong_collects.append(1)
 
@@ -261,3 +264,22 @@ def test_a_shared_start_collection_reports_progress_and_stops_between_passes():
     with pytest.raises(InterruptedError):
         collect(a, prompts, batch_size=2, should_stop=lambda: asked.append(1) or len(asked) > 2)
     assert len(asked) == 3  # before the start pass, before the first batch of questions, then stopped
+
+
+def test_while_the_context_steers_prompts_are_read_whole():
+    """A mean gate read by a steering hook sees the prompt its pass is given: under steering, a
+    picture's start and its questions' own tokens in two passes would steer differently. So the
+    collection reads whole prompts then, and equals the whole-prompt collection exactly."""
+    from core.steering import SteeringConfig, steer
+    a = tiny_adapter("llava", layers=3)
+    pic = random_image(0)
+    prompts = [Prompt(q, pic) for q in ("what is this ?", "how many ?", "who is the person in this picture ?")]
+    g = torch.Generator().manual_seed(0)
+    r, u = torch.randn(3, a.hidden_size, generator=g), torch.randn(3, a.hidden_size, generator=g)
+    plain = collect(a, prompts, [2], position="mean")
+    with steer(a, r, SteeringConfig((2.0, 0.0, 0.0), "latched"), u, gate_position="mean"):
+        assert shared_starts(a, prompts, [2]) == ([], [0, 1, 2])
+        steered = collect(a, prompts, [2], position="mean")
+        whole = collect(a, prompts, [2], position="mean", share_starts=False)
+    assert torch.equal(steered, whole) and not torch.allclose(steered, plain, atol=1e-3)
+    assert len(shared_starts(a, prompts, [2])[0]) == 1  # shared again once the steering ends
