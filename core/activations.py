@@ -298,9 +298,16 @@ def _collect_shared(adapter: VLMAdapter, groups: list[_Shared], layers: Sequence
         mask = torch.tensor([[0] * (width - len(g.start)) + [1] * len(g.start) for g in chunk])
         pixels = torch.stack([g.image if isinstance(g.image, torch.Tensor) else adapter.to_pixels(g.image)
                               for g in chunk])
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-                  **adapter.pixel_inputs(pixels), **adapter.extra_inputs(ids, True)}
-        inputs = {k: v.to(dev) for k, v in inputs.items()}
+        inputs = {"input_ids": ids, "attention_mask": mask, **adapter.pixel_inputs(pixels),
+                  **adapter.extra_inputs(ids, True)}
+        # the positions of the start and one more (text) token: where each prompt's own tokens
+        # continue from (after an image, M-RoPE counts on from the largest of its grid's)
+        more = torch.cat([ids, torch.full((len(chunk), 1), pad)], 1)
+        pos = adapter.positions({k: v.to(dev) for k, v in {
+            **inputs, "input_ids": more, "attention_mask": torch.cat([mask, torch.ones_like(mask[:, :1])], 1),
+            **adapter.extra_inputs(more, True)}.items()})
+        inputs = {**{k: v.to(dev) for k, v in inputs.items()}, "position_ids": pos[..., :-1]}
+        after = pos[..., -1].cpu()
         cache = DynamicCache()
         starts = run_to(adapter, {**inputs, "past_key_values": cache, "use_cache": True}, layers,
                         lambda h: prompt_sum(h, mask.to(h.device))[0])
@@ -311,12 +318,12 @@ def _collect_shared(adapter: VLMAdapter, groups: list[_Shared], layers: Sequence
             part = rows[r:r + batch_size]
             _stop_if(should_stop)
             store([chunk[g].rows[j] for g, j in part],
-                  _rest_pass(adapter, chunk, part, cache, mask, starts, counts, layers, position, pad))
+                  _rest_pass(adapter, chunk, part, cache, mask, after, starts, counts, layers, position, pad))
 
 
 def _rest_pass(adapter: VLMAdapter, chunk: list[_Shared], part: list[tuple[int, int]], cache: DynamicCache,
-               mask: torch.Tensor, starts: list[torch.Tensor], counts: torch.Tensor, layers: Sequence[int] | None,
-               position: str, pad: int) -> torch.Tensor:
+               mask: torch.Tensor, after: torch.Tensor, starts: list[torch.Tensor], counts: torch.Tensor,
+               layers: Sequence[int] | None, position: str, pad: int) -> torch.Tensor:
     """(B, n_layers, d) for `part` (picture, prompt) rows: their own tokens (right padded) after
     their picture's start, read from the kept keys and values."""
     g = torch.tensor([gi for gi, _ in part])
@@ -326,10 +333,10 @@ def _rest_pass(adapter: VLMAdapter, chunk: list[_Shared], part: list[tuple[int, 
     own = (torch.arange(width)[None, :] < lengths[:, None]).long()
     kv = DynamicCache([(l.keys[g.to(l.keys.device)], l.values[g.to(l.values.device)]) for l in cache.layers])
     dev = adapter.device
-    inputs = {"input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in rests]).to(dev),
-              "attention_mask": torch.cat([mask[g], own], 1).to(dev),
-              "position_ids": (mask.sum(1)[g][:, None] + torch.arange(width)[None, :]).to(dev),
-              "past_key_values": kv, "use_cache": True}
+    ids = torch.tensor([x + [pad] * (width - len(x)) for x in rests])
+    inputs = {"input_ids": ids, "attention_mask": torch.cat([mask[g], own], 1), **adapter.extra_inputs(ids, False),
+              "position_ids": after.index_select(-1, g)[..., None] + torch.arange(width)}  # (B, W), or (3, B, W)
+    inputs = {**{k: v.to(dev) for k, v in inputs.items()}, "past_key_values": kv, "use_cache": True}
     rows = torch.arange(len(part))
 
     def select(h: torch.Tensor) -> torch.Tensor:

@@ -257,9 +257,9 @@ class VLMAdapter:
     add_bos: ClassVar[bool] = True
     answer_prefix: ClassVar[str] = " "
     # Whether prompts that show the same image and start with the same tokens may run that start once
-    # (`core.activations`): true where the decoder is causal with 1-D positions, so a prompt's first
-    # tokens never see the rest. Not Qwen2-VL (its M-RoPE positions depend on the image grid) nor
-    # PaliGemma (prefix-LM: image and prompt tokens attend both ways).
+    # (`core.activations`): true where the decoder is causal, so a prompt's first tokens never see
+    # the rest, and `positions` gives the start's. Not PaliGemma (prefix-LM: image and prompt
+    # tokens attend both ways).
     shared_prefix: ClassVar[bool] = False
 
     def after_prompt_ids(self, ids: list[int]) -> list[int]:
@@ -268,9 +268,14 @@ class VLMAdapter:
     def forward_inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Inputs for a plain forward pass: left padding needs explicit position ids."""
         inputs = dict(batch.inputs)
-        mask = inputs["attention_mask"]
-        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+        inputs["position_ids"] = self.positions(inputs)
         return inputs
+
+    def positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The position ids of left-padded `inputs` ((B, T): each row counts from its first
+        attended token), in the layout the language model takes them; the last column is where
+        a prompt's next token continues from (+1)."""
+        return (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
 
     def logits(self, batch: Batch) -> torch.Tensor:
         return self.model(**self.forward_inputs(batch), use_cache=False).logits

@@ -33,6 +33,7 @@ class QwenVLAdapter(VLMAdapter):
     placeholder = "<|image_pad|>"
     add_bos = False
     answer_prefix = ""
+    shared_prefix = True
 
     @property
     def _vc(self):
@@ -82,6 +83,13 @@ class QwenVLAdapter(VLMAdapter):
     def forward_inputs(self, batch):
         # Qwen computes its own 3-D (M-RoPE) positions from the attention mask.
         return dict(batch.inputs)
+
+    def positions(self, inputs):
+        """(3, B, T) M-RoPE positions (temporal, height, width), as the model computes them: an
+        image's tokens take their grid's, the text after it counts on from the largest."""
+        return self.model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                               image_grid_thw=inputs.get("image_grid_thw"),
+                                               attention_mask=inputs["attention_mask"])[0]
 
 
 class Qwen25VLAdapter(QwenVLAdapter):
