@@ -29,7 +29,7 @@ def headline(shipped: dict, shape: dict | None) -> str:
         if res:
             rows8 = [r for r in res["steering"] if r["batch"] == 8]
             groups = {(r.get("inputs", "random pictures"), r.get("gate_layer")) for r in rows8}
-            for inputs, deep in sorted(groups, key=lambda g: (g[0] != "random pictures", g[1] is None)):
+            for inputs, deep in sorted(groups, key=lambda g: (g[0] != "random pictures", g[1] is None, g[0])):
                 picked = [r for r in rows8 if (r.get("inputs", "random pictures"), r.get("gate_layer")) == (inputs, deep)]
                 how = "each steered layer reading its own gate" if deep is None else gate_reading(deep)
                 said = inputs if inputs == "random pictures" else f"portraits of {inputs}"
