@@ -309,8 +309,9 @@ def _collect_shared(adapter: VLMAdapter, groups: list[_Shared], layers: Sequence
         inputs = {**{k: v.to(dev) for k, v in inputs.items()}, "position_ids": pos[..., :-1]}
         after = pos[..., -1].cpu()
         cache = DynamicCache()
+        # the start pass fills the cache; what it reads is needed for the prompt mean only
         starts = run_to(adapter, {**inputs, "past_key_values": cache, "use_cache": True}, layers,
-                        lambda h: prompt_sum(h, mask.to(h.device))[0])
+                        lambda h: prompt_sum(h, mask.to(h.device))[0] if position == "mean" else h[:, -1])
         counts = (mask.sum(1) - 1).float()  # the first token (BOS) is not a prompt token
         rows = sorted(((g, j) for g, grp in enumerate(chunk) for j in range(len(grp.rests))),
                       key=lambda r: len(chunk[r[0]].rests[r[1]]))

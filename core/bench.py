@@ -341,7 +341,7 @@ def real_shape(name: str, layers: int | None = None, seed: int = 0, real_image: 
     s = SHAPES[name]
     return adapter_from_model(*build_tiny(s["family"], seed=seed, layers=layers or s["layers"], text_shape=dict(
         hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_attention_heads=s["heads"],
-        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"]), **({"image": s["image"]} if real_image and "image" in s else {})))
+        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"]), image=s.get("image") if real_image else None))
 
 
 def random_eraser(adapter: VLMAdapter, seed: int = 0, position: str = "mean_prompt_tokens"):

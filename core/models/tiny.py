@@ -82,7 +82,7 @@ def _text_kwargs(tok: PreTrainedTokenizerFast, hidden: int = 64, layers: int = 2
 
 
 def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ...] = (),
-               text_shape: dict | None = None, image: tuple[int, int] = (32, 8)):
+               text_shape: dict | None = None, image: tuple[int, int] | None = None):
     """Return (model, tokenizer, image_processor) for a tiny random model of `family`.
 
     Families: llava, qwen2_vl, qwen2_5_vl, idefics3, smolvlm, paligemma. `words` extends the
@@ -90,10 +90,11 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
     requests reach the model as words, as they do with a real model's tokenizer). `text_shape`
     overrides the language model's config (hidden_size, intermediate_size, heads, vocab_size):
     a model of a real checkpoint's width with random weights (`core.bench.real_shape`). `image`
-    (llava only): the vision tower's (image size, patch size), so (336, 14) gives LLaVA-1.5's
-    576 patches per picture (577 image tokens with the CLS feature).
+    (llava only; default (32, 8)): the vision tower's (image size, patch size), so (336, 14)
+    gives LLaVA-1.5's 576 patches per picture (577 image tokens with the CLS feature).
     """
     torch.manual_seed(seed)
+    image = image or (32, 8)
     if family == "llava":
         from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
