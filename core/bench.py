@@ -34,7 +34,7 @@ SHAPES = {
     "llava-1.5-7b": dict(family="llava", hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=32064,
                          layers=32, image=(336, 14)),
     "qwen2.5-vl-7b": dict(family="qwen2_5_vl", hidden=3584, intermediate=18944, heads=28, kv_heads=4,
-                          vocab=152064, layers=28),
+                          vocab=152064, layers=28, image=(448, 14)),  # a 448 px picture: 256 tokens
 }
 
 
@@ -365,6 +365,9 @@ def threads(n: int):
 
 
 # ---------------------------------------------------------------- the whole run
+PARTS = ("steering", "capture", "shared_starts", "pgd", "fit", "artefact", "build")
+
+
 @dataclass
 class BenchConfig:
     model: str = "assets/toy-llava"
@@ -374,12 +377,16 @@ class BenchConfig:
     quick: bool = False  # small sizes and few repeats: checks that every part runs
     baseline: bool = True  # also train IdkNLL to compare an eraser's build cost (shipped model only)
     new_tokens: int = 16
+    parts: tuple[str, ...] = PARTS  # which measurements to run (the whole bench at 7B width: ~27 min on 2 cores)
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     """Every measurement of the bench, as a JSON-ready dict."""
     from core.eraser import Eraser
     from core.models.load import load_adapter
+    bad = sorted(set(cfg.parts) - set(PARTS))
+    if bad:
+        raise ValueError(f"unknown bench part(s) {bad}; choose among {', '.join(PARTS)}")
     out: dict = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
     repeats = 1 if cfg.quick else 5
     if cfg.shape:
@@ -392,24 +399,31 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         adapter = load_adapter(cfg.model)
         eraser = Eraser.from_pretrained(cfg.eraser, adapter=adapter)
         out["model"] = {"folder": str(cfg.model), "layers": adapter.num_layers, "width": adapter.hidden_size}
-    log("steering on / off during greedy generation...")
-    portraits = None if cfg.shape else portrait_prompts(cfg.model, eraser)
-    out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, portraits)
-    log("capture throughput...")
-    out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
-    log("capture of several questions per picture, the picture's start run once...")
-    if cfg.shape and "image" in SHAPES[cfg.shape]:  # the checkpoint's picture length; one block captured
-        out["shared_starts"] = bench_shared_starts(real_shape(cfg.shape, 2, real_image=True), 2, 3 if cfg.quick else 6, [1])
-    else:
-        out["shared_starts"] = bench_shared_starts(adapter, 2 if cfg.quick else 4, 3 if cfg.quick else 6,
-                                                   [1] if cfg.shape else eraser.fitted_layers)
-    log("a PGD step...")
-    out["pgd"] = bench_pgd(adapter, 2 if cfg.quick else 5)
-    log("the gate fit against the paper's formula...")
-    sizes = [(16, 64, 256), (16, 512, 256)] if cfg.quick else [(256, 1024, 4096), (64, 256, 1024), (256, 4096, 1024)]
-    out["fit"] = bench_fit(sizes)
-    out["artefact"] = [artefact_sizes(adapter.num_layers, adapter.hidden_size), artefact_sizes(32, 4096)]
-    if cfg.baseline and not cfg.shape:
+    if "steering" in cfg.parts:
+        log("steering on / off during greedy generation...")
+        portraits = None if cfg.shape else portrait_prompts(cfg.model, eraser)
+        out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, portraits)
+    if "capture" in cfg.parts:
+        log("capture throughput...")
+        out["capture"] = bench_capture(adapter, 16 if cfg.quick else 64, eraser.fitted_layers)
+    if "shared_starts" in cfg.parts:
+        log("capture of several questions per picture, the picture's start run once...")
+        if cfg.shape and "image" in SHAPES[cfg.shape]:  # the checkpoint's picture length; one block captured
+            out["shared_starts"] = bench_shared_starts(real_shape(cfg.shape, 2, real_image=True), 2,
+                                                       3 if cfg.quick else 6, [1])
+        else:
+            out["shared_starts"] = bench_shared_starts(adapter, 2 if cfg.quick else 4, 3 if cfg.quick else 6,
+                                                       [1] if cfg.shape else eraser.fitted_layers)
+    if "pgd" in cfg.parts:
+        log("a PGD step...")
+        out["pgd"] = bench_pgd(adapter, 2 if cfg.quick else 5)
+    if "fit" in cfg.parts:
+        log("the gate fit against the paper's formula...")
+        sizes = [(16, 64, 256), (16, 512, 256)] if cfg.quick else [(256, 1024, 4096), (64, 256, 1024), (256, 4096, 1024)]
+        out["fit"] = bench_fit(sizes)
+    if "artefact" in cfg.parts:
+        out["artefact"] = [artefact_sizes(adapter.num_layers, adapter.hidden_size), artefact_sizes(32, 4096)]
+    if "build" in cfg.parts and cfg.baseline and not cfg.shape:
         log("building the eraser from scratch, then training IdkNLL on the same forget set...")
         with tempfile.TemporaryDirectory() as tmp:
             out["build"] = bench_build(cfg.model, cfg.eraser, Path(tmp))
@@ -431,24 +445,26 @@ def table(res: dict) -> str:
     lines = [f"Model: {name}, {m['layers']} layers of width {m['width']}, on {res['device']} "
              f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
              "| measurement | value |", "|---|---|"]
-    for r in res["steering"]:
+    for r in res.get("steering", []):
         gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])}"
         opened = "" if "gate_open" not in r else f" (gate open on {100 * r['gate_open']:.0f}% of them)"
         lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, {r.get('inputs', 'random pictures')}"
                      f"{opened}, batch {r['batch']} | {r['overhead']:.3f}x |")
-    c = res["capture"]
-    lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")
+    c = res.get("capture")
+    if c:
+        lines.append(f"| capture, batch 16 vs batch 1 ({c['prompts']} prompts) | {c['speedup']:.1f}x more prompts/s |")
     sh = res.get("shared_starts")
     if sh and sh["shared"]:
         lines.append(f"| capture, {sh['prompts'] // sh['pictures']} questions about each of {sh['pictures']} pictures "
                      f"({sh['image_tokens']} image tokens each), each picture's start run once vs every prompt whole"
                      f" | {sh['speedup']:.1f}x more prompts/s (relative difference {sh['max_relative_diff']:.0e}) |")
-    lines.append(f"| a PGD step vs a forward pass | {res['pgd']['step_over_forward']:.1f}x |")
-    for f in res["fit"]:
+    if "pgd" in res:
+        lines.append(f"| a PGD step vs a forward pass | {res['pgd']['step_over_forward']:.1f}x |")
+    for f in res.get("fit", []):
         lines.append(f"| gate fit, N_f {f['forget_rows']}, N_r {f['retain_rows']}, d {f['width']}: paper's formula / "
                      f"ours | {f['speedup']:.0f}x faster (relative difference {f['relative_diff']:.1e}; peak "
                      f"{f['fit_peak_mb']:.0f} MB vs {f['reference_peak_mb']:.0f} MB) |")
-    for a in res["artefact"]:
+    for a in res.get("artefact", []):
         lines.append(f"| eraser file at {a['layers']} x {a['width']} (float32, no diagnostics) | "
                      f"{a['eraser_bytes'] / 1e6:.2f} MB; the public code's fp16 matrices "
                      f"{a['public_code_bytes'] / 1e9:.2f} GB ({a['ratio']:.0f}x) |")

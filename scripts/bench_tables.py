@@ -3,6 +3,7 @@ README's performance table.
 
     python -m core bench --json results/bench.json
     python -m core bench --shape llava-1.5-7b --json results/bench_llava-1.5-7b-shape.json
+    python -m core bench --shape qwen2.5-vl-7b --parts shared_starts --json results/bench_qwen2.5-vl-7b-shape.json
     python scripts/bench_tables.py
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from core.bench import gate_reading, table  # noqa: E402
 from results_table import write_between  # noqa: E402
 
 
-def headline(shipped: dict, shape: dict | None) -> str:
+def headline(shipped: dict, shape: dict | None, qwen: dict | None = None) -> str:
     """The README's few lines: the ratios a reader asks about first."""
     fit = next(f for f in shipped["fit"] if f["width"] == 4096)
     art = next(a for a in shipped["artefact"] if a["width"] == 4096)
@@ -41,7 +42,8 @@ def headline(shipped: dict, shape: dict | None) -> str:
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
                              f"{said}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "
                              + " / ".join(f"{r['overhead']:.2f}x" for r in picked) + " |")
-    for res, where in ((shipped, "the shipped model"), (shape, "a model of LLaVA-1.5-7B's width and picture length")):
+    for res, where in ((shipped, "the shipped model"), (shape, "a model of LLaVA-1.5-7B's width and picture length"),
+                       (qwen, "a model of Qwen2.5-VL-7B's width with a 448 x 448 picture")):
         sh = (res or {}).get("shared_starts")
         if sh and sh["shared"]:
             lines.append(f"| collecting activations for {sh['prompts'] // sh['pictures']} questions about each picture, "
@@ -67,12 +69,16 @@ def main() -> None:
     shipped = json.loads((ROOT / "results" / "bench.json").read_text())
     shape_file = ROOT / "results" / "bench_llava-1.5-7b-shape.json"
     shape = json.loads(shape_file.read_text()) if shape_file.is_file() else None
+    qwen_file = ROOT / "results" / "bench_qwen2.5-vl-7b-shape.json"
+    qwen = json.loads(qwen_file.read_text()) if qwen_file.is_file() else None
     doc = ROOT / "docs" / "performance.md"
     write_between(doc, "<!-- bench-shipped:start -->", "<!-- bench-shipped:end -->", table(shipped))
     if shape:
         write_between(doc, "<!-- bench-shape:start -->", "<!-- bench-shape:end -->", table(shape))
-    write_between(ROOT / "README.md", "<!-- bench:start -->", "<!-- bench:end -->", headline(shipped, shape))
-    print(headline(shipped, shape))
+    if qwen:
+        write_between(doc, "<!-- bench-qwen-shape:start -->", "<!-- bench-qwen-shape:end -->", table(qwen))
+    write_between(ROOT / "README.md", "<!-- bench:start -->", "<!-- bench:end -->", headline(shipped, shape, qwen))
+    print(headline(shipped, shape, qwen))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,19 @@
 """The bench's parts on tiny shapes: they measure what they say (the figures are printed by
 `python -m core bench`, never asserted as timings here)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from conftest import random_image, tiny_adapter
 from core.activations import Prompt
 from core.bench import (BenchConfig, artefact_sizes, bench_capture, bench_fit, bench_pgd, bench_shared_starts,
-                        bench_steering, fit_rows, random_eraser, table)
+                        bench_steering, fit_rows, random_eraser, run, table)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_rows_compare_our_fit_with_the_papers_formula():
@@ -55,3 +62,22 @@ def test_shared_starts_figure_compares_the_same_activations_both_ways():
     assert llava["max_relative_diff"] < 1e-5 and llava["speedup"] == pytest.approx(llava["shared_per_s"] / llava["whole_per_s"])
     pali = bench_shared_starts(tiny_adapter("paligemma"), pictures=2, questions=3, layers=[0, 1])
     assert not pali["shared"] and pali["max_relative_diff"] == 0.0  # prefix-LM: every prompt runs whole
+
+
+def test_the_bench_runs_the_parts_asked_for_and_refuses_unknown_ones(tmp_path):
+    """`--parts` runs only the named measurements (the whole bench at 7B width takes ~27 min on
+    this CPU) and the table shows what ran; an unknown name is refused before any model loads,
+    naming the parts there are."""
+    res = run(BenchConfig(parts=("artefact",)))
+    assert set(res) == {"device", "threads", "model", "artefact"}
+    assert [a["width"] for a in res["artefact"]] == [256, 4096]
+    text = table(res)
+    assert "eraser file at 32 x 4096" in text and "steering overhead" not in text and "PGD" not in text
+    with pytest.raises(ValueError, match="unknown bench part.*'speed'.*choose among steering, capture, shared_starts"):
+        run(BenchConfig(parts=("speed", "fit")))
+    cli = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", "artefact", "--json", str(tmp_path / "b.json")],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["artefact"] == res["artefact"]
+    bad = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", "speed"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode != 0 and "unknown bench part" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,4 +1,9 @@
 """Tiny random instances are real transformers architectures and small."""
+import torch
+
+from conftest import random_image
+from core.activations import Prompt, collect, shared_starts
+from core.models.load import adapter_from_model
 from core.models.tiny import TINY_FAMILIES, build_tiny, tiny_tokenizer
 
 EXPECTED = {"llava": "LlavaForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
@@ -29,3 +34,19 @@ def test_tokenizer_round_trip_and_template():
                                    tokenize=False, add_generation_prompt=True)
     assert text == "USER: <image>\nhi ASSISTANT:"
     assert set(TINY_FAMILIES) == set(EXPECTED)
+
+
+def test_a_picture_of_real_length_on_the_qwen_families():
+    """`image=(448, 14)`: a Qwen picture of 448 x 448 pixels is 256 image tokens (32 x 32
+    patches, merged 2 x 2), as the adapter caps a real checkpoint's; questions about one such
+    picture still share its start and equal whole prompts (their M-RoPE positions continue from
+    a 16 x 16 grid, not the tiny tower's 2 x 2)."""
+    for family in ("qwen2_vl", "qwen2_5_vl"):
+        a = adapter_from_model(*build_tiny(family, image=(448, 14)))
+        assert a.num_image_tokens() == 256
+        assert adapter_from_model(*build_tiny(family)).num_image_tokens() == 4  # the tiny default
+        pic = random_image(0)
+        prompts = [Prompt(q, pic) for q in ("what is this ?", "who is it ?", "what is the name of this person ?")]
+        assert [g.rows for g in shared_starts(a, prompts)[0]] == [[0, 1, 2]]
+        whole = collect(a, prompts, position="mean", share_starts=False)
+        assert torch.allclose(collect(a, prompts, position="mean"), whole, atol=1e-5, rtol=1e-4)

@@ -90,12 +90,14 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
     requests reach the model as words, as they do with a real model's tokenizer). `text_shape`
     overrides the language model's config (hidden_size, intermediate_size, heads, vocab_size):
     a model of a real checkpoint's width with random weights (`core.bench.real_shape`). `image`
-    (llava only; default (32, 8)): the vision tower's (image size, patch size), so (336, 14)
-    gives LLaVA-1.5's 576 patches per picture (577 image tokens with the CLS feature).
+    (llava and the Qwen families): the vision tower's (image size, patch size), so (336, 14)
+    gives LLaVA-1.5's 576 patches per picture (577 image tokens with the CLS feature), and
+    (448, 14) a Qwen picture of 448 x 448 pixels (256 image tokens after the 2 x 2 merge).
+    Default: the tiny towers' (32, 8) and (56, 14).
     """
     torch.manual_seed(seed)
-    image = image or (32, 8)
     if family == "llava":
+        image = image or (32, 8)
         from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig,
                                   LlavaForConditionalGeneration)
         from transformers.models.clip import CLIPImageProcessorPil
@@ -111,6 +113,7 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         proc = CLIPImageProcessorPil(size={"shortest_edge": image[0]}, crop_size={"height": image[0], "width": image[0]})
     elif family in ("qwen2_vl", "qwen2_5_vl"):
         from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+        image = image or (56, 14)
         tok = tiny_tokenizer("qwen", tuple(words))
         ids = {k: tok.convert_tokens_to_ids(v) for k, v in dict(
             image_token_id="<|image_pad|>", video_token_id="<|video_pad|>",
@@ -121,18 +124,19 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
                                    "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]}
         if family == "qwen2_vl":
             from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-            vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14,
+            vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=image[1],
                           spatial_merge_size=2, temporal_patch_size=2)
             cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
             model = Qwen2VLForConditionalGeneration(cfg)
         else:
             from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
             vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
-                          patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                          patch_size=image[1], spatial_merge_size=2, temporal_patch_size=2,
                           window_size=56, fullatt_block_indexes=[1])
             cfg = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
             model = Qwen2_5_VLForConditionalGeneration(cfg)
-        proc = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 56 * 56})
+        proc = Qwen2VLImageProcessorPil(size={"shortest_edge": image[0] ** 2, "longest_edge": image[0] ** 2},
+                                        patch_size=image[1])
     elif family in ("idefics3", "smolvlm"):
         from transformers.models.idefics3 import Idefics3ImageProcessorPil
         tok = tiny_tokenizer("idefics3", tuple(words))
