@@ -1,4 +1,5 @@
 """Tiny random instances are real transformers architectures and small."""
+import pytest
 import torch
 
 from conftest import random_image
@@ -50,3 +51,5 @@ def test_a_picture_of_real_length_on_the_qwen_families():
         assert [g.rows for g in shared_starts(a, prompts)[0]] == [[0, 1, 2]]
         whole = collect(a, prompts, position="mean", share_starts=False)
         assert torch.allclose(collect(a, prompts, position="mean"), whole, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="llava and the Qwen families only, not 'idefics3'"):
+        build_tiny("idefics3", image=(448, 14))

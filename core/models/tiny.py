@@ -95,6 +95,8 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
     (448, 14) a Qwen picture of 448 x 448 pixels (256 image tokens after the 2 x 2 merge).
     Default: the tiny towers' (32, 8) and (56, 14).
     """
+    if image is not None and family not in ("llava", "qwen2_vl", "qwen2_5_vl"):
+        raise ValueError(f"a picture length (image=) is set for llava and the Qwen families only, not {family!r}")
     torch.manual_seed(seed)
     if family == "llava":
         image = image or (32, 8)
