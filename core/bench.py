@@ -392,11 +392,17 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     out: dict = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
     repeats = 1 if cfg.quick else 5
     if cfg.shape:
+        if cfg.shape not in SHAPES:
+            raise ValueError(f"unknown shape {cfg.shape!r}; choose one of {sorted(SHAPES)}")
         layers = cfg.layers or (None if torch.cuda.is_available() else 2)
-        log(f"building {cfg.shape} with random weights ({layers or 'all'} layers)...")
-        adapter = real_shape(cfg.shape, layers)
-        eraser = random_eraser(adapter)
-        out["model"] = {"shape": cfg.shape, "layers": adapter.num_layers, "width": adapter.hidden_size}
+        out["model"] = {"shape": cfg.shape, "layers": layers or SHAPES[cfg.shape]["layers"],
+                        "width": SHAPES[cfg.shape]["hidden"]}
+        # built only for the parts that run it (shared starts at a picture's real length build their own)
+        if {"steering", "capture", "pgd"} & set(cfg.parts) or ("shared_starts" in cfg.parts
+                                                               and "image" not in SHAPES[cfg.shape]):
+            log(f"building {cfg.shape} with random weights ({layers or 'all'} layers)...")
+            adapter = real_shape(cfg.shape, layers)
+            eraser = random_eraser(adapter)
     else:
         adapter = load_adapter(cfg.model)
         eraser = Eraser.from_pretrained(cfg.eraser, adapter=adapter)
@@ -424,7 +430,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         sizes = [(16, 64, 256), (16, 512, 256)] if cfg.quick else [(256, 1024, 4096), (64, 256, 1024), (256, 4096, 1024)]
         out["fit"] = bench_fit(sizes)
     if "artefact" in cfg.parts:
-        out["artefact"] = [artefact_sizes(adapter.num_layers, adapter.hidden_size), artefact_sizes(32, 4096)]
+        out["artefact"] = [artefact_sizes(out["model"]["layers"], out["model"]["width"]), artefact_sizes(32, 4096)]
     if "build" in cfg.parts and cfg.baseline and not cfg.shape:
         log("building the eraser from scratch, then training IdkNLL on the same forget set...")
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,16 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from core.data.records import Prompt  # noqa: E402
 from core.data.wordings import FIRST_TURN  # noqa: E402
-from core.evaluation import mean_score, record_queries, replies  # noqa: E402
+from core.evaluation import mean_score, replies  # noqa: E402
 from core.pgd import to_image  # noqa: E402
-from core.robustness import _with  # noqa: E402
+from core.robustness import _with, cloze_queries  # noqa: E402
 from gate_views import Setup, arguments  # noqa: E402
 
 
 def names_of(s: Setup, people: int) -> list[str]:
     """The name of the person each of `s.fq` asks about (cloze_queries' order)."""
-    return [rec.name for rec in s.data.forget[:people] for q in record_queries(rec, "forget")
-            if q.task == "cloze" and q.modality == "image_text"]
+    return [rec.name for rec in s.data.forget[:people] for _ in cloze_queries([rec], "forget")]
 
 
 def name_nll(s: Setup, px: torch.Tensor, names: list[str]) -> torch.Tensor:

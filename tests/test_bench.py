@@ -81,3 +81,17 @@ def test_the_bench_runs_the_parts_asked_for_and_refuses_unknown_ones(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text())["artefact"] == res["artefact"]
     bad = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", "speed"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "unknown bench part" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_shape_bench_builds_no_model_for_parts_that_need_none(monkeypatch):
+    """At a real width, the fit and the artefact need no model: `--parts fit,artefact` builds none
+    (a Qwen-width model is ~6 GB here) and still names the shape it reports on."""
+    import core.bench as bench
+    built = []
+    monkeypatch.setattr(bench, "real_shape", lambda *a, **k: built.append(a))
+    res = run(BenchConfig(shape="qwen2.5-vl-7b", parts=("artefact",)))
+    layers = 28 if torch.cuda.is_available() else 2  # every layer on a GPU, two on a CPU
+    assert built == [] and res["model"] == {"shape": "qwen2.5-vl-7b", "layers": layers, "width": 3584}
+    assert res["artefact"][0]["layers"] == layers and res["artefact"][0]["width"] == 3584
+    with pytest.raises(ValueError, match="unknown shape 'gpt-5'"):
+        run(BenchConfig(shape="gpt-5", parts=("fit",)))
