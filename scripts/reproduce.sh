@@ -132,6 +132,15 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser
 python -m core evaluate --eraser runs/eraser-hardened-1 --json results/ramp/hard1-rows.json
 python -m core attack --eraser runs/eraser-hardened-1 --out results/ramp/hard1-rows-attack.md
 python scripts/ramp_table.py
+# every gate defence by attack budget (docs/robustness.md, written after the attack report above): 5 forget and
+# 5 retained people, eps 8/16/32/64, 40 steps, each eraser attacked as deployed (about 3.5 min each)
+for e in own-layer no-ramp hardened-1; do
+  python -m core attack --eraser runs/eraser-$e --people 5 --curve --curve-only --curve-eps 8,16,32,64 --curve-steps 40 \
+    --eot 1 --out results/defences/$e.md
+done
+python -m core attack --eraser runs/eraser-hardened --gate-floor 0.23 --gate-full 0.39 --people 5 --curve --curve-only \
+  --curve-eps 8,16,32,64 --curve-steps 40 --eot 1 --out results/defences/hardened-3.md
+python scripts/defence_table.py
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
 python -m core attack --eraser runs/eraser-gate-variants --out docs/robustness_gate_variants.md
@@ -163,4 +172,5 @@ if [ -n "${SEED1:-}" ]; then
   python -m core attack --model runs/seed1/toy-llava --eraser runs/seed1/eraser-hardened-1 \
     --out results/seed1_joint_gate/robustness_hardened_1.md
   python scripts/seed_table.py
+  python scripts/defence_table.py  # its seed-1 column
 fi
