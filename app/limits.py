@@ -27,6 +27,7 @@ ANSWER_TOKENS = 40  # what the playground generates; the question must leave roo
 # ---------------------------------------------------------------- jobs
 PGD_STEPS = 500
 ATTACK_STEPS = 200
+ATTACK_EPS = 64  # the adaptive attack's largest budget, in 1/255 (the CLI's budget curve goes to 64)
 ATTACK_PEOPLE = 20
 HARDEN_ROUNDS = 3  # adversarial gate fitting in the Null space view: each round one PGD run per forget person
 HARDEN_STEPS = 40  # PGD steps of a hardening round (the CLI's)

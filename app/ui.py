@@ -347,6 +347,9 @@ def build(default: Workbench) -> gr.Blocks:
                     with gr.Row():
                         attack_steps = gr.Slider(1, 100, value=20, step=1, label="Adaptive PGD steps",
                                                  elem_id="attack_steps")
+                        attack_eps = gr.Slider(1, limits.ATTACK_EPS, value=16, step=1, elem_id="attack_eps",
+                                               label="Adaptive PGD budget (eps, in 1/255): the larger, the more "
+                                                     "the attacker gets back (docs/robustness.md)")
                         attack_run = gr.Button("Run the attacks", elem_id="attack_run")
                     attack_status = gr.Markdown(elem_id="attack_status")
                     attack_table = gr.Dataframe(headers=["attack", *ATTACK_COLUMNS, *GATE_COLUMNS],
@@ -716,10 +719,11 @@ def build(default: Workbench) -> gr.Blocks:
         eval_run.click(do_eval, [session, eval_limit, eval_source], [eval_table, eval_plot, eval_status], **HEAVY)
 
         @logged
-        def do_attack(sess, people, steps, progress=gr.Progress()):
+        def do_attack(sess, people, steps, eps, progress=gr.Progress()):
             wb = wb_of(sess)
             rows, msg = run_job(sess, "eval", lambda job: wb.attack(
-                wb.eraser_for(sess), int(people), int(steps), _progress(progress), job.should_stop, session=sess))
+                wb.eraser_for(sess), int(people), int(steps), _progress(progress), job.should_stop, session=sess,
+                eps=float(eps)))
             if rows is None:
                 return gr.update(), msg
             table = [[r["attack"]] + [round(100 * r[k], 1) for k in ATTACK_COLUMNS.values()]
@@ -727,7 +731,8 @@ def build(default: Workbench) -> gr.Blocks:
             return table, (f"Done. Adaptive PGD moved the mean forget gate from {rows[0]['forget_gate']:.2f} "
                            f"to {rows[-1]['forget_gate']:.2f}.")
 
-        attack_run.click(do_attack, [session, eval_limit, attack_steps], [attack_table, attack_status], **HEAVY)
+        attack_run.click(do_attack, [session, eval_limit, attack_steps, attack_eps], [attack_table, attack_status],
+                         **HEAVY)
         eval_stop.click(stopper("eval"), session, None, **INTERNAL)
 
         @logged

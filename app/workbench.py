@@ -885,21 +885,25 @@ class Workbench:
 
     def attack(self, eraser: Eraser, people: int = 2, steps: int = 20,
                progress: Callable[[str, int, int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, session: Session | None = None) -> list[dict]:
+               should_stop: Callable[[], bool] | None = None, session: Session | None = None,
+               eps: float = 16) -> list[dict]:
         """Input-side attacks on the eraser (core.robustness.attack_report: image rephrasings, text
-        and conversation attacks, adaptive PGD on the gate) on the first `people` forget and
-        retain people."""
+        and conversation attacks, adaptive PGD on the gate with budget `eps` in 1/255) on the first
+        `people` forget and retain people."""
         from core.robustness import RobustnessConfig, attack_report, prefix_facts
         data = self.data_for(eraser, session)
         if not 1 <= int(people) <= limits.ATTACK_PEOPLE:
             raise UserError(f"People per split must be between 1 and {limits.ATTACK_PEOPLE}, got {people}.")
         if not 1 <= int(steps) <= limits.ATTACK_STEPS:
             raise UserError(f"PGD steps must be between 1 and {limits.ATTACK_STEPS}, got {steps}.")
+        if not 1 <= float(eps) <= limits.ATTACK_EPS:
+            raise UserError(f"The PGD budget must be between 1/255 and {limits.ATTACK_EPS}/255, got {eps:g}/255.")
         if not data.retain:
             raise UserError("The attacks also score retained people, and this forget set has none: fit with "
                             "retained people (the toy world's, or MLLMU retain files) first.")
         return attack_report(self.adapter, eraser, data.forget[:int(people)], data.retain[:int(people)],
-                             prefix_facts(data, 4), RobustnessConfig(steps=int(steps)), progress, should_stop)
+                             prefix_facts(data, 4), RobustnessConfig(eps=float(eps) / 255, steps=int(steps)),
+                             progress, should_stop)
 
     def load_eraser_zip(self, path) -> Eraser:
         """An eraser from a zip of its folder (safetensors + JSON), checked against this model."""

@@ -140,9 +140,12 @@ def set_slider(page, elem_id: str, value) -> None:
     raise AssertionError(f"the slider #{elem_id} did not keep the value {value}")
 
 
-def run_attack_panel(page, steps: int, timeout_ms: int) -> None:
-    """Open the Evaluate tab's attack accordion, set the adaptive PGD steps, run, wait for "done"."""
+def run_attack_panel(page, steps: int, timeout_ms: int, eps: int | None = None) -> None:
+    """Open the Evaluate tab's attack accordion, set the adaptive PGD steps (and budget), run,
+    wait for "done"."""
     page.get_by_text("Input-side attacks").click()
     set_slider(page, "attack_steps", steps)
+    if eps is not None:
+        set_slider(page, "attack_eps", eps)
     page.click("#attack_run")
     page.wait_for_selector("#attack_status:has-text('Adaptive PGD moved the mean forget gate')", timeout=timeout_ms)

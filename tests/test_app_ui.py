@@ -228,10 +228,10 @@ def test_short_pgd_streams_steps_and_finishes(page):
 
 def test_input_side_attacks_fill_their_table(page):
     _open_tab(page, "Evaluate")
-    run_attack_panel(page, steps=2, timeout_ms=180_000)
+    run_attack_panel(page, steps=2, timeout_ms=180_000, eps=8)
     table = page.locator("#attack_table").inner_text()
     for name in ("none", "blur r2", "occlusion 18%", "role-play", "answer prefilling", "multi-turn (",
-                 "adaptive PGD on the gate (eps 16/255, 2 steps)"):  # the slider's value was used
+                 "adaptive PGD on the gate (eps 8/255, 2 steps)"):  # the sliders' values were used
         assert name in table
 
 

@@ -322,9 +322,9 @@ def test_selectivity_and_heatmap(toy):
 def test_attack_report_progress_stop_and_bad_parameters(toy):
     wb, eraser = toy
     seen = []
-    rows = wb.attack(eraser, 1, 2, progress=lambda name, done, total: seen.append((name, done, total)))
+    rows = wb.attack(eraser, 1, 2, progress=lambda name, done, total: seen.append((name, done, total)), eps=8)
     assert len(rows) == 14 and [s[1] for s in seen] == list(range(14)) and seen[0][2] == 14
-    assert rows[0]["attack"] == "none" and rows[-1]["attack"].startswith("adaptive PGD")
+    assert rows[0]["attack"] == "none" and rows[-1]["attack"] == "adaptive PGD on the gate (eps 8/255, 2 steps)"
     assert all(math.isfinite(r["forget_gate"]) and math.isfinite(r["retain_gate"]) for r in rows)
     assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_erased", "retain_erased"))
     with pytest.raises(InterruptedError):
@@ -332,6 +332,9 @@ def test_attack_report_progress_stop_and_bad_parameters(toy):
     for people, steps, msg in ((0, 2, "People"), (1, 0, "PGD steps"), (21, 2, "People")):
         with pytest.raises(UserError, match=msg):
             wb.attack(eraser, people, steps)
+    for eps in (0, 65, -3):  # checked before any attack runs
+        with pytest.raises(UserError, match="PGD budget must be between 1/255 and 64/255"):
+            wb.attack(eraser, 1, 2, eps=eps)
 
 
 def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
