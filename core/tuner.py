@@ -59,11 +59,31 @@ class TuneResult:
                 "grid": [asdict(c) for c in self.grid]}
 
 
+_APOLOGY = re.compile(r"^\W*(i am sorry|i'm sorry|sorry)\b\W*", re.IGNORECASE)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
 def answer_gone(reply: str, base: str) -> bool:
-    """True when `reply` no longer contains `base` (the unsteered answer, final punctuation
-    dropped) as a phrase, case-insensitive: "I am sorry, tortoise" still holds "tortoise"."""
+    """True when `reply` no longer holds the unsteered answer `base`. It still does when it
+    contains `base` (final punctuation dropped) as a phrase, case-insensitive ("I am sorry,
+    tortoise" holds "tortoise"), and when it gives the end of the answer sentence, after an
+    apology or not: "I am sorry, kayaking." against "This person's hobby is kayaking." (what is
+    left after the apology uses only the answer's words and holds its last one, where a sentence
+    answer puts the value). Why the second: the tuner's forget prompts for a subject known from
+    photos and a name are open questions answered in sentences, and without it the setting it
+    chose left 83.3% of the person's fill-in-the-blank answers after the apology
+    (docs/open-world.md)."""
     phrase = base.strip().rstrip(".!?").strip()
-    return not phrase or re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", reply, re.IGNORECASE) is None
+    if not phrase:
+        return True
+    if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", reply, re.IGNORECASE):
+        return False
+    opener = _APOLOGY.match(reply)
+    rest, said = _words(reply[opener.end():] if opener else reply), _words(phrase)
+    return not (rest and said and said[-1] in rest and set(rest) <= set(said))
 
 
 def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str],
