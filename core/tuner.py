@@ -73,9 +73,9 @@ def answer_gone(reply: str, base: str) -> bool:
     apology or not: "I am sorry, kayaking." against "This person's hobby is kayaking." (what is
     left after the apology uses only the answer's words and holds its last one, where a sentence
     answer puts the value). Why the second: the tuner's forget prompts for a subject known from
-    photos and a name are open questions answered in sentences, and without it the setting it
-    chose left 83.3% of the person's fill-in-the-blank answers after the apology
-    (docs/open-world.md)."""
+    photos and a name are open questions answered in sentences, and such replies counted as
+    forgotten, so the grid overstated what a setting forgets (the one chosen there leaves 83.3% of
+    the person's by-name fill-in-the-blank answers after the apology; docs/open-world.md)."""
     phrase = base.strip().rstrip(".!?").strip()
     if not phrase:
         return True
