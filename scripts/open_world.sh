@@ -23,3 +23,11 @@ ids=$(ls "$R/photos" | paste -sd, -)
 python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --json results/open_photos_vanilla.json
 python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --eraser "$R/eraser-photos" \
   --json results/open_photos_eraser.json
+# 3. The same two fits with one gate over layers 0-3 read before the steered layer, as the shipped eraser reads
+#    it (--joint-gate; the tuner then picks the steered layer and strength as before)
+python -m core fit $M --data "$R/mllmu" --joint-gate 0,1,2,3 --out "$R/eraser-mllmu-joint"
+python -m core evaluate $M --data "$R/mllmu" --eraser "$R/eraser-mllmu-joint" --json results/open_eraser_joint.json
+python -m core fit $M --forget-dir "$R/photos" --data "retain=$R/mllmu/retain_90.parquet" \
+  --data "real=$R/mllmu/real.parquet" --joint-gate 0,1,2,3 --out "$R/eraser-photos-joint"
+python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --eraser "$R/eraser-photos-joint" \
+  --json results/open_photos_eraser_joint.json

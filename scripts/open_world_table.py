@@ -45,12 +45,15 @@ def main() -> None:
     print(row("open path: vanilla", open_v, open_v))
     print(row("open path: retain-only twin", _load("open_retain_only"), open_v))
     print(row("open path: eraser (`fit --data`)", _load("open_eraser"), open_v))
+    print(row("open path: eraser (`fit --data --joint-gate 0,1,2,3`)", _load("open_eraser_joint"), open_v))
     pv = _load("open_photos_vanilla")
     print()
     print(head)
     print("|---" * 8 + "|")
     print(row("3 photo-folder people: vanilla", pv, pv))
     print(row("3 photo-folder people: eraser (`fit --forget-dir`)", _load("open_photos_eraser"), pv))
+    print(row("3 photo-folder people: eraser (`fit --forget-dir --joint-gate 0,1,2,3`)",
+              _load("open_photos_eraser_joint"), pv))
 
 
 if __name__ == "__main__":
