@@ -299,6 +299,11 @@ def build(default: Workbench) -> gr.Blocks:
                                           label="Retain weight (retain rows with target 0; 0 = the paper's fit)")
                     ns_person = gr.Checkbox(value=bool(er and er.config.subject_gates), elem_id="ns_person",
                                             label="One gate per forget person (the paper: one for all)")
+                    ns_joint = gr.Dropdown(layer_choices, multiselect=True, elem_id="ns_joint",
+                                           value=[str(l) for l in ((er.config.joint_gate or []) if er else [])],
+                                           label="One gate over these layers together, read before the steered "
+                                                 "layer (the shipped eraser: 0-3); empty: each steered layer "
+                                                 "reads its own")
                     ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
                 with gr.Row():
                     ns_rounds = gr.Slider(1, limits.HARDEN_ROUNDS, value=1, step=1, elem_id="ns_rounds",
@@ -451,18 +456,22 @@ def build(default: Workbench) -> gr.Blocks:
             a model that came with no eraser the strength started at 0, so the first fitted eraser
             changed nothing in the playground until the slider was moved."""
             try:
-                er = wb_of(sess).eraser_for(sess)
+                wb = wb_of(sess)
+                er = wb.eraser_for(sess)
             except UserError:
-                return (gr.update(),) * 6
+                return (gr.update(),) * 8
             c = er.config
             return (min(max(c.strength, -3.0), 3.0), [str(l) for l in (c.steer_layers or er.fitted_layers)], c.mode,
-                    "stored", c.gate_floor, c.gate_full)
+                    "stored", c.gate_floor, c.gate_full, bool(c.subject_gates),
+                    gr.update(choices=[str(l) for l in wb.layers], value=[str(l) for l in c.joint_gate or []]))
 
         def follow_eraser(event):
-            """After an event that gives the session another eraser: who it forgets, and its controls."""
+            """After an event that gives the session another eraser: who it forgets, and its controls
+            (the playground's, and the Null space view's refit choices: a refit would otherwise
+            switch the new eraser to the previous one's gate reading)."""
             return event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
-                eraser_controls, session, [strength, layers, mode, gate_at, floor, full], api_visibility="private",
-                **LIGHT)
+                eraser_controls, session, [strength, layers, mode, gate_at, floor, full, ns_person, ns_joint],
+                api_visibility="private", **LIGHT)
 
         # ---- model & data
         @logged
@@ -653,20 +662,22 @@ def build(default: Workbench) -> gr.Blocks:
                 return (gr.update(),) * 4 + (_err(exc),)
 
         @logged
-        def refit(sess, layer, ratio, gamma, weight, per_person, progress=gr.Progress()):
+        def refit(sess, layer, ratio, gamma, weight, per_person, joint, progress=gr.Progress()):
             wb = wb_of(sess)
             progress(0.2, desc="activations of the fit sets (cached after the first time)")
             new, msg = run_job(sess, "map", lambda job: wb.refit(
                 wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
-                progress=_progress(progress), should_stop=job.should_stop))
+                progress=_progress(progress), should_stop=job.should_stop, joint_layers=joint or []))
             if new is None:
                 return (sess,) + (gr.update(),) * 6 + (msg,)
             sess.eraser = new
             views = wb.nullspace_view(new, layer)  # drawn with its own ramp, which the sliders take
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
+            read = (f"read over layers {', '.join(map(str, new.config.joint_gate))} together" if new.config.joint_gate
+                    else "each steered layer reading its own")
             return sess, new.config.gate_floor, new.config.gate_full, *views, (
                 f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain weight {float(weight):g}, "
-                f"{gates}: this session's playground, map and evaluation now use it.")
+                f"{gates}, {read}: this session's playground, map and evaluation now use it.")
 
         @logged
         def do_harden(sess, layer, rounds, steps, progress=gr.Progress()):
@@ -693,7 +704,7 @@ def build(default: Workbench) -> gr.Blocks:
                                                             someone_add, someone_keep], [session, someone_status],
                                           **HEAVY)).then(
             show_null, null_in, null_out, api_visibility="private", **LIGHT)
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person],
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person, ns_joint],
                        [session, floor, full, *null_out], **HEAVY)
 
         # ---- evaluate

@@ -799,9 +799,10 @@ class Workbench:
 
     def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None,
               session: Session | None = None, progress: Callable[[str, int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Eraser:
-        """The eraser with its gate refitted at another null-space ratio, gamma, retain weight and
-        one gate per forget person or one for all (None keeps the eraser's)."""
+              should_stop: Callable[[], bool] | None = None, joint_layers=None) -> Eraser:
+        """The eraser with its gate refitted at another null-space ratio, gamma, retain weight,
+        one gate per forget person or one for all, and one gate over `joint_layers` read before
+        the steered layers or (empty) each steered layer's own (None keeps the eraser's)."""
         try:
             r, g = float(ratio), float(gamma)
             w = eraser.config.retain_weight if retain_weight is None else float(retain_weight)
@@ -813,10 +814,20 @@ class Workbench:
             raise UserError(f"gamma must be between 0 and 1e6, got {g:g}.")
         if not 0 <= w <= 1e6:
             raise UserError(f"The retain weight must be between 0 (the paper's fit) and 1e6, got {w:g}.")
+        joint = None
+        if joint_layers is not None:
+            try:
+                joint = sorted({int(l) for l in joint_layers})
+            except (TypeError, ValueError):
+                raise UserError("The joint gate's layers must be layer numbers.") from None
+            fitted = eraser.config.layers if eraser.config.layers is not None else range(self.adapter.num_layers)
+            if len(joint) == 1 or any(l not in fitted for l in joint):
+                raise UserError(f"A joint gate reads at least two of the eraser's fitted layers ({', '.join(map(str, fitted))}), "
+                                f"got {joint}; leave it empty for each steered layer's own gate.")
         sets = self.activation_sets(eraser, progress, should_stop, session=session)
         return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
                                  subject_gates=None if per_person is None else bool(per_person),
-                                 forget_subjects=[p.tag for p in sets.forget])
+                                 forget_subjects=[p.tag for p in sets.forget], joint_gate=joint)
 
     # ------------------------------------------------------------------ selectivity
     def examples(self, eraser: Eraser, per_side: int = 3, session: Session | None = None) -> list[tuple[str, Prompt]]:

@@ -440,13 +440,22 @@ class Eraser:
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
                    retain_weight: float | None = None, subject_gates: bool | None = None,
-                   forget_subjects: Sequence[str] | None = None) -> "Eraser":
+                   forget_subjects: Sequence[str] | None = None,
+                   joint_gate: Sequence[int] | None = None) -> "Eraser":
         """A new eraser with the same direction and a gate refitted with another null-space
-        ratio / threshold / ridge gamma / retain weight / per-subject choice (d_erase does not
-        depend on them). Used by the live null-space inspector; this eraser is left untouched.
-        Per-subject gates use `forget_subjects`, else the subjects stored at fitting time."""
+        ratio / threshold / ridge gamma / retain weight / per-subject choice / joint gate
+        (d_erase does not depend on them). Used by the live null-space inspector; this eraser is
+        left untouched. Per-subject gates use `forget_subjects`, else the subjects stored at
+        fitting time. `joint_gate`: one gate over these layers side by side, read before the
+        steered layers (an empty list: each steered layer reads its own gate; None keeps the
+        eraser's reading)."""
+        changes = {}
+        if joint_gate is not None:  # validated as a config would be, before anything is fitted
+            changes = {"joint_gate": sorted({int(l) for l in joint_gate}) or None,
+                       "gate_layer": None if joint_gate else self.config.gate_layer}
         config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
-                                 "counts": dict(self.config.counts)})
+                                 "counts": dict(self.config.counts), **changes})
+        check_layers(config, self.direction.shape[0])
         if threshold is not None:
             config.ratio, config.threshold = None, threshold
         elif ratio is not None:

@@ -275,7 +275,8 @@ def test_hardening_the_gate_raises_it_on_attacked_pictures_and_moves_the_ramp(pa
 def test_null_space_refit_to_the_papers_fit(page):
     """The shipped gate has retain rows at ratio 1 (k = d = 256) and one gate per forget person; back
     to the paper's fit (ratio 0.6, no retain rows, one gate) every layer's null space shrinks to
-    k = 153. Near the end: it replaces this page's session eraser (the gate only)."""
+    k = 153, and the gate is read over layers 0 and 1 instead of 0-3. Near the end: it replaces
+    this page's session eraser (the gate only)."""
     _open_tab(page, "Null space")
     page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('256')", timeout=60_000)
     for elem, value in (("ns_ratio", "0.6"), ("ns_weight", "0")):
@@ -285,9 +286,13 @@ def test_null_space_refit_to_the_papers_fit(page):
     person = page.locator("#ns_person input[type=checkbox]")
     assert person.is_checked()
     person.uncheck()
+    # the joint gate shows the eraser's layers; keep 0 and 1 only
+    assert page.locator("#ns_joint .token").all_inner_texts() == ["0", "1", "2", "3"]
+    for layer in ("3", "2"):
+        page.locator(f"#ns_joint [title='Remove {layer}']").click()
     page.click("#ns_refit")
-    page.wait_for_selector("#ns_status:has-text('retain weight 0, one gate for the whole forget set')",
-                           timeout=180_000)
+    page.wait_for_selector("#ns_status:has-text('retain weight 0, one gate for the whole forget set, read over "
+                           "layers 0, 1 together')", timeout=180_000)
     page.wait_for_function("() => document.querySelector('#ns_table').innerText.includes('153')", timeout=30_000)
     cells = page.locator("#ns_table").inner_text().split()
     assert cells.count("153") == 4 and "256" not in cells

@@ -305,6 +305,27 @@ def test_refit_one_gate_per_forget_person_and_back(toy):
     assert torch.allclose(one.gate, wb.refit(eraser, 1.0, eraser.config.gamma, 0.3).gate)
 
 
+def test_refit_to_one_gate_over_several_layers_and_back(toy):
+    """The Null space view's joint-gate choice: one gate over the chosen layers (the dropdown gives
+    strings), separating forget from retain rows; empty goes back to each steered layer's own gate;
+    a single layer, a layer the eraser did not fit or a word is refused before anything is fitted."""
+    wb, eraser = toy
+    assert eraser.config.joint_gate is None
+    layers = eraser.fitted_layers
+    joint = wb.refit(eraser, eraser.config.ratio, eraser.config.gamma, joint_layers=[str(l) for l in layers])
+    assert joint.config.joint_gate == layers and joint.gate_layers == layers and eraser.config.joint_gate is None
+    sets = wb.activation_sets(eraser)  # the gate is read over the layers side by side
+    read = sum(sets.H_forget[:, l].double() @ joint.joint[i].double().T for i, l in enumerate(layers))
+    assert torch.allclose(read.reshape(len(sets.forget), -1).max(1).values,
+                          joint.diagnostics["joint_forget_gates"].double(), atol=1e-6)
+    back = wb.refit(joint, eraser.config.ratio, eraser.config.gamma, joint_layers=[])
+    assert back.config.joint_gate is None and back.joint is None
+    assert torch.allclose(back.gate, wb.refit(eraser, eraser.config.ratio, eraser.config.gamma).gate)
+    for bad, msg in ((["1"], "at least two"), (["0", "99"], "at least two"), (["x"], "layer numbers")):
+        with pytest.raises(UserError, match=msg):
+            wb.refit(eraser, eraser.config.ratio, eraser.config.gamma, joint_layers=bad)
+
+
 def test_selectivity_and_heatmap(toy):
     wb, eraser = toy
     rows = wb.selectivity(eraser, 0.0, None)

@@ -196,6 +196,26 @@ def test_refit_gate_keeps_the_direction_and_matches_a_fresh_fit():
     assert by_threshold.config.ratio is None and by_threshold.config.threshold == 0.5
 
 
+def test_refit_gate_to_a_joint_gate_and_back():
+    """The inspector's refit can read one gate over several layers (as the shipped eraser does)
+    or go back to each steered layer's own; equal to a fresh fit each way, checked before fitting."""
+    g = torch.Generator().manual_seed(2)
+    Hf, Hr = torch.randn(6, 3, 12, generator=g), torch.randn(30, 3, 12, generator=g)
+    Hrec, Her = torch.randn(4, 3, 12, generator=g), torch.randn(4, 3, 12, generator=g)
+    recipe = dict(ratio=1.0, gamma=10.0, retain_weight=0.3, steer_layers=[1], strength=2.0)
+    e = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(**recipe))
+    joint = e.refit_gate(Hf, Hr, joint_gate=[2, 0])
+    fresh = Eraser.from_activations(Hf, Hr, Hrec, Her, EraserConfig(**recipe, joint_gate=[0, 2]))
+    assert joint.config.joint_gate == [0, 2] and joint.gate_layers == [0, 2] and e.config.joint_gate is None
+    assert torch.allclose(joint.joint, fresh.joint) and torch.equal(joint.direction, e.direction)
+    assert joint.refit_gate(Hf, Hr, gamma=1.0).config.joint_gate == [0, 2]  # None keeps the reading
+    back = joint.refit_gate(Hf, Hr, joint_gate=[])
+    assert back.config.joint_gate is None and back.joint is None and torch.allclose(back.gate, e.gate)
+    for bad in ([1], [0, 3]):  # one layer is not a joint gate; layer 3 does not exist
+        with pytest.raises(ValueError, match="joint_gate"):
+            e.refit_gate(Hf, Hr, joint_gate=bad)
+
+
 def test_prompt_mean_gate_is_fitted_applied_and_saved_at_the_mean(tmp_path):
     a = tiny_adapter("llava", layers=2)
     sets = _sets()
