@@ -673,7 +673,9 @@ def build(default: Workbench) -> gr.Blocks:
             sess.eraser = new
             views = wb.nullspace_view(new, layer)  # drawn with its own ramp, which the sliders take
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
-            read = (f"read over layers {', '.join(map(str, new.config.joint_gate))} together" if new.config.joint_gate
+            c = new.config
+            read = (f"read over layers {', '.join(map(str, c.joint_gate))} together" if c.joint_gate
+                    else f"read at layer {c.gate_layer}" if c.gate_layer is not None
                     else "each steered layer reading its own")
             return sess, new.config.gate_floor, new.config.gate_full, *views, (
                 f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain weight {float(weight):g}, "
