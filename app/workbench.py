@@ -820,10 +820,12 @@ class Workbench:
                 joint = sorted({int(l) for l in joint_layers})
             except (TypeError, ValueError):
                 raise UserError("The joint gate's layers must be layer numbers.") from None
-            fitted = eraser.config.layers if eraser.config.layers is not None else range(self.adapter.num_layers)
-            if len(joint) == 1 or any(l not in fitted for l in joint):
-                raise UserError(f"A joint gate reads at least two of the eraser's fitted layers ({', '.join(map(str, fitted))}), "
-                                f"got {joint}; leave it empty for each steered layer's own gate.")
+            try:
+                eraser.config_reading(joint)  # checked before any activation is collected
+            except ValueError:
+                raise UserError(f"A joint gate reads at least two of the eraser's fitted layers "
+                                f"({', '.join(map(str, eraser.fitted_layers))}), got {joint}; leave it empty for "
+                                "each steered layer's own gate.") from None
         sets = self.activation_sets(eraser, progress, should_stop, session=session)
         return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
                                  subject_gates=None if per_person is None else bool(per_person),

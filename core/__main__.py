@@ -745,7 +745,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import PARTS, BenchConfig, run, table
     torch.set_num_threads(args.threads)
     res = run(BenchConfig(model=args.model, eraser=args.eraser, shape=args.shape, layers=args.layers,
-                          quick=args.quick, baseline=not args.no_baseline, parts=tuple(args.parts.split(",")) if args.parts else PARTS))
+                          quick=args.quick, baseline=not args.no_baseline, parts=tuple(p.strip() for p in args.parts.split(",")) if args.parts
+                          else PARTS))
     print(table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -437,6 +437,19 @@ class Eraser:
                 config.requests = [request_entry("fit", config.subjects, config.data_hash)]
         return cls(direction, gate, config, diagnostics, state, joint).follow_ramp()
 
+    def config_reading(self, joint_gate: Sequence[int] | None = None) -> EraserConfig:
+        """A copy of this eraser's config with its gate read over `joint_gate` (empty: each
+        steered layer's own; None: as it is), validated as a fitted config is: a caller can
+        check a choice before collecting any activation."""
+        changes = {}
+        if joint_gate is not None:
+            changes = {"joint_gate": sorted({int(l) for l in joint_gate}) or None,
+                       "gate_layer": None if joint_gate else self.config.gate_layer}
+        config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
+                                 "counts": dict(self.config.counts), **changes})
+        check_layers(config, self.num_layers)
+        return config
+
     def refit_gate(self, H_forget: torch.Tensor, H_retain: torch.Tensor, ratio: float | None = None,
                    gamma: float | None = None, threshold: float | None = None,
                    retain_weight: float | None = None, subject_gates: bool | None = None,
@@ -449,13 +462,7 @@ class Eraser:
         fitting time. `joint_gate`: one gate over these layers side by side, read before the
         steered layers (an empty list: each steered layer reads its own gate; None keeps the
         eraser's reading)."""
-        changes = {}
-        if joint_gate is not None:  # validated as a config would be, before anything is fitted
-            changes = {"joint_gate": sorted({int(l) for l in joint_gate}) or None,
-                       "gate_layer": None if joint_gate else self.config.gate_layer}
-        config = EraserConfig(**{**asdict(self.config), "model": dict(self.config.model),
-                                 "counts": dict(self.config.counts), **changes})
-        check_layers(config, self.direction.shape[0])
+        config = self.config_reading(joint_gate)
         if threshold is not None:
             config.ratio, config.threshold = None, threshold
         elif ratio is not None:

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from ramp_table import TEXT_FORMATS, lowest_kept
+from ramp_table import lowest_kept, worst_text_cost
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- defences:start -->", "<!-- defences:end -->"
@@ -54,13 +54,6 @@ def _adaptive(report: list[dict]) -> dict:
     return next(r for r in report if r["attack"].startswith("adaptive PGD"))
 
 
-def _text_cost(report: list[dict]) -> str:
-    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in report
-             if r["attack"].startswith(TEXT_FORMATS)}
-    worst = max(costs, key=costs.get)
-    return f"{costs[worst]:.1f} ({worst})"
-
-
 def row(name: str, curve_file: str, report_file: str, eval_file: str, seed1, vanilla: dict) -> str:
     curve = {r["eps"]: r for r in _json(curve_file)["budget_curve"] if r["eot"] == 1 and r["steps"] == 40}
     missing = [e for e in EPS if e not in curve]
@@ -75,7 +68,7 @@ def row(name: str, curve_file: str, report_file: str, eval_file: str, seed1, van
         f"{100 * min(curve[e]['retain_erased'] for e in EPS):.1f}",
         f"{100 * _adaptive(report)['forget_erased']:.1f}",
         f"{lowest_kept(_json(eval_file), vanilla):.1f}",
-        _text_cost(report),
+        "{:.1f} ({})".format(*worst_text_cost(report)),
     ]
     if seed1:
         s_report, s_eval, s_vanilla = seed1

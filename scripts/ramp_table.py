@@ -26,14 +26,21 @@ def lowest_kept(ev: dict, vanilla: dict) -> float:
                      for m in ("image_text", "text_only") for k in ("classification", "cloze", "generation_rougeL"))
 
 
+def worst_text_cost(report: list[dict]) -> tuple[float, str]:
+    """The text format that costs retained people the most cloze answers beyond vanilla's under
+    it (points), from an attack report's rows."""
+    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in report
+             if r["attack"].startswith(TEXT_FORMATS)}
+    worst = max(costs, key=costs.get)
+    return costs[worst], worst
+
+
 def row(name: str, vanilla: dict) -> str:
     ev = json.loads((ROOT / "results" / "ramp" / f"{name}.json").read_text())
     attack = json.loads((ROOT / "results" / "ramp" / f"{name}-attack.json").read_text())
     info, sp = ev["eraser"], ev["splits"]
     adaptive = next(r for r in attack if r["attack"].startswith("adaptive PGD"))
-    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attack
-             if r["attack"].startswith(TEXT_FORMATS)}
-    worst = max(costs, key=costs.get)
+    cost, worst = worst_text_cost(attack)
     floor, full = info.get("gate_floor", 0.0), info.get("gate_full", 1.0)
     how = ("the method (no ramp)" if (floor, full) == (0.0, 1.0) else
            "read off the fit's rows (`--gate-ramp`)" if name.endswith("-rows") else "picked by hand")
@@ -42,7 +49,7 @@ def row(name: str, vanilla: dict) -> str:
         how = f"**shipped**: {how}"
     return (f"| {ERASERS[kind]} | {floor:g} | {full:g} | {how} | "
             f"{100 * adaptive['forget_erased']:.1f} | {adaptive['forget_gate']:.2f} | "
-            f"{costs[worst]:.1f} ({worst}) | {lowest_kept(ev, vanilla):.1f} | "
+            f"{cost:.1f} ({worst}) | {lowest_kept(ev, vanilla):.1f} | "
             f"{100 * sp['forget']['image_text']['classification']:.1f} / "
             f"{100 * sp['forget']['text_only']['classification']:.1f} | "
             f"{100 * sp['test']['image_text']['classification']:.1f} / "

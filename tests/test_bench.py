@@ -66,7 +66,7 @@ def test_shared_starts_figure_compares_the_same_activations_both_ways():
 
 def test_the_bench_runs_the_parts_asked_for_and_refuses_unknown_ones(tmp_path):
     """`--parts` runs only the named measurements (the whole bench at 7B width takes ~27 min on
-    this CPU) and the table shows what ran; an unknown name is refused before any model loads,
+    this CPU; spaces around the names are ignored) and the table shows what ran; an unknown name is refused before any model loads,
     naming the parts there are."""
     res = run(BenchConfig(parts=("artefact",)))
     assert set(res) == {"device", "threads", "model", "artefact"}
@@ -75,7 +75,7 @@ def test_the_bench_runs_the_parts_asked_for_and_refuses_unknown_ones(tmp_path):
     assert "eraser file at 32 x 4096" in text and "steering overhead" not in text and "PGD" not in text
     with pytest.raises(ValueError, match="unknown bench part.*'speed'.*choose among steering, capture, shared_starts"):
         run(BenchConfig(parts=("speed", "fit")))
-    cli = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", "artefact", "--json", str(tmp_path / "b.json")],
+    cli = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", " artefact", "--json", str(tmp_path / "b.json")],
                          capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 0, cli.stderr
     assert json.loads((tmp_path / "b.json").read_text())["artefact"] == res["artefact"]
