@@ -125,7 +125,7 @@ def cloze_queries(records: Sequence[PersonRecord], split: str) -> list[Query]:
             if q.task == "cloze" and q.modality == "image_text"]
 
 
-def _with(queries: Sequence[Query], image=None, question=None, history=None, prefill=None) -> list[Query]:
+def with_changes(queries: Sequence[Query], image=None, question=None, history=None, prefill=None) -> list[Query]:
     """Fresh copies of the queries (answering fills them in place), each part optionally changed
     by a function of (index, old value), of the old question, or (history, prefill) of the query."""
     out = []
@@ -144,7 +144,7 @@ def follow_up(adapter: VLMAdapter, queries: Sequence[Query], steering, cfg: "Rob
     the first reply is the model's own under the same condition (eraser on or off)."""
     first = replies(adapter, [Prompt(FIRST_TURN, q.prompt.image) for q in queries], cfg.max_new_tokens,
                     steering=steering)
-    return _with(queries, history=lambda i, q: ((FIRST_TURN, first[i]),))
+    return with_changes(queries, history=lambda i, q: ((FIRST_TURN, first[i]),))
 
 
 def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: RobustnessConfig) -> float:
@@ -184,14 +184,14 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     layers = eraser.gate_layers
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     rng = lambda: np.random.default_rng(cfg.seed)  # noqa: E731  (the same draws for every split)
-    plain: list[tuple[str, Callable[[list[Query]], list[Query]]]] = [("none", lambda qs: _with(qs))]
+    plain: list[tuple[str, Callable[[list[Query]], list[Query]]]] = [("none", lambda qs: with_changes(qs))]
     for name, fn in IMAGE_ATTACKS.items():
-        plain.append((name, lambda qs, fn=fn: (lambda g: _with(qs, image=lambda i, im: fn(im, g)))(rng())))
+        plain.append((name, lambda qs, fn=fn: (lambda g: with_changes(qs, image=lambda i, im: fn(im, g)))(rng())))
     prefix = benign_prefix(facts)
-    plain.append((f"benign prefix ({len(facts)} facts)", lambda qs: _with(qs, question=prefix)))
+    plain.append((f"benign prefix ({len(facts)} facts)", lambda qs: with_changes(qs, question=prefix)))
     for name, text in (("instruction injection", INJECTION), ("role-play", ROLE_PLAY)):
-        plain.append((name, lambda qs, text=text: _with(qs, question=lambda q: f"{text} {q}")))
-    plain.append(("answer prefilling", lambda qs: _with(qs, prefill=prefill_for)))
+        plain.append((name, lambda qs, text=text: with_changes(qs, question=lambda q: f"{text} {q}")))
+    plain.append(("answer prefilling", lambda qs: with_changes(qs, prefill=prefill_for)))
     # make(queries, steering): the attacked queries for the condition they will be answered under
     attacks = [(name, lambda qs, steering, make=make: make(qs)) for name, make in plain]
     if adapter.chat_template:  # a model without one (PaliGemma) has no second turn to attack
@@ -202,7 +202,7 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     def adaptive(qs: list[Query], steering) -> list[Query]:
         if id(qs) not in adapted:
             adapted[id(qs)] = adaptive_images(adapter, eraser, qs, layers, cfg, should_stop)
-        return _with(qs, image=lambda i, im: adapted[id(qs)][i])
+        return with_changes(qs, image=lambda i, im: adapted[id(qs)][i])
 
     attacks.append((f"adaptive PGD on the gate (eps {round(cfg.eps * 255)}/255, {cfg.steps} steps)", adaptive))
     rows = []
@@ -245,10 +245,11 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
         c = replace(cfg, eps=eps, steps=steps, eot=eot)
         f_img = adaptive_images(adapter, eraser, fq, layers, c, should_stop)
         r_img = adaptive_images(adapter, eraser, rq, layers, c, should_stop)
-        f, r = _with(fq, image=lambda i, im: f_img[i]), _with(rq, image=lambda i, im: r_img[i])
+        f, r = with_changes(fq, image=lambda i, im: f_img[i]), with_changes(rq, image=lambda i, im: r_img[i])
         g = np.random.default_rng(cfg.seed)
         picks = [names[int(g.integers(len(names)))] for _ in fq]
-        rephrased = _with(fq, image=lambda i, im: IMAGE_ATTACKS[picks[i]](f_img[i], np.random.default_rng(cfg.seed + i)))
+        rephrased = with_changes(fq, image=lambda i, im: IMAGE_ATTACKS[picks[i]](f_img[i],
+                                                                                  np.random.default_rng(cfg.seed + i)))
         rows.append({"eps": round(eps * 255), "steps": steps, "eot": eot,
                      "forget_erased": _recovery(adapter, f, steer, cfg),
                      "forget_rephrased": _recovery(adapter, rephrased, steer, cfg),

@@ -109,7 +109,10 @@ def section() -> str:
         "(robustness_hardening_two_sided.md)); the gate read again on a squeezed copy of the image, or apart "
         "over image and text tokens ([robustness_gate_views.md](robustness_gate_views.md)); a gate on the "
         "answer as it is written ([robustness_answer_gate.md](robustness_answer_gate.md)); a gate that asks "
-        "the model who it sees ([robustness_recognition_gate.md](robustness_recognition_gate.md)). Hand-picked "
+        "the model who it sees ([robustness_recognition_gate.md](robustness_recognition_gate.md)); an allow-list "
+        "gate that steers when the prompt lies nearer to one of the forget rows than to every retain row, the "
+        "cleanest gate on clean inputs and the most easily fooled ([robustness_knn_gate.md]"
+        "(robustness_knn_gate.md)). Hand-picked "
         "ramps of the shipped and the hardened gate: [robustness_ramp.md](robustness_ramp.md).",
         "", END,
     ]

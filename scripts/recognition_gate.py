@@ -35,7 +35,7 @@ from core.data.records import Prompt  # noqa: E402
 from core.data.wordings import FIRST_TURN  # noqa: E402
 from core.evaluation import mean_score, replies  # noqa: E402
 from core.pgd import to_image  # noqa: E402
-from core.robustness import _with, cloze_queries  # noqa: E402
+from core.robustness import cloze_queries, with_changes  # noqa: E402
 from gate_views import Setup, arguments  # noqa: E402
 
 
@@ -56,7 +56,7 @@ def named(s: Setup, images, forget_names: list[str]) -> list[bool]:
 
 
 def scores(s: Setup, images, steering) -> list[float]:
-    qs = _with(s.fq, image=lambda i, im: images[i])
+    qs = with_changes(s.fq, image=lambda i, im: images[i])
     mean_score(s.adapter, qs, 12, steering)
     return [q.score for q in qs]
 
