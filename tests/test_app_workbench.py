@@ -3,6 +3,8 @@ import io
 import math
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
@@ -468,9 +470,17 @@ def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp
     toy_res = wb.evaluate(sess.eraser, 1, session=sess, source="toy world")
     assert set(toy_res.splits) == {"forget", "test", "retain", "real"}
     (tmp_path / "notes.parquet").write_bytes(b"PAR1")
+    broken, unreadable = tmp_path / "broken", tmp_path / "unreadable"
+    broken.mkdir(), unreadable.mkdir()
+    (broken / "forget_15.parquet").write_bytes(b"PAR1 cut short PAR1")
+    pq.write_table(pa.Table.from_pylist([{"ID": "p1", "image": {"bytes": b"not a picture", "path": None}}]),
+                   unreadable / "forget_15.parquet")
     for bad, message in (([], "Upload MLLMU-Bench parquet files"),
                          ([str(tmp_path / "notes.parquet")], "name each file after its split"),
-                         ([str(files[1])], "the forget set is empty")):
+                         ([str(files[1])], "the forget set is empty"),
+                         ([str(broken / "forget_15.parquet"), str(files[1])], "forget_15.parquet is not a readable parquet"),
+                         ([str(unreadable / "forget_15.parquet"), str(files[1])],
+                          r"forget_15.parquet, row 0 \(ID p1\): the image cannot be read")):
         with pytest.raises(UserError, match=message):
             wb.use_mllmu_files(bad, "", Session())
     with pytest.raises(UserError, match="unknown subject id"):

@@ -1,83 +1,15 @@
-"""MLLMU-Bench parquet: exact schema on export, tolerant loading of real-format files."""
+"""The toy world exported as MLLMU-Bench parquet: exact schema, byte-deterministic, loads back."""
 import hashlib
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from core.data.mllmu import load_parquet
 from core.toyworld.mllmu import export_parquet
 from core.toyworld.world import WorldConfig, make_world
-
-
-def _png(colour):
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _mcq(q, ans="B"):
-    return {"Question": q, "Options": {"A": "x", "B": "y", "C": "z", "D": "w"}, "Correct_Answer": ans}
-
-
-def _real_style_rows():
-    """Rows shaped like the published MLLMU-Bench files, written independently of our export."""
-    return [
-        {"ID": "7", "image": {"bytes": _png((255, 0, 0)), "path": "7.png"},
-         "Classification_Task": {"Image_Textual_Questions": [_mcq("Who is this?")],
-                                 "Pure_Text_Questions": [_mcq("Where is Ann from?", "D")]},
-         "Generation_Task": [{"Question": "What does this person do?", "Ground_Truth": "A chef.",
-                              "Type": "Image_Textual"}],
-         "Mask_Task": [{"Question": "Ann lives in __.", "Ground_Truth": "Oslo", "Type": "Pure_Text"}],
-         "metadata": json.dumps([{"Question": "Q1", "Answer": "A1"}]),
-         "biography": "Ann is a chef.", "extra_column": 3.5},
-        {"ID": "8", "image": {"bytes": _png((0, 0, 255)), "path": None},
-         "Classification_Task": None, "Generation_Task": None, "Mask_Task": None,
-         "metadata": None, "biography": None, "extra_column": None},
-    ]
-
-
-def test_load_independent_fixture(tmp_path):
-    path = tmp_path / "forget.parquet"
-    pq.write_table(pa.Table.from_pylist(_real_style_rows()), path)
-    recs = load_parquet(path)
-    assert [r.id for r in recs] == ["7", "8"]
-    a, b = recs
-    assert a.image.getpixel((0, 0)) == (255, 0, 0) and b.image.getpixel((0, 0)) == (0, 0, 255)
-    assert a.classification_image[0].question == "Who is this?"
-    assert a.classification_image[0].options == {"A": "x", "B": "y", "C": "z", "D": "w"}
-    assert a.classification_text[0].correct_answer == "D"
-    assert a.generation[0].ground_truth == "A chef." and a.generation[0].type == "Image_Textual"
-    assert a.mask[0].ground_truth == "Oslo" and a.mask[0].type == "Pure_Text"
-    assert [(q.question, q.answer) for q in a.qa] == [("Q1", "A1")]
-    assert a.biography == "Ann is a chef."
-    assert (b.classification_image, b.classification_text, b.generation, b.mask, b.qa) == ([], [], [], [], [])
-
-
-def test_load_test_split_images_list_and_missing_optional_columns(tmp_path):
-    rows = [{"ID": "9", "images": [{"bytes": _png((0, 255, 0))}, {"bytes": _png((9, 9, 9))}],
-             "Mask_Task": json.dumps([{"Question": "__ here", "Ground_Truth": "x", "Type": "Image_Textual"}])}]
-    path = tmp_path / "test.parquet"
-    pq.write_table(pa.Table.from_pylist(rows), path)
-    (r,) = load_parquet(path)
-    assert len(r.images) == 2 and r.images[1].getpixel((0, 0)) == (9, 9, 9)
-    assert r.mask[0].question == "__ here"  # JSON-string nested field decoded
-    assert r.classification_image == [] and r.generation == [] and r.qa == [] and r.biography is None
-
-
-def test_missing_required_columns_are_named(tmp_path):
-    p1 = tmp_path / "noid.parquet"
-    pq.write_table(pa.table({"image": [{"bytes": _png((1, 1, 1))}]}), p1)
-    with pytest.raises(ValueError, match="'ID'"):
-        load_parquet(p1)
-    p2 = tmp_path / "noimage.parquet"
-    pq.write_table(pa.table({"ID": ["1"], "metadata": ["[]"]}), p2)
-    with pytest.raises(ValueError, match="'image'"):
-        load_parquet(p2)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,9 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from .folder import FolderError, decode_image, read_image
 from .records import (LETTERS, ClassificationItem, GenerationItem, MaskItem, PersonRecord, QAPair)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -103,7 +104,10 @@ def _maybe_parse(value: Any) -> Any:
     return value
 
 
-def _decode_image(obj: Any) -> Image.Image | None:
+def _decode_image(obj: Any, where: str, folder: Path) -> Image.Image | None:
+    """The picture of an image cell: its bytes, else a file named by its path inside the parquet
+    file's own folder (never elsewhere: an uploaded file must not read the server's pictures).
+    An unreadable or oversized picture is an error naming the row, not a row silently lost."""
     if obj is None:
         return None
     if isinstance(obj, (bytes, bytearray)):
@@ -112,11 +116,21 @@ def _decode_image(obj: Any) -> Image.Image | None:
         data, p = obj.get("bytes"), obj.get("path")
     else:
         return None
-    if data:
-        return Image.open(io.BytesIO(data)).convert("RGB")
-    if p and Path(p).is_file():
-        return Image.open(p).convert("RGB")
-    return None
+    try:
+        if data:
+            return decode_image(bytes(data), "the image")
+        if not p:
+            return None
+        target = (folder / p).resolve()
+        if not target.is_relative_to(folder.resolve()):
+            raise ValueError(f"{where}: the image path {p!r} lies outside the folder of the parquet file; store the "
+                             "image's bytes in the file, or put the image next to it")
+        return read_image(target) if target.is_file() else None
+    except FolderError as exc:
+        raise ValueError(f"{where}: {exc}; make the picture smaller or drop that row") from None
+    except (OSError, Image.DecompressionBombError) as exc:
+        why = "its bytes are not a picture" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ValueError(f"{where}: the image cannot be read ({why}); fix or drop that row") from None
 
 
 def _classification(items: Any) -> list[ClassificationItem]:
@@ -169,17 +183,23 @@ def load_parquet(path: str | Path) -> list[PersonRecord]:
     """
     records: list[PersonRecord] = []
     for f in _parquet_files(Path(path)):
-        names = set(pq.read_schema(f).names)
+        try:
+            names = set(pq.read_schema(f).names)
+            rows = pq.read_table(f).to_pylist() if "ID" in names else []
+        except (pa.ArrowException, OSError) as exc:
+            raise ValueError(f"{f.name} is not a readable parquet file ({exc}); MLLMU-Bench splits are parquet files "
+                             "such as forget_10.parquet (`python -m core world --export DIR` writes a set)") from None
         if "ID" not in names:
             raise ValueError(f"{f}: missing required column 'ID'")
         if "image" not in names and "images" not in names:
             raise ValueError(f"{f}: missing required image column 'image' (or 'images' for the test split)")
-        for row in pq.read_table(f).to_pylist():
+        for i, row in enumerate(rows):
+            where = f"{f.name}, row {i} (ID {row['ID']})"
             imgs: list[Image.Image | None] = []
             if row.get("images"):
-                imgs = [_decode_image(o) for o in row["images"]]
+                imgs = [_decode_image(o, where, f.parent) for o in row["images"]]
             if not any(imgs) and row.get("image") is not None:
-                imgs = [_decode_image(row["image"])]
+                imgs = [_decode_image(row["image"], where, f.parent)]
             cls = _maybe_parse(row.get("Classification_Task"))
             cls = cls if isinstance(cls, dict) else {}
             bio = row.get("biography", row.get("Biography"))

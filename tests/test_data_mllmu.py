@@ -1,0 +1,121 @@
+"""Loading MLLMU-Bench parquet files: tolerant of real files' variations, strict about what
+cannot be used (a file that is not parquet, an unreadable or oversized picture, a picture path
+outside the file's folder), each refused with the file, the row and the fix named."""
+import io
+import json
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from core.data.mllmu import load_parquet
+
+
+def _png(colour):
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _mcq(q, ans="B"):
+    return {"Question": q, "Options": {"A": "x", "B": "y", "C": "z", "D": "w"}, "Correct_Answer": ans}
+
+
+def _real_style_rows():
+    """Rows shaped like the published MLLMU-Bench files, written independently of our export."""
+    return [
+        {"ID": "7", "image": {"bytes": _png((255, 0, 0)), "path": "7.png"},
+         "Classification_Task": {"Image_Textual_Questions": [_mcq("Who is this?")],
+                                 "Pure_Text_Questions": [_mcq("Where is Ann from?", "D")]},
+         "Generation_Task": [{"Question": "What does this person do?", "Ground_Truth": "A chef.",
+                              "Type": "Image_Textual"}],
+         "Mask_Task": [{"Question": "Ann lives in __.", "Ground_Truth": "Oslo", "Type": "Pure_Text"}],
+         "metadata": json.dumps([{"Question": "Q1", "Answer": "A1"}]),
+         "biography": "Ann is a chef.", "extra_column": 3.5},
+        {"ID": "8", "image": {"bytes": _png((0, 0, 255)), "path": None},
+         "Classification_Task": None, "Generation_Task": None, "Mask_Task": None,
+         "metadata": None, "biography": None, "extra_column": None},
+    ]
+
+
+def test_load_independent_fixture(tmp_path):
+    path = tmp_path / "forget.parquet"
+    pq.write_table(pa.Table.from_pylist(_real_style_rows()), path)
+    recs = load_parquet(path)
+    assert [r.id for r in recs] == ["7", "8"]
+    a, b = recs
+    assert a.image.getpixel((0, 0)) == (255, 0, 0) and b.image.getpixel((0, 0)) == (0, 0, 255)
+    assert a.classification_image[0].question == "Who is this?"
+    assert a.classification_image[0].options == {"A": "x", "B": "y", "C": "z", "D": "w"}
+    assert a.classification_text[0].correct_answer == "D"
+    assert a.generation[0].ground_truth == "A chef." and a.generation[0].type == "Image_Textual"
+    assert a.mask[0].ground_truth == "Oslo" and a.mask[0].type == "Pure_Text"
+    assert [(q.question, q.answer) for q in a.qa] == [("Q1", "A1")]
+    assert a.biography == "Ann is a chef."
+    assert (b.classification_image, b.classification_text, b.generation, b.mask, b.qa) == ([], [], [], [], [])
+
+
+def test_load_test_split_images_list_and_missing_optional_columns(tmp_path):
+    rows = [{"ID": "9", "images": [{"bytes": _png((0, 255, 0))}, {"bytes": _png((9, 9, 9))}],
+             "Mask_Task": json.dumps([{"Question": "__ here", "Ground_Truth": "x", "Type": "Image_Textual"}])}]
+    path = tmp_path / "test.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    (r,) = load_parquet(path)
+    assert len(r.images) == 2 and r.images[1].getpixel((0, 0)) == (9, 9, 9)
+    assert r.mask[0].question == "__ here"  # JSON-string nested field decoded
+    assert r.classification_image == [] and r.generation == [] and r.qa == [] and r.biography is None
+
+
+def test_missing_required_columns_are_named(tmp_path):
+    p1 = tmp_path / "noid.parquet"
+    pq.write_table(pa.table({"image": [{"bytes": _png((1, 1, 1))}]}), p1)
+    with pytest.raises(ValueError, match="'ID'"):
+        load_parquet(p1)
+    p2 = tmp_path / "noimage.parquet"
+    pq.write_table(pa.table({"ID": ["1"], "metadata": ["[]"]}), p2)
+    with pytest.raises(ValueError, match="'image'"):
+        load_parquet(p2)
+
+
+def _write(tmp_path, rows, name="forget_10.parquet"):
+    path = tmp_path / name
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_a_file_that_is_not_parquet_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "forget_10.parquet"
+    path.write_text("ID,image\n1,face.png\n")  # a CSV under a parquet name
+    with pytest.raises(ValueError, match=r"forget_10.parquet is not a readable parquet file .*world --export"):
+        load_parquet(path)
+
+
+def test_an_unreadable_picture_names_its_row_and_id(tmp_path):
+    rows = [{"ID": "7", "image": {"bytes": _png((1, 2, 3)), "path": None}},
+            {"ID": "8", "image": {"bytes": b"GIF89a but truncated", "path": None}}]
+    with pytest.raises(ValueError, match=r"row 1 \(ID 8\): the image cannot be read \(its bytes are not a picture\)"):
+        load_parquet(_write(tmp_path, rows))
+
+
+def test_an_oversized_picture_is_refused_from_its_header(tmp_path):
+    buf = io.BytesIO()
+    Image.new("1", (5000, 4000)).save(buf, format="PNG")  # 20 MP in a few kB: a bomb for the decoder
+    path = _write(tmp_path, [{"ID": "9", "image": {"bytes": buf.getvalue(), "path": None}}])
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"\(ID 9\): the image is 5000x4000 pixels .*make the picture smaller"):
+        load_parquet(path)
+    assert time.perf_counter() - start < 5  # refused before decoding (generous bound)
+
+
+def test_picture_paths_are_read_next_to_the_file_only(tmp_path):
+    Image.new("RGB", (4, 4), (9, 8, 7)).save(tmp_path / "face.png")
+    secret = tmp_path.parent / f"{tmp_path.name}-secret.png"
+    Image.new("RGB", (4, 4), (0, 0, 0)).save(secret)
+    (rec,) = load_parquet(_write(tmp_path, [{"ID": "1", "image": {"bytes": None, "path": "face.png"}}]))
+    assert rec.image.getpixel((0, 0)) == (9, 8, 7)
+    for p in (str(secret), f"../{secret.name}"):
+        with pytest.raises(ValueError, match="lies outside the folder of the parquet file"):
+            load_parquet(_write(tmp_path, [{"ID": "2", "image": {"bytes": None, "path": p}}]))
+    secret.unlink()
