@@ -189,6 +189,33 @@ def _parse_layers(text: str | None) -> list[int] | None:
         raise ValueError(f"--layers expects comma-separated layer numbers such as 4,5 (or 'all'), got {text!r}")
 
 
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    return value
+
+
+def count(text: str) -> int:
+    """An argparse type for a number of things (threads, people, rows, tokens): at least 1. Why:
+    `--limit -1` sliced away the last row of every split and `--limit 0` scored nothing, each
+    written out as if it were a result."""
+    return _whole(text, 1)
+
+
+def count0(text: str) -> int:
+    """As `count`, with 0 allowed (rounds, rows withdrawn, facts in a prefix: none is a choice)."""
+    return _whole(text, 0)
+
+
+def _check_eps(eps: float) -> None:
+    if not 0 < eps <= 255:
+        raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {eps:g}")
+
+
 def _numbers(text: str, kind, flag: str) -> list:
     """Comma-separated numbers of a flag, with an error naming the flag."""
     try:
@@ -287,8 +314,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
-    if not 0 < args.eps <= 255:
-        raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {args.eps:g}")
+    _check_eps(args.eps)
     adapter = load_model(args)
     cfg, do_tune = _preset_config(args, adapter.num_layers)
     if args.tune_tasks and not do_tune:
@@ -497,6 +523,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
+    _check_eps(args.eps)
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
     budgets = []
     if args.curve:
@@ -649,10 +676,10 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     device_options(p)
     p.add_argument("--eraser", default=DEFAULT_ERASER)
     data_options(p, " (default: the eraser's own)")
-    p.add_argument("--people", type=int, default=10, help=people_help)
+    p.add_argument("--people", type=count, default=10, help=people_help)
     p.add_argument("--out", default=out)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -774,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "people: the gold standard unlearning tries to match.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="world and training seed")
-    p.add_argument("--people", type=int, default=100, help="number of fictitious people")
+    p.add_argument("--people", type=count, default=100, help="number of fictitious people")
     p.add_argument("--steps", type=int, default=9000, help="optimizer steps of the main phase (ToyModelConfig.steps)")
     p.add_argument("--identity-steps", type=int, default=400,
                    help="of which the first are a warm-up on naming the person in a picture")
@@ -805,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="focus phase: extra MCQs per other picture question per pass (default 3)")
     p.add_argument("--focus-name-drills", type=int, default=None,
                    help="focus phase: text drills matching full names per pass (default 1500)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 
     p = sub.add_parser("pretrain-text", help="pretrain the tiny text model on MCQ drills (for train-toy --text-init)",
@@ -814,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "anyone): the 'base language model' that train-toy --text-init starts from.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=int, default=0, help="training seed, and the world whose tokenizer is used")
-    p.add_argument("--people", type=int, default=100, help="people in that world (use train-toy's --seed/--people)")
+    p.add_argument("--people", type=count, default=100, help="people in that world (use train-toy's --seed/--people)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 5000)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 16; train-toy needs the same)")
@@ -822,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="private-data requests (answered with the refusal) added to each batch (default 8)")
     p.add_argument("--name-drills", type=float, default=None,
                    help="share of the drills whose options are full names (default 0)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_pretrain_text)
 
     p = sub.add_parser("fit", help="fit an eraser for any supported model and forget set",
@@ -857,14 +884,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
                    help="one gate fitted over these layers together (their activations side by side), read in a "
                         "the prompt pass before the steered layers; instead of --gate-layer (docs/sequential.md)")
-    p.add_argument("--adversarial-rounds", type=int, default=0,
+    p.add_argument("--adversarial-rounds", type=count0, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
                         "prompts per forget person, added as forget rows (default 0: off)")
     p.add_argument("--gate-ramp", action="store_true",
                    help="read the gate floor and full value off the fit's own rows: floor at the 95th percentile of "
                         "the retain rows' gates, full steering from the 5th percentile of the forget rows' "
                         "(instead of --gate-floor / --gate-full)")
-    p.add_argument("--adversarial-open", type=int, default=0, metavar="N",
+    p.add_argument("--adversarial-open", type=count0, default=0, metavar="N",
                    help="two-sided hardening: each round also perturbs N retained people's image prompts to OPEN "
                         "the gate and adds them as retain rows, so that the hardened gate keeps quiet on retained "
                         "people (default 0: off; needs --adversarial-rounds)")
@@ -907,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-fluency", type=float, default=0.95,
                    help="tuner constraint: share of well-formed replies, on forget and on retain prompts each")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("sweep", help="ablation report (strength, eps, direction, layers, null space)",
@@ -925,14 +952,14 @@ def build_parser() -> argparse.ArgumentParser:
     _report_options(p, "forget and retain people attacked", "docs/robustness.md")
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
     p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")
-    p.add_argument("--prefix-facts", type=int, default=4, help="general facts in the benign prefix")
+    p.add_argument("--prefix-facts", type=count0, default=4, help="general facts in the benign prefix")
     p.add_argument("--curve", action="store_true",
                    help="also run the adaptive attack at every budget of --curve-eps x --curve-steps, plain and "
                         "with EOT over --eot image rephrasings (a table: budget -> forget recovered, retain kept)")
     p.add_argument("--curve-only", action="store_true", help="run the budget curve only, not the attack table")
     p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
     p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
-    p.add_argument("--eot", type=int, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
+    p.add_argument("--eot", type=count, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
     p.add_argument("--gate-layer", type=int, default=None,
                    help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
     ramp_options(p)
@@ -948,7 +975,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_relearn)
 
     from core.baselines import METHODS, BaselineConfig
@@ -964,30 +991,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")
     p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget examples")
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=count, default=d.batch_size)
     p.add_argument("--retain-weight", type=float, default=d.retain_weight, help="c: weight of the retain NLL")
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="a: weight of the retain KL (kl_min)")
     p.add_argument("--beta", type=float, default=d.beta, help="b: NPO temperature")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
                        description="Generate the synthetic world for --seed: print people, save a portrait grid, "
                                    "export forget / retain / test / real splits as MLLMU-Bench parquet files.")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--people", type=int, default=100)
+    p.add_argument("--people", type=count, default=100)
     p.add_argument("--grid", default=None, help="save a PNG grid of portraits here")
-    p.add_argument("--grid-people", type=int, default=8, help="people shown in the grid")
+    p.add_argument("--grid-people", type=count, default=8, help="people shown in the grid")
     p.add_argument("--export", default=None, help="write MLLMU-Bench parquet files into this folder")
     p.add_argument("--forget", default="forget_10", help="forget split to export")
     p.add_argument("--export-folder", default=None,
                    help="write the forget split's people as a photo folder (one sub-folder each, fresh renders, "
                         "facts.json): the shape `fit --forget-dir` reads")
-    p.add_argument("--folder-people", type=int, default=None, help="only the first N people of the split")
-    p.add_argument("--renders", type=int, default=4, help="fresh portrait renders per person in the photo folder")
+    p.add_argument("--folder-people", type=count, default=None, help="only the first N people of the split")
+    p.add_argument("--renders", type=count, default=4, help="fresh portrait renders per person in the photo folder")
     p.add_argument("--no-facts", action="store_true", help="photo folder: the name only, no questions")
-    p.add_argument("--show", type=int, default=3, help="print the first N profiles")
+    p.add_argument("--show", type=count0, default=3, help="print the first N profiles")
     p.set_defaults(func=cmd_world)
 
     p = sub.add_parser("forget", help="a forget request on a live eraser: add or withdraw subjects",
@@ -1002,7 +1029,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", default="", help="comma-separated subject ids to withdraw")
     data_options(p)
     p.add_argument("--out", default=None, help="write the updated eraser here (default: update --eraser in place)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("sequential", help="the forget people as one-at-a-time requests: eraser vs baselines",
@@ -1014,12 +1041,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--eraser", default=DEFAULT_ERASER, help="whose settings the sequential eraser uses")
     data_options(p)
-    p.add_argument("--group", type=int, default=1, help="people per request")
+    p.add_argument("--group", type=count, default=1, help="people per request")
     p.add_argument("--methods", default="vanilla,eraser,idk,ga_diff,npo",
                    help="comma-separated: vanilla, eraser and any of the unlearn baselines")
     p.add_argument("--merge", action="store_true", help="keep the other methods already in --json")
-    p.add_argument("--limit", type=int, default=10, help="retained people and general rows evaluated per request")
-    p.add_argument("--withdraw", type=int, default=3)
+    p.add_argument("--limit", type=count, default=10, help="retained people and general rows evaluated per request")
+    p.add_argument("--withdraw", type=count0, default=3)
     p.add_argument("--gate-layer", type=int, default=None,
                    help="the eraser reads its gates at this layer (see evaluate --gate-layer)")
     ramp_options(p)
@@ -1027,7 +1054,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None, help="PNG: forgetting and utility vs requests")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_sequential)
 
     p = sub.add_parser("bench", help="what the method costs: ratios measured in one run",
@@ -1048,7 +1075,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "artefact, build (default: all; the whole bench takes about 6 min on the shipped model and "
                         "27 min at 7B width on 2 CPU cores)")
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("evaluate", help="MLLMU-style evaluation (forget / test / retain / real)",
@@ -1057,9 +1084,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="model folder or hub id (default: the shipped toy model)")
     device_options(p)
     data_options(p)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows of each split")
-    p.add_argument("--max-new-tokens", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=count, default=None, help="evaluate only the first N rows of each split")
+    p.add_argument("--max-new-tokens", type=count, default=50)
+    p.add_argument("--batch-size", type=count, default=32)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--eraser", default=None, help="evaluate with this eraser folder active")
     p.add_argument("--strength", type=float, default=None,
@@ -1073,7 +1100,7 @@ def build_parser() -> argparse.ArgumentParser:
     ramp_options(p)
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -390,6 +390,11 @@ def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
 def test_missing_model_and_worldless_model_give_clear_errors(tmp_path):
     with pytest.raises(UserError, match="Could not load the model"):
         Workbench.load(tmp_path / "nowhere", eraser=None)
+    from core.models.tiny import save_tiny
+    cut = save_tiny("llava", tmp_path / "cut")
+    (cut / "model.safetensors").write_bytes((cut / "model.safetensors").read_bytes()[:4096])
+    with pytest.raises(UserError, match=r"Could not load the model .*download or copy the weights again"):
+        Workbench.shared(cut)
     wb = _workbench()
     with pytest.raises(UserError, match="no toy world"):
         wb.people_rows()

@@ -29,6 +29,28 @@ def test_every_command_has_help(capsys):
         assert "usage: python -m core " + cmd in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["evaluate", "--limit", "-1"], "argument --limit: must be at least 1, got -1"),
+    (["evaluate", "--limit", "0"], "argument --limit: must be at least 1, got 0"),
+    (["evaluate", "--threads", "0"], "argument --threads: must be at least 1, got 0"),
+    (["attack", "--eraser", "E", "--people", "0"], "argument --people: must be at least 1"),
+    (["sweep", "--people", "ten"], "argument --people: expected a whole number, got 'ten'"),
+    (["fit", "--out", "E", "--adversarial-rounds", "-2"], "argument --adversarial-rounds: must be at least 0"),
+])
+def test_counts_that_would_score_nothing_or_slice_rows_away_are_refused_before_any_work(argv, message, capsys):
+    """`--limit -1` used to evaluate every split but its last row and write the JSON as a result."""
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_attack_budget_is_checked_in_its_own_units(tmp_path, capsys):
+    assert main(["attack", "--model", "assets/toy-llava", "--eraser", "assets/toy-llava-eraser", "--eps", "9999",
+                 "--out", str(tmp_path / "a.md")]) == 2
+    assert "--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got 9999" in capsys.readouterr().err
+    assert not (tmp_path / "a.md").exists()
+
+
 def test_models_lists_families_and_a_local_folder(tmp_path, capsys):
     folder = save_tiny("qwen2_5_vl", tmp_path / "q")
     assert main(["models", "--json", "--path", str(folder), "--path", str(tmp_path)]) == 0

@@ -44,6 +44,10 @@ def test_pick_forgets_chosen_subjects_and_retains_the_rest(files):
     assert data.test == []  # the test split held only s0
     with pytest.raises(ValueError, match="unknown subject id"):
         load_data([str(files)]).pick(["nobody"])
+    assert data.splits(1) and all(len(v) == 1 for v in data.splits(1).values())
+    for bad in (0, -1):  # [:-1] would have dropped each split's last row
+        with pytest.raises(ValueError, match="limit must be at least 1"):
+            data.splits(bad)
 
 
 def test_photo_folder_forget_set_with_mllmu_retain(files, tmp_path):

@@ -42,6 +42,33 @@ def test_unsupported_model_type(tmp_path):
         load_adapter(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    return save_tiny("llava", tmp_path_factory.mktemp("saved") / "model")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "config.json").write_text("{model_type: llava"), r"config.json is not valid JSON .*copy config.json"),
+    (lambda f: (f / "model.safetensors").unlink(), r"the weights in .* cannot be loaded \(OSError"),
+    (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]),
+     r"cannot be loaded \(SafetensorError.*download or copy the weights again"),
+    (lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")],
+     r"the tokenizer or image processor of .* cannot be loaded .*copy tokenizer.json"),
+])
+def test_a_damaged_model_folder_names_what_to_copy_again(saved, tmp_path, damage, message):
+    """Damaged checkpoints are a ValueError with the fix (the CLI and the app report those), not a
+    safetensors or tokenizers traceback; the folder itself is left as it was."""
+    import shutil
+
+    from core.models.load import ModelLoadError
+    folder = shutil.copytree(saved, tmp_path / "model")
+    damage(folder)
+    before = sorted((p.name, p.stat().st_size) for p in folder.iterdir())
+    with pytest.raises(ModelLoadError, match=message):
+        load_adapter(folder)
+    assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
+
+
 # ---------------------------------------------------------------- devices, dtypes, shards (issue 23)
 def _eraser_for(a, seed=0):
     from core.eraser import Eraser, EraserConfig

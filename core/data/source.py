@@ -56,6 +56,8 @@ class ForgetData:
         that brings nothing to retain (a few photos and a name) is scored on built-in scene
         pictures as well (`scenes`, SCENE_ROWS of them), so that an evaluation always shows what
         the eraser costs."""
+        if limit is not None and limit < 1:  # v[:-1] would drop each split's last row without a word
+            raise ValueError(f"limit must be at least 1 record per split (or None for all), got {limit}")
         out = {"forget": self.forget, "test": self.test, "retain": self.retain, "real": self.real, **self.extra}
         if not self.retain and not self.real and "scenes" not in out:
             from .scenes import scene_records

@@ -40,6 +40,17 @@ class ModelNotFoundError(FileNotFoundError):
     """Raised with a message that says what to do next."""
 
 
+class ModelLoadError(ValueError):
+    """A model folder whose files are there but cannot be used (a config that is not JSON, weights
+    missing or cut short, no tokenizer); the message names the folder and what to copy again.
+    A ValueError, so that the CLI and the app report it instead of a library traceback."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
 def _import(path: str):
     module, _, name = path.rpartition(".")
     mod = __import__(module, fromlist=[name])
@@ -79,7 +90,13 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def detect_family(folder: Path) -> str:
-    cfg = json.loads((folder / "config.json").read_text())
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{folder / 'config.json'} is not valid JSON ({_first_line(exc)}): copy config.json "
+                             "again from the checkpoint") from None
+    if not isinstance(cfg, dict):
+        raise ModelLoadError(f"{folder / 'config.json'} holds no model configuration: copy it again from the checkpoint")
     model_type = cfg.get("model_type", "")
     if model_type not in FAMILIES:
         raise ValueError(f"{folder}: model_type {model_type!r} is not supported; supported: {sorted(FAMILIES)}")
@@ -131,9 +148,21 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
                       offload_folder=None if offload_folder is None else str(offload_folder))
     elif torch.device(device).type != "cpu":
         kwargs["device_map"] = device  # loaded straight onto the device, in the checkpoint's dtype
-    model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    processor = _import(proc_path).from_pretrained(folder)
+    from safetensors import SafetensorError
+    try:
+        model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).eval()
+    except (OSError, SafetensorError) as exc:  # no weights file, a file cut short or not safetensors
+        raise ModelLoadError(
+            f"the weights in {folder} cannot be loaded ({_first_line(exc)}): the folder needs the whole checkpoint "
+            "as save_pretrained wrote it (model.safetensors, or its shards and model.safetensors.index.json); "
+            "download or copy the weights again if a file was cut short") from exc
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        processor = _import(proc_path).from_pretrained(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"the tokenizer or image processor of {folder} cannot be loaded ({_first_line(exc)}): copy "
+            "tokenizer.json, tokenizer_config.json and preprocessor_config.json from the checkpoint") from exc
     adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),
                                chat_template=_chat_template(folder, tokenizer), image_size=image_size)
     return adapter
