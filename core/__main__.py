@@ -1105,9 +1105,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FOLDER_OUT = {"fit", "unlearn", "train-toy", "pretrain-text", "forget"}  # commands whose --out is a folder
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse an output path of the wrong kind before any work: a fit of minutes used to end in a
+    FileExistsError traceback when --out named an existing file."""
+    folders = [("--export", getattr(args, "export", None)), ("--export-folder", getattr(args, "export_folder", None))]
+    files = [("--json", getattr(args, "json", None)), ("--figure", getattr(args, "figure", None))]
+    out = getattr(args, "out", None)
+    (folders if args.command in FOLDER_OUT else files).append(("--out", out))
+    for flag, path in folders:
+        if isinstance(path, str) and Path(path).exists() and not Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a file; this command writes a folder there: pass a new folder path")
+    for flag, path in files:
+        if isinstance(path, str) and Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a folder; this command writes a file there: pass a file path "
+                             "such as runs/report.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_outputs(args)
         return args.func(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

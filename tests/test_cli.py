@@ -44,6 +44,18 @@ def test_counts_that_would_score_nothing_or_slice_rows_away_are_refused_before_a
     assert done.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_an_output_path_of_the_wrong_kind_is_refused_before_any_work(tmp_path, capsys):
+    """A fit used to run to its end and then fail with a FileExistsError traceback."""
+    (tmp_path / "taken").write_text("notes")
+    for argv, message in ((["fit", "--forget", "forget_10", "--out", str(tmp_path / "taken")], "is a file; this command "
+                           "writes a folder there"),
+                          (["world", "--export", str(tmp_path / "taken")], "--export"),
+                          (["evaluate", "--json", str(tmp_path)], "is a folder; this command writes a file there")):
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "notes" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 def test_the_attack_budget_is_checked_in_its_own_units(tmp_path, capsys):
     assert main(["attack", "--model", "assets/toy-llava", "--eraser", "assets/toy-llava-eraser", "--eps", "9999",
                  "--out", str(tmp_path / "a.md")]) == 2
