@@ -36,6 +36,9 @@ def test_split_specs_and_a_folder_of_files(files):
     assert data.names == ["Mara Quill", "Oskar Draper", "Sam Rivers", "Alex Morgan"]
     with pytest.raises(ValueError, match="SPLIT=PATH"):
         parse_specs(["nonsense"])
+    for typo in (["retian=b.parquet"], {"forget": "a.parquet", "validation": "v.parquet"}):
+        with pytest.raises(ValueError, match=r"unknown split name\(s\) '(retian|validation)'.*forget, retain, test, real"):
+            parse_specs(typo)  # was read and then never used: a fit without the retained people it was given
 
 
 def test_pick_forgets_chosen_subjects_and_retains_the_rest(files):

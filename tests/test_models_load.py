@@ -69,6 +69,16 @@ def test_a_damaged_model_folder_names_what_to_copy_again(saved, tmp_path, damage
     assert sorted((p.name, p.stat().st_size) for p in folder.iterdir()) == before
 
 
+def test_a_device_this_machine_lacks_is_named_before_loading(saved):
+    with pytest.raises(ValueError, match="'junk' is not a device name"):
+        load_adapter(saved, device="junk")
+    if torch.cuda.is_available():  # a GPU machine loads there
+        assert load_adapter(saved, device="cuda").device.type == "cuda"
+    else:  # torch's own error was an AssertionError from deep inside the load
+        with pytest.raises(ValueError, match="asks for a GPU, but this torch sees none.*--device cpu"):
+            load_adapter(saved, device="cuda")
+
+
 # ---------------------------------------------------------------- devices, dtypes, shards (issue 23)
 def _eraser_for(a, seed=0):
     from core.eraser import Eraser, EraserConfig

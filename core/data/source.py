@@ -117,12 +117,12 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     """`["forget=PATH", "retain=PATH"]` (the CLI's --data) or a mapping, or one folder holding the
     files `world --export` writes (`["DIR"]`), as split -> path."""
     if isinstance(specs, Mapping):
-        return dict(specs)
+        return _known_splits(dict(specs))
     out: dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
         if sep:
-            out[name] = path
+            out[name.strip()] = path
         elif Path(spec).is_dir():
             found = {}
             for k, pattern in MLLMU_FILES.items():
@@ -139,7 +139,17 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
         else:
             raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet) or a folder of MLLMU "
                              f"files, got {spec!r}")
-    return out
+    return _known_splits(out)
+
+
+def _known_splits(specs: dict[str, str]) -> dict[str, str]:
+    """Why: a misspelt split ("retian=...") was read and then never used, so a fit ran without the
+    retained people it was given."""
+    unknown = sorted(set(specs) - set(MLLMU_FILES))
+    if unknown:
+        raise ValueError(f"unknown split name(s) {', '.join(map(repr, unknown))}: name each file as one of "
+                         f"{', '.join(MLLMU_FILES)} (e.g. --data retain=retain_90.parquet)")
+    return specs
 
 
 def load_data(mllmu: Sequence[str] | Mapping[str, str] = (), forget_dir: str | Path | None = None,

@@ -140,6 +140,7 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
         dtype = DTYPES[dtype]
     if device_map is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _check_device(device)
     if dtype == "auto" and (device_map is None and torch.device(device).type == "cpu"):
         dtype = torch.float32  # half-precision matmuls are slow (or crash) on CPUs
     kwargs: dict = {"dtype": dtype}
@@ -166,6 +167,18 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
     adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),
                                chat_template=_chat_template(folder, tokenizer), image_size=image_size)
     return adapter
+
+
+def _check_device(device: str) -> None:
+    """A device this machine has, said before the weights are read (torch's own errors come from
+    deep inside the load: an AssertionError for a CPU-only build asked for CUDA)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"device {device!r} is not a device name: use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asks for a GPU, but this torch sees none (a CPU-only build, or no "
+                         "visible GPU): use --device cpu, or install a CUDA build of torch on a GPU machine")
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
