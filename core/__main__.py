@@ -1066,7 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eraser", default=DEFAULT_ERASER)
     p.add_argument("--shape", choices=["llava-1.5-7b", "qwen2.5-vl-7b"], default=None,
                    help="a model of that real width with random weights instead of --model")
-    p.add_argument("--layers", type=int, default=None, help="decoder layers of the --shape model (default: 2 on a "
+    p.add_argument("--layers", type=count, default=None, help="decoder layers of the --shape model (default: 2 on a "
                                                             "CPU, all on a GPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: checks that every part runs")
     p.add_argument("--no-baseline", action="store_true", help="skip training IdkNLL")

@@ -36,6 +36,7 @@ def test_every_command_has_help(capsys):
     (["attack", "--eraser", "E", "--people", "0"], "argument --people: must be at least 1"),
     (["sweep", "--people", "ten"], "argument --people: expected a whole number, got 'ten'"),
     (["fit", "--out", "E", "--adversarial-rounds", "-2"], "argument --adversarial-rounds: must be at least 0"),
+    (["bench", "--shape", "llava-1.5-7b", "--layers", "0"], "argument --layers: must be at least 1"),
 ])
 def test_counts_that_would_score_nothing_or_slice_rows_away_are_refused_before_any_work(argv, message, capsys):
     """`--limit -1` used to evaluate every split but its last row and write the JSON as a result."""
