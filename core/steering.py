@@ -87,6 +87,9 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
     """Per-layer strengths from a scalar, a full list or a {layer: strength} map, then masked
     to `layers` (None = every layer given a strength)."""
     if isinstance(strength, Mapping):
+        bad = sorted(int(l) for l in strength if not 0 <= int(l) < num_layers)
+        if bad:  # a map for another model would steer nothing, silently
+            raise ValueError(f"strength given for layer(s) {bad}, out of range: the model has layers 0..{num_layers - 1}")
         vals = [float(strength.get(i, 0.0)) for i in range(num_layers)]
     elif isinstance(strength, (int, float)):
         vals = [float(strength)] * num_layers

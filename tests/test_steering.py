@@ -206,6 +206,8 @@ def test_layer_strengths_and_bad_values():
     assert layer_strengths(2, [0.1, 0.2]) == (0.1, 0.2)
     with pytest.raises(ValueError, match="out of range"):
         layer_strengths(2, 0.3, layers=[5])
+    with pytest.raises(ValueError, match=r"strength given for layer\(s\) \[7\], out of range"):
+        layer_strengths(4, {1: 1.0, 7: 1.0})  # a map written for a deeper model steered nothing at layer 7
     with pytest.raises(ValueError, match="usable number"):
         SteeringConfig((float("nan"),))
     with pytest.raises(ValueError, match="mode"):
