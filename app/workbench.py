@@ -443,13 +443,15 @@ class Workbench:
         this data. With `add`, the person joins the current eraser as one more forget request
         instead (core.requests: only their prompts are run through the model)."""
         import json as _json
-        from core.data.folder import MAX_IMAGES, FolderError, names_of_photos, subject_from
+        from core.data.folder import MAX_FACTS_BYTES, MAX_IMAGES, FolderError, names_of_photos, subject_from
         files = [f for f in (photos or []) if f is not None]
         if not 1 <= len(files) <= MAX_IMAGES:
             raise UserError(f"Upload between 1 and {MAX_IMAGES} photos of the person (got {len(files)}).")
         name = (name or "").strip()
         if not name or len(name) > 80:
             raise UserError("Type the person's name (1-80 characters): the eraser also forgets questions by name.")
+        if len(facts_json or "") > MAX_FACTS_BYTES:
+            raise UserError(f"The facts are over {MAX_FACTS_BYTES // 2**20} MB of text: one person's facts fit in far less.")
         try:
             facts = _json.loads(facts_json) if (facts_json or "").strip() else None
         except ValueError as exc:

@@ -437,6 +437,10 @@ def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_sess
         wb.forget_someone(paths, "  ", "", Session())
     with pytest.raises(UserError, match="not valid JSON"):
         wb.forget_someone(paths, person.name, "{oops", Session())
+    with pytest.raises(UserError, match="over 1 MB of text"):
+        wb.forget_someone(paths, person.name, "[" * (2**20 + 1), Session())
+    with pytest.raises(UserError, match="'qa' must be a list of objects"):
+        wb.forget_someone(paths, person.name, '{"qa": "Where was she born? Oslo."}', Session())
     with pytest.raises(UserError, match="cannot spell the name 'Zorblax"):
         wb.forget_someone(paths, "Zorblax Quux", "", Session())
     (tmp_path / "bad.png").write_text("not an image")

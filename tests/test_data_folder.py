@@ -85,12 +85,46 @@ def test_bad_folders_say_what_to_fix(tmp_path):
     (bad / "facts.json").write_text(json.dumps({"cloze": [{"question": "no blank", "answer": "a"}]}))
     with pytest.raises(FolderError, match="marks its blank"):
         subject_record(bad)
-    (bad / "facts.json").write_text(json.dumps({"mcq": [{"question": "q", "options": {"A": "x"}, "answer": "C"}]}))
+    (bad / "facts.json").write_text(json.dumps({"mcq": [{"question": "q", "options": {"A": "x", "B": "y"}, "answer": "C"}]}))
     with pytest.raises(FolderError, match="not one of its options"):
         subject_record(bad)
     (bad / "facts.json").write_text(json.dumps({"qa": [{"question": "q"}]}))
     with pytest.raises(FolderError, match="needs question, answer"):
         subject_record(bad)
+
+
+@pytest.mark.parametrize("facts, message", [
+    ({"qa": 5}, "'qa' must be a list of objects, got int"),
+    ({"mcq": [{"question": "q", "options": ["Oslo", "Lima"], "answer": "A"}]}, "options are one object of 2-8 letters"),
+    ({"cloze": [{"question": 7, "answer": "x"}]}, "question must be a text"),
+    ({"qa": [{"question": "Where? " * 200, "answer": "x"}]}, "at most 500 characters"),
+    ({"qa": [{"question": "Where?", "answer": "Oslo"}] * 201}, "201 facts; give at most 200"),
+    ({"name": "A" * 81}, "over 80 characters"),
+])
+def test_facts_of_the_wrong_type_or_size_say_what_to_fix(tmp_path, facts, message):
+    """Numbers where text belongs and lists where an object belongs used to end in a TypeError."""
+    d = _subject(tmp_path, "x", 1)
+    (d / "facts.json").write_text(json.dumps(facts))
+    with pytest.raises(FolderError, match=message):
+        subject_record(d)
+
+
+def test_a_facts_file_too_large_for_one_person_is_refused_unread(tmp_path):
+    from core.data.folder import MAX_FACTS_BYTES
+    d = _subject(tmp_path, "x", 1)
+    (d / "facts.json").write_text(" " * (MAX_FACTS_BYTES + 1))
+    with pytest.raises(FolderError, match="is over 1 MB"):
+        subject_record(d)
+
+
+def test_numbers_are_accepted_as_answers_and_options(tmp_path):
+    d = _subject(tmp_path, "x", 1)
+    (d / "facts.json").write_text(json.dumps({"qa": [{"question": "Born in?", "answer": 1981}],
+                                              "mcq": [{"question": "Born in?", "options": {"A": 1979, "B": 1981},
+                                                       "answer": "B"}]}))
+    rec = subject_record(d)
+    assert rec.generation[0].ground_truth == "1981"
+    assert rec.classification_image[0].options == {"A": "1979", "B": "1981"}
 
 
 def test_an_unreadable_image_among_good_ones_is_skipped_with_a_warning(tmp_path):

@@ -11,6 +11,9 @@
 - "mcq": [{"question", "options": {"A": ..., "B": ...}, "answer": "B", "image": true}];
 - "cloze": [{"question": "... __ ...", "answer", "image": true}].
 "image" says whether the question is asked with a photo ("this person") or by name (default true).
+Questions are text, answers and options text or numbers, each at most 500 characters; an MCQ has
+2-8 options; at most 200 items per subject and 1 MB per file (anything else is refused, naming
+what to fix).
 
 A subject with photos and a name only is valid: it is asked the project's standard name
 questions (an open question, a cloze and a four-way MCQ whose other options are the names of
@@ -35,6 +38,9 @@ FACTS_FILES = ("facts.json", "facts.jsonl")
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_PIXELS = 4096 * 4096
+MAX_FACTS_BYTES = 2**20  # a facts file or the app's facts box: what one person's facts need, many times over
+MAX_FACT_ITEMS = 200  # qa + cloze + mcq items of one subject (MLLMU-Bench has a few dozen per person)
+MAX_FACT_CHARS = 500  # one question, answer or option
 SPARE_NAMES = ("Alex Morgan", "Sam Rivers", "Jordan Lee", "Taylor Brooks")
 NAME_QUESTION, NAME_CLOZE = "Who is this person?", "This person's name is __."
 CAMERA_NAMES = ("img", "dsc", "dscn", "dcim", "pxl", "photo", "image", "screenshot", "whatsapp", "signal", "pic")
@@ -81,6 +87,8 @@ def _facts(folder: Path) -> dict[str, Any]:
         f = folder / name
         if not f.is_file():
             continue
+        if f.stat().st_size > MAX_FACTS_BYTES:
+            raise FolderError(f"{f} is over {MAX_FACTS_BYTES // 2**20} MB: one person's facts fit in far less")
         try:
             if name.endswith(".jsonl"):
                 facts: dict[str, Any] = {}
@@ -106,10 +114,35 @@ def _item_type(item: dict) -> str:
     return IMAGE_TEXTUAL if item.get("image", True) else PURE_TEXT
 
 
+def _items(facts: dict[str, Any], kind: str, where: str) -> list:
+    items = facts.get(kind, [])
+    if not isinstance(items, list):
+        raise FolderError(f"{where}: {kind!r} must be a list of objects, got {type(items).__name__}")
+    return items
+
+
+def _text(value: Any, key: str, where: str) -> str:
+    """A question must be text; an answer or option may be a number. Why: a number where text
+    belongs used to fail deep inside with a TypeError, and a megabyte question became a prompt."""
+    ok = isinstance(value, str) or (key != "question" and isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok or len(str(value)) > MAX_FACT_CHARS:
+        raise FolderError(f"{where}: {key} must be a text of at most {MAX_FACT_CHARS} characters; got {str(value)[:60]!r}")
+    return str(value)
+
+
 def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
     if not isinstance(item, dict) or any(not item.get(k) for k in keys):
-        raise FolderError(f"{where}: each item needs {', '.join(keys)}; got {item!r}")
-    return item
+        raise FolderError(f"{where}: each item needs {', '.join(keys)}; got {str(item)[:200]}")
+    out = dict(item)
+    for k in keys:
+        if k != "options":
+            out[k] = _text(item[k], k, where)
+        elif not isinstance(item[k], dict) or not 2 <= len(item[k]) <= 8:
+            raise FolderError(f"{where}: an MCQ's options are one object of 2-8 letters -> text, such as "
+                              f'{{"A": "Oslo", "B": "Lima"}}; got {str(item[k])[:60]}')
+        else:
+            out[k] = {_text(o, "option", where): _text(v, "option", where) for o, v in item[k].items()}
+    return out
 
 
 def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
@@ -134,21 +167,26 @@ def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: d
     what a photo folder and the app's "Forget someone" upload both build."""
     if not name or not name.strip():
         raise FolderError("the subject needs a name: the project asks about them by name too")
+    if len(name.strip()) > 80:
+        raise FolderError(f"{where}: the name {name.strip()[:40]!r}... is over 80 characters: give the person's name")
     facts = facts or {}
     if not isinstance(facts, dict):
         raise FolderError(f"{where}: facts must be one JSON object with qa / mcq / cloze lists")
     rec = PersonRecord(id=subject_id, images=list(images), name=name.strip())
-    for it in facts.get("qa", []):
+    qa, cloze, mcq = (_items(facts, kind, where) for kind in ("qa", "cloze", "mcq"))
+    if len(qa) + len(cloze) + len(mcq) > MAX_FACT_ITEMS:
+        raise FolderError(f"{where}: {len(qa) + len(cloze) + len(mcq)} facts; give at most {MAX_FACT_ITEMS} per subject")
+    for it in qa:
         it = _need(it, ("question", "answer"), where)
-        rec.generation.append(GenerationItem(it["question"], str(it["answer"]), _item_type(it)))
-    for it in facts.get("cloze", []):
+        rec.generation.append(GenerationItem(it["question"], it["answer"], _item_type(it)))
+    for it in cloze:
         it = _need(it, ("question", "answer"), where)
         if "__" not in it["question"]:
             raise FolderError(f"{where}: a cloze question marks its blank with __; got {it['question']!r}")
-        rec.mask.append(MaskItem(it["question"], str(it["answer"]), _item_type(it)))
-    for it in facts.get("mcq", []):
+        rec.mask.append(MaskItem(it["question"], it["answer"], _item_type(it)))
+    for it in mcq:
         it = _need(it, ("question", "options", "answer"), where)
-        opts = {str(k): str(v) for k, v in dict(it["options"]).items()}
+        opts = it["options"]
         if it["answer"] not in opts:
             raise FolderError(f"{where}: MCQ answer {it['answer']!r} is not one of its options {sorted(opts)}")
         item = ClassificationItem(it["question"], opts, str(it["answer"]))
