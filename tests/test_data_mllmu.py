@@ -119,3 +119,10 @@ def test_picture_paths_are_read_next_to_the_file_only(tmp_path):
         with pytest.raises(ValueError, match="lies outside the folder of the parquet file"):
             load_parquet(_write(tmp_path, [{"ID": "2", "image": {"bytes": None, "path": p}}]))
     secret.unlink()
+
+
+def test_a_question_too_long_to_be_a_prompt_names_its_row(tmp_path):
+    rows = [{"ID": "5", "image": {"bytes": _png((1, 1, 1)), "path": None},
+             "Mask_Task": [{"Question": "She lives in __. " * 400, "Ground_Truth": "Oslo", "Type": "Pure_Text"}]}]
+    with pytest.raises(ValueError, match=r"row 0 \(ID 5\): a question of 6800 characters \(at most 4000\)"):
+        load_parquet(_write(tmp_path, rows))

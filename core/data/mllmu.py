@@ -174,6 +174,24 @@ def _parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+MAX_TEXT_CHARS = 4000  # one question, answer or option (MLLMU-Bench's longest are a few hundred)
+
+
+def _check_text(rec: PersonRecord, where: str) -> None:
+    """Why: a question is a prompt, and an uploaded file with a megabyte question would be run
+    through the model as one."""
+    texts: list[tuple[str, str]] = []
+    for it in [*rec.classification_image, *rec.classification_text]:
+        texts += [("question", it.question), *(("option", o) for o in it.options.values())]
+    texts += [(k, v) for it in [*rec.generation, *rec.mask] for k, v in (("question", it.question),
+                                                                          ("answer", it.ground_truth))]
+    texts += [(k, v) for it in rec.qa for k, v in (("question", it.question), ("answer", it.answer))]
+    long = next(((k, v) for k, v in texts if len(str(v)) > MAX_TEXT_CHARS), None)
+    if long is not None:
+        raise ValueError(f"{where}: a {long[0]} of {len(str(long[1]))} characters (at most {MAX_TEXT_CHARS}); "
+                         "shorten it or drop that row")
+
+
 def load_parquet(path: str | Path) -> list[PersonRecord]:
     """Read an MLLMU-Bench parquet file (or a directory of them) into PersonRecords.
 
@@ -214,4 +232,5 @@ def load_parquet(path: str | Path) -> list[PersonRecord]:
                 biography=None if bio is None else str(bio),
                 name=row.get("name"),
             ))
+            _check_text(records[-1], where)
     return records
