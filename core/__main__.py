@@ -518,12 +518,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from core.robustness import (RobustnessConfig, attack_report, budget_curve, format_curve, format_report,
                                  prefix_facts)
     torch.set_num_threads(args.threads)
+    _check_eps(args.eps)  # before the model loads
     adapter = load_model(args)
     eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
-    _check_eps(args.eps)
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
     budgets = []
     if args.curve:

@@ -490,7 +490,7 @@ class Eraser:
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
             recall: Sequence[Prompt], erase: Sequence[Prompt], config: EraserConfig | None = None,
-            batch_size: int = 16, progress: Callable[[str, int, int], None] | None = None,
+            batch_size: int | None = None, progress: Callable[[str, int, int], None] | None = None,
             should_stop: Callable[[], bool] | None = None,
             activations: dict[str, torch.Tensor] | None = None) -> "Eraser":
         """Collect activations for the four prompt sets on `adapter` and fit.
@@ -664,7 +664,8 @@ class Eraser:
         u = self.gate[layers].to(h)
         return torch.stack([gate_scores(h[:, i], u[i]) for i in range(len(layers))], -1).mean(-1)
 
-    def decision_gates(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
+    def decision_gates(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int | None = None
+                       ) -> torch.Tensor:
         """(N,) unsteered values of the gate that decides the steering (`read_gate` at `gate_layers`)."""
         layers = self.gate_layers
         acts = collect(adapter, prompts, layers, batch_size=batch_size, position=self.gate_position).double()
@@ -687,7 +688,8 @@ class Eraser:
             return partial(self.apply, adapter, base, layers, mode)
         return {t: partial(self.apply, adapter, float(per.get(t, base)), layers, mode) for t in (*TASKS, "refusal")}
 
-    def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int = 16) -> torch.Tensor:
+    def gate_values(self, adapter: VLMAdapter, prompts: Sequence[Prompt], batch_size: int | None = None
+                    ) -> torch.Tensor:
         """(N, L) unsteered gate values c_l(h) = h_l . u_l (h at the eraser's gate position)."""
         acts = collect(adapter, prompts, batch_size=batch_size, position=self.gate_position).double()
         return torch.stack([gate_scores(acts[:, l], self.gate[l]) for l in range(self.num_layers)], 1)

@@ -84,7 +84,7 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
     return new.follow_ramp() if ramp else new
 
 
-def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int = 16,
+def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  contrast: tuple[Sequence[Prompt], Sequence[Prompt]] | None = None) -> Eraser:
