@@ -451,7 +451,7 @@ def table(res: dict) -> str:
     m = res["model"]
     name = m.get("shape") or Path(m.get("folder", "")).name
     lines = [f"Model: {name}, {m['layers']} layers of width {m['width']}, on {res['device']} "
-             f"({res['threads']} threads). Every figure is a ratio of two timings of this run.", "",
+             f"({res['threads']} threads). Every figure is a ratio of two timings taken in the same run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res.get("steering", []):
         gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])}"

@@ -24,7 +24,7 @@ def headline(shipped: dict, shape: dict | None, qwen: dict | None = None) -> str
     """The README's few lines: the ratios a reader asks about first."""
     fit = next(f for f in shipped["fit"] if f["width"] == 4096)
     art = next(a for a in shipped["artefact"] if a["width"] == 4096)
-    lines = ["| measurement (2-core CPU; ratios from one run) | value |", "|---|---|"]
+    lines = ["| measurement (2-core CPU; each ratio from two timings of one run) | value |", "|---|---|"]
     for res, where in ((shipped, "the shipped model (4 layers of width 256)"),
                        (shape, "a model of LLaVA-1.5-7B's width (2 layers, random weights)")):
         if res:
