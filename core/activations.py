@@ -195,7 +195,7 @@ def collection_batch(adapter: VLMAdapter) -> int:
     parameters, whose forward is bound by Python overhead (64 made the shipped eraser's fit 16%
     faster than 16, activations equal to float rounding), 16 on larger ones (the kept keys and
     values of 16 pictures' starts are already about 5 GB at LLaVA-1.5-7B's length)."""
-    return 64 if sum(p.numel() for p in adapter.model.parameters()) < SMALL_MODEL else 16
+    return 64 if adapter.num_parameters < SMALL_MODEL else 16
 
 
 def collect(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequence[int] | None = None,

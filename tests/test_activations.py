@@ -284,3 +284,14 @@ def test_while_the_context_steers_prompts_are_read_whole():
         whole = collect(a, prompts, [2], position="mean", share_starts=False)
     assert torch.equal(steered, whole) and not torch.allclose(steered, plain, atol=1e-3)
     assert len(shared_starts(a, prompts, [2])[0]) == 1  # shared again once the steering ends
+
+
+def test_collection_batches_are_large_for_small_models_only():
+    """64 prompts per pass where Python overhead dominates; 16 at a billion parameters and more,
+    where 16 pictures' kept keys and values are already gigabytes."""
+    from core.activations import collection_batch
+    a = tiny_adapter("llava")
+    assert a.num_parameters == sum(p.numel() for p in a.model.parameters()) < 10**9
+    assert collection_batch(a) == 64
+    a.__dict__["num_parameters"] = 10**9  # as a 1B model would count
+    assert collection_batch(a) == 16

@@ -10,6 +10,7 @@ differs: the image-token layout and the pixel pipeline.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
@@ -90,6 +91,11 @@ class VLMAdapter:
     @property
     def num_layers(self) -> int:
         return len(self.layers)
+
+    @functools.cached_property
+    def num_parameters(self) -> int:
+        """Parameters of the whole model, counted once (the model is never resized in place)."""
+        return sum(p.numel() for p in self.model.parameters())
 
     @property
     def context_length(self) -> int:
