@@ -145,3 +145,30 @@ def test_a_later_turn_keeps_one_image_in_the_first_turn_and_ends_with_the_prefil
     assert a.tokenizer.decode(ids[0, -2:]).strip().endswith("the name".split()[-1])
     with torch.no_grad():
         assert torch.isfinite(a.logits(batch)).all()
+
+
+def test_prompt_ids_are_built_once_per_prompt_and_stay_equal_to_a_fresh_build(family, monkeypatch):
+    """Gate sets ask one question about many pictures: the ids of a prompt are built once per
+    adapter. A cached prompt's ids equal what the template and tokenizer give, a caller editing
+    its list changes nothing for the next, later turns and prefills are prompts of their own, and
+    the memo is bounded."""
+    import core.models.base as base
+    a = tiny_adapter(family)  # shared between tests: questions no other test asks
+    calls = []
+    render = a.conversation
+    monkeypatch.setattr(a, "conversation", lambda *args: calls.append(args) or render(*args))
+    first = a.prompt_ids("what is on this memo test picture ?", True)
+    first.append(-1)
+    again = a.prompt_ids("what is on this memo test picture ?", True)
+    assert len(calls) == 1 and again == first[:-1]
+    text = a.expand_image_tokens(render("what is on this memo test picture ?", True))
+    assert again == a.after_prompt_ids(a.tokenizer(text, add_special_tokens=a.add_bos)["input_ids"])
+    assert a.prompt_ids("what is on this memo test picture ?", False) != again and len(calls) == 2
+    if a.chat_template:
+        later = a.prompt_ids("what is on this memo test picture ?", True, [["who ?", "a person"]], "the")
+        assert later != again and a.prompt_ids("what is on this memo test picture ?", True, (("who ?", "a person"),), "the") == later
+        assert len(calls) == 3
+    monkeypatch.setattr(base, "PROMPT_IDS_CACHE", 2)
+    for q in ("memo a ?", "memo b ?", "memo c ?"):
+        a.prompt_ids(q, False)
+    assert len(a._prompt_ids_cache) <= 2
