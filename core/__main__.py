@@ -678,7 +678,7 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     data_options(p, " (default: the eraser's own)")
     p.add_argument("--people", type=count, default=10, help=people_help)
     p.add_argument("--out", default=out)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count0, default=0)
     p.add_argument("--threads", type=count, default=2)
 
 
@@ -721,6 +721,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
         shutil.rmtree(leftover, ignore_errors=True)
     new.save_pretrained(tmp, state=True)  # complete before the old eraser is touched
     if out.exists():
+        _carry_extras(out, tmp)
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
@@ -800,7 +801,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "With --retain-only-out also train the RETAIN-ONLY model without the --forget "
                                    "people: the gold standard unlearning tries to match.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
-    p.add_argument("--seed", type=int, default=0, help="world and training seed")
+    p.add_argument("--seed", type=count0, default=0, help="world and training seed")
     p.add_argument("--people", type=count, default=100, help="number of fictitious people")
     p.add_argument("--steps", type=int, default=9000, help="optimizer steps of the main phase (ToyModelConfig.steps)")
     p.add_argument("--identity-steps", type=int, default=400,
@@ -840,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "reverse lookups and private-data requests it must refuse (no fact about "
                                    "anyone): the 'base language model' that train-toy --text-init starts from.")
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
-    p.add_argument("--seed", type=int, default=0, help="training seed, and the world whose tokenizer is used")
+    p.add_argument("--seed", type=count0, default=0, help="training seed, and the world whose tokenizer is used")
     p.add_argument("--people", type=count, default=100, help="people in that world (use train-toy's --seed/--people)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 5000)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
@@ -933,7 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per group under-measured the evaluation's retain cost by 1-3 points on both world seeds)")
     p.add_argument("--min-fluency", type=float, default=0.95,
                    help="tuner constraint: share of well-formed replies, on forget and on retain prompts each")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count0, default=0)
     p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_fit)
 
@@ -974,7 +975,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count0, default=0)
     p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_relearn)
 
@@ -995,14 +996,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-weight", type=float, default=d.retain_weight, help="c: weight of the retain NLL")
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="a: weight of the retain KL (kl_min)")
     p.add_argument("--beta", type=float, default=d.beta, help="b: NPO temperature")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count0, default=0)
     p.add_argument("--threads", type=count, default=2)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
                        description="Generate the synthetic world for --seed: print people, save a portrait grid, "
                                    "export forget / retain / test / real splits as MLLMU-Bench parquet files.")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=count0, default=0)
     p.add_argument("--people", type=count, default=100)
     p.add_argument("--grid", default=None, help="save a PNG grid of portraits here")
     p.add_argument("--grid-people", type=count, default=8, help="people shown in the grid")
@@ -1108,6 +1109,26 @@ def build_parser() -> argparse.ArgumentParser:
 FOLDER_OUT = {"fit", "unlearn", "train-toy", "pretrain-text", "forget"}  # commands whose --out is a folder
 
 
+def _carry_extras(old: Path, new: Path) -> None:
+    """Copy what an eraser folder holds besides the eraser (the tuner's tuning.json, a user's
+    notes) into its replacement: `forget` writes a new folder and swaps it in whole."""
+    import shutil
+    from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME
+    for entry in old.iterdir():
+        if entry.name not in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME) and not (new / entry.name).exists():
+            (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, new / entry.name)
+
+
+def _check_forget_out(out: str | None) -> None:
+    """`forget` replaces the folder it writes: one that exists must hold an eraser. Why: `--out`
+    naming a folder of other files deleted them all."""
+    from core.eraser import CONFIG_NAME
+    folder = Path(out) if out else None
+    if folder and folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_NAME).is_file():
+        raise ValueError(f"--out {out} is a folder that holds no eraser, and this command replaces the folder it "
+                         "writes: pass a new folder, or the eraser folder itself to update it in place")
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path of the wrong kind before any work: a fit of minutes used to end in a
     FileExistsError traceback when --out named an existing file."""
@@ -1122,6 +1143,8 @@ def check_outputs(args: argparse.Namespace) -> None:
         if isinstance(path, str) and Path(path).is_dir():
             raise ValueError(f"{flag} {path} is a folder; this command writes a file there: pass a file path "
                              "such as runs/report.md")
+    if args.command == "forget":
+        _check_forget_out(out)
 
 
 def main(argv: list[str] | None = None) -> int:

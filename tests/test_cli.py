@@ -37,6 +37,9 @@ def test_every_command_has_help(capsys):
     (["sweep", "--people", "ten"], "argument --people: expected a whole number, got 'ten'"),
     (["fit", "--out", "E", "--adversarial-rounds", "-2"], "argument --adversarial-rounds: must be at least 0"),
     (["bench", "--shape", "llava-1.5-7b", "--layers", "0"], "argument --layers: must be at least 1"),
+    # numpy's "expected non-negative integer" came after the model (and unlearn's training) had started
+    (["unlearn", "--method", "idk", "--seed", "-2", "--out", "U"], "argument --seed: must be at least 0, got -2"),
+    (["world", "--seed", "-5"], "argument --seed: must be at least 0, got -5"),
 ])
 def test_counts_that_would_score_nothing_or_slice_rows_away_are_refused_before_any_work(argv, message, capsys):
     """`--limit -1` used to evaluate every split but its last row and write the JSON as a result."""
@@ -310,7 +313,9 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
     assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--forget", people[0], "--subject-gates",
                  "--gate-retain", "200", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--threads", "1"]) == 0
     assert (e / STATE_NAME).is_file()
+    (e / "notes.md").write_text("who asked, and when")  # files besides the eraser stay with it
     assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", people[1], "--threads", "1"]) == 0
+    assert (e / "notes.md").read_text() == "who asked, and when"
     assert f"now forgets 2 subject(s): {', '.join(sorted(people[:2]))}" in capsys.readouterr().out
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert [(r["action"], r["subjects"]) for r in cfg["requests"]] == [("fit", [people[0]]), ("add", [people[1]])]
@@ -323,6 +328,12 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
     assert "already forgotten" in capsys.readouterr().err
     assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--threads", "1"]) != 0
     assert "--add IDS" in capsys.readouterr().err
+    mine = tmp_path / "mine"  # an --out folder of other files: it used to be replaced, its files deleted
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--remove", people[1], "--out", str(mine),
+                 "--threads", "1"]) != 0
+    assert "holds no eraser" in capsys.readouterr().err and [p.name for p in mine.iterdir()] == ["thesis.tex"]
     assert json.loads((e / "eraser_config.json").read_text())["subjects"] == [people[1]]  # refusals change nothing
     bare = tmp_path / "bare"  # saved without its fit state: the first request collects its gate sets once
     assert main(["fit", "--model", str(mini_toy), "--out", str(bare), "--forget", people[0], "--subject-gates",
