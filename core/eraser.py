@@ -42,6 +42,7 @@ POLARITY = ("direction = mean(D_erase) - mean(D_recall): a positive strength ste
             "erasure/refusal; the public code's lambda is the negative of this strength")
 WEIGHTS_NAME = "eraser.safetensors"
 CONFIG_NAME = "eraser_config.json"
+FORMAT = 1  # the newest eraser artefact format this code reads and writes (EraserConfig.version)
 
 
 # Named starting points for a fit; every CLI flag still overrides. "tune": sweep mode x layers x
@@ -141,7 +142,7 @@ class EraserConfig:
     # prompt pass up to the deepest, instead of a gate per layer; each layer's `gate[l]` holds its part.
     # Why: it tells unseen people from forget people better than any single layer (docs/sequential.md)
     joint_gate: list[int] | None = None
-    version: int = 1
+    version: int = FORMAT  # the artefact format it was written in
 
     @classmethod
     def from_preset(cls, name: str, num_layers: int | None = None) -> "EraserConfig":
@@ -183,6 +184,14 @@ class EraserConfig:
             raise ValueError(f"eraser config field 'gate_full' ({self.gate_full}) must be above 'gate_floor' "
                              f"({self.gate_floor})")
         number("pgd_eps", 1e-9, 255.0)
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or not 1 <= self.version <= FORMAT:
+            raise ValueError(f"eraser config field 'version' is {self.version!r}: this workbench reads erasers of "
+                             f"format {FORMAT} and older; update the workbench, or fit the eraser again with this one")
+        if self.site != SITE:  # an artefact of another tool or version: its vectors belong elsewhere in the model
+            raise ValueError(f"eraser config field 'site' is {str(self.site)[:80]!r}: this workbench steers and reads "
+                             f"gates at {SITE!r} only; fit the eraser again with this workbench")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"eraser config field 'seed' must be a whole number >= 0, got {self.seed!r}")
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
                 raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")

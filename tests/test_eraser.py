@@ -316,7 +316,11 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     ("position", "nowhere", "field 'position'"), ("forget_split", "../../etc", "field 'forget_split'"),
     ("ratio", 5, "field 'ratio' must be a number"), ("gate_retain", 0, "'gate_retain' must be a positive"),
     ("strength", "strong", "field 'strength'"), ("steer_layers", "all", "field 'steer_layers'"),
-    ("subjects", ["a", "b"], "2 subjects for a gate of shape")])
+    ("subjects", ["a", "b"], "2 subjects for a gate of shape"),
+    # an artefact of a newer format, or vectors fitted at another site, used to load and steer at this one
+    ("version", 2, "field 'version' is 2: this workbench reads erasers of format 1 and older"),
+    ("site", "blocks.{layer}.hook_mlp_out", "field 'site' is 'blocks.{layer}.hook_mlp_out'"),
+    ("seed", -3, "field 'seed' must be a whole number >= 0")])
 def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
     """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
     _, eraser, _ = fitted
