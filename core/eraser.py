@@ -556,8 +556,7 @@ class Eraser:
         fitted = set(self.fitted_layers)
         if layers is None:
             layers = self.config.steer_layers
-        chosen = fitted if layers is None else set(int(l) for l in layers)
-        vals = layer_strengths(self.num_layers, strength, chosen)
+        vals = layer_strengths(self.num_layers, strength, fitted if layers is None else layers)
         return tuple(v if i in fitted else 0.0 for i, v in enumerate(vals))
 
     @property

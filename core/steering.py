@@ -86,6 +86,9 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
                     layers: Iterable[int] | None = None) -> tuple[float, ...]:
     """Per-layer strengths from a scalar, a full list or a {layer: strength} map, then masked
     to `layers` (None = every layer given a strength)."""
+    if isinstance(strength, (str, bytes)) or isinstance(layers, (str, bytes)):  # "2" read as the sequence ["2"]
+        raise ValueError(f"strength must be a number, a list of one per layer or a {{layer: strength}} map, and "
+                         f"layers a list of layer numbers; got strength {strength!r}, layers {layers!r}")
     if isinstance(strength, Mapping):
         bad = sorted(int(l) for l in strength if not 0 <= int(l) < num_layers)
         if bad:  # a map for another model would steer nothing, silently

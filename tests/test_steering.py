@@ -208,6 +208,9 @@ def test_layer_strengths_and_bad_values():
         layer_strengths(2, 0.3, layers=[5])
     with pytest.raises(ValueError, match=r"strength given for layer\(s\) \[7\], out of range"):
         layer_strengths(4, {1: 1.0, 7: 1.0})  # a map written for a deeper model steered nothing at layer 7
+    for strength, layers in (("2", None), (2.0, "13")):  # text read as a list of characters: layer "1" and "3"
+        with pytest.raises(ValueError, match="strength must be a number, a list of one per layer"):
+            layer_strengths(4, strength, layers)
     with pytest.raises(ValueError, match="usable number"):
         SteeringConfig((float("nan"),))
     with pytest.raises(ValueError, match="mode"):
