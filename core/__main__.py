@@ -772,9 +772,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import torch
     from core.bench import PARTS, BenchConfig, run, table
     torch.set_num_threads(args.threads)
+    parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else PARTS
+    data = None  # the forget set the eraser was fitted on, for the portrait and build rows: a toy world's
+    if {"steering", "build"} & set(parts) and not args.shape and _has_world(args.model):
+        from core.eraser import Eraser
+        args.forget, args.data = Eraser.from_pretrained(args.eraser).config.forget_split or None, []
+        data = _load_data(args)
     res = run(BenchConfig(model=args.model, eraser=args.eraser, shape=args.shape, layers=args.layers,
-                          quick=args.quick, baseline=not args.no_baseline, parts=tuple(p.strip() for p in args.parts.split(",")) if args.parts
-                          else PARTS))
+                          quick=args.quick, baseline=not args.no_baseline, parts=parts, data=data))
     print(table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -20,13 +20,14 @@ import statistics
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from core.activations import Prompt, collect
+from core.data.source import ForgetData
 from core.models.base import VLMAdapter
 
 # width, MLP width, heads, KV heads, vocabulary, layers of the real checkpoints
@@ -164,7 +165,7 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
     inputs = [("random pictures", lambda n: _prompts(adapter, n))]
     for label, ps in (portraits or {}).items():
         inputs.append((label, lambda n, ps=ps: [ps[i % len(ps)] for i in range(n)]))
-    own = type(eraser)(eraser.direction, eraser.gate, _with(eraser.config, gate_layer=None, joint_gate=None),
+    own = type(eraser)(eraser.direction, eraser.gate, replace(eraser.config, gate_layer=None, joint_gate=None),
                        eraser.diagnostics)
     for label, make in inputs:
         for batch_size in (1, 8):
@@ -179,7 +180,7 @@ def bench_steering(adapter: VLMAdapter, eraser, new_tokens: int = 16, repeats: i
             for mode, er in runs:
                 if mode == "every_step" and er.gate_position == "mean":
                     # the same tensors read at the last token: the cost of a per-token gate
-                    er = type(er)(er.direction, er.gate, _with(er.config, position="last_prompt_token"), er.diagnostics)
+                    er = type(er)(er.direction, er.gate, replace(er.config, position="last_prompt_token"), er.diagnostics)
 
                 def on(er=er, mode=mode):
                     with er.apply(adapter, mode=mode):
@@ -213,27 +214,19 @@ def _share_open(adapter: VLMAdapter, eraser, prompts: list[Prompt]) -> float:
     return float((h.config.coefficient(h.gates[layer]) > 0).float().mean())
 
 
-def portrait_prompts(model_dir: str | Path, eraser) -> dict[str, list[Prompt]] | None:
-    """A profile question on a picture of each of the eraser's forget people, of 40 retained
-    people, and of one forget person among seven retained (a batch whose gate opens on one row),
-    when the model folder is a toy world's (other folders bench on random pictures only)."""
-    from core.toyworld.train import load_world
-    try:
-        world = load_world(model_dir)
-    except (FileNotFoundError, ValueError):
+def portrait_prompts(data: ForgetData | None) -> dict[str, list[Prompt]] | None:
+    """A profile question on a picture of each of the forget set's people, of 40 retained people,
+    and of one person to forget among seven retained (a batch whose gate opens on one row); None
+    without a forget set with pictures (the bench then times random pictures only)."""
+    if data is None:
         return None
-    from core.toyworld.fitsets import forget_spec, toy_data
-    data = toy_data(world, forget_spec(eraser.config.forget_split or "forget_10"))
     ask = lambda recs: [Prompt("What does this person do for work?", r.images[0]) for r in recs if r.images]  # noqa: E731
     forget, retained = ask(data.forget), ask(data.retain[:40])
+    if not forget or len(retained) < 7:
+        return None
     # mixed traffic: a batch of 8 with one row whose gate opens (that row alone runs the blocks again)
     return {"people to forget": forget, "retained people": retained,
             "one person to forget among seven retained people": [forget[0], *retained[:7]]}
-
-
-def _with(config, **changes):
-    from dataclasses import replace
-    return replace(config, **changes)
 
 
 def bench_capture(adapter: VLMAdapter, n: int = 64, layers: list[int] | None = None) -> dict:
@@ -282,24 +275,20 @@ def bench_pgd(adapter: VLMAdapter, steps: int = 5) -> dict:
 
 
 # ---------------------------------------------------------------- eraser vs the cheapest baseline
-def bench_build(model_dir: str | Path, eraser_dir: str | Path, out: Path) -> dict:
+def bench_build(model_dir: str | Path, eraser_dir: str | Path, data: ForgetData, out: Path) -> dict:
     """Building the shipped eraser from scratch (prompt sets, activations, the fit; no tuning)
     against training IdkNLL (the baseline that forgets as much at the same retain cost) on the
-    same forget set: seconds, peak memory, and their ratio. Two builds: as shipped (every layer
-    fitted, for the inspector's per-layer views) and at the layers it uses only (those it steers
-    and the one its gate is read at), whose gate and direction there are those of the shipped
-    eraser (their difference is reported), so it steers the same."""
-    from dataclasses import replace
-
+    same forget set (`data`, the one the eraser was fitted on): seconds, peak memory, and their
+    ratio. Two builds: as shipped (every layer fitted, for the inspector's per-layer views) and at
+    the layers it uses only (those it steers and the one its gate is read at), whose gate and
+    direction there are those of the shipped eraser (their difference is reported), so it steers
+    the same."""
     from core.baselines import BaselineConfig, unlearn
     from core.contrast import fit_sets
     from core.eraser import Eraser
     from core.models.load import load_adapter
-    from core.toyworld.fitsets import forget_spec, toy_data
-    from core.toyworld.train import load_world
     adapter = load_adapter(model_dir)
     shipped = Eraser.from_pretrained(eraser_dir, adapter=adapter)
-    data = toy_data(load_world(model_dir), forget_spec(shipped.config.forget_split or "forget_10"))
     steered = sorted(set(shipped.steered_layers) | set(shipped.gate_layers))
     box: dict = {}
 
@@ -380,6 +369,9 @@ class BenchConfig:
     baseline: bool = True  # also train IdkNLL to compare an eraser's build cost (shipped model only)
     new_tokens: int = 16
     parts: tuple[str, ...] = PARTS  # which measurements to run (the whole bench at 7B width: ~27 min on 2 cores)
+    # the forget set the eraser was fitted on (the CLI passes a toy world's): portrait rows of the
+    # steering part and the build part; None times random pictures and skips the build
+    data: ForgetData | None = None
 
 
 def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
@@ -409,7 +401,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         out["model"] = {"folder": str(cfg.model), "layers": adapter.num_layers, "width": adapter.hidden_size}
     if "steering" in cfg.parts:
         log("steering on / off during greedy generation...")
-        portraits = None if cfg.shape else portrait_prompts(cfg.model, eraser)
+        portraits = None if cfg.shape else portrait_prompts(cfg.data)
         out["steering"] = bench_steering(adapter, eraser, 4 if cfg.quick else cfg.new_tokens, repeats, portraits)
     if "capture" in cfg.parts:
         log("capture throughput...")
@@ -432,9 +424,12 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     if "artefact" in cfg.parts:
         out["artefact"] = [artefact_sizes(out["model"]["layers"], out["model"]["width"]), artefact_sizes(32, 4096)]
     if "build" in cfg.parts and cfg.baseline and not cfg.shape:
-        log("building the eraser from scratch, then training IdkNLL on the same forget set...")
-        with tempfile.TemporaryDirectory() as tmp:
-            out["build"] = bench_build(cfg.model, cfg.eraser, Path(tmp))
+        if cfg.data is None:
+            log("build: skipped, no forget set to build the eraser from (the model folder carries no toy world)")
+        else:
+            log("building the eraser from scratch, then training IdkNLL on the same forget set...")
+            with tempfile.TemporaryDirectory() as tmp:
+                out["build"] = bench_build(cfg.model, cfg.eraser, cfg.data, Path(tmp))
     return out
 
 

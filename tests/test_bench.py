@@ -95,3 +95,19 @@ def test_a_shape_bench_builds_no_model_for_parts_that_need_none(monkeypatch):
     assert res["artefact"][0]["layers"] == layers and res["artefact"][0]["width"] == 3584
     with pytest.raises(ValueError, match="unknown shape 'gpt-5'"):
         run(BenchConfig(shape="gpt-5", parts=("fit",)))
+
+
+def test_portrait_rows_come_from_the_forget_set_it_is_given_and_the_build_needs_one():
+    """The bench reads no toy world itself (the CLI passes the forget set the eraser was fitted on):
+    portrait rows ask about that set's people, and without a set the build is skipped, saying why."""
+    from core.bench import portrait_prompts
+    from core.toyworld.fitsets import toy_data
+    from core.toyworld.train import load_world
+    data = toy_data(load_world(ROOT / "assets" / "toy-llava"), "forget_10")
+    rows = portrait_prompts(data)
+    assert len(rows["people to forget"]) == len(data.forget) == 10 and len(rows["retained people"]) == 40
+    assert rows["one person to forget among seven retained people"][0] is rows["people to forget"][0]
+    assert rows["people to forget"][0].image is data.forget[0].images[0] and portrait_prompts(None) is None
+    said = []
+    res = run(BenchConfig(parts=("build",), data=None), log=said.append)
+    assert "build" not in res and any("build: skipped, no forget set" in line for line in said)
