@@ -293,6 +293,7 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, data: ForgetData,
     box: dict = {}
 
     def build(config):
+        adapter.clear_prompt_cache()  # from scratch: no prompt built by an earlier repeat
         sets = fit_sets(data, adapter, config.direction_kind, seed=config.seed, n_retain=config.gate_retain)
         box["e"] = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, config)
     full = measure(lambda: build(replace(shipped.config, requests=[])), repeats=1, warm_up=False)

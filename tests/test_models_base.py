@@ -151,7 +151,7 @@ def test_prompt_ids_are_built_once_per_prompt_and_stay_equal_to_a_fresh_build(fa
     """Gate sets ask one question about many pictures: the ids of a prompt are built once per
     adapter. A cached prompt's ids equal what the template and tokenizer give, a caller editing
     its list changes nothing for the next, later turns and prefills are prompts of their own, and
-    the memo is bounded."""
+    the memo is bounded and can be cleared (the bench times builds from scratch)."""
     import core.models.base as base
     a = tiny_adapter(family)  # shared between tests: questions no other test asks
     calls = []
@@ -168,6 +168,8 @@ def test_prompt_ids_are_built_once_per_prompt_and_stay_equal_to_a_fresh_build(fa
         later = a.prompt_ids("what is on this memo test picture ?", True, [["who ?", "a person"]], "the")
         assert later != again and a.prompt_ids("what is on this memo test picture ?", True, (("who ?", "a person"),), "the") == later
         assert len(calls) == 3
+    a.clear_prompt_cache()
+    assert a.prompt_ids("what is on this memo test picture ?", True) == again and len(calls) == 3 + bool(a.chat_template)
     monkeypatch.setattr(base, "PROMPT_IDS_CACHE", 2)
     for q in ("memo a ?", "memo b ?", "memo c ?"):
         a.prompt_ids(q, False)

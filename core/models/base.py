@@ -265,6 +265,11 @@ class VLMAdapter:
             self._prompt_ids_cache[key] = ids
         return list(ids)
 
+    def clear_prompt_cache(self) -> None:
+        """Forget the prompts built so far (what `core.bench` does before timing a build from
+        scratch, so that a repeat is not helped by the one before)."""
+        self._prompt_ids_cache.clear()
+
     @functools.cached_property
     def _prompt_ids_cache(self) -> dict[tuple, array]:
         """Token ids of prompts already built. Why: a gate set asks the same question about many
