@@ -1,4 +1,5 @@
 """Adapter behaviour on tiny random instances of every supported family."""
+import numpy as np
 import pytest
 import torch
 
@@ -115,6 +116,9 @@ def test_greedy_generation_is_deterministic_and_uses_cache(family):
 
 def test_empty_question_is_a_clear_error():
     a = tiny_adapter("llava")
+    for image, named in (("photos/ada.png", "str 'photos/ada.png'"), (np.zeros((8, 8, 3), np.uint8), "ndarray")):
+        with pytest.raises(TypeError, match=f"an image must be a PIL image .*got {named}"):
+            a.encode(["what ?"], [image])  # a path or an array: "no attribute 'convert'" from deep inside
     with pytest.raises(ValueError, match="empty question"):
         a.encode(["   "], [random_image(0)])
     with pytest.raises(ValueError, match="2 images for 1 questions"):

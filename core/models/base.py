@@ -183,6 +183,9 @@ class VLMAdapter:
         CLIP-style processors' resize-then-crop gives, up to resampling). Cropping first keeps
         the cost bounded by the square's size: resizing a 1 x 40000 strip's shortest edge to S
         first would build a 336 x 13 million image."""
+        if not isinstance(image, Image.Image):  # a path or an array failed deep inside as "no attribute 'convert'"
+            raise TypeError(f"an image must be a PIL image (e.g. PIL.Image.open(path)), got {type(image).__name__}"
+                            + (f" {image[:80]!r}" if isinstance(image, str) else ""))
         image = image.convert("RGB")
         s = self.image_size
         w, h = image.size
