@@ -779,7 +779,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.forget, args.data = Eraser.from_pretrained(args.eraser).config.forget_split or None, []
         data = _load_data(args)
     res = run(BenchConfig(model=args.model, eraser=args.eraser, shape=args.shape, layers=args.layers,
-                          quick=args.quick, baseline=not args.no_baseline, parts=parts, data=data))
+                          quick=args.quick, repeats=args.repeats, baseline=not args.no_baseline, parts=parts,
+                          data=data))
     print(table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -1075,6 +1076,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=count, default=None, help="decoder layers of the --shape model (default: 2 on a "
                                                             "CPU, all on a GPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: checks that every part runs")
+    p.add_argument("--repeats", type=count, default=None, help="rounds of each steering timing (default 5; 1 with "
+                                                              "--quick)")
     p.add_argument("--no-baseline", action="store_true", help="skip training IdkNLL")
     p.add_argument("--parts", default=None,
                    help="comma-separated measurements to run, among steering, capture, shared_starts, pgd, fit, "

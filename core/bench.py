@@ -6,11 +6,15 @@ generation, capture at batch 16 vs batch 1, capture of several questions per pic
 picture's start run once vs every prompt whole, the gate fit vs the paper's formula, a PGD step vs a
 forward pass, an eraser's size vs the public code's matrices, and building an eraser vs training
 the cheapest baseline that forgets as much (IdkNLL). Peak memory is the resident set's growth
-during the call, sampled every 5 ms (psutil).
+during the call, sampled every 5 ms (psutil), or on a GPU the largest growth of the memory torch
+allocated there.
 
-On the shipped model everything runs on the CPU. `--shape llava-1.5-7b` (or `qwen2.5-vl-7b`)
-builds a model of that width with random weights and `--layers` decoder layers (2 by default
-on a CPU, where the whole 32 would not fit next to the test suite; all of them on a GPU).
+The shipped model runs where `load_adapter` puts it (the first GPU if there is one). `--shape
+llava-1.5-7b` (or `qwen2.5-vl-7b`) builds a model of that width with random weights and
+`--layers` decoder layers: on a CPU 2 by default, in float32 (the whole 32 would not fit next to
+the test suite); on a GPU all of them, built on the GPU in bfloat16, as a 7B checkpoint is
+served. On a GPU every timer waits for the queued kernels before it stops
+(`scripts/gpu_bench.sh` is the prepared run for a GPU machine).
 """
 
 from __future__ import annotations
@@ -45,16 +49,29 @@ class Timing:
     peak_mb: float = 0.0
 
 
+def _sync() -> None:
+    """Wait for the GPU's queued work: a CUDA call returns before its kernels finish, so a timer
+    stopped without this would time the launches, not the work."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) -> Timing:
     """Median seconds of `fn` over `repeats` runs (after one warm-up run), and the largest growth
-    of the resident set during them (MB)."""
+    of the resident set during them (MB); on a GPU, of the memory torch allocated there."""
     import psutil
     proc = psutil.Process()
+    gpu = torch.cuda.is_available()
     if warm_up:
         fn()
     times, peak = [], [0.0]
     for _ in range(repeats):
-        base = proc.memory_info().rss
+        _sync()
+        if gpu:
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            base = proc.memory_info().rss
         done = threading.Event()
 
         def sample():
@@ -62,12 +79,17 @@ def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) ->
                 peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
                 done.wait(0.005)
         t = threading.Thread(target=sample, daemon=True)
-        t.start()
+        if not gpu:
+            t.start()
         start = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - start)
         done.set()
-        t.join()
+        if gpu:
+            peak[0] = max(peak[0], (torch.cuda.max_memory_allocated() - base) / 2**20)
+        else:
+            t.join()
     return Timing(statistics.median(times), peak[0])
 
 
@@ -142,9 +164,11 @@ def _fixed_length(adapter: VLMAdapter, batch, new_tokens: int) -> None:
 def _seconds(fn: Callable[[], object], runs: int = 3) -> float:
     """Wall time of `runs` back-to-back calls, without measure()'s memory sampler: a Python thread
     polling every 5 ms competes for the interpreter with the short generations timed here."""
+    _sync()
     start = time.perf_counter()
     for _ in range(runs):
         fn()
+    _sync()
     return time.perf_counter() - start
 
 
@@ -321,19 +345,27 @@ def bench_build(model_dir: str | Path, eraser_dir: str | Path, data: ForgetData,
 
 
 # ---------------------------------------------------------------- a model of real shape
-def real_shape(name: str, layers: int | None = None, seed: int = 0, real_image: bool = False) -> VLMAdapter:
+def real_shape(name: str, layers: int | None = None, seed: int = 0, real_image: bool = False,
+               device: str | None = None, dtype: torch.dtype | None = None) -> VLMAdapter:
     """A model of a real checkpoint's width with random weights (`layers` decoder layers, the
     checkpoint's number by default; a small vision tower: the text side is what steering and
     capture touch). `real_image`: the tower cuts a picture into as many tokens as the
-    checkpoint's (LLaVA-1.5: 576 patches), for the parts whose cost is the prompt's length."""
+    checkpoint's (LLaVA-1.5: 576 patches), for the parts whose cost is the prompt's length.
+    `device` (default: the first GPU if any, else the CPU): the weights are drawn there, not
+    drawn on the CPU and copied (a 7B model in float32 is 28 GB); `dtype` (default bfloat16 on a
+    GPU, as a 7B checkpoint is served, float32 on the CPU)."""
     from core.models.load import adapter_from_model
     from core.models.tiny import build_tiny
     if name not in SHAPES:
         raise ValueError(f"unknown shape {name!r}; choose one of {sorted(SHAPES)}")
     s = SHAPES[name]
-    return adapter_from_model(*build_tiny(s["family"], seed=seed, layers=layers or s["layers"], text_shape=dict(
-        hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_attention_heads=s["heads"],
-        num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"]), image=s.get("image") if real_image else None))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (torch.float32 if device == "cpu" else torch.bfloat16)
+    with torch.device(device):
+        model, tokenizer, processor = build_tiny(s["family"], seed=seed, layers=layers or s["layers"], text_shape=dict(
+            hidden_size=s["hidden"], intermediate_size=s["intermediate"], num_attention_heads=s["heads"],
+            num_key_value_heads=s["kv_heads"], vocab_size=s["vocab"]), image=s.get("image") if real_image else None)
+    return adapter_from_model(model.to(dtype), tokenizer, processor)
 
 
 def random_eraser(adapter: VLMAdapter, seed: int = 0, position: str = "mean_prompt_tokens"):
@@ -367,6 +399,7 @@ class BenchConfig:
     shape: str | None = None  # a real checkpoint's width with random weights instead of --model
     layers: int | None = None  # decoder layers of the --shape model (default: 2 on a CPU, all on a GPU)
     quick: bool = False  # small sizes and few repeats: checks that every part runs
+    repeats: int | None = None  # rounds of each steering timing (default 5, 1 with quick)
     baseline: bool = True  # also train IdkNLL to compare an eraser's build cost (shipped model only)
     new_tokens: int = 16
     parts: tuple[str, ...] = PARTS  # which measurements to run (the whole bench at 7B width: ~27 min on 2 cores)
@@ -383,7 +416,7 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     if bad:
         raise ValueError(f"unknown bench part(s) {bad}; choose among {', '.join(PARTS)}")
     out: dict = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
-    repeats = 1 if cfg.quick else 5
+    repeats = cfg.repeats or (1 if cfg.quick else 5)
     if cfg.shape:
         if cfg.shape not in SHAPES:
             raise ValueError(f"unknown shape {cfg.shape!r}; choose one of {sorted(SHAPES)}")

@@ -111,3 +111,19 @@ def test_portrait_rows_come_from_the_forget_set_it_is_given_and_the_build_needs_
     said = []
     res = run(BenchConfig(parts=("build",), data=None), log=said.append)
     assert "build" not in res and any("build: skipped, no forget set" in line for line in said)
+
+
+def test_a_real_shape_is_drawn_on_the_device_and_in_the_dtype_asked_for(monkeypatch):
+    """On a GPU the 7B shapes are built there in bfloat16 (drawn on the CPU in float32 first, a 7B
+    model is 28 GB, and the timings would have been the CPU's); here a small shape on the meta
+    device (no memory) shows where the weights are drawn, and on the CPU in bfloat16 it runs."""
+    import core.bench as bench
+    monkeypatch.setitem(bench.SHAPES, "small", dict(family="llava", hidden=64, intermediate=128, heads=4, kv_heads=4,
+                                                   vocab=32064, layers=2))
+    meta = bench.real_shape("small", device="meta")
+    assert {p.device.type for p in meta.model.parameters()} == {"meta"} and meta.dtype == torch.bfloat16
+    cpu = bench.real_shape("small", device="cpu")
+    assert cpu.dtype == torch.float32 and cpu.hidden_size == 64 and cpu.num_layers == 2
+    half = bench.real_shape("small", dtype=torch.bfloat16)
+    assert half.device.type == ("cuda" if torch.cuda.is_available() else "cpu") and half.dtype == torch.bfloat16
+    assert bench.bench_pgd(half, steps=1)["step_s"] > 0  # a bfloat16 model runs the bench's parts
