@@ -5,9 +5,8 @@
 #
 #     OUT=/tmp/gpu_bench LAYERS=1 QUICK=1 bash scripts/gpu_bench.sh
 #
-# Once, here, fetch the transformers this project pins (the machine's is older):
+# Once, here, fetch the transformers this project pins (the machine's is older; .whl/ is ignored):
 #
-#     echo /.whl/ >> .git/info/exclude
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_17_x86_64 -d .whl transformers==5.23.0
 #
