@@ -317,7 +317,8 @@ def test_refit_to_one_gate_over_several_layers_and_back(toy):
     joint = wb.refit(eraser, eraser.config.ratio, eraser.config.gamma, joint_layers=[str(l) for l in layers])
     assert joint.config.joint_gate == layers and joint.gate_layers == layers and eraser.config.joint_gate is None
     sets = wb.activation_sets(eraser)  # the gate is read over the layers side by side
-    read = sum(sets.H_forget[:, l].double() @ joint.joint[i].double().T for i, l in enumerate(layers))
+    part = lambda i: joint.joint[i].double().reshape(-1, joint.joint.shape[-1]).T  # noqa: E731  (d, K): a gate per subject or one
+    read = sum(sets.H_forget[:, l].double() @ part(i) for i, l in enumerate(layers))
     assert torch.allclose(read.reshape(len(sets.forget), -1).max(1).values,
                           joint.diagnostics["joint_forget_gates"].double(), atol=1e-6)
     back = wb.refit(joint, eraser.config.ratio, eraser.config.gamma, joint_layers=[])
