@@ -20,6 +20,7 @@ served. On a GPU every timer waits for the queued kernels before it stops
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 import tempfile
 import threading
@@ -415,7 +416,10 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
     bad = sorted(set(cfg.parts) - set(PARTS))
     if bad:
         raise ValueError(f"unknown bench part(s) {bad}; choose among {', '.join(PARTS)}")
-    out: dict = {"device": "cuda" if torch.cuda.is_available() else "cpu", "threads": torch.get_num_threads()}
+    gpu = torch.cuda.is_available()
+    out: dict = {"device": "cuda" if gpu else "cpu", "threads": torch.get_num_threads(),
+                 # what the figures were measured on, for the tables that quote them
+                 "device_name": torch.cuda.get_device_name(0) if gpu else f"CPU, {os.cpu_count()} cores"}
     repeats = cfg.repeats or (1 if cfg.quick else 5)
     if cfg.shape:
         if cfg.shape not in SHAPES:
@@ -479,7 +483,8 @@ def table(res: dict) -> str:
     """The bench as markdown."""
     m = res["model"]
     name = m.get("shape") or Path(m.get("folder", "")).name
-    lines = [f"Model: {name}, {m['layers']} layers of width {m['width']}, on {res['device']} "
+    where = res.get("device_name") or res["device"]
+    lines = [f"Model: {name}, {m['layers']} layers of width {m['width']}, on {where} "
              f"({res['threads']} threads). Every figure is a ratio of two timings taken in the same run.", "",
              "| measurement | value |", "|---|---|"]
     for r in res.get("steering", []):

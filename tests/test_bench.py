@@ -1,6 +1,7 @@
 """The bench's parts on tiny shapes: they measure what they say (the figures are printed by
 `python -m core bench`, never asserted as timings here)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,13 @@ def test_the_bench_runs_the_parts_asked_for_and_refuses_unknown_ones(tmp_path):
     this CPU; spaces around the names are ignored) and the table shows what ran; an unknown name is refused before any model loads,
     naming the parts there are."""
     res = run(BenchConfig(parts=("artefact",)))
-    assert set(res) == {"device", "threads", "model", "artefact"}
+    assert set(res) == {"device", "device_name", "threads", "model", "artefact"}
     assert [a["width"] for a in res["artefact"]] == [256, 4096]
     text = table(res)
     assert "eraser file at 32 x 4096" in text and "steering overhead" not in text and "PGD" not in text
+    # what measured it, named (on a GPU: its name, so that the figures can be marked as the GPU's)
+    assert res["device_name"] in text and res["device_name"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                                                 else f"CPU, {os.cpu_count()} cores")
     with pytest.raises(ValueError, match="unknown bench part.*'speed'.*choose among steering, capture, shared_starts"):
         run(BenchConfig(parts=("speed", "fit")))
     cli = subprocess.run([sys.executable, "-m", "core", "bench", "--parts", " artefact", "--json", str(tmp_path / "b.json")],
