@@ -389,6 +389,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     out = eraser.save_pretrained(args.out, state=eraser.state is not None and not args.no_state)
     if do_tune:
         (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
+    else:  # fitted over an earlier eraser: its tuner's record would describe another fit
+        (out / "tuning.json").unlink(missing_ok=True)
     d = eraser.diagnostics
     print("layer  k    leakage  forget-energy  gate(forget)  gate(retain)")
     for l in eraser.fitted_layers:
@@ -1123,7 +1125,8 @@ def _carry_extras(old: Path, new: Path) -> None:
     import shutil
     from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME
     for entry in old.iterdir():
-        if entry.name not in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME) and not (new / entry.name).exists():
+        if (entry.name not in (CONFIG_NAME, WEIGHTS_NAME, STATE_NAME) and not entry.name.endswith(".writing")
+                and not (new / entry.name).exists()):  # not a save's leftover part (Eraser.save_pretrained)
             (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, new / entry.name)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -721,18 +722,32 @@ class Eraser:
         if diagnostics:
             tensors.update({f"diagnostics.{k}": v for k, v in self.diagnostics.items()})
         tensors = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-        save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "site": self.config.site})
-        (out / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2))
-        if state and self.state is not None:
-            st = self.state
-            tensors = {"H_forget": st.H_forget, "H_retain": st.H_retain}
-            meta = {"forget_tags": json.dumps(st.forget_tags), "retain_tags": json.dumps(st.retain_tags)}
-            if st.has_contrast:
-                tensors.update(H_recall=st.H_recall, H_erase=st.H_erase)
-                meta.update(recall_tags=json.dumps(st.recall_tags), erase_tags=json.dumps(st.erase_tags))
-            save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(out / STATE_NAME), metadata=meta)
-        elif (out / STATE_NAME).exists():
-            (out / STATE_NAME).unlink()  # a state left from an earlier save would not match these gates
+        # Every file is written under a temporary name first and the set is swapped in at the end:
+        # saved over an earlier eraser, an interrupted save (the fit state is GBs at 7B width) used
+        # to leave new weights beside the old config.
+        staged = {WEIGHTS_NAME: out / f".{WEIGHTS_NAME}.writing", CONFIG_NAME: out / f".{CONFIG_NAME}.writing"}
+        try:
+            save_file(tensors, str(staged[WEIGHTS_NAME]), metadata={"format": "pt", "site": self.config.site})
+            staged[CONFIG_NAME].write_text(json.dumps(asdict(self.config), indent=2))
+            if state and self.state is not None:
+                st = self.state
+                tensors = {"H_forget": st.H_forget, "H_retain": st.H_retain}
+                meta = {"forget_tags": json.dumps(st.forget_tags), "retain_tags": json.dumps(st.retain_tags)}
+                if st.has_contrast:
+                    tensors.update(H_recall=st.H_recall, H_erase=st.H_erase)
+                    meta.update(recall_tags=json.dumps(st.recall_tags), erase_tags=json.dumps(st.erase_tags))
+                staged[STATE_NAME] = out / f".{STATE_NAME}.writing"
+                save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(staged[STATE_NAME]),
+                          metadata=meta)
+        except BaseException:
+            for path in staged.values():
+                path.unlink(missing_ok=True)
+            raise
+        if STATE_NAME not in staged:
+            (out / STATE_NAME).unlink(missing_ok=True)  # a state left from an earlier save would not match these gates
+        for name in (STATE_NAME, WEIGHTS_NAME, CONFIG_NAME):  # the config last: it names what the files hold
+            if name in staged:
+                os.replace(staged[name], out / name)
         return out
 
     @classmethod

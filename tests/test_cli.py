@@ -310,9 +310,11 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
     from core.toyworld.train import load_world
     people = [p.id for p in load_world(mini_toy).people]
     e = tmp_path / "e"
+    e.mkdir()
+    (e / "tuning.json").write_text('{"best": "of an earlier fit"}')  # fitted over: the record would be stale
     assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--forget", people[0], "--subject-gates",
                  "--gate-retain", "200", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--threads", "1"]) == 0
-    assert (e / STATE_NAME).is_file()
+    assert (e / STATE_NAME).is_file() and not (e / "tuning.json").exists()
     (e / "notes.md").write_text("who asked, and when")  # files besides the eraser stay with it
     assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", people[1], "--threads", "1"]) == 0
     assert (e / "notes.md").read_text() == "who asked, and when"

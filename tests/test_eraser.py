@@ -115,6 +115,40 @@ def test_save_and_load_round_trip(fitted, tmp_path):
     assert torch.equal(before, after)
 
 
+def test_a_save_over_an_eraser_that_breaks_off_leaves_the_earlier_eraser_whole(fitted, tmp_path, monkeypatch):
+    """Files are written under temporary names and swapped in at the end: a save interrupted while
+    writing (a full disk, Ctrl-C during a state of GBs) used to leave new weights beside the old
+    config. Nothing temporary stays behind."""
+    import core.eraser as eraser_module
+    _, eraser, _ = fitted
+    eraser.save_pretrained(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    other = Eraser(eraser.direction * 2, eraser.gate * 3, EraserConfig(ratio=0.5, seed=8), eraser.diagnostics)
+    real_save = eraser_module.save_file
+    calls = []
+
+    def breaks_on_the_second_file(tensors, path, metadata=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_save(tensors, path, metadata=metadata)
+    monkeypatch.setattr(eraser_module, "save_file", breaks_on_the_second_file)
+    other.state = eraser.state if eraser.state is not None else _a_state(eraser)
+    with pytest.raises(KeyboardInterrupt):
+        other.save_pretrained(tmp_path, state=True)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.setattr(eraser_module, "save_file", real_save)
+    other.save_pretrained(tmp_path)  # and a save that completes replaces it
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    assert Eraser.from_pretrained(tmp_path).config.seed == 8
+
+
+def _a_state(eraser):
+    from core.eraser import FitState
+    d = eraser.direction.shape[-1]
+    return FitState(torch.zeros(2, eraser.num_layers, d), ["x", "x"], torch.zeros(3, eraser.num_layers, d), ["r"] * 3)
+
+
 def test_an_eraser_of_real_width_is_about_a_megabyte_without_diagnostics(tmp_path):
     """32 layers x 4096 (LLaVA-1.5-7B): direction and one gate in float32 are 1 MB; the public
     code's per-layer d x d matrices would be 1.07 GB in fp16."""
