@@ -117,6 +117,11 @@ python scripts/adversarial_gate.py --eraser runs/eraser-gate-layer3 --rounds 3 -
 # two gate defences the adaptive attacker gets around: squeezed views of the image, image and text tokens apart
 python scripts/gate_views.py --out docs/robustness_gate_views.md
 python scripts/knn_gate.py --out docs/robustness_knn_gate.md
+# the gate refitted on the directions that tell people apart only (docs/robustness_identity_gate.md)
+for k in 8 32 96; do
+  python scripts/identity_gate.py --k $k --out runs/eraser-identity-$k
+  python -m core attack --eraser runs/eraser-identity-$k --people 10 --eps 16 --steps 40 --out runs/exp/identity${k}_attack.md
+done
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-hardened --no-tune --steer-layers 1 \
   --strength 2.0 --joint-gate 0,1,2,3 --adversarial-rounds 3
 python -m core evaluate --eraser runs/eraser-hardened --json results/eraser_hardened.json
