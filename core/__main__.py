@@ -778,8 +778,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     data = None  # the forget set the eraser was fitted on, for the portrait and build rows: a toy world's
     if {"steering", "build"} & set(parts) and not args.shape and _has_world(args.model):
         from core.eraser import Eraser
-        args.forget, args.data = Eraser.from_pretrained(args.eraser).config.forget_split or None, []
-        data = _load_data(args)
+        args.data, args.forget_dir, args.forget = [], None, None  # bench takes no forget-set flags: the eraser's own
+        data = eraser_data(args, None, Eraser.from_pretrained(args.eraser).config)
     res = run(BenchConfig(model=args.model, eraser=args.eraser, shape=args.shape, layers=args.layers,
                           quick=args.quick, repeats=args.repeats, baseline=not args.no_baseline, parts=parts,
                           data=data))

@@ -68,20 +68,19 @@ def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) ->
     times, peak = [], [0.0]
     for _ in range(repeats):
         _sync()
+        done = threading.Event()
         if gpu:
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
             base = proc.memory_info().rss
-        done = threading.Event()
 
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
-                done.wait(0.005)
-        t = threading.Thread(target=sample, daemon=True)
-        if not gpu:
-            t.start()
+            def sample():
+                while not done.is_set():
+                    peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
+                    done.wait(0.005)
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
         start = time.perf_counter()
         fn()
         _sync()
@@ -90,7 +89,7 @@ def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) ->
         if gpu:
             peak[0] = max(peak[0], (torch.cuda.max_memory_allocated() - base) / 2**20)
         else:
-            t.join()
+            sampler.join()
     return Timing(statistics.median(times), peak[0])
 
 

@@ -61,8 +61,8 @@ def main() -> None:
     data = toy_data(load_world(args.model), forget_spec(c.forget_split))
     sets = fit_sets(data, adapter, c.direction_kind, seed=c.seed, n_retain=c.gate_retain)
     acts: dict = {}
-    again = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, Eraser.from_pretrained(
-        args.eraser).config_reading(), activations=acts)
+    again = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, shipped.config_reading(),
+                       activations=acts)
     print("refit as shipped: gate equal to the shipped one within",
           max(float((again.joint[i] - shipped.joint[i]).norm() / shipped.joint[i].norm()) for i in range(len(c.joint_gate))))
     tags_f, tags_r = [p.tag for p in sets.forget], [p.tag for p in sets.retain]

@@ -49,6 +49,8 @@ class NearestRow:
 
     @staticmethod
     def nearest(x: torch.Tensor, rows: torch.Tensor, tau: float | None) -> torch.Tensor:
+        # squared distances written out, not torch.cdist: the soft-min needs them squared, and
+        # cdist's square root has no gradient at a distance of zero
         d = (x.pow(2).sum(1, keepdim=True) - 2 * x @ rows.T + rows.pow(2).sum(1)).clamp_min(0) / x.shape[1]
         return d.min(1).values if tau is None else -tau * torch.logsumexp(-d / tau, 1)
 
