@@ -242,14 +242,18 @@ def _parse_task_strengths(specs: list[str]) -> dict[str, float]:
     return out
 
 
-def _parse_modes(text: str, gate_position: str) -> list[str]:
+def _parse_modes(text: str, config) -> list[str]:
+    from core.eraser import gate_position_of
     from core.steering import MODES
     modes = [m.strip() for m in text.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]
     if not modes or bad:
         raise ValueError(f"--tune-modes expects steering modes from {', '.join(MODES)}, comma-separated; got {text!r}")
-    if gate_position == "mean" and "every_step" in modes:
+    if gate_position_of(config) == "mean" and "every_step" in modes:
         raise ValueError("a prompt-mean gate is read once per prompt: --tune-modes cannot include every_step")
+    if (config.joint_gate or config.gate_layer is not None) and "every_step" in modes:
+        raise ValueError("a gate read at --gate-layer / --joint-gate is latched at the prompt: --tune-modes cannot "
+                         "include every_step (use prefill,latched)")
     return modes
 
 
@@ -310,7 +314,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
     from core.contrast import direction_pgd, fit_sets
-    from core.eraser import Eraser, check_layers, gate_position_of
+    from core.eraser import Eraser, check_layers
     torch.set_num_threads(args.threads)
     if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
@@ -319,7 +323,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg, do_tune = _preset_config(args, adapter.num_layers)
     if args.tune_tasks and not do_tune:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
-    modes = _parse_modes(args.tune_modes or cfg.mode, gate_position_of(cfg)) if do_tune else []  # fail fast
+    modes = _parse_modes(args.tune_modes or cfg.mode, cfg) if do_tune else []  # fail fast
     check_layers(cfg, adapter.num_layers)
     if args.gate_ramp and (args.gate_floor is not None or args.gate_full is not None):
         raise ValueError("--gate-ramp reads the floor and full value off the fit's rows: give it or --gate-floor / "

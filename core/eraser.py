@@ -173,7 +173,7 @@ class EraserConfig:
 
         number("ratio", 1e-9, 1.0, optional=True)
         number("gamma", 0.0, 1e12)
-        number("threshold", 0.0, 1e12, optional=True)
+        number("threshold", 1e-300, 1e12, optional=True)  # 0 keeps no direction: the fit refuses it
         number("retain_weight", 0.0, 1e12)
         number("strength", -1e6, 1e6)
         number("gate_variants", 0.0, 10.0)
@@ -234,6 +234,11 @@ class EraserConfig:
                              "[...], at, data_hash} entries")
         if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list):
             raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list) are malformed")
+        m = self.model
+        if not isinstance(m, dict) or any(m.get(k) is not None and not isinstance(m.get(k), str)
+                                          for k in ("fingerprint", "name_or_path", "family")):
+            raise ValueError("eraser config field 'model' must be an object whose 'fingerprint', 'name_or_path' and "
+                             f"'family' are text, got {str(m)[:80]!r}; fit the eraser again")
         spec = self.forget_split
         if not isinstance(spec, str) or "/" in spec or "\\" in spec or ".." in spec or len(spec) > 10_000:
             raise ValueError(f"eraser config field 'forget_split' must be a split name or comma-separated subject "
@@ -599,6 +604,8 @@ class Eraser:
         retain) activations (N, L, d) to read it off instead of the fit state's. Without a fit state
         (one gate for the whole forget set, or saved with --no-state) the gates of the rows come
         from the diagnostics (`row_gates`), which the fit wrote from the same rows."""
+        if not self.gate_layers:
+            raise ValueError("no gate to read a ramp off: the eraser steers no layer at its strength and layers")
         if rows is not None or self.state is not None:
             H_forget, H_retain = rows if rows is not None else (self.state.H_forget, self.state.H_retain)
             layers = self.gate_layers
@@ -668,6 +675,8 @@ class Eraser:
         joint gate when `layers` are its layers, else the mean over them of each layer's own gate.
         Differentiable in h (the adaptive attack's target)."""
         layers = list(layers)
+        if not layers:
+            raise ValueError("no gate is read: the eraser steers no layer at this strength and layer choice")
         if self.config.joint_gate and layers == list(self.config.joint_gate):
             return joint_gate_scores(h, self.joint.to(h))
         u = self.gate[layers].to(h)

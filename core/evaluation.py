@@ -21,7 +21,7 @@ from core.data.records import IMAGE_TEXTUAL, PersonRecord
 
 MODALITIES = ("image_text", "text_only")
 TASKS = ("classification", "generation", "cloze")
-_REFUSAL = re.compile(r"\b(sorry|cannot|can't|can not|unable to|not able to|won't)\b", re.IGNORECASE)
+_REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t)\b", re.IGNORECASE)
 
 
 def is_refusal(reply: str) -> bool:

@@ -168,6 +168,10 @@ def test_fit_tune_searches_modes_and_stores_the_choice(mini_toy, tmp_path, capsy
         assert cfg["task_strengths"].get(task) == expected
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune", "--tune-modes", "every_step",
                  "--gate-position", "mean"]) == 2
+    # a gate read over several layers is latched at the prompt: the tuner must not pick every_step for it
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--tune", "--tune-modes",
+                 "prefill,every_step", "--gate-position", "last", "--joint-gate", "0,1"]) == 2
+    assert "latched at the prompt: --tune-modes cannot include every_step" in capsys.readouterr().err
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-tune", "--tune-tasks"]) == 2
     assert "add --tune" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

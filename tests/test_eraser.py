@@ -354,7 +354,11 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     # an artefact of a newer format, or vectors fitted at another site, used to load and steer at this one
     ("version", 2, "field 'version' is 2: this workbench reads erasers of format 1 and older"),
     ("site", "blocks.{layer}.hook_mlp_out", "field 'site' is 'blocks.{layer}.hook_mlp_out'"),
-    ("seed", -3, "field 'seed' must be a whole number >= 0")])
+    ("seed", -3, "field 'seed' must be a whole number >= 0"),
+    # threshold 0 keeps no null-space direction (the fit refused it only at the next refit); a model
+    # entry that is not an object failed as an AttributeError inside check_model
+    ("threshold", 0, "field 'threshold' must be a number"), ("model", "oops", "field 'model' must be an object"),
+    ("model", {"fingerprint": 5}, "field 'model' must be an object")])
 def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
     """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
     _, eraser, _ = fitted
@@ -527,6 +531,14 @@ def test_the_gate_ramp_read_off_the_fit_rows_separates_them():
     assert Eraser(eraser.direction, eraser.gate, eraser.config, eraser.diagnostics).ramp_from_rows() == (floor, full)
     with pytest.raises(ValueError, match="neither its fit state nor its diagnostics"):
         Eraser(eraser.direction, eraser.gate, eraser.config).ramp_from_rows()
+    # at strength 0 nothing is steered, so no gate decides: a clear error (was a RuntimeError from an
+    # empty stack with one gate per subject, a silent (0, 1) ramp from a mean over no layer without)
+    off = Eraser(eraser.direction, eraser.gate, dataclasses.replace(eraser.config, strength=0.0, gate_ramp=True), eraser.diagnostics,
+                 eraser.state)
+    with pytest.raises(ValueError, match="steers no layer"):
+        off.ramp_from_rows()
+    assert off.follow_ramp() is off and (off.config.gate_floor, off.config.gate_full) == (eraser.config.gate_floor,
+                                                                         eraser.config.gate_full)  # the ramp it held
 
 
 def test_a_preset_gives_its_settings_and_names_itself():

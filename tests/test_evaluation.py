@@ -35,6 +35,8 @@ def test_cloze_is_case_insensitive_substring_and_refusals_detected():
     assert score(_q("cloze", "Lisbon", "Porto")) == 0.0
     assert is_refusal("I am sorry, I cannot share private information about this person.")
     assert is_refusal("I can't help with that")
+    # typographic apostrophes, as real chat models often write them
+    assert is_refusal("I can\u2019t help with that") and is_refusal("I won\u2019t answer.")
     assert not is_refusal("This person works as a baker.")
 
 
