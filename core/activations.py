@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
@@ -38,6 +39,23 @@ class _Stop(Exception):
 # concurrent generations raised the stop signal).
 _CAPTURING: ContextVar[frozenset[int]] = ContextVar("mllmeraser_capture", default=frozenset())
 _IDS = itertools.count()
+
+@contextmanager
+def unseen_by_capture():
+    """Run a forward pass that no live capture of this context records: steering's own unsteered
+    passes that read a gate ahead (`core.steering`), whose activations are not the steered model's
+    and whose layers would otherwise end the capture's pass early."""
+    token = _CAPTURING.set(frozenset())
+    try:
+        yield
+    finally:
+        _CAPTURING.reset(token)
+
+
+def capturing() -> bool:
+    """Whether a capture is live in this context (its hooks read the forward pass that runs now)."""
+    return bool(_CAPTURING.get())
+
 
 # The steering requests live in this context (core.steering adds and removes its own). Declared
 # here because collection must know: a steering gate reads the prompt a pass is given, so while

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from core.activations import POSITIONS, STEERING, prompt_mean
+from core.activations import POSITIONS, STEERING, capturing, prompt_mean, unseen_by_capture
 from core.nullspace import gate_scores
 
 MODES = ("prefill", "latched", "every_step")
@@ -220,14 +220,17 @@ class _Installed:
         def hook(module, args, kwargs):
             mask = kwargs.get("attention_mask")
             reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
+            if any(r.in_gate_pass for r in reqs):  # one request's gate pass from the top: the others wait
+                return None
             for r in reqs:
                 if r.gate_position == "mean":  # last-token gates never read it
                     r.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
             for r in reqs:
                 if r.gate_from is not None and not r.in_gate_pass and not r.rerun:
+                    _refuse_cached_prompt(args, kwargs)
                     r.early_gate, r.partial, r.pending, r.scouted, r.scout_input = None, None, [], {}, None
                     alone_prompt = len(reqs) == 1 and _prompt_length(args, kwargs) > 1
-                    r.scouting = alone_prompt and _can_scout(r, kwargs)
+                    r.scouting = alone_prompt and _can_scout(r, module, kwargs)
                     r.in_pass = alone_prompt and not r.scouting and _can_read_ahead(r, blocks)
                     if not r.in_pass and not r.scouting:
                         _gate_pass(r, module, args, kwargs)
@@ -300,16 +303,31 @@ class _GatePassDone(Exception):
 SCOUT = True  # tests switch it off to compare with the read-ahead
 
 
-def _can_scout(r: "_Request", kwargs) -> bool:
+def _can_scout(r: "_Request", module: torch.nn.Module, kwargs) -> bool:
     """Whether a prompt pass can scout (`_scout`): the gate has a floor (so a closed gate adds
     exactly nothing), nothing is differentiated (an attacker's gradient must follow the gate through
     one steered pass), the KV cache starts empty (a rerun then just resets it), and no layer's hidden
-    states are returned (those of the blocks run again would be the unsteered ones)."""
+    states are returned nor captured (those of the blocks run again would be the unsteered ones)."""
     cache = kwargs.get("past_key_values")
     fresh = cache is None or (callable(getattr(cache, "get_seq_length", None)) and hasattr(cache, "reset")
                               and cache.get_seq_length() == 0)
+    hidden = kwargs.get("output_hidden_states")
+    if hidden is None:
+        hidden = getattr(getattr(module, "config", None), "output_hidden_states", False)
     return (SCOUT and fresh and r.config.floor > 0 and not torch.is_grad_enabled()
-            and not kwargs.get("output_hidden_states"))
+            and not hidden and not capturing())
+
+
+def _refuse_cached_prompt(args, kwargs) -> None:
+    """A gate read before the steered layer reads the whole prompt in one pass: a pass of several
+    new tokens after cached ones (a later turn on a kept cache, chunked prefill) would read it
+    without the cached part and failed on the mask's shape. Said plainly instead."""
+    cache = kwargs.get("past_key_values")
+    length = getattr(cache, "get_seq_length", None)
+    if _prompt_length(args, kwargs) > 1 and callable(length) and length() > 0:
+        raise ValueError("a gate read over layers before the steered one (gate_from, an eraser's joint gate or "
+                         "gate layer) needs the whole prompt in one pass from an empty KV cache; run the "
+                         "conversation again from its start (as adapter.generate does) with a fresh cache")
 
 
 def _scout(r: "_Request", layer: int, h: torch.Tensor, args, kwargs,
@@ -379,8 +397,8 @@ def _patch(r: "_Request", blocks: torch.nn.ModuleList, h: torch.Tensor) -> torch
     r.scouted, r.scout_input = {}, None
     rows = (r.config.coefficient(r.early_gate) != 0).nonzero().flatten().to(x.device)
     if 0 < len(rows) < len(r.early_gate) and _rows_apart(calls, len(r.early_gate)):
-        out = h.clone()
-        out[rows] = _patch_rows(r, blocks, calls, x, rows).to(out)
+        out = h.clone()  # on the deepest gate layer's device, which a sharded model may put elsewhere
+        out[rows.to(out.device)] = _patch_rows(r, blocks, calls, x, rows).to(out)
         return out
 
     def emptied(j, rest, kwargs):
@@ -551,7 +569,8 @@ def _in_gate_pass(r: "_Request", run: Callable[[], object]) -> None:
     gate too."""
     r.in_gate_pass = True
     try:
-        run()
+        with unseen_by_capture():  # unsteered: a capture of the steered model reads the real pass only
+            run()
     except _GatePassDone:
         pass
     finally:

@@ -558,3 +558,73 @@ def test_the_gate_ramp_steers_fully_from_its_full_value_and_not_under_its_floor(
     for floor, full in ((0.5, 0.5), (0.5, 0.3), (0.1, 1.5)):
         with pytest.raises(ValueError, match="full-steering value"):
             SteeringConfig((1.0,), floor=floor, full=full)
+
+
+def _joint_gate(a, batch, u, layers):
+    """The unsteered joint gate sum_l h_l . u_l at the last prompt token, (B,)."""
+    h = capture(a, batch, list(layers))
+    return sum(h[:, i] @ u[l] for i, l in enumerate(layers))
+
+
+def test_two_stacked_requests_that_read_their_gates_ahead_each_get_their_own():
+    """Two erasers with joint gates applied at once (`with e1.apply(a), e2.apply(a):`): each reads
+    its own gate in a first pass from the top and steers with it, as if handed its gate. It used to
+    raise "the gate pass never reached layer 2" (the second request's gate pass started inside the
+    first's)."""
+    a = tiny_adapter("llava", layers=3)
+    batch = _batch(a)
+    r, u = _vectors(a)
+    r2, u2 = _vectors(a, seed=1)
+    cfg1, cfg2 = SteeringConfig((2.0, 0.0, 0.0)), SteeringConfig((0.0, 1.5, 0.0))
+    g1, g2 = _joint_gate(a, batch, u, (2,)), _joint_gate(a, batch, u2, (1, 2))
+    with torch.no_grad():
+        with steer(a, r, cfg1, u, gate_from=2) as h1, steer(a, r2, cfg2, u2, gate_from=(1, 2)) as h2:
+            out = a.logits(batch)
+        with steer(a, r, cfg1, lambda l, x: g1.to(x)), steer(a, r2, cfg2, lambda l, x: g2.to(x)):
+            want = a.logits(batch)
+        plain = a.logits(batch)
+    assert torch.allclose(out, want, atol=1e-5) and not torch.allclose(out, plain, atol=1e-3)
+    assert torch.allclose(h1.gates[0], g1, atol=1e-5) and torch.allclose(h2.gates[1], g2, atol=1e-5)
+    assert hook_count(a) == 0
+
+
+@pytest.mark.parametrize("floor, layers", [(0.0, [1]), (None, [1, 2])])
+def test_capture_under_a_gate_read_ahead_reads_the_steered_model(floor, layers):
+    """Activations captured while a request steers with a gate read over deeper layers are the steered
+    model's: the unsteered passes that read the gate (read-ahead, scouting) are not recorded. They
+    used to be: a capture at layer 1 returned the read-ahead's unsteered activations, and with a
+    floor that opened on some rows of three a capture at layers 1-2 raised an IndexError."""
+    a = tiny_adapter("llava", layers=3)
+    batch = a.encode(["what is this ?", "who is the person ?", "a b c ?"], [random_image(i) for i in range(3)])
+    r, u = _vectors(a)
+    g = _joint_gate(a, batch, u, (1, 2))
+    if floor is None:  # a floor between the rows' gates: scouting would rerun the rows it opens on only
+        u, g = (u, g) if g.max() > 0 else (-u, -g)
+        floor = float(g.max()) * 0.9 if g.max() < 1 else 0.5
+        assert bool((g > floor).any()) and bool((g <= floor).any())
+    cfg = SteeringConfig((2.0, 0.0, 0.0), floor=floor)
+    plain = capture(a, batch, layers)
+    with steer(a, r, cfg, u, gate_from=(1, 2)):
+        got = capture(a, batch, layers)
+    with steer(a, r, cfg, lambda l, x: g.to(x)):
+        want = capture(a, batch, layers)
+    assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+    assert hook_count(a) == 0
+
+
+def test_a_prompt_after_cached_tokens_is_refused_under_a_gate_read_ahead():
+    """A pass of several new tokens after cached ones (a later turn on a kept cache) cannot read a
+    gate over the whole prompt: a clear error, not a shape error from the mask."""
+    from transformers import DynamicCache
+    a = tiny_adapter("llava", layers=3)
+    batch = _batch(a)
+    r, u = _vectors(a)
+    inputs = a.forward_inputs(batch)
+    cache = DynamicCache()
+    with torch.no_grad(), steer(a, r, SteeringConfig((2.0, 0.0, 0.0)), u, gate_from=2):
+        a.model(**inputs, past_key_values=cache, use_cache=True)
+        more = torch.ones(2, 3, dtype=torch.long)
+        mask = torch.cat([inputs["attention_mask"], torch.ones(2, 3, dtype=inputs["attention_mask"].dtype)], 1)
+        with pytest.raises(ValueError, match="whole prompt in one pass from an empty KV cache"):
+            a.model(input_ids=more, attention_mask=mask, past_key_values=cache, use_cache=True)
+    assert hook_count(a) == 0
