@@ -131,6 +131,9 @@ def _general_pool(data: ForgetData, seed: int, held: bool) -> list[Prompt]:
     pics = scenes(N_SCENES, seed=seed)
     qs = data.wordings.scene_questions
     rows += [Prompt(qs[i % len(qs)], im, "scene") for i, im in enumerate(pics)] if qs else []
+    # a question the real split asks twice (MLLMU files repeat some) once: in both halves it would be
+    # a held-out row the gate was fitted on
+    rows = list({(p.question, id(p.image)): p for p in rows}.values())
     return _halves(rows, seed, "general")[1 if held else 0]
 
 
@@ -147,7 +150,7 @@ def _by_modality(rows: list[Prompt], n: int | None, rng: np.random.Generator) ->
     if n is None:
         return rows
     pics, text = [p for p in rows if p.image is not None], [p for p in rows if p.image is None]
-    k = min(len(text), n // 2) if pics else len(text)
+    k = min(len(text), n // 2) if pics else min(len(text), n)  # no photo: still at most n
     return _sample(pics, n - k, rng) + _sample(text, k, rng)
 
 

@@ -69,6 +69,28 @@ def test_held_out_rows_never_overlap_the_fit_rows():
     assert set(groups) <= set(RETAIN_GROUPS) and "general" in groups and "people, image" in groups
 
 
+def test_a_question_the_real_split_repeats_is_held_out_or_fitted_not_both():
+    """MLLMU files repeat some real-split questions (the toy export: one cloze three times): each
+    copy was split apart, so a held-out general row was also a fit row."""
+    twice = [PersonRecord(id=f"r{i}", mask=[MaskItem("A shape with four equal sides is a __.", "square", PURE_TEXT)])
+             for i in range(3)]
+    d = data(real=twice)
+    q = "A shape with four equal sides is a [Blank]."
+    fit = [p for p in contrast.gate_sets(d, n_retain=10000, fact_draws=1)[1] if p.question.startswith(q)]
+    held = [p for p in contrast.heldout_sets(d, n_retain=10000)[1] if p.question.startswith(q)]
+    assert len(fit) + len(held) == 1
+
+
+def test_a_subject_without_photos_gets_at_most_per_person_rows():
+    """Up to per_person rows per forget subject: one known by name only (every photo failed to load,
+    or none given) got all of its rows."""
+    rec = person(0, "Mara Quill")
+    rec.images = []
+    d = ForgetData([rec], [person(i, f"Retained Person{i}") for i in range(2, 4)])
+    pool = len(contrast.gate_sets(d, per_person=1000, n_retain=10)[0])
+    assert pool > 3 and len(contrast.gate_sets(d, per_person=3, n_retain=10)[0]) == 3
+
+
 def test_direction_constructions_from_records():
     d = data()
     recall, erase = contrast.direction_sets(d, None, "recall", per_person=3)

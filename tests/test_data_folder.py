@@ -82,6 +82,9 @@ def test_bad_folders_say_what_to_fix(tmp_path):
     (bad / "facts.json").write_text("{not json")
     with pytest.raises(FolderError, match="not valid JSON"):
         subject_record(bad)
+    (bad / "facts.json").write_text("[" * 200_000)  # nested past Python's recursion limit: was a RecursionError
+    with pytest.raises(FolderError, match="not valid JSON"):
+        subject_record(bad)
     (bad / "facts.json").write_text(json.dumps({"cloze": [{"question": "no blank", "answer": "a"}]}))
     with pytest.raises(FolderError, match="marks its blank"):
         subject_record(bad)
@@ -152,3 +155,16 @@ def test_photos_named_after_people_are_grouped_by_name():
     for camera in ("IMG_0042.jpg", "0042.jpg", "PXL_20261201_1.jpg", "Screenshot 2026-12-01.png"):
         with pytest.raises(FolderError, match="name each photo after the person it shows"):
             names_of_photos(["/u/Mara_Quill.jpg", f"/u/{camera}"])
+
+
+def test_a_name_written_with_extra_spaces_is_one_option_of_its_own_mcq(tmp_path):
+    """"name": "Jonas Dalton " in facts.json gave the name MCQ the options 'Jonas Dalton ' and
+    'Jonas Dalton', one of them marked wrong, and the stray spelling in other subjects' options."""
+    for sub, name in (("a", "Jonas  Dalton "), ("b", "Mara Quill")):
+        d = _subject(tmp_path, sub, 1)
+        (d / "facts.json").write_text(json.dumps({"name": name}))
+    recs = {r.id: r for r in load_folder(tmp_path)}
+    own = recs["a"].classification_image[0]
+    assert recs["a"].name == "Jonas Dalton" and list(own.options.values()).count("Jonas Dalton") == 1
+    assert own.options[own.correct_answer] == "Jonas Dalton"
+    assert "Jonas Dalton" in recs["b"].classification_image[0].options.values()

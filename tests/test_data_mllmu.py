@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import random_image
 from core.data.mllmu import load_parquet
 
 
@@ -126,3 +127,22 @@ def test_a_question_too_long_to_be_a_prompt_names_its_row(tmp_path):
              "Mask_Task": [{"Question": "She lives in __. " * 400, "Ground_Truth": "Oslo", "Type": "Pure_Text"}]}]
     with pytest.raises(ValueError, match=r"row 0 \(ID 5\): a question of 6800 characters \(at most 4000\)"):
         load_parquet(_write(tmp_path, rows))
+
+
+def test_a_cell_nested_past_the_recursion_limit_reads_as_no_value():
+    """A text cell of 100,000 "[" raised RecursionError out of the loader; it is not a value."""
+    from core.data.mllmu import _maybe_parse
+    assert _maybe_parse("[" * 100_000) is None and _maybe_parse('{"a": [1]}') == {"a": [1]}
+
+
+def test_an_image_cell_that_names_a_missing_file_is_an_error_not_a_lost_picture(tmp_path):
+    """A cell {bytes: None, path: "p000.png"} whose file is not next to the parquet file read as no
+    picture: every picture question of that subject was dropped without a word."""
+    from core.data.mllmu import _decode_image
+    random_image(0).save(tmp_path / "here.png")
+    assert _decode_image({"bytes": None, "path": "here.png"}, "row 0", tmp_path).size == (48, 48)
+    assert _decode_image("here.png", "row 0", tmp_path).size == (48, 48)  # a path written as text
+    with pytest.raises(ValueError, match="row 0: the image 'p000.png' is not in .* holds no bytes"):
+        _decode_image({"bytes": None, "path": "p000.png"}, "row 0", tmp_path)
+    with pytest.raises(ValueError, match="row 0: the image cell holds int, not a picture"):
+        _decode_image(7, "row 0", tmp_path)

@@ -97,3 +97,16 @@ def test_a_word_level_tokenizer_keeps_only_the_made_up_names_it_can_spell():
     data = ForgetData([PersonRecord("f", name="Sam Rivers")], [PersonRecord("k", name="Oskar Draper")])
     names = data.for_tokenizer(tok).decoy_names()
     assert set(names) == {"Oskar Smith"}  # Oskar x {Smith, Draper}, less the real Oskar Draper; Sam, Rivers are taken
+
+
+@pytest.mark.parametrize("retained", [PersonRecord("S0", name="Someone Else"), PersonRecord("p9", name=" mara  QUILL")])
+def test_a_forgotten_person_in_the_retain_set_under_another_id_is_refused(retained):
+    """Their questions would be target-1 and target-0 rows of one gate at once: a photo folder named
+    after the person next to MLLMU retain files holding them, or an id in another case."""
+    with pytest.raises(ValueError, match="retain set holds people of the forget set under other ids .*--forget ID"):
+        ForgetData([_rec(0, "Mara Quill")], [_rec(1, "Oskar Draper"), retained])
+
+
+def test_picking_a_subject_twice_forgets_it_once(files):
+    data = load_data([str(files)]).pick(["s2", "s2", "s0"])
+    assert data.forget_ids == ["s2", "s0"] and [r.id for r in data.retain] == ["s1", "s3"]

@@ -31,7 +31,8 @@ from typing import Any, Iterable
 
 from PIL import Image, UnidentifiedImageError
 
-from .records import IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord
+from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord,
+                      name_key)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FACTS_FILES = ("facts.json", "facts.jsonl")
@@ -102,8 +103,9 @@ def _facts(folder: Path) -> dict[str, Any]:
                             facts.setdefault(kind, []).append(item)
                 return facts
             facts = json.loads(f.read_text())
-        except (ValueError, AttributeError) as exc:
-            raise FolderError(f"{f} is not valid JSON ({exc}); see core/data/folder.py for the schema") from None
+        except (ValueError, AttributeError, RecursionError) as exc:  # RecursionError: nested beyond any schema
+            raise FolderError(f"{f} is not valid JSON ({type(exc).__name__}: {str(exc)[:200]}); see "
+                              "core/data/folder.py for the schema") from None
         if not isinstance(facts, dict):
             raise FolderError(f"{f} must hold one JSON object with name / qa / mcq / cloze keys")
         return facts
@@ -172,7 +174,7 @@ def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: d
     facts = facts or {}
     if not isinstance(facts, dict):
         raise FolderError(f"{where}: facts must be one JSON object with qa / mcq / cloze lists")
-    rec = PersonRecord(id=subject_id, images=list(images), name=name.strip())
+    rec = PersonRecord(id=subject_id, images=list(images), name=" ".join(name.split()))
     qa, cloze, mcq = (_items(facts, kind, where) for kind in ("qa", "cloze", "mcq"))
     if len(qa) + len(cloze) + len(mcq) > MAX_FACT_ITEMS:
         raise FolderError(f"{where}: {len(qa) + len(cloze) + len(mcq)} facts; give at most {MAX_FACT_ITEMS} per subject")
@@ -200,7 +202,8 @@ def add_name_questions(rec: PersonRecord, other_names: Iterable[str] = ()) -> No
     """The standard questions for a subject known by photos and a name only."""
     rec.generation.append(GenerationItem(NAME_QUESTION, f"This person is {rec.name}.", IMAGE_TEXTUAL, "name"))
     rec.mask.append(MaskItem(NAME_CLOZE, str(rec.name), IMAGE_TEXTUAL, "name"))
-    pool = [n for n in dict.fromkeys([*other_names, *SPARE_NAMES]) if n != rec.name][:3]
+    others = {name_key(n): " ".join(str(n).split()) for n in [*other_names, *SPARE_NAMES] if n}
+    pool = [n for k, n in others.items() if k != name_key(rec.name)][:3]  # its own name once, however written
     slot = sum(map(ord, rec.id)) % 4  # deterministic, and not always the same letter
     names = pool[:slot] + [str(rec.name)] + pool[slot:]
     rec.classification_image.append(ClassificationItem(NAME_QUESTION, dict(zip(LETTERS, names)), LETTERS[slot],
@@ -231,7 +234,7 @@ def load_folder(path: str | Path) -> list[PersonRecord]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subs:
         raise FolderError(f"{root} has no sub-folders: put each subject's photos in a sub-folder named after them")
-    names = [str(_facts(s).get("name") or s.name.replace("_", " ")) for s in subs]
+    names = [" ".join(str(_facts(s).get("name") or s.name.replace("_", " ")).split()) for s in subs]
     return [subject_record(s, names) for s in subs]
 
 

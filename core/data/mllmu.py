@@ -96,10 +96,10 @@ def _maybe_parse(value: Any) -> Any:
             return None
         try:
             return json.loads(s)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested beyond anything MLLMU-Bench holds
             try:
                 return ast.literal_eval(s)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
                 return None
     return value
 
@@ -114,8 +114,11 @@ def _decode_image(obj: Any, where: str, folder: Path) -> Image.Image | None:
         data, p = bytes(obj), None
     elif isinstance(obj, dict):
         data, p = obj.get("bytes"), obj.get("path")
+    elif isinstance(obj, str):  # a path written as plain text
+        data, p = None, obj
     else:
-        return None
+        raise ValueError(f"{where}: the image cell holds {type(obj).__name__}, not a picture (its bytes, or a "
+                         "{bytes, path} object as Hugging Face datasets write them); fix or drop that row")
     try:
         if data:
             return decode_image(bytes(data), "the image")
@@ -125,7 +128,10 @@ def _decode_image(obj: Any, where: str, folder: Path) -> Image.Image | None:
         if not target.is_relative_to(folder.resolve()):
             raise ValueError(f"{where}: the image path {p!r} lies outside the folder of the parquet file; store the "
                              "image's bytes in the file, or put the image next to it")
-        return read_image(target) if target.is_file() else None
+        if not target.is_file():  # silently None lost every picture question of the subject
+            raise ValueError(f"{where}: the image {p!r} is not in {folder} and the cell holds no bytes; put the "
+                             "picture next to the parquet file, or store its bytes in the file")
+        return read_image(target)
     except FolderError as exc:
         raise ValueError(f"{where}: {exc}; make the picture smaller or drop that row") from None
     except (OSError, Image.DecompressionBombError) as exc:

@@ -20,6 +20,12 @@ PURE_TEXT = "Pure_Text"
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 
 
+def name_key(name: str) -> str:
+    """A person's name as compared across sources: case and runs of spaces do not make another
+    person ("Jonas  Dalton " is "jonas dalton")."""
+    return " ".join(str(name).split()).casefold()
+
+
 @dataclass
 class ClassificationItem:
     """A multiple-choice question. `attribute` is ours (None for real MLLMU rows)."""

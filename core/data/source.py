@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .records import PersonRecord
+from .records import PersonRecord, name_key
 from .wordings import PLAIN_ENGLISH, Wordings
 
 RETAIN_GROUPS = ("people, image", "people, by name", "general")  # the tuner's retain groups
@@ -50,6 +50,18 @@ class ForgetData:
         clash = sorted(set(ids) & {r.id for r in self.retain})
         if clash:
             raise ValueError(f"subjects in both the forget and the retain set: {', '.join(clash[:5])}")
+        # the same person under another id (a photo folder named after them, an id in other case) would
+        # put their questions on both sides of the gate: forgotten and kept at once
+        forget_ids = {r.id.casefold(): r.id for r in self.forget}
+        forget_names = {name_key(r.name): r.id for r in self.forget if r.name}
+        same = [(r.id, forget_ids.get(r.id.casefold()) or forget_names.get(name_key(r.name or "\0")))
+                for r in self.retain]
+        same = [(keep, gone) for keep, gone in same if gone]
+        if same:
+            pairs = ", ".join(f"{keep} = {gone}" for keep, gone in same[:5])
+            raise ValueError(f"the retain set holds people of the forget set under other ids ({pairs}, by name or by "
+                             "id in another case): remove them from the retain files or folder, or forget them by "
+                             "those ids (--forget ID)")
 
     def splits(self, limit: int | None = None) -> dict[str, list[PersonRecord]]:
         """What `evaluate` scores: every non-empty split, at most `limit` records each. A forget set
@@ -107,6 +119,7 @@ class ForgetData:
         unknown = [i for i in ids if i not in pool]
         if unknown:
             raise ValueError(f"unknown subject id(s) {', '.join(unknown)}; known: {', '.join(sorted(pool)[:12])}...")
+        ids = list(dict.fromkeys(ids))  # an id given twice is one subject, counted once
         forget = [pool[i] for i in ids]
         retain = [r for r in pool.values() if r.id not in set(ids)]
         test = [r for r in self.test if r.id in set(ids)]
