@@ -16,6 +16,7 @@ IMAGE_BYTES = MAX_IMAGE_BYTES  # 20 MB per uploaded picture
 IMAGE_PIXELS = MAX_PIXELS  # 4096 x 4096 in all, read from the header before any pixel is decoded
 IMAGE_ASPECT = 20  # longest side / shortest side: thinner strips are not photos
 PHOTOS = MAX_IMAGES  # photos of one person for "Forget someone"
+KEPT_PGD = 32  # PGD images a session keeps for its next fit's recall set (each a picture held in memory)
 KEEP_PEOPLE = 20  # people to keep given with "Forget someone" (each up to PHOTOS photos)
 
 # ---------------------------------------------------------------- text

@@ -111,7 +111,13 @@ def build(default: Workbench) -> gr.Blocks:
                          for p in people]
 
     def wb_of(session: Session) -> Workbench:
-        return session.workbench or default
+        if session.workbench is None:
+            return default
+        try:
+            session.workbench = Workbench.current(session.workbench, default)
+        except UserError as exc:  # dropped to make room, and its folder no longer loads
+            raise gr.Error(f"{exc} Load a model again in Model & data.") from None
+        return session.workbench
 
     # uploads and outputs in Gradio's cache are deleted after an hour (and all of them at restart)
     with gr.Blocks(title="MLLMEraser workbench", delete_cache=(limits.TEMP_SECONDS, limits.TEMP_SECONDS)) as demo:
@@ -159,6 +165,7 @@ def build(default: Workbench) -> gr.Blocks:
                 with gr.Row():
                     examples_btn = gr.Button("Run forget + retain examples at this setting", elem_id="examples_btn")
                     heat_btn = gr.Button("Strength x layer heat-map for this input", elem_id="heat_btn")
+                    heat_stop = gr.Button("Stop", elem_id="heat_stop", scale=0)
                 selectivity = gr.Dataframe(headers=["example", "question", "original", "steered"],
                                            label="Several inputs at once (selectivity)", interactive=False,
                                            elem_id="selectivity", wrap=True)
@@ -423,15 +430,17 @@ def build(default: Workbench) -> gr.Blocks:
                 return gr.update(), _err(exc)
 
         @logged
-        def run_heatmap(sess, img, q, m):
-            try:
-                wb = wb_of(sess)
-                layers_, strengths, grid = wb.heatmap(wb.eraser_for(sess), img, q, [0, 0.25, 0.5, 1, 1.5, 2, 3], m)
-                # strength 0 is the unsteered answer (bit-identical, tested): no extra generation for it
-                orig = grid[0][0] if grid else ""
-                return change_heatmap(layers_, strengths, grid, orig), ""
-            except UserError as exc:
-                return gr.update(), _err(exc)
+        def run_heatmap(sess, img, q, m, progress=gr.Progress()):
+            wb = wb_of(sess)
+            out, msg = run_job(sess, "heatmap", lambda job: wb.heatmap(
+                wb.eraser_for(sess), img, q, [0, 0.25, 0.5, 1, 1.5, 2, 3], m,
+                progress=_progress(progress), should_stop=job.should_stop))
+            if out is None:
+                return gr.update(), msg
+            layers_, strengths, grid = out
+            # strength 0 is the unsteered answer (bit-identical, tested): no extra generation for it
+            orig = grid[0][0] if grid else ""
+            return change_heatmap(layers_, strengths, grid, orig), ""
 
         inputs = [session, image, question, strength, layers, mode, gate_at, floor, full]
         outputs = [original, steered, gates, status]
@@ -442,6 +451,7 @@ def build(default: Workbench) -> gr.Blocks:
               compare, inputs, outputs, **LATEST)
         examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
         heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
+        heat_stop.click(stopper("heatmap"), session, None, **INTERNAL)
         if gallery_items:
             def pick_person(evt: gr.SelectData):
                 return gallery_items[evt.index][0]
@@ -488,7 +498,7 @@ def build(default: Workbench) -> gr.Blocks:
             new, msg = run_job(sess, "fit", lambda job: wb.withdraw(subject, sess, _progress(progress), job.should_stop))
             if new is None:
                 return sess, msg
-            return sess, (f"Withdrawn: **{wb._name_of(subject)}** is no longer forgotten (request "
+            return sess, (f"Withdrawn: **{wb.name_of(subject, sess)}** is no longer forgotten (request "
                           f"{len(new.config.requests)} of this eraser's history). The playground shows it at once.")
 
         forgotten_out = [forgotten_table, withdraw_pick]
@@ -627,6 +637,11 @@ def build(default: Workbench) -> gr.Blocks:
         def keep_pgd(sess):
             if getattr(sess, "last_pgd", None) is None:
                 return sess, _err(UserError("Run PGD first: there is no final image to keep."))
+            if any(kept is sess.last_pgd for kept in sess.recall_images):
+                return sess, f"Already kept: the recall set of your next fit gets {len(sess.recall_images)} PGD image(s)."
+            if len(sess.recall_images) >= limits.KEPT_PGD:
+                return sess, _err(UserError(f"At most {limits.KEPT_PGD} PGD images are kept per session: fit with "
+                                            "them first (Model & data tab)."))
             sess.recall_images.append(sess.last_pgd)
             return sess, (f"Kept. The recall set of your next fit (Model & data tab) gets "
                           f"{len(sess.recall_images)} PGD image(s).")
@@ -661,17 +676,26 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return (gr.update(),) * 4 + (_err(exc),)
 
+        def new_gate_views(wb, er, layer, floor_value=None, full_value=None):
+            """The null-space views of an eraser a refit or hardening just made, and a note when they
+            cannot be drawn (the layer picked is not one it fits): the eraser is in use either way,
+            so that is said rather than reported as a failure."""
+            try:
+                return wb.nullspace_view(er, layer, floor_value, full_value), ""
+            except UserError as exc:
+                return (gr.update(),) * 4, f" The views are not redrawn: {exc}"
+
         @logged
         def refit(sess, layer, ratio, gamma, weight, per_person, joint, progress=gr.Progress()):
             wb = wb_of(sess)
             progress(0.2, desc="activations of the fit sets (cached after the first time)")
-            new, msg = run_job(sess, "map", lambda job: wb.refit(
+            new, msg = run_job(sess, "refit", lambda job: wb.refit(
                 wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
                 progress=_progress(progress), should_stop=job.should_stop, joint_layers=joint or []))
             if new is None:
                 return (sess,) + (gr.update(),) * 6 + (msg,)
             sess.eraser = new
-            views = wb.nullspace_view(new, layer)  # drawn with its own ramp, which the sliders take
+            views, note = new_gate_views(wb, new, layer)  # drawn with its own ramp, which the sliders take
             gates = "one gate per forget person" if per_person else "one gate for the whole forget set"
             c = new.config
             read = (f"read over layers {', '.join(map(str, c.joint_gate))} together" if c.joint_gate
@@ -679,7 +703,7 @@ def build(default: Workbench) -> gr.Blocks:
                     else "each steered layer reading its own")
             return sess, new.config.gate_floor, new.config.gate_full, *views, (
                 f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain weight {float(weight):g}, "
-                f"{gates}, {read}: this session's playground, map and evaluation now use it.")
+                f"{gates}, {read}: this session's playground, map and evaluation now use it.{note}")
 
         @logged
         def do_harden(sess, layer, rounds, steps, progress=gr.Progress()):
@@ -691,13 +715,15 @@ def build(default: Workbench) -> gr.Blocks:
                 return (sess,) + (gr.update(),) * 6 + (msg,)
             er, lines = out
             f, t = er.config.gate_floor, er.config.gate_full
-            return (sess, f, t, *wb.nullspace_view(er, layer, f, t),
+            views, note = new_gate_views(wb, er, layer, f, t)
+            return (sess, f, t, *views,
                     f"Hardened ({er.config.adversarial_rounds} round{'s' if er.config.adversarial_rounds > 1 else ''} "
                     "in all): " + "; ".join(lines) + f". Gate ramp "
-                    f"{f:g} / {t:g} (the playground's sliders follow). The attack panel in Evaluate attacks this gate.")
+                    f"{f:g} / {t:g} (the playground's sliders follow). The attack panel in Evaluate attacks this "
+                    f"gate.{note}")
 
         ns_harden.click(do_harden, [session, ns_layer, ns_rounds, ns_steps], [session, floor, full, *null_out], **HEAVY)
-        ns_stop.click(stopper("harden"), session, None, **INTERNAL)
+        ns_stop.click(stopper("harden", "refit"), session, None, **INTERNAL)
         ns_layer.change(show_null, null_in, null_out, api_visibility="private", **LIGHT)
         for slider in (floor, full):  # the ramp drawn over the gate follows the playground's sliders
             slider.release(show_null, null_in, null_out, api_visibility="private", **LIGHT)
@@ -760,11 +786,12 @@ def build(default: Workbench) -> gr.Blocks:
 
         @logged
         def upload_eraser(sess, path):
+            wb = wb_of(sess)
             try:
-                sess.eraser = wb_of(sess).load_eraser_zip(path)
+                note = wb.adopt_eraser(sess, wb.load_eraser_zip(path))
             except UserError as exc:
                 return sess, _err(exc)
-            return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser."
+            return sess, f"Loaded: `{json.dumps(eraser_summary(sess.eraser))}` is now this session's eraser.{note}"
 
         dl_btn.click(download, session, [dl_file, eval_status], **LIGHT)
         follow_eraser(ul_file.upload(upload_eraser, [session, ul_file], [session, eval_status], **LIGHT))

@@ -8,6 +8,7 @@ core.steering), so concurrent users cannot see each other's strengths.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -15,6 +16,8 @@ import threading
 import uuid
 import zipfile
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
+from core.data.records import name_key
 from core.data.source import ForgetData
 from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, recipe_of
 from core.models.base import VLMAdapter
@@ -142,6 +146,15 @@ def check_pgd(eps_255, step_255, steps) -> PGDConfig:
     return PGDConfig(eps=eps / 255, step_size=step / 255, steps=n, random_start=True, seed=0)
 
 
+def subject_id(kind: str, name: str) -> str:
+    """The id of a person added by upload ("upload-oskar-draper"): long names end in a digest of
+    the whole name, so that two names sharing their first 40 characters stay two people."""
+    slug = "-".join(name.lower().split())
+    if len(slug) > 40:
+        slug = slug[:33] + "-" + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return f"{kind}-{slug}"
+
+
 @dataclass
 class Session:
     """Per-browser-tab state (held in gr.State, never shared between users): the eraser this
@@ -153,6 +166,7 @@ class Session:
     recall_images: list[tuple[Image.Image, str]] = field(default_factory=list)
     last_pgd: tuple[Image.Image, str] | None = None
     workbench: "Workbench | None" = None
+    names: dict[str, str] = field(default_factory=dict)  # subject id -> name of people this user added
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
@@ -188,6 +202,7 @@ class Comparison:
 
 _LOADED: "OrderedDict[str, Workbench]" = OrderedDict()  # models loaded by "Load model", shared
 _LOADED_LOCK = threading.Lock()
+_UMAP_FITS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="umap")  # heavy: one at a time, for every session
 
 
 class Workbench:
@@ -198,9 +213,10 @@ class Workbench:
         self.eraser = eraser
         self.world = world
         self.note = ""  # said once at start-up (e.g. why no eraser is loaded)
+        self.key = ""  # the resolved folder it was loaded from by `shared` ("" for the default)
         self._acts: dict[tuple, ActivationSets] = {}
         self._umaps: dict[tuple, object] = {}  # fitted UMAP per activation set and layer
-        self._names: dict[str, str] = {}  # subject id -> name of people added by upload
+        self._umap_fits: dict[tuple, Future] = {}  # those being fitted (`_umap_fit`)
         self._acts_lock = threading.Lock()
 
     @classmethod
@@ -213,17 +229,20 @@ class Workbench:
             adapter = load_adapter(model, **load)
         except (ModelNotFoundError, OSError, ValueError) as exc:
             raise UserError(f"Could not load the model {str(model)!r}: {exc}") from exc
-        world = None
+        world, note = None, ""
         folder = resolve(model)
         if (folder / "world.json").is_file():
             from core.toyworld.train import load_world
-            world = load_world(folder)
-        er, note = None, ""
+            try:
+                world = load_world(folder)
+            except ValueError as exc:  # the model still loads: its views then work on a forget set you bring
+                note = f"The model's toy world was not loaded: {exc}. "
+        er = None
         if eraser and Path(eraser).is_dir():
             try:
                 er = Eraser.from_pretrained(eraser, adapter=adapter)
             except ModelMismatchError as exc:
-                note = f"The default eraser does not fit this model, so none is loaded ({exc})"
+                note += f"The default eraser does not fit this model, so none is loaded ({exc})"
         wb = cls(adapter, er, world)
         wb.note = note
         return wb
@@ -259,12 +278,23 @@ class Workbench:
             wb = cls.load(key, eraser=None)  # loaded outside the lock: other sessions keep working
         except UserError as exc:
             raise UserError(deploy.scrub(str(exc))) from exc
+        wb.key = key
         with _LOADED_LOCK:
             wb = _LOADED.setdefault(key, wb)
             _LOADED.move_to_end(key)
             while len(_LOADED) > limits.LOADED_MODELS:
                 _LOADED.popitem(last=False)
         return wb
+
+    @classmethod
+    def current(cls, wb: "Workbench", default: "Workbench") -> "Workbench":
+        """A session's loaded model as it stands: `wb` while it is among the loaded ones, else loaded
+        again (and another dropped). Why: a session holding on to a dropped model kept it in memory,
+        so with more models asked for than `limits.LOADED_MODELS` every one stayed loaded."""
+        with _LOADED_LOCK:
+            if _LOADED.get(wb.key) is wb:
+                return wb
+        return cls.shared(wb.key, default)
 
     @property
     def eraser_split(self) -> str:
@@ -319,7 +349,7 @@ class Workbench:
         eraser = self.eraser_for(session)
         q = check_question(question, self.adapter, max_new_tokens)
         s = check_strength(strength)
-        check_mode(eraser, mode)
+        check_mode(eraser, mode, gate_layer)
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
@@ -454,11 +484,11 @@ class Workbench:
             raise UserError(f"The facts are over {MAX_FACTS_BYTES // 2**20} MB of text: one person's facts fit in far less.")
         try:
             facts = _json.loads(facts_json) if (facts_json or "").strip() else None
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested far beyond the schema
             raise UserError(f"The facts are not valid JSON ({exc}). Leave the box empty or use the schema shown "
                             "under it.") from None
         images = [read_image(getattr(f, "name", f)) for f in files]
-        subject = "upload-" + "-".join(name.lower().split())[:40]
+        subject = subject_id("upload", name)
         keep_files = [getattr(f, "name", f) for f in (keep or []) if f is not None]
         if keep_files and add:
             raise UserError("People to keep join a new fit: untick *Add this person to the current eraser*, or "
@@ -475,11 +505,11 @@ class Workbench:
                             "photos from the people to keep.")
         retain, real = [], []
         if self.world is not None:
-            retain = [self.world.person_record(p) for p in self.world.people if p.name.lower() != name.lower()]
+            retain = [self.world.person_record(p) for p in self.world.people if name_key(p.name) != name_key(name)]
             real = self.world.eval_items("real")
         names = [*kept, *(r.name for r in retain[:3] if r.name)]
         try:
-            retain = [subject_from("keep-" + "-".join(k.lower().split())[:40], [read_image(p) for p in ps], k, None,
+            retain = [subject_from(subject_id("keep", k), [read_image(p) for p in ps], k, None,
                                    [name, *names]) for k, ps in kept.items()] + retain
             rec = subject_from(subject, images, name, facts, names)
             data = ForgetData([rec], retain, real=real, name=f"upload: {name}").for_tokenizer(self.adapter.tokenizer)
@@ -489,14 +519,18 @@ class Workbench:
             from core.contrast import eraser_gate_sets
             from core.requests import RequestError, add_subjects, contrast_for
             live = self.live_eraser(session, progress, should_stop)
+            known = [(r.id, r.name) for r in (session.data.retain if session is not None and session.data else [])]
+            known += [(p.id, p.name) for p in (self.world.people if self.world is not None else [])]
+            same = [i for i, n in known if n and name_key(n) == name_key(name)]  # retained until now as a record
             try:
                 new = add_subjects(live, self.adapter, eraser_gate_sets(data, live.config)[0], progress=(
                     None if progress is None else lambda d, t: progress("the new person's prompts", d, t)),
-                    should_stop=should_stop, contrast=contrast_for(live, data, self.adapter, [subject]))
+                    should_stop=should_stop, contrast=contrast_for(live, data, self.adapter, [subject]),
+                    same_as=same)
             except RequestError as exc:
                 raise UserError(str(exc)) from exc
-            self._names[subject] = name
             if session is not None:
+                session.names[subject] = name
                 session.eraser = new
             return new
         return self.fit_eraser(data, "recall", session, progress, should_stop)
@@ -572,12 +606,18 @@ class Workbench:
                     since.pop(s, None)
                 elif r["action"] in ("fit", "add"):  # "harden" adds rows, not people
                     since[s] = f"{r['action']}, {r.get('at', '')}"
-        return [[s, self._name_of(s), since.get(s, "the first fit")] for s in
+        return [[s, self.name_of(s, session), since.get(s, "the first fit")] for s in
                 (er.config.subjects or [er.config.forget_split or "(the forget set)"])]
 
-    def _name_of(self, subject: str) -> str:
-        if subject in self._names:
-            return self._names[subject]
+    def name_of(self, subject: str, session: Session | None = None) -> str:
+        """A subject's name: one this session added or brought, else the toy world's, else its id."""
+        if session is not None:
+            if subject in session.names:
+                return session.names[subject]
+            if session.data is not None:
+                for rec in (*session.data.forget, *session.data.retain):
+                    if rec.id == subject and rec.name:
+                        return rec.name
         if self.world is not None:
             try:
                 return self.world.person(subject).name
@@ -697,7 +737,7 @@ class Workbench:
         d_erase arrow, or UMAP), points coloured by gate value, the current input starred.
         The UMAP of a set and layer is fitted once and kept; the input is placed on it."""
         from app.plots import activation_map
-        from core.projection import pca_2d, umap_model
+        from core.projection import pca_2d
         l = self._layer(eraser, layer)
         sets = self.activation_sets(eraser, progress, should_stop, session=session)
         H = {"forget": sets.H_forget[:, l], "retain": sets.H_retain[:, l], "recall": sets.H_recall[:, l],
@@ -716,17 +756,9 @@ class Workbench:
             total = sum(len(v) for v in prompts.values())
             shown = sum(len(v) for v in keep.values())
             key = self._acts_key(eraser, self.data_for(eraser, session)) + (l,)
-            with self._acts_lock:
-                reducer = self._umaps.get(key)
-            if reducer is None:
-                if should_stop is not None and should_stop():
-                    raise InterruptedError("stopped before UMAP")
-                reducer = _stoppable(lambda: umap_model(torch.cat([H[k] for k in H]), seed=eraser.config.seed),
-                                     should_stop)
-                with self._acts_lock:
-                    self._umaps[key] = reducer
-                    while len(self._umaps) > 2 * limits.CACHED_SETS:
-                        self._umaps.pop(next(iter(self._umaps)))
+            if should_stop is not None and should_stop():
+                raise InterruptedError("stopped before UMAP")
+            reducer = _await(self._umap_fit(key, torch.cat([H[k] for k in H]), eraser.config.seed), should_stop)
             xy = torch.from_numpy(reducer.embedding_).double()
             star = None if cur is None else torch.from_numpy(reducer.transform(cur[None].double().numpy()))[0].double()
             coords, i = {}, 0
@@ -779,6 +811,32 @@ class Workbench:
                  else f"gate of layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}")
         return gate_histogram(*rows, f"The gate that decides the steering ({where}) on the fit rows, with the ramp",
                               (f, t))
+
+    def _umap_fit(self, key: tuple, X: torch.Tensor, seed: int) -> Future:
+        """The UMAP of one activation set and layer: kept once fitted, and while it is being fitted
+        every request for it waits on that one fit. Fits run one at a time in the background
+        (`_UMAP_FITS`), and one a visitor stopped waiting for still lands in the cache: Draw, Stop,
+        Draw again neither starts a second fit nor piles up threads past the one-heavy-job limit."""
+        with self._acts_lock:
+            if key in self._umaps:
+                kept: Future = Future()
+                kept.set_result(self._umaps[key])
+                return kept
+            fut = self._umap_fits.get(key)
+            if fut is not None:
+                return fut
+            from core.projection import umap_model
+            fut = self._umap_fits[key] = _UMAP_FITS.submit(umap_model, X, seed=seed)
+
+        def landed(done: Future) -> None:
+            with self._acts_lock:
+                self._umap_fits.pop(key, None)
+                if done.exception() is None:
+                    self._umaps[key] = done.result()
+                    while len(self._umaps) > 2 * limits.CACHED_SETS:
+                        self._umaps.pop(next(iter(self._umaps)))
+        fut.add_done_callback(landed)  # outside the lock: it runs at once when the fit already ended
+        return fut
 
     def _layer(self, eraser: Eraser, layer) -> int:
         try:
@@ -861,19 +919,26 @@ class Workbench:
         return [[label, p.question, a, b] for (label, p), a, b in zip(ex, before, after)]
 
     def heatmap(self, eraser: Eraser, image, question: str, strengths: list[float], mode: str | None = None,
-                max_new_tokens: int = 16) -> tuple[list[int], list[float], list[list[str]]]:
-        """Steered answer of one input for every (single layer, strength): (layers, strengths, answers)."""
+                max_new_tokens: int = 16, progress: Callable[[str, int, int], None] | None = None,
+                should_stop: Callable[[], bool] | None = None) -> tuple[list[int], list[float], list[list[str]]]:
+        """Steered answer of one input for every (single layer, strength): (layers, strengths, answers).
+        One generation per cell (7 x 32 on a 7B model): `progress` after each, `should_stop()` between."""
         q = check_question(question, self.adapter, max_new_tokens)
         check_mode(eraser, mode)
+        values = [check_strength(s) for s in strengths]
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
         layers = eraser.fitted_layers
-        grid = []
+        grid: list[list[str]] = []
         for l in layers:
             row = []
-            for s in strengths:
-                with eraser.apply(self.adapter, strength=check_strength(s), layers=[l], mode=mode):
+            for s in values:
+                if should_stop is not None and should_stop():
+                    raise InterruptedError("heat-map stopped")
+                with eraser.apply(self.adapter, strength=s, layers=[l], mode=mode):
                     row.append(self.adapter.generate(batch, max_new_tokens)[0])
+                if progress is not None:
+                    progress("answers", len(grid) * len(values) + len(row), len(layers) * len(values))
             grid.append(row)
         return layers, list(strengths), grid
 
@@ -920,11 +985,31 @@ class Workbench:
                              prefix_facts(data, 4), RobustnessConfig(eps=float(eps) / 255, steps=int(steps)),
                              progress, should_stop)
 
+    def adopt_eraser(self, session: Session, eraser: Eraser) -> str:
+        """Make an uploaded eraser this session's. The forget set the session brought stays only when
+        it holds every subject the eraser forgets (an eraser downloaded from this session); otherwise
+        the views go back to the model's own data, so that they never score one eraser on another's
+        people. Returns a note saying which."""
+        session.eraser = eraser
+        data = session.data
+        if data is None:
+            return ""
+        ids = {r.id for r in (*data.forget, *data.retain)} | set(session.names)  # names: people added since
+        cfg = eraser.config
+        people = set(cfg.subjects) or {s for s in (cfg.forget_split or "").split(",") if s}
+        if people and people <= ids:
+            return f" The views keep your forget set ({data.name})."
+        session.data, session.names = None, {}
+        return (" Its people are not in the forget set you brought, so the views are back on the model's own "
+                "data" + ("." if self.world is not None else " (none: bring a forget set in Model & data)."))
+
     def load_eraser_zip(self, path) -> Eraser:
         """An eraser from a zip of its folder (safetensors + JSON), checked against this model."""
         if path is None:
             raise UserError("No file: upload the .zip written by 'Download eraser'.")
         p = Path(path)
+        if not p.is_file():
+            raise UserError("The uploaded file is gone: upload the .zip again.")
         if p.stat().st_size > limits.ERASER_ZIP:
             raise UserError("That file is too large to be an eraser of this model.")
         try:
@@ -952,28 +1037,17 @@ class Workbench:
             raise UserError(f"Could not read that eraser: {exc}") from exc
 
 
-def _stoppable(work: Callable[[], object], should_stop: Callable[[], bool] | None, poll: float = 0.1):
-    """Run `work` (a computation with no stop hook of its own, such as UMAP's fit) in a thread and
-    return its result, or raise InterruptedError as soon as `should_stop()` says so: the visitor's
-    job ends at once; the abandoned computation finishes in the background and is discarded."""
-    if should_stop is None:
-        return work()
-    box: dict = {}
-
-    def run():
+def _await(fut: Future, should_stop: Callable[[], bool] | None, poll: float = 0.1):
+    """The result of `fut` (a computation with no stop hook of its own, such as UMAP's fit, running
+    in the background), or InterruptedError as soon as `should_stop()` says so: the visitor's job
+    ends at once; the computation goes on and its result is kept by whoever started it."""
+    while should_stop is not None:
         try:
-            box["value"] = work()
-        except BaseException as exc:  # handed to the caller below
-            box["error"] = exc
-    t = threading.Thread(target=run, daemon=True, name="stoppable")
-    t.start()
-    while t.is_alive():
-        if should_stop():
-            raise InterruptedError("stopped")
-        t.join(poll)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+            return fut.result(timeout=poll)
+        except FutureTimeout:
+            if should_stop():
+                raise InterruptedError("stopped") from None
+    return fut.result()
 
 
 def _sample_sets(sizes: dict[str, int], at_most: int, seed: int) -> dict[str, torch.Tensor]:
@@ -997,11 +1071,17 @@ def gate_auc(forget: torch.Tensor, retain: torch.Tensor) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def check_mode(eraser: Eraser, mode: str | None) -> None:
-    """A steering mode this eraser can run, said in words (not a bare error from the hooks)."""
+def check_mode(eraser: Eraser, mode: str | None, gate_layer: int | None | str = "stored") -> None:
+    """A steering mode this eraser can run with its gate read where `gate_layer` says ("stored": the
+    eraser's own reading), said in words (not a bare error from the hooks)."""
     if mode == "every_step" and eraser.gate_position == "mean":
         raise UserError("This eraser reads its gate at the mean of the prompt tokens, once per prompt, so it cannot "
                         "recompute it at every generated token: choose 'prefill' or 'latched'.")
+    ahead = eraser.config.joint_gate or eraser.config.gate_layer is not None
+    if mode == "every_step" and ((gate_layer == "stored" and ahead) or isinstance(gate_layer, int)):
+        raise UserError("This eraser's gate is read before the steered layer and latched at the prompt, so it cannot "
+                        "be recomputed at every generated token: choose 'prefill' or 'latched' (or, in the "
+                        "playground, read the gate at each steered layer).")
 
 
 def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:

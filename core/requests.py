@@ -87,12 +87,16 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
 def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], batch_size: int | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 contrast: tuple[Sequence[Prompt], Sequence[Prompt]] | None = None) -> Eraser:
+                 contrast: tuple[Sequence[Prompt], Sequence[Prompt]] | None = None,
+                 same_as: Sequence[str] = ()) -> Eraser:
     """The eraser forgetting the subjects of `forget` too (prompts tagged with their subject, as
     `contrast.gate_sets` builds them). Only these prompts are run through the model; their
     subjects' rows leave the retain side (they were retained until now). `contrast`: the new
     subjects' (recall, erase) prompts (`contrast.direction_sets`): the direction is then built
-    again from everyone forgotten (the fit state must keep the earlier subjects' ones)."""
+    again from everyone forgotten (the fit state must keep the earlier subjects' ones).
+    `same_as`: retained subject tags that are the same people under other ids (a person added
+    from photos and a name who is in the data as a record): their rows leave the retain side too,
+    or the gate would be fitted to open and to stay shut on the same questions."""
     state = live_state(eraser)
     eraser.check_model(adapter)
     if not forget:
@@ -121,7 +125,7 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
         direction = erase_direction(state.H_recall, state.H_erase)
     H = collect_layers(adapter, forget, eraser.config.layers, batch_size=batch_size, progress=progress,
                        should_stop=should_stop, position=eraser.gate_position)
-    grown = with_forget_rows(state, H, [p.tag for p in forget], leave_retain=new)
+    grown = with_forget_rows(state, H, [p.tag for p in forget], leave_retain=new + sorted(set(same_as) - set(new)))
     return refit_with(eraser, grown, request_entry("add", new, prompts_hash(forget, *(contrast or ()))), direction)
 
 

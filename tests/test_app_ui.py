@@ -392,11 +392,77 @@ def test_long_handlers_share_one_bounded_queue_and_internal_events_are_not_endpo
     assert (fns["compare"].concurrency_id, fns["compare"].concurrency_limit) == ("light", limits.LIGHT_JOBS)
     assert demo._queue.max_size == limits.QUEUE_SIZE
     stops = [f for f in demo.fns.values() if f.name == "stop"]
-    assert len(stops) == 6 and all(not f.queue and f.api_visibility == "private" for f in stops)  # never queued
+    assert len(stops) == 7 and all(not f.queue and f.api_visibility == "private" for f in stops)  # never queued
     endpoints = set(demo.get_api_info()["named_endpoints"])
     assert {"/compare", "/do_fit", "/do_pgd", "/do_eval"} <= endpoints
     assert not any(e.startswith(("/stop", "/go", "/pick", "/show_null", "/keep", "/lambda", "/compare_"))
                    for e in endpoints)
+
+
+def test_each_stop_button_stops_the_jobs_of_its_own_view(shipped, monkeypatch):
+    """The Null space view's Stop ends its refit and its hardening; the map's Stop only the map's
+    drawing (a refit ran as a map job: the Null space Stop did nothing to it)."""
+    from app.ui import JOBS, build
+    from app.workbench import Session
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    demo = build(shipped)
+    ids = {b.elem_id: i for i, b in demo.blocks.items() if getattr(b, "elem_id", None)}
+    stop_of = {elem: next(f for f in demo.fns.values() if f.name == "stop" and (ids[elem], "click") in f.targets)
+               for elem in ("ns_stop", "map_stop", "heat_stop")}
+    for elem, stops in (("ns_stop", {"refit", "harden"}), ("map_stop", {"map"}), ("heat_stop", {"heatmap"})):
+        sess = Session()
+        jobs = {k: JOBS.start(sess.id, k) for k in ("refit", "harden", "map", "heatmap")}
+        stop_of[elem].fn(sess)
+        assert {k for k, j in jobs.items() if j.should_stop()} == stops, elem
+        for j in jobs.values():
+            JOBS.finish(sess.id, j)
+
+
+def test_a_refit_or_hardening_whose_views_cannot_be_drawn_still_says_it_worked(shipped, monkeypatch):
+    """The Null space layer picked may be one the new eraser does not fit (an uploaded eraser fitted on
+    layers 1-3, layer 0 picked): the refit and the hardening are in use, so they say so and why the
+    views are not redrawn (it was "Something went wrong on the server", the sliders left as they were)."""
+    import dataclasses
+
+    from app.ui import build
+    from app.workbench import Session
+    from core.eraser import Eraser
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    d = shipped.eraser
+    cfg = dataclasses.replace(d.config, layers=[1, 2, 3], joint_gate=None, steer_layers=[1])
+    sub = Eraser(d.direction, d.gate, cfg, d.diagnostics)
+    fns = {f.name: f.fn for f in build(shipped).fns.values()}
+    quiet = dict(progress=lambda *a, **k: None)
+    monkeypatch.setattr(shipped, "refit", lambda eraser, *a, **k: eraser)  # the engine's refit is tested elsewhere
+    sess = Session(eraser=sub)
+    out = fns["refit"](sess, "0", 1.0, 10.0, 0.3, True, [], **quiet)
+    assert out[0].eraser is sub and (out[1], out[2]) == (cfg.gate_floor, cfg.gate_full)
+    assert out[-1].startswith("Refitted") and "The views are not redrawn: Layer 0 is not fitted" in out[-1]
+    monkeypatch.setattr(shipped, "harden", lambda s, *a, **k: (sub, ["round 1: gate 0.5 -> 0.9"]))
+    out = fns["do_harden"](sess, "0", 1, 2, **quiet)
+    assert out[-1].startswith("Hardened") and "The views are not redrawn: Layer 0 is not fitted" in out[-1]
+    out = fns["refit"](sess, "3", 1.0, 10.0, 0.3, True, [], **quiet)  # a layer it fits: the views are drawn
+    assert "not redrawn" not in out[-1] and [row[0] for row in out[6]] == [1, 2, 3]  # the per-layer table
+
+
+def test_keeping_a_pgd_image_counts_it_once_and_is_capped(shipped, monkeypatch):
+    """"Keep for the recall set" twice on one PGD result added it twice, and without a cap a session
+    could hold any number of pictures."""
+    from app import limits
+    from app.ui import build
+    from app.workbench import Session
+    from conftest import random_image
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    keep = next(f.fn for f in build(shipped).fns.values() if f.name == "keep_pgd")
+    sess = Session()
+    assert "Run PGD first" in keep(sess)[1]
+    sess.last_pgd = (random_image(0), "who is it ?")
+    assert "gets 1 PGD image" in keep(sess)[1] and "Already kept" in keep(sess)[1] and len(sess.recall_images) == 1
+    monkeypatch.setattr(limits, "KEPT_PGD", 2)
+    sess.last_pgd = (random_image(1), "who is it ?")
+    assert "gets 2 PGD image" in keep(sess)[1]
+    sess.last_pgd = (random_image(2), "who is it ?")
+    assert "At most 2 PGD images" in keep(sess)[1] and len(sess.recall_images) == 2
 
 
 def test_public_mode_exposes_no_api_endpoint_and_no_server_path(shipped, monkeypatch):

@@ -336,8 +336,17 @@ def test_selectivity_and_heatmap(toy):
     assert all(r[2] == r[3] for r in rows)  # strength 0 changes nothing
     rnd = _workbench()  # a random eraser on a tiny random model: big, visible effects
     img = random_image(5)
-    layers, strengths, grid = rnd.heatmap(rnd.eraser, img, "what is this ?", [0.0, 3.0], max_new_tokens=8)
+    seen = []
+    layers, strengths, grid = rnd.heatmap(rnd.eraser, img, "what is this ?", [0.0, 3.0], max_new_tokens=8,
+                                          progress=lambda stage, done, total: seen.append((done, total)))
     assert layers == rnd.eraser.fitted_layers and strengths == [0.0, 3.0]
+    cells = 2 * len(layers)
+    assert seen == [(i, cells) for i in range(1, cells + 1)]  # one step per answer
+    calls = []
+    with pytest.raises(InterruptedError):  # Stop (or the job's time limit) ends it between two answers
+        rnd.heatmap(rnd.eraser, img, "what is this ?", [0.0, 3.0], max_new_tokens=8,
+                    should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3 and hook_count(rnd.adapter) == 0
     original = rnd.adapter.ask("what is this ?", img, max_new_tokens=8)
     assert all(row[0] == original for row in grid)  # strength 0 is the original at every layer
     assert any(row[1] != original for row in grid)  # a strong push changes the answer somewhere
@@ -440,6 +449,14 @@ def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_sess
         wb.forget_someone(paths, person.name, "{oops", Session())
     with pytest.raises(UserError, match="over 1 MB of text"):
         wb.forget_someone(paths, person.name, "[" * (2**20 + 1), Session())
+    with pytest.raises(UserError, match="not valid JSON"):  # nested past Python's recursion limit, under the cap
+        wb.forget_someone(paths, person.name, "[" * 200_000, Session())
+    # an eraser uploaded into this session: the session's forget set stays only when it holds the
+    # eraser's people (the views scored the toy eraser on the uploaded person before)
+    mine = Session(eraser=eraser, data=sess.data)
+    assert "keep your forget set" in wb.adopt_eraser(mine, eraser) and mine.data is sess.data
+    assert "back on the model's own data" in wb.adopt_eraser(mine, default) and mine.data is None
+    assert mine.eraser is default and wb.data_for(default, mine).builder is not None
     with pytest.raises(UserError, match="'qa' must be a list of objects"):
         wb.forget_someone(paths, person.name, '{"qa": "Where was she born? Oslo."}', Session())
     with pytest.raises(UserError, match="cannot spell the name 'Zorblax"):
@@ -509,6 +526,15 @@ def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(t
     with pytest.raises(UserError, match="choose 'prefill' or 'latched'"):
         wb.heatmap(wb.eraser, random_image(0), "who is it ?", [1.0], mode="every_step")
     assert wb.compare(random_image(0), "who is it ?", 1.0, None, mode="latched").original
+    # a last-token gate read over layers 0-1 (an uploaded eraser can be one): the examples and the
+    # heat-map said "Something went wrong on the server" where the playground explained it
+    wb.eraser = Eraser(wb.eraser.direction, wb.eraser.gate, EraserConfig(strength=1.0, joint_gate=[0, 1]),
+                       joint=wb.eraser.gate[:2].clone())
+    for view in (lambda: wb.selectivity(wb.eraser, 1.0, None, mode="every_step"),
+                 lambda: wb.heatmap(wb.eraser, random_image(0), "who is it ?", [1.0], mode="every_step")):
+        with pytest.raises(UserError, match="latched at the prompt, so it cannot be recomputed"):
+            view()
+    assert wb.compare(random_image(0), "who is it ?", 1.0, None, mode="every_step", gate_layer=None).original
 
 
 def test_zip_bomb_and_long_pgd_target_are_refused_quickly(tmp_path):
@@ -683,7 +709,11 @@ def test_forget_requests_in_a_session_withdraw_and_add_people(toy, tmp_path):
     added = wb.forget_someone(paths, person.name, "", sess, add=True)
     subject = "upload-" + "-".join(person.name.lower().split())
     assert sess.eraser is added and subject in added.config.subjects and per_person.state is None
+    # they were retained as a world record: those rows left the retain side (they stayed, before)
+    assert person.id not in added.state.retain_tags and subject not in added.state.retain_tags
     assert wb.forgotten(sess)[-1][:2] == [subject, person.name] and wb.forgotten(sess)[-1][2].startswith("add, ")
+    # the name typed is this session's: another session given the same eraser sees the id only
+    assert wb.forgotten(Session(eraser=added))[-1][:2] == [subject, subject]
     assert wb.people_rows(sess)  # the people table still draws with an uploaded person in the eraser
     new = wb.withdraw(first, sess)
     assert sess.eraser is new and new.config.subjects == [subject]
@@ -734,21 +764,91 @@ def test_hardening_in_a_session_adds_attacked_rows_and_raises_the_gate_on_them(t
     assert wb.activation_sets(hardened, session=sess) is wb.activation_sets(per_person, session=sess)
 
 
+def test_people_added_by_upload_get_ids_that_keep_long_names_apart():
+    from app.workbench import subject_id
+    assert subject_id("upload", "  Oskar   Draper ") == "upload-oskar-draper"
+    a = subject_id("upload", "Freya Galloway Lindqvist Tennant Fairbank Okafor")
+    b = subject_id("upload", "Freya Galloway Lindqvist Tennant Fairbank Yardley")
+    assert a != b and a.startswith("upload-freya-galloway-lindqvist-tennant") and len(a) == len(b) <= 47
+
+
+def test_a_model_folder_with_a_damaged_world_loads_without_it_and_says_why(tmp_path):
+    from core.models.tiny import save_tiny
+    folder = save_tiny("llava", tmp_path / "m")
+    (folder / "world.json").write_text('{"people": 5}')
+    wb = Workbench.load(folder, eraser=None)
+    assert wb.world is None and "toy world was not loaded" in wb.note and "world.json" in wb.note
+    with pytest.raises(UserError, match="no toy world"):
+        wb.people_rows()
+
+
+def test_a_model_dropped_to_make_room_is_loaded_again_not_kept_by_its_sessions(tmp_path, monkeypatch):
+    """Sessions hold the model they loaded: with more models asked for than LOADED_MODELS, a session
+    coming back gets its model loaded again (and another dropped), so at most LOADED_MODELS stay
+    in memory (every session kept its own copy alive before)."""
+    import gc
+    import weakref
+
+    import app.workbench as W
+    from core.models.tiny import save_tiny
+    monkeypatch.setattr(W.limits, "LOADED_MODELS", 1)
+    monkeypatch.setattr(W, "_LOADED", W.OrderedDict())
+    folders = [save_tiny("llava", tmp_path / f"m{i}") for i in range(2)]
+    first = Workbench.shared(folders[0])
+    alive = weakref.ref(first.adapter.model)
+    second = Workbench.shared(folders[1])  # drops the first
+    assert list(W._LOADED) == [second.key]
+    again = Workbench.current(first, None)  # the session of the first model comes back
+    assert again is not first and again.key == first.key and list(W._LOADED) == [first.key]
+    assert Workbench.current(again, None) is again
+    del first
+    gc.collect()
+    assert alive() is None  # nothing holds the dropped copy
+
+
 def test_a_computation_without_a_stop_hook_still_stops_at_once():
-    """UMAP's fit has no stop hook: it runs in a thread, and Stop ends the visitor's job at once."""
+    """UMAP's fit has no stop hook: it runs in the background, and Stop ends the visitor's job at once."""
     import threading
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
-    from app.workbench import _stoppable
+    from app.workbench import _await
     release = threading.Event()
     start = time.perf_counter()
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(InterruptedError):
+            _await(pool.submit(release.wait, 30), lambda: time.perf_counter() - start > 0.3)
+        assert time.perf_counter() - start < 2
+        release.set()
+        assert _await(pool.submit(lambda: 42), lambda: False) == 42 and _await(pool.submit(lambda: 7), None) == 7
+        with pytest.raises(ZeroDivisionError):
+            _await(pool.submit(lambda: 1 / 0), lambda: False)
+
+
+def test_a_stopped_umap_fit_lands_in_the_cache_and_is_never_fitted_twice(monkeypatch):
+    """Draw (UMAP), Stop, Draw again: the first fit goes on in the background and the second request
+    waits on it; no second fit starts and no thread piles up (it used to start one per Draw)."""
+    import threading
+
+    import app.workbench as W
+    import core.projection
+    calls, release = [], threading.Event()
+
+    def slow_umap(X, seed=0):
+        calls.append(seed)
+        release.wait(30)
+        return ("reducer", seed)
+    monkeypatch.setattr(core.projection, "umap_model", slow_umap)
+    wb = Workbench(None, None)  # the cache of fits needs no model
+    X = torch.zeros(3, 2)
     with pytest.raises(InterruptedError):
-        _stoppable(lambda: release.wait(30), lambda: time.perf_counter() - start > 0.3)
-    assert time.perf_counter() - start < 2
+        W._await(wb._umap_fit(("k",), X, 1), lambda: True)  # the visitor stops at once
+    again = wb._umap_fit(("k",), X, 1)  # Draw again while the first fit runs: the same fit
+    assert again is wb._umap_fits[("k",)]
     release.set()
-    assert _stoppable(lambda: 42, lambda: False) == 42 and _stoppable(lambda: 7, None) == 7
-    with pytest.raises(ZeroDivisionError):
-        _stoppable(lambda: 1 / 0, lambda: False)
+    assert W._await(again, lambda: False) == ("reducer", 1)
+    assert calls == [1] and wb._umaps[("k",)] == ("reducer", 1) and not wb._umap_fits
+    assert W._await(wb._umap_fit(("k",), X, 1), None) == ("reducer", 1) and calls == [1]  # from the cache
 
 
 def test_forget_someone_on_a_model_without_a_world_runs_every_view(tmp_path):

@@ -50,6 +50,10 @@ def test_adding_a_subject_equals_a_fit_from_scratch_and_keeps_the_history(live):
     assert [r["action"] for r in grown.config.requests] == ["fit", "add"]
     assert grown.config.requests[1]["subjects"] == ["p1", "r2"] and grown.config.requests[1]["data_hash"]
     assert "r2" not in grown.state.retain_tags and grown.state.H_retain.shape[0] == len(retain)
+    # the same person added from photos under a new id: their retained rows under the old one go too
+    again = add_subjects(first, a, _person("upload-r3", 103, 3), same_as=["r3"])
+    assert "r3" in first.state.retain_tags and "r3" not in again.state.retain_tags
+    assert again.config.subjects == ["p0", "upload-r3"]
 
 
 def test_a_joint_gate_grows_and_shrinks_like_a_fit_from_scratch():

@@ -166,6 +166,16 @@ def test_a_world_json_from_before_a_field_existed_loads_as_it_was_trained(tmp_pa
     assert load_world_config(tmp_path) == MINI_WORLD
 
 
+@pytest.mark.parametrize("text", ["{not json", '{"people": 5}', "[1, 2]", '{"n_people": "many"}'])
+def test_a_damaged_world_json_is_a_clear_error_naming_the_file(tmp_path, text):
+    """A damaged world.json (or another tool's file of that name) was a JSONDecodeError or a TypeError
+    from deep inside; the app would not start on such a folder."""
+    from core.toyworld.train import load_world
+    (tmp_path / "world.json").write_text(text)
+    with pytest.raises(ValueError, match="world.json is not a toy world this workbench can read .*remove world.json"):
+        load_world(tmp_path)
+
+
 FOCUS = ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 4, "focus_steps": 3, "focus_name_mcqs": 2,
                           "focus_other_mcqs": 1, "focus_name_drills": 5})
 

@@ -256,8 +256,15 @@ def _train_phase(adapter: LlavaAdapter, world: World, exclude: tuple[str, ...], 
 
 
 def load_world(model_dir: str | Path) -> World:
-    """The world a toy model was trained on (recorded next to its weights)."""
-    return make_world(load_world_config(model_dir))
+    """The world a toy model was trained on (recorded next to its weights). A world.json that cannot
+    be read as one (damaged, or another tool's file of that name) is a ValueError naming it."""
+    path = Path(model_dir) / "world.json"
+    try:
+        return make_world(load_world_config(model_dir))
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        raise ValueError(f"{path} is not a toy world this workbench can read ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}); copy the model folder again, or remove world.json to use the model "
+                         "with a forget set you bring (--data / --forget-dir)") from None
 
 
 # What a world.json written before a field existed was trained with: such a file lacks the
