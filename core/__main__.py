@@ -540,12 +540,19 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.curve_only and not args.curve:
         raise ValueError("--curve-only runs the budget curve alone: add --curve")
     facts = prefix_facts(data, args.prefix_facts)
+    forget = data.forget[:args.people]
+    if args.held_out:  # adversarial gate fitting attacks the fit's own pictures: this asks whether it carries over
+        forget = [r for r in data.test if r.id in set(data.forget_ids)][:args.people]
+        if not forget:
+            raise ValueError("--held-out attacks the forget people's test split: this forget set has none (pass "
+                             "--data test=PATH, or leave --held-out out)")
     rows = [] if args.curve_only else attack_report(
-        adapter, eraser, data.forget[:args.people], data.retain[:args.people], facts, cfg,
+        adapter, eraser, forget, data.retain[:args.people], facts, cfg,
         progress=lambda name, done, total: print(f"attack {done + 1}/{total}: {name}", flush=True))
-    curve = budget_curve(adapter, eraser, data.forget[:args.people], data.retain[:args.people], budgets, cfg,
+    curve = budget_curve(adapter, eraser, forget, data.retain[:args.people], budgets, cfg,
                          progress=lambda name, done, total: print(f"budget {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
+           + ("--held-out " if args.held_out else "")
            + (f"--curve {'--curve-only ' if args.curve_only else ''}--curve-eps {args.curve_eps} "
               f"--curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
            + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
@@ -553,7 +560,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
            + (f"--gate-full {args.gate_full:g} " if args.gate_full is not None else "")
            + f"--out {args.out}")
     text = (f"# Input-side attacks on the eraser\n\nProduced by `{cmd}`. Image+text cloze questions of "
-            f"{args.people} forget and {args.people} retain people; % whose reply contains the correct answer.\n\n"
+            f"{args.people} forget and {args.people} retain people"
+            + (" (the forget people's held-out pictures and wordings: their test split)" if args.held_out else "")
+            + "; % whose reply contains the correct answer.\n\n"
             + (format_report(rows) + "\n" if rows else ""))
     if curve:
         text += ("\n## The adaptive attack's budget\n\nPGD on each image lowering the eraser's gate where it is read "
@@ -970,6 +979,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the adaptive attack at every budget of --curve-eps x --curve-steps, plain and "
                         "with EOT over --eot image rephrasings (a table: budget -> forget recovered, retain kept)")
     p.add_argument("--curve-only", action="store_true", help="run the budget curve only, not the attack table")
+    p.add_argument("--held-out", action="store_true",
+                   help="attack the forget people's test split (pictures and wordings no gate row, direction row or "
+                        "hardening round saw) instead of their forget split")
     p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
     p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
     p.add_argument("--eot", type=count, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")

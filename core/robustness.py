@@ -169,6 +169,8 @@ def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layer
         last = run_pgd(adapter, [q.prompt.image for q in chunk], [q.prompt.question for q in chunk],
                        [q.target for q in chunk], pgd_cfg, should_stop=should_stop,
                        extra_loss=lambda b: gate_of(adapter, eraser, b, layers), nll_weight=cfg.answer_weight)
+        if should_stop is not None and should_stop():  # PGD cut short: scored, its images passed for the attack
+            raise InterruptedError("adaptive attack stopped before its last step")
         out += [to_image(px) for px in last.image]
     return out
 

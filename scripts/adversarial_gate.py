@@ -25,7 +25,8 @@ from core.hardening import harden, hardening_retain_rows  # noqa: E402
 from core.models.load import load_adapter  # noqa: E402
 from core.pgd import PGDConfig  # noqa: E402
 from core.requests import collect_state  # noqa: E402
-from core.robustness import RobustnessConfig, _mean_gate, _recovery, _with, adaptive_images, cloze_queries  # noqa: E402
+from core.robustness import (RobustnessConfig, _mean_gate, _recovery, adaptive_images, cloze_queries,  # noqa: E402
+                             with_changes)
 from core.toyworld.fitsets import forget_spec, toy_data  # noqa: E402
 from core.toyworld.train import load_world  # noqa: E402
 
@@ -33,10 +34,10 @@ from core.toyworld.train import load_world  # noqa: E402
 def measure(adapter, eraser, fq, rq, cfg: RobustnessConfig) -> dict:
     steer = lambda: eraser.apply(adapter)  # noqa: E731
     layers = eraser.gate_layers
-    attacked = _with(fq, image=lambda i, im, imgs=adaptive_images(adapter, eraser, fq, layers, cfg): imgs[i])
-    return {"forget_no_attack": _recovery(adapter, _with(fq), steer, cfg),
+    attacked = with_changes(fq, image=lambda i, im, imgs=adaptive_images(adapter, eraser, fq, layers, cfg): imgs[i])
+    return {"forget_no_attack": _recovery(adapter, with_changes(fq), steer, cfg),
             "forget_adaptive": _recovery(adapter, attacked, steer, cfg),
-            "retain_kept": _recovery(adapter, _with(rq), steer, cfg),
+            "retain_kept": _recovery(adapter, with_changes(rq), steer, cfg),
             "gate_clean": _mean_gate(adapter, eraser, fq, layers),
             "gate_attacked": _mean_gate(adapter, eraser, attacked, layers)}
 

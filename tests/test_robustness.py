@@ -158,3 +158,10 @@ def test_budget_curve_attacks_the_eraser_it_is_given(shipped):
     # a stale (shipped) gate would have been pushed down, and its negation up
     assert 0 < clean and against["forget_gate"] < 0.7 * clean
     assert "| eps (/255) | steps | EOT |" in format_curve(rows)
+    # stopped (Stop, or the app's time limit) part-way through PGD: an error, never a row that scores
+    # half-attacked images under the full budget's label (it used to return one)
+    steps = []
+    with pytest.raises(InterruptedError, match="adaptive attack stopped"):
+        budget_curve(adapter, eraser, forget, retain, [(16 / 255, 40, 1)], RobustnessConfig(step_size=4 / 255),
+                     should_stop=lambda: steps.append(1) or len(steps) > 4)
+    assert len(steps) < 10  # it stopped soon after, not at the 40th step
