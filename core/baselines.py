@@ -29,6 +29,7 @@ recipe is fixed per method (BaselineConfig defaults) and recorded in the saved f
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -62,6 +63,9 @@ class BaselineConfig:
     smfa_k: float = 5.0          # k (smfa): conflict threshold, in units of rho
     smfa_retain: int = 64        # retain examples the smfa runs see
     seed: int = 0
+    # subjects whose facts are not retain targets although they are not forgotten in this run: those
+    # forgotten by earlier requests (core.sequential), which the retain loss would otherwise teach again
+    not_retained: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -86,14 +90,18 @@ def forget_examples(data: ForgetData, rng: np.random.Generator, refusal: bool = 
     return out
 
 
-def retain_examples(data: ForgetData, rng: np.random.Generator) -> list[Example]:
-    """What the model must keep: retained subjects' facts and general knowledge (a toy world also
-    adds refusals, scenes and general facts from its generator)."""
-    if data.builder is not None:
-        return data.builder.retain_examples(rng)
-    out = [e for rec in [*data.retain, *data.real] for e in record_examples(rec)]
+def retain_examples(data: ForgetData, rng: np.random.Generator, not_retained: Sequence[str] = ()) -> list[Example]:
+    """What the model must keep: retained subjects' facts (a toy world also adds refusals, scenes and
+    general facts from its generator), without the subjects of `not_retained`. Never the `real`
+    split: it is scored as the general knowledge the model had, and a baseline fine-tuned on those
+    very rows would be scored on what it was just trained on."""
+    out = data.builder.retain_examples(rng) if data.builder is not None else [
+        e for rec in data.retain for e in record_examples(rec)]
+    skip = set(not_retained)
+    out = [e for e in out if e.person_id not in skip]
     if not out:
-        raise ValueError("this baseline trains on retained data: pass --data retain=PATH (or real=PATH)")
+        raise ValueError("this baseline trains on retained data: pass --data retain=PATH (people to keep; the "
+                         "real split is only scored)")
     return out
 
 
@@ -267,7 +275,7 @@ def unlearn(model_dir: str | Path, out_dir: str | Path, data: ForgetData, cfg: B
         reference = load_adapter(reference_dir, dtype=torch.float32)
     f_pool = forget_examples(data, rng, refusal=cfg.method in ("idk", "smfa"))
     f_batches = batches_by_modality(f_pool, cfg.batch_size, rng)
-    r_pool = retain_examples(data, rng) if cfg.method in _NEEDS_RETAIN else []
+    r_pool = retain_examples(data, rng, cfg.not_retained) if cfg.method in _NEEDS_RETAIN else []
     if cfg.method == "vkd":  # images only: the portraits to stop recognising, the images to keep
         f_pool = [e for e in f_pool if e.image is not None]
         r_pool = [e for e in r_pool if e.image is not None]
@@ -378,6 +386,13 @@ def relearn_split(pool: Sequence[Example]) -> tuple[list[Example], list[Example]
         mine = [e for e in pool if (e.person_id, e.kind) == key]
         shown += mine[::2]
         held += mine[1::2]
+    # without labels, another kind's item can state a held-out cloze answer ("... was born in Prague."
+    # next to "born in [Blank]" -> Prague): those are not shown, or the attack teaches what it scores
+    scored: dict = {}
+    for e in held:
+        if e.kind == "cloze" and e.answer.strip():
+            scored.setdefault(e.person_id, []).append(re.compile(rf"\b{re.escape(e.answer.strip())}\b", re.I))
+    shown = [e for e in shown if not any(a.search(f"{e.prompt} {e.answer}") for a in scored.get(e.person_id, ()))]
     return shown, held
 
 
@@ -393,6 +408,9 @@ def relearn(model_dir: str | Path, data: ForgetData, cfg: RelearnConfig = Relear
     rng = np.random.default_rng(cfg.seed)
     model = load_adapter(model_dir, dtype=torch.float32)
     shown, held_out = relearn_split(forget_examples(data, rng))
+    if not shown:
+        raise ValueError("every fact of the forget subjects restates a held-out cloze answer: the relearning "
+                         "attack has nothing to show that it does not also score; give more facts per subject")
     before = {"held_out": cloze_recall(model, held_out), "shown": cloze_recall(model, shown)}
     batches = batches_by_modality(shown, cfg.batch_size, rng)
     optimise(model, list(model.model.parameters()),

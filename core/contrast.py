@@ -200,9 +200,11 @@ def gate_sets(data: ForgetData, per_person: int = 48, n_retain: int = 1600, seed
 
 def heldout_sets(data: ForgetData, seed: int = 0, per_person: int = 4, n_retain: int = 288,
                  draw: int = 1) -> tuple[list[Prompt], list[Prompt]]:
-    """The tuner's forget and retain prompts, never among the gate's fit rows (records: the
-    held-out share of every subject's prompts and the held-out request wordings; a toy world:
-    fresh draws from its generator with seed + `draw`)."""
+    """The tuner's forget and retain prompts (records: the held-out share of every subject's prompts
+    and the held-out request wordings, never among the gate's fit rows; a toy world: fresh draws
+    from its generator with seed + `draw`, which can repeat a fit row: for the shipped recipe 3 of
+    40 forget rows and 9 of 229 people rows are also fit rows, and the general facts are the fit's
+    on purpose, so a toy world's tuning is not fully held out)."""
     if data.builder is not None:
         return data.builder.gate_sets(per_person, n_retain, seed + draw, 1, 0.0)
     # at least MIN_HELD_OUT forget rows and general rows: with 3 subjects at 4 rows each the tuner's

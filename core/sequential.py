@@ -168,7 +168,8 @@ def run_baseline(method: str, model_dir: str | Path, data: ForgetData, cfg: Sequ
         for k, req in enumerate(requests_of(ids, cfg.group)):
             start = time.perf_counter()
             out = work / f"request{k + 1}"
-            unlearn(current, out, data.pick(req), BaselineConfig(method))
+            # people forgotten by earlier requests are not retain targets: the retain loss would teach them again
+            unlearn(current, out, data.pick(req), BaselineConfig(method, not_retained=tuple(done)))
             took = time.perf_counter() - start
             if current != Path(model_dir):
                 shutil.rmtree(current, ignore_errors=True)

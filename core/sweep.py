@@ -33,7 +33,7 @@ class SweepConfig:
 
 # How the gate is fitted: (label, null-space ratio, retain weight, one gate per forget person); gamma stays
 # the base's.
-GATE_FITS = (("null space ratio 0.6 (the paper's fit)", 0.6, 0.0, False),
+GATE_FITS = (("null space only, ratio 0.6, one gate (the paper's form, the base fit's gamma)", 0.6, 0.0, False),
              ("null space ratio 0.6 + retain rows (weight 1)", 0.6, 1.0, False),
              ("retain rows (weight 1), no null space", 1.0, 1.0, False),
              ("one gate per forget person, retain rows (weight 0.3)", 1.0, 0.3, True))
@@ -118,7 +118,7 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
         run("gate position", position.replace("_", " ") + (" (method)" if position == "last_prompt_token" else ""),
             er, strength=base.strength, layers=base_layers, mode=base.mode)
     run("mode", "prefill (paper)", default, strength=base.strength, layers=base_layers, mode="prefill")
-    run("paper preset", "layers 1..L-1, prefill, 0.3, last token", by_position["last_prompt_token"], strength=0.3, layers=list(range(1, n)),
+    run("paper preset", "layers 1..L-1, prefill, 0.3, last token (the base fit's gate)", by_position["last_prompt_token"], strength=0.3, layers=list(range(1, n)),
         mode="prefill")
     for kind in ("recall", "refusal", "text_only", "image_only"):
         er = default if kind == base.direction_kind else fit(kind)

@@ -43,6 +43,44 @@ def test_forget_and_retain_examples_are_disjoint_people(mini_toy):
     assert {e.answer for e in idk} == {REFUSAL} and len(idk) == len(f)
 
 
+def test_retain_examples_leave_out_earlier_forgotten_people_and_never_the_real_split(mini_toy):
+    """The retain loss of a later forget request taught the people of earlier requests again (every
+    one not forgotten now counted as retained), and on records it trained on the real split that the
+    evaluation scores as the model's general knowledge."""
+    from dataclasses import replace
+
+    from core.toyworld.fitsets import toy_data as _toy
+    world = load_world(mini_toy)
+    data = _toy(world, "forget_10")
+    rng = np.random.default_rng(0)
+    everyone = {e.person_id for e in retain_examples(data, rng)}
+    earlier = sorted(everyone - {None, ""})[:2]
+    kept = {e.person_id for e in retain_examples(data, np.random.default_rng(0), not_retained=earlier)}
+    assert earlier and not set(earlier) & kept and kept == everyone - set(earlier)
+    records = replace(data, builder=None)  # the same people as records, as MLLMU files bring them
+    ids = {e.person_id for e in retain_examples(records, rng)}
+    assert ids == {r.id for r in records.retain} and not ids & {r.id for r in records.real}
+    with pytest.raises(ValueError, match="pass --data retain=PATH"):
+        retain_examples(replace(records, retain=[]), rng)
+
+
+def test_the_relearning_split_of_unlabelled_rows_never_shows_a_scored_answer(mini_toy):
+    """Real MLLMU rows carry no attribute labels: the split alternates items, and a shown item of
+    another kind could state a held-out cloze answer ("... was born in Prague." next to "born in
+    [Blank]" -> Prague). Such items are not shown."""
+    import re
+    from dataclasses import replace
+
+    from core.baselines import relearn_split
+    _, f, _ = _split_examples(mini_toy)
+    unlabelled = [replace(e, attribute=None) for e in f]
+    shown, held = relearn_split(unlabelled)
+    scored = [(e.person_id, e.answer) for e in held if e.kind == "cloze"]
+    assert shown and scored
+    assert not any(pid == e.person_id and re.search(rf"\b{re.escape(a)}\b", f"{e.prompt} {e.answer}", re.I)
+                   for pid, a in scored for e in shown)
+
+
 def test_losses_at_the_starting_point(mini_toy):
     """At step 0 the model IS the reference: KL is 0 and NPO's loss is exactly (2/b) ln 2."""
     model = load_adapter(mini_toy, dtype=torch.float32)

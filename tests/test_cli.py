@@ -129,6 +129,12 @@ def test_fit_then_evaluate_with_the_eraser(tmp_path, capsys):
     assert "--curve-eps expects comma-separated numbers" in capsys.readouterr().err
     assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--curve-only"]) == 2
     assert "--curve-only runs the budget curve alone: add --curve" in capsys.readouterr().err
+    held = tmp_path / "held.md"  # the forget people's test split: pictures no gate or hardening row saw
+    assert main(["attack", "--model", str(model), "--eraser", str(tmp_path / "e"), "--people", "1", "--steps", "1",
+                 "--out", str(held), "--threads", "1", "--curve", "--curve-only", "--curve-eps", "4",
+                 "--curve-steps", "1", "--eot", "1", "--held-out"]) == 0
+    assert "--held-out" in held.read_text() and "their test split" in held.read_text()
+    assert [r["eps"] for r in json.loads(held.with_suffix(".json").read_text())["budget_curve"]] == [4]
     assert f"python -m core attack --model {model} --eraser {tmp_path / 'e'} --people 1" in report.read_text()
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -29,7 +29,7 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
     assert [r.setting for r in rows if r.experiment == "gate"] == ["linear (method; the preset's fit)",
                                                                    "MLP (64 hidden, unconstrained)"]
     assert [r.setting for r in rows if r.experiment == "null space"] == [
-        "null space ratio 0.6 (the paper's fit)", "null space ratio 0.6 + retain rows (weight 1)",
+        "null space only, ratio 0.6, one gate (the paper's form, the base fit's gamma)", "null space ratio 0.6 + retain rows (weight 1)",
         "retain rows (weight 1), no null space", "one gate per forget person, retain rows (weight 0.3) (preset)",
         "off (plain d_erase)"]
     assert [r.setting for r in rows if r.experiment == "direction"] == ["recall", "refusal", "text_only",
