@@ -8,7 +8,8 @@ attack --out docs/robustness.md` rewrote the file).
 Inputs, all written by scripts/reproduce.sh: the budget curve of each defence
 (`python -m core attack --people 5 --curve --curve-only --curve-eps 8,16,32,64 --curve-steps 40`;
 results/defences/NAME.json, the shipped eraser's in docs/robustness_budget.json), its attack report
-at eps 16 on 10 people, its full evaluation, and where one was run, world seed 1's.
+at eps 16 on 10 people and on their held-out pictures (results/defences/NAME-held-out.json), its
+full evaluation, and where one was run, world seed 1's.
 """
 from __future__ import annotations
 
@@ -30,23 +31,26 @@ def _json(rel: str):
     return json.loads(path.read_text())
 
 
-# (defence, its budget curve, its attack report at eps 16 on 10 people, its full evaluation,
-#  world seed 1's attack report and evaluation or None)
+# (defence, its budget curve, its attack report at eps 16 on 10 people, the same attack on those people's
+#  held-out pictures (attack --held-out), its full evaluation, world seed 1's attack report and evaluation or None)
 DEFENCES = [
     ("the method's reading: each gate at the steered layer (1), no ramp", "results/defences/own-layer.json",
-     "docs/robustness_own_layer.json", "results/eraser_own_layer.json", None),
+     "docs/robustness_own_layer.json", "results/defences/own-layer-held-out.json", "results/eraser_own_layer.json",
+     None),
     ("one gate over layers 0-3 (joint), no ramp", "results/defences/no-ramp.json",
-     "results/ramp/ship-f0-attack.json", "results/ramp/ship-f0.json", None),
+     "results/ramp/ship-f0-attack.json", "results/defences/no-ramp-held-out.json", "results/ramp/ship-f0.json", None),
     ("**shipped**: joint gate, ramp read off the fit's rows (0.136 / 0.68)", "docs/robustness_budget.json",
-     "docs/robustness.json", "results/eraser.json",
+     "docs/robustness.json", "results/defences/shipped-held-out.json", "results/eraser.json",
      ("results/seed1_joint_gate/robustness.json", "results/seed1_joint_gate/eraser.json",
       "results/seed1_joint_gate/vanilla.json")),
     ("+ 1 round of adversarial gate fitting, ramp read off the grown rows (0.178 / 0.425)",
-     "results/defences/hardened-1.json", "results/ramp/hard1-rows-attack.json", "results/ramp/hard1-rows.json",
+     "results/defences/hardened-1.json", "results/ramp/hard1-rows-attack.json",
+     "results/defences/hardened-1-held-out.json", "results/ramp/hard1-rows.json",
      ("results/seed1_joint_gate/robustness_hardened_1.json", "results/seed1_joint_gate/eraser_hardened_1.json",
       "results/seed1_joint_gate/vanilla.json")),
     ("+ 3 rounds of adversarial gate fitting, ramp read off the grown rows (0.23 / 0.39)",
-     "results/defences/hardened-3.json", "results/ramp/hard-rows-attack.json", "results/ramp/hard-rows.json", None),
+     "results/defences/hardened-3.json", "results/ramp/hard-rows-attack.json",
+     "results/defences/hardened-3-held-out.json", "results/ramp/hard-rows.json", None),
 ]
 
 
@@ -54,7 +58,7 @@ def _adaptive(report: list[dict]) -> dict:
     return next(r for r in report if r["attack"].startswith("adaptive PGD"))
 
 
-def row(name: str, curve_file: str, report_file: str, eval_file: str, seed1, vanilla: dict) -> str:
+def row(name: str, curve_file: str, report_file: str, held_file: str, eval_file: str, seed1, vanilla: dict) -> str:
     curve = {r["eps"]: r for r in _json(curve_file)["budget_curve"] if r["eot"] == 1 and r["steps"] == 40}
     missing = [e for e in EPS if e not in curve]
     if missing:
@@ -67,6 +71,7 @@ def row(name: str, curve_file: str, report_file: str, eval_file: str, seed1, van
         f"{clean['forget_gate']:.2f} -> " + " / ".join(f"{curve[e]['forget_gate']:.2f}" for e in EPS),
         f"{100 * min(curve[e]['retain_erased'] for e in EPS):.1f}",
         f"{100 * _adaptive(report)['forget_erased']:.1f}",
+        f"{100 * next(r for r in _json(held_file)['budget_curve'] if r['eps'] == 16)['forget_erased']:.1f}",
         f"{lowest_kept(_json(eval_file), vanilla):.1f}",
         "{:.1f} ({})".format(*worst_text_cost(report)),
     ]
@@ -90,15 +95,18 @@ def section() -> str:
         "likely (40 steps of 2/255 from a random start), run against each eraser as it is deployed (its own gate "
         "and ramp). The budget columns attack the image+text cloze questions of 5 forget people (35 questions) "
         "and 5 retained ones; the eps 16 column of the attack report uses 10 of each (70), as the project's bar "
-        "does (at most 15% recovered while every retained and general metric keeps 97% of vanilla's). Gate: "
+        "does (at most 15% recovered while every retained and general metric keeps 97% of vanilla's). The "
+        "held-out column runs that attack on the same people's test split (`attack --held-out`: fresh renders "
+        "and held-out wordings that no gate row saw), because adversarial gate fitting attacks the fit's own "
+        "pictures, the evaluated portraits among them: what it buys there is partly those pictures. Gate: "
         "the mean forget gate clean, then attacked at each budget (its scale differs between gates; what steers "
         "is the ramp of it).",
         "",
         "| defence | forget recovered at eps 8 / 16 / 32 / 64 (/255; %, 5 people) | forget gate clean -> attacked "
         "at eps 8 / 16 / 32 / 64 | retained answers kept under the attack (lowest, %) | eps 16 on 10 people: "
-        "forget recovered (%) | lowest retained / general metric, full evaluation (% of vanilla) | worst "
+        "forget recovered (%) | the same on their held-out pictures (%) | lowest retained / general metric, full evaluation (% of vanilla) | worst "
         "text-format retain cost (points) | world seed 1: eps 16 recovered / lowest retained (%) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [row(*d, vanilla) for d in DEFENCES]
     lines += [

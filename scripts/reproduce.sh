@@ -150,6 +150,15 @@ for e in own-layer no-ramp hardened-1; do
 done
 python -m core attack --eraser runs/eraser-hardened --gate-floor 0.23 --gate-full 0.39 --people 5 --curve --curve-only \
   --curve-eps 8,16,32,64 --curve-steps 40 --eot 1 --out results/defences/hardened-3.md
+# the eps 16 attack on the same 10 forget people's held-out pictures (their test split; about 1.6 min each):
+# adversarial gate fitting attacks the fit's own pictures, the evaluated portraits among them
+for e in own-layer no-ramp hardened-1 shipped hardened-3; do
+  case $e in shipped) where="--eraser assets/toy-llava-eraser";;
+             hardened-3) where="--eraser runs/eraser-hardened --gate-floor 0.23 --gate-full 0.39";;
+             *) where="--eraser runs/eraser-$e";; esac
+  python -m core attack $where --people 10 --eps 16 --steps 40 --held-out --curve --curve-only --curve-eps 16 \
+    --curve-steps 40 --eot 1 --out results/defences/$e-held-out.md
+done
 python scripts/defence_table.py
 python -m core attack --eraser runs/eraser-retain-rows --out docs/robustness_retain_rows.md
 python -m core attack --eraser runs/eraser-null-space --out docs/robustness_null_space.md
