@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,6 +54,9 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
                                   focus_name_drills=args.focus_name_drills))
     text_init = args.text_init or (None if args.init_from else DEFAULT_TEXT_MODEL)
     text_init = None if text_init == "none" else text_init
+    if args.retain_only or args.retain_only_out:  # a bad split used to be found after the first model's training
+        from core.toyworld.world import make_world
+        make_world(world).forget_people(args.forget)
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
@@ -142,6 +147,9 @@ def _eval_data(args, adapter):
     from core.data.source import parse_specs
     specs = parse_specs(args.data)
     if specs and "forget" not in specs and not args.forget_dir:  # splits to score, no forget set to ask about
+        if args.forget or getattr(args, "retain_dir", None):  # they pick and add subjects of a forget set
+            raise ValueError("--forget / --retain-dir work on a forget set: add --data forget=PATH or --forget-dir "
+                             "FOLDER, or leave them out to score the splits given")
         from core.data.mllmu import load_parquet
         return {k: load_parquet(v)[: args.limit] for k, v in specs.items()}, {}
     data = _load_data(args, adapter, args.limit)
@@ -318,6 +326,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
+    from core.eraser import MAX_ADVERSARIAL_ROUNDS
+    if args.adversarial_rounds > MAX_ADVERSARIAL_ROUNDS:  # the eraser saved would be refused on load
+        raise ValueError(f"--adversarial-rounds is at most {MAX_ADVERSARIAL_ROUNDS}, got {args.adversarial_rounds}")
     _check_eps(args.eps)
     adapter = load_model(args)
     cfg, do_tune = _preset_config(args, adapter.num_layers)
@@ -409,6 +420,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
     from core.evaluation import EvalConfig, evaluate, format_table
     torch.set_num_threads(args.threads)
+    steer_flags = [f"--{k.replace('_', '-')}" for k in ("strength", "layers", "mode", "gate_layer", "gate_floor",
+                                                        "gate_full", "task_strength") if getattr(args, k, None)
+                   not in (None, [], "")]
+    if steer_flags and not args.eraser:  # they were accepted and ignored: the model was scored unsteered
+        raise ValueError(f"{', '.join(steer_flags)} set how an eraser steers: pass --eraser ERASER too, or leave "
+                         "them out to score the model as it is")
     adapter = load_model(args)
     splits, refusals = _eval_data(args, adapter)
     steering, info = None, None
@@ -473,10 +490,19 @@ def _eraser_options(eraser, args: argparse.Namespace, num_layers: int):
 
 
 def _where(args: argparse.Namespace) -> str:
-    """The --model / --eraser options of a report command that differ from the defaults, for its
-    "Produced by" line."""
-    return "".join(f" --{k} {v}" for k, v, default in (("model", args.model, DEFAULT_MODEL),
-                                                      ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
+    """The options of a report command that say what it ran on and differ from the defaults (model,
+    eraser, data, subjects, seed), for its "Produced by" line: the line must reproduce the run."""
+    out = "".join(f" --{k} {v}" for k, v, default in (("model", args.model, DEFAULT_MODEL),
+                                                     ("eraser", args.eraser, DEFAULT_ERASER)) if v != default)
+    out += "".join(f" --data {d}" for d in getattr(args, "data", None) or [])
+    for flag in ("forget_dir", "retain_dir", "forget"):
+        if getattr(args, flag, None):
+            out += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
+    if getattr(args, "seed", 0):
+        out += f" --seed {args.seed}"
+    if getattr(args, "prefix_facts", 4) != 4:
+        out += f" --prefix-facts {args.prefix_facts}"
+    return out
 
 
 def eraser_data(args, adapter, config):
@@ -485,7 +511,8 @@ def eraser_data(args, adapter, config):
     files hold them all (an eraser of some of a file's subjects is attacked and scored on those,
     not on the file's first rows)."""
     if not (args.data or args.forget_dir or args.forget) and config.forget_split and _has_world(args.model):
-        args.forget = config.forget_split
+        args = argparse.Namespace(**{**vars(args), "forget": config.forget_split})  # not the caller's: its
+        # "Produced by" line records what was typed
     data = _load_data(args, adapter)
     if (args.data or args.forget_dir) and not args.forget and config.subjects:
         known = {r.id for r in [*data.forget, *data.retain]}
@@ -624,12 +651,36 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clear_earlier_export(folder: Path) -> None:
+    """An export folder is written whole: an earlier export there (sub-folders of photos and facts.json
+    only) is removed first, or its people would sit beside the new ones as one forget set; a folder
+    holding anything else is refused, never emptied."""
+    if not folder.exists():
+        return
+    from core.data.folder import IMAGE_SUFFIXES
+    earlier = folder.is_dir() and all(
+        sub.is_dir() and all(f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or f.name in ("facts.json",
+                                                                                            "facts.jsonl"))
+                             for f in sub.iterdir()) for sub in folder.iterdir())
+    if not earlier:
+        raise ValueError(f"--export-folder {folder} holds files of its own (not an earlier export's photo folders): "
+                         "pass a new folder")
+    shutil.rmtree(folder)
+
+
 def cmd_world(args: argparse.Namespace) -> int:
     """Generate a toy world: a portrait grid picture and MLLMU-Bench parquet files."""
     import numpy as np
     from core.toyworld.mllmu import export_parquet
     from core.toyworld.portraits import portrait_grid
     from core.toyworld.world import WorldConfig, make_world
+    if args.forget and not re.fullmatch(r"forget_\d+", args.forget):
+        raise ValueError(f"--forget names a forget split such as forget_10, got {args.forget!r}")
+    if args.export_folder:
+        from core.data.folder import MAX_IMAGES
+        if args.renders > MAX_IMAGES:  # a folder every other command refuses
+            raise ValueError(f"--renders is at most {MAX_IMAGES} photos per person, got {args.renders}")
+        _clear_earlier_export(Path(args.export_folder))
     world = make_world(WorldConfig(seed=args.seed, n_people=args.people))
     print(f"world seed {args.seed}: {len(world.people)} people; forget splits "
           + ", ".join(f"{k}%: {len(v)}" for k, v in sorted(world.forget_ids.items())))
@@ -677,10 +728,14 @@ def load_model(args: argparse.Namespace):
     """The adapter of --model on --device / --dtype / --device-map."""
     from core.models.load import load_adapter
     device_map = getattr(args, "device_map", None)
-    if device_map and device_map.strip().startswith("{"):
-        device_map = json.loads(device_map)
-    elif device_map and Path(device_map).is_file():
-        device_map = json.loads(Path(device_map).read_text())
+    try:
+        if device_map and device_map.strip().startswith("{"):
+            device_map = json.loads(device_map)
+        elif device_map and Path(device_map).is_file():
+            device_map = json.loads(Path(device_map).read_text())
+    except ValueError as exc:
+        raise ValueError(f"--device-map is not valid JSON ({exc}): pass auto, a JSON object such as "
+                         '\'{"model.language_model.layers.0": 0}\', or a file holding one') from None
     return load_adapter(args.model, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "auto"),
                         device_map=device_map, offload_folder=getattr(args, "offload_folder", None))
 
@@ -752,6 +807,8 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     from core.eraser import Eraser, recipe_of
     from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
     torch.set_num_threads(args.threads)
+    if args.gate_layer is not None and args.joint_gate is not None:  # the joint gate silently won
+        raise ValueError("give --gate-layer (one layer) or --joint-gate (several), not both")
     shipped = Eraser.from_pretrained(args.eraser).config
     settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
@@ -762,20 +819,26 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
                            limit=args.limit, withdraw=args.withdraw, eraser=settings)
     data = _load_data(args)
+    if "eraser" in cfg.methods and cfg.withdraw >= len(data.forget_ids):  # found out only after the whole run
+        raise ValueError(f"--withdraw {cfg.withdraw}: the eraser's run withdraws that many of the "
+                         f"{len(data.forget_ids)} people it forgot at the end and must keep one; pass a smaller "
+                         "--withdraw (0: none)")
+    config = {"group": cfg.group, "limit": cfg.limit, "gate_layer": settings.get("gate_layer"),
+              "joint_gate": settings.get("joint_gate"), "gate_floor": settings.get("gate_floor", 0.0),
+              "gate_full": settings.get("gate_full", 1.0)}
     results = {}
     if args.merge and args.json and Path(args.json).is_file():  # keep the methods measured before
-        results = json.loads(Path(args.json).read_text())["results"]
+        before = json.loads(Path(args.json).read_text())
+        if before.get("config") != config:  # their rows would be filed under settings they were not run with
+            raise ValueError(f"--merge: {args.json} was run with {before.get('config')}, this run is {config}; "
+                             "merge runs of the same settings, or write another --json")
+        results = before["results"]
     for method in cfg.methods:
         run = {"eraser": run_eraser, "vanilla": run_vanilla}.get(method)
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
         if args.json:  # written after every method: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"config": {"group": cfg.group, "limit": cfg.limit,
-                                                              "gate_layer": settings.get("gate_layer"),
-                                                              "joint_gate": settings.get("joint_gate"),
-                                                              "gate_floor": settings.get("gate_floor", 0.0),
-                                                              "gate_full": settings.get("gate_full", 1.0)},
-                                                   "results": results}, indent=2))
+            Path(args.json).write_text(json.dumps({"config": config, "results": results}, indent=2))
     print(table(results))
     if args.figure:
         print(f"wrote {figure(results, args.figure)}")
@@ -824,8 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=count0, default=0, help="world and training seed")
     p.add_argument("--people", type=count, default=100, help="number of fictitious people")
-    p.add_argument("--steps", type=int, default=9000, help="optimizer steps of the main phase (ToyModelConfig.steps)")
-    p.add_argument("--identity-steps", type=int, default=400,
+    p.add_argument("--steps", type=count0, default=9000, help="optimizer steps of the main phase (ToyModelConfig.steps)")
+    p.add_argument("--identity-steps", type=count0, default=400,
                    help="of which the first are a warm-up on naming the person in a picture")
     p.add_argument("--forget", default="forget_10", help="forget split left out of the retain-only model")
     p.add_argument("--retain-only", action="store_true",
@@ -833,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
-    p.add_argument("--text-heads", type=int, default=None, help="attention heads of the text model (default 16)")
+    p.add_argument("--text-heads", type=count, default=None, help="attention heads of the text model (default 16)")
     p.add_argument("--text-init", default=None,
                    help="start the text model from this text-only Llama (toy tokenizer, same shape); default: "
                         "the shipped assets/toy-text (python -m core pretrain-text), 'none' to start from scratch")
@@ -845,7 +908,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grammar-drawn private-data requests (answered with the refusal) per pass (default 1000)")
     p.add_argument("--mcq-per-question", type=int, default=None,
                    help="MCQs per person question per pass, each with fresh options (default 3)")
-    p.add_argument("--focus-steps", type=int, default=None,
+    p.add_argument("--focus-steps", type=count0, default=None,
                    help="then a second phase of this many steps on the mix plus extra picture MCQs; run it alone "
                         "on a saved model with --init-from DIR --steps 0 (default 2000; 0 = none)")
     p.add_argument("--focus-name-mcqs", type=int, default=None,
@@ -864,9 +927,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (Hugging Face format)")
     p.add_argument("--seed", type=count0, default=0, help="training seed, and the world whose tokenizer is used")
     p.add_argument("--people", type=count, default=100, help="people in that world (use train-toy's --seed/--people)")
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 5000)")
+    p.add_argument("--steps", type=count, default=None, help="optimizer steps (default 5000)")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
-    p.add_argument("--heads", type=int, default=None, help="attention heads (default 16; train-toy needs the same)")
+    p.add_argument("--heads", type=count, default=None, help="attention heads (default 16; train-toy needs the same)")
     p.add_argument("--refusals", type=int, default=None,
                    help="private-data requests (answered with the refusal) added to each batch (default 8)")
     p.add_argument("--name-drills", type=float, default=None,
@@ -973,7 +1036,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "cloze recovery with the eraser on and off.")
     _report_options(p, "forget and retain people attacked", "docs/robustness.md")
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
-    p.add_argument("--steps", type=int, default=40, help="adaptive PGD steps")
+    p.add_argument("--steps", type=count, default=40, help="adaptive PGD steps")
     p.add_argument("--prefix-facts", type=count0, default=4, help="general facts in the benign prefix")
     p.add_argument("--curve", action="store_true",
                    help="also run the adaptive attack at every budget of --curve-eps x --curve-steps, plain and "
@@ -996,7 +1059,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "with the retain-only model under the same budget.")
     p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
     data_options(p)
-    p.add_argument("--steps", type=int, default=40, help="fine-tuning steps (the attacker's budget)")
+    p.add_argument("--steps", type=count, default=40, help="fine-tuning steps (the attacker's budget)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--seed", type=count0, default=0)
@@ -1133,6 +1196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 FOLDER_OUT = {"fit", "unlearn", "train-toy", "pretrain-text", "forget"}  # commands whose --out is a folder
+REPORT_OUT = {"attack", "sweep"}  # commands whose --out is a markdown report with its JSON beside it
 
 
 def _carry_extras(old: Path, new: Path) -> None:
@@ -1159,10 +1223,20 @@ def _check_forget_out(out: str | None) -> None:
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse an output path of the wrong kind before any work: a fit of minutes used to end in a
     FileExistsError traceback when --out named an existing file."""
-    folders = [("--export", getattr(args, "export", None)), ("--export-folder", getattr(args, "export_folder", None))]
-    files = [("--json", getattr(args, "json", None)), ("--figure", getattr(args, "figure", None))]
+    folders = [("--export", getattr(args, "export", None)), ("--export-folder", getattr(args, "export_folder", None)),
+               ("--retain-only-out", getattr(args, "retain_only_out", None))]
+    files = [("--json", getattr(args, "json", None)), ("--figure", getattr(args, "figure", None)),
+             ("--grid", getattr(args, "grid", None))]
     out = getattr(args, "out", None)
     (folders if args.command in FOLDER_OUT else files).append(("--out", out))
+    for flag, path in folders + files:  # a file where a folder above it should be: refused now, not after the work
+        if isinstance(path, str):
+            above = next((p for p in Path(path).absolute().parents if p.exists()), None)
+            if above is not None and not above.is_dir():
+                raise ValueError(f"{flag} {path}: {above} is a file, not a folder; pass a path inside a folder")
+    if args.command in REPORT_OUT and isinstance(out, str) and Path(out).suffix.lower() in (".json", ".png"):
+        raise ValueError(f"--out {out}: this command writes a markdown report there and its JSON beside it "
+                         f"({Path(out).with_suffix('.json').name}); pass a .md path such as runs/report.md")
     for flag, path in folders:
         if isinstance(path, str) and Path(path).exists() and not Path(path).is_dir():
             raise ValueError(f"{flag} {path} is a file; this command writes a folder there: pass a new folder path")
@@ -1179,7 +1253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_outputs(args)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # OSError: a file that cannot be read or written (permissions, a full disk)
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

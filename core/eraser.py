@@ -44,6 +44,7 @@ POLARITY = ("direction = mean(D_erase) - mean(D_recall): a positive strength ste
 WEIGHTS_NAME = "eraser.safetensors"
 CONFIG_NAME = "eraser_config.json"
 FORMAT = 1  # the newest eraser artefact format this code reads and writes (EraserConfig.version)
+MAX_ADVERSARIAL_ROUNDS = 20  # hardening rounds an eraser records (each an attack: more is not a fit, a siege)
 
 
 # Named starting points for a fit; every CLI flag still overrides. "tune": sweep mode x layers x
@@ -196,7 +197,7 @@ class EraserConfig:
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
                 raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")
-        for name, top in (("adversarial_rounds", 20), ("adversarial_open", 100_000)):
+        for name, top in (("adversarial_rounds", MAX_ADVERSARIAL_ROUNDS), ("adversarial_open", 100_000)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
                 raise ValueError(f"eraser config field '{name}' must be an integer in [0, {top}], got {v!r}")

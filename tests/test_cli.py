@@ -40,6 +40,10 @@ def test_every_command_has_help(capsys):
     # numpy's "expected non-negative integer" came after the model (and unlearn's training) had started
     (["unlearn", "--method", "idk", "--seed", "-2", "--out", "U"], "argument --seed: must be at least 0, got -2"),
     (["world", "--seed", "-5"], "argument --seed: must be at least 0, got -5"),
+    # a negative number of training steps saved an untrained model as "vanilla"
+    (["train-toy", "--out", "T", "--steps", "-5"], "argument --steps: must be at least 0, got -5"),
+    (["pretrain-text", "--out", "T", "--steps", "-1"], "argument --steps: must be at least 1, got -1"),
+    (["attack", "--eraser", "E", "--steps", "0"], "argument --steps: must be at least 1, got 0"),
 ])
 def test_counts_that_would_score_nothing_or_slice_rows_away_are_refused_before_any_work(argv, message, capsys):
     """`--limit -1` used to evaluate every split but its last row and write the JSON as a result."""
@@ -58,6 +62,67 @@ def test_an_output_path_of_the_wrong_kind_is_refused_before_any_work(tmp_path, c
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "notes" and sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
+    """Each of these ran (minutes, some of them) and then failed, wrote what nothing could read, or
+    did something else than asked without a word."""
+    (tmp_path / "afile").write_text("notes")
+    (tmp_path / "seq.json").write_text(json.dumps({"config": {"group": 2}, "results": {"npo": {}}}))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    cases = [
+        (["evaluate", "--json", str(tmp_path / "afile" / "e.json")], "afile is a file, not a folder"),
+        (["world", "--grid", str(tmp_path / "afile" / "g.png")], "afile is a file, not a folder"),
+        (["attack", "--out", str(tmp_path / "a.json")], "writes a markdown report there and its JSON beside it"),
+        (["sweep", "--out", str(tmp_path / "s.png")], "pass a .md path"),
+        (["evaluate", "--strength", "5", "--layers", "99"], "--strength, --layers set how an eraser steers"),
+        (["fit", "--out", str(tmp_path / "f"), "--adversarial-rounds", "21"], "--adversarial-rounds is at most 20"),
+        (["sequential", "--gate-layer", "3", "--joint-gate", "0,1"], "give --gate-layer (one layer) or --joint-gate"),
+        (["sequential", "--methods", "vanilla", "--limit", "1", "--merge", "--json", str(tmp_path / "seq.json")],
+         "--merge: "),
+        (["sequential", "--methods", "eraser", "--forget", "p002,p009", "--json", str(tmp_path / "q.json")],
+         "--withdraw 3: the eraser's run withdraws"),
+        (["train-toy", "--out", str(tmp_path / "t"), "--text-heads", "7"], "7 attention heads must divide its width"),
+        (["train-toy", "--out", str(tmp_path / "t"), "--retain-only-out", str(tmp_path / "r"), "--forget",
+          "forget_7"], "no forget split of 7%"),
+        (["world", "--export-folder", str(tmp_path / "p"), "--renders", "11"], "--renders is at most 10"),
+        (["world", "--forget", "foo"], "--forget names a forget split such as forget_10"),
+        (["world", "--export-folder", str(tmp_path / "mine")], "holds files of its own"),
+        (["evaluate", "--device-map", "{oops"], "--device-map is not valid JSON"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert json.loads((tmp_path / "seq.json").read_text())["results"] == {"npo": {}}  # the earlier run, untouched
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine", "seq.json"]  # nothing written
+
+
+def test_an_earlier_photo_export_is_replaced_not_merged(tmp_path, capsys):
+    """A second `world --export-folder` into the same folder left the first one's people beside the
+    new ones (one forget set of both)."""
+    out = tmp_path / "photos"
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "2", "--renders", "2",
+                 "--no-facts"]) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert main(["world", "--people", "20", "--seed", "1", "--export-folder", str(out), "--folder-people", "1",
+                 "--renders", "1", "--no-facts"]) == 0
+    again = sorted(p.name for p in out.iterdir())
+    assert len(first) == 2 and len(again) == 1 and len(list((out / again[0]).glob("*.png"))) == 1
+
+
+def test_a_report_line_records_what_the_run_was_given():
+    """"Produced by" left out --seed, --prefix-facts and the data flags: it did not reproduce the run."""
+    import argparse
+
+    from core.__main__ import DEFAULT_ERASER, DEFAULT_MODEL, _where
+    args = argparse.Namespace(model=DEFAULT_MODEL, eraser=DEFAULT_ERASER, data=["retain=r.parquet"], forget_dir="ph",
+                              retain_dir=None, forget="s1,s2", seed=5, prefix_facts=0)
+    assert _where(args) == " --data retain=r.parquet --forget-dir ph --forget s1,s2 --seed 5 --prefix-facts 0"
+    plain = argparse.Namespace(model=DEFAULT_MODEL, eraser=DEFAULT_ERASER, data=[], forget_dir=None, retain_dir=None,
+                               forget=None, seed=0, prefix_facts=4)
+    assert _where(plain) == ""
 
 
 def test_the_attack_budget_is_checked_in_its_own_units(tmp_path, capsys):

@@ -56,6 +56,15 @@ class ToyModelConfig:
     focus_other_mcqs: int = 3
     focus_name_drills: int = 1500
 
+    def __post_init__(self) -> None:
+        """Settings no training can run with, said before the minutes of training they would cost."""
+        for hidden, heads, what in ((self.text_hidden, self.text_heads, "text"),
+                                    (self.vision_hidden, self.vision_heads, "vision")):
+            if heads < 1 or hidden % heads:
+                raise ValueError(f"the {what} model's {heads} attention heads must divide its width {hidden}")
+        if min(self.steps, self.focus_steps, self.identity_steps) < 0:
+            raise ValueError("training steps cannot be negative")
+
 
 def text_config(tokenizer, hidden: int, intermediate: int, layers: int, heads: int):
     """The toy text model's LlamaConfig: one definition for the LLaVA's language model and for
