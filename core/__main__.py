@@ -307,6 +307,8 @@ def _preset_config(args, num_layers: int):
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
     if args.threshold is not None:
+        if args.ratio is not None:  # the ratio was dropped without a word
+            raise ValueError("--ratio and --threshold are two ways to size the null space: give one")
         values["ratio"] = None
     steer = _parse_layers(args.steer_layers)
     values.update(threshold=args.threshold, layers=_parse_layers(args.layers),
@@ -327,6 +329,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.gate_retain is not None and args.gate_retain < 1:
         raise ValueError(f"--gate-retain must be at least 1, got {args.gate_retain}")
     from core.eraser import MAX_ADVERSARIAL_ROUNDS
+    for flag, v in (("--min-retain", args.min_retain), ("--min-fluency", args.min_fluency)):
+        if not 0 <= v <= 1:  # above 1 no setting passes: tuning was silently off
+            raise ValueError(f"{flag} is a share of answers, in [0, 1]; got {v:g}")
     if args.adversarial_rounds > MAX_ADVERSARIAL_ROUNDS:  # the eraser saved would be refused on load
         raise ValueError(f"--adversarial-rounds is at most {MAX_ADVERSARIAL_ROUNDS}, got {args.adversarial_rounds}")
     _check_eps(args.eps)
@@ -638,6 +643,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from tqdm import tqdm
     from core.baselines import BaselineConfig, unlearn
     torch.set_num_threads(args.threads)
+    if args.reference and args.method != "npo":  # only NPO's loss reads a reference model
+        raise ValueError(f"--reference is NPO's reference model; {args.method} does not use one")
     data = _load_data(args)
     cfg = BaselineConfig(args.method, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                          retain_weight=args.retain_weight, kl_weight=args.kl_weight, beta=args.beta, seed=args.seed)

@@ -90,6 +90,10 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         (["world", "--forget", "foo"], "--forget names a forget split such as forget_10"),
         (["world", "--export-folder", str(tmp_path / "mine")], "holds files of its own"),
         (["evaluate", "--device-map", "{oops"], "--device-map is not valid JSON"),
+        (["fit", "--out", str(tmp_path / "f"), "--ratio", "0.3", "--threshold", "0.01"], "give one"),
+        (["fit", "--out", str(tmp_path / "f"), "--min-retain", "1.5"], "--min-retain is a share of answers"),
+        (["unlearn", "--method", "idk", "--out", str(tmp_path / "u"), "--reference", "assets/toy-llava"],
+         "--reference is NPO's reference model"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
