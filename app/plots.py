@@ -13,8 +13,9 @@ LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=50, b=45), heig
 
 
 def pgd_curve(losses: Sequence[float], logprobs: Sequence[float]) -> go.Figure:
-    """Target NLL (loss) and target log-probability per PGD step."""
-    steps = list(range(1, len(losses) + 1))
+    """Target NLL (loss) and target log-probability per PGD step, from step 0 (the clean start,
+    as `pgd` yields it) to the last."""
+    steps = list(range(len(losses)))
     fig = go.Figure()
     fig.add_scatter(x=steps, y=list(losses), name="loss (target NLL / token)", mode="lines+markers")
     fig.add_scatter(x=steps, y=list(logprobs), name="target log-prob (sum)", mode="lines", yaxis="y2")
@@ -32,8 +33,8 @@ def activation_map(coords: dict[str, torch.Tensor], hover: dict[str, list[str]],
     fig = go.Figure()
     symbols = {"forget": "circle", "retain": "circle-open", "recall": "diamond", "erase": "x"}
     colours = {"forget": FORGET, "retain": RETAIN, "recall": RECALL, "erase": ERASE}
-    vals = torch.cat([gates[k] for k in ("forget", "retain") if k in gates]) if gates else torch.zeros(1)
-    lim = float(max(1.0, vals.abs().max()))
+    vals = torch.cat([torch.zeros(1)] + [gates[k].reshape(-1).float() for k in ("forget", "retain") if k in gates])
+    lim = float(max(1.0, vals.abs().max()))  # 0 prepended: empty or missing gate sets draw, with the scale at 1
     for name, xy in coords.items():
         gated = name in gates
         marker = dict(symbol=symbols.get(name, "circle"), size=8 if gated else 9,

@@ -458,7 +458,7 @@ class Workbench:
         c = eraser.config
         source = "toy" if data.builder is not None else data.key
         people = tuple(sorted(r.id for r in data.forget))
-        return (source, people, c.seed, eraser.gate_position, c.gate_retain, c.gate_variants)
+        return (source, people, c.seed, eraser.gate_position, c.gate_retain, c.gate_variants, self.contrast_kind(eraser))
 
     def forget_someone(self, photos, name: str, facts_json: str = "", session: Session | None = None,
                        progress: Callable[[str, int, int], None] | None = None,
@@ -713,7 +713,9 @@ class Workbench:
         # collected without the lock: other users keep working (two first requests for the same
         # set both collect it, once, and the results are equal: collection is deterministic)
         f, r = eraser_gate_sets(data, c)
-        rec, era = direction_sets(data, None, "recall", seed=eraser.config.seed)
+        # the eraser's own contrast where it needs no PGD (a drawing must not run an attack); PGD-built
+        # directions are drawn over the recall construction's clouds, and the map's title says so
+        rec, era = direction_sets(data, None, self.contrast_kind(eraser), seed=eraser.config.seed)
         H = {}
         for name, prompts in (("forget", f), ("retain", r), ("recall", rec), ("erase", era)):
             cb = None if progress is None else (lambda d, t, n=name: progress(n, d, t))
@@ -723,6 +725,16 @@ class Workbench:
         with self._acts_lock:
             self._remember(key, sets)
         return sets
+
+    def _clouds_note(self, eraser: Eraser) -> str:
+        kind = eraser.config.direction_kind
+        return "" if self.contrast_kind(eraser) == kind else f"; recall / erase clouds: the recall construction, " \
+            f"d_erase: its own {kind} one"
+
+    @staticmethod
+    def contrast_kind(eraser: Eraser) -> str:
+        """The direction construction whose recall / erase clouds the views draw."""
+        return eraser.config.direction_kind if eraser.config.direction_kind in ("recall", "text_only") else "recall"
 
     def input_activation(self, image, question: str, position: str = "last") -> torch.Tensor:
         """(L, d) activation of one input where the gate reads it (last prompt token or mean)."""
@@ -766,14 +778,16 @@ class Workbench:
                 coords[k], i = xy[i:i + len(H[k])], i + len(H[k])
             sample = f", a sample of {shown} of {total} points" if shown < total else ""
             return activation_map(coords, hover, gates, None, star,
-                                  f"Layer {l}: UMAP of {_where(eraser)} activations{sample}", ("UMAP 1", "UMAP 2"))
+                                  f"Layer {l}: UMAP of {_where(eraser)} activations{sample}{self._clouds_note(eraser)}",
+                                  ("UMAP 1", "UMAP 2"))
         proj = pca_2d(torch.cat([H["forget"], H["retain"]]), direction=eraser.direction[l])
         coords = {k: proj.project(v) for k, v in H.items()}
         start = coords["recall"].mean(0)
         pct = [f"PC {i + 1} ({100 * float(e):.0f}% var.)" for i, e in enumerate(proj.explained)]
         return activation_map(coords, hover, gates, (start, proj.arrow),
                               None if cur is None else proj.project(cur[None])[0],
-                              f"Layer {l}: PCA of forget + retain {_where(eraser)} activations (arrow: d_erase from the recall mean)",
+                              f"Layer {l}: PCA of forget + retain {_where(eraser)} activations (arrow: d_erase from the "
+                              f"recall mean{self._clouds_note(eraser)})",
                               (pct[0], pct[1]))
 
     def nullspace_view(self, eraser: Eraser, layer, floor=None, full=None):

@@ -5,8 +5,8 @@ from app.plots import activation_map, change_heatmap, evaluation_bars, gate_hist
 
 
 def test_pgd_curve_has_one_point_per_step_on_two_axes():
-    fig = pgd_curve([3.0, 2.0, 1.5], [-9.0, -6.0, -4.5])
-    assert list(fig.data[0].y) == [3.0, 2.0, 1.5] and list(fig.data[0].x) == [1, 2, 3]
+    fig = pgd_curve([3.0, 2.0, 1.5], [-9.0, -6.0, -4.5])  # the start and two steps, as pgd() yields them
+    assert list(fig.data[0].y) == [3.0, 2.0, 1.5] and list(fig.data[0].x) == [0, 1, 2]
     assert fig.data[1].yaxis == "y2" and list(fig.data[1].y) == [-9.0, -6.0, -4.5]
 
 
@@ -47,3 +47,14 @@ def test_evaluation_bars_in_percent():
     fig = evaluation_bars(splits, "t")
     assert [t.name for t in fig.data] == ["MCQ acc", "ROUGE-L", "cloze", "refusal"]
     assert [t.y[0] for t in fig.data] == [50.0, 25.0, 0, 100.0]
+
+
+def test_activation_map_draws_sets_without_gates_or_with_empty_ones():
+    """Both gate sets empty raised in max(); gates without forget / retain keys raised in cat()."""
+    empty = activation_map({"forget": torch.zeros(0, 2), "retain": torch.zeros(0, 2), "recall": torch.ones(2, 2)},
+                           {"forget": [], "retain": [], "recall": ["a", "b"]},
+                           {"forget": torch.zeros(0), "retain": torch.zeros(0)}, None, None, "t")
+    other = activation_map({"recall": torch.ones(2, 2)}, {"recall": ["a", "b"]}, {"other": torch.ones(2)}, None,
+                           None, "t")
+    assert [t.name for t in empty.data] == ["forget", "retain", "recall"] and empty.data[0].marker.cmax == 1.0
+    assert [t.name for t in other.data] == ["recall"]

@@ -221,6 +221,22 @@ def test_activation_map_pca_and_current_input(toy):
         wb.activation_map(eraser, 7)
 
 
+def test_the_map_draws_the_erasers_own_contrast_where_it_needs_no_pgd(toy):
+    """A text-only eraser's recall / erase clouds were the picture construction's; a PGD-built
+    direction is drawn over the recall clouds (a drawing runs no attack) and the title says so."""
+    from dataclasses import replace
+    wb, eraser = toy
+    recall = wb.activation_sets(eraser)
+    text = Eraser(eraser.direction, eraser.gate, replace(eraser.config, direction_kind="text_only"),
+                  eraser.diagnostics)
+    sets = wb.activation_sets(text)
+    assert all(p.image is None for p in sets.recall) and any(p.image is not None for p in recall.recall)
+    assert "recall construction" not in wb.activation_map(text, 1, "PCA").layout.title.text
+    pgd = Eraser(eraser.direction, eraser.gate, replace(eraser.config, direction_kind="refusal"), eraser.diagnostics)
+    assert wb.activation_sets(pgd).recall == recall.recall
+    assert "d_erase: its own refusal one" in wb.activation_map(pgd, 1, "PCA").layout.title.text
+
+
 def test_activation_map_umap(toy):
     wb, eraser = toy
     fig = wb.activation_map(eraser, 1, "UMAP")
