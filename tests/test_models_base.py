@@ -178,3 +178,37 @@ def test_prompt_ids_are_built_once_per_prompt_and_stay_equal_to_a_fresh_build(fa
     for q in ("memo a ?", "memo b ?", "memo c ?"):
         a.prompt_ids(q, False)
     assert len(a._prompt_ids_cache) <= 2
+
+
+def test_paligemma_answer_tokens_are_causal_as_its_processor_marks_them():
+    """Answer tokens appended for teacher forcing are PaliGemma's suffix (token type 1, causal). Typed
+    0, as the prompt, each one saw the answer tokens after it: the logits before the last answer word
+    moved when only that word changed."""
+    a = tiny_adapter("paligemma")
+    img = random_image(0, (32, 32))
+    b1 = a.encode(["what is the name"], [img], answers=["red green blue"])
+    b2 = a.encode(["what is the name"], [img], answers=["red green circle"])
+    n_answer = int((b1.labels[0] != -100).sum())
+    assert b1.inputs["token_type_ids"][0].tolist() == [0] * (b1.input_ids.shape[1] - n_answer) + [1] * n_answer
+    assert a.encode(["what is the name"], [img]).inputs["token_type_ids"].sum() == 0  # a prompt alone is prefix
+    with torch.no_grad():
+        l1, l2 = a.logits(b1)[0], a.logits(b2)[0]
+    changed = (b1.input_ids[0] != b2.input_ids[0]).nonzero().min()
+    assert changed > 0 and torch.equal(l1[:changed], l2[:changed])
+
+
+def test_a_template_that_writes_bos_gets_no_second_one_from_the_tokenizer():
+    """Idefics3-8B's Llama-3 template starts with BOS and its tokenizer adds one too: the prompt began
+    with two (transformers' own processors turn the tokenizer's off in this case)."""
+    from tokenizers import processors
+
+    from core.models.load import adapter_from_model
+    from core.models.tiny import build_tiny
+    model, tok, proc = build_tiny("idefics3")
+    tok._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])  # a tokenizer that adds BOS
+    plain = adapter_from_model(model, tok, proc, chat_template=tok.chat_template)
+    own = adapter_from_model(model, tok, proc, chat_template="<s>" + tok.chat_template)
+    for a in (plain, own):
+        ids = a.prompt_ids("what is this", True)
+        assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id

@@ -47,6 +47,34 @@ def saved(tmp_path_factory):
     return save_tiny("llava", tmp_path_factory.mktemp("saved") / "model")
 
 
+def _drop_tensor(folder, name):
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(folder / "model.safetensors"))
+    del tensors[name]
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _edit_config(folder, change):
+    import json
+    cfg = json.loads((folder / "config.json").read_text())
+    change(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def _template_file(folder, text):
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    (folder / "chat_template.json").write_text(text)
+
+
+def _no_template(folder):
+    import json
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (folder / name).unlink(missing_ok=True)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "config.json").write_text("{model_type: llava"), r"config.json is not valid JSON .*copy config.json"),
     (lambda f: (f / "model.safetensors").unlink(), r"the weights in .* cannot be loaded \(OSError"),
@@ -54,6 +82,16 @@ def saved(tmp_path_factory):
      r"cannot be loaded \(SafetensorError.*download or copy the weights again"),
     (lambda f: [(f / n).unlink() for n in ("tokenizer.json", "tokenizer_config.json")],
      r"the tokenizer or image processor of .* cannot be loaded .*copy tokenizer.json"),
+    # these loaded: a checkpoint missing a tensor (or another model's weights) with that tensor drawn at
+    # random, and templates that failed at the first prompt or as a KeyError / JSONDecodeError
+    (lambda f: _drop_tensor(f, "language_model.model.layers.1.mlp.down_proj.weight"),
+     r"lack 1 tensor\(s\) the model needs \(model.language_model.layers.1.mlp.down_proj.weight\), which would start "
+     r"from random values"),
+    (lambda f: _edit_config(f, lambda c: c["text_config"].update(intermediate_size=c["text_config"].get(
+        "intermediate_size", 64) * 2)), r"do not fit its config.json, or it is malformed"),
+    (lambda f: _template_file(f, "{}"), r"chat_template.json holds no chat_template text"),
+    (lambda f: _template_file(f, "{oops"), r"chat_template.json is not valid JSON"),
+    (lambda f: _no_template(f), r"has no chat template .* llava prompts need one"),
 ])
 def test_a_damaged_model_folder_names_what_to_copy_again(saved, tmp_path, damage, message):
     """Damaged checkpoints are a ValueError with the fix (the CLI and the app report those), not a

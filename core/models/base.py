@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.models.weights import fingerprint
+from core.models.weights import FINGERPRINT, fingerprint
 
 PROMPT_IDS_CACHE = 20_000  # prompts whose ids an adapter keeps: 52 MB at most at LLaVA-1.5's 600 ids a prompt
 
@@ -121,10 +121,17 @@ class VLMAdapter:
     def info(self) -> ModelInfo:
         """Identity of the wrapped model. The weights fingerprint is computed once: eraser.apply
         checks it on every call (the app's hot path) and steering never changes the weights."""
-        if getattr(self, "_fingerprint", None) is None:
-            self._fingerprint = fingerprint(self.model)
         return ModelInfo(self.family, str(self.name_or_path), getattr(self.model.config, "_commit_hash", None),
-                         self.hidden_size, self.num_layers, self._fingerprint)
+                         self.hidden_size, self.num_layers, self.weights_print())
+
+    def weights_print(self, version: int | None = None) -> str:
+        """The weights fingerprint of a version (the current one by default), computed once each:
+        an eraser saved with an older version is checked against that version's print."""
+        cache = self.__dict__.setdefault("_prints", {})
+        version = version or FINGERPRINT
+        if version not in cache:
+            cache[version] = fingerprint(self.model, version)
+        return cache[version]
 
     # ------------------------------------------------------------------ prompts
     def prompt(self, question: str, with_image: bool) -> str:
@@ -204,9 +211,16 @@ class VLMAdapter:
         """Differentiable map from (B, 3, S, S) pixels in [0,1] to the model's image kwargs."""
         return {"pixel_values": self.normalise(pixels).to(self.dtype)}
 
-    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
-        """Family-specific tensors derived from the token ids (e.g. Qwen's mm_token_type_ids)."""
+    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool,
+                     answer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Family-specific tensors derived from the token ids (e.g. Qwen's mm_token_type_ids);
+        `answer`: True at the answer tokens appended for teacher forcing (PaliGemma's suffix)."""
         return {}
+
+    def plain_prompt(self, question: str, with_image: bool) -> str:
+        """The prompt of a checkpoint without a chat template (families that define their format)."""
+        raise ValueError(f"{self.name_or_path} has no chat template (chat_template.jinja, chat_template.json or the "
+                         "tokenizer's): copy it from the checkpoint's repository")
 
     # ------------------------------------------------------------------ batches
     def encode(self, questions: Sequence[str], images: Sequence[Image.Image] | torch.Tensor | None = None,
@@ -241,10 +255,10 @@ class VLMAdapter:
         if has_image:
             pixels = images if isinstance(images, torch.Tensor) else torch.stack([self.to_pixels(im) for im in images])
             inputs.update(self.pixel_inputs(pixels))
-        inputs.update(self.extra_inputs(input_ids, has_image))
         labels = None
         if answers is not None:
             labels = torch.tensor([[-100] * (width - len(r)) + r for r in label_rows], dtype=torch.long)
+        inputs.update(self.extra_inputs(input_ids, has_image, None if labels is None else labels != -100))
         dev = self.device
         inputs = {k: v.to(dev) for k, v in inputs.items()}
         return Batch(inputs, prompt_last.to(dev), None if labels is None else labels.to(dev), has_image)
@@ -262,7 +276,10 @@ class VLMAdapter:
                 if self.placeholder not in text:
                     raise ValueError(f"the chat template of {self.name_or_path} emitted no image placeholder")
                 text = self.expand_image_tokens(text)
-            ids = array("i", self.after_prompt_ids(self.tokenizer(text, add_special_tokens=self.add_bos)["input_ids"]))
+            # a template that writes BOS itself (Idefics3-8B's Llama-3 one) must not get a second from the tokenizer
+            bos = self.tokenizer.bos_token
+            add = self.add_bos and not (bos and text.startswith(bos))
+            ids = array("i", self.after_prompt_ids(self.tokenizer(text, add_special_tokens=add)["input_ids"]))
             if len(self._prompt_ids_cache) >= PROMPT_IDS_CACHE:
                 self._prompt_ids_cache.clear()
             self._prompt_ids_cache[key] = ids

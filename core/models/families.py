@@ -72,7 +72,8 @@ class QwenVLAdapter(VLMAdapter):
         grid = torch.tensor([[1, gh, gw]] * b, dtype=torch.long, device=pixels.device)
         return {"pixel_values": x.to(self.dtype), "image_grid_thw": grid}
 
-    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
+    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool,
+                     answer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         image_id = self.model.config.image_token_id
         return {"mm_token_type_ids": (input_ids == image_id).to(torch.int32)}
 
@@ -147,9 +148,13 @@ class PaliGemmaAdapter(VLMAdapter):
         bos = self.tokenizer.bos_token
         return f"{'<image>' if with_image else ''}{bos}{question}\n"
 
-    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool) -> dict[str, torch.Tensor]:
-        # Prefix-LM: every prompt token is "prefix" (type 0); answers are generated as suffix.
-        return {"token_type_ids": torch.zeros_like(input_ids)}
+    def extra_inputs(self, input_ids: torch.Tensor, has_image: bool,
+                     answer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        # Prefix-LM: the prompt is the "prefix" (type 0), attended both ways; answer tokens appended for
+        # teacher forcing are the "suffix" (type 1), causal, as PaliGemma's processor marks them: typed 0
+        # they saw the answer tokens after them
+        types = torch.zeros_like(input_ids) if answer is None else answer.to(input_ids.dtype)
+        return {"token_type_ids": types}
 
 
 ADAPTERS: dict[str, type[VLMAdapter]] = {

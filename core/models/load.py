@@ -104,15 +104,24 @@ def detect_family(folder: Path) -> str:
 
 
 def _chat_template(folder: Path, tokenizer) -> str | None:
-    for name in ("chat_template.jinja", "chat_template.json"):
+    """The chat template of a checkpoint folder: its own file, the processor's config, else the
+    tokenizer's. A file that holds none is a ModelLoadError naming it."""
+    for name in ("chat_template.jinja", "chat_template.json", "processor_config.json"):
         f = folder / name
-        if f.is_file():
-            text = f.read_text()
-            return json.loads(text)["chat_template"] if name.endswith(".json") else text
-    pc = folder / "processor_config.json"
-    if pc.is_file():
-        tmpl = json.loads(pc.read_text()).get("chat_template")
-        if tmpl:
+        if not f.is_file():
+            continue
+        text = f.read_text()
+        if name.endswith(".jinja"):
+            return text
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ModelLoadError(f"{f} is not valid JSON ({_first_line(exc)}): copy it again from the checkpoint") \
+                from None
+        tmpl = raw.get("chat_template") if isinstance(raw, dict) else None
+        if name == "chat_template.json" and not isinstance(tmpl, str):
+            raise ModelLoadError(f"{f} holds no chat_template text: copy it again from the checkpoint")
+        if isinstance(tmpl, str) and tmpl:
             return tmpl
     return getattr(tokenizer, "chat_template", None)
 
@@ -151,12 +160,23 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
         kwargs["device_map"] = device  # loaded straight onto the device, in the checkpoint's dtype
     from safetensors import SafetensorError
     try:
-        model = getattr(transformers, model_cls).from_pretrained(folder, **kwargs).eval()
+        model, info = getattr(transformers, model_cls).from_pretrained(folder, output_loading_info=True, **kwargs)
     except (OSError, SafetensorError) as exc:  # no weights file, a file cut short or not safetensors
         raise ModelLoadError(
             f"the weights in {folder} cannot be loaded ({_first_line(exc)}): the folder needs the whole checkpoint "
             "as save_pretrained wrote it (model.safetensors, or its shards and model.safetensors.index.json); "
             "download or copy the weights again if a file was cut short") from exc
+    except (RuntimeError, TypeError) as exc:  # shapes the weights do not have, or fields of the wrong type
+        raise ModelLoadError(f"the weights in {folder} do not fit its config.json, or it is malformed "
+                             f"({_first_line(exc)[:300]}): copy config.json and the weights from the same "
+                             "checkpoint") from exc
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers starts them from random values and only prints a report
+        raise ModelLoadError(
+            f"the weights in {folder} lack {len(missing)} tensor(s) the model needs ({', '.join(missing[:3])}"
+            f"{', ...' if len(missing) > 3 else ''}), which would start from random values: the checkpoint is "
+            "incomplete or belongs to another model; download or copy the whole checkpoint again")
+    model.eval()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
         processor = _import(proc_path).from_pretrained(folder)
@@ -164,9 +184,13 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
         raise ModelLoadError(
             f"the tokenizer or image processor of {folder} cannot be loaded ({_first_line(exc)}): copy "
             "tokenizer.json, tokenizer_config.json and preprocessor_config.json from the checkpoint") from exc
-    adapter = ADAPTERS[family](model, tokenizer, processor, name_or_path=str(name_or_path),
-                               chat_template=_chat_template(folder, tokenizer), image_size=image_size)
-    return adapter
+    template = _chat_template(folder, tokenizer)
+    cls = ADAPTERS[family]
+    if template is None and cls.plain_prompt is VLMAdapter.plain_prompt and cls.prompt is VLMAdapter.prompt:
+        raise ModelLoadError(f"{folder} has no chat template (chat_template.jinja, chat_template.json or the "
+                             f"tokenizer's) and {family} prompts need one: copy it from the checkpoint's repository")
+    return cls(model, tokenizer, processor, name_or_path=str(name_or_path), chat_template=template,
+               image_size=image_size)
 
 
 def _check_device(device: str) -> None:

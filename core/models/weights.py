@@ -25,13 +25,20 @@ def named_weights(model: torch.nn.Module):
         yield name, p
 
 
-def fingerprint(model: torch.nn.Module) -> str:
+FINGERPRINT = 2  # the version written; erasers of version 1 are checked with version 1
+
+
+def fingerprint(model: torch.nn.Module, version: int = FINGERPRINT) -> str:
     """A short identity of a model's weights, the same whatever dtype or device they are loaded on.
 
     Every parameter tensor contributes its name, its shape and a strided sample of up to 256 of
     its values rounded to bfloat16 (a checkpoint loaded in float32 or in bfloat16 gives one
     print): a model whose vision tower alone was fine-tuned (VKD) differs from the vanilla one.
-    Offloaded parameters count with their offloaded values."""
+    Offloaded parameters count with their offloaded values. Version 2 first flushes values float16
+    cannot hold exactly (under 2^-14, its subnormals) to 0 and clamps to its range: a bfloat16
+    checkpoint loaded in float16 printed otherwise (version 1) and its erasers were refused. A
+    float32 checkpoint loaded in float16 still prints otherwise (its values are rounded twice).
+    A sample, not every value: an edit of a few rows the sample misses goes unseen."""
     text_cfg = model.config.get_text_config()
     h = hashlib.sha256()
     h.update(json.dumps({"type": model.config.model_type, "hidden": text_cfg.hidden_size,
@@ -40,8 +47,12 @@ def fingerprint(model: torch.nn.Module) -> str:
         h.update(f"{name}{tuple(p.shape)}".encode())
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 256)
-        h.update(flat[::step][:256].to(torch.bfloat16).float().cpu().numpy().tobytes())
-    return "w1-" + h.hexdigest()[:16]
+        sample = flat[::step][:256]
+        if version >= 2:
+            sample = sample.float()
+            sample = torch.where(sample.abs() < 2 ** -14, torch.zeros_like(sample), sample).clamp(-65504, 65504)
+        h.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return f"w{version}-" + h.hexdigest()[:16]
 
 
 def legacy_fingerprint(model: torch.nn.Module) -> str:
