@@ -212,3 +212,20 @@ def test_a_template_that_writes_bos_gets_no_second_one_from_the_tokenizer():
     for a in (plain, own):
         ids = a.prompt_ids("what is this", True)
         assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
+
+
+def test_generation_stops_at_the_checkpoints_end_of_turn_token_too(family):
+    """A chat model ends its turn with its own token (Idefics3-8B's <end_of_utterance>), which its
+    tokenizer's EOS may not be: generation stopped only at the tokenizer's and wrote past the turn."""
+    from core.models.load import adapter_from_model
+    from core.models.tiny import build_tiny
+    a = adapter_from_model(*build_tiny(family, seed=0))  # its own: the shared tiny adapters stay as they are
+    batch = a.encode(["what is this ?"], [random_image(0)])
+    first = a.model.generate(**batch.inputs, max_new_tokens=1, do_sample=False)[0, -1].item()
+    assert first != a.tokenizer.eos_token_id
+    a.model.generation_config.eos_token_id = [first]  # the checkpoint's end of turn: the model's first token
+    assert first in a.stop_ids and a.tokenizer.eos_token_id in a.stop_ids
+    out = a.model.generate(**batch.inputs, max_new_tokens=6, do_sample=False, eos_token_id=a.stop_ids,
+                           pad_token_id=a.tokenizer.pad_token_id)
+    assert out.shape[1] == batch.input_ids.shape[1] + 1  # stopped at that token
+    assert a.generate(batch, 6) == [a.tokenizer.decode([first], skip_special_tokens=True).strip()]

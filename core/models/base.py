@@ -346,9 +346,20 @@ class VLMAdapter:
         """Greedy decoding with the KV cache; returns the new text of every row."""
         out = self.model.generate(**batch.inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                   num_beams=1, use_cache=True, pad_token_id=self.tokenizer.pad_token_id,
-                                  eos_token_id=self.tokenizer.eos_token_id)
+                                  eos_token_id=self.stop_ids)
         new = out[:, batch.input_ids.shape[1]:]
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    @functools.cached_property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end an answer: the tokenizer's EOS and the checkpoint's generation config's (a
+        chat model ends its turn with its own token, Idefics3-8B's <end_of_utterance> or Qwen's
+        <|im_end|>, which its tokenizer's EOS may not be; with the tokenizer's alone it wrote on
+        past the end of its turn)."""
+        ids = [self.tokenizer.eos_token_id]
+        cfg = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids += cfg if isinstance(cfg, (list, tuple)) else [cfg]
+        return [int(i) for i in dict.fromkeys(ids) if i is not None]
 
     def ask(self, question: str, image: Image.Image | None = None, max_new_tokens: int = 20) -> str:
         """One question, one answer: the convenience path for notebooks."""
