@@ -683,12 +683,13 @@ def cmd_world(args: argparse.Namespace) -> int:
     from core.toyworld.world import WorldConfig, make_world
     if args.forget and not re.fullmatch(r"forget_\d+", args.forget):
         raise ValueError(f"--forget names a forget split such as forget_10, got {args.forget!r}")
+    world = make_world(WorldConfig(seed=args.seed, n_people=args.people))
+    world.forget_people(args.forget)  # a split this world has, before anything is written or cleared
     if args.export_folder:
         from core.data.folder import MAX_IMAGES
         if args.renders > MAX_IMAGES:  # a folder every other command refuses
             raise ValueError(f"--renders is at most {MAX_IMAGES} photos per person, got {args.renders}")
         _clear_earlier_export(Path(args.export_folder))
-    world = make_world(WorldConfig(seed=args.seed, n_people=args.people))
     print(f"world seed {args.seed}: {len(world.people)} people; forget splits "
           + ", ".join(f"{k}%: {len(v)}" for k, v in sorted(world.forget_ids.items())))
     if args.grid:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import random_image
 from core.__main__ import build_parser, main
 from core.models.tiny import save_tiny
 
@@ -71,6 +72,8 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "seq.json").write_text(json.dumps({"config": {"group": 2}, "results": {"npo": {}}}))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    (tmp_path / "old" / "p001").mkdir(parents=True)  # an earlier photo export
+    random_image(0).save(tmp_path / "old" / "p001" / "1.png")
     cases = [
         (["evaluate", "--json", str(tmp_path / "afile" / "e.json")], "afile is a file, not a folder"),
         (["world", "--grid", str(tmp_path / "afile" / "g.png")], "afile is a file, not a folder"),
@@ -91,6 +94,10 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         (["world", "--export-folder", str(tmp_path / "mine")], "holds files of its own"),
         (["evaluate", "--device-map", "{oops"], "--device-map is not valid JSON"),
         (["fit", "--out", str(tmp_path / "f"), "--ratio", "0.3", "--threshold", "0.01"], "give one"),
+        (["pretrain-text", "--out", str(tmp_path / "pt"), "--heads", "3", "--steps", "1"], "3 attention heads"),
+        # an unknown split is found before an earlier export is cleared (it was deleted, then refused)
+        (["world", "--people", "20", "--forget", "forget_7", "--export-folder", str(tmp_path / "old")],
+         "no forget split of 7%"),
         (["fit", "--out", str(tmp_path / "f"), "--min-retain", "1.5"], "--min-retain is a share of answers"),
         (["unlearn", "--method", "idk", "--out", str(tmp_path / "u"), "--reference", "assets/toy-llava"],
          "--reference is NPO's reference model"),
@@ -100,7 +107,8 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
     assert json.loads((tmp_path / "seq.json").read_text())["results"] == {"npo": {}}  # the earlier run, untouched
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine", "seq.json"]  # nothing written
+    assert (tmp_path / "old" / "p001" / "1.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine", "old", "seq.json"]  # nothing written
 
 
 def test_an_earlier_photo_export_is_replaced_not_merged(tmp_path, capsys):

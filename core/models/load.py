@@ -166,6 +166,8 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
             f"the weights in {folder} cannot be loaded ({_first_line(exc)}): the folder needs the whole checkpoint "
             "as save_pretrained wrote it (model.safetensors, or its shards and model.safetensors.index.json); "
             "download or copy the weights again if a file was cut short") from exc
+    except torch.OutOfMemoryError:
+        raise  # a device too small is not a damaged config
     except (RuntimeError, TypeError) as exc:  # shapes the weights do not have, or fields of the wrong type
         raise ModelLoadError(f"the weights in {folder} do not fit its config.json, or it is malformed "
                              f"({_first_line(exc)[:300]}): copy config.json and the weights from the same "

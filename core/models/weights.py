@@ -34,9 +34,10 @@ def fingerprint(model: torch.nn.Module, version: int = FINGERPRINT) -> str:
     Every parameter tensor contributes its name, its shape and a strided sample of up to 256 of
     its values rounded to bfloat16 (a checkpoint loaded in float32 or in bfloat16 gives one
     print): a model whose vision tower alone was fine-tuned (VKD) differs from the vanilla one.
-    Offloaded parameters count with their offloaded values. Version 2 first flushes values float16
-    cannot hold exactly (under 2^-14, its subnormals) to 0 and clamps to its range: a bfloat16
-    checkpoint loaded in float16 printed otherwise (version 1) and its erasers were refused. A
+    Offloaded parameters count with their offloaded values. Version 2 then flushes the rounded
+    values float16 cannot hold exactly (under 2^-14, its subnormals) to 0 and clamps to its range:
+    a bfloat16 checkpoint loaded in float16 printed otherwise (version 1) and its erasers were
+    refused (flushed before the rounding, a value just under 2^-14 split float32 from bfloat16). A
     float32 checkpoint loaded in float16 still prints otherwise (its values are rounded twice).
     A sample, not every value: an edit of a few rows the sample misses goes unseen."""
     text_cfg = model.config.get_text_config()
@@ -47,11 +48,10 @@ def fingerprint(model: torch.nn.Module, version: int = FINGERPRINT) -> str:
         h.update(f"{name}{tuple(p.shape)}".encode())
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 256)
-        sample = flat[::step][:256]
-        if version >= 2:
-            sample = sample.float()
+        sample = flat[::step][:256].to(torch.bfloat16).float()
+        if version >= 2:  # after the rounding: a value just under 2^-14 rounds up to it in a bfloat16 load
             sample = torch.where(sample.abs() < 2 ** -14, torch.zeros_like(sample), sample).clamp(-65504, 65504)
-        h.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())
+        h.update(sample.cpu().numpy().tobytes())
     return f"w{version}-" + h.hexdigest()[:16]
 
 

@@ -47,6 +47,10 @@ class TextPretrainConfig:
     weight_decay: float = 0.01
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.heads < 1 or self.hidden % self.heads:  # transformers' own check is a traceback
+            raise ValueError(f"{self.heads} attention heads must divide the text model's width {self.hidden}")
+
 
 def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids in the toy chat format, labels on the answer (+ EOS) only, attention mask."""
