@@ -1033,7 +1033,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="ablation report (strength, eps, direction, layers, null space)",
                        description="Run the method's ablations on a toy model with an eraser as the base setting and "
                                    "write a markdown report (and JSON) of forget-vs-utility metrics.")
-    _report_options(p, "rows per split evaluated", "docs/ablations.md")
+    _report_options(p, "rows per split evaluated", "runs/ablations.md")  # never the shipped docs by default
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, prompts, "
@@ -1042,7 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prefix, an instruction injection, a role-play request, answer prefilling, a "
                                    "multi-turn follow-up, and PGD that keeps the gate shut; score forget and retain "
                                    "cloze recovery with the eraser on and off.")
-    _report_options(p, "forget and retain people attacked", "docs/robustness.md")
+    _report_options(p, "forget and retain people attacked", "runs/robustness.md")  # never the shipped docs by default
     p.add_argument("--eps", type=float, default=16, help="adaptive PGD budget, in 1/255 pixel steps")
     p.add_argument("--steps", type=count, default=40, help="adaptive PGD steps")
     p.add_argument("--prefix-facts", type=count0, default=4, help="general facts in the benign prefix")
