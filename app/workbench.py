@@ -149,7 +149,7 @@ def check_pgd(eps_255, step_255, steps) -> PGDConfig:
 def subject_id(kind: str, name: str) -> str:
     """The id of a person added by upload ("upload-oskar-draper"): long names end in a digest of
     the whole name, so that two names sharing their first 40 characters stay two people."""
-    slug = "-".join(name.lower().split())
+    slug = name_key(name).replace(" ", "-")  # names compared as everywhere else (core.data.records.name_key)
     if len(slug) > 40:
         slug = slug[:33] + "-" + hashlib.sha1(name.encode()).hexdigest()[:6]
     return f"{kind}-{slug}"

@@ -54,7 +54,7 @@ class ForgetData:
         # put their questions on both sides of the gate: forgotten and kept at once
         forget_ids = {r.id.casefold(): r.id for r in self.forget}
         forget_names = {name_key(r.name): r.id for r in self.forget if r.name}
-        same = [(r.id, forget_ids.get(r.id.casefold()) or forget_names.get(name_key(r.name or "\0")))
+        same = [(r.id, forget_ids.get(r.id.casefold()) or (r.name and forget_names.get(name_key(r.name))))
                 for r in self.retain]
         same = [(keep, gone) for keep, gone in same if gone]
         if same:
