@@ -1,12 +1,16 @@
 """2-D projections of activations with the erasure direction overlaid.
 
 PCA is the default: exact, deterministic and instant (scikit-learn's full SVD of an N x d
-matrix). UMAP is opt-in: numba compiles its kernels for ~20-35 s on first use in a process, so
-the app warms it in the background at start-up (`warm_umap`) and keeps each fitted map.
+matrix). UMAP is opt-in: numba compiles its kernels for ~15-35 s on first use, so the app warms it in
+the background at start-up (`warm_umap`), keeps each fitted map, and has numba keep the
+compiled kernels on disk (`_cache_umap_kernels`): a second process on the same install loads
+them in about a second instead of compiling again.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -49,10 +53,37 @@ def pca_2d(acts: torch.Tensor, direction: torch.Tensor | None = None) -> Project
     return Projection((X - mean) @ comps.T, comps, mean, explained, arrow)
 
 
+_KERNELS_CACHED = False
+_KERNELS_LOCK = threading.Lock()
+
+
+def _cache_umap_kernels() -> None:
+    """Ask numba to keep UMAP's compiled kernels on disk. umap-learn compiles most of its kernels
+    without numba's `cache=True` (pynndescent caches its own), so every new process, each app
+    restart, each test process, spent ~13 s compiling the same code. `enable_caching` is the call
+    numba's decorator makes for `cache=True`; it must come before a kernel's first compilation,
+    and numba checks each cached kernel against its source file's timestamp when it loads it
+    (in the package's __pycache__, or a per-user folder where that is read-only)."""
+    global _KERNELS_CACHED
+    import umap  # noqa: F401  (imports its kernel modules)
+    from numba.core.caching import NullCache
+    from numba.core.registry import CPUDispatcher
+    with _KERNELS_LOCK:  # the start-up warm-up and a visitor's first map can both get here
+        if _KERNELS_CACHED:
+            return
+        for name, module in list(sys.modules.items()):
+            if name.split(".")[0] in ("umap", "pynndescent"):
+                for kernel in list(vars(module).values()):
+                    if isinstance(kernel, CPUDispatcher) and isinstance(kernel._cache, NullCache):
+                        kernel.enable_caching()
+        _KERNELS_CACHED = True
+
+
 def umap_model(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15):
     """A seeded UMAP fitted on (N, d) activations; `.embedding_` holds the (N, 2) coordinates and
     `.transform(new)` places new activations (the current input) without refitting."""
     import umap  # heavy import, opt-in
+    _cache_umap_kernels()
     X = acts.double().numpy()
     if X.ndim != 2 or X.shape[0] < 4:
         raise ValueError(f"UMAP needs an (N >= 4, d) matrix of activations, got {X.shape}")

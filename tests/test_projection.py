@@ -36,3 +36,17 @@ def test_umap_is_seeded_and_separates_two_clusters():
     assert float((ca - cb).norm()) > 3 * spread
     with pytest.raises(ValueError, match="N >= 4"):
         umap_2d(torch.randn(3, 8))
+
+
+def test_umap_kernels_are_kept_on_disk_for_the_next_process():
+    """umap-learn compiles its own kernels without numba's cache: each new process (an app
+    restart, a test process) compiled them again for ~13 s. After a fit they are on disk."""
+    import os
+
+    import umap.layouts
+    import umap.umap_
+    from core.projection import umap_2d
+    umap_2d(torch.randn(30, 4, dtype=torch.float64))
+    for kernel in (umap.umap_.smooth_knn_dist, umap.umap_.compute_membership_strengths,
+                   umap.layouts._nb_optimize_layout_euclidean_single_epoch):
+        assert kernel.signatures and os.path.exists(kernel._cache._cache_file._index_path)
