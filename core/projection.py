@@ -71,12 +71,15 @@ def _cache_umap_kernels() -> None:
     with _KERNELS_LOCK:  # the start-up warm-up and a visitor's first map can both get here
         if _KERNELS_CACHED:
             return
+        _KERNELS_CACHED = True  # tried once per process, whatever comes of it
         for name, module in list(sys.modules.items()):
             if name.split(".")[0] in ("umap", "pynndescent"):
                 for kernel in list(vars(module).values()):
                     if isinstance(kernel, CPUDispatcher) and isinstance(kernel._cache, NullCache):
-                        kernel.enable_caching()
-        _KERNELS_CACHED = True
+                        try:
+                            kernel.enable_caching()
+                        except RuntimeError:  # no writable cache folder (numba: "no locator available")
+                            return  # compiled per process, as before
 
 
 def umap_model(acts: torch.Tensor, seed: int = 0, n_neighbors: int = 15):
