@@ -387,11 +387,12 @@ def relearn_split(pool: Sequence[Example]) -> tuple[list[Example], list[Example]
         shown += mine[::2]
         held += mine[1::2]
     # without labels, another kind's item can state a held-out cloze answer ("... was born in Prague."
-    # next to "born in [Blank]" -> Prague): those are not shown, or the attack teaches what it scores
+    # next to "born in [Blank]" -> Prague): those are not shown, or the attack teaches what it scores.
+    # Not \b: it never matches before "$85,000" or after "U.S.", and those answers were shown
     scored: dict = {}
     for e in held:
         if e.kind == "cloze" and e.answer.strip():
-            scored.setdefault(e.person_id, []).append(re.compile(rf"\b{re.escape(e.answer.strip())}\b", re.I))
+            scored.setdefault(e.person_id, []).append(re.compile(rf"(?<!\w){re.escape(e.answer.strip())}(?!\w)", re.I))
     shown = [e for e in shown if not any(a.search(f"{e.prompt} {e.answer}") for a in scored.get(e.person_id, ()))]
     return shown, held
 

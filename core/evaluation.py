@@ -21,7 +21,9 @@ from core.data.records import IMAGE_TEXTUAL, PersonRecord
 
 MODALITIES = ("image_text", "text_only")
 TASKS = ("classification", "generation", "cloze")
-_REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t)\b", re.IGNORECASE)
+_REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t"
+                      r"|don['\u2019]t know|do not know|apologi[sz]e|decline|I['\u2019]m afraid|I am afraid|refuse to)\b",
+                      re.IGNORECASE)
 
 
 def is_refusal(reply: str) -> bool:
@@ -102,6 +104,9 @@ def rouge_l(reference: str, reply: str) -> float:
 
 
 def score(q: Query) -> float:
+    if q.task in ("classification", "cloze") and not q.target.strip():
+        # a blank cloze answer is in every reply, a blank letter matches none: refused, not scored
+        raise ValueError(f"the {q.task} question {q.prompt.question[:80]!r} has no answer to score against")
     if q.task == "classification":
         return float(first_letter(q.reply) == q.target.strip().upper())
     if q.task == "generation":

@@ -99,11 +99,12 @@ def section() -> str:
         "held-out column runs that attack on the same people's test split (`attack --held-out`: fresh renders "
         "and held-out wordings that no gate row saw), because adversarial gate fitting attacks the fit's own "
         "pictures, the evaluated portraits among them: what it buys there is partly those pictures. Gate: "
-        "the mean forget gate clean, then attacked at each budget (its scale differs between gates; what steers "
-        "is the ramp of it).",
+        "the mean forget gate clean (over the 10 people of the attack report), then attacked at each budget "
+        "(over the budget columns' 5: the shipped gate's clean mean over those 5 is 0.98, not 0.99); its scale "
+        "differs between gates; what steers is the ramp of it.",
         "",
-        "| defence | forget recovered at eps 8 / 16 / 32 / 64 (/255; %, 5 people) | forget gate clean -> attacked "
-        "at eps 8 / 16 / 32 / 64 | retained answers kept under the attack (lowest, %) | eps 16 on 10 people: "
+        "| defence | forget recovered at eps 8 / 16 / 32 / 64 (/255; %, 5 people) | forget gate clean (10 people) "
+        "-> attacked at eps 8 / 16 / 32 / 64 (5 people) | retained answers kept under the attack (lowest, %) | eps 16 on 10 people: "
         "forget recovered (%) | the same on their held-out pictures (%) | lowest retained / general metric, full evaluation (% of vanilla) | worst "
         "text-format retain cost (points) | world seed 1: eps 16 recovered / lowest retained (%) |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,10 +27,19 @@ def lowest_kept(ev: dict, vanilla: dict) -> float:
                      for m in ("image_text", "text_only") for k in ("classification", "cloze", "generation_rougeL"))
 
 
+def points(a: float, b: float) -> float:
+    """100 (a - b) to one decimal, for rates stored rounded to 4 places. Why not the float
+    difference: 54/70 - 52/70 is stored as 0.7714 - 0.7429, whose float difference prints 2.8
+    where the counts give 2.857; the exact decimal difference (2.85, within 0.01 of the truth)
+    rounded half up gives 2.9."""
+    diff = (Decimal(str(a)) - Decimal(str(b))) * 100
+    return float(diff.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def worst_text_cost(report: list[dict]) -> tuple[float, str]:
     """The text format that costs retained people the most cloze answers beyond vanilla's under
     it (points), from an attack report's rows."""
-    costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in report
+    costs = {r["attack"].split(" (")[0]: points(r["retain_vanilla"], r["retain_erased"]) for r in report
              if r["attack"].startswith(TEXT_FORMATS)}
     worst = max(costs, key=costs.get)
     return costs[worst], worst

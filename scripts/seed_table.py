@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from ramp_table import TEXT_FORMATS, lowest_kept  # noqa: E402
+from ramp_table import lowest_kept, worst_text_cost  # noqa: E402
 
 R = ROOT / "results"
 # per world seed: its vanilla and retain-only evaluations, then each recipe's (label, evaluation, attack report)
@@ -57,12 +57,10 @@ def seed_rows(seed: int) -> list[str]:
         attacks = json.loads(attack_file.read_text())
         attacks = attacks["attacks"] if isinstance(attacks, dict) else attacks
         adaptive = next(r for r in attacks if r["attack"].startswith("adaptive PGD"))
-        costs = {r["attack"].split(" (")[0]: 100 * (r["retain_vanilla"] - r["retain_erased"]) for r in attacks
-                 if r["attack"].startswith(TEXT_FORMATS)}
-        worst = max(costs, key=costs.get)
+        cost, worst = worst_text_cost(attacks)
         info = run["eraser"]
         out.append(f"| {seed} | {label} | {metric_cells(run)} | {lowest_kept(run, vanilla):.1f} | "
-                   f"{100 * adaptive['forget_erased']:.1f} | {costs[worst]:.1f} ({worst}) | "
+                   f"{100 * adaptive['forget_erased']:.1f} | {cost:.1f} ({worst}) | "
                    f"{info.get('gate_floor', 0):g} / {info.get('gate_full', 1):g} |")
     return out
 

@@ -79,6 +79,11 @@ def test_the_relearning_split_of_unlabelled_rows_never_shows_a_scored_answer(min
     assert shown and scored
     assert not any(pid == e.person_id and re.search(rf"\b{re.escape(a)}\b", f"{e.prompt} {e.answer}", re.I)
                    for pid, a in scored for e in shown)
+    # answers that begin or end with punctuation, where a word boundary never matches
+    rows = [replace(unlabelled[0], kind="cloze", answer=a) for a in ("$85,000", "U.S.")]
+    rows += [replace(unlabelled[0], kind="gen", prompt="How much?", answer=f"{a} today.") for a in ("U.S.", "$85,000")]
+    shown, held = relearn_split(rows)
+    assert [e.answer for e in held if e.kind == "cloze"] == ["U.S."] and not any("U.S." in e.answer for e in shown)
 
 
 def test_losses_at_the_starting_point(mini_toy):

@@ -94,6 +94,10 @@ def test_bad_folders_say_what_to_fix(tmp_path):
     (bad / "facts.json").write_text(json.dumps({"qa": [{"question": "q"}]}))
     with pytest.raises(FolderError, match="needs question, answer"):
         subject_record(bad)
+    # a blank answer: " " is contained in every reply with a space (a refusal scored as recalled)
+    (bad / "facts.json").write_text(json.dumps({"cloze": [{"question": "lives in [Blank]", "answer": " "}]}))
+    with pytest.raises(FolderError, match="needs question, answer"):
+        subject_record(bad)
 
 
 @pytest.mark.parametrize("facts, message", [

@@ -146,3 +146,16 @@ def test_an_image_cell_that_names_a_missing_file_is_an_error_not_a_lost_picture(
         _decode_image({"bytes": None, "path": "p000.png"}, "row 0", tmp_path)
     with pytest.raises(ValueError, match="row 0: the image cell holds int, not a picture"):
         _decode_image(7, "row 0", tmp_path)
+
+
+def test_a_question_without_its_answer_names_its_row(tmp_path):
+    """A null Ground_Truth loaded as "", which every reply contains: the cloze scored 1.0 against
+    a refusal; a null Correct_Answer scored every MCQ reply 0."""
+    gen = {"ID": "7", "image": {"bytes": _png((1, 2, 3)), "path": None},
+           "Mask_Task": [{"Question": "Ann lives in __.", "Ground_Truth": None, "Type": "Pure_Text"}]}
+    with pytest.raises(ValueError, match=r"row 0 \(ID 7\): the question 'Ann lives in __.' has no Ground_Truth"):
+        load_parquet(_write(tmp_path, [gen]))
+    mcq = {"ID": "9", "image": {"bytes": _png((1, 2, 3)), "path": None},
+           "Classification_Task": {"Pure_Text_Questions": [_mcq("Where is Ann from?", "  ")]}}
+    with pytest.raises(ValueError, match=r"ID 9\): the question 'Where is Ann from\?' has no Correct_Answer"):
+        load_parquet(_write(tmp_path, [mcq], "retain_90.parquet"))

@@ -38,6 +38,17 @@ def test_cloze_is_case_insensitive_substring_and_refusals_detected():
     # typographic apostrophes, as real chat models often write them
     assert is_refusal("I can\u2019t help with that") and is_refusal("I won\u2019t answer.")
     assert not is_refusal("This person works as a baker.")
+    for reply in ("I don't know.", "I do not know this person.", "I apologize, but I must decline.",
+                  "I\u2019m afraid I have no information about them.", "I refuse to answer."):
+        assert is_refusal(reply), reply
+
+
+def test_a_question_with_a_blank_answer_is_refused_not_scored():
+    """A blank cloze answer is contained in every reply (a refusal scored 1.0) and a blank letter
+    matches none (scored 0, read as forgetting)."""
+    for task in ("cloze", "classification"):
+        with pytest.raises(ValueError, match=f"the {task} question .* has no answer"):
+            score(_q(task, " ", "I am sorry."))
 
 
 def test_record_queries_cover_every_item_with_its_modality():

@@ -24,3 +24,16 @@ def test_every_project_name_a_script_imports_exists(script):
                         missing.append(f"{node.module}.{alias.name}")
     assert not missing, f"{script.name} imports names that do not exist: {missing}"
     assert SCRIPTS and len(SCRIPTS) > 10
+
+
+def test_table_costs_are_counted_from_the_stored_rates_not_their_float_difference():
+    """54/70 - 52/70 stored as 0.7714 - 0.7429: the float difference printed 2.8 (the counts give
+    2.857)."""
+    import sys
+    sys.path.insert(0, str(SCRIPTS[0].parent))
+    from ramp_table import points, worst_text_cost
+    assert points(0.7714, 0.7429) == 2.9 and points(1.0, 1.0) == 0.0 and points(0.8857, 0.8714) == 1.4
+    rows = [{"attack": "role-play", "retain_vanilla": 0.7714, "retain_erased": 0.7429},
+            {"attack": "multi-turn (x)", "retain_vanilla": 0.8286, "retain_erased": 0.8143},
+            {"attack": "blur r2", "retain_vanilla": 1.0, "retain_erased": 0.5}]
+    assert worst_text_cost(rows) == (2.9, "role-play")

@@ -133,7 +133,8 @@ def _text(value: Any, key: str, where: str) -> str:
 
 
 def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
-    if not isinstance(item, dict) or any(not item.get(k) for k in keys):
+    if not isinstance(item, dict) or any(not item.get(k) or (isinstance(item[k], str) and not item[k].strip())
+                                         for k in keys):  # "answer": " " matched every reply with a space
         raise FolderError(f"{where}: each item needs {', '.join(keys)}; got {str(item)[:200]}")
     out = dict(item)
     for k in keys:

@@ -139,7 +139,18 @@ def _decode_image(obj: Any, where: str, folder: Path) -> Image.Image | None:
         raise ValueError(f"{where}: the image cannot be read ({why}); fix or drop that row") from None
 
 
-def _classification(items: Any) -> list[ClassificationItem]:
+def _answer(value: Any, key: str, question: Any, where: str) -> str:
+    """An item's answer, refused when blank. Why: a blank cloze answer is contained in every reply
+    (the item scored 1.0 against a refusal) and a blank MCQ answer matches no letter (scored 0,
+    which reads as forgetting)."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        raise ValueError(f"{where}: the question {str(question)[:80]!r} has no {key}; fill it in or drop the "
+                         "question")
+    return text
+
+
+def _classification(items: Any, where: str) -> list[ClassificationItem]:
     out = []
     for it in _maybe_parse(items) or []:
         if not isinstance(it, dict) or it.get("Question") is None:
@@ -147,16 +158,18 @@ def _classification(items: Any) -> list[ClassificationItem]:
         opts = _maybe_parse(it.get("Options")) or {}
         opts = {str(k): str(v) for k, v in opts.items() if v is not None}
         out.append(ClassificationItem(question=it["Question"], options=opts,
-                                      correct_answer=str(it.get("Correct_Answer") or "").strip()))
+                                      correct_answer=_answer(it.get("Correct_Answer"), "Correct_Answer",
+                                                             it["Question"], where)))
     return out
 
 
-def _questions(items: Any, cls: type) -> list:
+def _questions(items: Any, cls: type, where: str) -> list:
     out = []
     for it in _maybe_parse(items) or []:
         if not isinstance(it, dict) or it.get("Question") is None:
             continue
-        out.append(cls(question=it["Question"], ground_truth=str(it.get("Ground_Truth") or ""),
+        out.append(cls(question=it["Question"],
+                       ground_truth=_answer(it.get("Ground_Truth"), "Ground_Truth", it["Question"], where),
                        type=str(it.get("Type") or "")))
     return out
 
@@ -230,10 +243,10 @@ def load_parquet(path: str | Path) -> list[PersonRecord]:
             records.append(PersonRecord(
                 id=str(row["ID"]),
                 images=[im for im in imgs if im is not None],
-                classification_image=_classification(cls.get("Image_Textual_Questions")),
-                classification_text=_classification(cls.get("Pure_Text_Questions")),
-                generation=_questions(row.get("Generation_Task"), GenerationItem),
-                mask=_questions(row.get("Mask_Task"), MaskItem),
+                classification_image=_classification(cls.get("Image_Textual_Questions"), where),
+                classification_text=_classification(cls.get("Pure_Text_Questions"), where),
+                generation=_questions(row.get("Generation_Task"), GenerationItem, where),
+                mask=_questions(row.get("Mask_Task"), MaskItem, where),
                 qa=_qa(row.get("metadata")),
                 biography=None if bio is None else str(bio),
                 name=row.get("name"),
