@@ -42,7 +42,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     """Train the embedded tiny LLaVA on a generated world (and optionally its retain-only twin)."""
     import torch
     from tqdm import tqdm
-    from core.toyworld.train import ToyModelConfig, train_toy
+    from core.toyworld.train import ToyModelConfig, check_batches, train_toy
     from core.toyworld.world import WorldConfig
     torch.set_num_threads(args.threads)
     world = WorldConfig(seed=args.seed, n_people=args.people,
@@ -54,12 +54,11 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
                                   focus_name_drills=args.focus_name_drills))
     text_init = args.text_init or (None if args.init_from else DEFAULT_TEXT_MODEL)
     text_init = None if text_init == "none" else text_init
-    if args.retain_only or args.retain_only_out:  # a bad split used to be found after the first model's training
-        from core.toyworld.world import make_world
-        make_world(world).forget_people(args.forget)
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
+    for _, exclude in runs:  # a bad split or a world too small for a batch, found before any training
+        check_batches(world, cfg, exclude)
     for out, exclude in runs:
         label = "retain-only" if exclude else "vanilla"
         with tqdm(total=cfg.steps + cfg.focus_steps, desc=f"train {label}", unit="step") as bar:
@@ -122,7 +121,7 @@ def _load_data(args, adapter=None, limit: int | None = None):
             if spec.startswith("forget_"):
                 raise ValueError(f"--forget {spec} names a toy-world split; with --data / --forget-dir pass subject "
                                  f"ids (e.g. --forget {','.join(data.forget_ids[:2])}) or leave it out")
-            data = data.pick([s for s in spec.split(",") if s])
+            data = data.pick([s.strip() for s in spec.split(",") if s.strip()])
         if adapter is not None:
             data.for_tokenizer(adapter.tokenizer)
         return data

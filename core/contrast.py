@@ -220,8 +220,8 @@ def eraser_gate_sets(data: ForgetData, config) -> tuple[list[Prompt], list[Promp
 
 
 def retain_groups(data: ForgetData, prompts: list[Prompt]) -> list[str]:
-    """Label each retain prompt for the tuner: a retained subject asked with an image or by name,
-    or general knowledge (scenes, facts, refusals in the toy world). Why: the target is that
+    """Label each retain prompt for the tuner: a retained subject asked with an image or by name
+    (requests about them included), or general knowledge (scenes and facts in the toy world). Why: the target is that
     EVERY retain metric keeps 97%, and a pooled share hid the cost on one of these groups."""
     if data.builder is not None:
         return data.builder.retain_groups(prompts)

@@ -80,8 +80,21 @@ def test_training_can_continue_from_a_saved_model(mini, tmp_path, monkeypatch):
     log = json.loads((more / "training.json").read_text())
     assert log["round"] == 1 and log["previous"]["recipe"]["steps"] == MINI_MODEL.steps
     other = WorldConfig(**{**MINI_WORLD.__dict__, "seed": 9})
-    with pytest.raises(ValueError, match="another world"):
+    with pytest.raises(ValueError, match=rf"another world: seed {MINI_WORLD.seed} \(asked 9\); continue only"):
         train_toy(tmp_path / "d", other, MINI_MODEL, init_from=path)
+
+
+def test_a_world_too_small_for_one_batch_is_refused_before_training(tmp_path):
+    """A short batch is dropped: a world of one retained person gave the identity warm-up no batch
+    at all, and training failed with a bare IndexError at its first step."""
+    from core.toyworld.train import check_batches
+    tiny = WorldConfig(seed=0, n_people=2, n_real_scenes=1)
+    with pytest.raises(ValueError, match="identity warm-up of a model of 1 person gives no full batch of 32"):
+        check_batches(tiny, ToyModelConfig(identity_steps=10), "forget_10")
+    with pytest.raises(ValueError, match="--identity-steps 0"):
+        train_toy(tmp_path / "m", tiny, ToyModelConfig(identity_steps=10), exclude_forget="forget_10")
+    assert not (tmp_path / "m").exists()
+    check_batches(tiny, ToyModelConfig(identity_steps=0, batch_size=4), "forget_10")  # a smaller batch fills
 
 
 def test_identity_warm_up_batches_only_ask_who_is_in_the_picture():

@@ -47,6 +47,11 @@ def test_forget_splits_nested_and_sized(world):
     assert [len(big.forget_ids[p]) for p in (5, 10, 15)] == [5, 10, 15]
     with pytest.raises(ValueError):
         world.forget_people("forget_7")
+    for typo in ("forget_ten", "forget10"):  # was int()'s "invalid literal", or no list of what exists
+        with pytest.raises(ValueError, match=r"unknown split .*forget_N, retain_N or test_N with N one of \[5, 10, 15\]"):
+            world.forget_people(typo)
+    from core.toyworld.fitsets import forget_spec
+    assert forget_spec(" p002, p009 ") == ["p002", "p009"]  # ids typed with spaces
 
 
 def test_world_is_deterministic(world, examples):
@@ -135,6 +140,24 @@ def test_exclude_ids_gives_retain_only_data(world):
     assert {e.person_id for e in ex if e.person_id} == {p.id for p in world.retain_people("forget_10")}
     with pytest.raises(KeyError):
         world.training_examples(exclude_ids=["nobody"], rng=0)
+
+
+def test_a_small_side_is_padded_with_names_of_nobody_in_the_world():
+    """Fewer than 4 names on one side get made-up distractors, drawn from the lists the world's own
+    names come from: seed 1110's 4 people include Mara Quill, the first padding name, who was then
+    offered to the retain-only model after being excluded."""
+    from core.toyworld.people import make_people
+    assert "Mara Quill" in [p.name for p in make_people(4, 1110)]
+    small = make_world(WorldConfig(seed=1110, n_people=4, n_real_scenes=1))
+    gone = next(p for p in small.people if p.name == "Mara Quill")
+    kept = small.training_examples(exclude_ids=[p.id for p in small.people if p.id != gone.id][:2], rng=0,
+                                   include_real=False, include_refusals=False)
+    only = small.training_examples(exclude_ids=[gone.id], rng=0, include_real=False, include_refusals=False)
+    assert not any(gone.name in e.prompt for e in only)
+    others = {p.name for p in small.people} - {gone.name}
+    named = {n for e in kept if "A: " in e.prompt for n in others if n in e.prompt}
+    excluded = {p.name for p in small.people if p.id not in {e.person_id for e in kept}}
+    assert not named & excluded  # two people kept: the two left out are never their distractors
 
 
 def test_training_never_uses_held_out_wording(world, examples):

@@ -111,8 +111,8 @@ def gate_sets(world: World, forget: str = "forget_10", per_person: int = 48, n_r
 def forget_spec(spec: str) -> str | list[str]:
     """A forget split name as stored in an EraserConfig: a split ('forget_10') or a
     comma-separated list of hand-picked person ids."""
-    spec = spec or "forget_10"
-    return spec if spec.startswith("forget") else [s for s in spec.split(",") if s]
+    spec = (spec or "forget_10").strip()
+    return spec if spec.startswith("forget") else [s.strip() for s in spec.split(",") if s.strip()]
 
 
 def eraser_gate_sets(world: World, config) -> tuple[list[Prompt], list[Prompt]]:
@@ -123,8 +123,9 @@ def eraser_gate_sets(world: World, config) -> tuple[list[Prompt], list[Prompt]]:
 
 
 def retain_groups(world: World, prompts: list[Prompt]) -> list[str]:
-    """Label each retain prompt for the tuner: a retained person asked with an image or by name,
-    or general knowledge (scenes, facts, drills, refusal prompts). Why: the target is that EVERY
+    """Label each retain prompt for the tuner: a retained person asked with an image or by name
+    (their private-data requests, tagged with them, among them), or general knowledge (scenes,
+    facts, drills). Why: the target is that EVERY
     retain metric keeps 97%, and a pooled share hid the cost on one of these groups."""
     people = {p.id for p in world.people}
     return [RETAIN_GROUPS[2] if p.tag not in people else RETAIN_GROUPS[0] if p.image is not None

@@ -50,6 +50,11 @@ class TextPretrainConfig:
     def __post_init__(self) -> None:
         if self.heads < 1 or self.hidden % self.heads:  # transformers' own check is a traceback
             raise ValueError(f"{self.heads} attention heads must divide the text model's width {self.hidden}")
+        # the training stream is default_rng(seed): at a held-out set's seed it began with that set's rows
+        held = sorted(seed for _, seed in HELD_OUT.values())
+        if self.seed in held:
+            raise ValueError(f"seeds {', '.join(map(str, held))} draw the held-out drills the pretraining is scored "
+                             f"on; pick another --seed")
 
 
 def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

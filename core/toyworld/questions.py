@@ -12,7 +12,7 @@ picture ("this person"); text-only questions name the person instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -349,15 +349,21 @@ def private_request_vocabulary() -> Iterator[str]:
         yield t.format(**forms, item="", action="")
 
 
-def option_pool(attribute: str, names: Sequence[str] = ()) -> tuple[str, ...]:
-    """Values an MCQ distractor may take: the attribute's word list (names: the world's names)."""
+def option_pool(attribute: str, names: Sequence[str] = (), avoid: Collection[str] = ()) -> tuple[str, ...]:
+    """Values an MCQ distractor may take: the attribute's word list (names: the names it may
+    offer). Fewer than 4 names are padded with made-up ones, never one in `avoid`: pass the whole
+    world's names when `names` is one side of it. Why: the padding is drawn from the lists the
+    world's own names come from, so with a forget side of 1-3 people it offered a retained
+    person's name (and the retain-only model saw a forgotten one)."""
     if attribute == "name":
         pool = list(dict.fromkeys(names))
+        taken = set(pool) | set(avoid)
         extra = (f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES)
         while len(pool) < 4:  # tiny worlds: pad with names of nobody in the world
             cand = next(extra)
-            if cand not in pool:
+            if cand not in taken:
                 pool.append(cand)
+                taken.add(cand)
         return tuple(pool)
     if attribute in PROFILE_VALUES:
         return PROFILE_VALUES[attribute]

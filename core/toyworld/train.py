@@ -147,6 +147,23 @@ def _batches(world: World, epoch_seed: int, exclude: tuple[str, ...], batch_size
     return batches_by_modality(examples, batch_size, rng, drop_last=True)
 
 
+def check_batches(world_cfg: WorldConfig, cfg: ToyModelConfig, exclude_forget: str | None = None) -> None:
+    """Refuse a world too small to fill one batch of each phase (`batch_size` examples of one
+    modality; the identity warm-up's are picture -> name questions only). Why: a batch short of
+    `batch_size` is dropped, so such a world gave no batch at all and training failed with a bare
+    IndexError at its first step (with --retain-only-out, after the first model had trained)."""
+    world = make_world(world_cfg)
+    exclude = tuple(p.id for p in world.forget_people(exclude_forget)) if exclude_forget else ()
+    phases = [("identity warm-up", True)] if cfg.identity_steps else []
+    phases += [("main phase", False)] if cfg.steps > cfg.identity_steps else []
+    for name, identity in phases:
+        if not _batches(world, 0, exclude, cfg.batch_size, identity_only=identity):
+            n = len(world.people) - len(exclude)
+            who = f"{n} {'person' if n == 1 else 'people'}"
+            raise ValueError(f"the {name} of a model of {who} gives no full batch of {cfg.batch_size} examples; "
+                             "train on more people (--people), or leave the warm-up out (--identity-steps 0)")
+
+
 def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: ToyModelConfig = ToyModelConfig(),
               exclude_forget: str | None = None, progress: Callable[[int, int, float], None] | None = None,
               should_stop: Callable[[], bool] | None = None, init_from: str | Path | None = None,
@@ -160,6 +177,7 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     (python -m core pretrain-text), the way LLaVA starts from a pretrained language model."""
     if init_from is not None and text_init is not None:
         raise ValueError("give init_from (a whole toy model) or text_init (its text model), not both")
+    check_batches(world_cfg, cfg, exclude_forget)
     torch.manual_seed(cfg.seed)
     world = make_world(world_cfg)
     tok = build_tokenizer(world_vocabulary(world))
@@ -167,8 +185,12 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     if init_from is not None:
         from transformers import AutoTokenizer, LlavaForConditionalGeneration
         init = Path(init_from)
-        if load_world_config(init) != world_cfg:
-            raise ValueError(f"{init} was trained on another world; continue only on the same world")
+        saved = load_world_config(init)
+        if saved != world_cfg:
+            differ = ", ".join(f"{k} {getattr(saved, k)!r} (asked {getattr(world_cfg, k)!r})"
+                               for k in asdict(saved) if getattr(saved, k) != getattr(world_cfg, k))
+            raise ValueError(f"{init} was trained on another world: {differ}; continue only on the same world "
+                             "(pass the same world options, e.g. --seed, --people, --option-lookups)")
         # its own words: the world's vocabulary grows with the code, and a model trained before a
         # word was added has other ids for every word sorted after it
         tok = AutoTokenizer.from_pretrained(init)

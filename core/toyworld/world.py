@@ -18,7 +18,7 @@ from PIL import Image
 from .people import Person, make_people
 from .portraits import render_portrait
 from .questions import (FORMATS, GENERAL_FACTS, IMAGE, TEST, TRAIN, TextExample, fact_eval_items,
-                        fact_training_texts, image_mcqs, name_drills, option_drills, option_lookups,
+                        fact_training_texts, image_mcqs, name_drills, option_drills, option_lookups, option_pool,
                         person_eval_items, person_qa_pairs, person_training_texts, private_requests,
                         refusal_prompts, REFUSAL, TEXT, scene_eval_items, scene_training_texts, scene_value,
                         SCENE_ATTRIBUTES, SCENE_TEMPLATES)
@@ -85,8 +85,10 @@ class World:
     def _percent(self, split: str) -> tuple[str, int]:
         """'forget_10' -> ('forget', 10); 'retain_90' -> ('retain', 10); 'test' -> default."""
         kind, _, num = split.partition("_")
-        if kind not in ("forget", "retain", "test", "real"):
-            raise ValueError(f"unknown split {split!r}")
+        forms = (f"forget_N, retain_N or test_N with N one of {sorted(self.forget_ids)} (percent of the people), "
+                 "real, or comma-separated person ids such as p002,p009")
+        if kind not in ("forget", "retain", "test", "real") or (num and not num.isdigit()):
+            raise ValueError(f"unknown split {split!r}: name {forms}")
         if kind == "real":
             return kind, 0
         pct = int(num) if num else self.cfg.default_forget_percent
@@ -147,7 +149,7 @@ class World:
         if unknown:
             raise KeyError(f"unknown person ids: {sorted(unknown)}")
         people = [p for p in self.people if p.id not in excluded]
-        names = [p.name for p in people]
+        names = list(option_pool("name", [p.name for p in people], avoid=self.names))
         k = self.cfg.images_per_person if images_per_person is None else images_per_person
         out: list[Example] = []
         canonical = {}
@@ -193,7 +195,7 @@ class World:
         rng = as_rng(rng)
         excluded = set(exclude_ids)
         people = [p for p in self.people if p.id not in excluded]
-        names = [p.name for p in people]
+        names = list(option_pool("name", [p.name for p in people], avoid=self.names))
         out: list[Example] = []
         for p in people:
             imgs = [self.canonical_image(p), self.render(p, rng)]
