@@ -348,6 +348,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
                          "--subject-gates (the workbench preset)")
     if args.adversarial_open and not args.adversarial_rounds:
         raise ValueError("--adversarial-open adds rows to the rounds of --adversarial-rounds: give both")
+    if args.adversarial_rounds and not cfg.subject_gates:  # was found after the whole fit
+        raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
+                         "use it with --subject-gates (the workbench preset)")
     data = _load_data(args, adapter)
     cfg.forget_split = (args.forget or "forget_10") if data.builder is not None else ",".join(data.forget_ids)
     if data.builder is not None:
@@ -372,9 +375,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.adversarial_rounds:
         from core.hardening import harden, hardening_retain_rows, hardening_rows
         from core.pgd import PGDConfig
-        if not cfg.subject_gates:
-            raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
-                             "use it with --subject-gates (the workbench preset)")
         rows = hardening_rows(sets.forget)
         opening = hardening_retain_rows(sets.retain, args.adversarial_open, seed=args.seed)
         eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
@@ -384,14 +384,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
         eraser.config.adversarial_open = len(opening)
     if args.gate_ramp:  # Eraser.fit and every hardening round read it off the rows (EraserConfig.gate_ramp)
         eraser.ramp_from_rows()  # rows that do not separate: a clear error, nothing written
-        print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
-              f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
 
     if do_tune:
-        from core.tuner import STRENGTHS, layer_candidates, tune_fit
+        from core.tuner import STRENGTHS, fitted_candidates, tune_fit
         strengths = STRENGTHS if args.tune_strengths is None else [float(x) for x in args.tune_strengths.split(",")]
         tuned_tasks = {}
-        total = len(modes) * len(layer_candidates(adapter.num_layers)) * len(strengths)
+        total = len(modes) * len(fitted_candidates(eraser, adapter.num_layers)) * len(strengths)
         with tqdm(total=total, desc="tuning mode x layers x strength") as bar:
             res = tune_fit(adapter, eraser, data, args.seed, strengths, modes, args.min_retain, args.min_fluency,
                            progress=lambda d, t: bar.update(d - bar.n))
@@ -405,6 +403,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             if args.tune_tasks:
                 per_task = _tune_tasks(args, data, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}
+    if args.gate_ramp:  # after tuning: its layers' gate is the one the ramp was read for
+        print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
+              f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
     out = eraser.save_pretrained(args.out, state=eraser.state is not None and not args.no_state)
     if do_tune:
         (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
@@ -772,9 +773,15 @@ def cmd_forget(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     if bool(args.add) == bool(args.remove):
         raise ValueError("say what the request is: --add IDS (subjects to forget too) or --remove IDS (to withdraw)")
+    source = Path(args.eraser).resolve()
+    out = Path(args.out).resolve() if args.out else source  # resolved: "." has no name to write beside
     adapter = load_model(args)
     eraser = Eraser.from_pretrained(args.eraser, adapter=adapter)
-    ids = [s for s in (args.add or args.remove).split(",") if s]
+    ids = [s.strip() for s in (args.add or args.remove).split(",") if s.strip()]
+    if eraser.state is None and any(r.get("action") == "harden" for r in eraser.config.requests):
+        raise ValueError(f"{args.eraser} was hardened (adversarial gate fitting) and saved without its fit state: "
+                         "its attacked rows cannot be rebuilt, and a request would drop them from every gate. Fit it "
+                         "again without --no-state, then make the request")
     if eraser.state is None and eraser.config.subject_gates:
         # the fitting activations were not saved: collect the eraser's own gate sets once
         args.forget = eraser.config.forget_split or None
@@ -792,13 +799,14 @@ def cmd_forget(args: argparse.Namespace) -> int:
     else:
         new = remove_subjects(eraser, ids)
     took = time.perf_counter() - start
-    out = Path(args.out or args.eraser)
     tmp, old = out.with_name(out.name + ".writing"), out.with_name(out.name + ".replaced")
     for leftover in (tmp, old):
         shutil.rmtree(leftover, ignore_errors=True)
     new.save_pretrained(tmp, state=True)  # complete before the old eraser is touched
+    _carry_extras(source, tmp)  # the source eraser's tuning.json and notes, never those of what --out held
     if out.exists():
-        _carry_extras(out, tmp)
+        if out != source:
+            print(f"replacing the eraser that was in {out}")
         out.rename(old)
     tmp.rename(out)
     shutil.rmtree(old, ignore_errors=True)
@@ -820,7 +828,9 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     settings = {**recipe_of(shipped), "subject_gates": True}
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
-    settings.update({k: v for k in ("gate_floor", "gate_full") if (v := getattr(args, k)) is not None})
+    given = {k: v for k in ("gate_floor", "gate_full") if (v := getattr(args, k)) is not None}
+    if given:  # with the recipe's ramp read off the rows, every fit and refit overwrote them
+        settings.update(given, gate_ramp=False)
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
@@ -832,7 +842,10 @@ def cmd_sequential(args: argparse.Namespace) -> int:
                          "--withdraw (0: none)")
     config = {"group": cfg.group, "limit": cfg.limit, "gate_layer": settings.get("gate_layer"),
               "joint_gate": settings.get("joint_gate"), "gate_floor": settings.get("gate_floor", 0.0),
-              "gate_full": settings.get("gate_full", 1.0)}
+              "gate_full": settings.get("gate_full", 1.0),
+              # what --merge must also match: runs of another forget set, withdrawal or recipe were merged
+              "forget": [data.name, list(data.forget_ids)], "withdraw": cfg.withdraw, "eraser": settings}
+    config = json.loads(json.dumps(config))  # as it reads back from the file (tuples are lists there)
     results = {}
     if args.merge and args.json and Path(args.json).is_file():  # keep the methods measured before
         before = json.loads(Path(args.json).read_text())

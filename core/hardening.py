@@ -57,8 +57,11 @@ def hardening_rows(forget: Sequence[Prompt], per_subject: int = 8) -> list[Promp
 
 
 def hardening_retain_rows(retain: Sequence[Prompt], n: int, seed: int = 0) -> list[Prompt]:
-    """`n` retained subjects' image prompts for two-sided hardening, spread over the subjects
-    (round robin over them in a seeded order; scenes and general prompts, tag "", are left out)."""
+    """`n` tagged retain image prompts for two-sided hardening, spread over the tags (round robin
+    over them in a seeded order): each retained subject, and in a toy world each scene kind
+    (its scene pictures are tagged scene_qa, scene_mcq, ...: a share each, as a person's, so about
+    one row in ten is a scene); untagged prompts (tag "") are left out. The runs in
+    docs/robustness_hardening_two_sided.md were made with this choice."""
     by: dict[str, list[Prompt]] = {}
     for p in retain:
         if p.image is not None and p.tag:

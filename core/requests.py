@@ -75,6 +75,8 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
                              "counts": dict(eraser.config.counts), "requests": list(eraser.config.requests)})
     config.subjects, labels = subject_labels(state.forget_tags)
     config.counts = {**config.counts, "forget": len(state.H_forget), "retain": len(state.H_retain)}
+    if state.has_contrast:  # the direction's rows change with a request too (add with contrast, withdraw)
+        config.counts.update(recall=len(state.H_recall), erase=len(state.H_erase))
     config.requests.append(entry)
     config.forget_split = ",".join(config.subjects)
     gate, diagnostics, joint = fit_gates(state.H_forget.double(), state.H_retain.double(), config, labels)
@@ -134,10 +136,12 @@ def contrast_for(eraser: Eraser, data, adapter: VLMAdapter, subjects: Sequence[s
     """The (recall, erase) prompts of `subjects` from `data` (a ForgetData forgetting them), built
     the way the eraser's direction was, when its fit state keeps the earlier subjects' ones (the
     direction is then built again); None otherwise (the direction stays)."""
-    from core.contrast import KINDS, direction_sets
+    from core.contrast import KINDS, direction_pgd, direction_sets
     if eraser.state is None or not eraser.state.has_contrast or eraser.config.direction_kind not in KINDS:
         return None
-    recall, erase = direction_sets(data, adapter, eraser.config.direction_kind, seed=eraser.config.seed)
+    # at the fit's own PGD budget (`fit --eps`): 16/255 was used whatever the fit's was
+    recall, erase = direction_sets(data, adapter, eraser.config.direction_kind, seed=eraser.config.seed,
+                                   pgd_cfg=direction_pgd(eraser.config.pgd_eps))
     keep = set(subjects)
     return [p for p in recall if p.tag in keep], [p for p in erase if p.tag in keep]
 

@@ -24,8 +24,10 @@ code sets lambda per task: a one-letter MCQ answer needs a stronger push than a 
 
 from __future__ import annotations
 
+import copy
+
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
 
 from core.activations import Prompt
@@ -107,6 +109,23 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
             "retain_groups": by_group}
 
 
+def ramp_for(eraser: Eraser, layers: Sequence[int]) -> tuple[float | None, float | None]:
+    """The gate ramp an eraser whose ramp is read off its rows (`gate_ramp`) would have when it
+    steers `layers`; (None, None) keeps the stored one. Why: without a joint gate or `gate_layer`
+    each steered layer reads its own gate, so a candidate layer set is a different gate, and the
+    tuner measured every candidate (and saved the winner) with the ramp read for the layers fitted
+    before tuning."""
+    c = eraser.config
+    if not c.gate_ramp or c.joint_gate or c.gate_layer is not None:
+        return None, None
+    probe = copy.copy(eraser)  # the same tensors and state, another steered-layer choice
+    probe.config = replace(c, steer_layers=list(layers))
+    try:
+        return probe.ramp_from_rows()
+    except ValueError:  # those layers' rows do not separate: the stored ramp stays, as follow_ramp keeps it
+        return None, None
+
+
 def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],
          layer_sets: Sequence[Sequence[int]], strengths: Sequence[float], modes: Sequence[str] = ("prefill",),
          min_retain: float = 0.98, min_fluency: float = 0.95, max_new_tokens: int = 16,
@@ -123,10 +142,12 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
     grid, total = [], len(modes) * len(layer_sets) * len(strengths)
     for mode in modes:
         for layers in layer_sets:
+            floor, full = ramp_for(eraser, layers)
             for s in strengths:
                 if should_stop is not None and should_stop():
                     raise InterruptedError("tuning stopped")
-                steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode)  # noqa: E731
+                steer = lambda: eraser.apply(adapter, strength=s, layers=list(layers), mode=mode,  # noqa: E731
+                                             floor=floor, full=full)
                 scores = score_replies(replies(adapter, forget, max_new_tokens, steering=steer),
                                        replies(adapter, retain, max_new_tokens, steering=steer), base_retain,
                                        retain_groups, base_forget)
@@ -164,14 +185,25 @@ def tune_fit(adapter: VLMAdapter, eraser: Eraser, data, seed: int = 0, strengths
     # every general fact once per format: the tuner must see what steering does to general questions;
     # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
     forget, retain = heldout_sets(data, seed, per_person=4, n_retain=288, draw=1)
-    res = tune(adapter, eraser, forget, retain, layer_candidates(adapter.num_layers), strengths,
+    res = tune(adapter, eraser, forget, retain, fitted_candidates(eraser, adapter.num_layers), strengths,
                modes=tuple(modes or (eraser.config.mode,)), min_retain=min_retain, min_fluency=min_fluency,
                progress=progress, should_stop=should_stop, retain_groups=retain_groups(data, retain))
     if res.best is not None:
         eraser.config.steer_layers = res.best.layers
         eraser.config.strength = res.best.strength
         eraser.config.mode = res.best.mode
+        eraser.follow_ramp()  # the ramp of the chosen layers' gate, as the tuner measured it
     return res
+
+
+def fitted_candidates(eraser: Eraser, num_layers: int) -> list[list[int]]:
+    """`layer_candidates` the eraser has fitted gates and directions for. Why: an unfitted layer
+    steers nothing, changes no answer, always passed the retain bar and could be chosen (an
+    eraser fitted at layer 3 only was saved steering layer 1, i.e. nothing). When none is left
+    (one fitted layer, layer 0), the fitted layers together are the one candidate."""
+    fitted = set(eraser.fitted_layers)
+    kept = [c for c in layer_candidates(num_layers) if set(c) <= fitted]
+    return kept or [sorted(fitted)]
 
 
 def tune_tasks(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: Sequence[Prompt],

@@ -390,7 +390,7 @@ def test_gate_layer_flag_on_a_joint_gate_reads_that_layers_own_gate():
         _eraser_options(Eraser.from_pretrained("assets/toy-llava-eraser"), argparse.Namespace(gate_layer=7), 4)
 
 
-def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, capsys):
+def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, capsys, monkeypatch):
     """`fit` saves the fit state; `forget --add` and `--remove` update the eraser folder in place
     (written whole, then swapped), keeping the request history."""
     from core.eraser import STATE_NAME
@@ -424,6 +424,17 @@ def test_forget_requests_add_and_withdraw_subjects_in_place(mini_toy, tmp_path, 
                  "--threads", "1"]) != 0
     assert "holds no eraser" in capsys.readouterr().err and [p.name for p in mine.iterdir()] == ["thesis.tex"]
     assert json.loads((e / "eraser_config.json").read_text())["subjects"] == [people[1]]  # refusals change nothing
+    # --out elsewhere: the source's tuning.json and notes go with it (they came from the --out folder, i.e. none)
+    (e / "tuning.json").write_text('{"best": "of e"}')
+    other = tmp_path / "other"
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", people[0], "--out", str(other),
+                 "--threads", "1"]) == 0
+    assert (other / "tuning.json").read_text() == '{"best": "of e"}' and (other / "notes.md").is_file()
+    monkeypatch.chdir(e)  # "--eraser ." failed after the whole request: "PosixPath('.') has an empty name"
+    assert main(["forget", "--model", str(mini_toy), "--eraser", ".", "--add", people[0], "--threads", "1"]) == 0
+    assert json.loads((e / "eraser_config.json").read_text())["subjects"] == sorted(people[:2])
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
     bare = tmp_path / "bare"  # saved without its fit state: the first request collects its gate sets once
     assert main(["fit", "--model", str(mini_toy), "--out", str(bare), "--forget", people[0], "--subject-gates",
                  "--gate-retain", "200", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--no-state",
@@ -443,6 +454,11 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
     assert cfg["adversarial_open"] == 4  # retained people's gate-opening images, as retain rows
+    # saved without its fit state, a request rebuilt the state from the clean gate sets: the attacked rows vanished
+    from core.eraser import STATE_NAME
+    (e / STATE_NAME).unlink()
+    assert main(["forget", "--model", str(mini_toy), "--eraser", str(e), "--add", "p001", "--threads", "1"]) != 0
+    assert "was hardened (adversarial gate fitting) and saved without its fit state" in capsys.readouterr().err
     # this small model's fit rows overlap, so no ramp separates them: a clear error, nothing written
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "ramp"), "--subject-gates", "--gate-retain",
                  "100", "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--gate-ramp", "--threads", "1"]) != 0
@@ -456,7 +472,8 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     assert not (tmp_path / "y").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
                  "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0
-    assert "--subject-gates" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "--subject-gates" in captured.err and "activations" not in captured.err  # refused before the fit
 
 
 def test_reports_on_an_eraser_from_files_use_the_erasers_own_subjects(tmp_path):
@@ -483,3 +500,25 @@ def test_reports_on_an_eraser_from_files_use_the_erasers_own_subjects(tmp_path):
     assert eraser_data(args, None, EraserConfig(subject_gates=True, subjects=["s9"])).forget_ids == ["s0", "s1"]
     args.forget = "s0"  # said by hand: wins
     assert eraser_data(args, None, EraserConfig(subject_gates=True, subjects=["s1"])).forget_ids == ["s0"]
+
+
+def test_sequential_settings_reach_the_run_and_merge_matches_the_whole_run(tmp_path, monkeypatch, capsys):
+    """--gate-floor / --gate-full were overwritten by the recipe's ramp read off the rows at every
+    fit (the JSON still recorded them); --merge accepted a run of another forget set. The methods
+    are stubbed: what is checked is what the command hands them and files."""
+    import core.sequential as seq
+    seen = {}
+    monkeypatch.setattr(seq, "run_vanilla", lambda model, data, cfg: seen.setdefault("vanilla", cfg) and {})
+    monkeypatch.setattr(seq, "run_eraser", lambda model, data, cfg: seen.setdefault("eraser", cfg) and {})
+    monkeypatch.setattr(seq, "table", lambda results: "")
+    out = str(tmp_path / "seq.json")
+    assert main(["sequential", "--methods", "eraser", "--forget", "p002,p009", "--withdraw", "1",
+                 "--gate-floor", "0.3", "--gate-full", "0.9", "--json", out]) == 0
+    settings = seen["eraser"].eraser
+    assert (settings["gate_ramp"], settings["gate_floor"], settings["gate_full"]) == (False, 0.3, 0.9)
+    assert main(["sequential", "--methods", "vanilla", "--forget", "p018,p045", "--withdraw", "1", "--gate-floor",
+                 "0.3", "--gate-full", "0.9", "--merge", "--json", out]) != 0
+    assert "--merge: " in capsys.readouterr().err and "vanilla" not in seen
+    assert main(["sequential", "--methods", "vanilla", "--forget", "p002,p009", "--withdraw", "1", "--gate-floor",
+                 "0.3", "--gate-full", "0.9", "--merge", "--json", out]) == 0
+    assert set(json.loads(Path(out).read_text())["results"]) == {"eraser", "vanilla"}

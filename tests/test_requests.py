@@ -118,6 +118,8 @@ def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forg
     assert ((grown.direction - scratch.direction).norm() / scratch.direction.norm()) < 1e-6
     assert ((grown.gate - scratch.gate).norm() / scratch.gate.norm()) < 1e-6
     assert not torch.allclose(grown.direction, first.direction, atol=1e-4)
+    # the direction's row counts follow the request (they stayed at the first fit's)
+    assert (grown.config.counts["recall"], grown.config.counts["erase"]) == (len(r0 + r1), len(e0 + e1))
     back = remove_subjects(grown, ["p1"])
     assert torch.equal(back.direction, grown.direction) and back.state.recall_tags == ["p0"] * 3
     with pytest.raises(RequestError, match="new subjects only"):
@@ -209,3 +211,17 @@ def test_the_state_and_history_survive_saving(live, tmp_path):
     assert again.config.subjects == ["p0", "p1", "p2"]
     grown.save_pretrained(tmp_path / "e")  # saved again without: the stale state is removed
     assert not (tmp_path / "e" / STATE_NAME).exists()
+
+
+def test_an_added_subjects_contrast_is_made_at_the_fits_pgd_budget(live, monkeypatch):
+    """`fit --direction refusal --eps 8`, then `forget --add`: the new subject's recall images were
+    made at 16/255 and the direction rebuilt from the mixed set."""
+    import core.contrast
+    from core.requests import contrast_for
+    a, first = live
+    e = Eraser(first.direction, first.gate, replace(first.config, direction_kind="refusal", pgd_eps=8.0),
+               first.diagnostics, first.state)
+    asked = {}
+    monkeypatch.setattr(core.contrast, "direction_sets", lambda *args, **kw: asked.update(kw) or ([], []))
+    assert e.state.has_contrast and contrast_for(e, None, a, ["p1"]) == ([], [])
+    assert asked["pgd_cfg"].eps == pytest.approx(8 / 255)

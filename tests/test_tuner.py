@@ -111,3 +111,42 @@ def test_a_fits_tuner_tries_each_layer_the_last_two_the_back_half_and_all_but_th
     assert layer_candidates(4) == [[1], [2], [3], [2, 3], [1, 2, 3]]  # the back half is the last two here
     assert layer_candidates(8)[-3:] == [[6, 7], [4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]
     assert layer_candidates(2) == [[1], [0, 1]] and layer_candidates(1) == [[0]]
+
+
+def test_a_fits_tuner_tries_only_fitted_layers():
+    """An unfitted layer steers nothing, so it always kept the retain answers and could win: an
+    eraser fitted at layer 3 was saved steering layer 1."""
+    from core.tuner import fitted_candidates, layer_candidates
+    a = tiny_adapter("llava")
+    e = _eraser(a)
+    assert fitted_candidates(e, a.num_layers) == layer_candidates(a.num_layers)
+    e.config.layers = [a.num_layers - 1]
+    assert fitted_candidates(e, a.num_layers) == [[a.num_layers - 1]]
+    e.config.layers = [0]  # no candidate left (layer 0 is never tried): the fitted layers are the one
+    assert fitted_candidates(e, a.num_layers) == [[0]]
+
+
+def test_each_candidate_is_measured_with_the_ramp_of_its_own_gate():
+    """Without a joint gate each steered layer reads its own gate: the tuner measured every
+    candidate with the ramp read for the layers fitted before tuning."""
+    from dataclasses import replace
+
+    from core.tuner import ramp_for
+    a = tiny_adapter("llava")
+    forget = [Prompt("who is it ?", random_image(i), "p0") for i in range(6)]
+    retain = [Prompt("what colour is the shape ?", random_image(10 + i), f"r{i % 3}") for i in range(12)]
+    recall, erase = forget[:3], [Prompt("sorry cannot share", random_image(30 + i)) for i in range(3)]
+    e = Eraser.fit(a, forget, retain, recall, erase, EraserConfig(ratio=1.0, gamma=1e-6, retain_weight=5.0,
+                                                                 subject_gates=True, gate_ramp=True))
+    sets = ([1], [0, 1])
+    ramps = [ramp_for(e, layers) for layers in sets]
+    assert ramps[1] == (e.config.gate_floor, e.config.gate_full)  # the fit read its ramp for every fitted layer
+    assert ramps[0] != ramps[1] and None not in ramps[0]
+    seen, apply = [], e.apply
+    e.apply = lambda *args, **kw: (seen.append((kw["layers"], kw["floor"], kw["full"])), apply(*args, **kw))[1]
+    tune(a, e, forget[:2], retain[:2], sets, [0.0], max_new_tokens=2, min_fluency=0.0)
+    # one apply for the forget replies and one for the retain replies of each candidate
+    assert [(tuple(layers), (f, t)) for layers, f, t in seen] == [(tuple(l), r) for l, r in zip(sets, ramps) for _ in "fr"]
+    joint = Eraser(e.direction, e.gate, replace(e.config, joint_gate=[0, 1]), e.diagnostics, e.state,
+                   e.gate[[0, 1]])
+    assert ramp_for(joint, [1]) == (None, None)  # a joint gate is read the same whatever is steered
