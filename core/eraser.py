@@ -130,7 +130,8 @@ class EraserConfig:
     gate_floor: float = 0.0
     gate_full: float = 1.0
     # read the floor and full value off the fit's own rows (`ramp_from_rows`) at the fit and again at
-    # every refit of a request or hardening round, so that they follow the rows (fit --gate-ramp)
+    # each added subject and hardening round, so that they follow the rows (fit --gate-ramp); a
+    # withdrawal keeps them (it must not move anyone else's answers: requests.refit_with(ramp=False))
     gate_ramp: bool = False
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
