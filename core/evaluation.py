@@ -21,14 +21,15 @@ from core.data.records import IMAGE_TEXTUAL, PersonRecord
 
 MODALITIES = ("image_text", "text_only")
 TASKS = ("classification", "generation", "cloze")
-_REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t"
-                      r"|don['\u2019]t know|do not know|apologi[sz]e|decline|I['\u2019]m afraid|I am afraid|refuse to)\b",
-                      re.IGNORECASE)
+_REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t)\b", re.IGNORECASE)
+# phrasings that decline only when they open the reply ("the decline of the empire" is an answer)
+_OPENS_REFUSAL = re.compile(r"^\W*(I (really )?(don['\u2019]t|do not) know|I['\u2019]m afraid|I am afraid|I apologi[sz]e"
+                            r"|I (must |have to |will )?decline|I refuse)\b", re.IGNORECASE)
 
 
 def is_refusal(reply: str) -> bool:
     """A reply that declines to answer (the toy model's refusal, or common real-model phrasings)."""
-    return bool(_REFUSAL.search(reply))
+    return bool(_REFUSAL.search(reply) or _OPENS_REFUSAL.search(reply))
 
 
 def is_fluent(reply: str, max_words: int = 60) -> bool:
