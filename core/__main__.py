@@ -40,6 +40,8 @@ def _given(**options) -> dict:
 
 def cmd_train_toy(args: argparse.Namespace) -> int:
     """Train the embedded tiny LLaVA on a generated world (and optionally its retain-only twin)."""
+    from dataclasses import replace
+
     import torch
     from tqdm import tqdm
     from core.toyworld.train import ToyModelConfig, check_batches, train_toy
@@ -58,7 +60,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
     for _, exclude in runs:  # a bad split or a world too small for a batch, found before any training
-        check_batches(world, cfg, exclude)
+        check_batches(world, replace(cfg, identity_steps=0) if args.init_from else cfg, exclude)
     for out, exclude in runs:
         label = "retain-only" if exclude else "vanilla"
         with tqdm(total=cfg.steps + cfg.focus_steps, desc=f"train {label}", unit="step") as bar:

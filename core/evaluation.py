@@ -22,9 +22,12 @@ from core.data.records import IMAGE_TEXTUAL, PersonRecord
 MODALITIES = ("image_text", "text_only")
 TASKS = ("classification", "generation", "cloze")
 _REFUSAL = re.compile(r"\b(sorry|cannot|can['\u2019]t|can not|unable to|not able to|won['\u2019]t)\b", re.IGNORECASE)
-# phrasings that decline only when they open the reply ("the decline of the empire" is an answer)
-_OPENS_REFUSAL = re.compile(r"^\W*(I (really )?(don['\u2019]t|do not) know|I['\u2019]m afraid|I am afraid|I apologi[sz]e"
-                            r"|I (must |have to |will )?decline|I refuse)\b", re.IGNORECASE)
+# phrasings that decline only when they open the reply and say no more ("the decline of the empire",
+# "I don't know him personally, but he is a chef" and "I'm afraid he works as a chef" are answers)
+_OPENS_REFUSAL = re.compile(
+    r"^\W*(I (really )?(don['\u2019]t|do not) know(\W*$| who\b| (anything|much) about\b| (this|that) person\b)"
+    r"|I(['\u2019]m| am) afraid (I|that I) (can|do not|don['\u2019]t|have no|am not)\b"
+    r"|I apologi[sz]e\b|I (must |have to |will )?decline\b|I refuse\b)", re.IGNORECASE)
 
 
 def is_refusal(reply: str) -> bool:

@@ -75,7 +75,7 @@ def refit_with(eraser: Eraser, state: FitState, entry: dict, direction: torch.Te
                              "counts": dict(eraser.config.counts), "requests": list(eraser.config.requests)})
     config.subjects, labels = subject_labels(state.forget_tags)
     config.counts = {**config.counts, "forget": len(state.H_forget), "retain": len(state.H_retain)}
-    if state.has_contrast:  # the direction's rows change with a request too (add with contrast, withdraw)
+    if direction is not None and state.has_contrast:  # built again from the state's rows (an add with contrast)
         config.counts.update(recall=len(state.H_recall), erase=len(state.H_erase))
     config.requests.append(entry)
     config.forget_split = ",".join(config.subjects)

@@ -122,6 +122,7 @@ def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forg
     assert (grown.config.counts["recall"], grown.config.counts["erase"]) == (len(r0 + r1), len(e0 + e1))
     back = remove_subjects(grown, ["p1"])
     assert torch.equal(back.direction, grown.direction) and back.state.recall_tags == ["p0"] * 3
+    assert back.config.counts["recall"] == len(r0 + r1)  # the direction kept is still built from those rows
     with pytest.raises(RequestError, match="new subjects only"):
         add_subjects(first, a, _person("p1", 2), contrast=(r0, e1))
     plain = Eraser(first.direction, first.gate, first.config, state=replace(first.state, H_recall=None, recall_tags=[],

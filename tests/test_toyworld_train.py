@@ -95,6 +95,12 @@ def test_a_world_too_small_for_one_batch_is_refused_before_training(tmp_path):
         train_toy(tmp_path / "m", tiny, ToyModelConfig(identity_steps=10), exclude_forget="forget_10")
     assert not (tmp_path / "m").exists()
     check_batches(tiny, ToyModelConfig(identity_steps=0, batch_size=4), "forget_10")  # a smaller batch fills
+    # a continued model skips the warm-up: the same world trains on from a saved model
+    first = train_toy(tmp_path / "a", tiny, ToyModelConfig(identity_steps=0, steps=1, focus_steps=0),
+                      exclude_forget="forget_10")
+    more = train_toy(tmp_path / "b", tiny, ToyModelConfig(identity_steps=10, steps=1, focus_steps=0),
+                     exclude_forget="forget_10", init_from=first)
+    assert json.loads((more / "training.json").read_text())["round"] == 1
 
 
 def test_identity_warm_up_batches_only_ask_who_is_in_the_picture():

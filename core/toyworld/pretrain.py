@@ -50,11 +50,6 @@ class TextPretrainConfig:
     def __post_init__(self) -> None:
         if self.heads < 1 or self.hidden % self.heads:  # transformers' own check is a traceback
             raise ValueError(f"{self.heads} attention heads must divide the text model's width {self.hidden}")
-        # the training stream is default_rng(seed): at a held-out set's seed it began with that set's rows
-        held = sorted(seed for _, seed in HELD_OUT.values())
-        if self.seed in held:
-            raise ValueError(f"seeds {', '.join(map(str, held))} draw the held-out drills the pretraining is scored "
-                             f"on; pick another --seed")
 
 
 def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -77,6 +72,15 @@ def encode(tokenizer, examples: Sequence) -> tuple[torch.Tensor, torch.Tensor, t
 # Held-out examples come from their own seeds, never the training stream's: the pretraining
 # curve and scripts/mcq_drills.py --eval (a full toy model) score the same rows.
 HELD_OUT = {"drills": (option_drills, 99), "lookups": (option_lookups, 98), "name_drills": (name_drills, 97)}
+
+
+def training_stream(seed: int) -> np.random.Generator:
+    """The pretraining batches' random stream: default_rng(seed), except at a held-out set's own
+    seed (97-99), where that stream began with the held-out rows (16 of the first batch's 40 at
+    seed 99): there it is default_rng([seed, 1]). Why not refuse those seeds: `--seed` also picks
+    the world whose vocabulary the text model speaks, and another seed is another vocabulary."""
+    held = {s for _, s in HELD_OUT.values()}
+    return np.random.default_rng([seed, 1] if seed in held else seed)
 
 
 def held_out_examples(kind: str, n: int = 256) -> list[TextExample]:
@@ -150,7 +154,7 @@ def pretrain_text(out_dir: str | Path | None, tokenizer, cfg: TextPretrainConfig
     held, held_lookups = held_out_drills(tokenizer), held_out_lookups(tokenizer)
     held_names = held_out_name_drills(tokenizer)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng, losses, curve, start = np.random.default_rng(cfg.seed), [], [], time.time()
+    rng, losses, curve, start = training_stream(cfg.seed), [], [], time.time()
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             raise InterruptedError(f"pretraining stopped at step {step}")

@@ -360,7 +360,10 @@ def option_pool(attribute: str, names: Sequence[str] = (), avoid: Collection[str
         taken = set(pool) | set(avoid)
         extra = (f"{f} {l}" for f in FIRST_NAMES for l in LAST_NAMES)
         while len(pool) < 4:  # tiny worlds: pad with names of nobody in the world
-            cand = next(extra)
+            cand = next(extra, None)
+            if cand is None:
+                raise ValueError("no made-up name is left to pad a name MCQ with: every first and last name pair "
+                                 "is taken; make a world of fewer people")
             if cand not in taken:
                 pool.append(cand)
                 taken.add(cand)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -177,7 +177,8 @@ def train_toy(out_dir: str | Path, world_cfg: WorldConfig = WorldConfig(), cfg: 
     (python -m core pretrain-text), the way LLaVA starts from a pretrained language model."""
     if init_from is not None and text_init is not None:
         raise ValueError("give init_from (a whole toy model) or text_init (its text model), not both")
-    check_batches(world_cfg, cfg, exclude_forget)
+    # a continued model skips the identity warm-up (`_train_phase` below): it needs no such batch
+    check_batches(world_cfg, replace(cfg, identity_steps=0) if init_from is not None else cfg, exclude_forget)
     torch.manual_seed(cfg.seed)
     world = make_world(world_cfg)
     tok = build_tokenizer(world_vocabulary(world))
