@@ -41,9 +41,9 @@ def test_cloze_is_case_insensitive_substring_and_refusals_detected():
     for reply in ("I don't know.", "I do not know this person.", "I apologize, but I must decline.",
                   "I\u2019m afraid I have no information about them.", "I refuse to answer."):
         assert is_refusal(reply), reply
-    for answer in ("The decline of the empire began in 1870.", "I don't know him personally, but he is a chef.",
+    for reply in ("The decline of the empire began in 1870.", "I don't know him personally, but he is a chef.",
                    "I'm afraid he works as a chef.", "I do not know his age, but he lives in Prague."):
-        assert not is_refusal(answer), answer  # answers that merely open like a refusal
+        assert not is_refusal(reply), reply  # answers that merely open like a refusal
 
 
 def test_a_question_with_a_blank_answer_is_refused_not_scored():
