@@ -564,7 +564,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
         raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
-    cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed)
+    cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed, keep=args.pgd_keep)
     budgets = []
     if args.curve:
         eps, steps = _numbers(args.curve_eps, float, "--curve-eps"), _numbers(args.curve_steps, int, "--curve-steps")
@@ -586,7 +586,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     curve = budget_curve(adapter, eraser, forget, data.retain[:args.people], budgets, cfg,
                          progress=lambda name, done, total: print(f"budget {done + 1}/{total}: {name}", flush=True))
     cmd = (f"python -m core attack{_where(args)} --people {args.people} --eps {args.eps:g} --steps {args.steps} "
-           + ("--held-out " if args.held_out else "")
+           + ("--held-out " if args.held_out else "") + ("--pgd-keep best " if args.pgd_keep == "best" else "")
            + (f"--curve {'--curve-only ' if args.curve_only else ''}--curve-eps {args.curve_eps} "
               f"--curve-steps {args.curve_steps} --eot {args.eot} " if curve else "")
            + (f"--gate-layer {args.gate_layer} " if args.gate_layer is not None else "")
@@ -1070,6 +1070,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve-eps", default="8,16,32,64", help="budgets of the curve, in 1/255 pixel steps")
     p.add_argument("--curve-steps", default="40,200", help="PGD steps of the curve")
     p.add_argument("--eot", type=count, default=4, help="rephrasings averaged per PGD step in the curve's EOT rows")
+    p.add_argument("--pgd-keep", choices=("last", "best"), default="last",
+                   help="the adaptive attack's image: PGD's last step (the published tables), or each image at the "
+                        "step where its own objective was lowest (a stronger attacker)")
     p.add_argument("--gate-layer", type=int, default=None,
                    help="attack the eraser with its gate read at this layer (see evaluate --gate-layer)")
     ramp_options(p)

@@ -50,6 +50,7 @@ class PGDStep:
     delta: torch.Tensor  # (B, 3, S, S) perturbation in [-eps, eps]
     loss: float  # mean NLL of the targets (lower = target more likely)
     target_logprob: torch.Tensor  # (B,) summed log-probability of each target answer
+    losses: torch.Tensor | None = None  # (B,) each image's own objective (the mean `loss` is theirs)
 
 
 def rephrase(pixels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -113,17 +114,19 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
         for step in range(cfg.steps + 1):
             delta.requires_grad_(True)
             views = [x + delta] if cfg.eot == 1 else [rephrase(x + delta, gen) for _ in range(cfg.eot)]
-            loss = 0.0
+            each = 0.0
             for view in views:  # with EOT, the loss (and its gradient) is the mean over the rephrasings
                 batch = adapter.encode(list(questions), view, list(targets))
                 nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
-                part = nll_weight * nll.mean()
+                part = nll_weight * nll
                 if extra_loss is not None:
-                    part = part + extra_loss(batch).mean()
-                loss = loss + part / len(views)
+                    part = part + extra_loss(batch)
+                each = each + part / len(views)
+            loss = each.mean()
             n_tok = (batch.labels != -100).sum(-1)  # the last view's log-probabilities are reported
             value = float(loss.detach())
-            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu())
+            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu(),
+                          each.detach().float().cpu())
             if step == cfg.steps or (should_stop is not None and should_stop()):
                 return
             if cfg.early_stop_nll is not None and value < cfg.early_stop_nll:
@@ -139,15 +142,30 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
 
 def run_pgd(adapter: VLMAdapter, images, questions, targets, cfg: PGDConfig = PGDConfig(),
             progress: Callable[[int, int, float], None] | None = None,
-            should_stop: Callable[[], bool] | None = None, **objective) -> PGDStep:
+            should_stop: Callable[[], bool] | None = None, keep: str = "last", **objective) -> PGDStep:
     """Run PGD to the end (or until stopped) and return the last step (objective: pgd's
-    extra_loss / nll_weight)."""
-    last = None
+    extra_loss / nll_weight). keep="best": each image at the step where its own objective was
+    lowest (what an attacker keeps: sign steps of a fixed size need not end at their best point);
+    the returned step's `step` is then the last one, its `loss` the mean of the kept objectives."""
+    if keep not in ("last", "best"):
+        raise ValueError(f"keep must be 'last' or 'best', got {keep!r}")
+    last = best = None
     for st in pgd(adapter, images, questions, targets, cfg, should_stop, **objective):
         last = st
+        if keep == "best":
+            if best is None:
+                best = PGDStep(st.step, st.image.clone(), st.delta.clone(), st.loss, st.target_logprob.clone(),
+                               st.losses.clone())
+            else:
+                better = st.losses < best.losses
+                best.image[better], best.delta[better] = st.image[better], st.delta[better]
+                best.target_logprob[better], best.losses[better] = st.target_logprob[better], st.losses[better]
         if progress is not None:
             progress(st.step, cfg.steps, st.loss)
     assert last is not None
+    if keep == "best":
+        best.step, best.loss = last.step, float(best.losses.mean())
+        return best
     return last
 
 

@@ -117,6 +117,7 @@ class RobustnessConfig:
     max_new_tokens: int = 12
     seed: int = 0
     eot: int = 1  # rephrasings averaged per PGD step (expectation over transformation)
+    keep: str = "last"  # the adaptive attack's image: PGD's last step, or each image's best ("best")
 
 
 def cloze_queries(records: Sequence[PersonRecord], split: str) -> list[Query]:
@@ -168,7 +169,8 @@ def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layer
         chunk = queries[s:s + 16]
         last = run_pgd(adapter, [q.prompt.image for q in chunk], [q.prompt.question for q in chunk],
                        [q.target for q in chunk], pgd_cfg, should_stop=should_stop,
-                       extra_loss=lambda b: gate_of(adapter, eraser, b, layers), nll_weight=cfg.answer_weight)
+                       extra_loss=lambda b: gate_of(adapter, eraser, b, layers), nll_weight=cfg.answer_weight,
+                       keep=cfg.keep)
         if should_stop is not None and should_stop():  # PGD cut short: scored, its images passed for the attack
             raise InterruptedError("adaptive attack stopped before its last step")
         out += [to_image(px) for px in last.image]

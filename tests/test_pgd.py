@@ -52,6 +52,24 @@ def test_extra_objective_is_added_and_followed():
     assert steps[-1].loss < steps[0].loss
 
 
+def test_keep_best_returns_each_images_lowest_objective_step():
+    """Sign steps of a fixed size need not end at their best point: keep="best" returns each image
+    at the step where its own objective was lowest (what an attacker keeps)."""
+    a = tiny_adapter("llava")
+    imgs, qs, ts = [random_image(0), random_image(1)], ["what is this ?"] * 2, ["red circle", "blue"]
+    cfg = PGDConfig(eps=32 / 255, step_size=32 / 255, steps=6, seed=2)  # steps as large as the budget overshoot
+    steps = list(pgd(a, imgs, qs, ts, cfg))
+    assert all(s.losses.shape == (2,) and s.loss == pytest.approx(float(s.losses.mean()), rel=1e-5) for s in steps)
+    best = run_pgd(a, imgs, qs, ts, cfg, keep="best")
+    for i in range(2):
+        at = min(range(len(steps)), key=lambda k: float(steps[k].losses[i]))
+        assert torch.equal(best.image[i], steps[at].image[i]) and float(best.losses[i]) == float(steps[at].losses[i])
+    assert float(best.losses[1]) < float(steps[-1].losses[1])  # here image 1 was best at step 1, not the last
+    assert torch.equal(run_pgd(a, imgs, qs, ts, cfg).image, steps[-1].image)  # "last", the default
+    with pytest.raises(ValueError, match="'last' or 'best'"):
+        run_pgd(a, imgs, qs, ts, cfg, keep="first")
+
+
 def test_images_for_display():
     d = torch.zeros(3, 8, 8)
     assert to_image(torch.ones(3, 8, 8)).getpixel((0, 0)) == (255, 255, 255)
