@@ -37,7 +37,7 @@ LEARN = [
      "Pick a person marked FORGET, then move the strength slider: the steered answer changes, the original "
      "never does.", "play"),
     ("2. The contrast direction d_erase", "d_erase is the difference between the mean activation of prompts where "
-     "the model refuses and prompts where it recalls the person (method.md, eq. 1). In the activation map it is "
+     "the model refuses and prompts where it recalls the person (the paper's eq. 1). In the activation map it is "
      "the arrow drawn from the recall cloud: it points at the erase cloud.", "map"),
     ("3. The null space and the gate", "Adding d_erase everywhere would also break answers about everyone else. "
      "The gate u is fitted only in directions where retained questions have (almost) no energy: the null space of "
@@ -334,7 +334,7 @@ def build(default: Workbench) -> gr.Blocks:
 
             # ------------------------------------------------------------ evaluate
             with gr.Tab("Evaluate", id="eval"):
-                gr.Markdown("MLLMU-style evaluation (see benchmark.md) of the model with this session's eraser, "
+                gr.Markdown("MLLMU-style evaluation (MLLMU-Bench's metrics: docs/results.md) of the model with this session's eraser, "
                             "next to the saved results in `results/` (full splits, written by the CLI).")
                 with gr.Row():
                     eval_limit = gr.Slider(1, 20, value=2, step=1, label="People (rows) per split",
@@ -399,12 +399,17 @@ def build(default: Workbench) -> gr.Blocks:
             finally:
                 JOBS.finish(sess.id, job)
 
+        def gate_read_at(gate_at_value) -> int | None | str:
+            """The Gate read at control's value as `gate_layer`: the eraser's ("stored"), each steered
+            layer's own (None), or a layer."""
+            gl = {None: "stored", "stored": "stored", "each": None}.get(gate_at_value)
+            return int(gate_at_value) if gl is None and gate_at_value != "each" else gl
+
         @logged
         def compare(sess, img, q, s, lay, m, gate_at_value="stored", floor_value=None, full_value=None):
             try:
                 chosen = [int(x) for x in lay]
-                gl = {None: "stored", "stored": "stored", "each": None}.get(gate_at_value)
-                gl = int(gate_at_value) if gl is None and gate_at_value != "each" else gl
+                gl = gate_read_at(gate_at_value)
                 res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl, floor=floor_value,
                                           full=full_value)
             except UserError as exc:
@@ -422,19 +427,22 @@ def build(default: Workbench) -> gr.Blocks:
                 return gr.update(), _err(exc)
 
         @logged
-        def run_examples(sess, s, lay, m):
+        def run_examples(sess, s, lay, m, gate_at_value="stored", floor_value=None, full_value=None):
             try:
                 wb = wb_of(sess)
-                return wb.selectivity(wb.eraser_for(sess), s, [int(x) for x in lay], m, session=sess), ""
+                return wb.selectivity(wb.eraser_for(sess), s, [int(x) for x in lay], m, session=sess,
+                                      gate_layer=gate_read_at(gate_at_value), floor=floor_value, full=full_value), ""
             except UserError as exc:
                 return gr.update(), _err(exc)
 
         @logged
-        def run_heatmap(sess, img, q, m, progress=gr.Progress()):
+        def run_heatmap(sess, img, q, m, gate_at_value="stored", floor_value=None, full_value=None,
+                        progress=gr.Progress()):
             wb = wb_of(sess)
             out, msg = run_job(sess, "heatmap", lambda job: wb.heatmap(
                 wb.eraser_for(sess), img, q, [0, 0.25, 0.5, 1, 1.5, 2, 3], m,
-                progress=_progress(progress), should_stop=job.should_stop))
+                progress=_progress(progress), should_stop=job.should_stop, gate_layer=gate_read_at(gate_at_value),
+                floor=floor_value, full=full_value))
             if out is None:
                 return gr.update(), msg
             layers_, strengths, grid = out
@@ -449,8 +457,9 @@ def build(default: Workbench) -> gr.Blocks:
         # slider's comparison runs waits for it instead of racing it to the answer boxes
         gr.on([run.click, strength.release, layers.change, gate_at.change, floor.release, full.release],
               compare, inputs, outputs, **LATEST)
-        examples_btn.click(run_examples, [session, strength, layers, mode], [selectivity, status], **LIGHT)
-        heat_btn.click(run_heatmap, [session, image, question, mode], [heatmap, status], **HEAVY)
+        examples_btn.click(run_examples, [session, strength, layers, mode, gate_at, floor, full], [selectivity, status],
+                           **LIGHT)
+        heat_btn.click(run_heatmap, [session, image, question, mode, gate_at, floor, full], [heatmap, status], **HEAVY)
         heat_stop.click(stopper("heatmap"), session, None, **INTERNAL)
         if gallery_items:
             def pick_person(evt: gr.SelectData):
@@ -543,8 +552,9 @@ def build(default: Workbench) -> gr.Blocks:
             n = len(eraser.config.forget_split.split(",")) if split == "hand-picked" else split
             fitted_on = (f" Gate prompts: {eraser.config.counts['forget']} forget, {eraser.config.counts['retain']} "
                          "retain, later-turn formats included." if with_variants else "")
-            return sess, (f"Fitted a **{kind_}** eraser forgetting **{n}** "
-                          f"({'people' if split == 'hand-picked' else 'split'}); it is now used in every tab of "
+            who = (f"**{n}** {'person' if n == 1 else 'people'} (hand-picked)" if split == "hand-picked"
+                   else f"the split **{n}**")
+            return sess, (f"Fitted a **{kind_}** eraser forgetting {who}; it is now used in every tab of "
                           f"this session.{fitted_on}"), wb.people_rows(sess)
 
         follow_eraser(fit_btn.click(do_fit, [session, forget_split, pick, kind, variants],

@@ -919,26 +919,47 @@ class Workbench:
                 out.append((f"{side}: {r.name or r.id}", Prompt(qs[i % len(qs)], image, r.id)))
         return out
 
+    def _steering(self, eraser: Eraser, strength: float, layers: list[int] | None, mode: str | None,
+                  gate_layer: int | None | str, floor: float | None, full: float | None) -> Callable:
+        """The playground's whole setting as a steering context (strength, layers, mode, where the
+        gate is read, its ramp), for the views that steer many prompts. Why: the examples and the
+        heat-map took strength, layers and mode only, so under a gate floor the comparison answered
+        as the model and the examples refused the same portrait."""
+        f, t = ramp_of(eraser, floor, full)
+
+        def steering():
+            try:
+                return eraser.apply(self.adapter, strength=strength, layers=layers, mode=mode, gate_layer=gate_layer,
+                                    floor=f, full=t)
+            except ValueError as exc:  # a gate layer without a gate, a latched gate in every_step mode
+                raise UserError(f"{exc}.") from exc
+        return steering
+
     def selectivity(self, eraser: Eraser, strength, layers: list[int] | None, mode: str | None = None,
-                    max_new_tokens: int = 16, session: Session | None = None) -> list[list[str]]:
-        """[example, question, original, steered] for forget and retain examples, batched."""
+                    max_new_tokens: int = 16, session: Session | None = None, gate_layer: int | None | str = "stored",
+                    floor: float | None = None, full: float | None = None) -> list[list[str]]:
+        """[example, question, original, steered] for forget and retain examples, batched, at the
+        playground's setting (gate_layer / floor / full as in `compare`)."""
         from core.evaluation import replies
         s = check_strength(strength)
-        check_mode(eraser, mode)
+        check_mode(eraser, mode, gate_layer)
+        steering = self._steering(eraser, s, layers, mode, gate_layer, floor, full)
         ex = self.examples(eraser, session=session)
         prompts = [p for _, p in ex]
         before = replies(self.adapter, prompts, max_new_tokens)
-        after = replies(self.adapter, prompts, max_new_tokens,
-                        steering=lambda: eraser.apply(self.adapter, strength=s, layers=layers, mode=mode))
+        after = replies(self.adapter, prompts, max_new_tokens, steering=steering)
         return [[label, p.question, a, b] for (label, p), a, b in zip(ex, before, after)]
 
     def heatmap(self, eraser: Eraser, image, question: str, strengths: list[float], mode: str | None = None,
                 max_new_tokens: int = 16, progress: Callable[[str, int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None) -> tuple[list[int], list[float], list[list[str]]]:
+                should_stop: Callable[[], bool] | None = None, gate_layer: int | None | str = "stored",
+                floor: float | None = None, full: float | None = None
+                ) -> tuple[list[int], list[float], list[list[str]]]:
         """Steered answer of one input for every (single layer, strength): (layers, strengths, answers).
-        One generation per cell (7 x 32 on a 7B model): `progress` after each, `should_stop()` between."""
+        One generation per cell (7 x 32 on a 7B model): `progress` after each, `should_stop()` between.
+        The gate is read and ramped as the playground sets it (gate_layer / floor / full)."""
         q = check_question(question, self.adapter, max_new_tokens)
-        check_mode(eraser, mode)
+        check_mode(eraser, mode, gate_layer)
         values = [check_strength(s) for s in strengths]
         img = None if image is None else read_image(image)
         batch = self.adapter.encode([q], None if img is None else [img])
@@ -949,7 +970,7 @@ class Workbench:
             for s in values:
                 if should_stop is not None and should_stop():
                     raise InterruptedError("heat-map stopped")
-                with eraser.apply(self.adapter, strength=s, layers=[l], mode=mode):
+                with self._steering(eraser, s, [l], mode, gate_layer, floor, full)():
                     row.append(self.adapter.generate(batch, max_new_tokens)[0])
                 if progress is not None:
                     progress("answers", len(grid) * len(values) + len(row), len(layers) * len(values))

@@ -718,7 +718,8 @@ def cmd_world(args: argparse.Namespace) -> int:
         save_folder(records, args.export_folder, facts=not args.no_facts)
         print(f"wrote {args.export_folder}: {len(records)} subjects of {args.forget}, {args.renders} fresh renders "
               f"each{', name only' if args.no_facts else ', with facts.json'}")
-    for p in world.people[: args.show]:
+    # after a photo export, the people it wrote (the world's first people were listed, as if exported)
+    for p in (people if args.export_folder else world.people)[: args.show]:
         print(f"  {p.id}  {p.name}: {p.biography}")
     return 0
 
@@ -989,7 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layers: deeper layers tell people apart, early ones see the picture (docs/sequential.md)")
     ramp_options(p)
     p.add_argument("--joint-gate", default=None, metavar="L1,L2,...",
-                   help="one gate fitted over these layers together (their activations side by side), read in a "
+                   help="one gate fitted over these layers together (their activations side by side), read in "
                         "the prompt pass before the steered layers; instead of --gate-layer (docs/sequential.md)")
     p.add_argument("--adversarial-rounds", type=count0, default=0,
                    help="adversarial gate fitting (core.hardening): rounds of PGD that closes the gate on 8 image "
@@ -1052,7 +1053,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("attack", help="input-side robustness report of an eraser (rephrased images, prompts, "
                                       "role-play, prefilling, multi-turn, adaptive PGD)",
-                       description="Attack an eraser from the input side (benchmark.md): image rephrasings, a benign "
+                       description="Attack an eraser from the input side (docs/robustness.md): image rephrasings, a benign "
                                    "prefix, an instruction injection, a role-play request, answer prefilling, a "
                                    "multi-turn follow-up, and PGD that keeps the gate shut; score forget and retain "
                                    "cloze recovery with the eraser on and off.")

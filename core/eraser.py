@@ -561,7 +561,7 @@ class Eraser:
             raise ModelMismatchError(
                 f"this eraser was fitted on {self.config.model.get('name_or_path', '?')} (weights fingerprint "
                 f"{want}), not on {adapter.name_or_path} ({got}). Fit a new eraser, or pass "
-                "strict=False if you know the weights are equivalent.")
+                "strict=False (Eraser.from_pretrained / apply, in Python) if you know the weights are equivalent.")
 
     def strengths(self, strength: float | Sequence[float] | Mapping[int, float] | None = None,
                   layers: Iterable[int] | None = None) -> tuple[float, ...]:

@@ -54,6 +54,10 @@ DEFENCES = [
 ]
 
 
+def _eps16(curve_file: str) -> dict:
+    return next(r for r in _json(curve_file)["budget_curve"] if r["eps"] == 16 and r["steps"] == 40)
+
+
 def _adaptive(report: list[dict]) -> dict:
     return next(r for r in report if r["attack"].startswith("adaptive PGD"))
 
@@ -71,7 +75,8 @@ def row(name: str, curve_file: str, report_file: str, held_file: str, eval_file:
         f"{clean['forget_gate']:.2f} -> " + " / ".join(f"{curve[e]['forget_gate']:.2f}" for e in EPS),
         f"{100 * min(curve[e]['retain_erased'] for e in EPS):.1f}",
         f"{100 * _adaptive(report)['forget_erased']:.1f}",
-        f"{100 * next(r for r in _json(held_file)['budget_curve'] if r['eps'] == 16)['forget_erased']:.1f}",
+        f"{100 * _eps16(held_file.replace('-held-out', '-keep-best'))['forget_erased']:.1f}",
+        f"{100 * _eps16(held_file)['forget_erased']:.1f}",
         f"{lowest_kept(_json(eval_file), vanilla):.1f}",
         "{:.1f} ({})".format(*worst_text_cost(report)),
     ]
@@ -98,16 +103,18 @@ def section() -> str:
         "does (at most 15% recovered while every retained and general metric keeps 97% of vanilla's). The "
         "held-out column runs that attack on the same people's test split (`attack --held-out`: fresh renders "
         "and held-out wordings that no gate row saw), because adversarial gate fitting attacks the fit's own "
-        "pictures, the evaluated portraits among them: what it buys there is partly those pictures. Gate: "
+        "pictures, the evaluated portraits among them: what it buys there is partly those pictures. The best-step "
+        "column runs the same eps 16 attack keeping each image at the PGD step where its own objective was "
+        "lowest (`attack --pgd-keep best`), as an attacker would; every other column keeps PGD's last step. Gate: "
         "the mean forget gate clean (over the 10 people of the attack report), then attacked at each budget "
         "(over the budget columns' 5: the shipped gate's clean mean over those 5 is 0.98, not 0.99); its scale "
         "differs between gates; what steers is the ramp of it.",
         "",
         "| defence | forget recovered at eps 8 / 16 / 32 / 64 (/255; %, 5 people) | forget gate clean (10 people) "
         "-> attacked at eps 8 / 16 / 32 / 64 (5 people) | retained answers kept under the attack (lowest, %) | eps 16 on 10 people: "
-        "forget recovered (%) | the same on their held-out pictures (%) | lowest retained / general metric, full evaluation (% of vanilla) | worst "
+        "forget recovered (%) | the same, each image at its best PGD step (%) | the same on their held-out pictures (%) | lowest retained / general metric, full evaluation (% of vanilla) | worst "
         "text-format retain cost (points) | world seed 1: eps 16 recovered / lowest retained (%) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [row(*d, vanilla) for d in DEFENCES]
     lines += [

@@ -311,7 +311,7 @@ def test_fitting_an_eraser_for_another_split(page):
     page.locator("#forget_split label").filter(has_text="forget_5").click()
     assert not page.locator("#gate_variants input[type=checkbox]").is_checked()
     page.click("#fit_btn")
-    page.wait_for_selector("#fit_status:has-text('forgetting forget_5')", timeout=300_000)
+    page.wait_for_selector("#fit_status:has-text('forgetting the split forget_5')", timeout=300_000)
     status = page.locator("#fit_status").inner_text()
     assert "Fitted a recall eraser" in status and "later-turn" not in status
 

@@ -366,6 +366,22 @@ def test_selectivity_and_heatmap(toy):
     original = rnd.adapter.ask("what is this ?", img, max_new_tokens=8)
     assert all(row[0] == original for row in grid)  # strength 0 is the original at every layer
     assert any(row[1] != original for row in grid)  # a strong push changes the answer somewhere
+    # at the playground's gate floor, above every gate of the input, the heat-map answers as the model does
+    # (it took strength, layers and mode only: the comparison and the heat-map disagreed)
+    gates = [abs(g) for s in (0.0, 3.0) for g in rnd.compare(img, "what is this ?", s, [0, 1]).gates.values()]
+    c = 0.3 / max(gates)
+    rnd.eraser.gate *= c  # gates of at most 0.3 on this input, the same steering (g r unchanged)
+    rnd.eraser.direction /= c
+    steered = rnd.heatmap(rnd.eraser, img, "what is this ?", [3.0], max_new_tokens=8)[2]
+    held = rnd.heatmap(rnd.eraser, img, "what is this ?", [3.0], max_new_tokens=8, floor=0.35)[2]
+    assert any(row[0] != original for row in steered) and all(row[0] == original for row in held)
+    # the examples steer at the playground's whole setting too (the answers of this miniature model do not
+    # move at any strength, so what reaches the eraser is checked)
+    import copy
+    seen, probe = [], copy.copy(eraser)
+    probe.apply = lambda *args, **kw: seen.append((kw["gate_layer"], kw["floor"], kw["full"])) or eraser.apply(*args, **kw)
+    wb.selectivity(probe, 1.0, None, gate_layer=None, floor=0.35, full=0.9)
+    assert seen and set(seen) == {(None, 0.35, 0.9)}
 
 
 def test_attack_report_progress_stop_and_bad_parameters(toy):

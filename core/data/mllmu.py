@@ -189,7 +189,8 @@ def _parquet_files(path: Path) -> list[Path]:
             raise FileNotFoundError(f"no .parquet files in {path}")
         return files
     if not path.exists():
-        raise FileNotFoundError(path)
+        raise FileNotFoundError(f"{path} does not exist: pass an MLLMU-Bench parquet file or a folder of them "
+                                "(`python -m core world --export DIR` writes a set)")
     return [path]
 
 
