@@ -484,13 +484,30 @@ def build(default: Workbench) -> gr.Blocks:
                     "stored", c.gate_floor, c.gate_full, bool(c.subject_gates),
                     gr.update(choices=[str(l) for l in wb.layers], value=[str(l) for l in c.joint_gate or []]))
 
+        @logged
+        def relabel_gallery(sess):
+            """The gallery's FORGET / retain captions for this session's eraser (they stayed the
+            shipped eraser's after a session fitted another). Another model keeps them as they are."""
+            wb = wb_of(sess)
+            if wb is not default:
+                return gr.update()
+            try:
+                forget = {r[-1] for r in wb.people_rows(sess) if r[1] == "FORGET"}
+            except UserError:
+                return gr.update()
+            return [(img, f"{p.name} ({'FORGET' if p.id in forget else 'retain'})")
+                    for (img, _), p in zip(gallery_items, people)]
+
         def follow_eraser(event):
             """After an event that gives the session another eraser: who it forgets, and its controls
             (the playground's, and the Null space view's refit choices: a refit would otherwise
-            switch the new eraser to the previous one's gate reading)."""
-            return event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
+            switch the new eraser to the previous one's gate reading), and the gallery's captions."""
+            event = event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
                 eraser_controls, session, [strength, layers, mode, gate_at, floor, full, ns_person, ns_joint],
                 api_visibility="private", **LIGHT)
+            if gallery_items:
+                event = event.then(relabel_gallery, session, gallery, api_visibility="private", **LIGHT)
+            return event
 
         # ---- model & data
         @logged

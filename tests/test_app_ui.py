@@ -314,6 +314,9 @@ def test_fitting_an_eraser_for_another_split(page):
     page.wait_for_selector("#fit_status:has-text('forgetting the split forget_5')", timeout=300_000)
     status = page.locator("#fit_status").inner_text()
     assert "Fitted a recall eraser" in status and "later-turn" not in status
+    # the playground's gallery names this session's forget set (it kept the shipped eraser's ten)
+    page.wait_for_function("() => (document.querySelector('#gallery').textContent.match(/\\(FORGET\\)/g) || [])"
+                           ".length === 5", timeout=30_000)
 
 
 def test_withdrawing_a_person_in_a_new_tab(page):
