@@ -354,13 +354,7 @@ class Workbench:
         batch = self.adapter.encode([q], None if img is None else [img])
         original = self.adapter.generate(batch, max_new_tokens)[0]
         chosen = eraser.config.steer_layers if layers is None else layers
-        f, t = ramp_of(eraser, floor, full)
-        try:
-            handle = eraser.apply(self.adapter, strength=s, layers=chosen, mode=mode, gate_layer=gate_layer,
-                                  floor=f, full=t)
-        except ValueError as exc:  # a gate layer without a gate, a latched gate in every_step mode
-            raise UserError(f"{exc}.") from exc
-        with handle as h:
+        with self._steering(eraser, s, chosen, mode, gate_layer, floor, full)() as h:
             steered = self.adapter.generate(batch, max_new_tokens)[0]
         gates = {l: float(g[0]) for l, g in sorted(h.gates.items()) if l in eraser.fitted_layers}
         return Comparison(original, steered, gates)
@@ -922,9 +916,9 @@ class Workbench:
     def _steering(self, eraser: Eraser, strength: float, layers: list[int] | None, mode: str | None,
                   gate_layer: int | None | str, floor: float | None, full: float | None) -> Callable:
         """The playground's whole setting as a steering context (strength, layers, mode, where the
-        gate is read, its ramp), for the views that steer many prompts. Why: the examples and the
-        heat-map took strength, layers and mode only, so under a gate floor the comparison answered
-        as the model and the examples refused the same portrait."""
+        gate is read, its ramp), for the comparison and the views that steer many prompts. Why: the
+        examples and the heat-map took strength, layers and mode only, so under a gate floor the
+        comparison answered as the model and the examples refused the same portrait."""
         f, t = ramp_of(eraser, floor, full)
 
         def steering():

@@ -59,7 +59,7 @@ def cmd_train_toy(args: argparse.Namespace) -> int:
     runs = [(args.out, args.forget if args.retain_only else None)]
     if args.retain_only_out:
         runs.append((args.retain_only_out, args.forget))
-    for _, exclude in runs:  # a bad split or a world too small for a batch, found before any training
+    for _, exclude in runs[1:]:  # found before the first model trains (train_toy checks its own run)
         check_batches(world, replace(cfg, identity_steps=0) if args.init_from else cfg, exclude)
     for out, exclude in runs:
         label = "retain-only" if exclude else "vanilla"

@@ -25,7 +25,6 @@ code sets lambda per task: a one-letter MCQ answer needs a stronger push than a 
 from __future__ import annotations
 
 import copy
-
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
@@ -140,9 +139,9 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
     base_retain = replies(adapter, retain, max_new_tokens)
     base_forget = replies(adapter, forget, max_new_tokens)
     grid, total = [], len(modes) * len(layer_sets) * len(strengths)
+    ramps = [ramp_for(eraser, layers) for layers in layer_sets]  # once per layer set, not per mode
     for mode in modes:
-        for layers in layer_sets:
-            floor, full = ramp_for(eraser, layers)
+        for layers, (floor, full) in zip(layer_sets, ramps):
             for s in strengths:
                 if should_stop is not None and should_stop():
                     raise InterruptedError("tuning stopped")
