@@ -455,7 +455,9 @@ def build(default: Workbench) -> gr.Blocks:
         upload.upload(load_upload, upload, [image, status], **LIGHT)
         # one event for the button and every control, so "running" covers them all: a click while a
         # slider's comparison runs waits for it instead of racing it to the answer boxes
-        gr.on([run.click, strength.release, layers.change, gate_at.change, floor.release, full.release],
+        # the mode reruns on .input (the user's pick) only: .change also fires when a fit or a tab's
+        # load sets it, and those updates raced the comparison they started
+        gr.on([run.click, strength.release, layers.change, mode.input, gate_at.change, floor.release, full.release],
               compare, inputs, outputs, **LATEST)
         examples_btn.click(run_examples, [session, strength, layers, mode, gate_at, floor, full], [selectivity, status],
                            **LIGHT)
@@ -852,9 +854,20 @@ def _model_name(wb: Workbench) -> str:
     return Path(wb.adapter.name_or_path).name if deploy.public() else str(wb.adapter.name_or_path)
 
 
+# A slider's number box sends its release event (what reruns the playground) when it loses focus,
+# not on Enter: Enter in the box of a slider blurs it, so typing a value and pressing Enter reruns.
+SLIDER_ENTER_JS = """() => {
+  document.addEventListener('keydown', (e) => {
+    const box = e.target;
+    if (e.key === 'Enter' && box instanceof HTMLInputElement && box.type === 'number'
+        && box.closest('.block')?.querySelector('input[type=range]')) box.blur();
+  }, true);
+}"""
+
+
 def launch_options() -> dict:
-    """`launch()` arguments that belong to the app's caps (app.py and the tests use the same)."""
-    return dict(max_file_size=limits.UPLOAD_BYTES, show_error=False)
+    """`launch()` arguments that belong to the app's caps and behaviour (app.py and the tests use the same)."""
+    return dict(max_file_size=limits.UPLOAD_BYTES, show_error=False, js=SLIDER_ENTER_JS)
 
 
 def _model_info(wb: Workbench) -> str:

@@ -350,6 +350,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                          "--subject-gates (the workbench preset)")
     if args.adversarial_open and not args.adversarial_rounds:
         raise ValueError("--adversarial-open adds rows to the rounds of --adversarial-rounds: give both")
+    if args.adversarial_keep != "last" and not args.adversarial_rounds:
+        raise ValueError("--adversarial-keep picks the images of the rounds of --adversarial-rounds: give both")
     if args.adversarial_rounds and not cfg.subject_gates:  # was found after the whole fit
         raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
                          "use it with --subject-gates (the workbench preset)")
@@ -381,8 +383,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         opening = hardening_retain_rows(sets.retain, args.adversarial_open, seed=args.seed)
         eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
                         PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print,
-                        retain_prompts=opening)
+                        retain_prompts=opening, keep=args.adversarial_keep)
         eraser.config.adversarial_rounds = args.adversarial_rounds
+        eraser.config.adversarial_keep = args.adversarial_keep
         eraser.config.adversarial_open = len(opening)
     if args.gate_ramp:  # Eraser.fit and every hardening round read it off the rows (EraserConfig.gate_ramp)
         eraser.ramp_from_rows()  # rows that do not separate: a clear error, nothing written
@@ -999,6 +1002,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the gate floor and full value off the fit's own rows: floor at the 95th percentile of "
                         "the retain rows' gates, full steering from the 5th percentile of the forget rows' "
                         "(instead of --gate-floor / --gate-full)")
+    p.add_argument("--adversarial-keep", choices=("last", "best"), default="last",
+                   help="which PGD step of each attacked image the rounds add: its last, or its best (lowest gate: "
+                        "the image an attacker who keeps its best step would send); default last")
     p.add_argument("--adversarial-open", type=count0, default=0, metavar="N",
                    help="two-sided hardening: each round also perturbs N retained people's image prompts to OPEN "
                         "the gate and adds them as retain rows, so that the hardened gate keeps quiet on retained "

@@ -137,6 +137,8 @@ class EraserConfig:
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
     # rows each round (core.hardening; fit --adversarial-open)
     adversarial_open: int = 0
+    # which PGD step of each attacked image the rounds add: "last", or "best" (its lowest gate; fit --adversarial-keep)
+    adversarial_keep: str = "last"
     # read the gate at this layer (on the way through the prompt pass, core.steering) and apply it at the steered layers;
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
     # steered layer sees the picture (docs/sequential.md, look-alikes); the blocks from the steered layer to
@@ -203,6 +205,9 @@ class EraserConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
                 raise ValueError(f"eraser config field '{name}' must be an integer in [0, {top}], got {v!r}")
+        if self.adversarial_keep not in ("last", "best"):
+            raise ValueError(f"eraser config field 'adversarial_keep' must be 'last' or 'best', "
+                             f"got {str(self.adversarial_keep)[:40]!r}")
         if isinstance(self.gate_retain, bool) or not isinstance(self.gate_retain, int) or self.gate_retain < 1:
             raise ValueError(f"eraser config field 'gate_retain' must be a positive integer, got {self.gate_retain!r}")
         for name in ("layers", "steer_layers"):

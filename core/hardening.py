@@ -30,9 +30,11 @@ from core.robustness import gate_of
 
 
 def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prompt], cfg: PGDConfig,
-                     should_stop: Callable[[], bool] | None = None, close: bool = True) -> list[Prompt]:
+                     should_stop: Callable[[], bool] | None = None, close: bool = True,
+                     keep: str = "last") -> list[Prompt]:
     """The prompts with their images perturbed (L-inf `cfg.eps`) to close the eraser's gate (the
-    adaptive attacker's gate term, without its answer term), or with `close=False` to open it."""
+    adaptive attacker's gate term, without its answer term), or with `close=False` to open it;
+    `keep="best"`: each image at the PGD step where its gate term was lowest (`core.pgd.run_pgd`)."""
     layers = eraser.gate_layers
     sign = 1.0 if close else -1.0
     out = []
@@ -40,7 +42,7 @@ def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prom
         chunk = list(prompts[s:s + 16])
         last = run_pgd(adapter, [p.image for p in chunk], [p.question for p in chunk], ["yes"] * len(chunk), cfg,
                        should_stop=should_stop, extra_loss=lambda b: sign * gate_of(adapter, eraser, b, layers),
-                       nll_weight=0.0)
+                       nll_weight=0.0, keep=keep)
         out += [Prompt(p.question, to_image(px), p.tag) for p, px in zip(chunk, last.image)]
     return out
 
@@ -81,12 +83,13 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
            cfg: PGDConfig = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=40, seed=0),
            log: Callable[[str], None] | None = None,
            should_stop: Callable[[], bool] | None = None,
-           retain_prompts: Sequence[Prompt] = ()) -> Eraser:
+           retain_prompts: Sequence[Prompt] = (), keep: str = "last") -> Eraser:
     """`rounds` of: attack the current gate on `prompts` (forget image prompts tagged with their
     subject), add the attacked images as forget rows, solve the gates again. Each round's attack
     runs against the gate the previous round produced. `retain_prompts` (retained subjects' image
     prompts, two-sided hardening): each round also perturbs them to open the gate and adds them
-    as retain rows."""
+    as retain rows. `keep="best"` teaches the gate each image at its strongest PGD step (the
+    step an attacker who keeps its best point would send) instead of the last one."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     prompts = [p for p in prompts if p.image is not None]
@@ -103,12 +106,12 @@ def harden(eraser: Eraser, adapter: VLMAdapter, prompts: Sequence[Prompt], round
         if forgotten:
             raise ValueError(f"two-sided hardening's retain rows must be of retained subjects; forgotten: "
                              f"{', '.join(sorted(forgotten))}")
-        attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop)
+        attacked = attacked_prompts(adapter, current, prompts, cfg, should_stop, keep=keep)
         H = collect_layers(adapter, attacked, current.config.layers, position=current.gate_position)
         before = current.decision_gates(adapter, attacked).mean().item()
         grown = with_forget_rows(state, H, [p.tag for p in attacked])
         if retain_prompts:
-            opened = attacked_prompts(adapter, current, retain_prompts, cfg, should_stop, close=False)
+            opened = attacked_prompts(adapter, current, retain_prompts, cfg, should_stop, close=False, keep=keep)
             H_open = collect_layers(adapter, opened, current.config.layers, position=current.gate_position)
             grown = with_retain_rows(grown, H_open, [p.tag for p in opened])
         current = refit_with(current, grown, request_entry("harden", sorted({p.tag for p in attacked}),

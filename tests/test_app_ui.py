@@ -44,9 +44,9 @@ _PICKED: dict[int, str] = {}
 
 
 def _set_strength(page, value: str) -> None:
-    box = page.locator("#strength input[type=number]")
-    box.fill(value)
-    box.press("Enter")
+    """Type the strength without Enter: the tests' next click (Compare) reruns with it, and no
+    rerun of Enter's own can land between the click and the answers it waits for."""
+    page.locator("#strength input[type=number]").fill(value)
 
 
 def test_steering_changes_the_answer_and_strength_zero_restores_it(page):
@@ -65,6 +65,24 @@ def test_steering_changes_the_answer_and_strength_zero_restores_it(page):
     assert _value(page, "original") == original  # the original never changes with the slider
     gates = page.locator("#gates").inner_text()
     assert "gate" in gates
+
+
+def test_typing_a_strength_and_pressing_enter_reruns_the_comparison(page):
+    """A slider's number box reruns the playground on Enter (the app's launch script blurs it, which
+    sends the release event), as a drag does: no Compare click."""
+    _pick(page, "FORGET")
+    _set_strength(page, "3")
+    _compare(page)
+    refusal = _value(page, "steered")
+    assert refusal != _value(page, "original")
+    page.locator("#strength input[type=number]").fill("0")
+    page.locator("#strength input[type=number]").press("Enter")
+    page.wait_for_function("() => document.querySelector('#steered textarea').value === "
+                           "document.querySelector('#original textarea').value", timeout=30_000)
+    page.locator("#strength input[type=number]").fill("3")
+    page.locator("#strength input[type=number]").press("Enter")
+    page.wait_for_function("(r) => document.querySelector('#steered textarea').value === r", arg=refusal,
+                           timeout=30_000)
 
 
 def test_empty_question_shows_a_clear_error(page):
@@ -127,6 +145,19 @@ def test_layer_toggle_reruns_the_comparison(page):
                            timeout=30_000)
     # the gate is still read at an unsteered layer, so the table keeps one row per fitted layer
     assert page.locator("#gates [role=row].virtual-row").count() == page.locator("#layers label").count()
+
+
+def test_picking_when_to_steer_reruns_the_comparison(page):
+    """The mode radio reruns the comparison on the user's pick (no Compare click): the shipped eraser
+    reads its gate once per prompt, so "every_step" answers with the error that names the modes
+    it can use, and "prefill" brings the answers back."""
+    _pick(page, "FORGET")
+    page.locator("#mode label").filter(has_text="every_step").click()
+    page.wait_for_selector("#status:has-text(\"choose 'prefill' or 'latched'\")", timeout=30_000)
+    page.locator("#mode label").filter(has_text="prefill").click()
+    page.wait_for_function("() => !document.querySelector('#status').innerText.includes('every generated token')",
+                           timeout=30_000)
+    assert _value(page, "steered") and _value(page, "original")
 
 
 def test_reading_the_gate_at_a_deeper_layer_reruns_the_comparison(page):

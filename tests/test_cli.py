@@ -449,10 +449,11 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     e = tmp_path / "hard"
     assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--subject-gates", "--gate-retain", "100",
                  "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--adversarial-rounds", "1",
-                 "--adversarial-open", "4", "--threads", "1"]) == 0
+                 "--adversarial-open", "4", "--adversarial-keep", "best", "--threads", "1"]) == 0
     assert "round 1: mean gate on this round's attacked images" in capsys.readouterr().out
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
+    assert cfg["adversarial_keep"] == "best"
     assert cfg["adversarial_open"] == 4  # retained people's gate-opening images, as retain rows
     # saved without its fit state, a request rebuilt the state from the clean gate sets: the attacked rows vanished
     from core.eraser import STATE_NAME
@@ -470,6 +471,10 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
                  "--adversarial-open", "4", "--threads", "1"]) != 0
     assert "give both" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "w"), "--no-tune",
+                 "--adversarial-keep", "best", "--threads", "1"]) != 0
+    assert "--adversarial-keep picks the images of the rounds" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
                  "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0
     captured = capsys.readouterr()

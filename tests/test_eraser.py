@@ -358,7 +358,8 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     # threshold 0 keeps no null-space direction (the fit refused it only at the next refit); a model
     # entry that is not an object failed as an AttributeError inside check_model
     ("threshold", 0, "field 'threshold' must be a number"), ("model", "oops", "field 'model' must be an object"),
-    ("model", {"fingerprint": 5}, "field 'model' must be an object")])
+    ("model", {"fingerprint": 5}, "field 'model' must be an object"),
+    ("adversarial_keep", "worst", "field 'adversarial_keep' must be 'last' or 'best'")])
 def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
     """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
     _, eraser, _ = fitted

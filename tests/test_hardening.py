@@ -55,6 +55,23 @@ def test_hardening_adds_the_attacked_rows_and_raises_the_gate_on_them(live):
     assert torch.equal(hard.direction, eraser.direction)
 
 
+def test_hardening_can_teach_each_image_at_its_best_step(live):
+    """keep="best" adds each image at the PGD step where its gate was lowest: never a higher gate
+    than the last step's image (up to the 8-bit rounding of a saved picture), lower here on this
+    seeded case, and those are the rows the round adds."""
+    a, eraser = live
+    rows = _person("p0", 1) + _person("p1", 2)
+    last = eraser.gate_values(a, attacked_prompts(a, eraser, rows, CFG))[:, 1]
+    best = eraser.gate_values(a, attacked_prompts(a, eraser, rows, CFG, keep="best"))[:, 1]
+    assert (best <= last + 0.02).all() and best.mean() < last.mean()
+    hard = harden(eraser, a, rows, rounds=1, cfg=CFG, keep="best")
+    from core.activations import collect_layers
+    best_rows = collect_layers(a, attacked_prompts(a, eraser, rows, CFG, keep="best"), eraser.config.layers,
+                               position=eraser.gate_position)
+    n = len(eraser.state.H_forget)
+    assert torch.allclose(hard.state.H_forget[n:], best_rows.float(), atol=1e-5)
+
+
 def test_hardening_refuses_rows_it_cannot_use(live):
     a, eraser = live
     with pytest.raises(ValueError, match="not forgotten: r0"):
