@@ -494,7 +494,7 @@ class Workbench:
         if len(kept) > limits.KEEP_PEOPLE or any(len(v) > MAX_IMAGES for v in kept.values()):
             raise UserError(f"Give at most {limits.KEEP_PEOPLE} people to keep, {MAX_IMAGES} photos each (got "
                             f"{len(kept)} people, at most {max(map(len, kept.values()))} photos of one).")
-        if name.lower() in {k.lower() for k in kept}:
+        if name_key(name) in {name_key(k) for k in kept}:
             raise UserError(f"{name} is both the person to forget and one of the people to keep: remove their "
                             "photos from the people to keep.")
         retain, real = [], []

@@ -350,8 +350,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                          "--subject-gates (the workbench preset)")
     if args.adversarial_open and not args.adversarial_rounds:
         raise ValueError("--adversarial-open adds rows to the rounds of --adversarial-rounds: give both")
-    if args.adversarial_keep != "last" and not args.adversarial_rounds:
-        raise ValueError("--adversarial-keep picks the images of the rounds of --adversarial-rounds: give both")
+    if (args.adversarial_keep != "last" or args.adversarial_per_person != 8) and not args.adversarial_rounds:
+        raise ValueError("--adversarial-keep / --adversarial-per-person set the rounds of --adversarial-rounds: give both")
+    if args.adversarial_per_person > 1000:
+        raise ValueError(f"--adversarial-per-person is at most 1000, got {args.adversarial_per_person}")
     if args.adversarial_rounds and not cfg.subject_gates:  # was found after the whole fit
         raise ValueError("--adversarial-rounds adds attacked images as rows of each forget person's gate: "
                          "use it with --subject-gates (the workbench preset)")
@@ -379,13 +381,14 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.adversarial_rounds:
         from core.hardening import harden, hardening_retain_rows, hardening_rows
         from core.pgd import PGDConfig
-        rows = hardening_rows(sets.forget)
+        rows = hardening_rows(sets.forget, args.adversarial_per_person)
         opening = hardening_retain_rows(sets.retain, args.adversarial_open, seed=args.seed)
         eraser = harden(eraser, adapter, rows, args.adversarial_rounds,
                         PGDConfig(eps=args.eps / 255, step_size=2 / 255, steps=40, seed=args.seed), log=print,
                         retain_prompts=opening, keep=args.adversarial_keep)
         eraser.config.adversarial_rounds = args.adversarial_rounds
         eraser.config.adversarial_keep = args.adversarial_keep
+        eraser.config.adversarial_per_person = args.adversarial_per_person
         eraser.config.adversarial_open = len(opening)
     if args.gate_ramp:  # Eraser.fit and every hardening round read it off the rows (EraserConfig.gate_ramp)
         eraser.ramp_from_rows()  # rows that do not separate: a clear error, nothing written
@@ -664,19 +667,16 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 
 
 def _clear_earlier_export(folder: Path) -> None:
-    """An export folder is written whole: an earlier export there (sub-folders of photos and facts.json
-    only) is removed first, or its people would sit beside the new ones as one forget set; a folder
-    holding anything else is refused, never emptied."""
-    if not folder.exists():
+    """An export folder is written whole: an earlier export there is removed first, or its people
+    would sit beside the new ones as one forget set. Only a folder that `save_folder` marked as
+    its own (core.data.folder.EXPORT_MARK) is emptied: a user's photo folder has the same layout,
+    and was deleted. An empty folder is used as it is; anything else is refused."""
+    from core.data.folder import EXPORT_MARK
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return
-    from core.data.folder import IMAGE_SUFFIXES
-    earlier = folder.is_dir() and all(
-        sub.is_dir() and all(f.is_file() and (f.suffix.lower() in IMAGE_SUFFIXES or f.name in ("facts.json",
-                                                                                            "facts.jsonl"))
-                             for f in sub.iterdir()) for sub in folder.iterdir())
-    if not earlier:
-        raise ValueError(f"--export-folder {folder} holds files of its own (not an earlier export's photo folders): "
-                         "pass a new folder")
+    if not (folder / EXPORT_MARK).is_file():
+        raise ValueError(f"--export-folder {folder} holds files and was not written by --export-folder (it has no "
+                         f"{EXPORT_MARK} file): nothing was removed; pass a new or empty folder")
     shutil.rmtree(folder)
 
 
@@ -1005,6 +1005,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial-keep", choices=("last", "best"), default="last",
                    help="which PGD step of each attacked image the rounds add: its last, or its best (lowest gate: "
                         "the image an attacker who keeps its best step would send); default last")
+    p.add_argument("--adversarial-per-person", type=count, default=8, metavar="N",
+                   help="image prompts attacked per forget person each round (default 8; 1-1000)")
     p.add_argument("--adversarial-open", type=count0, default=0, metavar="N",
                    help="two-sided hardening: each round also perturbs N retained people's image prompts to OPEN "
                         "the gate and adds them as retain rows, so that the hardened gate keeps quiet on retained "

@@ -139,6 +139,8 @@ class EraserConfig:
     adversarial_open: int = 0
     # which PGD step of each attacked image the rounds add: "last", or "best" (its lowest gate; fit --adversarial-keep)
     adversarial_keep: str = "last"
+    # image prompts attacked per forget person each round (core.hardening.hardening_rows; fit --adversarial-per-person)
+    adversarial_per_person: int = 8
     # read the gate at this layer (on the way through the prompt pass, core.steering) and apply it at the steered layers;
     # None = each steered layer reads its own gate. Why: deeper layers tell people apart where the
     # steered layer sees the picture (docs/sequential.md, look-alikes); the blocks from the steered layer to
@@ -201,10 +203,11 @@ class EraserConfig:
         for task, v in self.task_strengths.items():
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) <= 1e6:
                 raise ValueError(f"eraser config task strength {task!r} must be a number, got {v!r}")
-        for name, top in (("adversarial_rounds", MAX_ADVERSARIAL_ROUNDS), ("adversarial_open", 100_000)):
+        for name, low, top in (("adversarial_rounds", 0, MAX_ADVERSARIAL_ROUNDS), ("adversarial_open", 0, 100_000),
+                               ("adversarial_per_person", 1, 1000)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
-                raise ValueError(f"eraser config field '{name}' must be an integer in [0, {top}], got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= top:
+                raise ValueError(f"eraser config field '{name}' must be an integer in [{low}, {top}], got {v!r}")
         if self.adversarial_keep not in ("last", "best"):
             raise ValueError(f"eraser config field 'adversarial_keep' must be 'last' or 'best', "
                              f"got {str(self.adversarial_keep)[:40]!r}")

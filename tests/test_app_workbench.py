@@ -935,7 +935,9 @@ def test_forget_someone_on_a_model_without_a_world_runs_every_view(tmp_path):
     (tmp_path / "2.png").write_bytes((tmp_path / "0.png").read_bytes())
     for bad, kwargs, message in (([str(tmp_path / "2.png")], {}, "name each photo after the person"),
                                  (keep, {"add": True}, "People to keep join a new fit"),
-                                 ([str(tmp_path / "Sam_Rivers.png")], {}, "both the person to forget and one of")):
+                                 ([str(tmp_path / "Sam_Rivers.png")], {}, "both the person to forget and one of"),
+                                 # a copy of the file, with the name spaced and cased otherwise: still that person
+                                 ([str(tmp_path / "sam_RIVERS (1).png")], {}, "both the person to forget and one of")):
         if not Path(bad[0]).exists():
             random_image(9).save(bad[0])
         with pytest.raises(UserError, match=message):

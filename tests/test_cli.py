@@ -72,7 +72,7 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "seq.json").write_text(json.dumps({"config": {"group": 2}, "results": {"npo": {}}}))
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    (tmp_path / "old" / "p001").mkdir(parents=True)  # an earlier photo export
+    (tmp_path / "old" / "p001").mkdir(parents=True)  # a photo folder of the user's (an export's layout, without its mark)
     random_image(0).save(tmp_path / "old" / "p001" / "1.png")
     cases = [
         (["evaluate", "--json", str(tmp_path / "afile" / "e.json")], "afile is a file, not a folder"),
@@ -91,7 +91,9 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
           "forget_7"], "no forget split of 7%"),
         (["world", "--export-folder", str(tmp_path / "p"), "--renders", "11"], "--renders is at most 10"),
         (["world", "--forget", "foo"], "--forget names a forget split such as forget_10"),
-        (["world", "--export-folder", str(tmp_path / "mine")], "holds files of its own"),
+        (["world", "--export-folder", str(tmp_path / "mine")], "was not written by --export-folder"),
+        # a user's own photo folder has an export's layout: it was deleted and replaced by the toy world's people
+        (["world", "--export-folder", str(tmp_path / "old")], "was not written by --export-folder"),
         (["evaluate", "--device-map", "{oops"], "--device-map is not valid JSON"),
         (["fit", "--out", str(tmp_path / "f"), "--ratio", "0.3", "--threshold", "0.01"], "give one"),
         (["pretrain-text", "--out", str(tmp_path / "pt"), "--heads", "3", "--steps", "1"], "3 attention heads"),
@@ -117,10 +119,10 @@ def test_an_earlier_photo_export_is_replaced_not_merged(tmp_path, capsys):
     out = tmp_path / "photos"
     assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "2", "--renders", "2",
                  "--no-facts"]) == 0
-    first = sorted(p.name for p in out.iterdir())
+    first = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert main(["world", "--people", "20", "--seed", "1", "--export-folder", str(out), "--folder-people", "1",
                  "--renders", "1", "--no-facts"]) == 0
-    again = sorted(p.name for p in out.iterdir())
+    again = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(first) == 2 and len(again) == 1 and len(list((out / again[0]).glob("*.png"))) == 1
 
 
@@ -449,11 +451,16 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     e = tmp_path / "hard"
     assert main(["fit", "--model", str(mini_toy), "--out", str(e), "--subject-gates", "--gate-retain", "100",
                  "--ratio", "1", "--retain-weight", "0.3", "--no-tune", "--adversarial-rounds", "1",
-                 "--adversarial-open", "4", "--adversarial-keep", "best", "--threads", "1"]) == 0
+                 "--adversarial-open", "4", "--adversarial-keep", "best", "--adversarial-per-person", "2",
+                 "--threads", "1"]) == 0
     assert "round 1: mean gate on this round's attacked images" in capsys.readouterr().out
     cfg = json.loads((e / "eraser_config.json").read_text())
     assert cfg["adversarial_rounds"] == 1 and [r["action"] for r in cfg["requests"]] == ["fit", "harden"]
-    assert cfg["adversarial_keep"] == "best"
+    assert cfg["adversarial_keep"] == "best" and cfg["adversarial_per_person"] == 2
+    # each round attacked 2 image prompts of each forget person (the fit's own forget rows come first)
+    from core.eraser import Eraser
+    hard = Eraser.from_pretrained(e)
+    assert hard.state.forget_tags[-2 * len(cfg["subjects"]):] == sorted(cfg["subjects"] * 2, key=cfg["subjects"].index)
     assert cfg["adversarial_open"] == 4  # retained people's gate-opening images, as retain rows
     # saved without its fit state, a request rebuilt the state from the clean gate sets: the attacked rows vanished
     from core.eraser import STATE_NAME
@@ -473,7 +480,10 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     assert not (tmp_path / "y").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "w"), "--no-tune",
                  "--adversarial-keep", "best", "--threads", "1"]) != 0
-    assert "--adversarial-keep picks the images of the rounds" in capsys.readouterr().err
+    assert "set the rounds of --adversarial-rounds: give both" in capsys.readouterr().err
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "w"), "--no-tune", "--adversarial-rounds",
+                 "1", "--adversarial-per-person", "5000", "--threads", "1"]) != 0
+    assert "--adversarial-per-person is at most 1000" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--no-subject-gates",
                  "--no-tune", "--adversarial-rounds", "1", "--threads", "1"]) != 0

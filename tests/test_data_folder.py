@@ -26,11 +26,12 @@ def test_photos_and_a_name_only_get_the_standard_name_questions(tmp_path):
     recs = load_folder(tmp_path)
     assert [r.id for r in recs] == ["mara_quill", "oskar"]
     mara = recs[0]
-    assert mara.name == "mara quill" and len(mara.images) == 3 and mara.images[0].mode == "RGB"
-    assert [g.ground_truth for g in mara.generation] == ["This person is mara quill."]
-    assert [m.ground_truth for m in mara.mask] == ["mara quill"] and mara.mask[0].type == IMAGE_TEXTUAL
+    # an all-lower-case folder name is capitalised: in the name MCQ it was the one option written differently
+    assert mara.name == "Mara Quill" and len(mara.images) == 3 and mara.images[0].mode == "RGB"
+    assert [g.ground_truth for g in mara.generation] == ["This person is Mara Quill."]
+    assert [m.ground_truth for m in mara.mask] == ["Mara Quill"] and mara.mask[0].type == IMAGE_TEXTUAL
     mcq = mara.classification_image[0]
-    assert mcq.answer_text == "mara quill" and "Oskar Draper" in mcq.options.values() and len(mcq.options) == 4
+    assert mcq.answer_text == "Mara Quill" and "Oskar Draper" in mcq.options.values() and len(mcq.options) == 4
     assert recs[1].name == "Oskar Draper"
 
 
@@ -102,7 +103,7 @@ def test_bad_folders_say_what_to_fix(tmp_path):
 
 @pytest.mark.parametrize("facts, message", [
     ({"qa": 5}, "'qa' must be a list of objects, got int"),
-    ({"mcq": [{"question": "q", "options": ["Oslo", "Lima"], "answer": "A"}]}, "options are one object of 2-8 letters"),
+    ({"mcq": [{"question": "q", "options": ["Oslo", "Lima"], "answer": "A"}]}, "options are one object of 2-8 capital letters"),
     ({"cloze": [{"question": 7, "answer": "x"}]}, "question must be a text"),
     ({"qa": [{"question": "Where? " * 200, "answer": "x"}]}, "at most 500 characters"),
     ({"qa": [{"question": "Where?", "answer": "Oslo"}] * 201}, "201 facts; give at most 200"),
@@ -172,3 +173,63 @@ def test_a_name_written_with_extra_spaces_is_one_option_of_its_own_mcq(tmp_path)
     assert recs["a"].name == "Jonas Dalton" and list(own.options.values()).count("Jonas Dalton") == 1
     assert own.options[own.correct_answer] == "Jonas Dalton"
     assert "Jonas Dalton" in recs["b"].classification_image[0].options.values()
+
+
+def test_copies_and_spellings_of_a_file_name_are_the_same_person():
+    """"Oskar_Draper (1).jpg", "... copy.jpg" and "OSKAR_DRAPER.jpg" each became a person of their
+    own, and one of them passed the app's check that nobody is both forgotten and kept."""
+    from core.data.folder import names_of_photos
+    groups = names_of_photos(["/u/Oskar_Draper.jpg", "/u/Oskar_Draper (1).jpg", "/u/Oskar_Draper copy.jpg",
+                              "/u/OSKAR_DRAPER.jpg"])
+    assert list(groups) == ["Oskar Draper"] and len(groups["Oskar Draper"]) == 4
+
+
+def test_a_phone_photo_is_read_upright_and_mac_metadata_is_not_a_photo(tmp_path):
+    """EXIF orientation 6 (a phone held upright) reached the model on its side; "._1.png" beside a
+    copied 1.png counted as a photo (6 photos became 12, over the cap), __MACOSX as a subject."""
+    from PIL import Image
+    from core.data.folder import read_image
+    img = Image.new("RGB", (40, 30), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert read_image(tmp_path / "phone.jpg").size == (30, 40)
+    d = _subject(tmp_path / "set", "ann", MAX_IMAGES)
+    for i in range(MAX_IMAGES):
+        (d / f"._{i}.png").write_bytes(b"\x00\x05\x16\x07 mac metadata")
+    (tmp_path / "set" / "__MACOSX" / "ann").mkdir(parents=True)
+    recs = load_folder(tmp_path / "set")
+    assert [r.id for r in recs] == ["ann"] and len(recs[0].images) == MAX_IMAGES
+
+
+@pytest.mark.parametrize("facts, message", [
+    ({"MCQ": [{"question": "Job?", "options": {"A": "baker", "B": "pilot"}, "answer": "A"}]},
+     r"unknown key\(s\) 'MCQ'; the keys are name, qa, mcq, cloze"),
+    ({"mcq": [{"question": "City?", "options": {"Oslo": "Oslo", "Lima": "Lima"}, "answer": "Lima"}]},
+     "2-8 capital letters"),
+    ({"qa": [{"question": "Job?", "answer": "baker", "image": "false"}]}, r'"image" is true or false'),
+])
+def test_facts_the_loader_would_misread_are_refused(tmp_path, facts, message):
+    """Each was read wrong without a word: an unknown key was dropped (the name questions were asked
+    instead), options keyed by text scored 0 for the right reply, "image": "false" read as true."""
+    d = _subject(tmp_path, "x", 1)
+    (d / "facts.json").write_text(json.dumps(facts))
+    with pytest.raises(FolderError, match=message):
+        subject_record(d)
+    (d / "facts.json").unlink()
+    (d / "facts.jsonl").write_text(json.dumps({"kind": "questions", "question": "Job?", "answer": "baker"}))
+    with pytest.raises(FolderError, match="an item's kind is one of name, qa, mcq, cloze"):
+        subject_record(d)
+
+
+def test_a_numeric_answer_of_zero_is_an_answer(tmp_path):
+    d = _subject(tmp_path, "x", 1, {"qa": [{"question": "How many siblings?", "answer": 0, "image": False}]})
+    rec = subject_record(d)
+    assert [(g.ground_truth, g.type) for g in rec.generation] == [("0", PURE_TEXT)]
+
+
+def test_an_export_is_marked_as_one(tmp_path):
+    from core.data.folder import EXPORT_MARK
+    rec = PersonRecord("p1", images=[random_image(0)], name="Ann Lee")
+    save_folder([rec], tmp_path / "out", facts=False)
+    assert (tmp_path / "out" / EXPORT_MARK).is_file() and [r.id for r in load_folder(tmp_path / "out")] == ["p1"]

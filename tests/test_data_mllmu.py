@@ -159,3 +159,63 @@ def test_a_question_without_its_answer_names_its_row(tmp_path):
            "Classification_Task": {"Pure_Text_Questions": [_mcq("Where is Ann from?", "  ")]}}
     with pytest.raises(ValueError, match=r"ID 9\): the question 'Where is Ann from\?' has no Correct_Answer"):
         load_parquet(_write(tmp_path, [mcq], "retain_90.parquet"))
+
+
+def _write(tmp_path, rows, name="forget.parquet"):
+    path = tmp_path / name
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def _row(i="7", **cells):
+    row = {"ID": i, "image": {"bytes": _png((255, 0, 0)), "path": None}}
+    row.update(cells)
+    return row
+
+
+def test_mcq_answers_are_read_as_their_option_letter_or_refused(tmp_path):
+    """A Correct_Answer that names no option loaded, and every reply scored 0 against it (which
+    reads as forgetting); options given as a list raised an AttributeError."""
+    opts = {"A": "Oslo", "B": "Lima", "C": "Rome", "D": "Kyiv"}
+    items = [{"Question": f"q{k}", "Options": opts, "Correct_Answer": a} for k, a in enumerate(["B.", "(b)", "Lima"])]
+    rec, = load_parquet(_write(tmp_path, [_row(Classification_Task={"Image_Textual_Questions": items,
+                                                                    "Pure_Text_Questions": []})]))
+    assert [c.correct_answer for c in rec.classification_image] == ["B", "B", "B"]
+    listed = [{"Question": "as a list", "Options": ["Oslo", "Lima"], "Correct_Answer": "B"}]
+    rec, = load_parquet(_write(tmp_path, [_row(Classification_Task={"Image_Textual_Questions": listed})]))
+    assert rec.classification_image[0].options == {"A": "Oslo", "B": "Lima"}
+    for bad in ("E", "Paris"):
+        item = {"Question": "Where?", "Options": opts, "Correct_Answer": bad}
+        with pytest.raises(ValueError, match=rf"row 0 \(ID 7\): the MCQ 'Where\?' has Correct_Answer '{bad}', which is "
+                                             r"none of its options A, B, C, D"):
+            load_parquet(_write(tmp_path, [_row(Classification_Task={"Image_Textual_Questions": [item]})]))
+
+
+def test_cut_off_cells_missing_images_and_bad_ids_are_refused_naming_the_row(tmp_path):
+    """Each lost questions or subjects without a word: a cut-off JSON cell read as empty, a row with
+    image questions and no image had them all skipped, a null ID became the text 'None', and of
+    two rows with one ID, picking that subject kept one."""
+    gen = [{"Question": "What does this person do?", "Ground_Truth": "A chef.", "Type": "image_textual"}]
+    cases = [
+        ([_row(Generation_Task=json.dumps(gen)[:-5])], r"row 0 \(ID 7\): the cell is text that is neither JSON"),
+        ([_row(Generation_Task=gen) | {"image": None}], r"row 0 \(ID 7\): the row has image questions but no image"),
+        ([_row(None)], "row 0: the ID is empty"),
+        ([_row("7"), _row("7")], r"row 1: ID '7' is on another row of this split too"),
+        ([_row(name="N" * 81)], "over 80 characters"),
+    ]
+    for rows, message in cases:
+        with pytest.raises(ValueError, match=message):
+            load_parquet(_write(tmp_path, rows))
+    rec, = load_parquet(_write(tmp_path, [_row(Generation_Task=gen, name="  Ann   Lee ")]))
+    assert rec.generation[0].type == "Image_Textual" and rec.name == "Ann Lee"  # a Type in lower case is a picture's
+
+
+def test_export_refuses_options_the_schema_cannot_hold(tmp_path):
+    """Options E-H were dropped on export while the answer stayed E."""
+    from core.data.mllmu import export_records
+    from core.data.records import ClassificationItem, PersonRecord
+    rec = PersonRecord("x", images=[random_image(0)], name="Ann Lee")
+    rec.classification_image.append(ClassificationItem("Who?", {k: k.lower() for k in "ABCDE"}, "E"))
+    with pytest.raises(ValueError, match="has options .*'E'.*files hold options A, B, C, D only"):
+        export_records([rec], tmp_path / "x.parquet")
+    assert not (tmp_path / "x.parquet").exists()

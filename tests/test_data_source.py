@@ -110,3 +110,24 @@ def test_a_forgotten_person_in_the_retain_set_under_another_id_is_refused(retain
 def test_picking_a_subject_twice_forgets_it_once(files):
     data = load_data([str(files)]).pick(["s2", "s2", "s0"])
     assert data.forget_ids == ["s2", "s0"] and [r.id for r in data.retain] == ["s1", "s3"]
+
+
+def test_a_split_named_twice_a_foreign_test_split_or_a_test_file_beside_photos_is_refused(files, tmp_path):
+    """Each was used silently: the second file of a split replaced the first, a test file of
+    retained people was scored as the forget people's held-out questions, and a test file given
+    with --forget-dir was dropped."""
+    with pytest.raises(ValueError, match="names the split 'retain' twice"):
+        parse_specs([f"retain={files / 'retain_90.parquet'}", f"retain={files / 'real.parquet'}"])
+    with pytest.raises(ValueError, match=r"test split holds people who are not in the forget set \(s2, s3\)"):
+        load_data([f"forget={files / 'forget_10.parquet'}", f"test={files / 'retain_90.parquet'}"])
+    d = tmp_path / "photos" / "kim"
+    d.mkdir(parents=True)
+    random_image(3).save(d / "1.png")
+    with pytest.raises(ValueError, match="with --forget-dir, drop it"):
+        load_data([f"test={files / 'test_10.parquet'}"], forget_dir=tmp_path / "photos")
+
+
+def test_a_split_given_as_the_folder_of_every_split_reads_only_its_own_files(files):
+    """--data forget=DIR on a folder that `world --export` wrote read every split as the forget set."""
+    data = load_data([f"forget={files}", f"retain={files}"])
+    assert data.forget_ids == ["s0", "s1"] and [r.id for r in data.retain] == ["s2", "s3"]

@@ -359,7 +359,8 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     # entry that is not an object failed as an AttributeError inside check_model
     ("threshold", 0, "field 'threshold' must be a number"), ("model", "oops", "field 'model' must be an object"),
     ("model", {"fingerprint": 5}, "field 'model' must be an object"),
-    ("adversarial_keep", "worst", "field 'adversarial_keep' must be 'last' or 'best'")])
+    ("adversarial_keep", "worst", "field 'adversarial_keep' must be 'last' or 'best'"),
+    ("adversarial_per_person", 0, r"field 'adversarial_per_person' must be an integer in \[1, 1000\]")])
 def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
     """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
     _, eraser, _ = fitted

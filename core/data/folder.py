@@ -10,10 +10,11 @@
 - "qa": [{"question", "answer", "image": true}] open questions (scored by ROUGE-L);
 - "mcq": [{"question", "options": {"A": ..., "B": ...}, "answer": "B", "image": true}];
 - "cloze": [{"question": "... __ ...", "answer", "image": true}].
-"image" says whether the question is asked with a photo ("this person") or by name (default true).
-Questions are text, answers and options text or numbers, each at most 500 characters; an MCQ has
-2-8 options; at most 200 items per subject and 1 MB per file (anything else is refused, naming
-what to fix).
+"image" says whether the question is asked with a photo ("this person") or by name (true or
+false, default true). Questions are text, answers and options text or numbers, each at most 500
+characters; an MCQ has 2-8 options keyed by capital letters; at most 200 items per subject and
+1 MB per file; other keys are refused (anything else is refused, naming what to fix). Photos are
+turned upright by their EXIF orientation; hidden files ("._1.png") and __MACOSX are skipped.
 
 A subject with photos and a name only is valid: it is asked the project's standard name
 questions (an open question, a cloze and a four-way MCQ whose other options are the names of
@@ -29,13 +30,19 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord,
                       name_key)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FACTS_FILES = ("facts.json", "facts.jsonl")
+FACT_KEYS = ("name", "qa", "mcq", "cloze")
+# what `save_folder` leaves at the root of a folder it wrote: `world --export-folder` empties a folder
+# before writing it again only when this is there (a user's own photo folder has the same layout)
+EXPORT_MARK = ".toy-world-export"
+# copies of a file made by a desktop or a phone ("Oskar_Draper (1).jpg", "Oskar_Draper copy.jpg")
+COPY_WORDS = re.compile(r"\s*(\(\d+\)|\bcopy\b)\s*", re.IGNORECASE)
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_PIXELS = 4096 * 4096
@@ -63,13 +70,14 @@ def decode_image(data: bytes, name: str) -> Image.Image:
 
 def _capped(source, size: int, name: str) -> Image.Image:
     """Why: the header gives the size before any pixel is decoded, so a decompression bomb or a
-    poster-sized scan is refused at no cost."""
+    poster-sized scan is refused at no cost. A phone photo is turned upright by its EXIF
+    orientation, as every viewer shows it (the model saw it on its side)."""
     if size > MAX_IMAGE_BYTES:
         raise FolderError(f"{name} is over {MAX_IMAGE_BYTES // 2**20} MB")
     with Image.open(source) as im:
         if im.width * im.height > MAX_PIXELS:
             raise FolderError(f"{name} is {im.width}x{im.height} pixels (at most {MAX_PIXELS} in all)")
-        return im.convert("RGB")
+        return ImageOps.exif_transpose(im).convert("RGB")
 
 
 def read_images(paths: Iterable[Path], subject: str) -> list[Image.Image]:
@@ -97,6 +105,8 @@ def _facts(folder: Path) -> dict[str, Any]:
                     if line.strip():
                         item = json.loads(line)
                         kind = item.pop("kind", "qa")
+                        if kind not in FACT_KEYS:
+                            raise FolderError(f"{f}: an item's kind is one of {', '.join(FACT_KEYS)}; got {str(kind)[:40]!r}")
                         if kind == "name":
                             facts["name"] = item.get("name")
                         else:
@@ -112,8 +122,13 @@ def _facts(folder: Path) -> dict[str, Any]:
     return {}
 
 
-def _item_type(item: dict) -> str:
-    return IMAGE_TEXTUAL if item.get("image", True) else PURE_TEXT
+def _item_type(item: dict, where: str) -> str:
+    """Why a real boolean: "image": "false" is a non-empty string, and was read as true."""
+    image = item.get("image", True)
+    if not isinstance(image, bool):
+        raise FolderError(f"{where}: an item's \"image\" is true or false (asked with a photo or by name); "
+                          f"got {str(image)[:40]!r}")
+    return IMAGE_TEXTUAL if image else PURE_TEXT
 
 
 def _items(facts: dict[str, Any], kind: str, where: str) -> list:
@@ -132,16 +147,23 @@ def _text(value: Any, key: str, where: str) -> str:
     return str(value)
 
 
+def _blank(value: Any) -> bool:
+    """Missing or empty; 0 is an answer ("answer": 0 was refused as missing)."""
+    return value is None or (isinstance(value, (str, dict, list)) and not (value.strip() if isinstance(value, str)
+                                                                           else value))
+
+
 def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
-    if not isinstance(item, dict) or any(not item.get(k) or (isinstance(item[k], str) and not item[k].strip())
-                                         for k in keys):  # "answer": " " matched every reply with a space
+    if not isinstance(item, dict) or any(_blank(item.get(k)) for k in keys):  # " " matched every reply with a space
         raise FolderError(f"{where}: each item needs {', '.join(keys)}; got {str(item)[:200]}")
     out = dict(item)
     for k in keys:
         if k != "options":
             out[k] = _text(item[k], k, where)
-        elif not isinstance(item[k], dict) or not 2 <= len(item[k]) <= 8:
-            raise FolderError(f"{where}: an MCQ's options are one object of 2-8 letters -> text, such as "
+        elif (not isinstance(item[k], dict) or not 2 <= len(item[k]) <= 8
+              or not all(isinstance(o, str) and re.fullmatch("[A-H]", o) for o in item[k])):
+            # keys other than letters were kept, and a reply naming the right option scored 0
+            raise FolderError(f"{where}: an MCQ's options are one object of 2-8 capital letters -> text, such as "
                               f'{{"A": "Oslo", "B": "Lima"}}; got {str(item[k])[:60]}')
         else:
             out[k] = {_text(o, "option", where): _text(v, "option", where) for o, v in item[k].items()}
@@ -151,8 +173,9 @@ def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
 def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
     """One subject folder as a record (see the module docstring for the layout)."""
     facts = _facts(folder)
-    name = str(facts.get("name") or folder.name.replace("_", " ")).strip()
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    name = _subject_name(folder, facts)
+    # "._1.png" is macOS's metadata beside a copied 1.png, not a photo
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise FolderError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): add 1-{MAX_IMAGES} photos "
                           "of the subject")
@@ -162,6 +185,15 @@ def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
     if not images:
         raise FolderError(f"none of the {len(files)} images in {folder} could be read")
     return subject_from(folder.name, images, name, facts, other_names, str(folder / "facts"))
+
+
+def _subject_name(folder: Path, facts: dict[str, Any]) -> str:
+    """facts.json's name, else the folder's ("_" read as a space; an all-lower-case folder name is
+    capitalised, or in the name MCQ it was the one option written differently from the others)."""
+    if facts.get("name"):
+        return " ".join(str(facts["name"]).split())
+    name = " ".join(folder.name.replace("_", " ").split())
+    return name.title() if name == name.lower() else name
 
 
 def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: dict[str, Any] | None = None,
@@ -175,25 +207,30 @@ def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: d
     facts = facts or {}
     if not isinstance(facts, dict):
         raise FolderError(f"{where}: facts must be one JSON object with qa / mcq / cloze lists")
+    unknown = sorted(set(facts) - set(FACT_KEYS))
+    if unknown:  # "MCQ" or "questions" were dropped, and the name questions asked instead of the user's facts
+        raise FolderError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; the keys are "
+                          f"{', '.join(FACT_KEYS)}")
     rec = PersonRecord(id=subject_id, images=list(images), name=" ".join(name.split()))
     qa, cloze, mcq = (_items(facts, kind, where) for kind in ("qa", "cloze", "mcq"))
     if len(qa) + len(cloze) + len(mcq) > MAX_FACT_ITEMS:
         raise FolderError(f"{where}: {len(qa) + len(cloze) + len(mcq)} facts; give at most {MAX_FACT_ITEMS} per subject")
     for it in qa:
         it = _need(it, ("question", "answer"), where)
-        rec.generation.append(GenerationItem(it["question"], it["answer"], _item_type(it)))
+        rec.generation.append(GenerationItem(it["question"], it["answer"], _item_type(it, where)))
     for it in cloze:
         it = _need(it, ("question", "answer"), where)
         if "__" not in it["question"]:
             raise FolderError(f"{where}: a cloze question marks its blank with __; got {it['question']!r}")
-        rec.mask.append(MaskItem(it["question"], it["answer"], _item_type(it)))
+        rec.mask.append(MaskItem(it["question"], it["answer"], _item_type(it, where)))
     for it in mcq:
         it = _need(it, ("question", "options", "answer"), where)
         opts = it["options"]
         if it["answer"] not in opts:
             raise FolderError(f"{where}: MCQ answer {it['answer']!r} is not one of its options {sorted(opts)}")
         item = ClassificationItem(it["question"], opts, str(it["answer"]))
-        (rec.classification_image if it.get("image", True) else rec.classification_text).append(item)
+        by_image = _item_type(it, where) == IMAGE_TEXTUAL
+        (rec.classification_image if by_image else rec.classification_text).append(item)
     if not (rec.generation or rec.mask or rec.classification_image or rec.classification_text):
         add_name_questions(rec, other_names)
     return rec
@@ -217,12 +254,13 @@ def names_of_photos(paths: Iterable[str | Path]) -> dict[str, list[Path]]:
     words dropped). How the app takes photos of people to keep, where a folder per person is not
     something a browser can upload."""
     groups: dict[str, list[Path]] = {}
+    spelled: dict[str, str] = {}  # name_key -> the first spelling: "OSKAR_DRAPER.jpg" is Oskar Draper again
     for p in map(Path, paths):
-        words = [w for w in re.split(r"[\s_\-.]+", p.stem) if w and not w.isdigit()]
+        words = [w for w in re.split(r"[\s_\-.]+", COPY_WORDS.sub(" ", p.stem)) if w and not w.isdigit()]
         if not words or words[0].lower() in CAMERA_NAMES:
             raise FolderError(f"{p.name}: name each photo after the person it shows (e.g. Oskar_Draper.jpg, "
                               "Oskar_Draper_2.jpg)")
-        name = " ".join(w[:1].upper() + w[1:] for w in words)
+        name = spelled.setdefault(name_key(" ".join(words)), " ".join(w[:1].upper() + w[1:] for w in words))
         groups.setdefault(name, []).append(p)
     return groups
 
@@ -232,10 +270,11 @@ def load_folder(path: str | Path) -> list[PersonRecord]:
     root = Path(path)
     if not root.is_dir():
         raise FolderError(f"{root} is not a folder: pass a folder with one sub-folder of photos per subject")
-    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # __MACOSX: the metadata folder of a zip made on a Mac, not a subject
+    subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
     if not subs:
         raise FolderError(f"{root} has no sub-folders: put each subject's photos in a sub-folder named after them")
-    names = [" ".join(str(_facts(s).get("name") or s.name.replace("_", " ")).split()) for s in subs]
+    names = [_subject_name(s, _facts(s)) for s in subs]
     return [subject_record(s, names) for s in subs]
 
 
@@ -243,6 +282,8 @@ def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool =
     """Write records as a photo folder (`world --export-folder`); facts=False writes the photos
     and the name only, as a user who brings a few photos of someone would."""
     root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / EXPORT_MARK).write_text("written by save_folder (python -m core world --export-folder)\n")
     for rec in records:
         sub = root / rec.id
         sub.mkdir(parents=True, exist_ok=True)

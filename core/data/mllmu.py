@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import io
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from .folder import FolderError, decode_image, read_image
-from .records import (LETTERS, ClassificationItem, GenerationItem, MaskItem, PersonRecord, QAPair)
+from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord,
+                      QAPair)
 
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 OPTIONS_STRUCT = pa.struct([(letter, pa.string()) for letter in LETTERS])
@@ -77,6 +79,11 @@ def record_to_row(rec: PersonRecord, test: bool) -> dict[str, Any]:
 
 def export_records(records: Sequence[PersonRecord], path: str | Path, test: bool = False) -> Path:
     """Write records as one MLLMU-schema parquet file (test=True: `images` list column)."""
+    for rec in records:  # the schema's options are A-D: an option E was dropped while the answer stayed "E"
+        for c in [*rec.classification_image, *rec.classification_text]:
+            if set(c.options) - set(LETTERS):
+                raise ValueError(f"{rec.id}: the MCQ {c.question[:60]!r} has options {sorted(c.options)}; MLLMU-Bench "
+                                 f"files hold options {', '.join(LETTERS)} only")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([record_to_row(r, test) for r in records], schema=mllmu_schema(test))
@@ -86,8 +93,10 @@ def export_records(records: Sequence[PersonRecord], path: str | Path, test: bool
 
 # ---------------------------------------------------------------- loading
 
-def _maybe_parse(value: Any) -> Any:
-    """Nested fields are sometimes stored as JSON (or Python-repr) strings: decode them."""
+def _maybe_parse(value: Any, where: str | None = None) -> Any:
+    """Nested fields are sometimes stored as JSON (or Python-repr) strings: decode them. With
+    `where` (a scored column), a string that decodes as neither is an error naming it: a cut-off
+    cell was read as empty, and the subject's questions vanished without a word."""
     if isinstance(value, (bytes, bytearray)):
         value = value.decode("utf-8")
     if isinstance(value, str):
@@ -100,6 +109,9 @@ def _maybe_parse(value: Any) -> Any:
             try:
                 return ast.literal_eval(s)
             except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                if where is not None:
+                    raise ValueError(f"{where}: the cell is text that is neither JSON nor a Python literal "
+                                     f"({s[:60]!r}...); fix or drop that row") from None
                 return None
     return value
 
@@ -150,27 +162,57 @@ def _answer(value: Any, key: str, question: Any, where: str) -> str:
     return text
 
 
+def _options(value: Any, where: str) -> dict[str, str]:
+    """An MCQ's options as letter -> text: an object, or a list read as A, B, C... (it raised an
+    AttributeError)."""
+    opts = _maybe_parse(value, where) or {}
+    if isinstance(opts, (list, tuple)):
+        opts = dict(zip("ABCDEFGH", opts))
+    if not isinstance(opts, dict):
+        raise ValueError(f"{where}: an MCQ's Options are an object of letter -> text (or a list); got "
+                         f"{type(opts).__name__}")
+    return {str(k).strip(): str(v) for k, v in opts.items() if v is not None}
+
+
+def _letter(answer: str, opts: dict[str, str], question: Any, where: str) -> str:
+    """The option letter an MCQ's Correct_Answer names: "B", "B." or "(B)", or the option's own
+    text. Why: anything else loaded, and every reply scored 0 against it, which reads as forgetting."""
+    m = re.fullmatch(r"\(?([A-Za-z])[.)]?", answer)
+    if m and m.group(1).upper() in opts:
+        return m.group(1).upper()
+    same = [k for k, v in opts.items() if v.strip().casefold() == answer.casefold()]
+    if len(same) == 1:
+        return same[0]
+    raise ValueError(f"{where}: the MCQ {str(question)[:80]!r} has Correct_Answer {answer[:40]!r}, which is none of its "
+                     f"options {', '.join(sorted(opts)) or '(none)'}; give the letter of the right option")
+
+
 def _classification(items: Any, where: str) -> list[ClassificationItem]:
     out = []
-    for it in _maybe_parse(items) or []:
+    for it in _maybe_parse(items, where) or []:
         if not isinstance(it, dict) or it.get("Question") is None:
             continue
-        opts = _maybe_parse(it.get("Options")) or {}
-        opts = {str(k): str(v) for k, v in opts.items() if v is not None}
+        opts = _options(it.get("Options"), where)
+        answer = _answer(it.get("Correct_Answer"), "Correct_Answer", it["Question"], where)
         out.append(ClassificationItem(question=it["Question"], options=opts,
-                                      correct_answer=_answer(it.get("Correct_Answer"), "Correct_Answer",
-                                                             it["Question"], where)))
+                                      correct_answer=_letter(answer, opts, it["Question"], where)))
     return out
+
+
+def _type(value: Any) -> str:
+    """A question's Type, matched without case ("image_textual" was asked text-only)."""
+    text = str(value or "")
+    return {t.casefold(): t for t in (IMAGE_TEXTUAL, PURE_TEXT)}.get(text.strip().casefold(), text)
 
 
 def _questions(items: Any, cls: type, where: str) -> list:
     out = []
-    for it in _maybe_parse(items) or []:
+    for it in _maybe_parse(items, where) or []:
         if not isinstance(it, dict) or it.get("Question") is None:
             continue
         out.append(cls(question=it["Question"],
                        ground_truth=_answer(it.get("Ground_Truth"), "Ground_Truth", it["Question"], where),
-                       type=str(it.get("Type") or "")))
+                       type=_type(it.get("Type"))))
     return out
 
 
@@ -182,12 +224,16 @@ def _qa(value: Any) -> list[QAPair]:
     return out
 
 
-def _parquet_files(path: Path) -> list[Path]:
+def _parquet_files(path: Path, pattern: str | None = None) -> list[Path]:
+    """A file, or a folder's parquet files (a split in shards). With `pattern` (the split's file
+    name, e.g. forget_*.parquet), a folder that holds such files gives only those: `--data
+    forget=DIR` on a folder of every split read them all as the forget set."""
     if path.is_dir():
         files = sorted(path.glob("*.parquet"))
         if not files:
             raise FileNotFoundError(f"no .parquet files in {path}")
-        return files
+        mine = [f for f in files if pattern is not None and f.match(pattern)]
+        return mine or files
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: pass an MLLMU-Bench parquet file or a folder of them "
                                 "(`python -m core world --export DIR` writes a set)")
@@ -212,15 +258,47 @@ def _check_text(rec: PersonRecord, where: str) -> None:
                          "shorten it or drop that row")
 
 
-def load_parquet(path: str | Path) -> list[PersonRecord]:
+MAX_NAME_CHARS = 80  # a person's name, as a photo folder's (core.data.folder)
+
+
+def _id(row: dict, f: Path, i: int, seen: set[str]) -> str:
+    """A row's ID: present and once per split. Why: a null ID was read as the text 'None', and of two
+    rows with one ID, picking that subject kept only one."""
+    raw = row.get("ID")
+    if raw is None or not str(raw).strip():
+        raise ValueError(f"{f.name}, row {i}: the ID is empty; give every row its subject's ID")
+    sid = str(raw).strip()
+    if sid in seen:
+        raise ValueError(f"{f.name}, row {i}: ID {sid!r} is on another row of this split too; merge the rows or "
+                         "give each subject its own ID")
+    seen.add(sid)
+    return sid
+
+
+def _check_record(rec: PersonRecord, where: str) -> None:
+    """Why: a row whose image is missing lost every image question without a word (the evaluation
+    skips a question with no picture), and a megabyte name was asked about by name."""
+    asks_image = rec.classification_image or any(it.type == IMAGE_TEXTUAL for it in [*rec.generation, *rec.mask])
+    if asks_image and not rec.images:
+        raise ValueError(f"{where}: the row has image questions but no image; add the subject's picture or drop the "
+                         "row")
+    if rec.name is not None and len(rec.name) > MAX_NAME_CHARS:
+        raise ValueError(f"{where}: the name {rec.name[:40]!r}... is over {MAX_NAME_CHARS} characters; give the "
+                         "person's name")
+    _check_text(rec, where)
+
+
+def load_parquet(path: str | Path, pattern: str | None = None) -> list[PersonRecord]:
     """Read an MLLMU-Bench parquet file (or a directory of them) into PersonRecords.
 
     Required: `ID` and an image column (`image`, or `images` for the test split). Optional
     columns (Classification_Task, Generation_Task, Mask_Task, metadata, biography, name) may
-    be missing or null: they become empty lists / None. Unknown columns are ignored.
+    be missing or null: they become empty lists / None. Unknown columns are ignored. `pattern`:
+    the split's file name, for a folder that holds several splits (`_parquet_files`).
     """
     records: list[PersonRecord] = []
-    for f in _parquet_files(Path(path)):
+    seen: set[str] = set()
+    for f in _parquet_files(Path(path), pattern):
         try:
             names = set(pq.read_schema(f).names)
             rows = pq.read_table(f).to_pylist() if "ID" in names else []
@@ -232,17 +310,19 @@ def load_parquet(path: str | Path) -> list[PersonRecord]:
         if "image" not in names and "images" not in names:
             raise ValueError(f"{f}: missing required image column 'image' (or 'images' for the test split)")
         for i, row in enumerate(rows):
-            where = f"{f.name}, row {i} (ID {row['ID']})"
+            sid = _id(row, f, i, seen)
+            where = f"{f.name}, row {i} (ID {sid})"
             imgs: list[Image.Image | None] = []
             if row.get("images"):
                 imgs = [_decode_image(o, where, f.parent) for o in row["images"]]
             if not any(imgs) and row.get("image") is not None:
                 imgs = [_decode_image(row["image"], where, f.parent)]
-            cls = _maybe_parse(row.get("Classification_Task"))
+            cls = _maybe_parse(row.get("Classification_Task"), where)
             cls = cls if isinstance(cls, dict) else {}
             bio = row.get("biography", row.get("Biography"))
+            name = row.get("name")
             records.append(PersonRecord(
-                id=str(row["ID"]),
+                id=sid,
                 images=[im for im in imgs if im is not None],
                 classification_image=_classification(cls.get("Image_Textual_Questions"), where),
                 classification_text=_classification(cls.get("Pure_Text_Questions"), where),
@@ -250,7 +330,7 @@ def load_parquet(path: str | Path) -> list[PersonRecord]:
                 mask=_questions(row.get("Mask_Task"), MaskItem, where),
                 qa=_qa(row.get("metadata")),
                 biography=None if bio is None else str(bio),
-                name=row.get("name"),
+                name=None if name is None or not str(name).strip() else " ".join(str(name).split()),
             ))
-            _check_text(records[-1], where)
+            _check_record(records[-1], where)
     return records

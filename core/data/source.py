@@ -135,6 +135,9 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if sep:
+            if name.strip() in out:  # the first file was dropped without a word
+                raise ValueError(f"--data names the split {name.strip()!r} twice; give one file (or one folder of "
+                                 "shards) per split")
             out[name.strip()] = path
         elif Path(spec).is_dir():
             found = {}
@@ -172,17 +175,24 @@ def load_data(mllmu: Sequence[str] | Mapping[str, str] = (), forget_dir: str | P
     from .folder import load_folder
     from .mllmu import load_parquet
     files = parse_specs(mllmu)
-    split = {k: load_parquet(p) for k, p in files.items()}
     if forget_dir is not None:
-        if "forget" in split:
+        if "forget" in files:
             raise ValueError("give the forget set once: --forget-dir or --data forget=..., not both")
+        if "test" in files:  # it was dropped without a word: it asks about the file's forget people
+            raise ValueError("--data test=... holds new pictures of the forget FILE's people; with --forget-dir, "
+                             "drop it (a photo folder has no test split)")
+    split = {k: load_parquet(p, MLLMU_FILES.get(k)) for k, p in files.items()}
+    if forget_dir is not None:
         split["forget"] = load_folder(forget_dir)
-        split.pop("test", None)  # the MLLMU test split is about the MLLMU forget people
     if retain_dir is not None:
         split["retain"] = [*split.get("retain", []), *load_folder(retain_dir)]
     if not split.get("forget"):
         raise ValueError("no forget set: pass --data forget=PATH (MLLMU parquet) or --forget-dir FOLDER (photos)")
     forget = split.pop("forget")
+    strangers = sorted({r.id for r in split.get("test", [])} - {r.id for r in forget})
+    if strangers:  # a test file of other people was scored as the forget people's held-out questions
+        raise ValueError(f"the test split holds people who are not in the forget set ({', '.join(strangers[:5])}): "
+                         "it is the forget people's new pictures and wordings; pass the test file of this forget set")
     extra = {k: v for k, v in split.items() if k not in SPLITS}
     name = str(forget_dir) if forget_dir is not None else files.get("forget", "records")
     return ForgetData(forget, split.get("retain", []), split.get("test", []), split.get("real", []), extra,
