@@ -177,6 +177,21 @@ def adaptive_images(adapter: VLMAdapter, eraser, queries: Sequence[Query], layer
     return out
 
 
+def cloze_steering(adapter: VLMAdapter, eraser) -> Callable[[], object]:
+    """The steering the eraser is deployed with on cloze questions (the report asks only those): its
+    per-task cloze strength when it has one (`fit --task-strength`, `--tune-tasks`), as `evaluate`
+    steers. Why: the report steered at the default strength, so it measured another eraser."""
+    strength = eraser.strength_for("cloze")
+    return lambda: eraser.apply(adapter, strength)
+
+
+def eps_255(eps: float) -> float | int:
+    """A budget in 1/255 steps as labelled and stored: whole budgets as integers, fractional ones
+    kept (round() labelled 0.5/255 as 0 and 16.4 as 16, which the defence table read as 16)."""
+    v = round(eps * 255, 4)
+    return int(v) if v == int(v) else v
+
+
 def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], retain: Sequence[PersonRecord],
                   facts: Sequence[tuple[str, str]], cfg: RobustnessConfig = RobustnessConfig(),
                   progress: Callable[[str, int, int], None] | None = None,
@@ -184,7 +199,7 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     """One row per attack: forget and retain cloze recovery, eraser on and off, and the mean gate
     value over the steered layers on the attacked forget and retain inputs (does it still fire?).
     progress(attack name, attacks done, attacks in all) is called before each attack."""
-    steer = lambda: eraser.apply(adapter)  # noqa: E731
+    steer = cloze_steering(adapter, eraser)
     layers = eraser.gate_layers
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     rng = lambda: np.random.default_rng(cfg.seed)  # noqa: E731  (the same draws for every split)
@@ -208,7 +223,7 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
             adapted[id(qs)] = adaptive_images(adapter, eraser, qs, layers, cfg, should_stop)
         return with_changes(qs, image=lambda i, im: adapted[id(qs)][i])
 
-    attacks.append((f"adaptive PGD on the gate (eps {round(cfg.eps * 255)}/255, {cfg.steps} steps)", adaptive))
+    attacks.append((f"adaptive PGD on the gate (eps {eps_255(cfg.eps):g}/255, {cfg.steps} steps)", adaptive))
     rows = []
     for name, make in attacks:
         if should_stop is not None and should_stop():
@@ -235,7 +250,7 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
     both, and how much of the forget recovery survives a rephrasing of the attacked image (the
     same draw of `IMAGE_ATTACKS` for every budget). Each attack is run against `eraser` itself:
     the gate it lowers is the one being evaluated."""
-    steer = lambda: eraser.apply(adapter)  # noqa: E731
+    steer = cloze_steering(adapter, eraser)
     layers = eraser.gate_layers
     fq, rq = cloze_queries(forget, "forget"), cloze_queries(retain, "retain")
     names = list(IMAGE_ATTACKS)
@@ -243,7 +258,7 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
     for n, (eps, steps, eot) in enumerate(budgets):
         if should_stop is not None and should_stop():
             raise InterruptedError("budget curve stopped")
-        label = f"eps {round(eps * 255)}/255, {steps} steps" + (f", EOT {eot}" if eot > 1 else "")
+        label = f"eps {eps_255(eps):g}/255, {steps} steps" + (f", EOT {eot}" if eot > 1 else "")
         if progress is not None:
             progress(label, n, len(budgets))
         c = replace(cfg, eps=eps, steps=steps, eot=eot)
@@ -254,7 +269,7 @@ def budget_curve(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], re
         picks = [names[int(g.integers(len(names)))] for _ in fq]
         rephrased = with_changes(fq, image=lambda i, im: IMAGE_ATTACKS[picks[i]](f_img[i],
                                                                                   np.random.default_rng(cfg.seed + i)))
-        rows.append({"eps": round(eps * 255), "steps": steps, "eot": eot,
+        rows.append({"eps": eps_255(eps), "steps": steps, "eot": eot,
                      "forget_erased": _recovery(adapter, f, steer, cfg),
                      "forget_rephrased": _recovery(adapter, rephrased, steer, cfg),
                      "retain_erased": _recovery(adapter, r, steer, cfg),

@@ -165,3 +165,27 @@ def test_budget_curve_attacks_the_eraser_it_is_given(shipped):
         budget_curve(adapter, eraser, forget, retain, [(16 / 255, 40, 1)], RobustnessConfig(step_size=4 / 255),
                      should_stop=lambda: steps.append(1) or len(steps) > 4)
     assert len(steps) < 10  # it stopped soon after, not at the 40th step
+
+
+def test_the_report_steers_as_the_eraser_is_deployed_on_cloze_questions(shipped):
+    """An eraser with a per-task cloze strength was attacked and scored at its default strength:
+    the report measured another eraser than `evaluate` does. At a cloze strength of 0 the clean
+    forget answers come back, as they do in the evaluation."""
+    import copy
+    from core.robustness import cloze_steering
+    adapter, eraser, splits = shipped
+    quiet = copy.deepcopy(eraser)
+    quiet.config.task_strengths = {"cloze": 0.0}
+    with cloze_steering(adapter, quiet)() as h:
+        assert set(h.config.strengths) == {0.0}
+    with cloze_steering(adapter, eraser)() as h:
+        assert max(h.config.strengths) == eraser.config.strength
+    row = budget_curve(adapter, quiet, splits["forget"][:1], splits["retain"][:1], [(1 / 255, 1, 1)],
+                       RobustnessConfig(step_size=1 / 255))[0]
+    assert row["forget_erased"] == 1.0
+
+
+def test_fractional_budgets_keep_their_value_in_labels_and_rows():
+    from core.robustness import eps_255
+    assert [eps_255(e / 255) for e in (16, 0.5, 4.5, 16.4)] == [16, 0.5, 4.5, 16.4]
+    assert isinstance(eps_255(16 / 255), int)
