@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from core.activations import Prompt, collect
+from core.data.folder import upright_rgb
 from core.data.records import name_key
 from core.data.source import ForgetData
 from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, recipe_of
@@ -76,7 +77,7 @@ def read_image(source) -> Image.Image:
         raise UserError(f"The image is {w}x{h} pixels, a strip rather than a picture: the longer side may be "
                         f"at most {limits.IMAGE_ASPECT} times the shorter. Crop it and upload it again.")
     try:
-        return img.convert("RGB")  # decodes the pixels: truncated files fail here
+        return upright_rgb(img)  # decodes the pixels: truncated files fail here
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserError("That file is not a readable image. Upload a PNG, JPEG or WebP picture.") from exc
 
@@ -91,6 +92,10 @@ def check_question(question: str | None, adapter: VLMAdapter | None = None,
     if len(q) > limits.QUESTION_CHARS:
         raise UserError(f"The question is {len(q)} characters long; keep it under {limits.QUESTION_CHARS}.")
     if adapter is not None:
+        try:
+            adapter.check_user_text([q])
+        except ValueError as exc:  # "<image>" typed in the box: a plain message, before anything runs
+            raise UserError(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
         room = adapter.context_length - adapter.num_image_tokens() - answer_tokens - 32  # 32: the chat template
         n = len(adapter.tokenizer(q, add_special_tokens=False)["input_ids"])
         if n > room:

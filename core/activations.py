@@ -144,6 +144,9 @@ def run_to(adapter: VLMAdapter, inputs: dict, layers: Sequence[int] | None,
     What it reads is this pass's own: other threads' passes on the shared model run past the
     hooks untouched."""
     layers = list(range(adapter.num_layers)) if layers is None else list(layers)
+    if not layers:  # max() of nothing failed with a message that named nothing
+        raise ValueError("no layer to read: give at least one layer (an eraser that steers no layer has no gate "
+                         "to read; set a strength or steered layers)")
     out: dict[int, torch.Tensor] = {}
     bad = [l for l in layers if not 0 <= l < adapter.num_layers]
     if bad:
@@ -290,7 +293,7 @@ def shared_starts(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Sequen
     collection that stops at layer 0 (nothing there looks back) or one made while this context
     steers the model (`STEERING`) runs whole."""
     everyone = list(range(len(prompts)))
-    if not adapter.shared_prefix or (layers is not None and max(layers) == 0) or STEERING.get():
+    if not adapter.shared_prefix or (layers is not None and max(layers, default=0) == 0) or STEERING.get():
         return [], everyone
     by_image: dict[int, list[int]] = {}
     for i, p in enumerate(prompts):

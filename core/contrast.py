@@ -9,7 +9,8 @@ Four sets (method.md):
   * "recall" (knowledge-recall variant, the default here): a subject's photo with a profile
     question (the model answers from memory) vs. the same photo with a private-data request;
   * "refusal" (paper-faithful): private-data requests with photos PGD-perturbed toward a
-    compliant answer vs. the same requests with clean photos;
+    compliant answer vs. clean photos with a private-data request drawn again (another wording,
+    as the public code pairs them);
   * "text_only": the recall construction without images (questions by name);
   * "image_only": one private-data request; PGD photo vs. clean photo.
 

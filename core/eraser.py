@@ -575,6 +575,13 @@ class Eraser:
                   layers: Iterable[int] | None = None) -> tuple[float, ...]:
         strength = self.config.strength if strength is None else strength
         fitted = set(self.fitted_layers)
+        asked = set() if layers is None else {int(l) for l in layers}
+        if isinstance(strength, Mapping):
+            asked |= {int(l) for l, v in strength.items() if v}
+        unfitted = sorted(l for l in asked - fitted if 0 <= l < self.num_layers)
+        if unfitted:  # such a layer was set to 0 without a word: an unsteered model reported as steered
+            raise ValueError(f"layer(s) {unfitted} were not fitted by this eraser, which can steer layer(s) "
+                             f"{sorted(fitted)}; choose among those, or fit the eraser on the layers you want")
         if layers is None:
             layers = self.config.steer_layers
         vals = layer_strengths(self.num_layers, strength, fitted if layers is None else layers)

@@ -295,3 +295,11 @@ def test_collection_batches_are_large_for_small_models_only():
     assert collection_batch(a) == 64
     a.__dict__["num_parameters"] = 10**9  # as a 1B model would count
     assert collection_batch(a) == 16
+
+
+def test_reading_no_layer_is_a_clear_error():
+    """collect(..., layers=[]) (an eraser that steers no layer asking for its gate) failed with
+    'max() arg is an empty sequence'."""
+    a = tiny_adapter("llava")
+    with pytest.raises(ValueError, match="no layer to read"):
+        collect(a, [Prompt("who is this person ?", random_image(0))], [])

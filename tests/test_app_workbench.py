@@ -44,6 +44,9 @@ def test_question_and_strength_validation():
         check_question("   ")
     with pytest.raises(UserError, match="characters"):
         check_question("x" * 5000)
+    # "<image>" typed in the box became an image token deep inside: a plain message before anything runs
+    with pytest.raises(UserError, match=r"^The text 'who is <image> here' holds '<image>', a special token"):
+        check_question("who is <image> here", tiny_adapter("llava"))
     assert check_strength("0.5") == 0.5
     for bad in ("abc", None, 1e9, float("nan")):
         with pytest.raises(UserError):

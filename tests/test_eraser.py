@@ -199,7 +199,13 @@ def test_from_activations_and_layer_mask():
     assert torch.equal(e.gate[0], torch.zeros(16))
     assert torch.allclose(e.direction, erase_direction(Hrec, Her))
     assert e.strengths(0.4) == (0.0, 0.4, 0.4)
-    assert e.strengths(0.4, layers=[0, 2]) == (0.0, 0.0, 0.4)  # layer 0 was not fitted
+    assert e.strengths(0.4, layers=[2]) == (0.0, 0.0, 0.4)
+    # layer 0 was not fitted: asked for, it steered nothing without a word (an unsteered model reported as steered)
+    for kwargs in ({"layers": [0, 2]}, {"strength": {0: 1.0, 2: 0.4}}):
+        with pytest.raises(ValueError, match=r"layer\(s\) \[0\] were not fitted by this eraser, which can steer "
+                                             r"layer\(s\) \[1, 2\]"):
+            e.strengths(**{"strength": 0.4, **kwargs})
+    assert e.strengths({0: 0.0, 2: 0.4}) == (0.0, 0.0, 0.4)  # a zero for it asks nothing of it
     assert e.config.counts == {"forget": 5, "retain": 9, "recall": 4, "erase": 4}
 
 

@@ -229,3 +229,38 @@ def test_generation_stops_at_the_checkpoints_end_of_turn_token_too(family):
                            pad_token_id=a.tokenizer.pad_token_id)
     assert out.shape[1] == batch.input_ids.shape[1] + 1  # stopped at that token
     assert a.generate(batch, 6) == [a.tokenizer.decode([first], skip_special_tokens=True).strip()]
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_special_token_text_in_a_question_is_refused(family):
+    """"<image>" typed in a question became a real image token (an error about image features deep
+    inside, or without a picture a fake one), "</s>" ended the turn."""
+    a = tiny_adapter(family)
+    for text in (a.placeholder, "</s>" if "</s>" in a.special_texts else a.tokenizer.eos_token):
+        with pytest.raises(ValueError, match="a special token of this model's tokenizer"):
+            a.encode([f"who is {text} this person ?"], [random_image(0)])
+    with pytest.raises(ValueError, match="special token"):
+        a.encode(["who is this person ?"], None, histories=[[("hi " + a.placeholder, "hello")]])
+    a.encode(["who is < this person > ?"], [random_image(0)])  # brackets alone are text
+
+
+def test_transparent_pixels_are_white_as_the_processors_make_them():
+    from PIL import Image
+    a = tiny_adapter("llava")
+    im = Image.new("RGBA", (32, 32), (0, 0, 0, 0))
+    im.paste((255, 0, 0, 255), (8, 8, 24, 24))
+    px = a.to_pixels(im)
+    s = a.image_size
+    assert torch.allclose(px[:, 0, 0], torch.ones(3)) and torch.allclose(px[:, s // 2, s // 2], torch.tensor([1., 0, 0]))
+
+
+def test_pixel_tensors_of_another_type_size_or_range_are_refused():
+    """A uint8 tensor gave NaN activations and empty answers; another size a reshape error."""
+    a = tiny_adapter("llava")
+    s = a.image_size
+    for bad, message in ((torch.zeros(1, 3, s, s, dtype=torch.uint8), "floating point"),
+                         (torch.zeros(1, 3, s + 4, s + 4), f"\\(batch, 3, {s}, {s}\\)"),
+                         (torch.full((1, 3, s, s), 200.0), r"in \[0, 1\].*divide 0-255 values by 255")):
+        with pytest.raises(ValueError, match=message):
+            a.encode(["who is this person ?"], bad)
+    a.encode(["who is this person ?"], torch.rand(1, 3, s, s))

@@ -231,3 +231,21 @@ def test_the_cli_loads_on_a_device_map_and_in_a_dtype(three_layers, tmp_path):
     assert a.model.hf_device_map[f"{lm}.layers.1"] == "disk" and a.dtype == torch.float32
     args = build_parser().parse_args(["fit", "--model", str(three_layers), "--dtype", "bfloat16", "--out", "x"])
     assert load_model(args).dtype == torch.bfloat16
+
+
+def test_auto_precision_is_float32_on_a_cpu_device_map_too_and_device_with_device_map_is_refused(three_layers,
+                                                                                                  tmp_path):
+    """dtype "auto" fell back to float32 on a CPU only without a device_map: a half-precision
+    checkpoint loaded with device_map={"": "cpu"} stayed in float16 (slow, or failing, matmuls);
+    a device given with a device_map was ignored without a word."""
+    half = load_adapter(three_layers, dtype="float16")
+    half.model.save_pretrained(tmp_path / "fp16")
+    for f in ("tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "chat_template.jinja",
+              "special_tokens_map.json", "processor_config.json"):
+        if (three_layers / f).is_file():
+            (tmp_path / "fp16" / f).write_bytes((three_layers / f).read_bytes())
+    assert load_adapter(tmp_path / "fp16", device_map={"": "cpu"}).dtype == torch.float32
+    if not torch.cuda.is_available():
+        assert load_adapter(tmp_path / "fp16", device_map="auto").dtype == torch.float32
+    with pytest.raises(ValueError, match="give device .* or device_map .*, not both"):
+        load_adapter(three_layers, device="cpu", device_map={"": "cpu"})

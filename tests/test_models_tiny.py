@@ -53,3 +53,14 @@ def test_a_picture_of_real_length_on_the_qwen_families():
         assert torch.allclose(collect(a, prompts, position="mean"), whole, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="llava and the Qwen families only, not 'idefics3'"):
         build_tiny("idefics3", image=(448, 14))
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "paligemma"])
+def test_a_wider_text_shape_still_takes_pictures(family):
+    """The vision side's output width was fixed at 64, so any other text width broke every image
+    prompt of these two families (bench's real shapes use other widths)."""
+    model, tok, proc = build_tiny(family, layers=1, text_shape={"hidden_size": 128, "intermediate_size": 256})
+    a = adapter_from_model(model, tok, proc)
+    assert a.hidden_size == 128
+    h = collect(a, [Prompt("who is the person in this picture ?", random_image(0))], [0])
+    assert h.shape[-1] == 128 and torch.isfinite(h).all()

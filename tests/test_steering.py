@@ -628,3 +628,12 @@ def test_a_prompt_after_cached_tokens_is_refused_under_a_gate_read_ahead():
         with pytest.raises(ValueError, match="whole prompt in one pass from an empty KV cache"):
             a.model(input_ids=more, attention_mask=mask, past_key_values=cache, use_cache=True)
     assert hook_count(a) == 0
+
+
+def test_vectors_of_another_width_are_refused_before_the_forward_pass():
+    """steer() took a direction of the wrong width and failed mid-forward with a size mismatch."""
+    a = tiny_adapter("llava")
+    n, d = a.num_layers, a.hidden_size
+    with pytest.raises(ValueError, match=f"width {d + 1} do not fit a model of width {d}"):
+        steer(a, torch.zeros(n, d + 1), SteeringConfig(strengths=(1.0,) * n))
+    assert hook_count(a) == 0

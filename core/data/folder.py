@@ -58,6 +58,21 @@ class FolderError(ValueError):
     """A photo folder that cannot be used; the message says what to fix."""
 
 
+def rgb(image: Image.Image) -> Image.Image:
+    """RGB, with transparent pixels on white, as the Hugging Face processors' convert_to_rgb does
+    (a plain convert("RGB") turned them black: the model saw another picture than its processor gives)."""
+    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """A photo file's picture as every viewer shows it: turned by its EXIF orientation (a phone
+    photo reached the model on its side), then `rgb`."""
+    return rgb(ImageOps.exif_transpose(image))
+
+
 def read_image(path: Path) -> Image.Image:
     """An RGB image, refusing files too large to be photos before they are decoded."""
     return _capped(path, path.stat().st_size, path.name)
@@ -77,7 +92,7 @@ def _capped(source, size: int, name: str) -> Image.Image:
     with Image.open(source) as im:
         if im.width * im.height > MAX_PIXELS:
             raise FolderError(f"{name} is {im.width}x{im.height} pixels (at most {MAX_PIXELS} in all)")
-        return ImageOps.exif_transpose(im).convert("RGB")
+        return upright_rgb(im)
 
 
 def read_images(paths: Iterable[Path], subject: str) -> list[Image.Image]:

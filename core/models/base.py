@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.data.folder import rgb
 from core.models.weights import FINGERPRINT, fingerprint
 
 PROMPT_IDS_CACHE = 20_000  # prompts whose ids an adapter keeps: 52 MB at most at LLaVA-1.5's 600 ids a prompt
@@ -193,7 +194,7 @@ class VLMAdapter:
         if not isinstance(image, Image.Image):  # a path or an array failed deep inside as "no attribute 'convert'"
             raise TypeError(f"an image must be a PIL image (e.g. PIL.Image.open(path)), got {type(image).__name__}"
                             + (f" {image[:80]!r}" if isinstance(image, str) else ""))
-        image = image.convert("RGB")
+        image = rgb(image)
         s = self.image_size
         w, h = image.size
         side = min(w, h)
@@ -203,6 +204,19 @@ class VLMAdapter:
         if side != s:
             image = image.resize((s, s), resample)
         return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+    def check_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """A pixel tensor as `encode` takes it: floating point, (B, 3, S, S) at this model's S, in
+        [0, 1]. Why: a uint8 tensor (what image readers return) divided by a mean and std cast to
+        uint8 (zeros) gave NaN activations and empty answers, and another size a reshape error."""
+        s = self.image_size
+        if not pixels.is_floating_point() or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, s, s):
+            raise ValueError(f"a pixel tensor must be floating point, (batch, 3, {s}, {s}) for this model, in [0, 1]; "
+                             f"got {pixels.dtype}, {tuple(pixels.shape)} (pass PIL images to have them resized)")
+        lo, hi = float(pixels.detach().min()), float(pixels.detach().max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"pixel values must lie in [0, 1], got {lo:.3g}..{hi:.3g} (divide 0-255 values by 255)")
+        return pixels
 
     def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels - self.mean.to(pixels)) / self.std.to(pixels)
@@ -253,7 +267,8 @@ class VLMAdapter:
         prompt_last = torch.tensor([width - len(r) + l for r, l in zip(rows, last)], dtype=torch.long)
         inputs: dict[str, torch.Tensor] = {"input_ids": input_ids, "attention_mask": mask}
         if has_image:
-            pixels = images if isinstance(images, torch.Tensor) else torch.stack([self.to_pixels(im) for im in images])
+            pixels = (self.check_pixels(images) if isinstance(images, torch.Tensor)
+                      else torch.stack([self.to_pixels(im) for im in images]))
             inputs.update(self.pixel_inputs(pixels))
         labels = None
         if answers is not None:
@@ -271,6 +286,7 @@ class VLMAdapter:
         key = (question, bool(has_image), tuple(tuple(turn) for turn in history), prefill, self.image_size)
         ids = self._prompt_ids_cache.get(key)
         if ids is None:
+            self.check_user_text([question, prefill, *(t for turn in history for t in turn)])
             text = self.conversation(question, has_image, history, prefill)
             if has_image:
                 if self.placeholder not in text:
@@ -284,6 +300,27 @@ class VLMAdapter:
                 self._prompt_ids_cache.clear()
             self._prompt_ids_cache[key] = ids
         return list(ids)
+
+    @functools.cached_property
+    def special_texts(self) -> tuple[str, ...]:
+        """The tokenizer's special and added tokens as text ("<image>", "<|image_pad|>", "</s>"...):
+        in a user's text each would be read as that token, not as the characters."""
+        tok = self.tokenizer
+        added = [t.content for t in getattr(tok, "added_tokens_decoder", {}).values()]
+        return tuple(sorted({t for t in [*tok.all_special_tokens, *added, self.placeholder] if t and t.strip()},
+                            key=len, reverse=True))
+
+    def check_user_text(self, texts: Sequence[str]) -> None:
+        """Why: a question holding "<image>" became a real image token (an error about features
+        deep inside, or with no picture a fake one read as an image), and "</s>" ended the turn."""
+        firsts = {t[0] for t in self.special_texts}  # most texts hold no "<" at all: skip them at once
+        for text in texts:
+            if not firsts.intersection(text):
+                continue
+            hit = next((t for t in self.special_texts if t in text), None)
+            if hit is not None:
+                raise ValueError(f"the text {text[:60]!r} holds {hit!r}, a special token of this model's tokenizer: "
+                                 "remove it (the picture goes in the image, not in the text)")
 
     def clear_prompt_cache(self) -> None:
         """Forget the prompts built so far (what `core.bench` does before timing a build from

@@ -126,6 +126,15 @@ def _chat_template(folder: Path, tokenizer) -> str | None:
     return getattr(tokenizer, "chat_template", None)
 
 
+def _cpu_only(device_map) -> bool:
+    """A device_map that puts nothing on a GPU ({"": "cpu"}, or blocks on "cpu" / "disk")."""
+    if isinstance(device_map, str):
+        return device_map in ("cpu", "disk")
+    if isinstance(device_map, dict):
+        return all(str(v) in ("cpu", "disk") for v in device_map.values())
+    return False
+
+
 def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
                  device: str | None = None, device_map: str | dict | None = None,
                  max_memory: dict | None = None, offload_folder: str | os.PathLike | None = None,
@@ -150,8 +159,12 @@ def load_adapter(name_or_path: str | os.PathLike, *, dtype: torch.dtype | str = 
     if device_map is None:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         _check_device(device)
-    if dtype == "auto" and (device_map is None and torch.device(device).type == "cpu"):
-        dtype = torch.float32  # half-precision matmuls are slow (or crash) on CPUs
+    elif device is not None:  # it was ignored without a word
+        raise ValueError("give device (one device) or device_map (blocks spread over devices), not both")
+    on_cpu = (torch.device(device).type == "cpu" if device_map is None
+              else not torch.cuda.is_available() or _cpu_only(device_map))
+    if dtype == "auto" and on_cpu:
+        dtype = torch.float32  # half-precision matmuls are slow (or crash) on CPUs, with a device_map too
     kwargs: dict = {"dtype": dtype}
     if device_map is not None:
         kwargs.update(device_map=device_map, max_memory=max_memory,

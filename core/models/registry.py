@@ -20,9 +20,10 @@ def _family_of(folder: Path) -> str | None:
     if not cfg.is_file():
         return None
     try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
+        raw = json.loads(cfg.read_text())
     except (OSError, ValueError):
         return None
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None  # a list there crashed the model list
     return FAMILIES[model_type][0] if model_type in FAMILIES else None
 
 

@@ -126,7 +126,8 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
                                    "mrope_section": [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]}
         if family == "qwen2_vl":
             from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
-            vision = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=image[1],
+            # hidden_size is the merger's output: the language model's width (a fixed 64 broke other text shapes)
+            vision = dict(depth=2, embed_dim=32, hidden_size=text["hidden_size"], num_heads=2, patch_size=image[1],
                           spatial_merge_size=2, temporal_patch_size=2)
             cfg = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
             model = Qwen2VLForConditionalGeneration(cfg)
@@ -168,8 +169,8 @@ def build_tiny(family: str, seed: int = 0, layers: int = 2, words: tuple[str, ..
         cfg = PaliGemmaConfig(
             vision_config=SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                              num_attention_heads=2, image_size=32, patch_size=8,
-                                             projection_dim=64),
-            text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=64,
+                                             projection_dim=text.hidden_size),
+            text_config=text, image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=text.hidden_size,
         )
         model = PaliGemmaForConditionalGeneration(cfg)
         proc = SiglipImageProcessorPil(size={"height": 32, "width": 32})
