@@ -28,10 +28,15 @@ def public() -> bool:
 
 
 def allowed_models(default: Path) -> dict[str, Path]:
-    """Folder name -> folder of the models a public app may load."""
+    """Folder name -> folder of the models a public app may load: the allow-list, and always the
+    model the app started with (the Load-model box shows it; a visitor who switched could not
+    come back to it)."""
     raw = [p.strip() for p in os.environ.get(MODELS_ENV, "").split(",") if p.strip()]
-    folders = [Path(p).expanduser().resolve() for p in raw] or [Path(default).resolve()]
-    return {f.name: f for f in folders}
+    folders = [Path(p).expanduser().resolve() for p in raw] + [Path(default).resolve()]
+    out: dict[str, Path] = {}
+    for f in folders:
+        out.setdefault(f.name, f)
+    return out
 
 
 def scrub(text: str) -> str:

@@ -50,11 +50,15 @@ class Jobs:
     def __init__(self):
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], set[Job]] = {}
+        self._pending: dict[tuple[str, str], float] = {}  # Stop pressed while that job waited in the queue
 
     def start(self, session_id: str, kind: str, seconds: float = limits.JOB_SECONDS) -> Job:
         job = Job(kind, seconds)
         with self._lock:
             self._running.setdefault((session_id, kind), set()).add(job)
+            asked = self._pending.pop((session_id, kind), None)
+        if asked is not None and time.monotonic() - asked < seconds:
+            job.flag.set()  # it ends at its first check, with "you pressed Stop"
         return job
 
     def finish(self, session_id: str, job: Job) -> None:
@@ -65,9 +69,16 @@ class Jobs:
                 self._running.pop((session_id, job.kind), None)
 
     def stop(self, session_id: str, *kinds: str) -> int:
-        """Set the flag of this session's running jobs of these kinds; returns how many."""
+        """Set the flag of this session's running jobs of these kinds; returns how many. With none
+        running while another job holds the long-job slot, this session's job of that kind is
+        waiting in the queue (it registers only when it starts): the stop is kept for it. Why: Stop
+        was lost, and the queued job then ran to its time limit. Pressed with the slot free, it is
+        dropped, so a later run is never stopped by an old click."""
         with self._lock:
             jobs = [j for k in kinds for j in self._running.get((session_id, k), ())]
+            if not jobs and self._running:
+                now = time.monotonic()
+                self._pending.update({(session_id, k): now for k in kinds})
         for j in jobs:
             j.flag.set()
         return len(jobs)

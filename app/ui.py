@@ -637,8 +637,8 @@ def build(default: Workbench) -> gr.Blocks:
         # ---- PGD studio
         @logged
         def do_pgd(sess, img, q, target, eps, step, steps):
+            wb = wb_of(sess)  # before the job is registered: a model that fails to load left it registered forever
             job = JOBS.start(sess.id, "pgd")
-            wb = wb_of(sess)
             frame = None
             try:
                 for frame in wb.pgd_frames(img, q, target, eps, step, steps, should_stop=job.should_stop):
@@ -731,7 +731,7 @@ def build(default: Workbench) -> gr.Blocks:
                     else f"read at layer {c.gate_layer}" if c.gate_layer is not None
                     else "each steered layer reading its own")
             return sess, new.config.gate_floor, new.config.gate_full, *views, (
-                f"Refitted with ratio {float(ratio):g}, gamma {float(gamma):g}, retain weight {float(weight):g}, "
+                f"Refitted with ratio {c.ratio:g}, gamma {c.gamma:g}, retain weight {c.retain_weight:g}, "
                 f"{gates}, {read}: this session's playground, map and evaluation now use it.{note}")
 
         @logged
@@ -878,7 +878,7 @@ def _model_info(wb: Workbench) -> str:
         lines.append(f"**World:** {len(wb.world.people)} fictitious people (seed {wb.world.cfg.seed})")
     lines.append(f"**Default eraser:** `{json.dumps(eraser_summary(er))}`" if er else "**Default eraser:** none")
     if wb.note:
-        lines.append(f"**Note:** {wb.note}")
+        lines.append(f"**Note:** {deploy.scrub(wb.note)}")
     return "  \n".join(lines)
 
 

@@ -263,7 +263,7 @@ class Workbench:
         if not name:
             raise UserError("Type a model folder (or, where the hub cache is used, a hub id) to load.")
         if deploy.public():
-            allowed = deploy.allowed_models(DEFAULT_MODEL)
+            allowed = deploy.allowed_models(DEFAULT_MODEL if default is None else default.adapter.name_or_path)
             folder = allowed.get(Path(name).name)
             if folder is None:
                 raise UserError(f"This public workbench loads only: {', '.join(sorted(allowed))}. Run the app on "
@@ -334,14 +334,16 @@ class Workbench:
         from core.toyworld.fitsets import toy_data
         return toy_data(self.world, self._world_spec(eraser))
 
-    def _world_spec(self, eraser: Eraser | None):
+    def _world_spec(self, eraser: Eraser | None, fallback: bool = True):
         """The toy-world people an eraser forgets: its split, or its ids that are people of the world
-        (a person added by upload is not one)."""
+        (a person added by upload is not one). An eraser none of whose ids is a world person gives
+        the world's forget_10 as data to work on (`fallback`), or no one (what it forgets: the
+        gallery marked ten retained people FORGET after 'Forget someone')."""
         from core.toyworld.fitsets import forget_spec
         spec = forget_spec((eraser.config.forget_split if eraser else "") or "forget_10")
         if isinstance(spec, list):
             known = {p.id for p in self.world.people}
-            spec = [i for i in spec if i in known] or "forget_10"
+            spec = [i for i in spec if i in known] or ("forget_10" if fallback else [])
         return spec
 
     def compare(self, image, question: str, strength: float, layers: list[int] | None, mode: str | None = None,
@@ -369,7 +371,8 @@ class Workbench:
         """One row per person of the toy world: name, forget/retain for the current eraser, profile."""
         world = self._world()
         er = (session.eraser if session else None) or self.eraser
-        forget = {p.id for p in world.forget_people(self._world_spec(er))}
+        spec = self._world_spec(er, fallback=False)
+        forget = {p.id for p in world.forget_people(spec)} if spec else set()
         return [[p.name, "FORGET" if p.id in forget else "retain", p.birthplace, p.occupation, p.hobby, p.pet,
                  p.favourite_food, p.birth_year, p.id] for p in world.people]
 
@@ -875,7 +878,10 @@ class Workbench:
               should_stop: Callable[[], bool] | None = None, joint_layers=None) -> Eraser:
         """The eraser with its gate refitted at another null-space ratio, gamma, retain weight,
         one gate per forget person or one for all, and one gate over `joint_layers` read before
-        the steered layers or (empty) each steered layer's own (None keeps the eraser's)."""
+        the steered layers or (empty) each steered layer's own (None keeps the eraser's). An
+        eraser with a fit state is refitted on its own rows: refitting on its data's gate sets
+        dropped the people added by requests and the rows of hardening rounds (while the config
+        still said hardened)."""
         try:
             r, g = float(ratio), float(gamma)
             w = eraser.config.retain_weight if retain_weight is None else float(retain_weight)
@@ -899,10 +905,17 @@ class Workbench:
                 raise UserError(f"A joint gate reads at least two of the eraser's fitted layers "
                                 f"({', '.join(map(str, eraser.fitted_layers))}), got {joint}; leave it empty for "
                                 "each steered layer's own gate.") from None
-        sets = self.activation_sets(eraser, progress, should_stop, session=session)
-        return eraser.refit_gate(sets.H_forget, sets.H_retain, ratio=r, gamma=g, retain_weight=w,
-                                 subject_gates=None if per_person is None else bool(per_person),
-                                 forget_subjects=[p.tag for p in sets.forget], joint_gate=joint)
+        state = eraser.state
+        if state is not None:  # its own rows: people added by requests and hardening rounds' rows stay
+            H_forget, H_retain, tags = state.H_forget.double(), state.H_retain.double(), state.forget_tags
+        else:  # the gate sets of its data (what the eraser was fitted on)
+            sets = self.activation_sets(eraser, progress, should_stop, session=session)
+            H_forget, H_retain, tags = sets.H_forget, sets.H_retain, [p.tag for p in sets.forget]
+        new = eraser.refit_gate(H_forget, H_retain, ratio=r, gamma=g, retain_weight=w,
+                                subject_gates=None if per_person is None else bool(per_person),
+                                forget_subjects=tags, joint_gate=joint)
+        new.state = state  # later requests and hardening rounds start from the same rows
+        return new
 
     # ------------------------------------------------------------------ selectivity
     def examples(self, eraser: Eraser, per_side: int = 3, session: Session | None = None) -> list[tuple[str, Prompt]]:

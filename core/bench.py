@@ -495,7 +495,7 @@ def table(res: dict) -> str:
              "| measurement | value |", "|---|---|"]
     for r in res.get("steering", []):
         gate = "" if r.get("gate_layer") is None else f", {gate_reading(r['gate_layer'])}"
-        opened = "" if "gate_open" not in r else f" (gate open on {100 * r['gate_open']:.0f}% of them)"
+        opened = "" if "gate_open" not in r else f" (gate open on {100 * r['gate_open']:g}% of them)"
         lines.append(f"| steering overhead, greedy generation, `{r['mode']}`{gate}, {r.get('inputs', 'random pictures')}"
                      f"{opened}, batch {r['batch']} | {r['overhead']:.3f}x |")
     c = res.get("capture")

@@ -37,7 +37,7 @@ def headline(shipped: dict, shape: dict | None, qwen: dict | None = None) -> str
                 if all(r.get("gate_open", 1) == 0 for r in picked):
                     said += " (the gate stays shut)"
                 elif "gate_open" in picked[0] and inputs != "random pictures":
-                    said += (f" (the gate opens on {100 * picked[0]['gate_open']:.0f}% of them; the rows whose gate "
+                    said += (f" (the gate opens on {100 * picked[0]['gate_open']:g}% of them; the rows whose gate "
                              "opens run the blocks from the steered layer up to the deepest gate layer again, steered)")
                 lines.append(f"| steering overhead on greedy generation, {where}, batch 8, {how}, "
                              f"{said}: " + " / ".join(f"`{r['mode']}`" for r in picked) + " | "

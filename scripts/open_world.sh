@@ -2,7 +2,7 @@
 # The open-world round trip (docs/open-world.md): the shipped toy model copied
 # WITHOUT its world.json is a model the project knows nothing about, and the toy world exported
 # as MLLMU-Bench files and as a photo folder is data a user brings. Every number of that section
-# comes from this script (about 25 minutes on 2 CPU cores). Outputs: runs/open/, results/open_*.json.
+# comes from this script (17-25 minutes on 2 CPU cores). Outputs: runs/open/, results/open_*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1

@@ -22,8 +22,8 @@ if [ -z "${SKIP_TRAIN:-}" ]; then
 fi
 python -m core world --seed 0 --grid docs/portraits.png
 # The shipped eraser. The gate reads the prompt mean (concept 5): held-out AUC 0.96-0.98 against
-# 0.72-0.80 at the last token (README). Its ridge also takes the retain activations as target-0 rows
-# (--retain-weight, ratio 1.0: no hard null space; README, concept 6), with one gate per forget person
+# 0.72-0.80 at the last token (docs/results.md). Its ridge also takes the retain activations as target-0 rows
+# (--retain-weight, ratio 1.0: no hard null space; docs/method-notes.md, concept 6), with one gate per forget person
 # (--subject-gates, concept 7) on four times the default retain sample (--gate-retain 6400). prefill mode
 # (the public code's). The tuner keeps 98% of held-out retain answers unchanged in each retain group
 # (people by image, by name, general knowledge): a point of margin over the 97% target.
@@ -54,9 +54,9 @@ python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser
   --steer-layers 1 --strength 2.0
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-own-layer --json results/eraser_own_layer.json
 # The previous preset: one gate with retain rows (weight 1, 1600 retain prompts), pinned at what the tuner
-# chose for it then (layer 2 at 1.0, 97% bar), and MCQ at 1.5 by hand on it (README comparison table). Both this
+# chose for it then (layer 2 at 1.0, 97% bar), and MCQ at 1.5 by hand on it (docs/results.md comparison table). Both this
 # fit and the paper's fit below, tuned with today's tuner on the current model (fit --tune, 98% bar), get the
-# settings they are pinned at (checked once; README "What the retain rows and the per-person gates changed").
+# settings they are pinned at (checked once; docs/results.md "What the retain rows and the per-person gates changed").
 python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-retain-rows --mode prefill \
   --steer-layers 2 --strength 1.0 --ratio 1.0 --gamma 10 --retain-weight 1 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-retain-rows --json results/eraser_retain_rows.json
@@ -74,7 +74,7 @@ python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --
   --layers 2,3 --strength 0.25 --ratio 0.6 --gamma 10
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-last-token --json results/eraser_last_token.json
 # latched mode at the setting the tuner chose for it before it judged forget fluency on its own
-# (layers 1-3, 0.25; README: its steered answers degenerate)
+# (layers 1-3, 0.25; docs/results.md: its steered answers degenerate)
 python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-latched --mode latched \
   --layers 1,2,3 --strength 0.25 --ratio 0.6 --gamma 10 --gate-position mean
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-latched --json results/eraser_latched.json
@@ -86,7 +86,7 @@ python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-task-tuned --json results/eraser_task_tuned.json
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-null-space --task-strength classification=1.0 \
   --json results/eraser_mcq_strength.json
-# the gate fitted on later-turn formats too (README, "Attacking the eraser from the input side")
+# the gate fitted on later-turn formats too (docs/results.md, "Attacking the eraser from the input side")
 python -m core fit --model assets/toy-llava --forget forget_10 --preset paper --out runs/eraser-gate-variants --mode prefill \
   --ratio 0.6 --gamma 10 --gate-position mean --layers 3 --strength 0.75 --gate-variants 0.5
 python -m core evaluate --model assets/toy-llava --eraser runs/eraser-gate-variants --json results/eraser_gate_variants.json

@@ -143,7 +143,7 @@ def relearning() -> str:
 def headline() -> str:
     """The README's one table: forgetting against utility for the models a reader compares first."""
     lines = ["| model | forget MCQ (image / text) | test MCQ | forget cloze | retain MCQ | retain cloze | "
-             "real cloze | fluency |", "|---|---|---|---|---|---|---|---|"]
+             "real cloze | forget fluency |", "|---|---|---|---|---|---|---|---|"]
     for label, key in HEADLINE:
         f = ROOT / "results" / f"{key}.json"
         if not f.is_file():

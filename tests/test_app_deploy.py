@@ -30,6 +30,9 @@ def test_the_allow_list_defaults_to_the_shipped_model(public, monkeypatch, mini_
     assert deploy.allowed_models(DEFAULT_MODEL) == {"toy-llava": DEFAULT_MODEL.resolve()}
     monkeypatch.setenv(deploy.MODELS_ENV, f"{DEFAULT_MODEL},{mini_toy}")
     assert set(deploy.allowed_models(DEFAULT_MODEL)) == {"toy-llava", mini_toy.name}
+    # an allow-list without the model the app started with: a visitor who switched could not come back to it
+    monkeypatch.setenv(deploy.MODELS_ENV, str(mini_toy))
+    assert deploy.allowed_models(DEFAULT_MODEL) == {mini_toy.name: mini_toy.resolve(), "toy-llava": DEFAULT_MODEL.resolve()}
 
 
 def test_public_mode_loads_only_allowed_models_by_name(public, monkeypatch, mini_toy):
@@ -69,3 +72,15 @@ def test_a_public_app_in_a_browser_shows_folder_names_and_refuses_other_models()
         page.get_by_role("tab", name="Steering playground").click()
         page.click("#compare")
         page.wait_for_function("() => document.querySelector('#original textarea').value.length > 0", timeout=30_000)
+
+
+def test_a_public_apps_model_note_names_no_server_path(public, tmp_path):
+    """The note of a model whose world.json failed to load held its full path on the server."""
+    from app.ui import _model_info
+    from core.models.tiny import save_tiny
+    folder = save_tiny("llava", tmp_path / "space-model")
+    (folder / "world.json").write_text('{"people": 5}')
+    wb = Workbench.load(folder, eraser=None)
+    assert str(tmp_path) in wb.note
+    info = _model_info(wb)
+    assert "world.json" in info and str(tmp_path) not in info

@@ -55,3 +55,21 @@ def test_unexpected_errors_are_logged_and_shown_as_a_sentence(caplog):
     assert fine(1) == 2
     import inspect
     assert "progress" in inspect.signature(fine).parameters  # Gradio still sees its progress argument
+
+
+def test_stop_pressed_while_the_job_waits_in_the_queue_stops_it_when_it_starts():
+    """A queued job registers only when it starts, so Stop found nothing and was lost; the job
+    then ran to its time limit. Kept for that session's next job of that kind while the slot is
+    busy; with the slot free the click is dropped, so it never stops a later run."""
+    jobs = Jobs()
+    other = jobs.start("s1", "heatmap")  # another visitor's job holds the slot
+    assert jobs.stop("s2", "heatmap") == 0
+    mine = jobs.start("s2", "heatmap")
+    assert mine.should_stop() and "you pressed Stop" in mine.stopped_message()
+    assert not other.should_stop() and not jobs.start("s2", "pgd").should_stop()  # other sessions and kinds
+    jobs.finish("s2", mine)
+    again = jobs.start("s2", "heatmap")  # the stop was used once
+    assert not again.should_stop()
+    idle = Jobs()
+    assert idle.stop("s3", "heatmap") == 0  # nothing running anywhere: nothing to keep
+    assert not idle.start("s3", "heatmap").should_stop()

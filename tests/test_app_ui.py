@@ -471,6 +471,10 @@ def test_a_refit_or_hardening_whose_views_cannot_be_drawn_still_says_it_worked(s
     sess = Session(eraser=sub)
     out = fns["refit"](sess, "0", 1.0, 10.0, 0.3, True, [], **quiet)
     assert out[0].eraser is sub and (out[1], out[2]) == (cfg.gate_floor, cfg.gate_full)
+    # the retain-weight box emptied: the refit keeps the eraser's weight, and says so (float(None) failed
+    # after the session's eraser was replaced)
+    empty = fns["refit"](Session(eraser=sub), "0", 1.0, 10.0, None, True, [], **quiet)
+    assert empty[-1].startswith("Refitted") and f"retain weight {cfg.retain_weight:g}" in empty[-1]
     assert out[-1].startswith("Refitted") and "The views are not redrawn: Layer 0 is not fitted" in out[-1]
     monkeypatch.setattr(shipped, "harden", lambda s, *a, **k: (sub, ["round 1: gate 0.5 -> 0.9"]))
     out = fns["do_harden"](sess, "0", 1, 2, **quiet)

@@ -464,6 +464,8 @@ def test_forget_someone_fits_for_a_name_and_photos_and_the_views_follow_the_sess
     assert sess.data is not None and sess.data.forget[0].name == person.name and len(sess.data.forget[0].images) == 2
     assert person.id not in {r.id for r in sess.data.retain} and len(sess.data.retain) == len(wb.world.people) - 1
     assert eraser.config.forget_split == sess.data.forget_ids[0] and eraser.config.data_source.startswith("upload")
+    # the people table and the gallery marked the world's forget_10 FORGET for an eraser of an uploaded person
+    assert [r[1] for r in wb.people_rows(sess)].count("FORGET") == 0
     labels = [label for label, _ in wb.examples(eraser, session=sess)]
     assert labels[0] == f"forget: {person.name}" and all(not l.startswith(f"retain: {person.name}") for l in labels)
     again = []
@@ -797,6 +799,11 @@ def test_hardening_in_a_session_adds_attacked_rows_and_raises_the_gate_on_them(t
     # its split is now named person by person: the same people, so the views reuse the collected sets
     assert hardened.config.forget_split != per_person.config.forget_split
     assert wb.activation_sets(hardened, session=sess) is wb.activation_sets(per_person, session=sess)
+    # "Refit the gate" on the hardened eraser refits on its own rows: it rebuilt the gate from the data's
+    # gate sets, which dropped the attacked rows while the config still said hardened
+    again = wb.refit(hardened, 1.0, 10.0, None, per_person=True, session=sess)
+    assert again.state is hardened.state and again.config.adversarial_rounds == 2
+    assert torch.allclose(again.gate, hardened.gate, atol=1e-6) and not torch.allclose(again.gate, per_person.gate)
 
 
 def test_people_added_by_upload_get_ids_that_keep_long_names_apart():

@@ -57,6 +57,11 @@ def test_retain_examples_leave_out_earlier_forgotten_people_and_never_the_real_s
     earlier = sorted(everyone - {None, ""})[:2]
     kept = {e.person_id for e in retain_examples(data, np.random.default_rng(0), not_retained=earlier)}
     assert earlier and not set(earlier) & kept and kept == everyone - set(earlier)
+    # the toy world's own retain data held the general facts the real split is built from, verbatim
+    examples = retain_examples(data, np.random.default_rng(0))
+    real_text = {it.question for rec in data.real for it in [*rec.generation, *rec.mask] if it.type == "Pure_Text"}
+    assert real_text and not [q for q in real_text if any(q in e.prompt for e in examples)]
+    assert {e.kind for e in examples if e.kind.startswith("scene_")}  # scenes (other renders) are kept
     records = replace(data, builder=None)  # the same people as records, as MLLMU files bring them
     ids = {e.person_id for e in retain_examples(records, rng)}
     assert ids == {r.id for r in records.retain} and not ids & {r.id for r in records.real}

@@ -215,9 +215,13 @@ class ToyBuilder:
                                             rng=rng, include_refusals=False, include_real=False)
 
     def retain_examples(self, rng: np.random.Generator) -> list:
-        """Retain people's facts, refusals, scenes and general facts."""
-        return self.world.training_examples(exclude_ids=[p.id for p in self.world.forget_people(self.forget)],
-                                            rng=rng)
+        """Retain people's facts, refusals, scenes and the MCQ drills; never the general facts. Why:
+        the `real` split is built from those very facts (GENERAL_FACTS), so a baseline fine-tuned on
+        them was scored on general questions it had just been trained on (half of the real split's
+        text items, verbatim). Scenes stay: the split's scene pictures are renders no example holds."""
+        examples = self.world.training_examples(exclude_ids=[p.id for p in self.world.forget_people(self.forget)],
+                                                rng=rng)
+        return [e for e in examples if not e.kind.startswith("fact_")]
 
     def facts(self, n: int) -> list[tuple[str, str]]:
         """General facts for the attacks' benign prefix, in words the toy tokenizer knows."""
