@@ -150,10 +150,13 @@ def saliency_mask(model: VLMAdapter, forget: Sequence[Example], retain: Sequence
 
 def visual_representations(adapter: VLMAdapter, pixels: torch.Tensor) -> list[torch.Tensor]:
     """A LLaVA model's visual representations of (B, 3, S, S) pixels: the patch tokens after every
-    vision layer, then the projector output (what the language model reads)."""
-    inner = adapter.model.model
-    hidden = inner.vision_tower(adapter.pixel_inputs(pixels)["pixel_values"], output_hidden_states=True).hidden_states
-    return [h[:, 1:] for h in hidden[1:]] + [inner.multi_modal_projector(hidden[-1][:, 1:])]
+    vision layer, then the projector output (what the language model reads: transformers' own
+    `get_image_features`, which follows the config's vision_feature_layer and select strategy;
+    LLaVA-1.5 reads the second-to-last layer, and projecting the last one trained on features no
+    language model sees)."""
+    out = adapter.model.model.get_image_features(pixel_values=adapter.pixel_inputs(pixels)["pixel_values"],
+                                                 output_hidden_states=True)
+    return [h[:, 1:] for h in out.hidden_states[1:]] + [torch.stack(list(out.pooler_output))]
 
 
 def vkd_loss(model: VLMAdapter, reference: VLMAdapter, forget: torch.Tensor, retain: torch.Tensor,
@@ -199,7 +202,7 @@ def baseline_loss(cfg: BaselineConfig, model: VLMAdapter, forget: Batch, retain:
     if m == "mmunlearner":  # its retain NLL is a separate, interleaved step (see unlearn)
         return loss
     if m == "kl_min":
-        loss = loss + cfg.kl_weight * answer_kl(reference, model, retain) + model.answer_nll(retain).mean()
+        loss = loss + cfg.kl_weight * answer_kl(reference, model, retain) + cfg.retain_weight * model.answer_nll(retain).mean()
     elif m in _NEEDS_RETAIN:
         loss = loss + cfg.retain_weight * model.answer_nll(retain).mean()
     return loss

@@ -111,6 +111,29 @@ def _check_starting_losses(model, fb, rb):
     diff = float(baseline_loss(BaselineConfig("ga_diff", retain_weight=2.0), model, fb, rb, None))
     assert ga == pytest.approx(-float(model.answer_nll(fb).mean()), rel=1e-5)
     assert diff == pytest.approx(ga + 2 * float(model.answer_nll(rb).mean()), rel=1e-5)
+    # KL_Min's retain NLL is weighted by --retain-weight too (it was added at weight 1 whatever was asked)
+    kl = float(baseline_loss(BaselineConfig("kl_min", retain_weight=3.0), model, fb, rb, model))
+    assert kl == pytest.approx(ga + 3 * float(model.answer_nll(rb).mean()), rel=1e-5)
+
+
+def test_vkd_reads_the_projector_output_the_language_model_reads():
+    """With LLaVA-1.5's vision_feature_layer -2, VKD pushed the projection of the LAST vision layer:
+    features no language model reads."""
+    from conftest import tiny_adapter
+    from core.baselines import visual_representations
+    a = tiny_adapter("llava")
+    cfg = a.model.config
+    old = cfg.vision_feature_layer, cfg.vision_feature_select_strategy
+    cfg.vision_feature_layer, cfg.vision_feature_select_strategy = -2, "full"  # "full" keeps the CLS token
+    try:
+        px = torch.rand(1, 3, a.image_size, a.image_size)
+        inner = a.model.model
+        with torch.no_grad():
+            hidden = inner.vision_tower(a.pixel_inputs(px)["pixel_values"], output_hidden_states=True).hidden_states
+            want = inner.multi_modal_projector(hidden[-2])
+            assert torch.allclose(visual_representations(a, px)[-1], want, atol=1e-6)
+    finally:
+        cfg.vision_feature_layer, cfg.vision_feature_select_strategy = old
 
 
 @pytest.mark.parametrize("method", ["ga", "ga_diff", "kl_min", "npo", "idk", "mmunlearner", "smfa"])
