@@ -36,7 +36,10 @@ def main() -> None:
     try:
         device_map = json.loads(args.device_map) if args.device_map and args.device_map.startswith("{") \
             else args.device_map
-        wb = Workbench.load(args.model, args.eraser, device=args.device, dtype=args.dtype, device_map=device_map)
+        # MLLMERASER_DEVICE is a default for one device: with --device-map it does not apply (only a typed --device
+        # is refused next to a device map)
+        device = None if device_map and args.device == os.environ.get("MLLMERASER_DEVICE") else args.device
+        wb = Workbench.load(args.model, args.eraser, device=device, dtype=args.dtype, device_map=device_map)
     except UserError as exc:
         raise SystemExit(f"error: {exc}") from None
     if wb.note:

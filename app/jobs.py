@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from app import limits
 
 log = logging.getLogger("mllmeraser.app")
+LATE_CLICK = 10.0  # seconds after a job ends in which its Stop button is a late click on it, not a new stop
 
 
 @dataclass(eq=False)
@@ -51,6 +52,7 @@ class Jobs:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], set[Job]] = {}
         self._pending: dict[tuple[str, str], float] = {}  # Stop pressed while that job waited in the queue
+        self._finished: dict[tuple[str, str], float] = {}  # when each session's last job of a kind ended
 
     def start(self, session_id: str, kind: str, seconds: float = limits.JOB_SECONDS) -> Job:
         job = Job(kind, seconds)
@@ -63,6 +65,7 @@ class Jobs:
 
     def finish(self, session_id: str, job: Job) -> None:
         with self._lock:
+            self._finished[(session_id, job.kind)] = time.monotonic()
             jobs = self._running.get((session_id, job.kind), set())
             jobs.discard(job)
             if not jobs:
@@ -72,13 +75,15 @@ class Jobs:
         """Set the flag of this session's running jobs of these kinds; returns how many. With none
         running while another job holds the long-job slot, this session's job of that kind is
         waiting in the queue (it registers only when it starts): the stop is kept for it. Why: Stop
-        was lost, and the queued job then ran to its time limit. Pressed with the slot free, it is
-        dropped, so a later run is never stopped by an old click."""
+        was lost, and the queued job then ran to its time limit. Pressed with the slot free, or
+        within `LATE_CLICK` seconds of this session's job of that kind ending (a click that raced the
+        job's end), it is dropped, so a later run is not stopped by an old click."""
         with self._lock:
             jobs = [j for k in kinds for j in self._running.get((session_id, k), ())]
             if not jobs and self._running:
                 now = time.monotonic()
-                self._pending.update({(session_id, k): now for k in kinds})
+                self._pending.update({(session_id, k): now for k in kinds
+                                      if now - self._finished.get((session_id, k), -LATE_CLICK) >= LATE_CLICK})
         for j in jobs:
             j.flag.set()
         return len(jobs)

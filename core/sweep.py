@@ -95,9 +95,19 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     for s in cfg.strengths:
         run("strength", f"{s}", default, strength=s, layers=base_layers, mode=base.mode)
     n = adapter.num_layers
+    fitted = set(default.fitted_layers)
+
+    def fitted_only(label: str, layers: list[int]) -> tuple[str, list[int]]:
+        """The layers of a row that the eraser fitted (it refuses to steer others): an eraser fitted on
+        a few layers (fit --layers 2,3) made the sweep fail half-way."""
+        use = [l for l in layers if l in fitted]
+        return (label if use == layers else f"{label}, fitted ones: {use or 'none'}"), use
+
     thirds = {"early": [1], "middle": [n // 2], "late": [n - 1], "all (1..L-1)": list(range(1, n))}
     for label, layers in thirds.items():
-        run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
+        label, layers = fitted_only(label, layers)
+        if layers:
+            run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
     for label, ratio, weight, per_person in GATE_FITS:
         er = default.refit_gate(H_forget, H_retain, ratio=ratio, retain_weight=weight, subject_gates=per_person,
                                 forget_subjects=subjects)
@@ -118,8 +128,9 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
         run("gate position", position.replace("_", " ") + (" (method)" if position == "last_prompt_token" else ""),
             er, strength=base.strength, layers=base_layers, mode=base.mode)
     run("mode", "prefill (paper)", default, strength=base.strength, layers=base_layers, mode="prefill")
-    run("paper preset", "layers 1..L-1, prefill, 0.3, last token (the base fit's gate)", by_position["last_prompt_token"], strength=0.3, layers=list(range(1, n)),
-        mode="prefill")
+    label, layers = fitted_only("layers 1..L-1, prefill, 0.3, last token (the base fit's gate)", list(range(1, n)))
+    if layers:
+        run("paper preset", label, by_position["last_prompt_token"], strength=0.3, layers=layers, mode="prefill")
     for kind in ("recall", "refusal", "text_only", "image_only"):
         er = default if kind == base.direction_kind else fit(kind)
         run("direction", kind, er, strength=base.strength, layers=base_layers, mode=base.mode)

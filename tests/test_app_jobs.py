@@ -73,3 +73,12 @@ def test_stop_pressed_while_the_job_waits_in_the_queue_stops_it_when_it_starts()
     idle = Jobs()
     assert idle.stop("s3", "heatmap") == 0  # nothing running anywhere: nothing to keep
     assert not idle.start("s3", "heatmap").should_stop()
+    # a click that raced the end of this session's own job (another visitor's job holding the slot) is a
+    # late click on that job: it stopped the next run
+    raced = Jobs()
+    done = raced.start("a", "heatmap")
+    raced.finish("a", done)
+    busy = raced.start("b", "fit")
+    assert raced.stop("a", "heatmap") == 0
+    raced.finish("b", busy)
+    assert not raced.start("a", "heatmap").should_stop()

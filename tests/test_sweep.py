@@ -17,13 +17,17 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path):
                                focus_steps=0)
     path = train_toy(tmp_path / "m", world_cfg, model_cfg)
     adapter, world = load_adapter(path), load_world(path)
-    base = EraserConfig(ratio=1.0, retain_weight=0.3, subject_gates=True, strength=1.0, steer_layers=[2],
+    # fitted on layer 2 only: the sweep's layer rows keep the fitted layers (it failed half-way on such an eraser)
+    base = EraserConfig(ratio=1.0, retain_weight=0.3, subject_gates=True, strength=1.0, steer_layers=[2], layers=[2],
                         mode="latched", direction_kind="recall", forget_split="forget_10", gate_retain=200)
     rows = run_sweep(adapter, toy_data(world, "forget_10"), base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3))
     experiments = {r.experiment for r in rows}
     assert experiments == {"baseline", "strength", "layers", "null space", "gate", "gate position", "mode",
                            "paper preset", "direction", "PGD eps"}
+    assert [r.setting for r in rows if r.experiment == "layers"] == ["late", "all (1..L-1), fitted ones: [2]"]
+    assert [r.setting for r in rows if r.experiment == "paper preset"] == [
+        "layers 1..L-1, prefill, 0.3, last token (the base fit's gate), fitted ones: [2]"]
     assert [r.setting for r in rows if r.experiment == "gate position"] == [
         "last prompt token (method)", "mean prompt tokens"]
     assert [r.setting for r in rows if r.experiment == "gate"] == ["linear (method; the preset's fit)",
