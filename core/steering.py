@@ -670,7 +670,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
             gate.ndim not in (2, 3) or gate.shape[0] != n or gate.shape[-1] != direction.shape[-1])):
         raise ValueError(f"steering vectors of shape {tuple(direction.shape)} do not fit a model "
                          f"with {n} layers")
-    width = target.hidden_size if target is not _top(target) else None  # an adapter knows its decoder's width
+    is_adapter = hasattr(target, "layers") and hasattr(target, "model")  # as `_blocks` tells them apart
+    width = target.hidden_size if is_adapter else None  # an adapter knows its decoder's width
     if isinstance(width, int) and direction.shape[-1] != width:  # it failed mid-forward as a size mismatch
         raise ValueError(f"steering vectors of width {direction.shape[-1]} do not fit a model of width {width}")
     if len(config.strengths) != n:

@@ -59,12 +59,10 @@ class FolderError(ValueError):
 
 
 def rgb(image: Image.Image) -> Image.Image:
-    """RGB, with transparent pixels on white, as the Hugging Face processors' convert_to_rgb does
-    (a plain convert("RGB") turned them black: the model saw another picture than its processor gives)."""
-    if "A" in image.getbands() or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
+    """RGB with transparent pixels on white: transformers' own `convert_to_rgb`, what the models'
+    processors apply (a plain convert("RGB") turned them black, another picture than the processor's)."""
+    from transformers.image_transforms import convert_to_rgb
+    return Image.fromarray(convert_to_rgb(image, return_numpy=True))
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:

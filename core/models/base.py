@@ -213,7 +213,7 @@ class VLMAdapter:
         if not pixels.is_floating_point() or pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, s, s):
             raise ValueError(f"a pixel tensor must be floating point, (batch, 3, {s}, {s}) for this model, in [0, 1]; "
                              f"got {pixels.dtype}, {tuple(pixels.shape)} (pass PIL images to have them resized)")
-        lo, hi = float(pixels.detach().min()), float(pixels.detach().max())
+        lo, hi = map(float, torch.aminmax(pixels.detach()))  # one pass over the batch
         if lo < -1e-3 or hi > 1 + 1e-3:
             raise ValueError(f"pixel values must lie in [0, 1], got {lo:.3g}..{hi:.3g} (divide 0-255 values by 255)")
         return pixels
