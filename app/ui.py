@@ -540,7 +540,9 @@ def build(default: Workbench) -> gr.Blocks:
             except UserError as exc:
                 return sess, _err(exc), gr.update(), gr.update(), gr.update(), gr.update()
             sess.workbench = None if wb is default else wb
-            sess.eraser, sess.data = None, None
+            # what this user built on the model before belongs to it: PGD pictures were optimised against its
+            # weights, so the next fit on this model must not take them as its recall pictures
+            sess.eraser, sess.data, sess.recall_images, sess.last_pgd = None, None, [], None
             choices = [str(l) for l in wb.layers]
             note = ("" if wb.world else "\n\nNo toy world comes with this model: bring a forget set below "
                     "(**Forget someone**: photos and a name), or fit one with `python -m core fit --model ... "

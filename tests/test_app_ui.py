@@ -568,3 +568,18 @@ def test_temporary_files_are_cleaned_up(shipped, tmp_path):
     _prune(tmp_path)
     assert not old.exists() and new.exists()
 
+
+
+def test_loading_a_model_drops_the_pgd_pictures_kept_on_the_one_before(shipped, monkeypatch):
+    """PGD pictures are optimised against one model's weights: kept on the shipped model, they went
+    into the recall set of the next fit on a model loaded after it."""
+    from PIL import Image
+
+    from app.ui import build
+    from app.workbench import Session
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    fns = {f.name: f.fn for f in build(shipped).fns.values()}
+    pic = (Image.new("RGB", (8, 8)), "who is this ?")
+    sess = Session(recall_images=[pic], last_pgd=pic)
+    out = fns["do_load_model"](sess, shipped.adapter.name_or_path)  # the same model again: a fresh start too
+    assert out[0] is sess and sess.recall_images == [] and sess.last_pgd is None and sess.eraser is None
