@@ -9,6 +9,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from core.files import write_atomic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -416,7 +417,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
               f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
     out = eraser.save_pretrained(args.out, state=eraser.state is not None and not args.no_state)
     if do_tune:
-        (out / "tuning.json").write_text(json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
+        write_atomic(out / "tuning.json", json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))
     else:  # fitted over an earlier eraser: its tuner's record would describe another fit
         (out / "tuning.json").unlink(missing_ok=True)
     d = eraser.diagnostics
@@ -464,7 +465,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.to_json(), indent=2))
+        write_atomic(args.json, json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -549,10 +550,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                   f"python -m core sweep{_where(args)} --people {args.people} --out {args.out}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure = Path(args.out).with_suffix(".png")
-    tradeoff_figure(rows, figure)
     text = text.replace("\n\n", f"\n\n![forget vs retain trade-offs]({figure.name})\n\n", 1)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+    # the rows first: a figure that fails to draw must not lose an hour of evaluation
+    write_atomic(Path(args.out).with_suffix(".json"), json.dumps([r.__dict__ for r in rows], indent=2))
+    write_atomic(Path(args.out), text)
+    tradeoff_figure(rows, figure)
     print(f"wrote {args.out}")
     return 0
 
@@ -611,9 +613,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                  "the attacked forget image passed through one of the report's image rephrasings first.\n\n"
                  + format_curve(curve) + "\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps({"attacks": rows, "budget_curve": curve} if curve
+    write_atomic(Path(args.out).with_suffix(".json"), json.dumps({"attacks": rows, "budget_curve": curve} if curve
                                                               else rows, indent=2))
+    write_atomic(Path(args.out), text)
     print(text)
     print(f"wrote {args.out}")
     return 0
@@ -640,7 +642,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+        write_atomic(args.json, json.dumps(rows, indent=2))
         print(f"wrote {args.json}")
     return 0
 
@@ -864,7 +866,7 @@ def cmd_sequential(args: argparse.Namespace) -> int:
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
         if args.json:  # written after every method: a long run leaves what it measured
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps({"config": config, "results": results}, indent=2))
+            write_atomic(args.json, json.dumps({"config": config, "results": results}, indent=2))
     print(table(results))
     if args.figure:
         print(f"wrote {figure(results, args.figure)}")
@@ -888,7 +890,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        write_atomic(args.json, json.dumps(res, indent=2))
         print(f"wrote {args.json}")
     return 0
 

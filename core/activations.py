@@ -330,8 +330,9 @@ def _collect_shared(adapter: VLMAdapter, groups: list[_Shared], layers: Sequence
         width = max(len(g.start) for g in chunk)
         ids = torch.tensor([[pad] * (width - len(g.start)) + g.start for g in chunk])
         mask = torch.tensor([[0] * (width - len(g.start)) + [1] * len(g.start) for g in chunk])
-        pixels = torch.stack([g.image if isinstance(g.image, torch.Tensor) else adapter.to_pixels(g.image)
-                              for g in chunk])
+        # tensors checked as `encode` checks them: a 0-255 tensor shared by two prompts went through unchecked
+        pixels = adapter.check_pixels(torch.stack([g.image if isinstance(g.image, torch.Tensor)
+                                                   else adapter.to_pixels(g.image) for g in chunk]))
         inputs = {"input_ids": ids, "attention_mask": mask, **adapter.pixel_inputs(pixels),
                   **adapter.extra_inputs(ids, True)}
         # the positions of the start and one more (text) token: where each prompt's own tokens

@@ -180,6 +180,15 @@ def _record_gate_sets(data: ForgetData, per_person: int, n_retain: int, seed: in
     return forget, retain
 
 
+def _check_sizes(**sizes: int) -> None:
+    """Why: a negative size became a negative slice (per_person -3 took all but the last 3 rows of each
+    subject: 357 forget rows where 3 gave 6), without a word."""
+    bad = {k: v for k, v in sizes.items() if v < 0 or int(v) != v}
+    if bad:
+        raise ValueError("prompt-set sizes are whole numbers of 0 or more, got "
+                         + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
+
+
 def gate_sets(data: ForgetData, per_person: int = 48, n_retain: int = 1600, seed: int = 0, fact_draws: int = 10,
               variants: float = 0.0) -> tuple[list[Prompt], list[Prompt]]:
     """Forget prompts (up to `per_person` per forget subject) and retain prompts (`n_retain`
@@ -191,6 +200,7 @@ def gate_sets(data: ForgetData, per_person: int = 48, n_retain: int = 1600, seed
     toy model a uniform sample held 17 general facts in 1600 prompts and steering cut general
     text-only ROUGE-L from 100% to 37% (docs/method-notes.md, item 6).
     variants: later-turn copies of the prompts (toy worlds only, see toyworld.fitsets)."""
+    _check_sizes(per_person=per_person, n_retain=n_retain, fact_draws=fact_draws)
     if data.builder is not None:
         return data.builder.gate_sets(per_person, n_retain, seed, fact_draws, variants)
     if variants:
@@ -239,7 +249,7 @@ def refusal_sets(data: ForgetData, limit: int | None = None) -> dict[str, list[P
     ts = data.wordings.held_out_requests
     out = {name: [p for rec in recs for p in request_prompts(rec, ts)]
            for name, recs in (("forget", data.forget), ("retain", data.retain)) if recs}
-    return {k: v[: limit * 8 if limit else None] for k, v in out.items()}
+    return {k: v[: limit * 8 if limit else None] for k, v in out.items() if v}  # no wording or no subject: no set
 
 
 def direction_pgd(eps_255: float = 16, seed: int = 0) -> PGDConfig:
@@ -290,6 +300,9 @@ def direction_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "re
     constructions run PGD on `adapter` (`should_stop()` ends it between steps: InterruptedError)."""
     if kind not in KINDS:
         raise ValueError(f"unknown direction construction {kind!r}; choose one of {KINDS}")
+    _check_sizes(per_person=per_person)
+    if per_person < 1:
+        raise ValueError(f"per_person must be at least 1 for a direction, got {per_person}")
     if data.builder is not None:
         recall, erase, targets = data.builder.direction_sets(kind, per_person, seed)
     else:

@@ -272,6 +272,9 @@ def erase_direction(H_recall: torch.Tensor, H_erase: torch.Tensor) -> torch.Tens
     """(L, d) mean(H_erase) - mean(H_recall), from (N, L, d) activation sets, in float64."""
     if H_recall.shape[1:] != H_erase.shape[1:]:
         raise ValueError(f"contrast sets differ in shape: {tuple(H_recall.shape)} vs {tuple(H_erase.shape)}")
+    if not len(H_recall) or not len(H_erase):  # the mean of no row is NaN: a direction of NaN steered every answer
+        raise ValueError(f"a contrast set is empty ({len(H_recall)} recall, {len(H_erase)} erase rows): the direction "
+                         "needs examples of both")
     return H_erase.double().mean(0) - H_recall.double().mean(0)
 
 

@@ -70,9 +70,20 @@ class EvalConfig:
     batch_size: int = 32
     modalities: tuple[str, ...] = MODALITIES
 
+    def __post_init__(self) -> None:
+        # Why: a batch size of 0 generated nothing, every reply "" and every score 0, which on a forget split
+        # reads as complete forgetting; a misspelt modality scored no question at all
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(f"max_new_tokens and batch_size must be at least 1, got {self.max_new_tokens} and "
+                             f"{self.batch_size}")
+        if not self.modalities or not set(self.modalities) <= set(MODALITIES):
+            raise ValueError(f"modalities are some of {', '.join(MODALITIES)}, got {list(self.modalities)}")
+
 
 def record_queries(rec: PersonRecord, split: str) -> list[Query]:
-    """All MLLMU questions of one row. Test rows hold several renders: items rotate through them."""
+    """All MLLMU questions of one row. Test rows hold several renders: the i-th item of a task's
+    list is asked with render i mod n, i counting that list's text-only items too (so a list that
+    alternates image and text items with two renders asks every image item with the first)."""
     out: list[Query] = []
     images = rec.images or [None]
 
@@ -214,6 +225,9 @@ def evaluate(adapter: VLMAdapter, splits: dict[str, Sequence[PersonRecord]],
              progress: Callable[[str, int, int], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> EvalResult:
     """Evaluate every split (name -> MLLMU rows) and the private-data refusal prompts."""
+    empty = [name for name, rows in [*splits.items(), *(refusal_sets or {}).items()] if not rows]
+    if empty:  # an empty refusal set was reported as 0.0% refused, an empty split as nothing at all
+        raise ValueError(f"nothing to evaluate in {', '.join(map(repr, empty))}: leave empty splits out")
     result = EvalResult(model=str(adapter.name_or_path), eraser=eraser_info)
     for name, records in splits.items():
         queries = [q for rec in records for q in record_queries(rec, name) if q.modality in cfg.modalities]

@@ -16,31 +16,36 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 from typing import Sequence
 
 import torch
 
-from core.activations import Prompt, capture, collect, site_name
+from core.activations import Prompt, capture, collect, encode_prompts, site_name
 from core.models.base import VLMAdapter
+
+
+_GUARD = threading.RLock()  # one patch at a time: two threads interleaving could restore the refusing function
 
 
 @contextlib.contextmanager
 def no_installs():
     """Within the block, a `pip install` run through subprocess raises instead of running."""
-    real = subprocess.check_call
+    with _GUARD:
+        real = subprocess.check_call
 
-    def refuse(cmd, *args, **kwargs):
-        words = [str(c) for c in (cmd if isinstance(cmd, (list, tuple)) else [cmd])]
-        if "install" in words:
-            raise RuntimeError(f"refused to run {' '.join(words)}: installing packages at run time breaks this "
-                               "environment (torchvision breaks transformers here)")
-        return real(cmd, *args, **kwargs)
+        def refuse(cmd, *args, **kwargs):
+            words = [str(c) for c in (cmd if isinstance(cmd, (list, tuple)) else [cmd])]
+            if "install" in words:
+                raise RuntimeError(f"refused to run {' '.join(words)}: installing packages at run time breaks this "
+                                   "environment (torchvision breaks transformers here)")
+            return real(cmd, *args, **kwargs)
 
-    subprocess.check_call = refuse
-    try:
-        yield
-    finally:
-        subprocess.check_call = real
+        subprocess.check_call = refuse
+        try:
+            yield
+        finally:
+            subprocess.check_call = real
 
 
 def transformer_lens():
@@ -64,7 +69,7 @@ def activation_cache(adapter: VLMAdapter, prompts: Sequence[Prompt], layers: Seq
         images = [p.image for p in prompts]
         if any(i is None for i in images) and any(i is not None for i in images):
             raise ValueError("position 'all' runs one batch: give prompts that all have an image or all have none")
-        batch = adapter.encode([p.question for p in prompts], None if images[0] is None else images)
+        batch = encode_prompts(adapter, prompts)  # the prompts as `collect` reads them: turns, prefills, tensors
         acts = capture(adapter, batch, chosen, positions="all")  # (N, L, T, d)
         cache = tl.ActivationCache({site_name(l): acts[:, i] for i, l in enumerate(chosen)}, model=None)
         cache.attention_mask = batch.inputs["attention_mask"].cpu()

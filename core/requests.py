@@ -117,8 +117,11 @@ def add_subjects(eraser: Eraser, adapter: VLMAdapter, forget: Sequence[Prompt], 
             raise RequestError("this eraser's fit state does not keep the direction's prompts, so the direction "
                                "cannot be built again: add the subject without its contrast prompts (the direction "
                                "stays), or fit the eraser again")
-        if not recall or not erase or not {p.tag for p in [*recall, *erase]} <= set(new):
-            raise RequestError("contrast prompts: recall and erase prompts of the new subjects only, tagged with them")
+        # each side covers every new subject: recall prompts of one and erase prompts of another built a
+        # direction from the difference between two people
+        if {p.tag for p in recall} != set(new) or {p.tag for p in erase} != set(new):
+            raise RequestError("contrast prompts: recall and erase prompts of every new subject and of no one else, "
+                               f"tagged with them (new subjects: {', '.join(new)})")
         H_rec, H_era = (collect_layers(adapter, s, None, batch_size=batch_size, should_stop=should_stop).float()
                         for s in (recall, erase))
         state = replace(state, H_recall=torch.cat([state.H_recall, H_rec]),

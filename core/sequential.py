@@ -41,6 +41,13 @@ class SequentialConfig:
     eraser: dict = field(default_factory=dict)  # EraserConfig fields (the shipped eraser's settings)
     final: bool = True  # the full batch evaluation after the last request (`_final`)
 
+    def __post_init__(self) -> None:
+        # Why: the CLI checks its flags, Python callers were not: withdraw -1 withdrew everyone but the first
+        # person (done[1:]) and limit -1 dropped the last retained and general row, both without a word
+        for name, low in (("group", 1), ("limit", 1), ("withdraw", 0), ("max_new_tokens", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"SequentialConfig.{name} must be at least {low}, got {getattr(self, name)}")
+
 
 def requests_of(ids: list[str], group: int) -> list[list[str]]:
     return [ids[i:i + group] for i in range(0, len(ids), group)]
@@ -52,6 +59,7 @@ def _scores(adapter, data: ForgetData, done: list[str], pending: list[str], cfg:
     splits = {"forgotten": data.pick(done).forget, "retain": data.retain[:cfg.limit], "real": data.real[:cfg.limit]}
     if pending:
         splits["pending"] = data.pick(pending).forget
+    splits = {k: v for k, v in splits.items() if v}  # no general rows (photo folders): that column stays empty
     res = evaluate(adapter, splits, {}, EvalConfig(max_new_tokens=cfg.max_new_tokens, modalities=("image_text",)),
                    steering)
     return {f"{s} {m}": res.splits[s]["image_text"].get(m) for s, m in METRICS if s in res.splits}
@@ -123,10 +131,14 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
         before = replies(adapter, probe + kept, cfg.max_new_tokens, steering=lambda: eraser.apply(adapter))
         after = replies(adapter, probe + kept, cfg.max_new_tokens, steering=lambda: back.apply(adapter))
         n = len(probe)
+
+        def share(pairs) -> float | None:  # None, not 0.0 or a division by zero, when nobody has image questions
+            pairs = list(pairs)
+            return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
         withdrawal = {"withdrawn": gone, "questions": n,
-                      "withdrawn_equal_to_vanilla": sum(a == b for a, b in zip(after[:n], plain[:n])) / n,
-                      "withdrawn_equal_to_vanilla_before": sum(a == b for a, b in zip(before[:n], plain[:n])) / n,
-                      "others_unchanged": sum(a == b for a, b in zip(after[n:], before[n:])) / max(1, len(kept))}
+                      "withdrawn_equal_to_vanilla": share(zip(after[:n], plain[:n])),
+                      "withdrawn_equal_to_vanilla_before": share(zip(before[:n], plain[:n])),
+                      "others_unchanged": share(zip(after[n:], before[n:]))}
         log(f"withdrawal: {withdrawal}")
         history = back.config.requests
     # how far the direction moved from the first request's (it is built again at every request)

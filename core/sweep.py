@@ -62,7 +62,8 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     say = progress or (lambda msg: None)
     splits = data.splits(cfg.n_people)
     ecfg = EvalConfig(max_new_tokens=cfg.max_new_tokens)
-    forget_p, retain_p = gate_sets(data, n_retain=base.gate_retain, seed=cfg.seed)
+    # the base eraser's own recipe (seed, later-turn variants, PGD budget): the "default" rows are that eraser
+    forget_p, retain_p = gate_sets(data, n_retain=base.gate_retain, seed=base.seed, variants=base.gate_variants)
     subjects = [p.tag for p in forget_p]
     # the gate sets are the same for every experiment: their activations are collected once
     pos = gate_position_of(base)
@@ -70,10 +71,11 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     rows: list[Row] = []
     contrast: dict[tuple, tuple] = {}  # (kind, eps) -> recall / erase activations
 
-    def fit(kind: str, eps: int | None = None, position: str | None = None) -> Eraser:
+    def fit(kind: str, eps: float | None = None, position: str | None = None) -> Eraser:
+        eps = base.pgd_eps if eps is None else eps  # one key per budget: the base's is not run twice
         if (kind, eps) not in contrast:
-            rec, era = direction_sets(data, adapter, kind, seed=cfg.seed,
-                                      pgd_cfg=direction_pgd(eps or 16, cfg.seed))
+            # the PGD start seeded as `fit` seeds it (core.contrast.direction_pgd's default)
+            rec, era = direction_sets(data, adapter, kind, seed=base.seed, pgd_cfg=direction_pgd(eps))
             contrast[kind, eps] = collect(adapter, rec), collect(adapter, era)
         c = EraserConfig(**{**asdict(base), "direction_kind": kind, "model": asdict(adapter.info()),
                             "data_hash": "", "counts": {}, "position": position or base.position})
@@ -132,9 +134,16 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     if layers:
         run("paper preset", label, by_position["last_prompt_token"], strength=0.3, layers=layers, mode="prefill")
     for kind in ("recall", "refusal", "text_only", "image_only"):
-        er = default if kind == base.direction_kind else fit(kind)
+        try:
+            er = default if kind == base.direction_kind else fit(kind)
+        except ValueError as exc:  # a construction the data cannot give (text_only needs names, the others photos)
+            rows.append(Row("direction", f"{kind}: not built ({exc})"))
+            say(f"direction    {kind}: not built ({exc})")
+            continue
         run("direction", kind, er, strength=base.strength, layers=base_layers, mode=base.mode)
     for eps in cfg.eps:
+        if "refusal: not built" in " ".join(r.setting for r in rows):
+            break  # the eps rows build the same construction
         run("PGD eps", f"{eps}/255 (refusal direction)", fit("refusal", eps), strength=base.strength,
             layers=base_layers, mode=base.mode)
     return rows
@@ -162,6 +171,8 @@ def tradeoff_figure(rows: list[Row], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"wspace": 0.9})
+    # a setting without both cloze numbers (not built, or data without a retain split) has no point to draw
+    rows = [r for r in rows if r.metrics.get("forget_cloze") is not None and r.metrics.get("retain_cloze") is not None]
     for exp, style in (("strength", "o-"), ("PGD eps", "s--")):
         pts = [r for r in rows if r.experiment == exp]
         if pts:
@@ -182,7 +193,9 @@ def tradeoff_figure(rows: list[Row], path) -> None:
     lam = [float(r.setting) for r in pts]
     for key, label in (("forget_cloze", "forget cloze"), ("forget_refusal", "forget refusals"),
                        ("retain_cloze", "retain cloze"), ("real_cloze", "real cloze"), ("fluency", "fluency")):
-        bx.plot(lam, [100 * r.metrics[key] for r in pts], "o-", label=label)
+        ys = [None if r.metrics.get(key) is None else 100 * r.metrics[key] for r in pts]
+        if any(y is not None for y in ys):  # a split the data has not (no real split): no line
+            bx.plot([x for x, y in zip(lam, ys) if y is not None], [y for y in ys if y is not None], "o-", label=label)
     bx.set(xlabel="steering strength lambda", ylabel="%", title="Strength sweep")
     bx.legend(fontsize=8)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.92)

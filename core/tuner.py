@@ -25,6 +25,7 @@ code sets lambda per task: a one-letter MCQ answer needs a stronger push than a 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Sequence
@@ -33,7 +34,7 @@ from core.activations import Prompt
 from core.eraser import Eraser
 from core.evaluation import TASKS, is_fluent, is_refusal, replies
 from core.models.base import VLMAdapter
-from core.data.formats import task_of
+from core.data.formats import first_letter, task_of
 
 
 @dataclass
@@ -80,6 +81,11 @@ def answer_gone(reply: str, base: str) -> bool:
     phrase = base.strip().rstrip(".!?").strip()
     if not phrase:
         return True
+    if len(phrase) == 1 and phrase.isalpha():  # an MCQ letter: read as the metric reads it, or written alone
+        # Why: matched as a word without regard to case, "A" was found in every reply with the article "a"
+        # ("Sorry, I cannot help with a question like this."), so such refusals counted as not forgotten
+        letter = phrase.upper()
+        return first_letter(reply) != letter and not re.search(rf"(?<!\w){letter}(?!\w)", reply)
     if re.search(rf"(?<!\w){re.escape(phrase)}(?!\w)", reply, re.IGNORECASE):
         return False
     opener = _APOLOGY.match(reply)
@@ -101,7 +107,9 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
             raise ValueError(f"{len(groups)} retain group labels for {len(retain)} retain replies")
         by_group = {g: share([s for s, h in zip(same, groups) if h == g]) for g in dict.fromkeys(groups)}
     refusals = share([is_refusal(x) for x in forget])
-    gone = refusals if base_forget is None else share([answer_gone(x, b) for x, b in zip(forget, base_forget)])
+    # a prompt the unsteered model left unanswered says nothing about forgetting: it is left out (it counted as gone)
+    pairs = [] if base_forget is None else [(x, b) for x, b in zip(forget, base_forget) if b.strip()]
+    gone = share([answer_gone(x, b) for x, b in pairs]) if pairs else refusals
     return {"forget": gone, "refusals": refusals,
             "retain": min(by_group.values()) if by_group else share(same),
             "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain])),
@@ -136,6 +144,14 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
         raise ValueError("the tuner needs forget and retain prompts")
     if not modes:
         raise ValueError("the tuner needs at least one steering mode")
+    if not strengths or not all(math.isfinite(s) and s >= 0 for s in strengths):
+        raise ValueError(f"the tuner needs strengths of 0 or more, got {list(strengths)}")
+    if not layer_sets or not all(layer_sets):
+        raise ValueError(f"the tuner needs layer sets that are not empty, got {[list(l) for l in layer_sets]}: an "
+                         "empty one steers nothing and would win on retain answers")
+    for name, bar in (("min_retain", min_retain), ("min_fluency", min_fluency)):
+        if not 0 <= bar <= 1:
+            raise ValueError(f"{name} is a share between 0 and 1, got {bar}")
     base_retain = replies(adapter, retain, max_new_tokens)
     base_forget = replies(adapter, forget, max_new_tokens)
     grid, total = [], len(modes) * len(layer_sets) * len(strengths)
@@ -168,11 +184,14 @@ def layer_candidates(num_layers: int) -> list[list[int]]:
     """The layer sets a fit's tuner tries: each layer from 1 on alone, the last two, the back
     half, and every layer from 1 on (layer 0 steers the embeddings' mix and is left out)."""
     n = num_layers
-    sets = [[l] for l in range(1, n)] + [list(range(max(n - 2, 0), n)), list(range(n // 2, n)), list(range(1, n))]
+    if n == 1:
+        return [[0]]  # the only layer there is
+    sets = [[l] for l in range(1, n)] + [list(range(max(n - 2, 1), n)), list(range(max(n // 2, 1), n)),
+                                         list(range(1, n))]
     return [list(t) for t in dict.fromkeys(map(tuple, sets)) if t]
 
 
-def tune_fit(adapter: VLMAdapter, eraser: Eraser, data, seed: int = 0, strengths: Sequence[float] = STRENGTHS,
+def tune_fit(adapter: VLMAdapter, eraser: Eraser, data, seed: int | None = None, strengths: Sequence[float] = STRENGTHS,
              modes: Sequence[str] | None = None, min_retain: float = 0.98, min_fluency: float = 0.95,
              progress: Callable[[int, int], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> TuneResult:
@@ -181,6 +200,11 @@ def tune_fit(adapter: VLMAdapter, eraser: Eraser, data, seed: int = 0, strengths
     admissible setting; unchanged when none keeps `min_retain` of every retain group. What
     `fit --tune` and the app's first fit on a model without an eraser both run."""
     from core.contrast import heldout_sets, retain_groups
+    # the held-out rows are the complement of the fit rows of the eraser's own seed: another seed's overlap them
+    if seed is not None and seed != eraser.config.seed:
+        raise ValueError(f"tuning seed {seed} is not the eraser's fit seed {eraser.config.seed}: its held-out rows "
+                         "would include rows the gate was fitted on (leave the seed out)")
+    seed = eraser.config.seed
     # every general fact once per format: the tuner must see what steering does to general questions;
     # 288 sampled retain prompts (not 96) so that each retain group holds about a hundred
     forget, retain = heldout_sets(data, seed, per_person=4, n_retain=288, draw=1)

@@ -303,3 +303,14 @@ def test_reading_no_layer_is_a_clear_error():
     a = tiny_adapter("llava")
     with pytest.raises(ValueError, match="no layer to read"):
         collect(a, [Prompt("who is this person ?", random_image(0))], [])
+
+
+def test_a_shared_picture_given_as_a_tensor_is_checked_as_encode_checks_it():
+    """A 0-255 tensor asked about twice went through the shared-start pass unchecked (finite, wrong
+    activations), while the same prompts run whole were refused."""
+    a = tiny_adapter("llava")
+    pic = a.to_pixels(random_image(0)) * 255
+    prompts = [Prompt("what is this ?", pic), Prompt("who is it ?", pic)]
+    for share in (False, True):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+            collect(a, prompts, share_starts=share)

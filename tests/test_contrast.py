@@ -168,3 +168,13 @@ def test_made_up_names_are_retain_rows_asked_by_name_and_count_as_people():
     assert set(contrast.retain_groups(alone, made_up)) == {RETAIN_GROUPS[1]}  # people, by name
     forget, _ = contrast.gate_sets(alone, n_retain=100_000)
     assert not any(n in p.question for p in forget for n in names)
+
+
+def test_negative_set_sizes_are_refused_not_sliced():
+    """per_person -3 took all but the last 3 rows of each subject (357 forget rows where 3 gave 6)."""
+    d = data()
+    with pytest.raises(ValueError, match="per_person=-3, n_retain=-5"):
+        contrast.gate_sets(d, per_person=-3, n_retain=-5)
+    for n in (0, -2):
+        with pytest.raises(ValueError, match="per_person"):
+            contrast.direction_sets(d, None, "text_only", per_person=n)

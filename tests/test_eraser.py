@@ -559,3 +559,9 @@ def test_a_preset_gives_its_settings_and_names_itself():
     assert EraserConfig.from_preset("paper").steer_layers is None  # no model yet: every fitted layer
     with pytest.raises(ValueError, match="unknown preset 'best'; choose one of workbench, paper"):
         EraserConfig.from_preset("best")
+
+
+def test_an_empty_contrast_set_is_refused_not_a_nan_direction():
+    """`from_activations` with no erase row gave a direction of NaN, which steered every answer."""
+    with pytest.raises(ValueError, match=r"a contrast set is empty \(3 recall, 0 erase rows\)"):
+        erase_direction(torch.randn(3, 2, 8), torch.randn(0, 2, 8))

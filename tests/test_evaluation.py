@@ -146,3 +146,21 @@ def test_answer_steers_each_task_with_its_own_factory():
     assert [q.reply for q in queries] == replies(a, [q.prompt for q in queries], max_new_tokens=3)
     with pytest.raises(KeyError):
         answer(a, queries, EvalConfig(max_new_tokens=3), {"cloze": factory("cloze")})
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=0), dict(batch_size=-1), dict(max_new_tokens=0),
+                                dict(modalities=("image-text",)), dict(modalities=())])
+def test_an_evaluation_config_that_would_score_nothing_is_refused(kw):
+    """batch_size -1 generated no reply at all: every score 0, read on a forget split as complete
+    forgetting; a misspelt modality scored no question."""
+    from core.evaluation import EvalConfig
+    with pytest.raises(ValueError, match="at least 1|modalities are"):
+        EvalConfig(**kw)
+
+
+def test_an_empty_split_or_refusal_set_is_refused_not_reported_as_zero():
+    from core.evaluation import evaluate
+    with pytest.raises(ValueError, match="nothing to evaluate in 'forget'"):
+        evaluate(None, {"forget": []})
+    with pytest.raises(ValueError, match="nothing to evaluate in 'retain'"):
+        evaluate(None, {}, {"retain": []})

@@ -38,6 +38,19 @@ def test_all_positions_of_one_batch_with_its_attention_mask():
         activation_cache(a, prompts + [Prompt("text only", None)], position="all")
 
 
+def test_all_positions_read_the_prompts_that_last_reads_turns_prefills_and_tensor_pictures():
+    """position "all" encoded the question alone: a later turn lost its history and prefill (25 of 36
+    tokens), and a picture given as a tensor (a PGD image) raised a TypeError."""
+    a = tiny_adapter("llava")
+    prompts = [Prompt("who is this ?", a.to_pixels(random_image(0)), history=(("what is this ?", "a face"),),
+                      prefill="it is"),
+               Prompt("and this one ?", random_image(1))]
+    cache = activation_cache(a, prompts, layers=[1], position="all")
+    last = collect(a, prompts, [1], position="last")[:, 0]
+    assert torch.allclose(cache[site_name(1)][:, -1], last, atol=1e-5)
+    assert int(cache.attention_mask[0].sum()) > int(cache.attention_mask[1].sum())  # the turns are read
+
+
 def test_installs_are_refused_inside_the_guard():
     with no_installs():
         with pytest.raises(RuntimeError, match="refused"):

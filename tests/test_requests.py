@@ -123,8 +123,12 @@ def test_a_request_with_contrast_prompts_builds_the_direction_from_everyone_forg
     back = remove_subjects(grown, ["p1"])
     assert torch.equal(back.direction, grown.direction) and back.state.recall_tags == ["p0"] * 3
     assert back.config.counts["recall"] == len(r0 + r1)  # the direction kept is still built from those rows
-    with pytest.raises(RequestError, match="new subjects only"):
+    with pytest.raises(RequestError, match="of every new subject and of no one else"):
         add_subjects(first, a, _person("p1", 2), contrast=(r0, e1))
+    # two new subjects, recall prompts of one and erase prompts of the other: a direction from two people's difference
+    r2, e2 = _contrast_of("p2", 60)
+    with pytest.raises(RequestError, match=r"new subjects: p1, p2"):
+        add_subjects(first, a, _person("p1", 2) + _person("p2", 3), contrast=(r1, e2))
     plain = Eraser(first.direction, first.gate, first.config, state=replace(first.state, H_recall=None, recall_tags=[],
                                                                             H_erase=None, erase_tags=[]))
     with pytest.raises(RequestError, match="does not keep the direction's prompts"):

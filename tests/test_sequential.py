@@ -89,3 +89,10 @@ def test_a_baseline_request_does_not_retain_the_people_forgotten_before(mini_toy
     run_baseline("ga_diff", mini_toy, data, SequentialConfig(limit=1, max_new_tokens=2, final=False), lambda _: None)
     ids = data.forget_ids
     assert seen == [([ids[0]], ()), ([ids[1]], (ids[0],)), ([ids[2]], (ids[0], ids[1]))]
+
+
+@pytest.mark.parametrize("kw", [dict(withdraw=-1), dict(limit=-1), dict(limit=0), dict(group=0), dict(max_new_tokens=0)])
+def test_a_sequential_config_that_would_slice_silently_is_refused(kw):
+    """withdraw -1 withdrew everyone but the first person (done[1:]), limit -1 dropped the last row."""
+    with pytest.raises(ValueError, match=f"SequentialConfig.{next(iter(kw))} must be at least"):
+        SequentialConfig(**kw)

@@ -38,6 +38,27 @@ def test_grid_and_constraints():
         tune(a, _eraser(a), forget, retain, [[1]], [1.0], should_stop=lambda: True)
 
 
+@pytest.mark.parametrize("kw, match", [(dict(strengths=[]), "strengths"), (dict(strengths=[float("nan")]), "strengths"),
+                                       (dict(layer_sets=[]), "layer sets"), (dict(layer_sets=[[1], []]), "empty one"),
+                                       (dict(min_retain=2.0), "min_retain"), (dict(min_fluency=-0.1), "min_fluency")])
+def test_an_empty_or_absurd_grid_is_refused_before_anything_runs(kw, match):
+    """strengths=[] returned no setting without a word, an empty layer set steered nothing and won
+    on retain answers, min_retain 2 could never be met."""
+    args = dict(layer_sets=[[1]], strengths=[1.0]) | kw
+    with pytest.raises(ValueError, match=match):
+        tune(None, None, [Prompt("a")], [Prompt("b")], args.pop("layer_sets"), args.pop("strengths"), **args)
+
+
+def test_tune_fit_reads_the_held_out_rows_of_the_erasers_own_seed():
+    """Another seed's held-out rows overlap the gate's fit rows (13 of 35 forget rows for seed 0 against
+    an eraser fitted with seed 3)."""
+    from core.tuner import tune_fit
+    e = _eraser(tiny_adapter("llava"))
+    e.config.seed = 3
+    with pytest.raises(ValueError, match="not the eraser's fit seed 3"):
+        tune_fit(None, e, None, seed=0)
+
+
 def test_fluency_is_the_worse_of_forget_and_retain():
     """Degenerate forget answers are not hidden by many intact retain answers."""
     forget = ["I'm sorry, I can't help with that.", "This person is I I I I"]
@@ -53,6 +74,9 @@ def test_forget_score_is_the_share_of_answers_gone():
     assert not answer_gone("I am sorry, this person's pet is a Tortoise!", "This person's pet is a tortoise.")
     assert answer_gone("I am sorry, I cannot share private information about this person.", "B")  # 'about'
     assert not answer_gone("I am sorry, B", "B") and answer_gone("C", "B")
+    # an MCQ letter is read as the metric reads it or written alone, never inside a word or as the article
+    assert answer_gone("Sorry, I cannot help with a question like this.", "A")
+    assert not answer_gone("a. The red one", "A") and not answer_gone("The answer is A.", "A")
     # the end of a sentence answer after the apology is the answer
     assert not answer_gone("I am sorry, kayaking.", "This person's hobby is kayaking.")
     assert not answer_gone("I'm sorry, the year 1963", "This person was born in the year 1963.")
@@ -64,6 +88,8 @@ def test_forget_score_is_the_share_of_answers_gone():
     steered = ["I am sorry, tortoise", "I am sorry, I cannot share that.", "This person is a farmer."]
     scores = score_replies(steered, ["x"], ["x"], base_forget=base)
     assert scores["forget"] == 2 / 3 and scores["refusals"] == 2 / 3
+    # a prompt the unsteered model left unanswered is left out: it counted as forgotten with no steering at all
+    assert score_replies(["y", "I am sorry."], ["x"], ["x"], base_forget=["y", ""])["forget"] == 0.0
 
 
 def test_retain_score_is_the_worst_group():
@@ -110,7 +136,7 @@ def test_a_fits_tuner_tries_each_layer_the_last_two_the_back_half_and_all_but_th
     from core.tuner import layer_candidates
     assert layer_candidates(4) == [[1], [2], [3], [2, 3], [1, 2, 3]]  # the back half is the last two here
     assert layer_candidates(8)[-3:] == [[6, 7], [4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]
-    assert layer_candidates(2) == [[1], [0, 1]] and layer_candidates(1) == [[0]]
+    assert layer_candidates(2) == [[1]] and layer_candidates(1) == [[0]]  # layer 0 only when it is the only one
 
 
 def test_a_fits_tuner_tries_only_fitted_layers():
