@@ -37,3 +37,19 @@ def test_table_costs_are_counted_from_the_stored_rates_not_their_float_differenc
             {"attack": "multi-turn (x)", "retain_vanilla": 0.8286, "retain_erased": 0.8143},
             {"attack": "blur r2", "retain_vanilla": 1.0, "retain_erased": 0.5}]
     assert worst_text_cost(rows) == (2.9, "role-play")
+
+
+def test_held_out_facts_finds_the_fact_of_every_fact_prompt_in_every_format():
+    """scripts/heldout_facts.py leaves a fold of facts out of the gate's retain rows by reading which
+    fact each prompt asks: every format of every fact must be found, and found once."""
+    import sys
+
+    import numpy as np
+    sys.path.insert(0, str(SCRIPTS[0].parent))
+    from heldout_facts import fact_of
+
+    from core.toyworld.questions import GENERAL_FACTS, fact_training_texts
+    texts = fact_training_texts(np.random.default_rng(0))
+    assert len(texts) == 4 * len(GENERAL_FACTS)
+    assert [fact_of(t.prompt) for t in texts] == [i for i in range(len(GENERAL_FACTS)) for _ in range(4)]
+    assert fact_of("Who is this person?") is None
