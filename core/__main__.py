@@ -1193,9 +1193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=count, default=None, help="decoder layers of the --shape model (default: 2 on a "
                                                             "CPU, all on a GPU)")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: checks that every part runs")
-    p.add_argument("--repeats", type=count, default=None, help="rounds of each steering timing (default 5; 1 with "
-                                                              "--quick)")
-    p.add_argument("--no-baseline", action="store_true", help="skip training IdkNLL")
+    p.add_argument("--repeats", type=count, default=None,
+                   help="steering timings: each of 2 x REPEATS rounds times the eraser off and on (default 5; 1 with "
+                        "--quick)")
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the build part (training IdkNLL and the eraser builds compared with it); --shape "
+                        "models skip it anyway")
     p.add_argument("--parts", default=None,
                    help="comma-separated measurements to run, among steering, capture, shared_starts, pgd, fit, "
                         "artefact, build (default: all; the whole bench takes about 6 min on the shipped model and "

@@ -6,8 +6,9 @@ generation, capture at batch 16 vs batch 1, capture of several questions per pic
 picture's start run once vs every prompt whole, the gate fit vs the paper's formula, a PGD step vs a
 forward pass, an eraser's size vs the public code's matrices, and building an eraser vs training
 the cheapest baseline that forgets as much (IdkNLL). Peak memory is the resident set's growth
-during the call, sampled every 5 ms (psutil), or on a GPU the largest growth of the memory torch
-allocated there.
+during the call (the kernel's high-water mark, reset before each call; before session 34 a
+5 ms sample, which missed brief calls and read memory kept from earlier work as free), or on a
+GPU the largest growth of the memory torch allocated there.
 
 The shipped model runs where `load_adapter` puts it (the first GPU if there is one). `--shape
 llava-1.5-7b` (or `qwen2.5-vl-7b`) builds a model of that width with random weights and
@@ -57,9 +58,46 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+def _release_freed_memory() -> None:
+    """Give memory freed by earlier work back to the system before a CPU measurement, so that the
+    growth of the resident set counts what the measured call allocates, not what the allocator
+    happened to keep from earlier work."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _high_water_mb() -> float | None:
+    """The process's peak resident set since the last reset (Linux VmHWM), None elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _reset_high_water() -> bool:
+    """Reset VmHWM to the current resident set (Linux 4.0+: "5" to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _high_water_mb() is not None
+    except OSError:
+        return False
+
+
 def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) -> Timing:
     """Median seconds of `fn` over `repeats` runs (after one warm-up run), and the largest growth
-    of the resident set during them (MB); on a GPU, of the memory torch allocated there."""
+    of the resident set during them (MB); on a GPU, of the memory torch allocated there.
+
+    On the CPU the peak is the kernel's high-water mark, reset before each run after freed memory
+    is handed back (Linux); elsewhere a thread samples the resident set every 5 ms. Why: sampled,
+    a fit of 16 ms was seen at 0 MB next to the reference formula's 86 MB (a fit alone: 18.6 MB),
+    both because samples missed it and because memory kept from earlier work was reused."""
     import psutil
     proc = psutil.Process()
     gpu = torch.cuda.is_available()
@@ -69,18 +107,21 @@ def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) ->
     for _ in range(repeats):
         _sync()
         done = threading.Event()
+        exact = False
         if gpu:
             base = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
+            _release_freed_memory()
             base = proc.memory_info().rss
-
-            def sample():
-                while not done.is_set():
-                    peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
-                    done.wait(0.005)
-            sampler = threading.Thread(target=sample, daemon=True)
-            sampler.start()
+            exact = _reset_high_water()
+            if not exact:
+                def sample():
+                    while not done.is_set():
+                        peak[0] = max(peak[0], (proc.memory_info().rss - base) / 2**20)
+                        done.wait(0.005)
+                sampler = threading.Thread(target=sample, daemon=True)
+                sampler.start()
         start = time.perf_counter()
         fn()
         _sync()
@@ -88,6 +129,8 @@ def measure(fn: Callable[[], object], repeats: int = 3, warm_up: bool = True) ->
         done.set()
         if gpu:
             peak[0] = max(peak[0], (torch.cuda.max_memory_allocated() - base) / 2**20)
+        elif exact:
+            peak[0] = max(peak[0], _high_water_mb() - base / 2**20)
         else:
             sampler.join()
     return Timing(statistics.median(times), peak[0])
@@ -270,7 +313,8 @@ def bench_shared_starts(adapter: VLMAdapter, pictures: int = 4, questions: int =
                         layers: list[int] | None = None) -> dict:
     """Prompts per second collecting prompt-mean activations of several questions (at most 6)
     about each picture (what a fit asks), each picture's start run once against every prompt run whole
-    (`collect(share_starts=...)`), batch 16, and the largest difference between the two."""
+    (`collect(share_starts=...)`), at `collection_batch`'s size for the model (64 under a billion
+    parameters, 16 above), and the largest difference between the two."""
     from core.activations import shared_starts
     base = _prompts(adapter, pictures)
     qs = ["who is the person in this picture ?", "what is this ?", "describe the image please",
@@ -467,6 +511,9 @@ def run(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict:
         out["fit"] = bench_fit(sizes)
     if "artefact" in cfg.parts:
         out["artefact"] = [artefact_sizes(out["model"]["layers"], out["model"]["width"]), artefact_sizes(32, 4096)]
+    if "build" in cfg.parts and (cfg.shape or not cfg.baseline):
+        log("build: skipped (" + ("a --shape model has no forget set to build from" if cfg.shape else "--no-baseline")
+            + ")")
     if "build" in cfg.parts and cfg.baseline and not cfg.shape:
         if cfg.data is None:
             log("build: skipped, no forget set to build the eraser from (the model folder carries no toy world)")

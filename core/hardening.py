@@ -43,6 +43,8 @@ def attacked_prompts(adapter: VLMAdapter, eraser: Eraser, prompts: Sequence[Prom
         last = run_pgd(adapter, [p.image for p in chunk], [p.question for p in chunk], ["yes"] * len(chunk), cfg,
                        should_stop=should_stop, extra_loss=lambda b: sign * gate_of(adapter, eraser, b, layers),
                        nll_weight=0.0, keep=keep)
+        if should_stop is not None and should_stop():  # cut short: the images were never attacked, so no refit
+            raise InterruptedError("hardening stopped before its attack ended")
         out += [Prompt(p.question, to_image(px), p.tag) for p, px in zip(chunk, last.image)]
     return out
 

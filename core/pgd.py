@@ -28,7 +28,7 @@ class PGDConfig:
     steps: int = 100
     random_start: bool = True
     seed: int = 0
-    early_stop_nll: float | None = None  # stop once the loss (mean NLL) falls below this
+    early_stop_nll: float | None = None  # stop once the target's mean NLL falls below this (not the total)
     eot: int = 1  # expectation over transformation: each step averages the loss over this many
     # random rephrasings of the perturbed image (`rephrase`); 1 = plain PGD
 
@@ -97,6 +97,8 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
     the adaptive attack that keeps the answer while keeping the gate shut); the step's `loss`
     is then that total. Yields step 0 (the start point) and then every update. The model's
     weights are untouched (no parameter gradients are kept)."""
+    if not nll_weight and extra_loss is None:
+        raise ValueError("nothing to optimise: nll_weight is 0 and no extra_loss is given")
     if not (len(questions) == len(targets) == len(images)):
         raise ValueError(f"{len(images)} images, {len(questions)} questions and {len(targets)} targets: "
                          "give one question and one target per image")
@@ -114,22 +116,27 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
         for step in range(cfg.steps + 1):
             delta.requires_grad_(True)
             views = [x + delta] if cfg.eot == 1 else [rephrase(x + delta, gen) for _ in range(cfg.eot)]
-            each = 0.0
+            each, mean_nll = 0.0, 0.0
             for view in views:  # with EOT, the loss (and its gradient) is the mean over the rephrasings
                 batch = adapter.encode(list(questions), view, list(targets))
-                nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
-                part = nll_weight * nll
+                if nll_weight or cfg.early_stop_nll is not None:
+                    nll = adapter.answer_nll(batch)  # (B,) mean token NLL per target
+                    part = nll_weight * nll
+                else:  # a gate-only objective (hardening): no forward to the logits for a term weighted 0
+                    nll = torch.full((len(questions),), float("nan"))
+                    part = 0.0
                 if extra_loss is not None:
                     part = part + extra_loss(batch)
                 each = each + part / len(views)
+                mean_nll = mean_nll + float(nll.detach().mean()) / len(views)
             loss = each.mean()
-            n_tok = (batch.labels != -100).sum(-1)  # the last view's log-probabilities are reported
+            n_tok = (batch.labels != -100).sum(-1)  # the last view's log-probabilities are reported (NaN: not computed)
             value = float(loss.detach())
-            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value, (-nll * n_tok).detach().cpu(),
-                          each.detach().float().cpu())
+            yield PGDStep(step, (x + delta).detach().cpu(), delta.detach().cpu(), value,
+                          (-nll.detach().cpu() * n_tok.cpu()), each.detach().float().cpu())
             if step == cfg.steps or (should_stop is not None and should_stop()):
                 return
-            if cfg.early_stop_nll is not None and value < cfg.early_stop_nll:
+            if cfg.early_stop_nll is not None and mean_nll < cfg.early_stop_nll:  # the answer's NLL, not the total
                 return
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():

@@ -154,7 +154,12 @@ def _recovery(adapter: VLMAdapter, queries: list[Query], steering, cfg: Robustne
 
 def gate_of(adapter: VLMAdapter, eraser, batch: Batch, layers: Sequence[int]) -> torch.Tensor:
     """(B,) the eraser's gate read at `layers` (`Eraser.read_gate`: its joint gate, or the mean over
-    them of h_l . u_l, the largest subject gate), differentiable in the inputs (the adaptive attack)."""
+    them of h_l . u_l, the largest subject gate), differentiable in the inputs (the adaptive attack).
+
+    Read on the unsteered model. That is the gate steering reads for a joint gate, a `gate_layer`
+    and an eraser steering one layer (every eraser whose attack this project reports); an eraser
+    that steers several layers, each reading its own gate, reads its later gates on activations
+    its earlier layers already steered, so for it this objective is an approximation."""
     h = capture(adapter, batch, layers, eraser.gate_position, differentiable=True)  # (B, n, d)
     return eraser.read_gate(h, layers)
 

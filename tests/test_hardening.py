@@ -119,3 +119,11 @@ def test_hardening_rows_are_the_first_image_prompts_of_each_forget_subject():
     rows = hardening_rows(text + people, per_subject=3)
     assert [p.tag for p in rows] == ["f0"] * 3 + ["f1"] * 3 and all(p.image is not None for p in rows)
     assert rows[:3] == people[:3] and rows[3:] == people[5:8]
+
+
+def test_a_stopped_hardening_raises_instead_of_refitting_on_unattacked_images(live):
+    """A stop during the attack returned an eraser "hardened" on random-start images, its history
+    saying three rounds."""
+    a, eraser = live
+    with pytest.raises(InterruptedError, match="hardening stopped"):
+        harden(eraser, a, _person("p0", 1), rounds=3, cfg=CFG, should_stop=lambda: True)

@@ -35,6 +35,27 @@ def test_pgd_is_seeded_and_stoppable():
     assert len(stopped) == 1
     early = list(pgd(a, [random_image(0)], ["what ?"], ["red"], PGDConfig(steps=50, early_stop_nll=1e9)))
     assert len(early) == 1
+    # the stop reads the answer's NLL, not the total objective (an extra term of -10 stopped it at once)
+    lowered = list(pgd(a, [random_image(0)], ["what ?"], ["red"], PGDConfig(steps=3, early_stop_nll=1e-3),
+                       extra_loss=lambda b: torch.full((1,), -10.0), nll_weight=1.0))
+    assert len(lowered) == 4 and lowered[0].loss < 1e-3
+
+
+def test_a_gate_only_objective_runs_no_answer_forward_and_moves_as_before(monkeypatch):
+    """Hardening weighs the answer 0: each step still ran the model to the logits and back for it.
+    The steps are the same without it (its gradient was exactly 0); its log-probabilities are NaN."""
+    a = tiny_adapter("llava")
+    extra = lambda b: b.inputs["pixel_values"].flatten(1).mean(-1)  # noqa: E731
+    cfg = PGDConfig(steps=2, seed=2, step_size=2 / 255)
+    with_nll = list(pgd(a, [random_image(0)], ["what ?"], ["red"], cfg, extra_loss=extra, nll_weight=1e-30))
+    calls = []
+    real = type(a).answer_nll
+    monkeypatch.setattr(type(a), "answer_nll", lambda self, b: calls.append(1) or real(self, b))
+    gate_only = list(pgd(a, [random_image(0)], ["what ?"], ["red"], cfg, extra_loss=extra, nll_weight=0.0))
+    assert calls == [] and torch.isnan(gate_only[0].target_logprob).all()
+    assert all(torch.equal(x.delta, y.delta) for x, y in zip(with_nll, gate_only))
+    with pytest.raises(ValueError, match="nothing to optimise"):
+        next(pgd(a, [random_image(0)], ["what ?"], ["red"], cfg, nll_weight=0.0))
 
 
 def test_extra_objective_is_added_and_followed():
