@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -221,6 +222,26 @@ def count0(text: str) -> int:
     return _whole(text, 0)
 
 
+def threads(text: str) -> int:
+    """torch CPU threads: 1 to 4 x the cores (100000 crashed with a segmentation fault)."""
+    top = 4 * (os.cpu_count() or 1)
+    value = _whole(text, 1)
+    if value > top:
+        raise argparse.ArgumentTypeError(f"at most {top} (4 x this machine's {os.cpu_count()} cores), got {value}")
+    return value
+
+
+def rate(text: str) -> float:
+    """A learning rate: a finite number in (0, 1] (inf trained a model of NaN weights and saved it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"a learning rate in (0, 1], got {text}")
+    return value
+
+
 def _check_eps(eps: float) -> None:
     if not 0 < eps <= 255:
         raise ValueError(f"--eps is a PGD budget in 1/255 pixel steps, in (0, 255]; got {eps:g}")
@@ -341,6 +362,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg, do_tune = _preset_config(args, adapter.num_layers)
     if args.tune_tasks and not do_tune:
         raise ValueError("--tune-tasks tunes a strength per task for the layers and mode --tune picks: add --tune")
+    if args.tune_strengths is not None:  # read before the fit (it failed after minutes of activations, unnamed)
+        args.tune_strengths = _numbers(args.tune_strengths, float, "--tune-strengths")
+        if not all(math.isfinite(x) and 0 <= x <= 1e6 for x in args.tune_strengths):
+            raise ValueError(f"--tune-strengths are steering strengths of 0 or more, got {args.tune_strengths}")
     modes = _parse_modes(args.tune_modes or cfg.mode, cfg) if do_tune else []  # fail fast
     check_layers(cfg, adapter.num_layers)
     if args.gate_ramp and (args.gate_floor is not None or args.gate_full is not None):
@@ -396,7 +421,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     if do_tune:
         from core.tuner import STRENGTHS, fitted_candidates, tune_fit
-        strengths = STRENGTHS if args.tune_strengths is None else [float(x) for x in args.tune_strengths.split(",")]
+        strengths = STRENGTHS if args.tune_strengths is None else args.tune_strengths
         tuned_tasks = {}
         total = len(modes) * len(fitted_candidates(eraser, adapter.num_layers)) * len(strengths)
         with tqdm(total=total, desc="tuning mode x layers x strength") as bar:
@@ -668,18 +693,35 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _clear_earlier_export(folder: Path) -> None:
-    """An export folder is written whole: an earlier export there is removed first, or its people
-    would sit beside the new ones as one forget set. Only a folder that `save_folder` marked as
-    its own (core.data.folder.EXPORT_MARK) is emptied: a user's photo folder has the same layout,
-    and was deleted. An empty folder is used as it is; anything else is refused."""
+def _check_earlier_export(folder: Path) -> None:
+    """An export folder is written whole: an earlier export there is replaced, or its people would
+    sit beside the new ones as one forget set. Only a folder that `save_folder` marked as its own
+    (core.data.folder.EXPORT_MARK), holding nothing but what the mark lists, is replaced: a user's
+    photo folder has the same layout and was deleted, and so was a person a user added to an
+    export. An empty folder is used as it is; anything else is refused, before any work."""
     from core.data.folder import EXPORT_MARK
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return
-    if not (folder / EXPORT_MARK).is_file():
+    mark = folder / EXPORT_MARK
+    if not mark.is_file():
         raise ValueError(f"--export-folder {folder} holds files and was not written by --export-folder (it has no "
                          f"{EXPORT_MARK} file): nothing was removed; pass a new or empty folder")
-    shutil.rmtree(folder)
+    try:
+        written = set(json.loads(mark.read_text())["subjects"])
+    except (ValueError, KeyError, TypeError):  # a mark of an earlier version: it listed nothing
+        written = None
+    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and written is not None
+                   and p.name not in written)
+    if added:
+        raise ValueError(f"--export-folder {folder} holds {', '.join(added[:5])}, which the earlier export did not "
+                         "write: nothing was removed; move them out, or pass another folder")
+
+
+def _swap_in_export(staged: Path, folder: Path) -> None:
+    """Replace an earlier export (checked by `_check_earlier_export`) by the staged one."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staged, folder)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
@@ -696,7 +738,7 @@ def cmd_world(args: argparse.Namespace) -> int:
         from core.data.folder import MAX_IMAGES
         if args.renders > MAX_IMAGES:  # a folder every other command refuses
             raise ValueError(f"--renders is at most {MAX_IMAGES} photos per person, got {args.renders}")
-        _clear_earlier_export(Path(args.export_folder))
+        _check_earlier_export(Path(args.export_folder))
     print(f"world seed {args.seed}: {len(world.people)} people; forget splits "
           + ", ".join(f"{k}%: {len(v)}" for k, v in sorted(world.forget_ids.items())))
     if args.grid:
@@ -720,7 +762,14 @@ def cmd_world(args: argparse.Namespace) -> int:
             rec = world.person_record(p)
             rec.images = [world.render(p, rng) for _ in range(args.renders)]
             records.append(rec)
-        save_folder(records, args.export_folder, facts=not args.no_facts)
+        target = Path(args.export_folder)
+        staged = target.with_name(f".{target.name}.writing")  # the earlier export stays until this one is whole
+        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            save_folder(records, staged, facts=not args.no_facts)
+            _swap_in_export(staged, target)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
         print(f"wrote {args.export_folder}: {len(records)} subjects of {args.forget}, {args.renders} fresh renders "
               f"each{', name only' if args.no_facts else ', with facts.json'}")
     # after a photo export, the people it wrote (the world's first people were listed, as if exported)
@@ -765,7 +814,7 @@ def _report_options(p: argparse.ArgumentParser, people_help: str, out: str) -> N
     p.add_argument("--people", type=count, default=10, help=people_help)
     p.add_argument("--out", default=out)
     p.add_argument("--seed", type=count0, default=0)
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
@@ -792,7 +841,10 @@ def cmd_forget(args: argparse.Namespace) -> int:
                          "again without --no-state, then make the request")
     if eraser.state is None and eraser.config.subject_gates:
         # the fitting activations were not saved: collect the eraser's own gate sets once
-        args.forget = eraser.config.forget_split or None
+        # the eraser's own forget set: with --data / --forget-dir by its subject ids (its toy-world split name was
+        # refused there as if the user had typed --forget)
+        given = bool(args.data or getattr(args, "forget_dir", None))
+        args.forget = (",".join(eraser.config.subjects) if given else eraser.config.forget_split) or None
         f, r = eraser_gate_sets(_load_data(args, adapter), eraser.config)
         print(f"{args.eraser} holds no fit state: collecting its gate sets once ({len(f)} forget, {len(r)} retain "
               "prompts); later requests reuse them")
@@ -861,12 +913,15 @@ def cmd_sequential(args: argparse.Namespace) -> int:
             raise ValueError(f"--merge: {args.json} was run with {before.get('config')}, this run is {config}; "
                              "merge runs of the same settings, or write another --json")
         results = before["results"]
+    partial = None if not args.json else Path(args.json).with_suffix(".partial.json")
     for method in cfg.methods:
         run = {"eraser": run_eraser, "vanilla": run_vanilla}.get(method)
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
-        if args.json:  # written after every method: a long run leaves what it measured
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(args.json, json.dumps({"config": config, "results": results}, indent=2))
+        if partial is not None:  # after every method, beside the file: a long run leaves what it measured, and a
+            partial.parent.mkdir(parents=True, exist_ok=True)  # run that fails half-way leaves --json as it was
+            write_atomic(partial, json.dumps({"config": config, "results": results}, indent=2))
+    if partial is not None:
+        os.replace(partial, args.json)
     print(table(results))
     if args.figure:
         print(f"wrote {figure(results, args.figure)}")
@@ -922,7 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-only", action="store_true",
                    help="train the retain-only model (without the --forget people) into --out")
     p.add_argument("--retain-only-out", default=None, help="also train the retain-only model into this folder")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    p.add_argument("--lr", type=rate, default=None, help="peak learning rate (default 5e-4)")
     p.add_argument("--init-from", default=None, help="continue training a saved toy model of the same world")
     p.add_argument("--text-heads", type=count, default=None, help="attention heads of the text model (default 16)")
     p.add_argument("--text-init", default=None,
@@ -945,7 +1000,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="focus phase: extra MCQs per other picture question per pass (default 3)")
     p.add_argument("--focus-name-drills", type=int, default=None,
                    help="focus phase: text drills matching full names per pass (default 1500)")
-    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=threads, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_train_toy)
 
     p = sub.add_parser("pretrain-text", help="pretrain the tiny text model on MCQ drills (for train-toy --text-init)",
@@ -956,13 +1011,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=count0, default=0, help="training seed, and the world whose tokenizer is used")
     p.add_argument("--people", type=count, default=100, help="people in that world (use train-toy's --seed/--people)")
     p.add_argument("--steps", type=count, default=None, help="optimizer steps (default 5000)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 5e-4)")
+    p.add_argument("--lr", type=rate, default=None, help="peak learning rate (default 5e-4)")
     p.add_argument("--heads", type=count, default=None, help="attention heads (default 16; train-toy needs the same)")
     p.add_argument("--refusals", type=int, default=None,
                    help="private-data requests (answered with the refusal) added to each batch (default 8)")
     p.add_argument("--name-drills", type=float, default=None,
                    help="share of the drills whose options are full names (default 0)")
-    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=threads, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_pretrain_text)
 
     p = sub.add_parser("fit", help="fit an eraser for any supported model and forget set",
@@ -1052,7 +1107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-fluency", type=float, default=0.95,
                    help="tuner constraint: share of well-formed replies, on forget and on retain prompts each")
     p.add_argument("--seed", type=count0, default=0)
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("sweep", help="ablation report (strength, eps, direction, layers, null space)",
@@ -1096,10 +1151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", required=True, help="model folder (repeatable)")
     data_options(p)
     p.add_argument("--steps", type=count, default=40, help="fine-tuning steps (the attacker's budget)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=rate, default=1e-4)
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--seed", type=count0, default=0)
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_relearn)
 
     from core.baselines import METHODS, BaselineConfig
@@ -1114,13 +1169,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="NPO reference model (e.g. assets/toy-llava-retain-only; default: the original)")
     p.add_argument("--epochs", type=float, default=d.epochs, help="passes over the forget examples")
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=rate, default=d.lr)
     p.add_argument("--batch-size", type=count, default=d.batch_size)
     p.add_argument("--retain-weight", type=float, default=d.retain_weight, help="c: weight of the retain NLL")
     p.add_argument("--kl-weight", type=float, default=d.kl_weight, help="a: weight of the retain KL (kl_min)")
     p.add_argument("--beta", type=float, default=d.beta, help="b: NPO temperature")
     p.add_argument("--seed", type=count0, default=0)
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_unlearn)
 
     p = sub.add_parser("world", help="generate a toy world: portrait grid and MLLMU parquet files",
@@ -1153,7 +1208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remove", default="", help="comma-separated subject ids to withdraw")
     data_options(p)
     p.add_argument("--out", default=None, help="write the updated eraser here (default: update --eraser in place)")
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("sequential", help="the forget people as one-at-a-time requests: eraser vs baselines",
@@ -1178,7 +1233,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the eraser fits one gate over these layers together (see fit --joint-gate)")
     p.add_argument("--json", default=None)
     p.add_argument("--figure", default=None, help="PNG: forgetting and utility vs requests")
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_sequential)
 
     p = sub.add_parser("bench", help="what the method costs: ratios measured in one run",
@@ -1204,7 +1259,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "artefact, build (default: all; the whole bench takes about 6 min on the shipped model and "
                         "27 min at 7B width on 2 CPU cores)")
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
-    p.add_argument("--threads", type=count, default=2)
+    p.add_argument("--threads", type=threads, default=2)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("evaluate", help="MLLMU-style evaluation (forget / test / retain / real)",
@@ -1229,7 +1284,7 @@ def build_parser() -> argparse.ArgumentParser:
     ramp_options(p)
     p.add_argument("--mode", default=None, choices=["prefill", "latched", "every_step"],
                    help="when to steer (default: the eraser's)")
-    p.add_argument("--threads", type=count, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=threads, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_evaluate)
     return parser
 
@@ -1285,6 +1340,34 @@ def check_outputs(args: argparse.Namespace) -> None:
                              "such as runs/report.md")
     if args.command == "forget":
         _check_forget_out(out)
+    _check_outputs_spare_inputs(args, folders + files)
+
+
+def _check_outputs_spare_inputs(args: argparse.Namespace, outputs: list[tuple[str, object]]) -> None:
+    """Refuse an output that is, or lies inside, the model or eraser the command reads, or that
+    names the same place as another output. Why: `attack --out ERASER/eraser_config.md` wrote its
+    JSON over the eraser's config, and `train-toy --out X --retain-only-out X` saved the
+    retain-only model over the vanilla one."""
+    paths = [(flag, Path(p).absolute().resolve()) for flag, p in outputs if isinstance(p, str)]
+    if getattr(args, "command", None) in REPORT_OUT and isinstance(getattr(args, "out", None), str):
+        report = Path(args.out).absolute().resolve()
+        paths += [("--out (its .json)", report.with_suffix(".json")), ("--out (its .png)", report.with_suffix(".png"))]
+    inputs = [(flag, getattr(args, name, None)) for flag, name in (("--model", "model"), ("--eraser", "eraser"),
+                                                                   ("--init-from", "init_from"))]
+    in_forget_place = getattr(args, "command", None) == "forget"  # forget rewrites its eraser in place on purpose
+    for flag, given in inputs:
+        if not isinstance(given, str) or not Path(given).exists() or (in_forget_place and flag == "--eraser"):
+            continue
+        src = Path(given).absolute().resolve()
+        for out_flag, out in paths:
+            if out == src or src in out.parents:
+                raise ValueError(f"{out_flag} {out} would write into {flag} {given}, which this command reads: pass an "
+                                 "output path outside it")
+    seen: dict[Path, str] = {}
+    for flag, out in paths:
+        if out in seen and not flag.startswith("--out ("):
+            raise ValueError(f"{flag} and {seen[out]} name the same place ({out}): give each its own path")
+        seen.setdefault(out, flag)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1295,6 +1378,15 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as exc:  # OSError: a file that cannot be read or written (permissions, a full disk)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a defect or an input no check foresaw: one line, not a traceback
+        if os.environ.get("MLLMERASER_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}\n(an unexpected failure: set MLLMERASER_DEBUG=1 for the traceback, "
+              "and please report it with the command)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

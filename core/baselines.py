@@ -70,8 +70,16 @@ class BaselineConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown baseline {self.method!r}; choose one of {', '.join(METHODS)}")
+        import math
         if not (self.epochs > 0 and self.lr > 0 and self.batch_size > 0):
             raise ValueError("epochs, lr and batch_size must be positive")
+        # inf epochs ended in an OverflowError; a NaN weight trained a model that scores 0 everywhere, saved as a result
+        for name, top in (("epochs", 1000), ("lr", 1.0), ("retain_weight", 1e6), ("kl_weight", 1e6), ("beta", 1e3)):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= top):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number in [0, {top:g}], got {v}")
+        if self.beta == 0:  # NPO divides by it
+            raise ValueError("--beta (NPO's temperature) must be above 0")
 
 
 def forget_examples(data: ForgetData, rng: np.random.Generator, refusal: bool = False) -> list[Example]:

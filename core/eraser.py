@@ -80,6 +80,11 @@ def check_layers(config: "EraserConfig", num_layers: int) -> None:
         raise ValueError(f"joint_gate layer(s) {bad} must be fitted layers of this {num_layers}-layer model")
 
 
+# config fields a saved eraser must name (save_pretrained writes every field; defaults must not stand in for them)
+REQUIRED_FIELDS = ("version", "site", "model", "layers", "steer_layers", "subject_gates", "subjects", "joint_gate",
+                   "mode", "position", "strength")
+
+
 class ModelMismatchError(ValueError):
     """An eraser was fitted on another model than the one it is applied to."""
 
@@ -243,8 +248,29 @@ class EraserConfig:
                 or not isinstance(r.get("subjects"), list) for r in self.requests):
             raise ValueError("eraser config field 'requests' must be a list of {action: fit|add|remove|harden, subjects: "
                              "[...], at, data_hash} entries")
-        if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list):
-            raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list) are malformed")
+        if not isinstance(self.subject_gates, bool) or not isinstance(self.subjects, list) or any(
+                not isinstance(t, str) for t in self.subjects):
+            raise ValueError("eraser config fields 'subject_gates' (true/false) and 'subjects' (a list of subject ids) "
+                             "are malformed")
+        for name in ("direction_kind", "data_source", "polarity", "data_hash"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"eraser config field {name!r} must be text, got {str(getattr(self, name))[:40]!r}")
+        if self.preset is not None and not isinstance(self.preset, str):
+            raise ValueError(f"eraser config field 'preset' must be null or text, got {str(self.preset)[:40]!r}")
+        if not isinstance(self.counts, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                    for v in self.counts.values()):
+            raise ValueError(f"eraser config field 'counts' must map set names to row counts, got {str(self.counts)[:80]}")
+        for name in ("layers", "steer_layers"):
+            v = getattr(self, name)
+            if v is not None and len(set(v)) != len(v):
+                raise ValueError(f"eraser config field {name!r} names a layer twice: {v}")
+        if self.layers is not None and self.steer_layers is not None and not set(self.steer_layers) <= set(self.layers):
+            raise ValueError(f"steer_layers {sorted(set(self.steer_layers) - set(self.layers))} are not among the fitted "
+                             f"layers {self.layers}: an eraser steers only layers it fits (add them to --layers, or "
+                             "pick --steer-layers among them)")
+        if self.mode == "every_step" and self.position != "last_prompt_token":
+            raise ValueError("eraser config: a prompt-mean gate is read once per prompt, so mode 'every_step' cannot "
+                             "use it; use mode 'prefill' or 'latched', or the position 'last_prompt_token'")
         m = self.model
         if not isinstance(m, dict) or any(m.get(k) is not None and not isinstance(m.get(k), str)
                                           for k in ("fingerprint", "name_or_path", "family")):
@@ -642,6 +668,8 @@ class Eraser:
             raise ValueError("the gate ramp is read off the fit's rows: this eraser holds neither its fit state nor "
                              "its diagnostics (saved without them); fit it again, or give --gate-floor / "
                              "--gate-full")
+        if not len(retain) or not len(forget):
+            raise ValueError("the gate ramp is read off the fit's rows: this eraser holds no row of one side")
         floor = max(0.0, float(retain.quantile(retain_q)))
         full = min(1.0, float(forget.quantile(forget_q)))
         if not floor + 0.01 < full:
@@ -796,6 +824,9 @@ class Eraser:
         try:
             raw = json.loads(cfg_file.read_text())
             known = set(EraserConfig.__dataclass_fields__)
+            missing = [k for k in REQUIRED_FIELDS if k not in raw]
+            if missing:  # defaults would fill them: an empty JSON loaded as a default eraser that steered
+                raise ValueError(f"its config lacks {', '.join(missing)}")
             config = EraserConfig(**{k: v for k, v in raw.items() if k in known})
             tensors = load_file(str(w_file))
         except Exception as exc:
@@ -808,6 +839,7 @@ class Eraser:
             if t is None or not t.is_floating_point() or not bool(torch.isfinite(t).all()):
                 raise ValueError(f"{folder} holds an invalid eraser: its {name} tensor is missing, not floating "
                                  "point, or holds NaN / inf values")
+        _check_tensors(folder, config, tensors)
         check_layers(config, tensors["direction"].shape[0])
         try:
             eraser = cls(tensors["direction"], tensors["gate"], config, diagnostics, _load_state(folder),
@@ -822,8 +854,37 @@ class Eraser:
             raise ValueError(f"{folder} holds an invalid eraser: {len(config.subjects)} subjects for a gate of shape "
                              f"{tuple(eraser.gate.shape)}")
         if adapter is not None:
+            if strict and not config.model.get("fingerprint"):  # the check below would pass on any model of its shape
+                raise ModelMismatchError(f"{folder} names no weights fingerprint, so it cannot be checked against "
+                                         f"{adapter.name_or_path}: fit the eraser again, or pass strict=False "
+                                         "(Eraser.from_pretrained, in Python) if you know it was fitted on these weights")
             eraser.check_model(adapter, strict=strict)
         return eraser
+
+
+def _check_tensors(folder: Path, config: EraserConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The tensors agree with the config that describes them, and every diagnostic is finite. Why:
+    a config naming another model's shape, no joint gate beside a joint-gate tensor (dropped, each
+    layer then read its own gate) or a per-subject gate with subject_gates false all loaded and
+    steered; a 0-d direction or a gate of no subject ended in an IndexError."""
+    def bad(why: str) -> ValueError:
+        return ValueError(f"{folder} holds an invalid eraser: {why}")
+    d, g = tensors["direction"], tensors["gate"]
+    if d.ndim != 2 or 0 in d.shape:
+        raise bad(f"its direction has shape {tuple(d.shape)}, not (layers, width)")
+    if g.ndim not in (2, 3) or 0 in g.shape:
+        raise bad(f"its gate has shape {tuple(g.shape)}, not (layers, width) or (layers, subjects, width)")
+    m = config.model
+    for key, have in (("num_layers", d.shape[0]), ("hidden_size", d.shape[1])):
+        if m.get(key) is not None and m.get(key) != have:
+            raise bad(f"its config says {key} {m.get(key)}, its tensors hold {have}")
+    if "joint_gate" in tensors and not config.joint_gate:
+        raise bad("it holds a joint gate its config does not name (joint_gate is null)")
+    if g.ndim == 3 and not config.subject_gates:
+        raise bad("its gate has one part per subject while subject_gates is false")
+    broken = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise bad(f"{', '.join(broken)} hold NaN or inf values")
 
 
 def _load_state(folder: Path) -> FitState | None:

@@ -47,6 +47,11 @@ class SequentialConfig:
         for name, low in (("group", 1), ("limit", 1), ("withdraw", 0), ("max_new_tokens", 1)):
             if getattr(self, name) < low:
                 raise ValueError(f"SequentialConfig.{name} must be at least {low}, got {getattr(self, name)}")
+        from core.baselines import METHODS
+        unknown = [m for m in self.methods if m not in ("vanilla", "eraser", *METHODS)]
+        if unknown or not self.methods:  # a misspelt method failed after the ones before it had run (minutes)
+            raise ValueError(f"unknown method(s) {', '.join(unknown) or '(none given)'}: choose among vanilla, eraser, "
+                             f"{', '.join(METHODS)}")
 
 
 def requests_of(ids: list[str], group: int) -> list[list[str]]:

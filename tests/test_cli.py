@@ -103,6 +103,18 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         (["fit", "--out", str(tmp_path / "f"), "--min-retain", "1.5"], "--min-retain is a share of answers"),
         (["unlearn", "--method", "idk", "--out", str(tmp_path / "u"), "--reference", "assets/toy-llava"],
          "--reference is NPO's reference model"),
+        # an output inside what the command reads: the report's JSON replaced the eraser's config
+        (["attack", "--out", "assets/toy-llava-eraser/eraser_config.md"], "which this command reads"),
+        (["evaluate", "--eraser", "assets/toy-llava-eraser", "--json", "assets/toy-llava-eraser/eraser_config.json"],
+         "would write into --eraser"),
+        (["train-toy", "--out", str(tmp_path / "t"), "--retain-only-out", str(tmp_path / "t")], "name the same place"),
+        # a misspelt method failed after the methods before it had run
+        (["sequential", "--methods", "vanilla,idkk", "--json", str(tmp_path / "seq.json")], "unknown method(s) idkk"),
+        # read before the fit: it failed after minutes of activations with "could not convert string to float"
+        (["fit", "--out", str(tmp_path / "f"), "--tune-strengths", "abc"], "--tune-strengths expects comma-separated"),
+        (["fit", "--out", str(tmp_path / "f"), "--tune-strengths", "1,nan"], "--tune-strengths are steering strengths"),
+        (["fit", "--out", str(tmp_path / "f"), "--no-tune", "--layers", "1", "--steer-layers", "2"],
+         "are not among the fitted layers"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -124,6 +136,17 @@ def test_an_earlier_photo_export_is_replaced_not_merged(tmp_path, capsys):
                  "--renders", "1", "--no-facts"]) == 0
     again = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert len(first) == 2 and len(again) == 1 and len(list((out / again[0]).glob("*.png"))) == 1
+    # a failing export leaves the earlier one whole (it was deleted before the grid failed)
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "2", "--renders", "1",
+                 "--no-facts", "--grid", str(tmp_path / "g.xyz")]) != 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == again
+    assert not any(p.name.endswith(".writing") for p in tmp_path.iterdir())
+    # a person a user added to an export is never deleted by the next export
+    (out / "my_own_person").mkdir()
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts"]) == 2
+    assert "holds my_own_person, which the earlier export did not write" in capsys.readouterr().err
+    assert (out / "my_own_person").is_dir() and sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
+        again + ["my_own_person"])
 
 
 def test_a_report_line_records_what_the_run_was_given():
@@ -270,8 +293,13 @@ def test_unlearn_writes_a_model_that_evaluate_scores(mini_toy, tmp_path, capsys)
                  "--json", str(tmp_path / "r.json"), "--threads", "1"]) == 0
     assert set(json.loads((tmp_path / "r.json").read_text())["splits"]) == {"forget", "test", "retain", "real"}
     assert main(["unlearn", "--method", "ga", "--model", str(mini_toy), "--out", str(tmp_path / "x"),
-                 "--lr", "0"]) == 2
-    assert "positive" in capsys.readouterr().err
+                 "--epochs", "inf"]) == 2  # an OverflowError traceback before
+    assert "--epochs must be a finite number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a learning rate of 0 or inf is refused by the parser, naming the flag
+        main(["unlearn", "--method", "ga", "--model", str(mini_toy), "--out", str(tmp_path / "x"), "--lr", "inf"])
+    assert "--lr: a learning rate in (0, 1]" in capsys.readouterr().err
+    assert main(["unlearn", "--method", "ga_diff", "--model", str(mini_toy), "--out", str(tmp_path / "x"),
+                 "--retain-weight", "nan"]) == 2 and not (tmp_path / "x").exists()
     assert main(["relearn", "--model", str(mini_toy), "--model", str(out), "--steps", "2",
                  "--json", str(tmp_path / "relearn.json"), "--threads", "1"]) == 0
     rows = json.loads((tmp_path / "relearn.json").read_text())
@@ -537,3 +565,23 @@ def test_sequential_settings_reach_the_run_and_merge_matches_the_whole_run(tmp_p
     assert main(["sequential", "--methods", "vanilla", "--forget", "p002,p009", "--withdraw", "1", "--gate-floor",
                  "0.3", "--gate-full", "0.9", "--merge", "--json", out]) == 0
     assert set(json.loads(Path(out).read_text())["results"]) == {"eraser", "vanilla"}
+
+
+def test_an_unforeseen_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
+    """IndexError, TypeError and OverflowError reached the user as tracebacks (main caught only
+    ValueError and OSError); MLLMERASER_DEBUG=1 shows the traceback."""
+    import core.__main__ as cli
+
+    def broken(args):
+        raise IndexError("tuple index out of range")
+    monkeypatch.setattr(cli, "cmd_models", broken)
+    monkeypatch.delenv("MLLMERASER_DEBUG", raising=False)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: IndexError: tuple index out of range") and "Traceback" not in err
+    monkeypatch.setenv("MLLMERASER_DEBUG", "1")
+    with pytest.raises(IndexError):
+        main(["models"])
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--threads", "100000"])
+    assert "at most" in capsys.readouterr().err

@@ -366,7 +366,11 @@ def test_task_strengths_are_validated_saved_and_used_per_task(fitted, tmp_path):
     ("threshold", 0, "field 'threshold' must be a number"), ("model", "oops", "field 'model' must be an object"),
     ("model", {"fingerprint": 5}, "field 'model' must be an object"),
     ("adversarial_keep", "worst", "field 'adversarial_keep' must be 'last' or 'best'"),
-    ("adversarial_per_person", 0, r"field 'adversarial_per_person' must be an integer in \[1, 1000\]")])
+    ("adversarial_per_person", 0, r"field 'adversarial_per_person' must be an integer in \[1, 1000\]"),
+    # types checked on load, not where they break later (subject ids as numbers: a TypeError in `forget --remove`)
+    ("subjects", [0, 1], r"'subjects' \(a list of subject ids\)"), ("layers", [0, 0, 1], "names a layer twice"),
+    ("counts", "many", "'counts' must map"), ("direction_kind", 5, "'direction_kind' must be text"),
+    ("model", {"fingerprint": "w1-00", "num_layers": 32}, "its config says num_layers 32, its tensors hold 2")])
 def test_a_foreign_or_tampered_eraser_is_refused_naming_the_field(fitted, tmp_path, field, value, message):
     """An uploaded eraser is untrusted: every config field is checked on load (issue 22)."""
     _, eraser, _ = fitted
@@ -565,3 +569,55 @@ def test_an_empty_contrast_set_is_refused_not_a_nan_direction():
     """`from_activations` with no erase row gave a direction of NaN, which steered every answer."""
     with pytest.raises(ValueError, match=r"a contrast set is empty \(3 recall, 0 erase rows\)"):
         erase_direction(torch.randn(3, 2, 8), torch.randn(0, 2, 8))
+
+
+
+def _tampered(eraser, folder, config=None, **tensors):
+    from safetensors.torch import save_file
+    eraser.save_pretrained(folder)
+    if config is not None:
+        raw = json.loads((folder / CONFIG_NAME).read_text())
+        (folder / CONFIG_NAME).write_text(json.dumps(config(raw)))
+    if tensors:
+        from safetensors.torch import load_file
+        saved = load_file(str(folder / WEIGHTS_NAME))
+        save_file({**saved, **tensors}, str(folder / WEIGHTS_NAME))
+    return folder
+
+
+def test_an_eraser_whose_tensors_contradict_its_config_is_refused(fitted, tmp_path):
+    """Each of these loaded and steered: an empty config (defaults stood in), a joint-gate tensor its
+    config does not name (dropped silently), a per-subject gate with subject_gates false; a 0-d
+    direction and a gate of no subject ended in an IndexError, NaN diagnostics gave a wrong ramp."""
+    _, eraser, _ = fitted
+    g = eraser.gate.float()
+    cases = [
+        (dict(config=lambda raw: {}), "its config lacks version, site, model"),
+        (dict(joint_gate=g), "a joint gate its config does not name"),
+        (dict(gate=g[:, None].repeat(1, 2, 1)), "one part per subject while subject_gates is false"),
+        (dict(direction=torch.tensor(1.0)), r"direction has shape \(\)"),
+        (dict(config=lambda raw: {**raw, "subject_gates": True, "subjects": []}, gate=g[:, None][:, :0]),
+         r"gate has shape \(2, 0, 64\)"),
+        (dict(**{"diagnostics.eigenvalues": torch.full((2, 64), float("nan"))}), "diagnostics.eigenvalues hold NaN"),
+    ]
+    for i, (kw, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            Eraser.from_pretrained(_tampered(eraser, tmp_path / str(i), **kw))
+
+
+def test_a_saved_eraser_without_a_fingerprint_is_not_checked_as_if_it_matched(fitted, tmp_path):
+    """With the fingerprint removed, the check was skipped: any model of the same shape passed."""
+    a, eraser, _ = fitted
+    folder = _tampered(eraser, tmp_path, config=lambda raw: {**raw, "model": {}})
+    with pytest.raises(ModelMismatchError, match="names no weights fingerprint"):
+        Eraser.from_pretrained(folder, adapter=a)
+    assert Eraser.from_pretrained(folder, adapter=a, strict=False).num_layers == 2  # the caller vouches for it
+
+
+def test_a_config_no_command_could_steer_is_refused_when_made():
+    """fit saved these, and every later command refused them: steering a layer it did not fit, and
+    a prompt-mean gate in a mode that reads the gate at every step."""
+    with pytest.raises(ValueError, match=r"steer_layers \[2\] are not among the fitted layers \[1\]"):
+        EraserConfig(layers=[1], steer_layers=[2])
+    with pytest.raises(ValueError, match="mode 'every_step' cannot use it"):
+        EraserConfig(mode="every_step", position="mean_prompt_tokens")

@@ -296,7 +296,10 @@ def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool =
     and the name only, as a user who brings a few photos of someone would."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    (root / EXPORT_MARK).write_text("written by save_folder (python -m core world --export-folder)\n")
+    records = list(records)
+    # the mark names what the export wrote: a later export replaces those and nothing a user added
+    (root / EXPORT_MARK).write_text(json.dumps({"written_by": "save_folder (python -m core world --export-folder)",
+                                                "subjects": [rec.id for rec in records]}) + "\n")
     for rec in records:
         sub = root / rec.id
         sub.mkdir(parents=True, exist_ok=True)

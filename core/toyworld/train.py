@@ -64,6 +64,8 @@ class ToyModelConfig:
                 raise ValueError(f"the {what} model's {heads} attention heads must divide its width {hidden}")
         if min(self.steps, self.focus_steps, self.identity_steps) < 0:
             raise ValueError("training steps cannot be negative")
+        if not (math.isfinite(self.lr) and 0 < self.lr <= 1):  # lr inf saved a model of NaN weights
+            raise ValueError(f"--lr must be a finite learning rate in (0, 1], got {self.lr}")
 
 
 def text_config(tokenizer, hidden: int, intermediate: int, layers: int, heads: int):
