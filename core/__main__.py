@@ -267,6 +267,8 @@ def _parse_task_strengths(specs: list[str]) -> dict[str, float]:
             if task not in TASKS:
                 raise ValueError
             out[task] = float(value)
+            if not math.isfinite(out[task]):  # found only after part of an evaluation had run
+                raise ValueError
         except ValueError:
             raise ValueError(f"--task-strength expects TASK=STRENGTH with TASK one of {', '.join(TASKS)} "
                              f"(e.g. classification=1.0), got {spec!r}")
@@ -592,6 +594,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                                  prefix_facts)
     torch.set_num_threads(args.threads)
     _check_eps(args.eps)  # before the model loads
+    if args.steps > 2000:  # as --curve-steps: a budget beyond it is hours of PGD per question
+        raise ValueError(f"--steps is at most 2000 PGD steps, got {args.steps}")
     adapter = load_model(args)
     eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
     data = eraser_data(args, adapter, eraser.config)
@@ -934,6 +938,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from core.bench import PARTS, BenchConfig, run, table
     torch.set_num_threads(args.threads)
     parts = tuple(p.strip() for p in args.parts.split(",")) if args.parts else PARTS
+    if args.layers is not None and not args.shape:  # it was ignored: the shipped model has its own layers
+        raise ValueError("--layers sets the depth of a --shape model: add --shape llava-1.5-7b or qwen2.5-vl-7b")
     data = None  # the forget set the eraser was fitted on, for the portrait and build rows: a toy world's
     if {"steering", "build"} & set(parts) and not args.shape and _has_world(args.model):
         from core.eraser import Eraser

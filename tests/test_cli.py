@@ -115,6 +115,10 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         (["fit", "--out", str(tmp_path / "f"), "--tune-strengths", "1,nan"], "--tune-strengths are steering strengths"),
         (["fit", "--out", str(tmp_path / "f"), "--no-tune", "--layers", "1", "--steer-layers", "2"],
          "are not among the fitted layers"),
+        (["attack", "--steps", "5000", "--out", str(tmp_path / "a.md")], "--steps is at most 2000"),
+        (["bench", "--layers", "3"], "--layers sets the depth of a --shape model"),
+        (["evaluate", "--model", "README.md"], "README.md is a file: pass the model's folder"),
+        (["evaluate", "--eraser", "assets/toy-llava-eraser", "--task-strength", "cloze=nan"], "--task-strength expects"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -68,6 +68,8 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
             raise ModelNotFoundError(f"{path} is a folder but holds no config.json: point at the folder "
                                      "that save_pretrained wrote (config.json, *.safetensors, tokenizer files).")
         return path
+    if path.is_file():  # it said "does not exist" of a file that does
+        raise ModelNotFoundError(f"{name_or_path!s} is a file: pass the model's folder (the one holding config.json)")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)) or str(name_or_path).startswith("."):
         raise ModelNotFoundError(f"model folder {name_or_path!s} does not exist. Pass an existing folder "
                                  "or a hub id such as llava-hf/llava-1.5-7b-hf.")
