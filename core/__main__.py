@@ -144,8 +144,10 @@ def _load_data(args, adapter=None, limit: int | None = None):
     return toy_data(load_world(resolve(model)), forget_spec(spec or "forget_10"), limit)
 
 
-def _eval_data(args, adapter):
-    """Splits to evaluate and private-data request sets (when there is a forget set to ask about)."""
+def _eval_data(args, adapter, config=None):
+    """Splits to evaluate and private-data request sets (when there is a forget set to ask about);
+    with an eraser's `config`, its own forget set unless one is given (as attack and sweep do: an
+    eraser of forget_5 was scored on forget_10)."""
     from core.contrast import refusal_sets
     from core.data.source import parse_specs
     specs = parse_specs(args.data)
@@ -155,7 +157,7 @@ def _eval_data(args, adapter):
                              "FOLDER, or leave them out to score the splits given")
         from core.data.mllmu import load_parquet
         return {k: load_parquet(v)[: args.limit] for k, v in specs.items()}, {}
-    data = _load_data(args, adapter, args.limit)
+    data = _load_data(args, adapter, args.limit) if config is None else eraser_data(args, adapter, config, args.limit)
     return data.splits(args.limit), refusal_sets(data, args.limit)
 
 
@@ -468,11 +470,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(steer_flags)} set how an eraser steers: pass --eraser ERASER too, or leave "
                          "them out to score the model as it is")
     adapter = load_model(args)
-    splits, refusals = _eval_data(args, adapter)
-    steering, info = None, None
+    steering, info, eraser = None, None, None
     if args.eraser:
         from core.eraser import Eraser
         eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
+    splits, refusals = _eval_data(args, adapter, None if eraser is None else eraser.config)
+    if eraser is not None:
         strength = eraser.config.strength if args.strength is None else args.strength
         layers = _parse_layers(args.layers) or eraser.config.steer_layers or eraser.config.layers
         mode = args.mode or eraser.config.mode
@@ -546,7 +549,7 @@ def _where(args: argparse.Namespace) -> str:
     return out
 
 
-def eraser_data(args, adapter, config):
+def eraser_data(args, adapter, config, limit: int | None = None):
     """The forget set of a report on an eraser: --data / --forget-dir, else the toy world with the
     eraser's own forget split. From files without --forget: the eraser's own subjects when the
     files hold them all (an eraser of some of a file's subjects is attacked and scored on those,
@@ -554,7 +557,7 @@ def eraser_data(args, adapter, config):
     if not (args.data or args.forget_dir or args.forget) and config.forget_split and _has_world(args.model):
         args = argparse.Namespace(**{**vars(args), "forget": config.forget_split})  # not the caller's: its
         # "Produced by" line records what was typed
-    data = _load_data(args, adapter)
+    data = _load_data(args, adapter, limit)
     if (args.data or args.forget_dir) and not args.forget and config.subjects:
         known = {r.id for r in [*data.forget, *data.retain]}
         if set(config.subjects) <= known and set(config.subjects) != set(data.forget_ids):

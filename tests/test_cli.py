@@ -589,3 +589,19 @@ def test_an_unforeseen_failure_is_one_line_not_a_traceback(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--threads", "100000"])
     assert "at most" in capsys.readouterr().err
+
+
+def test_evaluate_scores_an_eraser_on_its_own_forget_split_unless_told_otherwise():
+    """attack and sweep took the eraser's split, evaluate always forget_10: an eraser of forget_5 was
+    scored with five people it never forgot among its forget people."""
+    import argparse
+
+    import core.__main__ as cli
+    from core.eraser import EraserConfig
+    args = argparse.Namespace(data=[], forget_dir=None, retain_dir=None, forget=None, model="assets/toy-llava",
+                              limit=None)
+    own, _ = cli._eval_data(args, None, EraserConfig(forget_split="forget_5"))
+    plain, _ = cli._eval_data(args, None)
+    told, _ = cli._eval_data(argparse.Namespace(**{**vars(args), "forget": "forget_10"}), None,
+                             EraserConfig(forget_split="forget_5"))
+    assert (len(own["forget"]), len(plain["forget"]), len(told["forget"])) == (5, 10, 10)
