@@ -4,8 +4,9 @@ What is added at the input of steered block l:
 
     h[:, all positions] += lambda_l * g_l * r_l,   g_l = h[:, last prompt token] . u_l
 
-(with a gate floor f and full value t, g_l is replaced by (g_l - f)+ / (t - f), capped at 1
-when t < 1; `SteeringConfig.coefficient`)
+(with a gate floor f > 0 or a full value t < 1, g_l is replaced by the ramp (g_l - f)+ / (t - f),
+capped at 1 when t < 1; at f = 0 and t = 1 the ramp is off and g_l is the method's signed gate;
+`SteeringConfig.coefficient`)
 
 With a gate vector u (MLLMEraser's input-aware f(h) = W P h = (h . u) r) the gate is ~1 for
 inputs to forget and ~0 for retained ones; without one (plain additive steering) g = 1.
@@ -19,6 +20,11 @@ gate opens only the blocks from the first steered layer to the deepest gate laye
 When: mode "prefill" (the public code's behaviour: only the prompt pass; generated tokens feel
 the change through the KV cache), "latched" (decode steps are steered too, with the gate read
 once at the last prompt token), or "every_step" (the gate is recomputed at every new token).
+A pass of one token is read as a decode step: a prompt of a single token is not steered as one.
+
+Keep a `with` block from spanning a `yield`: the ContextVar belongs to the context that entered
+the block, and a generator paused inside one leaves its caller's own passes steered until it
+resumes and leaves (run such a body in `contextvars.copy_context().run`).
 
 Why the ContextVar: hooks stay registered on the model while at least one request uses it, and
 each hook reads the settings of the request in ITS OWN context. Two users steering one shared
@@ -28,7 +34,9 @@ Hooks are removed when the last request leaves, also when the body raised.
 
 from __future__ import annotations
 
+import numbers
 import threading
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -42,7 +50,7 @@ MODES = ("prefill", "latched", "every_step")
 
 _ACTIVE: ContextVar[tuple["_Request", ...]] = STEERING  # this context's live requests
 _LOCK = threading.Lock()
-_INSTALLED: dict[int, "_Installed"] = {}
+_INSTALLED: dict[int, "_Installed"] = {}  # by id(blocks); each entry holds a weak reference to its blocks
 
 
 @dataclass(frozen=True)
@@ -89,12 +97,16 @@ def layer_strengths(num_layers: int, strength: float | Sequence[float] | Mapping
     if isinstance(strength, (str, bytes)) or isinstance(layers, (str, bytes)):  # "2" read as the sequence ["2"]
         raise ValueError(f"strength must be a number, a list of one per layer or a {{layer: strength}} map, and "
                          f"layers a list of layer numbers; got strength {strength!r}, layers {layers!r}")
+    if isinstance(strength, torch.Tensor) and strength.dim() == 0:
+        strength = float(strength)
     if isinstance(strength, Mapping):
-        bad = sorted(int(l) for l in strength if not 0 <= int(l) < num_layers)
+        # keys as numbers: {"1": 2.0} (JSON) passed the range check and then steered nothing
+        strength = {int(l): float(v) for l, v in strength.items()}
+        bad = sorted(l for l in strength if not 0 <= l < num_layers)
         if bad:  # a map for another model would steer nothing, silently
             raise ValueError(f"strength given for layer(s) {bad}, out of range: the model has layers 0..{num_layers - 1}")
-        vals = [float(strength.get(i, 0.0)) for i in range(num_layers)]
-    elif isinstance(strength, (int, float)):
+        vals = [strength.get(i, 0.0) for i in range(num_layers)]
+    elif isinstance(strength, numbers.Real):  # numpy scalars too (they raised "not iterable")
         vals = [float(strength)] * num_layers
     else:
         vals = [float(s) for s in strength]
@@ -149,6 +161,11 @@ class _Request:
     def apply(self, layer: int, h: torch.Tensor) -> torch.Tensor:
         s = self.config.strengths[layer] if layer < len(self.config.strengths) else 0.0
         prefill = h.shape[1] > 1
+        if prefill and s != 0 and self.gate_from is not None and self.early_gate is None:
+            # the gate is read before the steered layers, by the hook on the model's top: a pass run from a submodule
+            # has none (it steered with the previous prompt's gate, or with this layer's own)
+            raise RuntimeError("this steering reads its gate before the steered layers, from a pass of the whole "
+                               "model: run the model itself (or the adapter), not one of its submodules")
         if prefill or (self.config.mode == "every_step" and s != 0):  # unsteered layers: gate read at prefill only
             # unsteered layers show their own gate, except a joint gate's layers: they hold parts of one gate
             early = prefill and self.early_gate is not None and (s != 0 or len(self.gate_from) > 1)
@@ -159,6 +176,9 @@ class _Request:
             g = self.gates.get(layer)
             if g is None:
                 raise RuntimeError("latched steering saw a decode step before any prefill")
+            if g.shape[0] != h.shape[0]:  # a one-token prompt after another prompt: its gate broadcast, the batch grew
+                raise RuntimeError(f"latched steering: a step of {h.shape[0]} row(s) after a prompt of {g.shape[0]}; "
+                                   "a one-token prompt is read as a decode step: give prompts of two tokens or more")
         else:
             self.trace.append((layer, h.shape[1], False))
             return h
@@ -209,6 +229,7 @@ class _Installed:
 
     def __init__(self, blocks: torch.nn.ModuleList, key: int, top: torch.nn.Module | None = None):
         self.count = 0
+        self.blocks = weakref.ref(blocks)  # the key is id(blocks), which Python reuses once they are freed
         self.handles = [blk.register_forward_pre_hook(self._make(i, key, blocks), with_kwargs=True)
                         for i, blk in enumerate(blocks)]
         if top is not None:  # records the attention mask that prompt-mean gates need
@@ -240,7 +261,16 @@ class _Installed:
     @staticmethod
     def _rerun_hook(key: int):
         def hook(module, args, kwargs, output):
-            for r in [r for r in _ACTIVE.get() if r.key == key and r.alive]:
+            reqs = [r for r in _ACTIVE.get() if r.key == key and r.alive]
+            try:
+                return rerun(module, args, kwargs, reqs)
+            finally:
+                for r in reqs:  # the prompt's gate ends with its pass: a pass that skips the top model (a submodule
+                    if not r.in_gate_pass and not r.rerun:  # run alone) steered with the previous prompt's gate
+                        r.early_gate = None
+
+        def rerun(module, args, kwargs, reqs):
+            for r in reqs:
                 if not r.scouting:
                     continue
                 r.scouting = False
@@ -461,9 +491,16 @@ class _RowsCache:
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         layer = self._cache.layers[layer_idx]
-        layer.keys[self._rows.to(layer.keys.device)] = key_states.to(layer.keys)
-        layer.values[self._rows.to(layer.values.device)] = value_states.to(layer.values)
-        return key_states, value_states
+        rows, n = self._rows.to(layer.keys.device), key_states.shape[-2]
+        if layer.keys.shape[-2] == n:  # a dynamic layer holds exactly the prompt
+            layer.keys[rows] = key_states.to(layer.keys)
+            layer.values[rows] = value_states.to(layer.values)
+            return key_states, value_states
+        # a static layer, allocated to its full length: the prompt fills its first n positions, and attention
+        # reads the whole length under the mask the rows were given (it failed with a shape mismatch)
+        layer.keys[rows, :, :n] = key_states.to(layer.keys)
+        layer.values[rows, :, :n] = value_states.to(layer.values)
+        return layer.keys[rows], layer.values[rows]
 
     def __getattr__(self, name):
         return getattr(self._cache, name)
@@ -625,7 +662,7 @@ class SteeringHandle:
         _ACTIVE.set(tuple(r for r in _ACTIVE.get() if r is not req))
         with _LOCK:
             inst = _INSTALLED.get(req.key)
-            if inst is not None:
+            if inst is not None and inst.blocks() is self._blocks:
                 inst.count -= 1
                 if inst.count <= 0:
                     inst.remove()
@@ -689,6 +726,8 @@ def steer(target, direction: torch.Tensor, config: SteeringConfig,
         config=config, gate_index=gate_index, gate_position=gate_position, gate_from=gate_from)
     with _LOCK:
         inst = _INSTALLED.get(req.key)
+        if inst is not None and inst.blocks() is not blocks:  # a freed model's id, reused: its entry is stale
+            inst = None  # (a handle dropped without remove() left it; the new model got no hooks)
         if inst is None:
             inst = _INSTALLED[req.key] = _Installed(blocks, req.key, _top(target))
         inst.count += 1

@@ -637,3 +637,99 @@ def test_vectors_of_another_width_are_refused_before_the_forward_pass():
     with pytest.raises(ValueError, match=f"width {d + 1} do not fit a model of width {d}"):
         steer(a, torch.zeros(n, d + 1), SteeringConfig(strengths=(1.0,) * n))
     assert hook_count(a) == 0
+
+
+def test_strength_maps_with_text_keys_and_numpy_or_tensor_scalars_steer_as_numbers():
+    """{"1": 2.0} (a map read from JSON) passed the range check and then steered nothing; a numpy
+    scalar raised "not iterable"."""
+    import numpy as np
+    assert layer_strengths(4, {"1": 2.0}) == layer_strengths(4, {1: 2.0}) == (0.0, 2.0, 0.0, 0.0)
+    assert layer_strengths(3, np.float32(1.5)) == layer_strengths(3, torch.tensor(1.5)) == (1.5, 1.5, 1.5)
+    with pytest.raises(ValueError, match=r"layer\(s\) \[7\]"):
+        layer_strengths(4, {"7": 1.0})
+
+
+def test_a_stale_entry_for_a_reused_model_id_does_not_leave_the_new_model_unhooked():
+    """The hooks are kept per id(blocks): a handle dropped without remove() on a freed model left an
+    entry that a later model with the same id took as its own (no hook installed, nothing steered)."""
+    import weakref
+
+    from core.steering import _INSTALLED, _Installed
+    a = tiny_adapter("llava")
+    other = torch.nn.ModuleList([torch.nn.Linear(1, 1)])
+    stale = _Installed.__new__(_Installed)
+    stale.count, stale.handles, stale.blocks = 1, [], weakref.ref(other)
+    _INSTALLED[id(a.layers)] = stale
+    try:
+        with add_vector(a, torch.ones(a.num_layers, a.hidden_size), 1.0):
+            assert hook_count(a) > 0
+        assert hook_count(a) == 0 and id(a.layers) not in _INSTALLED
+    finally:
+        _INSTALLED.pop(id(a.layers), None)
+
+
+def test_latched_steering_refuses_a_one_token_step_after_a_prompt_of_other_rows():
+    """A one-token prompt after a prompt of two rows was read as a decode step: the two rows' gate
+    broadcast over it and the batch grew to two."""
+    a = tiny_adapter("llava")
+    g = torch.Generator().manual_seed(0)
+    r, u = torch.randn(a.num_layers, a.hidden_size, generator=g) * 3, torch.randn(a.num_layers, a.hidden_size,
+                                                                                     generator=g) * 0.5
+    two = a.encode(["who is the person ?", "describe it"], [random_image(0), random_image(1)])
+    one = torch.tensor([[a.tokenizer.convert_tokens_to_ids("who")]])
+    with torch.no_grad(), steer(a, r, SteeringConfig((1.0,) * a.num_layers, "latched"), u):
+        a.model(**a.forward_inputs(two), use_cache=False)
+        with pytest.raises(RuntimeError, match="a one-token prompt is read as a decode step"):
+            a.model(input_ids=one, use_cache=False)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from core.eraser import Eraser
+    from core.models.load import load_adapter
+    a = load_adapter("assets/toy-llava", device="cpu")
+    return a, Eraser.from_pretrained("assets/toy-llava-eraser", adapter=a)
+
+
+def _portraits(n_forget: int, n_retain: int):
+    import json
+
+    import numpy as np
+
+    from core.toyworld.train import load_world
+    w = load_world("assets/toy-llava")
+    subjects = set(json.load(open("assets/toy-llava-eraser/eraser_config.json"))["subjects"])
+    rng = np.random.default_rng(0)
+    return ([w.render(p, rng) for p in w.people if p.id in subjects][:n_forget],
+            [w.render(p, rng) for p in w.people if p.id not in subjects][:n_retain])
+
+
+def test_a_pass_from_a_submodule_is_refused_when_the_gate_is_read_before_steering(shipped):
+    """The gate read before the steered layer is set by the hook on the model's top: a pass run from
+    a submodule steered a retained person's prompt with the previous prompt's gate (0.69, its own
+    0.13 under the floor), changing its hidden states by 5.9."""
+    a, e = shipped
+    (f,), (r,) = _portraits(1, 1)
+    with torch.no_grad(), e.apply(a):
+        a.model(**a.forward_inputs(a.encode(["Who is this person?"], [f])), use_cache=False)
+        with pytest.raises(RuntimeError, match="run the model itself"):
+            a.model.model(**a.forward_inputs(a.encode(["Who is this person?"], [r])), use_cache=False)
+
+
+def test_a_static_kv_cache_steers_as_the_dynamic_one_when_some_rows_gates_open(shipped):
+    """The rerun of only the rows whose gate opened wrote prompt-length keys into a static cache
+    layer allocated to its full length: a shape mismatch."""
+    a, e = shipped
+    forget, retain = _portraits(2, 2)
+    qs = ["Who is this person?", "What is the name of the person in this picture, please tell me?"]
+    b = a.encode([qs[0], qs[1], qs[0], qs[1]], [forget[0], retain[0], retain[1], forget[1]])
+
+    def gen(**kw):
+        out = a.model.generate(**b.inputs, max_new_tokens=6, do_sample=False, pad_token_id=a.tokenizer.pad_token_id,
+                               **kw)
+        return a.tokenizer.batch_decode(out[:, b.input_ids.shape[1]:], skip_special_tokens=True)
+    with e.apply(a):
+        dynamic = gen()
+    with e.apply(a):
+        static = gen(cache_implementation="static")
+    assert static == dynamic and len(set(dynamic)) > 1  # some rows steered, some not
