@@ -64,6 +64,9 @@ class Query:
     attribute: str | None = None  # the profile attribute asked about, where the data says
 
 
+RATE_PLACES = 6  # decimals of a stored rate: a percentage printed to 0.1 from it is the count's own
+
+
 @dataclass
 class EvalConfig:
     max_new_tokens: int = 50  # MLLMU's reference setting; greedy decoding stops at EOS earlier
@@ -184,7 +187,7 @@ def mean_score(adapter: VLMAdapter, queries: Sequence[Query], max_new_tokens: in
     if not queries:
         raise ValueError("no questions to score")
     answer(adapter, queries, EvalConfig(max_new_tokens=max_new_tokens), steering)
-    return round(sum(q.score for q in queries) / len(queries), 4)
+    return round(sum(q.score for q in queries) / len(queries), RATE_PLACES)
 
 
 def summarise(queries: Sequence[Query]) -> dict:
@@ -198,9 +201,10 @@ def summarise(queries: Sequence[Query]) -> dict:
         for task, key in (("classification", "classification"), ("generation", "generation_rougeL"),
                           ("cloze", "cloze")):
             sel = [q.score for q in qs if q.task == task]
-            row[key] = round(sum(sel) / len(sel), 4) if sel else None
-        row["refusal_rate"] = round(sum(is_refusal(q.reply) for q in qs) / len(qs), 4)
-        row["fluency"] = round(sum(is_fluent(q.reply) for q in qs) / len(qs), 4)
+            # 6 places: at 4, 607/630 was stored as 0.9635 and printed 96.4 where the count gives 96.3
+            row[key] = round(sum(sel) / len(sel), RATE_PLACES) if sel else None
+        row["refusal_rate"] = round(sum(is_refusal(q.reply) for q in qs) / len(qs), RATE_PLACES)
+        row["fluency"] = round(sum(is_fluent(q.reply) for q in qs) / len(qs), RATE_PLACES)
         row["n"] = len(qs)
         out[mod] = row
     return out
@@ -241,7 +245,7 @@ def evaluate(adapter: VLMAdapter, splits: dict[str, Sequence[PersonRecord]],
                    for p in prompts]
         cb = None if progress is None else (lambda d, t, n=name: progress(f"refusal/{n}", d, t))
         answer(adapter, queries, cfg, steering, cb, should_stop)
-        result.refusal_prompts[name] = round(sum(q.score for q in queries) / max(1, len(queries)), 4)
+        result.refusal_prompts[name] = round(sum(q.score for q in queries) / max(1, len(queries)), RATE_PLACES)
     return result
 
 

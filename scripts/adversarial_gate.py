@@ -71,8 +71,9 @@ def main() -> None:
     opening = hardening_retain_rows(r, args.open_rows, seed=0)
     cfg = RobustnessConfig(steps=args.steps)
     fq, rq = cloze_queries(data.forget, "forget"), cloze_queries(data.retain[:args.retain_people], "retain")
-    results = {"shipped eraser": measure(adapter, eraser, fq, rq, cfg)}
-    print("shipped eraser", results["shipped eraser"])
+    start = f"{Path(args.eraser).name}, not hardened"  # it said "shipped eraser" of whatever --eraser was
+    results = {start: measure(adapter, eraser, fq, rq, cfg)}
+    print(start, results[start])
     current = eraser
     for k in range(1, args.rounds + 1):
         current = harden(current, adapter, rows, 1, PGDConfig(eps=cfg.eps, step_size=cfg.step_size, steps=args.steps,

@@ -75,7 +75,9 @@ def _setting(eraser: dict | None) -> str:
     gate = "" if eraser.get("gate_layer") is None else f", gate read at layer {eraser['gate_layer']}"
     if eraser.get("joint_gate"):
         gate = f", one gate read over layers {', '.join(map(str, eraser['joint_gate']))}"
-    return f" [{where} at {eraser['strength']}{_per_task(eraser)}{gate}]"
+    floor, full = eraser.get("gate_floor") or 0.0, eraser.get("gate_full") or 1.0
+    ramp = f", gate ramp {floor:g}-{full:g}" if (floor, full) != (0.0, 1.0) else ""  # rows told apart by it alone
+    return f" [{where} at {eraser['strength']}{_per_task(eraser)}{gate}{ramp}]"
 
 
 def comparison() -> str:
