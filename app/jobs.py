@@ -31,6 +31,11 @@ class Job:
     seconds: float = limits.JOB_SECONDS
     flag: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+
+    def held_slot_lately(self, now: float) -> bool:
+        """Running, or ended less than LATE_CLICK seconds ago (the next queued job starts then)."""
+        return self.ended is None or now - self.ended < LATE_CLICK
 
     @property
     def timed_out(self) -> bool:
@@ -51,21 +56,30 @@ class Jobs:
     def __init__(self):
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], set[Job]] = {}
-        self._pending: dict[tuple[str, str], float] = {}  # Stop pressed while that job waited in the queue
+        # Stop pressed while that job waited in the queue: when, and the jobs that held the slot then (and those
+        # that took it after them while it stayed busy)
+        self._pending: dict[tuple[str, str], tuple[float, set[Job]]] = {}
         self._finished: dict[tuple[str, str], float] = {}  # when each session's last job of a kind ended
 
     def start(self, session_id: str, kind: str, seconds: float = limits.JOB_SECONDS) -> Job:
         job = Job(kind, seconds)
+        now = time.monotonic()
         with self._lock:
             self._running.setdefault((session_id, kind), set()).add(job)
             asked = self._pending.pop((session_id, kind), None)
-        if asked is not None and time.monotonic() - asked < seconds:
+            for _, holders in self._pending.values():  # the queue moves on: a job still waiting is behind this one
+                if any(h.held_slot_lately(now) for h in holders):
+                    holders.add(job)
+        # the stop was for a job queued behind the slot's holders: this one if they held it until just now. A
+        # click made with nothing of this kind queued found them long gone (it stopped the next run, up to
+        # JOB_SECONDS later)
+        if asked is not None and now - asked[0] < seconds and any(h.held_slot_lately(now) for h in asked[1]):
             job.flag.set()  # it ends at its first check, with "you pressed Stop"
         return job
 
     def finish(self, session_id: str, job: Job) -> None:
         with self._lock:
-            self._finished[(session_id, job.kind)] = time.monotonic()
+            job.ended = self._finished[(session_id, job.kind)] = time.monotonic()
             jobs = self._running.get((session_id, job.kind), set())
             jobs.discard(job)
             if not jobs:
@@ -82,7 +96,8 @@ class Jobs:
             jobs = [j for k in kinds for j in self._running.get((session_id, k), ())]
             if not jobs and self._running:
                 now = time.monotonic()
-                self._pending.update({(session_id, k): now for k in kinds
+                holders = {j for js in self._running.values() for j in js}
+                self._pending.update({(session_id, k): (now, set(holders)) for k in kinds
                                       if now - self._finished.get((session_id, k), -LATE_CLICK) >= LATE_CLICK})
         for j in jobs:
             j.flag.set()

@@ -45,6 +45,8 @@ ERASER_UNZIPPED = 400 * MB  # an eraser's files, uncompressed (a 7B eraser with 
 ERASER_ENTRIES = 4  # config, weights, tuning report, fit state
 PARQUET_BYTES = 200 * MB  # per uploaded MLLMU file
 PARQUET_FILES = 8
+PARQUET_ROWS = 1000  # rows per uploaded MLLMU file (MLLMU-Bench's largest split, retain_95, has 475)
+PARQUET_UNCOMPRESSED = 1024 * MB  # per file, read off its footer: a few KB repeating one picture decoded to 722 MB
 TEMP_SECONDS = 3600  # uploads and downloads older than this are deleted (checked as often)
 
 # ---------------------------------------------------------------- memory

@@ -412,8 +412,8 @@ def build(default: Workbench) -> gr.Blocks:
                 gl = gate_read_at(gate_at_value)
                 res = wb_of(sess).compare(img, q, s, chosen, m, session=sess, gate_layer=gl, floor=floor_value,
                                           full=full_value)
-            except UserError as exc:
-                return gr.update(), gr.update(), gr.update(), _err(exc)
+            except UserError as exc:  # the previous answers no longer belong to what is asked: cleared
+                return "", "", [], _err(exc)
             rows = [[l, "yes" if l in chosen else "no", round(g, 3)] for l, g in res.gates.items()]
             return res.original, res.steered, rows, ""
 
@@ -487,6 +487,18 @@ def build(default: Workbench) -> gr.Blocks:
                     gr.update(choices=[str(l) for l in wb.layers], value=[str(l) for l in c.joint_gate or []]))
 
         @logged
+        def people_marks(sess):
+            """The People table's FORGET marks for this session's eraser (only a fit updated them: after
+            Forget someone, an upload or a withdrawal they stayed the previous eraser's)."""
+            wb = wb_of(sess)
+            if wb is not default:
+                return gr.update()
+            try:
+                return wb.people_rows(sess)
+            except UserError:
+                return gr.update()
+
+        @logged
         def relabel_gallery(sess):
             """The gallery's FORGET / retain captions for this session's eraser (they stayed the
             shipped eraser's after a session fitted another). Another model keeps them as they are."""
@@ -508,7 +520,8 @@ def build(default: Workbench) -> gr.Blocks:
                 eraser_controls, session, [strength, layers, mode, gate_at, floor, full, ns_person, ns_joint],
                 api_visibility="private", **LIGHT)
             if gallery_items:
-                event = event.then(relabel_gallery, session, gallery, api_visibility="private", **LIGHT)
+                event = event.then(relabel_gallery, session, gallery, api_visibility="private", **LIGHT).then(
+                    people_marks, session, people_table, api_visibility="private", **LIGHT)
             return event
 
         # ---- model & data
@@ -533,12 +546,18 @@ def build(default: Workbench) -> gr.Blocks:
         follow_eraser(withdraw_btn.click(do_withdraw, [session, withdraw_pick], [session, withdraw_status],
                                          **HEAVY)).then(compare, inputs, outputs, api_visibility="private", **LIGHT)
 
+        shown = [original, steered, gates, selectivity, heatmap, map_plot, ns_spectrum, ns_hist, ns_decision, ns_table]
+
         @logged
         def do_load_model(sess, path):
+            job = JOBS.start(sess.id, "load")  # it holds the long-job slot: a Stop for a job queued behind it is kept
             try:
                 wb = Workbench.shared(path or "", default)
             except UserError as exc:
-                return sess, _err(exc), gr.update(), gr.update(), gr.update(), gr.update()
+                return (sess, _err(exc), gr.update(), gr.update(), gr.update(), gr.update(),
+                        *[gr.update()] * len(shown))
+            finally:
+                JOBS.finish(sess.id, job)
             sess.workbench = None if wb is default else wb
             # what this user built on the model before belongs to it: PGD pictures were optimised against its
             # weights, so the next fit on this model must not take them as its recall pictures
@@ -547,12 +566,14 @@ def build(default: Workbench) -> gr.Blocks:
             note = ("" if wb.world else "\n\nNo toy world comes with this model: bring a forget set below "
                     "(**Forget someone**: photos and a name), or fit one with `python -m core fit --model ... "
                     "--data forget=PATH` and upload it in the Evaluate tab.")
+            # the previous model's answers, tables and plots are cleared: they described another model
+            cleared = ["", "", [], [], None, None, None, None, None, []]
             return (sess, _model_info(wb) + note, gr.update(choices=choices, value=choices),
                     gr.update(choices=choices, value=choices[-1]), gr.update(choices=choices, value=choices[-1]),
-                    gr.update(choices=GATE_AT + [(f"layer {l}", l) for l in choices], value="stored"))
+                    gr.update(choices=GATE_AT + [(f"layer {l}", l) for l in choices], value="stored"), *cleared)
 
         follow_eraser(load_model.click(do_load_model, [session, model_path],
-                                       [session, model_info, layers, map_layer, ns_layer, gate_at], **HEAVY))
+                                       [session, model_info, layers, map_layer, ns_layer, gate_at, *shown], **HEAVY))
 
         @logged
         def do_fit(sess, split, names, kind_, with_variants, progress=gr.Progress()):
@@ -692,8 +713,9 @@ def build(default: Workbench) -> gr.Blocks:
 
         map_inputs = [session, map_layer, map_method, image, question]
         map_draw.click(draw_map, map_inputs, [map_plot, map_status], **HEAVY)
-        map_method.change(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
-        map_layer.change(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
+        # .input, not .change: loading a model sets the layer list, and .change then drew a map nobody asked for
+        map_method.input(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
+        map_layer.input(draw_map, map_inputs, [map_plot, map_status], api_visibility="private", **HEAVY)
         map_stop.click(stopper("map"), session, None, **INTERNAL)
 
         # ---- null space

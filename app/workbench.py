@@ -15,6 +15,7 @@ import tempfile
 import threading
 import uuid
 import zipfile
+import zlib
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -654,7 +655,11 @@ class Workbench:
         paths = [Path(getattr(f, "name", f)) for f in (files or []) if f is not None]
         if not paths:
             raise UserError("Upload MLLMU-Bench parquet files: forget_*.parquet and retain_*.parquet at least.")
-        if len(paths) > limits.PARQUET_FILES or any(p.stat().st_size > limits.PARQUET_BYTES for p in paths):
+        try:
+            too_big = any(p.stat().st_size > limits.PARQUET_BYTES for p in paths)
+        except OSError as exc:  # an upload removed meanwhile (temporary files are cleared after an hour)
+            raise UserError(f"Could not read an uploaded file ({exc.__class__.__name__}): upload it again.") from None
+        if len(paths) > limits.PARQUET_FILES or too_big:
             raise UserError(f"Upload at most {limits.PARQUET_FILES} parquet files of at most {limits.PARQUET_BYTES // 2**20} MB each.")
         named = {}
         for p in paths:
@@ -664,7 +669,8 @@ class Workbench:
                                 "test_10.parquet, real.parquet).")
             named[split] = p
         try:
-            split = {k: load_parquet(v) for k, v in named.items()}
+            split = {k: load_parquet(v, max_rows=limits.PARQUET_ROWS, max_bytes=limits.PARQUET_UNCOMPRESSED)
+                     for k, v in named.items()}
             data = ForgetData(split.pop("forget", []), split.get("retain", []), split.get("test", []),
                               split.get("real", []), name="uploaded MLLMU files")
             ids = [i.strip() for i in (forget_ids or "").split(",") if i.strip()]
@@ -1028,6 +1034,12 @@ class Workbench:
         if not data.retain:
             raise UserError("The attacks also score retained people, and this forget set has none: fit with "
                             "retained people (the toy world's, or MLLMU retain files) first.")
+        from core.robustness import cloze_queries
+        for name, rows in (("forget", data.forget[:int(people)]), ("retained", data.retain[:int(people)])):
+            if not cloze_queries(rows, name):  # the attacks score fill-in-the-blank questions asked with a picture
+                raise UserError(f"The attacks score fill-in-the-blank questions asked with a picture, and the {name} "
+                                "people here have none: add cloze facts with \"image\": true (Forget someone's facts "
+                                "box, or MLLMU files with Mask_Task), or raise 'people per split'.")
         return attack_report(self.adapter, eraser, data.forget[:int(people)], data.retain[:int(people)],
                              prefix_facts(data, 4), RobustnessConfig(eps=float(eps) / 255, steps=int(steps)),
                              progress, should_stop)
@@ -1078,6 +1090,9 @@ class Workbench:
                 return Eraser.from_pretrained(tmp, adapter=self.adapter)
         except zipfile.BadZipFile:
             raise UserError("That file is not a zip: upload the .zip written by 'Download eraser'.") from None
+        except (RuntimeError, NotImplementedError, EOFError, zlib.error):  # encrypted, another method, damaged data
+            raise UserError("That zip cannot be read (encrypted, compressed in an unsupported way, or damaged): "
+                            "upload the .zip written by 'Download eraser', as it was written.") from None
         except ModelMismatchError as exc:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:
@@ -1133,7 +1148,16 @@ def check_mode(eraser: Eraser, mode: str | None, gate_layer: int | None | str = 
 
 def eraser_zip(eraser: Eraser, directory: str | Path) -> Path:
     """Zip an eraser folder (save_pretrained) for download, with its fit state when it has one (so
-    that forget requests can go on after it is uploaded again)."""
+    that forget requests can go on after it is uploaded again). A public app names the model by its
+    folder only: the config carried the server's absolute path (the fingerprint is what is checked)."""
+    from app import deploy
+    if deploy.public():
+        import copy
+        import dataclasses
+        model = dict(eraser.config.model)
+        model["name_or_path"] = Path(str(model.get("name_or_path") or "")).name
+        eraser = copy.copy(eraser)
+        eraser.config = dataclasses.replace(eraser.config, model=model)
     folder = eraser.save_pretrained(Path(directory) / "eraser", state=eraser.state is not None)
     out = Path(directory) / "eraser.zip"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:

@@ -82,3 +82,25 @@ def test_stop_pressed_while_the_job_waits_in_the_queue_stops_it_when_it_starts()
     assert raced.stop("a", "heatmap") == 0
     raced.finish("b", busy)
     assert not raced.start("a", "heatmap").should_stop()
+
+
+def test_a_stop_with_nothing_queued_does_not_stop_a_later_run():
+    """Kept whenever another visitor's job held the slot, a stray Stop (this session had nothing of
+    that kind queued) stopped this session's next run of that kind, up to JOB_SECONDS later. It is
+    kept now only while the jobs that held the slot at the click, and those that took it after them
+    without a pause, run: a job queued behind them starts then."""
+    jobs = Jobs()
+    other = jobs.start("s1", "fit")
+    assert jobs.stop("s2", "pgd") == 0
+    jobs.finish("s1", other)
+    other.ended -= 60  # a minute later, with the slot free since: a new run, not the queued one
+    assert not jobs.start("s2", "pgd").should_stop()
+    # queued behind two jobs in turn: the stop follows the queue and stops it when it starts
+    q = Jobs()
+    first = q.start("s1", "fit")
+    assert q.stop("s2", "fit") == 0
+    q.finish("s1", first)
+    second = q.start("s3", "map")  # took the slot at once: s2's fit still waits
+    first.ended -= 60
+    q.finish("s3", second)
+    assert q.start("s2", "fit").should_stop()

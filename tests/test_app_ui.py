@@ -583,3 +583,7 @@ def test_loading_a_model_drops_the_pgd_pictures_kept_on_the_one_before(shipped, 
     sess = Session(recall_images=[pic], last_pgd=pic)
     out = fns["do_load_model"](sess, shipped.adapter.name_or_path)  # the same model again: a fresh start too
     assert out[0] is sess and sess.recall_images == [] and sess.last_pgd is None and sess.eraser is None
+    # the answers, tables and plots of the model before are cleared (they stayed on screen)
+    assert out[6:] == ("", "", [], [], None, None, None, None, None, [])
+    # the People table follows the session's eraser after any change of eraser, not only a fit
+    assert fns["people_marks"](sess) == shipped.people_rows(sess)

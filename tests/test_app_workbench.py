@@ -952,3 +952,61 @@ def test_forget_someone_on_a_model_without_a_world_runs_every_view(tmp_path):
             random_image(9).save(bad[0])
         with pytest.raises(UserError, match=message):
             wb.forget_someone(paths, "Sam Rivers", "", Session(eraser=kept.eraser), keep=bad, **kwargs)
+
+
+def test_an_encrypted_or_damaged_eraser_zip_is_a_sentence_not_a_server_error(tmp_path):
+    """An encrypted zip raised RuntimeError, damaged deflate data zlib.error: "Something went wrong
+    on the server" with no word on the file."""
+    import zipfile
+
+    from app.workbench import CONFIG_NAME as CFG
+    wb = _workbench()
+    damaged = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(CFG, "{" + '"x": 1, ' * 2000 + "}")
+    raw = bytearray(damaged.read_bytes())
+    start = raw.index(b"PK\x03\x04") + 30 + len(CFG)  # the compressed data of the first entry
+    raw[start + 5:start + 40] = b"\xff" * 35
+    damaged.write_bytes(bytes(raw))
+    encrypted = tmp_path / "encrypted.zip"
+    with zipfile.ZipFile(encrypted, "w") as z:
+        z.writestr(CFG, "{}")
+    raw = bytearray(encrypted.read_bytes())
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):  # set the "encrypted" bit in the local and central headers
+        at = raw.index(sig) + (6 if sig == b"PK\x03\x04" else 8)
+        raw[at] |= 1
+    encrypted.write_bytes(bytes(raw))
+    for bad in (damaged, encrypted):
+        with pytest.raises(UserError, match="cannot be read|not a zip|Could not read"):
+            wb.load_eraser_zip(bad)
+
+
+def test_a_public_download_names_the_model_by_its_folder_only(tmp_path, monkeypatch):
+    """The zip's config carried the server's absolute model path in public mode."""
+    import json
+    import zipfile
+
+    from app.workbench import eraser_zip
+    import copy
+    eraser = copy.copy(_workbench().eraser)
+    eraser.config = copy.deepcopy(eraser.config)
+    eraser.config.model = {"name_or_path": "/srv/private/models/toy-llava", "fingerprint": "w1-0123abcd"}
+    monkeypatch.setenv("MLLMERASER_PUBLIC", "1")
+    with zipfile.ZipFile(eraser_zip(eraser, tmp_path)) as z:
+        cfg = json.loads(z.read("eraser_config.json"))
+    assert cfg["model"] == {"name_or_path": "toy-llava", "fingerprint": "w1-0123abcd"}
+    assert eraser.config.model["name_or_path"] == "/srv/private/models/toy-llava"  # the session's eraser untouched
+
+
+def test_the_attacks_say_what_is_missing_when_the_people_have_no_picture_cloze(toy):
+    """A forget set without fill-in-the-blank questions asked with a picture (Forget someone with
+    qa-only facts, MLLMU files without Mask_Task) ended in "no questions to score" as a server error."""
+    import dataclasses
+
+    from app.workbench import Session
+    wb, eraser = toy
+    data = wb.data_for(eraser, None)
+    bare = [dataclasses.replace(r, mask=[]) for r in data.forget]
+    sess = Session(eraser=eraser, data=dataclasses.replace(data, forget=bare))
+    with pytest.raises(UserError, match="fill-in-the-blank questions asked with a picture"):
+        wb.attack(eraser, 1, 2, session=sess)

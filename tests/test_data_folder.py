@@ -233,3 +233,18 @@ def test_an_export_is_marked_as_one(tmp_path):
     rec = PersonRecord("p1", images=[random_image(0)], name="Ann Lee")
     save_folder([rec], tmp_path / "out", facts=False)
     assert (tmp_path / "out" / EXPORT_MARK).is_file() and [r.id for r in load_folder(tmp_path / "out")] == ["p1"]
+
+
+def test_a_large_photo_is_kept_at_a_size_every_processor_reads(tmp_path):
+    """A 4096 x 4096 upload was held whole (50 MB decoded) for as long as its forget set lived: 210
+    of them would take 20 GB. Kept at most KEEP_SIDE on the longer side, the aspect kept."""
+    from PIL import Image
+
+    from core.data.folder import KEEP_SIDE, read_image
+    p = tmp_path / "big.png"
+    Image.new("RGB", (4000, 2000), (200, 10, 10)).save(p)
+    im = read_image(p)
+    assert im.size == (KEEP_SIDE, KEEP_SIDE // 2) and im.getpixel((5, 5)) == (200, 10, 10)
+    small = tmp_path / "small.png"
+    Image.new("RGB", (300, 200)).save(small)
+    assert read_image(small).size == (300, 200)

@@ -219,3 +219,37 @@ def test_export_refuses_options_the_schema_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="has options .*'E'.*files hold options A, B, C, D only"):
         export_records([rec], tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
+
+
+@pytest.mark.parametrize("column, value", [("Generation_Task", "5"), ("Mask_Task", "{\"Question\": \"q\"}"),
+                                           ("Classification_Task", "[1, 2]"),
+                                           ("Classification_Task", "{\"Image_Textual_Questions\": 3}")])
+def test_a_task_column_that_is_not_a_list_of_questions_is_refused_naming_the_row(tmp_path, column, value):
+    """A Generation_Task of 5 raised "'int' object is not iterable" (a server error in the app)."""
+    rows = _real_style_rows()
+    for r in rows:  # every task cell as JSON text (a column of one type), row 1's replaced by the bad one
+        for c in ("Classification_Task", "Generation_Task", "Mask_Task"):
+            r[c] = None if r[c] is None else json.dumps(r[c])
+    rows[1][column] = value
+    path = tmp_path / "forget.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    with pytest.raises(ValueError, match=r"forget.parquet, row 1 \(ID 8\).*(not a list of questions|not an object)"):
+        load_parquet(path)
+
+
+def test_rows_and_uncompressed_size_are_checked_from_the_footer_before_reading(tmp_path):
+    """A few KB of parquet repeating one large picture decoded to 722 MB in the app: the file's
+    footer gives its rows and uncompressed size first."""
+    big = io.BytesIO()
+    Image.new("RGB", (2000, 2000), (9, 9, 9)).save(big, format="BMP")  # 12 MB a cell, compressed to almost nothing
+    rows = [{"ID": str(i), "image": {"bytes": big.getvalue(), "path": None}} for i in range(6)]
+    path = tmp_path / "forget.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path, compression="zstd")
+    assert path.stat().st_size < 2 * 2**20
+    with pytest.raises(ValueError, match="holds 6 rows"):
+        load_parquet(path, max_rows=5)
+    with pytest.raises(ValueError, match=r"MB uncompressed: at most .* and 10 MB here"):
+        load_parquet(path, max_bytes=10 * 2**20)
+    recs = load_parquet(path)  # unlimited: decoded, and kept at most KEEP_SIDE on the longer side
+    from core.data.folder import KEEP_SIDE
+    assert len(recs) == 6 and recs[0].image.size == (min(2000, KEEP_SIDE), min(2000, KEEP_SIDE))

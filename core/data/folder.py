@@ -46,6 +46,9 @@ COPY_WORDS = re.compile(r"\s*(\(\d+\)|\bcopy\b)\s*", re.IGNORECASE)
 MAX_IMAGES = 10
 MAX_IMAGE_BYTES = 20 * 2**20
 MAX_PIXELS = 4096 * 4096
+# a decoded picture is kept at most this long on its longer side: above every supported processor's input
+# (SmolVLM's longest edge, 1536), and a 4096 x 4096 upload no longer holds 50 MB for as long as its forget set lives
+KEEP_SIDE = 1536
 MAX_FACTS_BYTES = 2**20  # a facts file or the app's facts box: what one person's facts need, many times over
 MAX_FACT_ITEMS = 200  # qa + cloze + mcq items of one subject (MLLMU-Bench has a few dozen per person)
 MAX_FACT_CHARS = 500  # one question, answer or option
@@ -90,7 +93,12 @@ def _capped(source, size: int, name: str) -> Image.Image:
     with Image.open(source) as im:
         if im.width * im.height > MAX_PIXELS:
             raise FolderError(f"{name} is {im.width}x{im.height} pixels (at most {MAX_PIXELS} in all)")
-        return upright_rgb(im)
+        if max(im.size) > KEEP_SIDE:
+            im.draft("RGB", (KEEP_SIDE, KEEP_SIDE))  # a JPEG decodes at a reduced scale straight away
+        out = upright_rgb(im)
+    if max(out.size) > KEEP_SIDE:
+        out.thumbnail((KEEP_SIDE, KEEP_SIDE), Image.Resampling.LANCZOS)
+    return out
 
 
 def read_images(paths: Iterable[Path], subject: str) -> list[Image.Image]:

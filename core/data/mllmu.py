@@ -187,9 +187,21 @@ def _letter(answer: str, opts: dict[str, str], question: Any, where: str) -> str
                      f"options {', '.join(sorted(opts)) or '(none)'}; give the letter of the right option")
 
 
+def _items(value: Any, where: str) -> list:
+    """A scored column's list of questions (parsed when stored as text); anything else is an error
+    naming the row (a number there raised a TypeError deep inside)."""
+    items = _maybe_parse(value, where)
+    if items is None:
+        return []
+    if not isinstance(items, (list, tuple)):
+        raise ValueError(f"{where}: a task column holds {type(items).__name__} {str(items)[:40]!r}, not a list of "
+                         "questions; fix or drop that row")
+    return list(items)
+
+
 def _classification(items: Any, where: str) -> list[ClassificationItem]:
     out = []
-    for it in _maybe_parse(items, where) or []:
+    for it in _items(items, where):
         if not isinstance(it, dict) or it.get("Question") is None:
             continue
         opts = _options(it.get("Options"), where)
@@ -207,7 +219,7 @@ def _type(value: Any) -> str:
 
 def _questions(items: Any, cls: type, where: str) -> list:
     out = []
-    for it in _maybe_parse(items, where) or []:
+    for it in _items(items, where):
         if not isinstance(it, dict) or it.get("Question") is None:
             continue
         out.append(cls(question=it["Question"],
@@ -288,18 +300,28 @@ def _check_record(rec: PersonRecord, where: str) -> None:
     _check_text(rec, where)
 
 
-def load_parquet(path: str | Path, pattern: str | None = None) -> list[PersonRecord]:
+def load_parquet(path: str | Path, pattern: str | None = None, max_rows: int | None = None,
+                 max_bytes: int | None = None) -> list[PersonRecord]:
     """Read an MLLMU-Bench parquet file (or a directory of them) into PersonRecords.
 
     Required: `ID` and an image column (`image`, or `images` for the test split). Optional
     columns (Classification_Task, Generation_Task, Mask_Task, metadata, biography, name) may
     be missing or null: they become empty lists / None. Unknown columns are ignored. `pattern`:
     the split's file name, for a folder that holds several splits (`_parquet_files`).
+    `max_rows` / `max_bytes`: refuse a file of more rows, or more uncompressed bytes, before
+    reading it (the app's uploads: a few KB of parquet repeating one large picture decoded to
+    hundreds of MB).
     """
     records: list[PersonRecord] = []
     seen: set[str] = set()
     for f in _parquet_files(Path(path), pattern):
         try:
+            meta = pq.ParquetFile(f).metadata
+            size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            if (max_rows is not None and meta.num_rows > max_rows) or (max_bytes is not None and size > max_bytes):
+                raise ValueError(f"{f.name} holds {meta.num_rows} rows, {size / 2**20:.0f} MB uncompressed: at most "
+                                 f"{max_rows} rows and {(max_bytes or 0) / 2**20:.0f} MB here; split it, or run "
+                                 "`python -m core fit --data ...` on your own machine")
             names = set(pq.read_schema(f).names)
             rows = pq.read_table(f).to_pylist() if "ID" in names else []
         except (pa.ArrowException, OSError) as exc:
@@ -318,7 +340,10 @@ def load_parquet(path: str | Path, pattern: str | None = None) -> list[PersonRec
             if not any(imgs) and row.get("image") is not None:
                 imgs = [_decode_image(row["image"], where, f.parent)]
             cls = _maybe_parse(row.get("Classification_Task"), where)
-            cls = cls if isinstance(cls, dict) else {}
+            if cls is not None and not isinstance(cls, dict):
+                raise ValueError(f"{where}: Classification_Task holds {type(cls).__name__}, not an object with "
+                                 "Image_Textual_Questions and Pure_Text_Questions; fix or drop that row")
+            cls = cls or {}
             bio = row.get("biography", row.get("Biography"))
             name = row.get("name")
             records.append(PersonRecord(
