@@ -78,11 +78,11 @@ def test_typing_a_strength_and_pressing_enter_reruns_the_comparison(page):
     page.locator("#strength input[type=number]").fill("0")
     page.locator("#strength input[type=number]").press("Enter")
     page.wait_for_function("() => document.querySelector('#steered textarea').value === "
-                           "document.querySelector('#original textarea').value", timeout=30_000)
+                           "document.querySelector('#original textarea').value", timeout=90_000)  # a loaded box
     page.locator("#strength input[type=number]").fill("3")
     page.locator("#strength input[type=number]").press("Enter")
     page.wait_for_function("(r) => document.querySelector('#steered textarea').value === r", arg=refusal,
-                           timeout=30_000)
+                           timeout=90_000)
 
 
 def test_empty_question_shows_a_clear_error(page):
