@@ -46,8 +46,11 @@ cp runs/eraser-tuned-joint/tuning.json assets/toy-llava-eraser/tuning.json
 python -m core evaluate --model assets/toy-llava --json results/vanilla.json
 python -m core evaluate --model assets/toy-llava-retain-only --json results/retain_only.json
 python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-eraser --json results/eraser.json
-# the real split's text-only questions with the gate refitted without their facts (docs/results.md)
+# the real split's text-only questions with the gate refitted without their facts, and the retained people
+# with the gate refitted (and IdkNLL trained) without them, in 3 folds (docs/results.md)
 python scripts/heldout_facts.py
+python scripts/heldout_people.py
+python scripts/heldout_people.py --method idk
 # the two previous shipped erasers: the gate read at layer 3 alone, and at the steered layer itself
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-layer3 --no-tune \
   --steer-layers 1 --strength 2.0 --gate-layer 3
