@@ -51,6 +51,11 @@ python -m core evaluate --model assets/toy-llava --eraser assets/toy-llava-erase
 python scripts/heldout_facts.py
 python scripts/heldout_people.py
 python scripts/heldout_people.py --method idk
+# the same folds with a gate floor read off people the gate did not see, and the adaptive attack against it
+python scripts/crossfit_ramp.py
+python scripts/crossfit_ramp.py --save-only runs/eraser-crossfit-floor
+python -m core attack --eraser runs/eraser-crossfit-floor --people 5 --curve --curve-only --curve-eps 16 \
+  --curve-steps 40 --eot 2 --out results/defences/crossfit-floor-budget.md
 # the two previous shipped erasers: the gate read at layer 3 alone, and at the steered layer itself
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-layer3 --no-tune \
   --steer-layers 1 --strength 2.0 --gate-layer 3
