@@ -80,9 +80,9 @@ def check_layers(config: "EraserConfig", num_layers: int) -> None:
         raise ValueError(f"joint_gate layer(s) {bad} must be fitted layers of this {num_layers}-layer model")
 
 
-# config fields a saved eraser must name (save_pretrained writes every field; defaults must not stand in for them)
-REQUIRED_FIELDS = ("version", "site", "model", "layers", "steer_layers", "subject_gates", "subjects", "joint_gate",
-                   "mode", "position", "strength")
+# config fields every saved eraser names (format 1 has written them from the start; fields added since default as
+# they did before, so older files load): an empty JSON loaded as a default eraser that steered
+REQUIRED_FIELDS = ("version", "site", "model", "layers", "mode", "position", "strength", "polarity")
 
 
 class ModelMismatchError(ValueError):

@@ -621,3 +621,15 @@ def test_a_config_no_command_could_steer_is_refused_when_made():
         EraserConfig(layers=[1], steer_layers=[2])
     with pytest.raises(ValueError, match="mode 'every_step' cannot use it"):
         EraserConfig(mode="every_step", position="mean_prompt_tokens")
+
+
+def test_an_eraser_saved_before_later_fields_existed_still_loads(fitted, tmp_path):
+    """Format 1 grew fields (steer_layers, subject_gates, joint_gate, ...): a file written before
+    them names only the first ones and loads with their defaults, as it did."""
+    _, eraser, _ = fitted
+    first = ("version", "site", "model", "layers", "mode", "position", "strength", "polarity", "ratio", "gamma",
+             "threshold", "seed", "direction_kind", "data_hash", "counts")
+    folder = _tampered(eraser, tmp_path, config=lambda raw: {k: raw[k] for k in first})
+    back = Eraser.from_pretrained(folder)
+    assert back.config.joint_gate is None and back.config.subject_gates is False
+    assert torch.allclose(back.gate, eraser.gate.float().double())  # stored in float32
