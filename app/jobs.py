@@ -67,9 +67,11 @@ class Jobs:
         with self._lock:
             self._running.setdefault((session_id, kind), set()).add(job)
             asked = self._pending.pop((session_id, kind), None)
-            for _, holders in self._pending.values():  # the queue moves on: a job still waiting is behind this one
-                if any(h.held_slot_lately(now) for h in holders):
+            for key, (_, holders) in list(self._pending.items()):  # the queue moves on: a job still waiting is
+                if any(h.held_slot_lately(now) for h in holders):    # behind this one
                     holders.add(job)
+                else:  # the slot was free in between: nothing of that kind was queued, the stop can never apply
+                    del self._pending[key]
         # the stop was for a job queued behind the slot's holders: this one if they held it until just now. A
         # click made with nothing of this kind queued found them long gone (it stopped the next run, up to
         # JOB_SECONDS later)
