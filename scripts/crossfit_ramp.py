@@ -12,6 +12,7 @@ gate fitted on every row and its cross-fitted floor (does the forgetting survive
 
     python scripts/crossfit_ramp.py   ->  results/crossfit_ramp.json
     python scripts/crossfit_ramp.py --save-only runs/eraser-crossfit-floor   (that eraser, for `attack`)
+    python scripts/crossfit_ramp.py --floor 0.25 [--save-only DIR]   (a fixed floor in between, measured alike)
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: 
 def with_floor(eraser: Eraser, floor: float) -> Eraser:
     eraser.config.gate_floor, eraser.config.gate_ramp = floor, False  # a refit must not read it off the rows again
     if not floor + 0.01 < eraser.config.gate_full:
-        raise SystemExit(f"cross-fitted floor {floor} reaches the full value {eraser.config.gate_full}")
+        raise SystemExit(f"floor {floor} reaches the full value {eraser.config.gate_full}")
     return eraser
 
 
@@ -62,7 +63,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--save-only", default=None, metavar="DIR",
                    help="save the eraser fitted on every row with its cross-fitted floor there, and stop")
+    p.add_argument("--floor", type=float, default=None, help="a fixed floor instead of the cross-fitted one")
     args = p.parse_args()
+    key = "crossfit" if args.floor is None else f"floor {args.floor:g}"
+
+    def floor_for(H_r, tags, people) -> float:
+        return crossfit_floor(shipped, H_f, H_r, tags, people) if args.floor is None else args.floor
     adapter = load_adapter(ROOT / "assets" / "toy-llava")
     shipped = Eraser.from_pretrained(ROOT / "assets" / "toy-llava-eraser", adapter=adapter)
     data = toy_data(load_world(ROOT / "assets" / "toy-llava"), forget_spec(shipped.config.forget_split))
@@ -71,7 +77,7 @@ def main() -> None:
     H_f, H_r, tags = state.H_forget, state.H_retain, state.retain_tags
     people = [r.id for r in data.retain]
     if args.save_only:
-        full = with_floor(shipped.refit_gate(H_f, H_r), crossfit_floor(shipped, H_f, H_r, tags, people))
+        full = with_floor(shipped.refit_gate(H_f, H_r), floor_for(H_r, tags, people))
         print(f"saved {full.save_pretrained(args.save_only)} (floor {full.config.gate_floor}, full "
               f"{full.config.gate_full})")
         return
@@ -81,7 +87,7 @@ def main() -> None:
         keep = torch.tensor([t not in set(fold) for t in tags])
         rest = [p for p in people if p not in set(fold)]
         kept_tags = [t for t, kk in zip(tags, keep.tolist()) if kk]
-        floor = crossfit_floor(shipped, H_f, H_r[keep], kept_tags, rest)
+        floor = floor_for(H_r[keep], kept_tags, rest)
         gate = with_floor(shipped.refit_gate(H_f, H_r[keep]), floor)
         qs = [q for rec in data.retain if rec.id in set(fold) for q in record_queries(rec, "retain")]
         answer(adapter, qs, EvalConfig(), gate.task_steering(adapter))
@@ -90,7 +96,7 @@ def main() -> None:
         print(f"fold {k}: floor {floor} (full {gate.config.gate_full}): {summarise(qs)}", flush=True)
     held_out = summarise(queries)
     print("held-out people, pooled:", held_out, flush=True)
-    floor = crossfit_floor(shipped, H_f, H_r, tags, people)
+    floor = floor_for(H_r, tags, people)
     full = with_floor(shipped.refit_gate(H_f, H_r), floor)
     print(f"every row: floor {floor} (shipped {shipped.config.gate_floor}), full {full.config.gate_full}", flush=True)
     splits = {}
@@ -99,11 +105,12 @@ def main() -> None:
         answer(adapter, qs, EvalConfig(), full.task_steering(adapter))
         splits[name] = summarise(qs)
         print(name, splits[name], flush=True)
-    write_atomic(ROOT / "results" / "crossfit_ramp.json",
-                 json.dumps({"folds": FOLDS, "inner_folds": INNER, "quantile": QUANTILE, "per_fold": per_fold,
-                             "held_out_retain": held_out, "floor": floor, "full": full.config.gate_full,
-                             "splits": splits}, indent=1))
-    print("wrote results/crossfit_ramp.json")
+    out = ROOT / "results" / "crossfit_ramp.json"
+    saved = json.loads(out.read_text()) if out.is_file() else {}
+    saved[key] = {"folds": FOLDS, "inner_folds": INNER, "quantile": QUANTILE, "per_fold": per_fold,
+                  "held_out_retain": held_out, "floor": floor, "full": full.config.gate_full, "splits": splits}
+    write_atomic(out, json.dumps(saved, indent=1))
+    print(f"wrote {out} ({key})")
 
 
 if __name__ == "__main__":
