@@ -1082,17 +1082,19 @@ class Workbench:
                 if sum(i.file_size for i in entries) > limits.ERASER_UNZIPPED:  # refused before anything is unpacked
                     raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
                 for info in entries:
-                    with z.open(info) as src:  # the sizes in the zip's directory can lie: read at most the cap
-                        data = src.read(limits.ERASER_UNZIPPED + 1)
+                    try:
+                        with z.open(info) as src:  # the sizes in the zip's directory can lie: read at most the cap
+                            data = src.read(limits.ERASER_UNZIPPED + 1)
+                    except (RuntimeError, NotImplementedError, EOFError, zlib.error):  # encrypted, another method,
+                        raise UserError("That zip cannot be read (encrypted, compressed in an unsupported way, or "  # damaged
+                                        "damaged): upload the .zip written by 'Download eraser', as it was "
+                                        "written.") from None
                     if len(data) > limits.ERASER_UNZIPPED:
                         raise UserError("That zip unpacks to more than an eraser can hold; it was not opened.")
                     (Path(tmp) / Path(info.filename).name).write_bytes(data)
                 return Eraser.from_pretrained(tmp, adapter=self.adapter)
         except zipfile.BadZipFile:
             raise UserError("That file is not a zip: upload the .zip written by 'Download eraser'.") from None
-        except (RuntimeError, NotImplementedError, EOFError, zlib.error):  # encrypted, another method, damaged data
-            raise UserError("That zip cannot be read (encrypted, compressed in an unsupported way, or damaged): "
-                            "upload the .zip written by 'Download eraser', as it was written.") from None
         except ModelMismatchError as exc:
             raise UserError(f"That eraser belongs to another model: {exc}") from exc
         except (OSError, ValueError, KeyError) as exc:

@@ -715,10 +715,10 @@ def _check_earlier_export(folder: Path) -> None:
                          f"{EXPORT_MARK} file): nothing was removed; pass a new or empty folder")
     try:
         written = set(json.loads(mark.read_text())["subjects"])
-    except (ValueError, KeyError, TypeError):  # a mark of an earlier version: it listed nothing
-        written = None
-    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and written is not None
-                   and p.name not in written)
+    except (ValueError, KeyError, TypeError):  # a mark of an earlier version listed nothing: the export wrote
+        written = None                          # toy-world person ids (p001...) only
+    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and (
+        p.name not in written if written is not None else not re.fullmatch(r"p\d{3,}", p.name)))
     if added:
         raise ValueError(f"--export-folder {folder} holds {', '.join(added[:5])}, which the earlier export did not "
                          "write: nothing was removed; move them out, or pass another folder")
@@ -914,13 +914,16 @@ def cmd_sequential(args: argparse.Namespace) -> int:
               "forget": [data.name, list(data.forget_ids)], "withdraw": cfg.withdraw, "eraser": settings}
     config = json.loads(json.dumps(config))  # as it reads back from the file (tuples are lists there)
     results = {}
-    if args.merge and args.json and Path(args.json).is_file():  # keep the methods measured before
-        before = json.loads(Path(args.json).read_text())
-        if before.get("config") != config:  # their rows would be filed under settings they were not run with
-            raise ValueError(f"--merge: {args.json} was run with {before.get('config')}, this run is {config}; "
-                             "merge runs of the same settings, or write another --json")
-        results = before["results"]
     partial = None if not args.json else Path(args.json).with_suffix(".partial.json")
+    # keep the methods measured before: the last finished run's, then those of a run that stopped half-way
+    for earlier in ([Path(args.json), partial] if args.merge and args.json else []):
+        if not earlier.is_file():
+            continue
+        before = json.loads(earlier.read_text())
+        if before.get("config") != config:  # their rows would be filed under settings they were not run with
+            raise ValueError(f"--merge: {earlier} was run with {before.get('config')}, this run is {config}; "
+                             "merge runs of the same settings, or write another --json")
+        results.update(before["results"])
     for method in cfg.methods:
         run = {"eraser": run_eraser, "vanilla": run_vanilla}.get(method)
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)

@@ -605,3 +605,39 @@ def test_evaluate_scores_an_eraser_on_its_own_forget_split_unless_told_otherwise
     told, _ = cli._eval_data(argparse.Namespace(**{**vars(args), "forget": "forget_10"}), None,
                              EraserConfig(forget_split="forget_5"))
     assert (len(own["forget"]), len(plain["forget"]), len(told["forget"])) == (5, 10, 10)
+
+
+def test_a_sequential_run_that_fails_half_way_keeps_its_methods_for_merge(tmp_path, monkeypatch, capsys):
+    """Progress goes to X.partial.json, so that a failed run leaves --json as it was; --merge then
+    takes the methods the failed run finished from that file too (they were dropped)."""
+    import core.sequential as seq
+
+    def boom(*a, **k):
+        raise ValueError("training failed half-way")
+    monkeypatch.setattr(seq, "run_vanilla", lambda *a, **k: {"steps": [], "ran": "vanilla"})
+    monkeypatch.setattr(seq, "run_eraser", lambda *a, **k: {"steps": [], "ran": "eraser"})
+    monkeypatch.setattr(seq, "run_baseline", boom)
+    out = tmp_path / "seq.json"
+    assert main(["sequential", "--methods", "vanilla,eraser,idk", "--json", str(out)]) == 2
+    assert not out.exists() and (tmp_path / "seq.partial.json").is_file()
+    monkeypatch.setattr(seq, "run_baseline", lambda *a, **k: {"steps": [], "ran": "idk"})
+    monkeypatch.setattr(seq, "run_vanilla", boom)
+    monkeypatch.setattr(seq, "run_eraser", boom)
+    monkeypatch.setattr(seq, "table", lambda results: "table")
+    assert main(["sequential", "--methods", "idk", "--merge", "--json", str(out)]) == 0
+    assert [r["ran"] for r in json.loads(out.read_text())["results"].values()] == ["vanilla", "eraser", "idk"]
+    assert not (tmp_path / "seq.partial.json").exists()
+
+
+def test_an_export_marked_by_an_earlier_version_still_keeps_a_person_the_user_added(tmp_path, capsys):
+    """A mark of the earlier plain-text kind listed nothing: every sub-folder counted as the
+    export's, and a person the user added was deleted by the next export."""
+    from core.data.folder import EXPORT_MARK
+    out = tmp_path / "photos"
+    (out / "p001").mkdir(parents=True)
+    (out / EXPORT_MARK).write_text("written by save_folder (python -m core world --export-folder)\n")
+    (out / "my_own_person").mkdir()
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts"]) == 2
+    assert "holds my_own_person" in capsys.readouterr().err and (out / "my_own_person").is_dir()
+    (out / "my_own_person").rmdir()
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts", "--folder-people", "1"]) == 0
