@@ -1085,8 +1085,9 @@ class Workbench:
                     try:
                         with z.open(info) as src:  # the sizes in the zip's directory can lie: read at most the cap
                             data = src.read(limits.ERASER_UNZIPPED + 1)
-                    except (RuntimeError, NotImplementedError, EOFError, zlib.error):  # encrypted, another method,
-                        raise UserError("That zip cannot be read (encrypted, compressed in an unsupported way, or "  # damaged
+                    # encrypted, compressed another way, or damaged data
+                    except (RuntimeError, NotImplementedError, EOFError, zlib.error):
+                        raise UserError("That zip cannot be read (encrypted, compressed in an unsupported way, or "
                                         "damaged): upload the .zip written by 'Download eraser', as it was "
                                         "written.") from None
                     if len(data) > limits.ERASER_UNZIPPED:

@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
 from core.files import write_atomic
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -300,9 +300,8 @@ def direction_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "re
     constructions run PGD on `adapter` (`should_stop()` ends it between steps: InterruptedError)."""
     if kind not in KINDS:
         raise ValueError(f"unknown direction construction {kind!r}; choose one of {KINDS}")
-    _check_sizes(per_person=per_person)
-    if per_person < 1:
-        raise ValueError(f"per_person must be at least 1 for a direction, got {per_person}")
+    if per_person < 1 or int(per_person) != per_person:  # 0 or -2 gave empty contrast sets without a word
+        raise ValueError(f"per_person must be a whole number of at least 1 for a direction, got {per_person}")
     if data.builder is not None:
         recall, erase, targets = data.builder.direction_sets(kind, per_person, seed)
     else:

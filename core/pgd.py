@@ -128,7 +128,8 @@ def pgd(adapter: VLMAdapter, images: Sequence[Image.Image] | torch.Tensor, quest
                 if extra_loss is not None:
                     part = part + extra_loss(batch)
                 each = each + part / len(views)
-                mean_nll = mean_nll + float(nll.detach().mean()) / len(views)
+                if cfg.early_stop_nll is not None:  # a device sync per view: only when the stop reads it
+                    mean_nll = mean_nll + float(nll.detach().mean()) / len(views)
             loss = each.mean()
             n_tok = (batch.labels != -100).sum(-1)  # the last view's log-probabilities are reported (NaN: not computed)
             value = float(loss.detach())

@@ -133,16 +133,18 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     label, layers = fitted_only("layers 1..L-1, prefill, 0.3, last token (the base fit's gate)", list(range(1, n)))
     if layers:
         run("paper preset", label, by_position["last_prompt_token"], strength=0.3, layers=layers, mode="prefill")
+    unbuilt = set()
     for kind in ("recall", "refusal", "text_only", "image_only"):
         try:
             er = default if kind == base.direction_kind else fit(kind)
         except ValueError as exc:  # a construction the data cannot give (text_only needs names, the others photos)
+            unbuilt.add(kind)
             rows.append(Row("direction", f"{kind}: not built ({exc})"))
             say(f"direction    {kind}: not built ({exc})")
             continue
         run("direction", kind, er, strength=base.strength, layers=base_layers, mode=base.mode)
     for eps in cfg.eps:
-        if "refusal: not built" in " ".join(r.setting for r in rows):
+        if "refusal" in unbuilt:
             break  # the eps rows build the same construction
         run("PGD eps", f"{eps}/255 (refusal direction)", fit("refusal", eps), strength=base.strength,
             layers=base_layers, mode=base.mode)
