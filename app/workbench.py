@@ -46,6 +46,12 @@ class UserError(ValueError):
     """Bad input from the user: the message is shown in the UI as is."""
 
 
+def upload_path(f) -> str | os.PathLike:
+    """The file path of an upload: a path as given, or a Gradio file object's `.name` (a
+    `pathlib.Path` has a `.name` too: the bare file name, which opened nothing)."""
+    return f if isinstance(f, (str, os.PathLike)) else f.name
+
+
 def read_image(source) -> Image.Image:
     """A PIL image from an upload (path, bytes or PIL), refusing non-images, corrupt and huge files.
     The file size is checked before reading, the pixel count and shape from the header before
@@ -490,9 +496,9 @@ class Workbench:
         except (ValueError, RecursionError) as exc:  # RecursionError: nested far beyond the schema
             raise UserError(f"The facts are not valid JSON ({exc}). Leave the box empty or use the schema shown "
                             "under it.") from None
-        images = [read_image(getattr(f, "name", f)) for f in files]
+        images = [read_image(upload_path(f)) for f in files]
         subject = subject_id("upload", name)
-        keep_files = [getattr(f, "name", f) for f in (keep or []) if f is not None]
+        keep_files = [upload_path(f) for f in (keep or []) if f is not None]
         if keep_files and add:
             raise UserError("People to keep join a new fit: untick *Add this person to the current eraser*, or "
                             "remove the photos of people to keep.")
@@ -651,8 +657,8 @@ class Workbench:
         writes them (forget_*.parquet, retain_*.parquet, test_*.parquet, real.parquet); optional
         comma-separated subject ids pick whom to forget among them."""
         from core.data.mllmu import load_parquet
-        from core.data.source import SPLITS
-        paths = [Path(getattr(f, "name", f)) for f in (files or []) if f is not None]
+        from core.data.source import SPLITS, from_splits
+        paths = [Path(upload_path(f)) for f in (files or []) if f is not None]
         if not paths:
             raise UserError("Upload MLLMU-Bench parquet files: forget_*.parquet and retain_*.parquet at least.")
         try:
@@ -667,12 +673,15 @@ class Workbench:
             if split not in SPLITS or p.suffix != ".parquet":
                 raise UserError(f"{p.name}: name each file after its split (forget_10.parquet, retain_90.parquet, "
                                 "test_10.parquet, real.parquet).")
+            if split in named:  # the earlier file was dropped without a word
+                raise UserError(f"{named[split].name} and {p.name} are both the {split} split: upload one file per split.")
             named[split] = p
+        if "forget" not in named:
+            raise UserError("Upload the forget split too (forget_*.parquet): it names the people to forget.")
         try:
             split = {k: load_parquet(v, max_rows=limits.PARQUET_ROWS, max_bytes=limits.PARQUET_UNCOMPRESSED)
                      for k, v in named.items()}
-            data = ForgetData(split.pop("forget", []), split.get("retain", []), split.get("test", []),
-                              split.get("real", []), name="uploaded MLLMU files")
+            data = from_splits(split, "uploaded MLLMU files")
             ids = [i.strip() for i in (forget_ids or "").split(",") if i.strip()]
             if ids:
                 data = data.pick(ids)
@@ -1041,8 +1050,8 @@ class Workbench:
                                 "people here have none: add cloze facts with \"image\": true (Forget someone's facts "
                                 "box, or MLLMU files with Mask_Task), or raise 'people per split'.")
         return attack_report(self.adapter, eraser, data.forget[:int(people)], data.retain[:int(people)],
-                             prefix_facts(data, 4), RobustnessConfig(eps=float(eps) / 255, steps=int(steps)),
-                             progress, should_stop)
+                             prefix_facts(data, 4, self.adapter.tokenizer),
+                             RobustnessConfig(eps=float(eps) / 255, steps=int(steps)), progress, should_stop)
 
     def adopt_eraser(self, session: Session, eraser: Eraser) -> str:
         """Make an uploaded eraser this session's. The forget set the session brought stays only when

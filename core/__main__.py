@@ -157,7 +157,8 @@ def _eval_data(args, adapter, config=None):
             raise ValueError("--forget / --retain-dir work on a forget set: add --data forget=PATH or --forget-dir "
                              "FOLDER, or leave them out to score the splits given")
         from core.data.mllmu import load_parquet
-        return {k: load_parquet(v)[: args.limit] for k, v in specs.items()}, {}
+        from core.data.source import MLLMU_FILES
+        return {k: load_parquet(v, MLLMU_FILES.get(k))[: args.limit] for k, v in specs.items()}, {}
     data = _load_data(args, adapter, args.limit) if config is None else eraser_data(args, adapter, config, args.limit)
     return data.splits(args.limit), refusal_sets(data, args.limit)
 
@@ -604,7 +605,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     eraser = _eraser_options(Eraser.from_pretrained(args.eraser, adapter=adapter), args, adapter.num_layers)
     data = eraser_data(args, adapter, eraser.config)
     if not data.retain:
-        raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH")
+        raise ValueError("the attack report scores retained subjects too: pass --data retain=PATH (MLLMU parquet) "
+                         "or --retain-dir FOLDER (photos and a name of a few people)")
     cfg = RobustnessConfig(eps=args.eps / 255, steps=args.steps, seed=args.seed, keep=args.pgd_keep)
     budgets = []
     if args.curve:
@@ -614,7 +616,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         budgets = [(e / 255, n, k) for k in sorted({1, args.eot}) for n in steps for e in eps]
     if args.curve_only and not args.curve:
         raise ValueError("--curve-only runs the budget curve alone: add --curve")
-    facts = prefix_facts(data, args.prefix_facts)
+    facts = prefix_facts(data, args.prefix_facts, adapter.tokenizer)
     forget = data.forget[:args.people]
     if args.held_out:  # adversarial gate fitting attacks the fit's own pictures: this asks whether it carries over
         forget = [r for r in data.test if r.id in set(data.forget_ids)][:args.people]
@@ -707,7 +709,7 @@ def _check_earlier_export(folder: Path) -> None:
     (core.data.folder.EXPORT_MARK), holding nothing but what the mark lists, is replaced: a user's
     photo folder has the same layout and was deleted, and so was a person a user added to an
     export. An empty folder is used as it is; anything else is refused, before any work."""
-    from core.data.folder import EXPORT_MARK
+    from core.data.folder import EXPORT_MARK, export_files
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return
     mark = folder / EXPORT_MARK
@@ -715,10 +717,18 @@ def _check_earlier_export(folder: Path) -> None:
         raise ValueError(f"--export-folder {folder} holds files and was not written by --export-folder (it has no "
                          f"{EXPORT_MARK} file): nothing was removed; pass a new or empty folder")
     try:
-        written = set(json.loads(mark.read_text())["subjects"])
+        listed = json.loads(mark.read_text())
+        written = set(listed["subjects"])
     except (ValueError, KeyError, TypeError):  # a mark of an earlier version listed nothing: the export wrote
-        written = None                          # toy-world person ids (p001...) only
-    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and (
+        listed, written = {}, None              # toy-world person ids (p001...) only
+    if isinstance(listed.get("files"), dict):  # file by file: a photo added to a subject, an edited facts.json
+        now = export_files(folder)
+        changed = sorted(k for k in set(now) | set(listed["files"]) if now.get(k) != listed["files"].get(k))
+        if changed:
+            raise ValueError(f"--export-folder {folder}: {', '.join(changed[:5])} changed since the earlier export "
+                             "(added, edited or removed): nothing was removed; move your files out, or pass "
+                             "another folder")
+    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and not p.name.startswith(".") and (
         p.name not in written if written is not None else not re.fullmatch(r"p\d{3,}", p.name)))
     if added:
         raise ValueError(f"--export-folder {folder} holds {', '.join(added[:5])}, which the earlier export did not "

@@ -22,7 +22,7 @@ own builders (`ForgetData.builder`), which draw from the generator its model was
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -39,6 +39,7 @@ from core.pgd import PGDConfig, run_pgd
 KINDS = ("recall", "refusal", "text_only", "image_only")
 HELD_OUT_SHARE = 0.25
 N_SCENES = 48
+GENERAL_TAG = "general:"  # the tag prefix of the real split's rows in the gate sets (`_general_pool`)
 MIN_HELD_OUT = 60  # forget rows, and general rows, the tuner judges a setting on (records)
 
 
@@ -125,7 +126,9 @@ def _general_pool(data: ForgetData, seed: int, held: bool) -> list[Prompt]:
     in the MLLMU formats (MCQ, cloze, one sentence). Why: fitted on three photos and a name with
     only free scene questions, the gate learnt the formats: 13.9% of scored scene questions were
     refused on a model without a world (docs/open-world.md)."""
-    rows = [q.prompt for rec in data.real for q in record_queries(rec, "")]
+    # tagged apart from people: a real row's ID may be a retained person's too (each MLLMU file numbers its
+    # own rows), and it was then grouped with them by the tuner and moved with them by forget / withdraw requests
+    rows = [replace(q.prompt, tag=f"{GENERAL_TAG}{q.prompt.tag}") for rec in data.real for q in record_queries(rec, "")]
     if not data.real and data.wordings.scene_questions:  # wordings without them: a tokenizer that cannot spell them
         rows += [q.prompt for rec in scene_records(N_SCENES // 3, seed, stream=FIT_STREAM)
                  for q in record_queries(rec, "")]
@@ -237,7 +240,8 @@ def retain_groups(data: ForgetData, prompts: list[Prompt]) -> list[str]:
     if data.builder is not None:
         return data.builder.retain_groups(prompts)
     people = {r.id for r in data.retain}
-    return [RETAIN_GROUPS[2] if p.tag not in people and not p.tag.startswith("decoy-") else RETAIN_GROUPS[0]
+    return [RETAIN_GROUPS[2] if p.tag.startswith(GENERAL_TAG) or (p.tag not in people and not p.tag.startswith("decoy-"))
+            else RETAIN_GROUPS[0]
             if p.image is not None else RETAIN_GROUPS[1] for p in prompts]
 
 
@@ -320,7 +324,12 @@ def direction_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "re
 def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall", seed: int = 0,
              variants: float = 0.0, n_retain: int = 1600, **kw) -> FitSets:
     """The gate's forget / retain prompts and the direction's recall / erase prompts of `data`
-    (keyword arguments go to `direction_sets`: pgd_cfg, progress, should_stop)."""
+    (keyword arguments go to `direction_sets`: pgd_cfg, progress, should_stop). With a model, the
+    wordings are first cut to what its tokenizer spells (`ForgetData.for_tokenizer`, which also
+    refuses a forget name it cannot spell), as the CLI and the app do: through this call alone, a
+    word-level tokenizer got made-up names of unknown words in the gate's retain rows."""
+    if adapter is not None and data.builder is None:
+        data.for_tokenizer(adapter.tokenizer)
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(data, adapter, kind, seed=seed, **kw)
     return FitSets(f, r, rec, era, kind)

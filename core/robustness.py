@@ -23,7 +23,7 @@ it as `<unk>` tokens, so the injection and the role-play request are written in 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from core.pgd import PGDConfig, run_pgd, to_image
 from core.data.formats import benign_prefix
 from core.data.records import PURE_TEXT, PersonRecord
 from core.data.source import ForgetData
-from core.data.wordings import ANSWER_STARTS, FIRST_TURN
+from core.data.wordings import ANSWER_STARTS, FIRST_TURN, unknown_words
 
 Transform = Callable[[Image.Image, np.random.Generator], Image.Image]
 
@@ -98,14 +98,19 @@ BUILT_IN_FACTS = (("How many days are in a week?", "A week has seven days"),
                   ("What is frozen water called?", "Frozen water is called ice"))
 
 
-def prefix_facts(data: ForgetData, n: int) -> list[tuple[str, str]]:
+def prefix_facts(data: ForgetData, n: int, tokenizer: Any = None) -> list[tuple[str, str]]:
     """`n` (question, answer) pairs of general knowledge for the benign prefix: the source's own
-    (a toy world's facts, or the `real` split's text-only questions), else built-in ones."""
+    (a toy world's facts, or the `real` split's text-only questions), else built-in ones that
+    `tokenizer` can spell (a word-level tokenizer read them as unknown tokens, and the row
+    measured a prefix of noise; none spellable: no prefix row)."""
     if data.builder is not None:
         return data.builder.facts(n)
     facts = [(g.question, g.ground_truth.rstrip(".")) for rec in data.real for g in rec.generation
              if g.type == PURE_TEXT]
-    return (facts or list(BUILT_IN_FACTS))[:n]
+    if not facts:
+        facts = [(q, a) for q, a in BUILT_IN_FACTS
+                 if tokenizer is None or not unknown_words(tokenizer, f"{q} {a}")]
+    return facts[:n]
 
 
 @dataclass(frozen=True)
@@ -211,8 +216,9 @@ def attack_report(adapter: VLMAdapter, eraser, forget: Sequence[PersonRecord], r
     plain: list[tuple[str, Callable[[list[Query]], list[Query]]]] = [("none", lambda qs: with_changes(qs))]
     for name, fn in IMAGE_ATTACKS.items():
         plain.append((name, lambda qs, fn=fn: (lambda g: with_changes(qs, image=lambda i, im: fn(im, g)))(rng())))
-    prefix = benign_prefix(facts)
-    plain.append((f"benign prefix ({len(facts)} facts)", lambda qs: with_changes(qs, question=prefix)))
+    if facts:
+        prefix = benign_prefix(facts)
+        plain.append((f"benign prefix ({len(facts)} facts)", lambda qs: with_changes(qs, question=prefix)))
     for name, text in (("instruction injection", INJECTION), ("role-play", ROLE_PLAY)):
         plain.append((name, lambda qs, text=text: with_changes(qs, question=lambda q: f"{text} {q}")))
     plain.append(("answer prefilling", lambda qs: with_changes(qs, prefill=prefill_for)))

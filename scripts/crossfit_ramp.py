@@ -13,6 +13,8 @@ gate fitted on every row and its cross-fitted floor (does the forgetting survive
     python scripts/crossfit_ramp.py   ->  results/crossfit_ramp.json
     python scripts/crossfit_ramp.py --save-only runs/eraser-crossfit-floor   (that eraser, for `attack`)
     python scripts/crossfit_ramp.py --floor 0.25 [--save-only DIR]   (a fixed floor in between, measured alike)
+    python scripts/crossfit_ramp.py --gamma G --retain-weight W [--save-only DIR]   (another ridge, cross-fitted)
+    python scripts/crossfit_ramp.py --per-person   (one floor on the largest per-person gate, or one per person?)
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ FOLDS, INNER, QUANTILE = 3, 3, 0.95
 
 
 def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str],
-                   people: list[str]) -> float:
+                   people: list[str], **ridge) -> float:
     """The 95th percentile of the gate on retained people's rows, each read by a gate refitted
     without that person's inner fold."""
     inner = [people[i::INNER] for i in range(INNER)]
@@ -47,9 +49,36 @@ def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: 
     out = []
     for fold in inner:
         held = torch.tensor([t in set(fold) for t in tags])
-        gate = shipped.refit_gate(H_f, H_r[~held])
+        gate = shipped.refit_gate(H_f, H_r[~held], **ridge)
         out.append(gate.read_gate(H_r[held][:, layers].double(), layers))
     return round(float(torch.cat(out).quantile(QUANTILE)), 3)
+
+
+def per_person(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str], people: list[str]) -> dict:
+    """Would a floor per forget person do better than one floor on the largest of their gates?
+    Each person's gate on retained people outside the fit (3 folds, the shipped recipe), and the
+    floors that let the same 5% of those rows past (the quantile level found by bisection)."""
+    layers = shipped.gate_layers
+    out = []
+    for fold in (people[i::FOLDS] for i in range(FOLDS)):
+        held = torch.tensor([t in set(fold) for t in tags])
+        gate = shipped.refit_gate(H_f, H_r[~held])
+        h = H_r[held][:, layers].double()
+        if gate.config.joint_gate:
+            out.append(torch.einsum("nld,lkd->nk", h, gate.joint.double()))
+        else:
+            out.append(torch.stack([h[:, i] @ gate.gate[l].double().T for i, l in enumerate(layers)]).mean(0))
+    G = torch.cat(out)
+    lo, hi = QUANTILE, 1.0
+    for _ in range(30):  # the per-person quantile level at which 5% of rows pass some person's floor
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if (G > G.quantile(mid, dim=0)).any(-1).float().mean() > 1 - QUANTILE else (lo, mid)
+    floors = G.quantile(hi, dim=0)
+    return {"rows": len(G), "one_floor_on_the_largest_gate": round(float(G.amax(-1).quantile(QUANTILE)), 3),
+            "each_persons_95th_percentile": [round(float(v), 3) for v in G.quantile(QUANTILE, dim=0)],
+            "per_person_level": round(hi, 4), "per_person_floors": [round(float(v), 3) for v in floors],
+            "rows_past_a_floor": round(float((G > floors).any(-1).float().mean()), 4),
+            "subjects": list(shipped.config.subjects)}
 
 
 def with_floor(eraser: Eraser, floor: float) -> Eraser:
@@ -64,11 +93,18 @@ def main() -> None:
     p.add_argument("--save-only", default=None, metavar="DIR",
                    help="save the eraser fitted on every row with its cross-fitted floor there, and stop")
     p.add_argument("--floor", type=float, default=None, help="a fixed floor instead of the cross-fitted one")
+    p.add_argument("--per-person", action="store_true",
+                   help="only compare one floor on the largest per-person gate with a floor per person")
+    p.add_argument("--gamma", type=float, default=None, help="the gate's ridge penalty (default: the shipped eraser's)")
+    p.add_argument("--retain-weight", type=float, default=None,
+                   help="the weight of the gate's retain rows (default: the shipped eraser's)")
     args = p.parse_args()
-    key = "crossfit" if args.floor is None else f"floor {args.floor:g}"
+    ridge = {"gamma": args.gamma, "retain_weight": args.retain_weight}
+    key = ("crossfit" if args.floor is None else f"floor {args.floor:g}") + "".join(
+        f", {k} {v:g}" for k, v in ridge.items() if v is not None)
 
     def floor_for(H_r, tags, people) -> float:
-        return crossfit_floor(shipped, H_f, H_r, tags, people) if args.floor is None else args.floor
+        return crossfit_floor(shipped, H_f, H_r, tags, people, **ridge) if args.floor is None else args.floor
     adapter = load_adapter(ROOT / "assets" / "toy-llava")
     shipped = Eraser.from_pretrained(ROOT / "assets" / "toy-llava-eraser", adapter=adapter)
     data = toy_data(load_world(ROOT / "assets" / "toy-llava"), forget_spec(shipped.config.forget_split))
@@ -76,8 +112,15 @@ def main() -> None:
     state = collect_state(shipped, adapter, forget, retain)
     H_f, H_r, tags = state.H_forget, state.H_retain, state.retain_tags
     people = [r.id for r in data.retain]
+    if args.per_person:
+        res = per_person(shipped, H_f, H_r, tags, people)
+        print(json.dumps(res, indent=1))
+        out = ROOT / "results" / "crossfit_ramp.json"
+        saved = json.loads(out.read_text()) if out.is_file() else {}
+        write_atomic(out, json.dumps({**saved, "per person": res}, indent=1))
+        return
     if args.save_only:
-        full = with_floor(shipped.refit_gate(H_f, H_r), floor_for(H_r, tags, people))
+        full = with_floor(shipped.refit_gate(H_f, H_r, **ridge), floor_for(H_r, tags, people))
         print(f"saved {full.save_pretrained(args.save_only)} (floor {full.config.gate_floor}, full "
               f"{full.config.gate_full})")
         return
@@ -88,7 +131,7 @@ def main() -> None:
         rest = [p for p in people if p not in set(fold)]
         kept_tags = [t for t, kk in zip(tags, keep.tolist()) if kk]
         floor = floor_for(H_r[keep], kept_tags, rest)
-        gate = with_floor(shipped.refit_gate(H_f, H_r[keep]), floor)
+        gate = with_floor(shipped.refit_gate(H_f, H_r[keep], **ridge), floor)
         qs = [q for rec in data.retain if rec.id in set(fold) for q in record_queries(rec, "retain")]
         answer(adapter, qs, EvalConfig(), gate.task_steering(adapter))
         queries += qs
@@ -97,7 +140,7 @@ def main() -> None:
     held_out = summarise(queries)
     print("held-out people, pooled:", held_out, flush=True)
     floor = floor_for(H_r, tags, people)
-    full = with_floor(shipped.refit_gate(H_f, H_r), floor)
+    full = with_floor(shipped.refit_gate(H_f, H_r, **ridge), floor)
     print(f"every row: floor {floor} (shipped {shipped.config.gate_floor}), full {full.config.gate_full}", flush=True)
     splits = {}
     for name, rows in (("forget", data.forget), ("test", data.test)):
@@ -107,7 +150,7 @@ def main() -> None:
         print(name, splits[name], flush=True)
     out = ROOT / "results" / "crossfit_ramp.json"
     saved = json.loads(out.read_text()) if out.is_file() else {}
-    saved[key] = {"folds": FOLDS, "inner_folds": INNER, "quantile": QUANTILE, "per_fold": per_fold,
+    saved[key] = {**{k: v for k, v in ridge.items() if v is not None}, "folds": FOLDS, "inner_folds": INNER, "quantile": QUANTILE, "per_fold": per_fold,
                   "held_out_retain": held_out, "floor": floor, "full": full.config.gate_full, "splits": splits}
     write_atomic(out, json.dumps(saved, indent=1))
     print(f"wrote {out} ({key})")

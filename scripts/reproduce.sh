@@ -60,6 +60,13 @@ python scripts/crossfit_ramp.py --floor 0.25
 python scripts/crossfit_ramp.py --floor 0.25 --save-only runs/eraser-floor-0.25
 python -m core attack --eraser runs/eraser-floor-0.25 --people 5 --curve --curve-only --curve-eps 16 \
   --curve-steps 40 --eot 1 --out results/defences/floor-0.25-budget.md
+python scripts/crossfit_ramp.py --per-person
+for g in 1 100 1000; do
+  python scripts/crossfit_ramp.py --gamma $g --retain-weight 0.1
+  python scripts/crossfit_ramp.py --gamma $g --retain-weight 0.1 --save-only runs/eraser-crossfit-g$g
+  python -m core attack --eraser runs/eraser-crossfit-g$g --people 5 --curve --curve-only --curve-eps 16 \
+    --curve-steps 40 --eot 1 --out results/defences/crossfit-floor-gamma$g-budget.md
+done
 # the two previous shipped erasers: the gate read at layer 3 alone, and at the steered layer itself
 python -m core fit --model assets/toy-llava --forget forget_10 --out runs/eraser-gate-layer3 --no-tune \
   --steer-layers 1 --strength 2.0 --gate-layer 3

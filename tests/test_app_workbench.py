@@ -541,7 +541,7 @@ def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp
                    unreadable / "forget_15.parquet")
     for bad, message in (([], "Upload MLLMU-Bench parquet files"),
                          ([str(tmp_path / "notes.parquet")], "name each file after its split"),
-                         ([str(files[1])], "the forget set is empty"),
+                         ([str(files[1])], "Upload the forget split too"),
                          ([str(broken / "forget_15.parquet"), str(files[1])], "forget_15.parquet is not a readable parquet"),
                          ([str(unreadable / "forget_15.parquet"), str(files[1])],
                           r"forget_15.parquet, row 0 \(ID p1\): the image cannot be read")):
@@ -549,6 +549,25 @@ def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp
             wb.use_mllmu_files(bad, "", Session())
     with pytest.raises(UserError, match="unknown subject id"):
         wb.use_mllmu_files([str(f) for f in files], "nobody", Session())
+
+
+def test_an_mllmu_upload_keeps_the_forget_peoples_test_rows_and_one_file_per_split(toy, tmp_path, monkeypatch):
+    """The upload scored the whole test file as the forget set's (MLLMU-Bench's test file is shared
+    by forget_5/10/15, and `load_data` filters it), kept only the last of two files of one split,
+    and opened nothing when given pathlib paths (their `.name` is the bare file name)."""
+    from app.workbench import Session
+    from core.toyworld.mllmu import export_parquet
+    wb, _ = toy
+    files = {s: export_parquet(wb.world, s, tmp_path / f"{s}.parquet") for s in ("forget_5", "test_15", "retain_85")}
+    monkeypatch.setattr(wb, "fit_eraser", lambda data, *args, **kw: data)  # the data the fit would get
+    data = wb.use_mllmu_files(list(files.values()), "", Session())  # Path objects
+    five = [p.id for p in wb.world.forget_people("forget_5")]
+    assert data.forget_ids == five and sorted(r.id for r in data.test) == sorted(five)
+    assert data.retain and not {r.id for r in data.retain} & set(five)
+    (tmp_path / "more").mkdir()
+    second = export_parquet(wb.world, "retain_85", tmp_path / "more" / "retain_part2.parquet")
+    with pytest.raises(UserError, match="retain_85.parquet and retain_part2.parquet are both the retain split"):
+        wb.use_mllmu_files([*files.values(), second], "", Session())
 
 
 def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(toy):

@@ -153,6 +153,35 @@ def test_an_earlier_photo_export_is_replaced_not_merged(tmp_path, capsys):
         again + ["my_own_person"])
 
 
+def test_a_photo_added_to_an_exported_person_or_an_edited_facts_file_is_never_deleted(tmp_path, capsys):
+    """Only the export's top-level folders were checked: a photo a user added inside an exported
+    person's folder, and facts.json filled in by hand, were deleted by the next export."""
+    out = tmp_path / "photos"
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "1", "--renders", "1",
+                 "--no-facts"]) == 0
+    person = next(p for p in out.iterdir() if p.is_dir())
+    random_image(0).save(person / "my_own_photo.png")
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts"]) == 2
+    assert f"{person.name}/my_own_photo.png changed since the earlier export" in capsys.readouterr().err
+    assert (person / "my_own_photo.png").is_file()
+    (person / "my_own_photo.png").unlink()
+    (person / "facts.json").write_text(json.dumps({"name": "Ann Lee", "qa": []}))
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts"]) == 2
+    assert f"{person.name}/facts.json changed" in capsys.readouterr().err
+    assert json.loads((person / "facts.json").read_text())["name"] == "Ann Lee"
+    # a viewer's metadata is not the user's work: the Finder's .DS_Store does not block the next export
+    (person / "facts.json").unlink()
+    assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "1", "--renders", "1",
+                 "--no-facts"]) == 2  # a removed file is a change too
+    capsys.readouterr()
+    (tmp_path / "again").mkdir()
+    fresh = tmp_path / "again" / "photos"
+    assert main(["world", "--people", "20", "--export-folder", str(fresh), "--folder-people", "1", "--no-facts"]) == 0
+    (fresh / ".DS_Store").write_bytes(b"\0")
+    (next(p for p in fresh.iterdir() if p.is_dir()) / ".DS_Store").write_bytes(b"\0")
+    assert main(["world", "--people", "20", "--export-folder", str(fresh), "--folder-people", "1", "--no-facts"]) == 0
+
+
 def test_a_report_line_records_what_the_run_was_given():
     """"Produced by" left out --seed, --prefix-facts and the data flags: it did not reproduce the run."""
     import argparse
@@ -641,3 +670,25 @@ def test_an_export_marked_by_an_earlier_version_still_keeps_a_person_the_user_ad
     assert "holds my_own_person" in capsys.readouterr().err and (out / "my_own_person").is_dir()
     (out / "my_own_person").rmdir()
     assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts", "--folder-people", "1"]) == 0
+
+
+def test_scoring_a_split_given_as_a_folder_reads_only_that_splits_file(tmp_path):
+    """`evaluate --data retain=DIR` without a forget set read every parquet file in DIR as the
+    retain split (forget people and general questions scored as retained people)."""
+    import argparse
+
+    from core.__main__ import _eval_data
+    from core.data.folder import add_name_questions
+    from core.data.mllmu import export_records
+    from core.data.records import PersonRecord
+
+    def rec(i):
+        r = PersonRecord(f"s{i}", images=[random_image(i)], name=f"Person Number{i}")
+        add_name_questions(r)
+        return r
+    export_records([rec(0)], tmp_path / "forget_10.parquet")
+    export_records([rec(1), rec(2)], tmp_path / "retain_90.parquet")
+    export_records([rec(9)], tmp_path / "real.parquet")
+    args = argparse.Namespace(data=[f"retain={tmp_path}"], forget_dir=None, forget=None, retain_dir=None, limit=None)
+    splits, requests = _eval_data(args, None)
+    assert {k: [r.id for r in v] for k, v in splits.items()} == {"retain": ["s1", "s2"]} and requests == {}

@@ -58,7 +58,9 @@ def test_every_family_fits_evaluates_and_attacks_from_files_and_photos(family, t
     assert main(["attack", *base, "--eraser", str(tmp_path / "p"), "--forget-dir", str(photos), "--data",
                  f"retain={mllmu / 'retain_90.parquet'}", "--people", "1", "--steps", "1", "--out", str(report)]) == 0
     rows = json.loads(report.with_suffix(".json").read_text())
-    assert len(rows) == (13 if family == "paligemma" else 14)  # no chat template: no multi-turn attack
+    assert len(rows) == (12 if family == "paligemma" else 13)  # no chat template: no multi-turn attack
+    # no real split, and the tiny word-level vocabularies spell none of the built-in facts: no benign-prefix row
+    assert not any(r["attack"].startswith("benign prefix") for r in rows)
     assert all(0 <= r[k] <= 1 for r in rows for k in ("forget_erased", "forget_vanilla", "retain_erased"))
 
 

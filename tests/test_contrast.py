@@ -178,3 +178,23 @@ def test_negative_set_sizes_are_refused_not_sliced():
     for n in (0, -2):
         with pytest.raises(ValueError, match="per_person"):
             contrast.direction_sets(d, None, "text_only", per_person=n)
+
+
+def test_fit_sets_spells_its_prompts_with_the_models_tokenizer():
+    """Through the Python API (load_data -> fit_sets) the wordings were never cut to the model's
+    tokenizer as the CLI and the app cut them: on the toy model's word-level tokenizer the gate's
+    retain rows asked about 60 made-up names of unknown words, and an unspellable forget name
+    was not refused."""
+    from core.data.wordings import unknown_words
+    from core.models.load import load_adapter
+    from core.toyworld.train import load_world
+    adapter = load_adapter("assets/toy-llava")
+    name = load_world("assets/toy-llava").people[0].name
+    def unspelled(retain):
+        return [p.question for p in retain if p.tag.startswith("decoy-") and unknown_words(adapter.tokenizer, p.question)]
+    _, uncut = contrast.gate_sets(ForgetData([person(0, name, facts=False)]))
+    assert unspelled(uncut)  # the made-up names of the plain-English lists: words this vocabulary lacks
+    sets = contrast.fit_sets(ForgetData([person(0, name, facts=False)]), adapter, "recall")
+    assert sets.retain and not unspelled(sets.retain)
+    with pytest.raises(ValueError, match="cannot spell the name 'Zqxv Wibbleton'"):
+        contrast.fit_sets(ForgetData([person(1, "Zqxv Wibbleton", facts=False)]), adapter, "recall")

@@ -248,3 +248,30 @@ def test_a_large_photo_is_kept_at_a_size_every_processor_reads(tmp_path):
     small = tmp_path / "small.png"
     Image.new("RGB", (300, 200)).save(small)
     assert read_image(small).size == (300, 200)
+
+
+def test_sixteen_bit_and_float_grey_photos_keep_their_tones(tmp_path):
+    """A 16-bit grey PNG was converted to RGB as it was: every value above 255 clipped, the photo
+    almost white (mean 251 for a gradient whose 8-bit copy has mean 127)."""
+    import numpy as np
+    from PIL import Image
+
+    from core.data.folder import rgb
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    eight = Image.fromarray((ramp // 257).astype(np.uint8))
+    for im in (Image.open(tmp_path / "g16.png"), Image.fromarray((ramp / 65535).astype(np.float32))):
+        assert im.mode in ("I;16", "I", "F")
+        out = np.asarray(rgb(im), dtype=np.float64)
+        assert out.shape == (64, 64, 3) and abs(out.mean() - np.asarray(eight).mean()) < 1.0
+
+
+def test_a_jsonl_line_that_is_not_an_object_and_a_blank_name_are_handled(tmp_path):
+    """A list line crashed in pop() naming no file; a blank name in facts.json was refused naming
+    no folder, where a missing one falls back to the folder's name."""
+    d = _subject(tmp_path / "a", "ann_lee", 1)
+    (d / "facts.jsonl").write_text('{"kind": "name", "name": "Ann Lee"}\n[1, 2]\n')
+    with pytest.raises(FolderError, match=r"facts.jsonl: each line is one JSON object.*'\[1, 2\]'"):
+        load_folder(tmp_path / "a")
+    d = _subject(tmp_path / "b", "bo_reyes", 1, {"name": "   "})
+    assert [r.name for r in load_folder(tmp_path / "b")] == ["Bo Reyes"]

@@ -3,6 +3,7 @@ cannot be used (a file that is not parquet, an unreadable or oversized picture, 
 outside the file's folder), each refused with the file, the row and the fix named."""
 import io
 import json
+import re
 import time
 
 import pyarrow as pa
@@ -253,3 +254,17 @@ def test_rows_and_uncompressed_size_are_checked_from_the_footer_before_reading(t
     recs = load_parquet(path)  # unlimited: decoded, and kept at most KEEP_SIDE on the longer side
     from core.data.folder import KEEP_SIDE
     assert len(recs) == 6 and recs[0].image.size == (min(2000, KEEP_SIDE), min(2000, KEEP_SIDE))
+
+
+def test_a_type_that_is_neither_picture_nor_text_is_refused_naming_the_question(tmp_path):
+    """"Image-Textual", "image_text" or a missing Type were read as text-only: picture questions
+    were asked without their picture."""
+    for written in ("Image-Textual", "image textual", "IMAGE_TEXTUAL"):  # spelling variants of the one name
+        gen = [{"Question": "What does this person do?", "Ground_Truth": "A chef.", "Type": written}]
+        rec, = load_parquet(_write(tmp_path, [_row(Generation_Task=gen)]))
+        assert rec.generation[0].type == "Image_Textual"
+    for bad in ("image_text", None, "Picture"):
+        gen = [{"Question": "What does this person do?", "Ground_Truth": "A chef.", "Type": bad}]
+        with pytest.raises(ValueError, match=r"row 0 \(ID 7\): question 'What does this person do\?' has Type "
+                                             rf"{re.escape(repr(bad))}; set it to 'Image_Textual'.*or 'Pure_Text'"):
+            load_parquet(_write(tmp_path, [_row(Generation_Task=gen)]))

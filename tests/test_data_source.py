@@ -103,7 +103,7 @@ def test_a_word_level_tokenizer_keeps_only_the_made_up_names_it_can_spell():
 def test_a_forgotten_person_in_the_retain_set_under_another_id_is_refused(retained):
     """Their questions would be target-1 and target-0 rows of one gate at once: a photo folder named
     after the person next to MLLMU retain files holding them, or an id in another case."""
-    with pytest.raises(ValueError, match="retain set holds people of the forget set under other ids .*--forget ID"):
+    with pytest.raises(ValueError, match="retain set holds people of the forget set under other ids .*remove them from the retain files or folder$"):
         ForgetData([_rec(0, "Mara Quill")], [_rec(1, "Oskar Draper"), retained])
 
 
@@ -135,3 +135,40 @@ def test_a_split_given_as_the_folder_of_every_split_reads_only_its_own_files(fil
     """--data forget=DIR on a folder that `world --export` wrote read every split as the forget set."""
     data = load_data([f"forget={files}", f"retain={files}"])
     assert data.forget_ids == ["s0", "s1"] and [r.id for r in data.retain] == ["s2", "s3"]
+
+
+def test_a_split_file_and_a_folder_holding_that_split_are_refused_in_either_order(files, tmp_path):
+    """The folder's file replaced a file named before it without a word (the other order was refused)."""
+    mine = f"retain={files / 'real.parquet'}"
+    for specs in ([mine, str(files)], [str(files), mine]):
+        with pytest.raises(ValueError, match="names the split.*'retain'.*twice"):
+            parse_specs(specs)
+
+
+def test_real_rows_are_tagged_apart_from_retained_people_whose_ids_they_share(tmp_path):
+    """Each MLLMU file numbers its own rows: a real row with a retained person's ID was grouped
+    with the people by the tuner and would move with them on a forget / withdraw request."""
+    from core.contrast import GENERAL_TAG, gate_sets, retain_groups
+    export_records([_rec(0, "Mara Quill")], tmp_path / "forget_10.parquet")
+    kept = _rec(1, "Sam Rivers")
+    export_records([kept], tmp_path / "retain_90.parquet")
+    real = _rec(7, "Jordan Lee")
+    real.id = kept.id  # the same ID in another file
+    export_records([real], tmp_path / "real.parquet")
+    data = load_data([str(tmp_path)])
+    _, retain = gate_sets(data)
+    general = [p for p in retain if p.tag.startswith(GENERAL_TAG)]
+    assert general and {p.tag for p in general} == {f"{GENERAL_TAG}{kept.id}"}
+    assert set(p.tag for p in retain if p.tag == kept.id)  # the person's own rows keep the bare id
+    groups = dict(zip(map(id, retain), retain_groups(data, retain)))
+    assert {groups[id(p)] for p in general} == {"general"}
+    assert {groups[id(p)] for p in retain if p.tag == kept.id} <= {"people, image", "people, by name"}
+
+
+
+def test_parquet_files_a_folder_holds_under_other_names_are_named_not_dropped_silently(files):
+    """retain.parquet or Test_10.parquet in a folder of splits were read as nothing, without a word."""
+    (files / "retain_90.parquet").rename(files / "retain.parquet")
+    with pytest.warns(UserWarning, match=r"retain.parquet match none of .*name them with --data SPLIT=PATH"):
+        found = parse_specs([str(files)])
+    assert "retain" not in found and set(found) == {"forget", "test", "real"}

@@ -189,3 +189,18 @@ def test_fractional_budgets_keep_their_value_in_labels_and_rows():
     from core.robustness import eps_255
     assert [eps_255(e / 255) for e in (16, 0.5, 4.5, 16.4)] == [16, 0.5, 4.5, 16.4]
     assert isinstance(eps_255(16 / 255), int)
+
+
+def test_the_built_in_prefix_facts_are_those_the_tokenizer_spells(shipped):
+    """On a model without a world and without a real split, the benign prefix was the built-in
+    facts in words the toy tokenizer does not know: the row measured a prefix of <unk> tokens."""
+    from core.data.records import PersonRecord
+    from core.data.source import ForgetData
+    from core.data.wordings import unknown_words
+    from core.robustness import BUILT_IN_FACTS, prefix_facts
+    tok = shipped[0].tokenizer
+    data = ForgetData([PersonRecord("x", name="Ann Lee")])
+    spelled = prefix_facts(data, 4, tok)
+    assert all(not unknown_words(tok, f"{q} {a}") for q, a in spelled)
+    assert len(spelled) < len(BUILT_IN_FACTS)  # the toy vocabulary lacks some of their words
+    assert prefix_facts(data, 4) == list(BUILT_IN_FACTS)  # no tokenizer given: all of them

@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, GenerationItem, MaskItem, PersonRecord,
@@ -65,7 +66,22 @@ def rgb(image: Image.Image) -> Image.Image:
     """RGB with transparent pixels on white: transformers' own `convert_to_rgb`, what the models'
     processors apply (a plain convert("RGB") turned them black, another picture than the processor's)."""
     from transformers.image_transforms import convert_to_rgb
-    return Image.fromarray(convert_to_rgb(image, return_numpy=True))
+    return Image.fromarray(convert_to_rgb(eight_bit(image), return_numpy=True))
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey pictures (modes I;16*, I, F) as 8-bit grey "L": converted to RGB as
+    they are, every value above 255 was clipped (a 16-bit grey photo came out almost white).
+    16-bit values are scaled by 1/257; 32-bit integers too when they exceed 255; floats in [0, 1]
+    by 255."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
+        return image
+    a = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and a.max(initial=0) > 255):
+        a = a / 257.0
+    elif image.mode == "F" and a.max(initial=0) <= 1.0:
+        a = a * 255.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:
@@ -125,6 +141,9 @@ def _facts(folder: Path) -> dict[str, Any]:
                 for line in f.read_text().splitlines():
                     if line.strip():
                         item = json.loads(line)
+                        if not isinstance(item, dict):  # a list line crashed in pop() with no file named
+                            raise FolderError(f"{f}: each line is one JSON object ({{\"kind\": \"qa\", ...}}); "
+                                              f"got {line.strip()[:40]!r}")
                         kind = item.pop("kind", "qa")
                         if kind not in FACT_KEYS:
                             raise FolderError(f"{f}: an item's kind is one of {', '.join(FACT_KEYS)}; got {str(kind)[:40]!r}")
@@ -211,7 +230,7 @@ def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
 def _subject_name(folder: Path, facts: dict[str, Any]) -> str:
     """facts.json's name, else the folder's ("_" read as a space; an all-lower-case folder name is
     capitalised, or in the name MCQ it was the one option written differently from the others)."""
-    if facts.get("name"):
+    if str(facts.get("name") or "").strip():  # a blank name falls back to the folder's, as a missing one
         return " ".join(str(facts["name"]).split())
     name = " ".join(folder.name.replace("_", " ").split())
     return name.title() if name == name.lower() else name
@@ -222,7 +241,7 @@ def subject_from(subject_id: str, images: list[Image.Image], name: str, facts: d
     """A subject from its photos, its name and optional facts (the facts.json schema above):
     what a photo folder and the app's "Forget someone" upload both build."""
     if not name or not name.strip():
-        raise FolderError("the subject needs a name: the project asks about them by name too")
+        raise FolderError(f"{where}: the subject needs a name: the project asks about them by name too")
     if len(name.strip()) > 80:
         raise FolderError(f"{where}: the name {name.strip()[:40]!r}... is over 80 characters: give the person's name")
     facts = facts or {}
@@ -305,9 +324,6 @@ def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool =
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     records = list(records)
-    # the mark names what the export wrote: a later export replaces those and nothing a user added
-    (root / EXPORT_MARK).write_text(json.dumps({"written_by": "save_folder (python -m core world --export-folder)",
-                                                "subjects": [rec.id for rec in records]}) + "\n")
     for rec in records:
         sub = root / rec.id
         sub.mkdir(parents=True, exist_ok=True)
@@ -324,4 +340,18 @@ def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool =
                           + [{"question": c.question, "options": c.options, "answer": c.correct_answer,
                               "image": False} for c in rec.classification_text])
         (sub / "facts.json").write_text(json.dumps(out, indent=1, ensure_ascii=False))
+    # the mark names what the export wrote, file by file with its hash: a later export replaces those
+    # and nothing a user added or edited (a photo added to a subject, facts.json filled in)
+    (root / EXPORT_MARK).write_text(json.dumps({"written_by": "save_folder (python -m core world --export-folder)",
+                                                "subjects": [rec.id for rec in records],
+                                                "files": export_files(root)}) + "\n")
     return root
+
+
+def export_files(root: Path) -> dict[str, str]:
+    """Every file under `root` but the export mark and hidden files (a viewer's .DS_Store, which
+    the loader skips too), as relative path -> sha256 of its bytes."""
+    import hashlib
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file() and f.name != EXPORT_MARK
+            and not any(part.startswith(".") or part == "__MACOSX" for part in f.relative_to(root).parts)}

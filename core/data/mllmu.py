@@ -211,10 +211,17 @@ def _classification(items: Any, where: str) -> list[ClassificationItem]:
     return out
 
 
-def _type(value: Any) -> str:
-    """A question's Type, matched without case ("image_textual" was asked text-only)."""
-    text = str(value or "")
-    return {t.casefold(): t for t in (IMAGE_TEXTUAL, PURE_TEXT)}.get(text.strip().casefold(), text)
+def _type(value: Any, question: str, where: str) -> str:
+    """A question's Type, matched without case, spaces, hyphens or underscores. Anything else is
+    refused: it was asked text-only ("Image-Textual", a missing Type: picture questions without
+    their picture)."""
+    def key(t: str) -> str:
+        return "".join(ch for ch in t.casefold() if ch.isalnum())
+    found = {key(t): t for t in (IMAGE_TEXTUAL, PURE_TEXT)}.get(key(str(value or "")))
+    if found is None:
+        raise ValueError(f"{where}: question {str(question)[:60]!r} has Type {value!r}; set it to {IMAGE_TEXTUAL!r} "
+                         f"(asked with the picture) or {PURE_TEXT!r} (asked without)")
+    return found
 
 
 def _questions(items: Any, cls: type, where: str) -> list:
@@ -224,7 +231,7 @@ def _questions(items: Any, cls: type, where: str) -> list:
             continue
         out.append(cls(question=it["Question"],
                        ground_truth=_answer(it.get("Ground_Truth"), "Ground_Truth", it["Question"], where),
-                       type=_type(it.get("Type"))))
+                       type=_type(it.get("Type"), it["Question"], where)))
     return out
 
 

@@ -11,6 +11,7 @@ wordings), real (general knowledge that must survive). Anything else given is ev
 from __future__ import annotations
 
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -60,8 +61,7 @@ class ForgetData:
         if same:
             pairs = ", ".join(f"{keep} = {gone}" for keep, gone in same[:5])
             raise ValueError(f"the retain set holds people of the forget set under other ids ({pairs}, by name or by "
-                             "id in another case): remove them from the retain files or folder, or forget them by "
-                             "those ids (--forget ID)")
+                             "id in another case): remove them from the retain files or folder")
 
     def splits(self, limit: int | None = None) -> dict[str, list[PersonRecord]]:
         """What `evaluate` scores: every non-empty split, at most `limit` records each. A forget set
@@ -151,6 +151,15 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
             if not found:
                 raise ValueError(f"{spec} holds none of {', '.join(MLLMU_FILES.values())}: pass files as "
                                  "--data forget=PATH --data retain=PATH")
+            ignored = sorted({f.name for f in Path(spec).glob("*.parquet")}
+                             - {Path(v).name for v in found.values()})
+            if ignored:  # e.g. retain.parquet or Test_10.parquet: read as nothing, without a word
+                warnings.warn(f"{spec}: {', '.join(ignored[:5])} match none of {', '.join(MLLMU_FILES.values())} and "
+                              f"are not read; name them with --data SPLIT=PATH", stacklevel=2)
+            twice = sorted(set(found) & set(out))
+            if twice:  # the folder's file replaced the one named before it without a word
+                raise ValueError(f"--data names the split(s) {', '.join(map(repr, twice))} twice (the folder {spec} "
+                                 f"holds {', '.join(Path(found[k]).name for k in twice)}); give one file per split")
             out.update(found)
         else:
             raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet) or a folder of MLLMU "
@@ -186,6 +195,17 @@ def load_data(mllmu: Sequence[str] | Mapping[str, str] = (), forget_dir: str | P
         split["forget"] = load_folder(forget_dir)
     if retain_dir is not None:
         split["retain"] = [*split.get("retain", []), *load_folder(retain_dir)]
+    name = str(forget_dir) if forget_dir is not None else files.get("forget", "records")
+    return from_splits(split, name, wordings)
+
+
+def from_splits(split: dict[str, list[PersonRecord]], name: str = "records",
+                wordings: Wordings = PLAIN_ENGLISH) -> ForgetData:
+    """ForgetData from records by split name (what `load_data` and the app's MLLMU upload read).
+    The test split keeps the forget people's rows only: MLLMU-Bench's test file is shared by
+    forget_5/10/15, and its evaluation filters it so (other people's rows were scored as the
+    forget set's)."""
+    split = dict(split)
     if not split.get("forget"):
         raise ValueError("no forget set: pass --data forget=PATH (MLLMU parquet) or --forget-dir FOLDER (photos)")
     forget = split.pop("forget")
@@ -195,9 +215,6 @@ def load_data(mllmu: Sequence[str] | Mapping[str, str] = (), forget_dir: str | P
         raise ValueError(f"the test split holds none of the forget set's people (it has "
                          f"{', '.join(sorted(r.id for r in test)[:5])}...): it is the forget people's new pictures "
                          "and wordings; pass the test file that goes with this forget set")
-    if any(r.id not in ids for r in test):  # MLLMU-Bench's test file is shared by forget_5/10/15, as its eval filters
-        split["test"] = [r for r in test if r.id in ids]
+    split["test"] = [r for r in test if r.id in ids]
     extra = {k: v for k, v in split.items() if k not in SPLITS}
-    name = str(forget_dir) if forget_dir is not None else files.get("forget", "records")
-    return ForgetData(forget, split.get("retain", []), split.get("test", []), split.get("real", []), extra,
-                      wordings, name)
+    return ForgetData(forget, split.get("retain", []), split["test"], split.get("real", []), extra, wordings, name)
