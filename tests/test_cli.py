@@ -692,3 +692,20 @@ def test_scoring_a_split_given_as_a_folder_reads_only_that_splits_file(tmp_path)
     args = argparse.Namespace(data=[f"retain={tmp_path}"], forget_dir=None, forget=None, retain_dir=None, limit=None)
     splits, requests = _eval_data(args, None)
     assert {k: [r.id for r in v] for k, v in splits.items()} == {"retain": ["s1", "s2"]} and requests == {}
+
+
+def test_evaluate_with_an_eraser_steers_the_answers_it_scores(tmp_path):
+    """The CLI's evaluate was checked through the eraser it reports, not through the answers: had it
+    stopped passing the steering on, every CLI test would pass. On the shipped model one forget
+    person's answers go with the shipped eraser, and one retained person's stay."""
+    def run(*extra):
+        out = tmp_path / f"r{len(extra)}.json"
+        assert main(["evaluate", "--limit", "1", "--max-new-tokens", "8", "--threads", "1", "--json", str(out),
+                     *extra]) == 0
+        return json.loads(out.read_text())["splits"]
+    plain, erased = run(), run("--eraser", "assets/toy-llava-eraser")
+    forget = [(plain["forget"][m]["classification"], erased["forget"][m]["classification"])
+              for m in ("image_text", "text_only")]
+    assert all(p == 1.0 and e == 0.0 for p, e in forget), forget
+    assert erased["forget"]["image_text"]["refusal_rate"] > 0.9 > plain["forget"]["image_text"]["refusal_rate"]
+    assert erased["retain"] == plain["retain"]

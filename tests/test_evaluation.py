@@ -1,5 +1,6 @@
 """MLLMU metric definitions and the evaluation runner."""
 import pytest
+import torch
 
 from conftest import tiny_adapter
 from core.activations import Prompt
@@ -93,7 +94,8 @@ def test_evaluate_runs_every_split_and_writes_the_documented_shape():
     row = js["splits"]["forget"]["image_text"]
     assert set(row) == {"classification", "generation_rougeL", "cloze", "refusal_rate", "fluency", "n"}
     assert all(0.0 <= v <= 1.0 for k, v in row.items() if k != "n" and v is not None)
-    assert 0.0 <= js["refusal_prompts"]["forget"] <= 1.0
+    said = replies(a, refusals["forget"], max_new_tokens=3)  # the rate is the share of these that decline
+    assert js["refusal_prompts"]["forget"] == sum(map(is_refusal, said)) / len(said)
     assert "| forget | image_text |" in format_table(res)
     with pytest.raises(InterruptedError):
         evaluate(a, splits, None, EvalConfig(max_new_tokens=2), should_stop=lambda: True)
@@ -144,6 +146,17 @@ def test_answer_steers_each_task_with_its_own_factory():
     assert sorted(set(entered)) == ["classification", "cloze", "generation"]
     assert seen[-1] == (5, 5) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert [q.reply for q in queries] == replies(a, [q.prompt for q in queries], max_new_tokens=3)
+    # factories that steer, each its own way: every reply is its own task's (a query routed to another
+    # task's factory would be answered under the wrong steering)
+    from core.steering import add_vector
+    push = {t: torch.randn(a.hidden_size, generator=torch.Generator().manual_seed(k)) * 8
+            for k, t in enumerate(("classification", "generation", "cloze"))}
+    steering = {t: (lambda v=v: add_vector(a, v, 1.0)) for t, v in push.items()}
+    answer(a, queries, EvalConfig(max_new_tokens=3), steering)
+    own = [replies(a, [q.prompt], max_new_tokens=3, steering=steering[q.task])[0] for q in queries]
+    other = [replies(a, [q.prompt], max_new_tokens=3, steering=steering["generation" if q.task != "generation"
+                                                                            else "cloze"])[0] for q in queries]
+    assert [q.reply for q in queries] == own and own != other
     with pytest.raises(KeyError):
         answer(a, queries, EvalConfig(max_new_tokens=3), {"cloze": factory("cloze")})
 

@@ -117,6 +117,10 @@ def test_report_on_the_shipped_eraser(shipped):
     assert clean["forget_gate"] > clean["retain_gate"]  # the gate fires more on forget inputs
     for r in rows:
         assert all(0.0 <= r[k] <= 1.0 for k in ("forget_erased", "forget_vanilla", "retain_erased", "retain_vanilla"))
+    # every attack reaches the model: its inputs, and so the gate read on them, differ from the clean ones
+    # (an attack never applied, or two text attacks bound to one text, would repeat a row's gate)
+    gates = [round(r["forget_gate"], 6) for r in rows]
+    assert all(g != gates[0] for g in gates[1:]) and len(set(gates)) == len(gates)
 
 
 def test_follow_up_answers_who_first_with_the_models_own_reply(shipped):

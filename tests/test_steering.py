@@ -69,6 +69,39 @@ def test_prefill_only_leaves_decode_steps_unsteered(family):
     assert all(s for _, n, s in h.trace if n == 1)
 
 
+def test_every_step_reads_the_gate_at_each_token_and_latched_keeps_the_prompts(family):
+    """every_step was only ever run at strength 0: had it latched the prompt's gate, no test would
+    tell. A gate that is open on the prompt and shut afterwards: every_step then generates what
+    prefill-only steering does, latched what an always-open gate does, and the two differ."""
+    a = tiny_adapter(family)
+    r, u = _vectors(a)
+
+    def generate(mode, shuts):
+        calls, outs = [], []
+
+        def gate(layer, h):
+            calls.append(layer)
+            open_ = not shuts or len(calls) <= a.num_layers  # the prompt pass reads each layer's gate once
+            return torch.full((h.shape[0],), 1.0 if open_ else 0.0, dtype=h.dtype)
+        # the last block's output at each one-token step (a tiny model's text can be the same either way)
+        record = a.layers[-1].register_forward_hook(
+            lambda m, i, o: outs.append((o[0] if isinstance(o, tuple) else o).detach().clone()))
+        try:
+            with steer(a, r, SteeringConfig((1.0,) * a.num_layers, mode), gate):
+                text = a.generate(_batch(a), 6)
+        finally:
+            record.remove()
+        return text, torch.cat([o[:, -1] for o in outs if o.shape[1] == 1]), len(calls)
+    every, every_h, every_calls = generate("every_step", True)
+    latched, latched_h, latched_calls = generate("latched", True)
+    assert latched_calls == a.num_layers and every_calls == 6 * a.num_layers  # prompt + 5 one-token steps
+    prefill, prefill_h, _ = generate("prefill", False)
+    always, always_h, _ = generate("latched", False)
+    assert every == prefill and torch.equal(every_h, prefill_h)
+    assert latched == always and torch.equal(latched_h, always_h)
+    assert (every_h - latched_h).abs().max() > 1e-3
+
+
 def test_hooks_removed_after_exception_and_explicit_handle(family):
     a = tiny_adapter(family)
     r, u = _vectors(a)

@@ -32,6 +32,13 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path, monkeypatch):
         return wrapped
     monkeypatch.setattr(sweep, "gate_sets", spy(sweep.gate_sets))
     monkeypatch.setattr(sweep, "direction_sets", spy(sweep.direction_sets))
+    from core.eraser import Eraser
+    applied, real_apply = [], Eraser.apply
+
+    def apply_spy(self, adapter, strength=None, layers=None, mode=None, **kw):  # what each row steers with
+        applied.append((strength, tuple(layers or ()), mode, kw.get("gated", True), kw.get("gate_fn") is not None))
+        return real_apply(self, adapter, strength, layers, mode, **kw)
+    monkeypatch.setattr(Eraser, "apply", apply_spy)
     base.seed, base.pgd_eps = 2, 12
     rows = run_sweep(adapter, toy_data(world, "forget_10"), base, SweepConfig(strengths=(0.5, 1.0), eps=(8,), n_people=1,
                                                       max_new_tokens=3, seed=5))
@@ -39,6 +46,10 @@ def test_sweep_runs_every_experiment_and_reports(tmp_path, monkeypatch):
     assert calls[0] == ("gate_sets", None, dict(n_retain=200, seed=2, variants=0.0))
     assert [(k, kw["seed"], round(kw["pgd_cfg"].eps * 255)) for n, k, kw in calls[1:]] == [
         ("recall", 2, 12), ("refusal", 2, 12), ("text_only", 2, 12), ("image_only", 2, 12), ("refusal", 2, 8)]
+    # the rows reach the steering: both strengths, the plain d_erase row ungated, the MLP row's own gate, prefill
+    assert {0.5, 1.0} <= {st for st, *_ in applied}
+    assert {(g, fn) for *_, g, fn in applied} == {(True, False), (False, False), (True, True)}
+    assert {m for _, _, m, *_ in applied} == {"latched", "prefill"} and {ls for _, ls, *_ in applied} == {(2,)}
     experiments = {r.experiment for r in rows}
     assert experiments == {"baseline", "strength", "layers", "null space", "gate", "gate position", "mode",
                            "paper preset", "direction", "PGD eps"}

@@ -99,14 +99,19 @@ def test_recall_construction_pairs_the_same_image_with_recall_vs_refusal_prompts
 def test_pgd_constructions_change_only_the_image():
     a = tiny_adapter("llava")
     cfg = PGDConfig(steps=2, eps=16 / 255, step_size=8 / 255)
+    people = len(WORLD.forget_people("forget_10"))
     recall, erase = contrast.direction_sets(toy_data(WORLD), a, "image_only", per_person=1, pgd_cfg=cfg)
+    assert len(recall) == len(erase) == people  # the loops below check every pair, and there are pairs
     for r, e in zip(recall, erase):
         assert r.question == e.question
         clean = a.to_pixels(e.image)
         assert isinstance(r.image, torch.Tensor)
         assert 0 < float((r.image - clean).abs().max()) <= 16 / 255 + 1e-6
     recall, erase = contrast.direction_sets(toy_data(WORLD), a, "refusal", per_person=2, pgd_cfg=cfg)
-    assert len(recall) == len(erase)
+    assert len(recall) == len(erase) == 2 * people
+    for r, e in zip(recall, erase):  # the same picture, PGD-moved on the recall side; another request wording
+        assert r.tag == e.tag and isinstance(r.image, torch.Tensor) and not isinstance(e.image, torch.Tensor)
+        assert 0 < float((r.image - a.to_pixels(e.image)).abs().max()) <= 16 / 255 + 1e-6
 
 
 def test_unknown_kind_and_missing_model():

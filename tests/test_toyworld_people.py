@@ -64,7 +64,11 @@ def test_seeded_and_free_of_global_state():
     assert [p.name for p in a] != [p.name for p in c]
 
 
-def test_prefix_stable_and_limits():
+def test_names_are_prefix_stable_and_sizes_are_limited():
+    """The first n names do not depend on how many people are drawn; their faces and facts do (the
+    draws after the names depend on n), so a world is reproduced by its seed AND its size."""
+    few, many = make_people(10, seed=0), make_people(300, seed=0)[:10]
+    assert [p.name for p in few] == [p.name for p in many] and few != many
     assert make_people(0, seed=1) == []
     with pytest.raises(ValueError):
         make_people(MAX_PEOPLE + 1, seed=1)

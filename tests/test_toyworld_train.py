@@ -47,12 +47,24 @@ def test_training_is_reproducible_from_the_seed(mini, tmp_path):
     assert json.loads((again / "training.json").read_text())["torch_threads"] == torch.get_num_threads()
 
 
-def test_retain_only_model_excludes_the_forget_people(tmp_path):
+def test_retain_only_model_excludes_the_forget_people(tmp_path, monkeypatch):
+    """The log's excluded ids were all that was checked: a training phase handed `()` would have
+    trained the twin on the forget people. Every example drawn for training is looked at."""
+    from core.toyworld.world import World
+    drawn, real = [], World.training_examples
+
+    def spy(self, *args, **kw):
+        out = real(self, *args, **kw)
+        drawn.append((tuple(kw.get("exclude_ids", args[0] if args else ())), {e.person_id for e in out}))
+        return out
+    monkeypatch.setattr(World, "training_examples", spy)
     out = train_toy(tmp_path / "r", MINI_WORLD, ToyModelConfig(**{**MINI_MODEL.__dict__, "steps": 2}),
                     exclude_forget="forget_15")
     log = json.loads((out / "training.json").read_text())
     world = load_world(out)
-    assert log["excluded_ids"] == [p.id for p in world.forget_people("forget_15")]
+    gone = [p.id for p in world.forget_people("forget_15")]
+    assert log["excluded_ids"] == gone
+    assert drawn and all(set(excluded) == set(gone) and not people & set(gone) for excluded, people in drawn)
 
 
 def test_world_and_eval_splits_come_back_from_the_model_folder(mini):

@@ -28,6 +28,8 @@ def test_grid_and_constraints():
     assert all(c.retain == 1.0 and c.ok for c in zero)  # no steering: every retain answer unchanged
     assert res.best is not None and res.best.ok
     assert res.best.forget == max(c.forget for c in res.grid if c.ok)
+    assert all(c.ok == (c.retain >= 0.98) for c in res.grid)  # min_retain 0.98 by default; fluency bar 0 here
+    assert not any(c.ok for c in res.grid if c.strength == 2.0)  # strength 2 changes every retain answer here
     assert res.to_json()["modes"] == ["latched", "prefill"]
     assert res.to_json()["grid"][7]["mode"] == "prefill"
     with pytest.raises(ValueError, match="steering mode"):
