@@ -1367,16 +1367,19 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def _check_outputs_spare_inputs(args: argparse.Namespace, outputs: list[tuple[str, object]]) -> None:
-    """Refuse an output that is, or lies inside, the model or eraser the command reads, or that
-    names the same place as another output. Why: `attack --out ERASER/eraser_config.md` wrote its
+    """Refuse an output that is, or lies inside, the model, eraser or photo folder the command
+    reads, or that names the same place as another output. Why: `attack --out ERASER/eraser_config.md` wrote its
     JSON over the eraser's config, and `train-toy --out X --retain-only-out X` saved the
     retain-only model over the vanilla one."""
     paths = [(flag, Path(p).absolute().resolve()) for flag, p in outputs if isinstance(p, str)]
     if getattr(args, "command", None) in REPORT_OUT and isinstance(getattr(args, "out", None), str):
         report = Path(args.out).absolute().resolve()
         paths += [("--out (its .json)", report.with_suffix(".json")), ("--out (its .png)", report.with_suffix(".png"))]
+    # a photo folder too: a folder written inside it is read as one more person next time
     inputs = [(flag, getattr(args, name, None)) for flag, name in (("--model", "model"), ("--eraser", "eraser"),
-                                                                   ("--init-from", "init_from"))]
+                                                                   ("--init-from", "init_from"),
+                                                                   ("--forget-dir", "forget_dir"),
+                                                                   ("--retain-dir", "retain_dir"))]
     in_forget_place = getattr(args, "command", None) == "forget"  # forget rewrites its eraser in place on purpose
     for flag, given in inputs:
         if not isinstance(given, str) or not Path(given).exists() or (in_forget_place and flag == "--eraser"):

@@ -237,6 +237,13 @@ def test_relearning_attack_shows_some_attributes_and_scores_the_others(mini_toy)
     assert res["relearned_attributes"] == list(RELEARN_ATTRIBUTES)
     for when in ("before", "after"):
         assert set(res[when]) == {"held_out", "shown"} and all(0 <= v <= 1 for v in res[when].values())
+    # "before" is the unchanged model on the same split, and the held-out facts are never the shown attributes
+    from core.baselines import relearn_split
+    cfg = RelearnConfig(steps=6, lr=3e-3)
+    shown, held = relearn_split(forget_examples(toy_data(load_world(mini_toy)), np.random.default_rng(cfg.seed)))
+    assert held and not {e.attribute for e in held} & set(RELEARN_ATTRIBUTES)
+    model = load_adapter(mini_toy, dtype=torch.float32)
+    assert res["before"] == {"held_out": cloze_recall(model, held), "shown": cloze_recall(model, shown)}
     with pytest.raises(ValueError, match="relearning needs"):
         RelearnConfig(steps=0)
 

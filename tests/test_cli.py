@@ -108,6 +108,9 @@ def test_settings_no_run_can_use_are_refused_before_any_work(tmp_path, capsys):
         (["evaluate", "--eraser", "assets/toy-llava-eraser", "--json", "assets/toy-llava-eraser/eraser_config.json"],
          "would write into --eraser"),
         (["train-toy", "--out", str(tmp_path / "t"), "--retain-only-out", str(tmp_path / "t")], "name the same place"),
+        # an eraser saved inside the photo folder it was fitted on is one more "person" of that folder next time
+        (["fit", "--forget-dir", "assets/forget-example", "--out", "assets/forget-example/my-eraser"],
+         "would write into --forget-dir assets/forget-example"),
         # a misspelt method failed after the methods before it had run
         (["sequential", "--methods", "vanilla,idkk", "--json", str(tmp_path / "seq.json")], "unknown method(s) idkk"),
         # read before the fit: it failed after minutes of activations with "could not convert string to float"
