@@ -281,6 +281,14 @@ def test_learn_button_opens_the_playground_with_a_forget_portrait(page):
     page.click("#learn_0")
     page.wait_for_selector("#compare", state="visible", timeout=30_000)
     assert page.locator("#strength input[type=number]").input_value() == "0"
+    page.wait_for_selector("#image img", timeout=30_000)  # the portrait it opens with, not an empty box
+    page.click("#compare")  # at strength 0 the two answers agree (an earlier test may have left them so)
+    page.wait_for_function("() => document.querySelector('#steered textarea').value === "
+                           "document.querySelector('#original textarea').value", timeout=90_000)
+    _set_strength(page, "3")  # it is a forget person's: the eraser turns the answer into a refusal
+    page.click("#compare")
+    page.wait_for_function("() => { const o = document.querySelector('#original textarea').value;"
+                           " return o && document.querySelector('#steered textarea').value !== o; }", timeout=90_000)
 
 
 def test_hardening_the_gate_raises_it_on_attacked_pictures_and_moves_the_ramp(page):
