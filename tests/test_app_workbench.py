@@ -405,7 +405,7 @@ def test_attack_report_progress_stop_and_bad_parameters(toy):
             wb.attack(eraser, 1, 2, eps=eps)
 
 
-def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
+def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path, monkeypatch):
     from app.workbench import eraser_zip
     wb, eraser = toy
     res = wb.evaluate(eraser, 1)
@@ -426,8 +426,16 @@ def test_evaluate_with_eraser_and_save_load_roundtrip(toy, tmp_path):
     from dataclasses import replace
     per_task = Eraser(eraser.direction, eraser.gate, replace(eraser.config, strength=3.0,
                                                              task_strengths={"classification": 0.0}))
-    res, plain = wb.evaluate(per_task, 1), wb.evaluate(None, 1)
-    assert res.eraser["task_strengths"] == {"classification": 0.0}
+    strengths, real_apply = [], Eraser.apply
+
+    def spy(self, adapter, strength=None, *args, **kw):  # this miniature model's answers barely move: check the
+        strengths.append(strength)                       # strengths each task is steered with as well
+        return real_apply(self, adapter, strength, *args, **kw)
+    monkeypatch.setattr(Eraser, "apply", spy)
+    res = wb.evaluate(per_task, 1)
+    monkeypatch.undo()
+    plain = wb.evaluate(None, 1)
+    assert res.eraser["task_strengths"] == {"classification": 0.0} and set(strengths) == {0.0, 3.0}
     assert all(res.splits[s][m]["classification"] == plain.splits[s][m]["classification"]
                for s in res.splits for m in ("image_text", "text_only"))
 
