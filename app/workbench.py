@@ -46,10 +46,10 @@ class UserError(ValueError):
     """Bad input from the user: the message is shown in the UI as is."""
 
 
-def upload_path(f) -> str | os.PathLike:
-    """The file path of an upload: a path as given, or a Gradio file object's `.name` (a
-    `pathlib.Path` has a `.name` too: the bare file name, which opened nothing)."""
-    return f if isinstance(f, (str, os.PathLike)) else f.name
+def upload_path(f):
+    """The file path of an upload: a Gradio file object's `.name`; a path, bytes or a PIL image as
+    given (a `pathlib.Path` has a `.name` too: the bare file name, which opened nothing)."""
+    return f if isinstance(f, (str, os.PathLike, bytes, Image.Image)) else f.name
 
 
 def read_image(source) -> Image.Image:

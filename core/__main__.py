@@ -709,7 +709,7 @@ def _check_earlier_export(folder: Path) -> None:
     (core.data.folder.EXPORT_MARK), holding nothing but what the mark lists, is replaced: a user's
     photo folder has the same layout and was deleted, and so was a person a user added to an
     export. An empty folder is used as it is; anything else is refused, before any work."""
-    from core.data.folder import EXPORT_MARK, export_files
+    from core.data.folder import EXPORT_MARK, export_files, viewer_clutter
     if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
         return
     mark = folder / EXPORT_MARK
@@ -728,7 +728,7 @@ def _check_earlier_export(folder: Path) -> None:
             raise ValueError(f"--export-folder {folder}: {', '.join(changed[:5])} changed since the earlier export "
                              "(added, edited or removed): nothing was removed; move your files out, or pass "
                              "another folder")
-    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and not p.name.startswith(".") and (
+    added = sorted(p.name for p in folder.iterdir() if p.name != EXPORT_MARK and not viewer_clutter(p.name) and (
         p.name not in written if written is not None else not re.fullmatch(r"p\d{3,}", p.name)))
     if added:
         raise ValueError(f"--export-folder {folder} holds {', '.join(added[:5])}, which the earlier export did not "

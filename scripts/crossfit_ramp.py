@@ -54,7 +54,8 @@ def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: 
     return round(float(torch.cat(out).quantile(QUANTILE)), 3)
 
 
-def per_person(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str], people: list[str]) -> dict:
+def per_person(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str], people: list[str],
+               **ridge) -> dict:
     """Would a floor per forget person do better than one floor on the largest of their gates?
     Each person's gate on retained people outside the fit (3 folds, the shipped recipe), and the
     floors that let the same 5% of those rows past (the quantile level found by bisection)."""
@@ -62,7 +63,7 @@ def per_person(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list
     out = []
     for fold in (people[i::FOLDS] for i in range(FOLDS)):
         held = torch.tensor([t in set(fold) for t in tags])
-        gate = shipped.refit_gate(H_f, H_r[~held])
+        gate = shipped.refit_gate(H_f, H_r[~held], **ridge)
         h = H_r[held][:, layers].double()
         if gate.config.joint_gate:
             out.append(torch.einsum("nld,lkd->nk", h, gate.joint.double()))
@@ -99,6 +100,8 @@ def main() -> None:
     p.add_argument("--retain-weight", type=float, default=None,
                    help="the weight of the gate's retain rows (default: the shipped eraser's)")
     args = p.parse_args()
+    if args.per_person and (args.floor is not None or args.save_only):
+        p.error("--per-person compares floors read off the rows: leave out --floor and --save-only")
     ridge = {"gamma": args.gamma, "retain_weight": args.retain_weight}
     key = ("crossfit" if args.floor is None else f"floor {args.floor:g}") + "".join(
         f", {k} {v:g}" for k, v in ridge.items() if v is not None)
@@ -113,11 +116,11 @@ def main() -> None:
     H_f, H_r, tags = state.H_forget, state.H_retain, state.retain_tags
     people = [r.id for r in data.retain]
     if args.per_person:
-        res = per_person(shipped, H_f, H_r, tags, people)
+        res = per_person(shipped, H_f, H_r, tags, people, **ridge)
         print(json.dumps(res, indent=1))
         out = ROOT / "results" / "crossfit_ramp.json"
         saved = json.loads(out.read_text()) if out.is_file() else {}
-        write_atomic(out, json.dumps({**saved, "per person": res}, indent=1))
+        write_atomic(out, json.dumps({**saved, key.replace("crossfit", "per person", 1): res}, indent=1))
         return
     if args.save_only:
         full = with_floor(shipped.refit_gate(H_f, H_r, **ridge), floor_for(H_r, tags, people))

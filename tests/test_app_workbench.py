@@ -559,6 +559,19 @@ def test_mllmu_files_uploaded_in_the_app_become_the_sessions_forget_set(toy, tmp
         wb.use_mllmu_files([str(f) for f in files], "nobody", Session())
 
 
+def test_an_upload_is_read_from_a_gradio_file_a_path_bytes_or_a_picture(tmp_path):
+    """`.name` was read off anything: a pathlib path gave its bare file name (opening nothing), and
+    a PIL picture or bytes from Python callers raised AttributeError."""
+    from types import SimpleNamespace
+
+    from app.workbench import read_image, upload_path
+    pic = random_image(0)
+    pic.save(tmp_path / "a.png")
+    raw = (tmp_path / "a.png").read_bytes()
+    for given in (tmp_path / "a.png", str(tmp_path / "a.png"), raw, pic, SimpleNamespace(name=str(tmp_path / "a.png"))):
+        assert read_image(upload_path(given)).size == pic.size
+
+
 def test_an_mllmu_upload_keeps_the_forget_peoples_test_rows_and_one_file_per_split(toy, tmp_path, monkeypatch):
     """The upload scored the whole test file as the forget set's (MLLMU-Bench's test file is shared
     by forget_5/10/15, and `load_data` filters it), kept only the last of two files of one split,
@@ -566,15 +579,30 @@ def test_an_mllmu_upload_keeps_the_forget_peoples_test_rows_and_one_file_per_spl
     from app.workbench import Session
     from core.toyworld.mllmu import export_parquet
     wb, _ = toy
-    files = {s: export_parquet(wb.world, s, tmp_path / f"{s}.parquet") for s in ("forget_5", "test_15", "retain_85")}
+    files = {s: export_parquet(wb.world, s, tmp_path / f"{s}.parquet") for s in ("forget_5", "test_15", "retain_95")}
     monkeypatch.setattr(wb, "fit_eraser", lambda data, *args, **kw: data)  # the data the fit would get
     data = wb.use_mllmu_files(list(files.values()), "", Session())  # Path objects
     five = [p.id for p in wb.world.forget_people("forget_5")]
     assert data.forget_ids == five and sorted(r.id for r in data.test) == sorted(five)
+    # a person picked from the retain file keeps their rows of the shared test file
+    from core.data.folder import add_name_questions
+    from core.data.mllmu import export_records
+    from core.data.records import PersonRecord
+
+    def rec(i):  # named as the miniature world's people: its word-level tokenizer spells only those
+        r = PersonRecord(f"s{i}", images=[random_image(i)], name=wb.world.people[i].name)
+        add_name_questions(r)
+        return r
+    (tmp_path / "shared").mkdir()
+    shared = [export_records([rec(0)], tmp_path / "shared" / "forget_5.parquet"),
+              export_records([rec(1), rec(2)], tmp_path / "shared" / "retain_95.parquet"),
+              export_records([rec(0), rec(1)], tmp_path / "shared" / "test_15.parquet", test=True)]
+    assert [r.id for r in wb.use_mllmu_files(shared, "", Session()).test] == ["s0"]
+    assert [r.id for r in wb.use_mllmu_files(shared, "s0,s1", Session()).test] == ["s0", "s1"]
     assert data.retain and not {r.id for r in data.retain} & set(five)
     (tmp_path / "more").mkdir()
-    second = export_parquet(wb.world, "retain_85", tmp_path / "more" / "retain_part2.parquet")
-    with pytest.raises(UserError, match="retain_85.parquet and retain_part2.parquet are both the retain split"):
+    second = export_parquet(wb.world, "retain_95", tmp_path / "more" / "retain_part2.parquet")
+    with pytest.raises(UserError, match="retain_95.parquet and retain_part2.parquet are both the retain split"):
         wb.use_mllmu_files([*files.values(), second], "", Session())
 
 

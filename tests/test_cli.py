@@ -172,17 +172,25 @@ def test_a_photo_added_to_an_exported_person_or_an_edited_facts_file_is_never_de
     assert main(["world", "--people", "20", "--export-folder", str(out), "--no-facts"]) == 2
     assert f"{person.name}/facts.json changed" in capsys.readouterr().err
     assert json.loads((person / "facts.json").read_text())["name"] == "Ann Lee"
-    # a viewer's metadata is not the user's work: the Finder's .DS_Store does not block the next export
     (person / "facts.json").unlink()
     assert main(["world", "--people", "20", "--export-folder", str(out), "--folder-people", "1", "--renders", "1",
                  "--no-facts"]) == 2  # a removed file is a change too
     capsys.readouterr()
+    # a viewer's metadata is not the user's work: the Finder's .DS_Store does not block the next export,
+    # any other hidden file does (a .git folder, a user's notes)
     (tmp_path / "again").mkdir()
     fresh = tmp_path / "again" / "photos"
     assert main(["world", "--people", "20", "--export-folder", str(fresh), "--folder-people", "1", "--no-facts"]) == 0
     (fresh / ".DS_Store").write_bytes(b"\0")
     (next(p for p in fresh.iterdir() if p.is_dir()) / ".DS_Store").write_bytes(b"\0")
     assert main(["world", "--people", "20", "--export-folder", str(fresh), "--folder-people", "1", "--no-facts"]) == 0
+    for hidden in (fresh / ".git" / "config", next(p for p in fresh.iterdir() if p.is_dir() and p.name[0] != ".")
+                   / ".my_notes.txt"):
+        hidden.parent.mkdir(exist_ok=True)
+        hidden.write_text("mine")
+        assert main(["world", "--people", "20", "--export-folder", str(fresh), "--no-facts"]) == 2
+        assert hidden.read_text() == "mine"
+        hidden.unlink()
 
 
 def test_a_report_line_records_what_the_run_was_given():

@@ -172,3 +172,13 @@ def test_parquet_files_a_folder_holds_under_other_names_are_named_not_dropped_si
     with pytest.warns(UserWarning, match=r"retain.parquet match none of .*name them with --data SPLIT=PATH"):
         found = parse_specs([str(files)])
     assert "retain" not in found and set(found) == {"forget", "test", "real"}
+
+
+def test_a_subject_picked_from_the_retain_file_keeps_their_rows_of_a_shared_test_file(files):
+    """The test split was cut to the forget file's people before a pick: a person picked from the
+    retain file lost their new pictures (MLLMU-Bench's test file is shared by every forget split)."""
+    export_records([_rec(0, "Mara Quill"), _rec(2, "Sam Rivers")], files / "test_10.parquet", test=True)
+    data = load_data([str(files)])
+    assert [r.id for r in data.test] == ["s0"]  # only the forget file's people are scored as its test split
+    picked = data.pick(["s0", "s2"])
+    assert [r.id for r in picked.test] == ["s0", "s2"] and [r.id for r in picked.pick(["s2"]).test] == ["s2"]

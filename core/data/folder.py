@@ -348,10 +348,17 @@ def save_folder(records: Iterable[PersonRecord], path: str | Path, facts: bool =
     return root
 
 
+def viewer_clutter(name: str) -> bool:
+    """Files a file browser leaves in a folder (the Finder's .DS_Store and ._ copies, Windows'
+    Thumbs.db, a zip's __MACOSX): not a user's work, so an export may replace them. Any other
+    hidden file (.git, notes) is the user's."""
+    return name in (".DS_Store", "Thumbs.db", "desktop.ini", "__MACOSX") or name.startswith("._")
+
+
 def export_files(root: Path) -> dict[str, str]:
-    """Every file under `root` but the export mark and hidden files (a viewer's .DS_Store, which
-    the loader skips too), as relative path -> sha256 of its bytes."""
+    """Every file under `root` but the export mark and viewer clutter, as relative path -> sha256
+    of its bytes."""
     import hashlib
     return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
             for f in sorted(root.rglob("*")) if f.is_file() and f.name != EXPORT_MARK
-            and not any(part.startswith(".") or part == "__MACOSX" for part in f.relative_to(root).parts)}
+            and not any(viewer_clutter(part) for part in f.relative_to(root).parts)}

@@ -43,6 +43,9 @@ class ForgetData:
     name: str = "records"
     builder: Any = None  # toy world: an object with the World-based prompt builders
     key: str = field(default_factory=lambda: uuid.uuid4().hex)  # identity for caches of derived activations
+    # every row of a test file shared by several forget sets (MLLMU-Bench's): `test` keeps the forget
+    # people's, and `pick` draws a newly picked person's from here (their rows were lost before)
+    test_pool: list[PersonRecord] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         if not self.forget:
@@ -122,8 +125,9 @@ class ForgetData:
         ids = list(dict.fromkeys(ids))  # an id given twice is one subject, counted once
         forget = [pool[i] for i in ids]
         retain = [r for r in pool.values() if r.id not in set(ids)]
-        test = [r for r in self.test if r.id in set(ids)]
-        return ForgetData(forget, retain, test, self.real, dict(self.extra), self.wordings, self.name, self.builder)
+        test = [r for r in (self.test_pool or self.test) if r.id in set(ids)]
+        return ForgetData(forget, retain, test, self.real, dict(self.extra), self.wordings, self.name, self.builder,
+                          test_pool=self.test_pool)
 
 
 def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
@@ -215,6 +219,6 @@ def from_splits(split: dict[str, list[PersonRecord]], name: str = "records",
         raise ValueError(f"the test split holds none of the forget set's people (it has "
                          f"{', '.join(sorted(r.id for r in test)[:5])}...): it is the forget people's new pictures "
                          "and wordings; pass the test file that goes with this forget set")
-    split["test"] = [r for r in test if r.id in ids]
     extra = {k: v for k, v in split.items() if k not in SPLITS}
-    return ForgetData(forget, split.get("retain", []), split["test"], split.get("real", []), extra, wordings, name)
+    return ForgetData(forget, split.get("retain", []), [r for r in test if r.id in ids], split.get("real", []), extra,
+                      wordings, name, test_pool=list(test))
