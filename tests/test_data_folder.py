@@ -275,3 +275,20 @@ def test_a_jsonl_line_that_is_not_an_object_and_a_blank_name_are_handled(tmp_pat
         load_folder(tmp_path / "a")
     d = _subject(tmp_path / "b", "bo_reyes", 1, {"name": "   "})
     assert [r.name for r in load_folder(tmp_path / "b")] == ["Bo Reyes"]
+
+
+def test_photos_the_loader_does_not_read_are_named(tmp_path):
+    """Photos in a subject's sub-folder, pictures of other formats and photos beside the subjects'
+    folders were dropped without a word."""
+    d = _subject(tmp_path / "root", "ann_lee", 1)
+    (d / "holiday").mkdir()
+    random_image(5).save(d / "holiday" / "1.png")
+    random_image(6).save(d / "scan.gif")
+    random_image(7).save(tmp_path / "root" / "stray.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        recs = load_folder(tmp_path / "root")
+    said = " | ".join(str(w.message) for w in caught)
+    assert [len(r.images) for r in recs] == [1]
+    assert "skipped holiday; photos in it are not read" in said and "skipped scan.gif; only .png" in said
+    assert "skipped stray.png; photos beside the subjects' folders belong to nobody" in said

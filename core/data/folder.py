@@ -37,6 +37,7 @@ from .records import (IMAGE_TEXTUAL, LETTERS, PURE_TEXT, ClassificationItem, Gen
                       name_key)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+OTHER_PICTURES = (".tif", ".tiff", ".gif", ".heic", ".heif", ".avif")  # pictures a folder may hold that are not read
 FACTS_FILES = ("facts.json", "facts.jsonl")
 FACT_KEYS = ("name", "qa", "mcq", "cloze")
 # what `save_folder` leaves at the root of a folder it wrote: `world --export-folder` empties a folder
@@ -210,6 +211,12 @@ def _need(item: Any, keys: tuple[str, ...], where: str) -> dict:
     return out
 
 
+def _warn_unread(folder: Path, why: str, paths: list[Path]) -> None:
+    """Name what a folder holds and the loader does not read (it was dropped without a word)."""
+    if paths:
+        warnings.warn(f"{folder}: skipped {', '.join(sorted(p.name for p in paths)[:5])}; {why}", stacklevel=3)
+
+
 def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
     """One subject folder as a record (see the module docstring for the layout)."""
     facts = _facts(folder)
@@ -221,6 +228,10 @@ def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
                           "of the subject")
     if len(files) > MAX_IMAGES:
         raise FolderError(f"{folder} holds {len(files)} images; use at most {MAX_IMAGES} per subject")
+    _warn_unread(folder, "photos in it are not read: move them into the subject's folder itself",
+                 [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")])
+    _warn_unread(folder, f"only {', '.join(IMAGE_SUFFIXES)} photos are read: convert them (e.g. to .png)",
+                 [p for p in folder.iterdir() if p.suffix.lower() in OTHER_PICTURES and not p.name.startswith(".")])
     images = read_images(files, folder.name)
     if not images:
         raise FolderError(f"none of the {len(files)} images in {folder} could be read")
@@ -314,6 +325,9 @@ def load_folder(path: str | Path) -> list[PersonRecord]:
     subs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX")
     if not subs:
         raise FolderError(f"{root} has no sub-folders: put each subject's photos in a sub-folder named after them")
+    _warn_unread(root, "photos beside the subjects' folders belong to nobody: move each into its subject's folder",
+                 [p for p in root.iterdir() if p.suffix.lower() in (*IMAGE_SUFFIXES, *OTHER_PICTURES)
+                  and not p.name.startswith(".")])
     names = [_subject_name(s, _facts(s)) for s in subs]
     return [subject_record(s, names) for s in subs]
 
