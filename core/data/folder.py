@@ -229,7 +229,7 @@ def subject_record(folder: Path, other_names: list[str] = ()) -> PersonRecord:
     if len(files) > MAX_IMAGES:
         raise FolderError(f"{folder} holds {len(files)} images; use at most {MAX_IMAGES} per subject")
     _warn_unread(folder, "photos in it are not read: move them into the subject's folder itself",
-                 [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")])
+                 [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not viewer_clutter(p.name)])
     _warn_unread(folder, f"only {', '.join(IMAGE_SUFFIXES)} photos are read: convert them (e.g. to .png)",
                  [p for p in folder.iterdir() if p.suffix.lower() in OTHER_PICTURES and not p.name.startswith(".")])
     images = read_images(files, folder.name)
