@@ -496,7 +496,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       steering=steering, eraser_info=info, progress=_StageBars("eval"))
     print(format_table(result))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.json, json.dumps(result.to_json(), indent=2))
         print(f"wrote {args.json}")
     return 0
@@ -647,7 +646,6 @@ def cmd_attack(args: argparse.Namespace) -> int:
                  "loss over random rephrasings (noise, brightness, contrast, resize, crop). \"After a rephrasing\": "
                  "the attacked forget image passed through one of the report's image rephrasings first.\n\n"
                  + format_curve(curve) + "\n")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(Path(args.out).with_suffix(".json"), json.dumps({"attacks": rows, "budget_curve": curve} if curve
                                                               else rows, indent=2))
     write_atomic(Path(args.out), text)
@@ -676,7 +674,6 @@ def cmd_relearn(args: argparse.Namespace) -> int:
                      f"{100 * b['shown']:.1f} | {100 * a['shown']:.1f} |")
     print("\n".join(lines))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.json, json.dumps(rows, indent=2))
         print(f"wrote {args.json}")
     return 0
@@ -938,8 +935,9 @@ def cmd_sequential(args: argparse.Namespace) -> int:
     for method in cfg.methods:
         run = {"eraser": run_eraser, "vanilla": run_vanilla}.get(method)
         results[method] = run(args.model, data, cfg) if run else run_baseline(method, args.model, data, cfg)
-        if partial is not None:  # after every method, beside the file: a long run leaves what it measured, and a
-            partial.parent.mkdir(parents=True, exist_ok=True)  # run that fails half-way leaves --json as it was
+        # after every method, beside the file: a long run leaves what it measured, and a run that fails
+        # half-way leaves --json as it was
+        if partial is not None:
             write_atomic(partial, json.dumps({"config": config, "results": results}, indent=2))
     if partial is not None:
         os.replace(partial, args.json)
@@ -967,7 +965,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           data=data))
     print(table(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(args.json, json.dumps(res, indent=2))
         print(f"wrote {args.json}")
     return 0
@@ -1368,9 +1365,9 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 def _check_outputs_spare_inputs(args: argparse.Namespace, outputs: list[tuple[str, object]]) -> None:
     """Refuse an output that is, or lies inside, the model, eraser or photo folder the command
-    reads, or that names the same place as another output. Why: `attack --out ERASER/eraser_config.md` wrote its
-    JSON over the eraser's config, and `train-toy --out X --retain-only-out X` saved the
-    retain-only model over the vanilla one."""
+    reads, or that names the same place as another output. Why: `attack --out
+    ERASER/eraser_config.md` wrote its JSON over the eraser's config, and `train-toy --out X
+    --retain-only-out X` saved the retain-only model over the vanilla one."""
     paths = [(flag, Path(p).absolute().resolve()) for flag, p in outputs if isinstance(p, str)]
     if getattr(args, "command", None) in REPORT_OUT and isinstance(getattr(args, "out", None), str):
         report = Path(args.out).absolute().resolve()

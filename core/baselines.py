@@ -29,6 +29,7 @@ recipe is fixed per method (BaselineConfig defaults) and recorded in the saved f
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -70,7 +71,6 @@ class BaselineConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown baseline {self.method!r}; choose one of {', '.join(METHODS)}")
-        import math
         if not (self.epochs > 0 and self.lr > 0 and self.batch_size > 0):
             raise ValueError("epochs, lr and batch_size must be positive")
         # inf epochs ended in an OverflowError; a NaN weight trained a model that scores 0 everywhere, saved as a result

@@ -240,9 +240,8 @@ def retain_groups(data: ForgetData, prompts: list[Prompt]) -> list[str]:
     if data.builder is not None:
         return data.builder.retain_groups(prompts)
     people = {r.id for r in data.retain}
-    return [RETAIN_GROUPS[2] if p.tag.startswith(GENERAL_TAG) or (p.tag not in people and not p.tag.startswith("decoy-"))
-            else RETAIN_GROUPS[0]
-            if p.image is not None else RETAIN_GROUPS[1] for p in prompts]
+    return [RETAIN_GROUPS[2] if p.tag not in people and not p.tag.startswith("decoy-") else RETAIN_GROUPS[0]
+            if p.image is not None else RETAIN_GROUPS[1] for p in prompts]  # real rows' tags: GENERAL_TAG + their id
 
 
 def refusal_sets(data: ForgetData, limit: int | None = None) -> dict[str, list[Prompt]]:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 
 def write_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder and `os.replace`."""
+    """Write `text` to `path` (its folder made if missing) through a temporary file in the same
+    folder and `os.replace`."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.writing")
     try:
         tmp.write_text(text)
