@@ -20,6 +20,7 @@ from app.jobs import Jobs, logged
 
 from app.plots import change_heatmap, evaluation_bars, pgd_curve
 from app.workbench import (ROOT, Session, UserError, Workbench, eraser_summary, eraser_zip, read_image)
+from core.data.source import unnamed_note
 
 INTRO = """# MLLMEraser workbench
 Test-time unlearning in a vision-language model by **input-aware activation steering**: a
@@ -239,7 +240,9 @@ def build(default: Workbench) -> gr.Blocks:
                 withdraw_status = gr.Markdown(elem_id="withdraw_status")
                 gr.Markdown("### Your MLLMU-Bench files\nUpload parquet files named after their split "
                             "(`forget_10.parquet`, `retain_90.parquet`, optional `test_10.parquet`, `real.parquet`: "
-                            "what `python -m core world --export` writes) and fit on them.")
+                            "what `python -m core world --export` writes) and fit on them. From MLLMU-Bench's "
+                            "download, name each `train-00000-of-00001.parquet` after its folder (`forget_10`, "
+                            "`retain_90`, `Test_Set`; `Retain_Set`, its real celebrities, is read as `real`).")
                 with gr.Row():
                     mllmu_files = gr.File(label="MLLMU-Bench parquet files", file_count="multiple",
                                           file_types=[".parquet"], elem_id="mllmu_files", height=120)
@@ -649,9 +652,10 @@ def build(default: Workbench) -> gr.Blocks:
         def do_mllmu(sess, files, ids, progress=gr.Progress()):
             def describe(sess, eraser):
                 d = sess.data
+                unnamed = [r.id for r in d.forget if not r.name]
                 return (f"Fitted an eraser forgetting **{len(d.forget)}** subject(s) of the uploaded files "
                         f"({len(d.retain)} retained, {len(d.real)} general rows); every tab of this session "
-                        "now uses it.")
+                        "now uses it." + (f"\n\nNote: {unnamed_note(unnamed, len(d.forget))}." if unnamed else ""))
             return fit_in_session(sess, lambda wb, prog, stop: wb.use_mllmu_files(files, ids, sess, prog, stop),
                                   describe, progress)
 

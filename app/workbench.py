@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from core.activations import Prompt, collect
 from core.data.folder import upright_rgb
 from core.data.records import name_key
-from core.data.source import ForgetData
+from core.data.source import SPLITS, ForgetData
 from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, recipe_of
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter, resolve
@@ -50,6 +50,20 @@ def upload_path(f):
     """The file path of an upload: a Gradio file object's `.name`; a path, bytes or a PIL image as
     given (a `pathlib.Path` has a `.name` too: the bare file name, which opened nothing)."""
     return f if isinstance(f, (str, os.PathLike, bytes, Image.Image)) else f.name
+
+
+def upload_split(filename: str) -> str | None:
+    """The split an uploaded parquet file is named after: forget_10.parquet, retain_90.parquet,
+    test_10.parquet, real.parquet as `world --export` writes them, and MLLMU-Bench's Test_Set
+    (test) and Retain_Set (its real celebrities: `real`; read as `retain` before, it clashed with
+    retain_90 or kept the celebrities as retained people)."""
+    path = Path(filename)
+    if path.suffix != ".parquet":
+        return None
+    if path.stem.casefold() == "retain_set":
+        return "real"
+    split = path.stem.split("_")[0].casefold()
+    return split if split in SPLITS else None
 
 
 def read_image(source) -> Image.Image:
@@ -657,7 +671,7 @@ class Workbench:
         writes them (forget_*.parquet, retain_*.parquet, test_*.parquet, real.parquet); optional
         comma-separated subject ids pick whom to forget among them."""
         from core.data.mllmu import load_parquet
-        from core.data.source import SPLITS, from_splits
+        from core.data.source import from_splits
         paths = [Path(upload_path(f)) for f in (files or []) if f is not None]
         if not paths:
             raise UserError("Upload MLLMU-Bench parquet files: forget_*.parquet and retain_*.parquet at least.")
@@ -669,10 +683,14 @@ class Workbench:
             raise UserError(f"Upload at most {limits.PARQUET_FILES} parquet files of at most {limits.PARQUET_BYTES // 2**20} MB each.")
         named = {}
         for p in paths:
-            split = p.name.split("_")[0].split(".")[0].lower()
-            if split not in SPLITS or p.suffix != ".parquet":
+            split = upload_split(p.name)
+            if split is None and p.name.startswith("train-"):  # MLLMU-Bench's download names every shard so
+                raise UserError(f"{p.name}: the MLLMU-Bench download names every split's file so, in a folder named "
+                                "after the split: rename each file after its folder (forget_10.parquet, "
+                                "retain_90.parquet, Test_Set.parquet, Retain_Set.parquet) and upload them again.")
+            if split is None:
                 raise UserError(f"{p.name}: name each file after its split (forget_10.parquet, retain_90.parquet, "
-                                "test_10.parquet, real.parquet).")
+                                "test_10.parquet, real.parquet; MLLMU-Bench's Test_Set and Retain_Set too).")
             if split in named:  # the earlier file was dropped without a word
                 raise UserError(f"{named[split].name} and {p.name} are both the {split} split: upload one file per split.")
             named[split] = p

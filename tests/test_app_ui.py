@@ -441,6 +441,30 @@ def test_long_handlers_share_one_bounded_queue_and_internal_events_are_not_endpo
                    for e in endpoints)
 
 
+def test_the_mllmu_upload_status_names_the_people_to_forget_who_have_no_name(shipped, monkeypatch):
+    """MLLMU-Bench's files have no name column: the fit leaves out the questions by name, and the
+    status said nothing of it."""
+    from app.ui import build
+    from app.workbench import Session
+    from core.data.records import PersonRecord
+    from core.data.source import ForgetData
+    monkeypatch.delenv("MLLMERASER_PUBLIC", raising=False)
+    do_mllmu = next(f for f in build(shipped).fns.values() if f.name == "do_mllmu").fn
+
+    names = {}
+
+    def fit(files, ids, sess, *rest):  # what the fit leaves in the session (its own tests run it whole)
+        sess.data = ForgetData([PersonRecord(i, name=n) for i, n in names.items()], [PersonRecord("p4")], [], [])
+        return object()
+    monkeypatch.setattr(shipped, "use_mllmu_files", fit)
+    names.update(p1=None, p2="Ann Lee", p3=None)
+    _, status = do_mllmu(Session(), ["forget_10.parquet"], "")
+    assert status.startswith("Fitted an eraser forgetting **3** subject(s)")
+    assert "Note: 2 of the 3 people to forget have no name (p1, p3): the project's own questions by name" in status
+    names.update(p1="Bo Ray", p3="Cy Dee")
+    assert "Note" not in do_mllmu(Session(), ["forget_10.parquet"], "")[1]
+
+
 def test_each_stop_button_stops_the_jobs_of_its_own_view(shipped, monkeypatch):
     """The Null space view's Stop ends its refit and its hardening; the map's Stop only the map's
     drawing (a refit ran as a map job: the Null space Stop did nothing to it)."""

@@ -606,6 +606,28 @@ def test_an_mllmu_upload_keeps_the_forget_peoples_test_rows_and_one_file_per_spl
         wb.use_mllmu_files([*files.values(), second], "", Session())
 
 
+def test_an_upload_named_as_the_mllmu_bench_download_names_it_is_told_how_to_rename_it(toy, tmp_path, monkeypatch):
+    """The download names every split's shard train-00000-of-00001.parquet (refused with the
+    export's names only), and its Retain_Set (real celebrities) was read as a second retain split."""
+    from app.workbench import Session, upload_split
+    from core.toyworld.mllmu import export_parquet
+    names = ("forget_10.parquet", "Retain_Set.parquet", "Test_Set.parquet", "retain_90.parquet", "real.parquet",
+             "train-00000-of-00001.parquet", "forget_10.csv", "notes.parquet")
+    assert [upload_split(n) for n in names] == ["forget", "real", "test", "retain", "real", None, None, None]
+    wb, _ = toy
+    (tmp_path / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    with pytest.raises(UserError, match="the MLLMU-Bench download names every split's file so, in a folder named after "
+                                        "the split: rename each file after its folder"):
+        wb.use_mllmu_files([str(tmp_path / "train-00000-of-00001.parquet")], "", Session())
+    files = [export_parquet(wb.world, "forget_5", tmp_path / "forget_5.parquet"),
+             export_parquet(wb.world, "retain_95", tmp_path / "retain_95.parquet"),
+             export_parquet(wb.world, "real", tmp_path / "Retain_Set.parquet")]
+    monkeypatch.setattr(wb, "fit_eraser", lambda data, *args, **kw: data)  # the data the fit would get
+    data = wb.use_mllmu_files(files, "", Session())
+    assert data.real and {r.id for r in data.real}.isdisjoint(r.id for r in data.retain)
+    assert len(data.retain) == len(wb.world.people) - len(data.forget)
+
+
 def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(toy):
     from app.workbench import DEFAULT_ERASER
     from core.eraser import Eraser

@@ -59,6 +59,21 @@ def test_load_independent_fixture(tmp_path):
     assert (b.classification_image, b.classification_text, b.generation, b.mask, b.qa) == ([], [], [], [], [])
 
 
+def test_the_hub_files_question_and_answer_columns_are_read_when_there_is_no_metadata(tmp_path):
+    """MLLMU-Bench's Hub files carry `question` / `answer` columns and no `metadata`: they were
+    dropped, and a training baseline had no QA pair of the subject to train on."""
+    rows = [{"ID": "1", "image": {"bytes": _png((1, 2, 3))}, "question": " Where does Ann work? ",
+             "answer": "In Oslo.", "metadata": None},
+            {"ID": "2", "image": {"bytes": _png((1, 2, 3))}, "question": "Q", "answer": "A",
+             "metadata": json.dumps([{"Question": "Q1", "Answer": "A1"}])},
+            {"ID": "3", "image": {"bytes": _png((1, 2, 3))}, "question": "Q", "answer": " ", "metadata": None}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "forget.parquet")
+    one, two, three = load_parquet(tmp_path / "forget.parquet")
+    assert [(q.question, q.answer) for q in one.qa] == [("Where does Ann work?", "In Oslo.")]
+    assert [(q.question, q.answer) for q in two.qa] == [("Q1", "A1")]  # metadata's pairs, when it has them
+    assert three.qa == []  # a question without its answer is no pair
+
+
 def test_load_test_split_images_list_and_missing_optional_columns(tmp_path):
     rows = [{"ID": "9", "images": [{"bytes": _png((0, 255, 0))}, {"bytes": _png((9, 9, 9))}],
              "Mask_Task": json.dumps([{"Question": "__ here", "Ground_Truth": "x", "Type": "Image_Textual"}])}]

@@ -1,5 +1,6 @@
 """ForgetData from MLLMU files and photo folders: split names, picking subjects, clear errors."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,46 @@ def test_a_subject_picked_from_the_retain_file_keeps_their_rows_of_a_shared_test
     assert [r.id for r in data.test] == ["s0"]  # only the forget file's people are scored as its test split
     picked = data.pick(["s0", "s2"])
     assert [r.id for r in picked.test] == ["s0", "s2"] and [r.id for r in picked.pick(["s2"]).test] == ["s2"]
+
+
+def _download(files, root, *forgets, retain="retain_90"):
+    """`files` (an export) laid out as MLLMU-Bench's download: a folder per split holding
+    train-00000-of-00001.parquet, the test split in Test_Set, the real celebrities in Retain_Set,
+    no `name` column (Full_Set comes with the download and is not a split)."""
+    import pyarrow.parquet as pq
+    layout = {**{f: "forget_10.parquet" for f in forgets}, retain: "retain_90.parquet", "Test_Set": "test_10.parquet",
+              "Retain_Set": "real.parquet", "Full_Set": "retain_90.parquet"}
+    for folder, source in layout.items():
+        (root / folder).mkdir(parents=True)
+        pq.write_table(pq.read_table(files / source).drop_columns(["name"]), root / folder / "train-00000-of-00001.parquet")
+    return root
+
+
+def test_the_mllmu_bench_download_folder_is_read_as_its_splits_and_unnamed_people_are_named_as_such(files, tmp_path):
+    """The download names every shard train-00000-of-00001.parquet inside a folder per split, so
+    `--data DIR` on it was refused as holding no split; its files have no `name` column, and the
+    project's questions by name were then left out without a word."""
+    root = _download(files, tmp_path / "MLLMU-Bench", "forget_10")
+    found = parse_specs([str(root)])
+    assert {k: Path(v).name for k, v in found.items()} == {"forget": "forget_10", "retain": "retain_90",
+                                                           "test": "Test_Set", "real": "Retain_Set"}
+    with pytest.warns(UserWarning, match=r"2 of the 2 people to forget have no name \(s0, s1\): the project's own "
+                                         r"questions by name are not asked.*add one \(each ID's full name\)"):
+        data = load_data([str(root)])
+    assert data.forget_ids == ["s0", "s1"] and [r.id for r in data.retain] == ["s2", "s3"]
+    assert [r.id for r in data.test] == ["s0"] and [r.id for r in data.real] == ["s9"] and data.names == []
+    assert len(data.test[0].images) == 1 and data.forget[0].classification_image and data.forget[0].mask
+
+
+def test_a_download_with_several_forget_splits_names_the_choice_and_a_missing_retain_pair_is_said(files, tmp_path):
+    root = _download(files, tmp_path / "all", "forget_5", "forget_10")
+    with pytest.raises(ValueError, match=r"MLLMU-Bench download with 2 forget splits \(forget_5, forget_10\): choose "
+                                         r"one, e.g. --data forget=\S+/forget_10 --data retain=\S+/retain_90 --data "
+                                         r"test=\S+/Test_Set --data real=\S+/Retain_Set"):
+        parse_specs([str(root)])
+    other = _download(files, tmp_path / "other", "forget_10", retain="retain_95")  # retain_95 holds forget_10's people
+    with pytest.warns(UserWarning, match="no retain_90 folder to go with forget_10; no retain split is read"):
+        assert set(parse_specs([str(other)])) == {"forget", "test", "real"}
+    (tmp_path / "empty" / "notes").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds none of .*nor the MLLMU-Bench download's forget_N folders"):
+        parse_specs([str(tmp_path / "empty")])

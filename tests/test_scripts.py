@@ -53,3 +53,30 @@ def test_held_out_facts_finds_the_fact_of_every_fact_prompt_in_every_format():
     assert len(texts) == 4 * len(GENERAL_FACTS)
     assert [fact_of(t.prompt) for t in texts] == [i for i in range(len(GENERAL_FACTS)) for _ in range(4)]
     assert fact_of("Who is this person?") is None
+
+
+def test_hub_layout_writes_an_export_as_the_mllmu_bench_download_lays_it_out(tmp_path, capsys):
+    """scripts/hub_layout.py: one folder per split holding train-00000-of-00001.parquet, Test_Set
+    and Retain_Set, no `name` column (the layout `--data DIR` on the download reads)."""
+    import sys
+
+    import pyarrow.parquet as pq
+    sys.path.insert(0, str(SCRIPTS[0].parent))
+    from hub_layout import main
+
+    from conftest import random_image
+    from core.data.mllmu import export_records
+    from core.data.records import PersonRecord
+    from core.data.source import parse_specs
+    src = tmp_path / "export"
+    src.mkdir()
+    for stem, test in (("forget_10", False), ("retain_90", False), ("test_10", True), ("real", False)):
+        export_records([PersonRecord(stem, images=[random_image(1)], name="Ann Lee")], src / f"{stem}.parquet", test=test)
+    assert main([str(src), str(tmp_path / "hub")]) == 0
+    shards = sorted(p.relative_to(tmp_path / "hub").as_posix() for p in (tmp_path / "hub").rglob("*.parquet"))
+    assert shards == [f"{d}/train-00000-of-00001.parquet" for d in ("Retain_Set", "Test_Set", "forget_10", "retain_90")]
+    assert all("name" not in pq.read_schema(tmp_path / "hub" / s).names for s in shards)
+    assert set(parse_specs([str(tmp_path / "hub")])) == {"forget", "retain", "test", "real"}
+    assert main([str(src), str(tmp_path / "named"), "--keep-names"]) == 0
+    assert "name" in pq.read_schema(tmp_path / "named" / "forget_10" / "train-00000-of-00001.parquet").names
+    assert main([str(src), str(tmp_path / "hub")]) == 2 and "exists: give a new folder" in capsys.readouterr().err

@@ -243,6 +243,15 @@ def _qa(value: Any) -> list[QAPair]:
     return out
 
 
+def _one_qa(row: dict) -> list[QAPair]:
+    """The row's own `question` / `answer` columns as one pair: MLLMU-Bench's Hub files carry
+    these instead of `metadata` (they were dropped, and a baseline trained on them had nothing)."""
+    q, a = row.get("question"), row.get("answer")
+    if isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip():
+        return [QAPair(question=q.strip(), answer=a.strip())]
+    return []
+
+
 def _parquet_files(path: Path, pattern: str | None = None) -> list[Path]:
     """A file, or a folder's parquet files (a split in shards). With `pattern` (the split's file
     name, e.g. forget_*.parquet), a folder that holds such files gives only those: `--data
@@ -360,7 +369,7 @@ def load_parquet(path: str | Path, pattern: str | None = None, max_rows: int | N
                 classification_text=_classification(cls.get("Pure_Text_Questions"), where),
                 generation=_questions(row.get("Generation_Task"), GenerationItem, where),
                 mask=_questions(row.get("Mask_Task"), MaskItem, where),
-                qa=_qa(row.get("metadata")),
+                qa=_qa(row.get("metadata")) or _one_qa(row),
                 biography=None if bio is None else str(bio),
                 name=None if name is None or not str(name).strip() else " ".join(str(name).split()),
             ))

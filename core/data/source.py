@@ -10,6 +10,7 @@ wordings), real (general knowledge that must survive). Anything else given is ev
 
 from __future__ import annotations
 
+import re
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ SCENE_ROWS = 20  # scored scenes for a forget set with nothing to retain (Forget
 NAMED_RETAIN = 60  # named retained subjects the gate should see; made-up names make up the rest (decoy_names)
 MLLMU_FILES = {"forget": "forget_*.parquet", "retain": "retain_*.parquet", "test": "test_*.parquet",
                "real": "real.parquet"}  # what `python -m core world --export` writes (forget_10, retain_90...)
+# MLLMU-Bench as downloaded from its Hub repository: one folder per config, each holding shards
+# (forget_10/train-00000-of-00001.parquet); Retain_Set holds the real celebrities, the benchmark's
+# check that general knowledge survives, so it is read as the `real` split
+HUB_FOLDERS = {"test": "Test_Set", "real": "Retain_Set"}
 
 
 @dataclass
@@ -153,8 +158,10 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
                 if files:
                     found[k] = str(files[0])
             if not found:
-                raise ValueError(f"{spec} holds none of {', '.join(MLLMU_FILES.values())}: pass files as "
-                                 "--data forget=PATH --data retain=PATH")
+                found = hub_splits(Path(spec))
+            if not found:
+                raise ValueError(f"{spec} holds none of {', '.join(MLLMU_FILES.values())}, nor the MLLMU-Bench "
+                                 "download's forget_N folders: pass files as --data forget=PATH --data retain=PATH")
             ignored = sorted({f.name for f in Path(spec).glob("*.parquet")}
                              - {Path(v).name for v in found.values()})
             if ignored:  # e.g. retain.parquet or Test_10.parquet: read as nothing, without a word
@@ -169,6 +176,45 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet) or a folder of MLLMU "
                              f"files, got {spec!r}")
     return _known_splits(out)
+
+
+def unnamed_note(ids: Sequence[str], total: int) -> str:
+    """What a forget set without names loses, and the fix. Why: MLLMU-Bench's own files have no
+    `name` column, and the project's questions by name were then left out without a word."""
+    return (f"{len(ids)} of the {total} people to forget have no name ({', '.join(ids[:3])}"
+            f"{'...' if len(ids) > 3 else ''}): the project's own questions by name are not asked, so the gate "
+            "learns their names only from the files' own text questions. MLLMU-Bench's files have no name "
+            "column: add one (each ID's full name) to ask them")
+
+
+def hub_splits(folder: Path) -> dict[str, str]:
+    """The splits of an MLLMU-Bench download (`huggingface-cli download MLLMMU/MLLMU-Bench
+    --repo-type dataset`): forget_N, its retain_(100-N), Test_Set as the test split and
+    Retain_Set as `real`, each a folder of shards. Empty when `folder` holds no forget_N folder.
+    Why: every shard there is named train-00000-of-00001.parquet, so the download's own folder
+    matched none of the export's file names and was refused as holding no split."""
+    subs = {p.name: p for p in folder.iterdir() if p.is_dir() and any(p.glob("*.parquet"))}
+    forgets = sorted((n for n in subs if re.fullmatch(r"forget_\d+", n)), key=lambda n: int(n[7:]))
+    if not forgets:
+        return {}
+    if len(forgets) > 1:
+        pick = "forget_10" if "forget_10" in forgets else forgets[0]
+        example = " ".join(f"--data {k}={v}" for k, v in _hub_split(folder, subs, pick).items())
+        raise ValueError(f"{folder} is an MLLMU-Bench download with {len(forgets)} forget splits "
+                         f"({', '.join(forgets)}): choose one, e.g. {example}")
+    return _hub_split(folder, subs, forgets[0])
+
+
+def _hub_split(folder: Path, subs: dict[str, Path], forget: str) -> dict[str, str]:
+    out = {"forget": str(subs[forget])}
+    retain = f"retain_{100 - int(forget[7:])}"  # MLLMU-Bench pairs forget_5 with retain_95
+    if retain in subs:
+        out["retain"] = str(subs[retain])
+    elif any(re.fullmatch(r"retain_\d+", n) for n in subs):  # another split's retain set holds forget people
+        warnings.warn(f"{folder}: no {retain} folder to go with {forget}; no retain split is read (give one "
+                      f"with --data retain=PATH)", stacklevel=3)
+    out.update({k: str(subs[v]) for k, v in HUB_FOLDERS.items() if v in subs})
+    return out
 
 
 def _known_splits(specs: dict[str, str]) -> dict[str, str]:
@@ -219,6 +265,9 @@ def from_splits(split: dict[str, list[PersonRecord]], name: str = "records",
         raise ValueError(f"the test split holds none of the forget set's people (it has "
                          f"{', '.join(sorted(r.id for r in test)[:5])}...): it is the forget people's new pictures "
                          "and wordings; pass the test file that goes with this forget set")
+    unnamed = [r.id for r in forget if not r.name]
+    if unnamed:
+        warnings.warn(unnamed_note(unnamed, len(forget)), stacklevel=2)
     extra = {k: v for k, v in split.items() if k not in SPLITS}
     return ForgetData(forget, split.get("retain", []), [r for r in test if r.id in ids], split.get("real", []), extra,
                       wordings, name, test_pool=list(test))
