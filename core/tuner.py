@@ -6,7 +6,11 @@ with the unsteered model's own answers:
   model's own answer (the memorised answer is gone). Why not the share of refusals: steered
   replies often apologise and then answer anyway ("I am sorry, tortoise": 61 of the shipped
   eraser's 130 forget cloze replies), and a refusal count scores those as forgotten. The share
-  of refusals is still reported (`refusals`);
+  of refusals is still reported (`refusals`). The score is the worst group's share, groups being
+  task x modality (MCQ, cloze, generation; with a picture or text only), as the retain score's:
+  pooled, a setting that forgot the open questions and clozes outscored one that also forgot
+  the text MCQs, and was chosen (MLLMU-Bench files without names on the toy model: text MCQ
+  answered 35% against 3%, docs/open-world.md). The pooled share is kept (`forget_pooled`);
 - retain score: share of retain prompts whose answer is UNCHANGED (utility kept); with groups
   (e.g. retained people asked with an image / by name, general knowledge), the worst group's
   share, as the target is "every retain metric": pooled, 99% unchanged hid 3-4% of retained
@@ -15,7 +19,8 @@ with the unsteered model's own answers:
   worse of the two. Pooled, the many unchanged retain answers hid a mode whose steered forget
   answers degenerate ("I I I I"): it scored 0.98 while a quarter of its forget answers were broken.
 The chosen setting maximises the forget score among those keeping retain >= `min_retain` and
-fluency >= `min_fluency` (ties: smaller strength, fewer layers, the earlier mode). No labels
+fluency >= `min_fluency` (ties: the larger pooled forget share, smaller strength, fewer
+layers, the earlier mode). No labels
 are needed, so the same tuner works on real models. The whole grid is returned for plotting.
 
 `tune_tasks` then picks a strength per MLLMU task for the chosen layers and mode, as the public
@@ -48,6 +53,17 @@ class Candidate:
     ok: bool = False
     refusals: float = 0.0  # share of forget replies with a refusal phrase
     retain_groups: dict[str, float] = field(default_factory=dict)  # unchanged share per retain group
+    forget_pooled: float = 0.0  # share of all forget prompts whose answer is gone
+    forget_groups: dict[str, float] = field(default_factory=dict)  # gone share per task x modality group
+
+
+MIN_FORGET_GROUP = 5  # forget prompts a task x modality group needs to count in the worst-group score
+
+
+def forget_groups(prompts: Sequence[Prompt]) -> list[str]:
+    """Each forget prompt's group for the forget score: its MLLMU task and whether it shows a
+    picture ("classification, text")."""
+    return [f"{task_of(p.question)}, {'image' if p.image is not None else 'text'}" for p in prompts]
 
 
 @dataclass
@@ -94,24 +110,36 @@ def answer_gone(reply: str, base: str) -> bool:
 
 
 def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Sequence[str],
-                  groups: Sequence[str] | None = None, base_forget: Sequence[str] | None = None) -> dict:
+                  groups: Sequence[str] | None = None, base_forget: Sequence[str] | None = None,
+                  forget_labels: Sequence[str] | None = None) -> dict:
     """Forget answers gone (against `base_forget`, the unsteered forget replies; without them the
-    share of refusals), retain answers unchanged (the worst group's share when `groups` labels
-    the retain replies), and the worse of the two fluency shares."""
+    share of refusals; the worst group's share when `forget_labels` labels the forget replies,
+    counting groups of MIN_FORGET_GROUP answered prompts or more), retain answers unchanged (the
+    worst group's share when `groups` labels the retain replies), and the worse of the two
+    fluency shares."""
     def share(xs) -> float:
         return sum(xs) / len(xs)
+
+    def by_label(values, labels, what, least=1) -> dict[str, float]:
+        if labels is None:
+            return {}
+        if len(labels) != len(values):
+            raise ValueError(f"{len(labels)} {what} group labels for {len(values)} {what} replies")
+        kept = {g: [v for v, h in zip(values, labels) if h == g] for g in dict.fromkeys(labels)}
+        return {g: share(v) for g, v in kept.items() if len(v) >= least}
     same = [a == b for a, b in zip(retain, base_retain)]
-    by_group = {}
-    if groups is not None:
-        if len(groups) != len(retain):
-            raise ValueError(f"{len(groups)} retain group labels for {len(retain)} retain replies")
-        by_group = {g: share([s for s, h in zip(same, groups) if h == g]) for g in dict.fromkeys(groups)}
+    by_group = by_label(same, groups, "retain")
     refusals = share([is_refusal(x) for x in forget])
     # a prompt the unsteered model left unanswered says nothing about forgetting: it is left out (it counted as gone)
-    pairs = [] if base_forget is None else [(x, b) for x, b in zip(forget, base_forget) if b.strip()]
-    gone = share([answer_gone(x, b) for x, b in pairs]) if pairs else refusals
-    return {"forget": gone, "refusals": refusals,
-            "retain": min(by_group.values()) if by_group else share(same),
+    answered = [i for i, b in enumerate(base_forget or []) if b.strip()]
+    gone = [answer_gone(forget[i], base_forget[i]) for i in answered] if base_forget is not None else []
+    pooled = share(gone) if gone else refusals
+    if forget_labels is not None and len(forget_labels) != len(forget):
+        raise ValueError(f"{len(forget_labels)} forget group labels for {len(forget)} forget replies")
+    by_task = by_label(gone, [forget_labels[i] for i in answered], "forget", MIN_FORGET_GROUP) \
+        if forget_labels is not None and gone else {}
+    return {"forget": min(by_task.values()) if by_task else pooled, "forget_pooled": pooled, "forget_groups": by_task,
+            "refusals": refusals, "retain": min(by_group.values()) if by_group else share(same),
             "fluency": min(share([is_fluent(x) for x in forget]), share([is_fluent(x) for x in retain])),
             "retain_groups": by_group}
 
@@ -154,6 +182,7 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
             raise ValueError(f"{name} is a share between 0 and 1, got {bar}")
     base_retain = replies(adapter, retain, max_new_tokens)
     base_forget = replies(adapter, forget, max_new_tokens)
+    labels = forget_groups(forget)
     grid, total = [], len(modes) * len(layer_sets) * len(strengths)
     ramps = [ramp_for(eraser, layers) for layers in layer_sets]  # once per layer set, not per mode
     for mode in modes:
@@ -165,7 +194,7 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
                                              floor=floor, full=full)
                 scores = score_replies(replies(adapter, forget, max_new_tokens, steering=steer),
                                        replies(adapter, retain, max_new_tokens, steering=steer), base_retain,
-                                       retain_groups, base_forget)
+                                       retain_groups, base_forget, labels)
                 c = Candidate(mode, list(layers), float(s), **scores)
                 c.ok = c.retain >= min_retain and c.fluency >= min_fluency
                 grid.append(c)
@@ -173,7 +202,8 @@ def tune(adapter: VLMAdapter, eraser: Eraser, forget: Sequence[Prompt], retain: 
                     progress(len(grid), total)
     admissible = [c for c in grid if c.ok]
     order = {m: i for i, m in enumerate(modes)}
-    best = max(admissible, key=lambda c: (c.forget, -c.strength, -len(c.layers), -order[c.mode]), default=None)
+    best = max(admissible, key=lambda c: (c.forget, c.forget_pooled, -c.strength, -len(c.layers), -order[c.mode]),
+               default=None)
     return TuneResult(best, list(modes), grid)
 
 

@@ -66,8 +66,8 @@ def test_fluency_is_the_worse_of_forget_and_retain():
     forget = ["I'm sorry, I can't help with that.", "This person is I I I I"]
     retain = ["The shape is red."] * 20
     scores = score_replies(forget, retain, base_retain=["The shape is red."] * 19 + ["The shape is blue."])
-    assert scores == {"forget": 0.5, "refusals": 0.5, "retain": 0.95, "fluency": 0.5,
-                      "retain_groups": {}}  # fluency pooled: 21/22
+    assert scores == {"forget": 0.5, "forget_pooled": 0.5, "forget_groups": {}, "refusals": 0.5, "retain": 0.95,
+                      "fluency": 0.5, "retain_groups": {}}  # fluency pooled: 21/22
 
 
 def test_forget_score_is_the_share_of_answers_gone():
@@ -104,6 +104,57 @@ def test_retain_score_is_the_worst_group():
     assert score_replies(["I'm sorry."], retain, base)["retain"] == 0.95  # pooled
     with pytest.raises(ValueError, match="group labels"):
         score_replies(["I'm sorry."], retain, base, groups[:3])
+
+
+def test_forget_score_is_the_worst_task_group_of_five_answered_prompts_or_more():
+    """A setting that forgets the open questions and clozes but not the text MCQs is not hidden by
+    them: pooled, such a setting outscored one that forgot all three and was chosen (MLLMU-Bench
+    files without names on the toy model: text MCQ answered 35% against 3%)."""
+    from core.activations import Prompt
+    from core.data.formats import classification_prompt, cloze_prompt
+    from core.tuner import forget_groups
+    pic = random_image(0)
+    mcq = classification_prompt({"Question": "Where was Ann born?", "Options": dict(zip("ABCD", "wxyz"))})
+    prompts = [Prompt(mcq, None)] * 6 + [Prompt(cloze_prompt({"Question": "Ann was born in __."}), None)] * 6 \
+        + [Prompt("Who is this?", pic)] * 6 + [Prompt(mcq, pic)] * 2
+    labels = forget_groups(prompts)
+    assert labels[0] == "classification, text" and labels[6] == "cloze, text" and labels[12] == "generation, image"
+    base = ["B"] * 6 + ["Oslo"] * 6 + ["Ann Lee"] * 6 + ["B", "B"]
+    steered = ["B"] * 3 + ["I am sorry."] * 3 + ["I am sorry."] * 6 + ["I am sorry."] * 6 + ["B", "B"]
+    scores = score_replies(steered, ["x"], ["x"], base_forget=base, forget_labels=labels)
+    # the image MCQs (2 prompts) are too few to be a group of their own; they count in the pooled share
+    assert scores["forget_groups"] == {"classification, text": 0.5, "cloze, text": 1.0, "generation, image": 1.0}
+    assert scores["forget"] == 0.5 and scores["forget_pooled"] == 15 / 20
+    with pytest.raises(ValueError, match="3 forget group labels for 20 forget replies"):
+        score_replies(steered, ["x"], ["x"], base_forget=base, forget_labels=labels[:3])
+
+
+def test_the_tuner_chooses_by_the_worst_task_group_not_the_pooled_share(monkeypatch):
+    """Strength 1 forgets every cloze and no MCQ (pooled 0.70), strength 2 five MCQs of six and
+    eight clozes of fourteen (pooled 0.65): the pooled share chose strength 1."""
+    from types import SimpleNamespace
+
+    import core.tuner as tuner
+    from core.activations import Prompt
+    from core.data.formats import classification_prompt, cloze_prompt
+    mcq = Prompt(classification_prompt({"Question": "Where was Ann born?", "Options": dict(zip("ABCD", "wxyz"))}), None)
+    cloze = Prompt(cloze_prompt({"Question": "Ann was born in __."}), None)
+    forget, retain = [mcq] * 6 + [cloze] * 14, [Prompt("What colour is the sky?", None)] * 5
+    gone = {1.0: (0, 14), 2.0: (5, 8)}  # strength -> (MCQs forgotten, clozes forgotten)
+
+    def replies(adapter, prompts, max_new_tokens, steering=None, **kw):
+        if prompts is retain:
+            return ["Blue."] * len(prompts)
+        if steering is None:
+            return ["B"] * 6 + ["Oslo"] * 14
+        m, c = gone[steering()["strength"]]
+        return ["I am sorry."] * m + ["B"] * (6 - m) + ["I am sorry."] * c + ["Oslo"] * (14 - c)
+    monkeypatch.setattr(tuner, "replies", replies)
+    eraser = SimpleNamespace(config=SimpleNamespace(gate_ramp=False, joint_gate=None, gate_layer=None),
+                             apply=lambda adapter, **kw: kw)  # steering() hands the replies its settings
+    res = tuner.tune(None, eraser, forget, retain, [[1]], [1.0, 2.0])
+    assert [(c.forget, c.forget_pooled) for c in res.grid] == [(0.0, 0.7), (8 / 14, 0.65)]  # worst: the clozes
+    assert res.best.strength == 2.0
 
 
 def test_ties_prefer_the_earlier_mode():
