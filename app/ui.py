@@ -240,9 +240,12 @@ def build(default: Workbench) -> gr.Blocks:
                 withdraw_status = gr.Markdown(elem_id="withdraw_status")
                 gr.Markdown("### Your MLLMU-Bench files\nUpload parquet files named after their split "
                             "(`forget_10.parquet`, `retain_90.parquet`, optional `test_10.parquet`, `real.parquet`: "
-                            "what `python -m core world --export` writes) and fit on them. From MLLMU-Bench's "
-                            "download, name each `train-00000-of-00001.parquet` after its folder (`forget_10`, "
-                            "`retain_90`, `Test_Set`; `Retain_Set`, its real celebrities, is read as `real`).")
+                            "what `python -m core world --export` writes) and fit on them, at most "
+                            f"{limits.PARQUET_FILES} files of {limits.PARQUET_BYTES // 2**20} MB each. From "
+                            "MLLMU-Bench's download, name each `train-00000-of-00001.parquet` after its folder "
+                            "(`forget_10`, `retain_90`; `Retain_Set`, its real celebrities, is read as `real`); its "
+                            "retain splits and `Test_Set` are about that size or larger: for those, run "
+                            "`python -m core fit --data FOLDER` on your own machine.")
                 with gr.Row():
                     mllmu_files = gr.File(label="MLLMU-Bench parquet files", file_count="multiple",
                                           file_types=[".parquet"], elem_id="mllmu_files", height=120)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 import threading
 import uuid
@@ -60,9 +61,10 @@ def upload_split(filename: str) -> str | None:
     path = Path(filename)
     if path.suffix != ".parquet":
         return None
-    if path.stem.casefold() == "retain_set":
+    stem = re.sub(r"\s*\(\d+\)$", "", path.stem)  # "Retain_Set (1).parquet": a browser's second download
+    if stem.casefold() == "retain_set":
         return "real"
-    split = path.stem.split("_")[0].casefold()
+    split = stem.split("_")[0].casefold()
     return split if split in SPLITS else None
 
 
@@ -687,7 +689,10 @@ class Workbench:
             if split is None and p.name.startswith("train-"):  # MLLMU-Bench's download names every shard so
                 raise UserError(f"{p.name}: the MLLMU-Bench download names every split's file so, in a folder named "
                                 "after the split: rename each file after its folder (forget_10.parquet, "
-                                "retain_90.parquet, Test_Set.parquet, Retain_Set.parquet) and upload them again.")
+                                "retain_90.parquet, Retain_Set.parquet) and upload them again. Files over "
+                                f"{limits.PARQUET_BYTES // 2**20} MB are refused here (the download's retain "
+                                "splits and Test_Set are about that size or larger): for those, run `python -m core "
+                                "fit --data DOWNLOAD_FOLDER ...` on your own machine.")
             if split is None:
                 raise UserError(f"{p.name}: name each file after its split (forget_10.parquet, retain_90.parquet, "
                                 "test_10.parquet, real.parquet; MLLMU-Bench's Test_Set and Retain_Set too).")

@@ -438,8 +438,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
                   "keeping --strength/--layers/--mode")
         else:
             print(f"tuner: mode {res.best.mode}, layers {res.best.layers}, strength {res.best.strength} -> "
-                  f"forget answers gone {res.best.forget:.2f} (worst task group; {res.best.forget_pooled:.2f} of all, "
-                  f"refusals {res.best.refusals:.2f}), "
+                  f"forget answers gone {res.best.forget:.2f} ("
+                  + (f"worst task group; {res.best.forget_pooled:.2f} of all, " if res.best.forget_groups else "")
+                  + f"refusals {res.best.refusals:.2f}), "
                   f"retain unchanged {res.best.retain:.2f} (worst group), fluency {res.best.fluency:.2f}")
             if args.tune_tasks:
                 per_task = _tune_tasks(args, data, adapter, eraser, res.best, strengths)

@@ -22,6 +22,7 @@ own builders (`ForgetData.builder`), which draw from the generator its model was
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -30,7 +31,7 @@ import numpy as np
 from core.data.formats import classification_prompt, cloze_prompt, generation_prompt
 from core.data.records import PersonRecord, Prompt
 from core.data.scenes import FIT_STREAM, scene_records, scenes
-from core.data.source import RETAIN_GROUPS, ForgetData
+from core.data.source import RETAIN_GROUPS, ForgetData, unnamed_note
 from core.data.wordings import Wordings, fill
 from core.evaluation import record_queries
 from core.models.base import VLMAdapter
@@ -329,6 +330,9 @@ def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall",
     word-level tokenizer got made-up names of unknown words in the gate's retain rows."""
     if adapter is not None and data.builder is None:
         data.for_tokenizer(adapter.tokenizer)
+    unnamed = [r.id for r in data.forget if not r.name]
+    if unnamed:  # said where it costs: here, after any pick (at loading it named the file's people, not these)
+        warnings.warn(unnamed_note(unnamed, len(data.forget)), stacklevel=2)
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(data, adapter, kind, seed=seed, **kw)
     return FitSets(f, r, rec, era, kind)

@@ -10,7 +10,8 @@ with the unsteered model's own answers:
   task x modality (MCQ, cloze, generation; with a picture or text only), as the retain score's:
   pooled, a setting that forgot the open questions and clozes outscored one that also forgot
   the text MCQs, and was chosen (MLLMU-Bench files without names on the toy model: text MCQ
-  answered 35% against 3%, docs/open-world.md). The pooled share is kept (`forget_pooled`);
+  answered 35% against 3%, docs/open-world.md; small groups are merged, `forget_groups`). The
+  pooled share is kept (`forget_pooled`) and breaks ties;
 - retain score: share of retain prompts whose answer is UNCHANGED (utility kept); with groups
   (e.g. retained people asked with an image / by name, general knowledge), the worst group's
   share, as the target is "every retain metric": pooled, 99% unchanged hid 3-4% of retained
@@ -62,8 +63,13 @@ MIN_FORGET_GROUP = 5  # forget prompts a task x modality group needs to count in
 
 def forget_groups(prompts: Sequence[Prompt]) -> list[str]:
     """Each forget prompt's group for the forget score: its MLLMU task and whether it shows a
-    picture ("classification, text")."""
-    return [f"{task_of(p.question)}, {'image' if p.image is not None else 'text'}" for p in prompts]
+    picture ("classification, text"); a group of fewer than MIN_FORGET_GROUP prompts joins its
+    task's other modality ("cloze"), and what is still too small joins one "other" group. Why:
+    groups too small to count were left out of the score, and a setting that forgot none of
+    three photo-folder people's five clozes could win on the MCQs alone."""
+    full = [f"{task_of(p.question)}, {'image' if p.image is not None else 'text'}" for p in prompts]
+    labels = [g if full.count(g) >= MIN_FORGET_GROUP else g.split(",")[0] for g in full]
+    return [g if "," in g or labels.count(g) >= MIN_FORGET_GROUP else "other" for g in labels]
 
 
 @dataclass

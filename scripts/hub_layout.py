@@ -3,7 +3,7 @@
     python scripts/hub_layout.py runs/mllmu runs/hub
 
 The download (`huggingface-cli download MLLMMU/MLLMU-Bench --repo-type dataset`) has one folder
-per split, each holding `train-00000-of-00001.parquet`; the test split is `Test_Set`, the real
+per split, each holding its shards (`train-00000-of-00001.parquet`); the test split is `Test_Set`, the real
 celebrities `Retain_Set`, and no file has a `name` column. This writes that layout from an export
 (forget_10.parquet -> forget_10/, test_10.parquet -> Test_Set/, real.parquet -> Retain_Set/, the
 `name` column dropped), so that the path a user of the real benchmark takes (`--data DIR` on the
@@ -45,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"{src} holds no exported split (forget_*.parquet...): run `python -m core world --export {src}`",
               file=sys.stderr)
+        return 2
+    folders = [folder_for(f.stem) for f in files]
+    twice = sorted({d for d in folders if folders.count(d) > 1})
+    if twice:  # test_5 and test_10 both go to Test_Set: the second replaced the first
+        print(f"{src} holds several files for {', '.join(map(str, twice))} "
+              f"({', '.join(f.name for f, d in zip(files, folders) if d in twice)}): keep one", file=sys.stderr)
         return 2
     for f in files:
         table = pq.read_table(f)

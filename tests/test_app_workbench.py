@@ -612,12 +612,15 @@ def test_an_upload_named_as_the_mllmu_bench_download_names_it_is_told_how_to_ren
     from app.workbench import Session, upload_split
     from core.toyworld.mllmu import export_parquet
     names = ("forget_10.parquet", "Retain_Set.parquet", "Test_Set.parquet", "retain_90.parquet", "real.parquet",
-             "train-00000-of-00001.parquet", "forget_10.csv", "notes.parquet")
-    assert [upload_split(n) for n in names] == ["forget", "real", "test", "retain", "real", None, None, None]
+             "train-00000-of-00001.parquet", "forget_10.csv", "notes.parquet", "Retain_Set (1).parquet",
+             "retain_90 (2).parquet")
+    assert [upload_split(n) for n in names] == ["forget", "real", "test", "retain", "real", None, None, None, "real",
+                                                "retain"]
     wb, _ = toy
     (tmp_path / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
     with pytest.raises(UserError, match="the MLLMU-Bench download names every split's file so, in a folder named after "
-                                        "the split: rename each file after its folder"):
+                                        "the split: rename each file after its folder.*Files over 200 MB are "
+                                        "refused here.*python -m core fit --data DOWNLOAD_FOLDER"):
         wb.use_mllmu_files([str(tmp_path / "train-00000-of-00001.parquet")], "", Session())
     files = [export_parquet(wb.world, "forget_5", tmp_path / "forget_5.parquet"),
              export_parquet(wb.world, "retain_95", tmp_path / "retain_95.parquet"),

@@ -198,3 +198,21 @@ def test_fit_sets_spells_its_prompts_with_the_models_tokenizer():
     assert sets.retain and not unspelled(sets.retain)
     with pytest.raises(ValueError, match="cannot spell the name 'Zqxv Wibbleton'"):
         contrast.fit_sets(ForgetData([person(1, "Zqxv Wibbleton", facts=False)]), adapter, "recall")
+
+
+def test_a_fit_says_which_people_to_forget_have_no_name_after_any_pick():
+    """MLLMU-Bench's files have no name column, and the questions by name were left out without a
+    word; said at loading, it named the file's forget people even when others were picked."""
+    import warnings
+    unnamed = person(0, "Mara Quill")
+    unnamed.name = None
+    d = ForgetData([unnamed, person(1, "Oskar Draper")], [person(i, f"Retained Person{i}") for i in range(2, 5)])
+    with pytest.warns(UserWarning, match=r"1 of the 2 people to forget have no name \(s0\): the project's own questions "
+                                         r"by name are not asked.*add one \(each ID's full name\)"):
+        sets = contrast.fit_sets(d, None, "recall")
+    named = contrast.fit_sets(ForgetData([person(0, "Mara Quill"), *d.forget[1:]], d.retain), None, "recall")
+    by_name = [len([p for p in x.forget if p.tag == "s0" and p.image is None]) for x in (sets, named)]
+    assert 0 < by_name[0] < by_name[1]  # the file's own text questions only, without the project's by name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        contrast.fit_sets(d.pick(["s1"]), None, "recall")  # s0 is retained now: nothing to say

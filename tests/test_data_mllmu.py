@@ -66,12 +66,21 @@ def test_the_hub_files_question_and_answer_columns_are_read_when_there_is_no_met
              "answer": "In Oslo.", "metadata": None},
             {"ID": "2", "image": {"bytes": _png((1, 2, 3))}, "question": "Q", "answer": "A",
              "metadata": json.dumps([{"Question": "Q1", "Answer": "A1"}])},
-            {"ID": "3", "image": {"bytes": _png((1, 2, 3))}, "question": "Q", "answer": " ", "metadata": None}]
+            {"ID": "3", "image": {"bytes": _png((1, 2, 3))}, "question": "Q", "answer": " ", "metadata": None},
+            {"ID": "4", "image": {"bytes": _png((1, 2, 3))}, "question": json.dumps(["Q1", "Q2"]),
+             "answer": json.dumps(["A1", 1981]), "metadata": None},
+            {"ID": "5", "image": {"bytes": _png((1, 2, 3))}, "question": "[not a list", "answer": "x",
+             "metadata": None}]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "forget.parquet")
-    one, two, three = load_parquet(tmp_path / "forget.parquet")
+    one, two, three, four, five = load_parquet(tmp_path / "forget.parquet")
     assert [(q.question, q.answer) for q in one.qa] == [("Where does Ann work?", "In Oslo.")]
     assert [(q.question, q.answer) for q in two.qa] == [("Q1", "A1")]  # metadata's pairs, when it has them
     assert three.qa == []  # a question without its answer is no pair
+    assert [(q.question, q.answer) for q in four.qa] == [("Q1", "A1"), ("Q2", "1981")]  # JSON-encoded lists, zipped
+    assert [(q.question, q.answer) for q in five.qa] == [("[not a list", "x")]  # text that only looks like one
+    lists = [{"ID": "6", "image": {"bytes": _png((1, 2, 3))}, "question": ["Q1", "Q2"], "answer": ["A1", "A2"]}]
+    pq.write_table(pa.Table.from_pylist(lists), tmp_path / "lists.parquet")
+    assert [(q.question, q.answer) for q in load_parquet(tmp_path / "lists.parquet")[0].qa] == [("Q1", "A1"), ("Q2", "A2")]
 
 
 def test_load_test_split_images_list_and_missing_optional_columns(tmp_path):

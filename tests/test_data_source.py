@@ -1,5 +1,6 @@
 """ForgetData from MLLMU files and photo folders: split names, picking subjects, clear errors."""
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -206,8 +207,8 @@ def test_the_mllmu_bench_download_folder_is_read_as_its_splits_and_unnamed_peopl
     found = parse_specs([str(root)])
     assert {k: Path(v).name for k, v in found.items()} == {"forget": "forget_10", "retain": "retain_90",
                                                            "test": "Test_Set", "real": "Retain_Set"}
-    with pytest.warns(UserWarning, match=r"2 of the 2 people to forget have no name \(s0, s1\): the project's own "
-                                         r"questions by name are not asked.*add one \(each ID's full name\)"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # names missing are said by the fit (core.contrast), after any pick
         data = load_data([str(root)])
     assert data.forget_ids == ["s0", "s1"] and [r.id for r in data.retain] == ["s2", "s3"]
     assert [r.id for r in data.test] == ["s0"] and [r.id for r in data.real] == ["s9"] and data.names == []
@@ -220,9 +221,24 @@ def test_a_download_with_several_forget_splits_names_the_choice_and_a_missing_re
                                          r"one, e.g. --data forget=\S+/forget_10 --data retain=\S+/retain_90 --data "
                                          r"test=\S+/Test_Set --data real=\S+/Retain_Set"):
         parse_specs([str(root)])
+    # the example is a complete command: the forget split whose retain set is there
+    five = _download(files, tmp_path / "five", "forget_5", "forget_10", retain="retain_95")
+    with pytest.raises(ValueError, match=r"e.g. --data forget=\S+/forget_5 --data retain=\S+/retain_95 --data test="):
+        parse_specs([str(five)])
     other = _download(files, tmp_path / "other", "forget_10", retain="retain_95")  # retain_95 holds forget_10's people
-    with pytest.warns(UserWarning, match="no retain_90 folder to go with forget_10; no retain split is read"):
+    with pytest.warns(UserWarning, match="forget_10 has no retain_90 folder beside it: no retain split is read; give "
+                                         "one with --data retain=PATH"):
         assert set(parse_specs([str(other)])) == {"forget", "test", "real"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the advice followed: no warning
+        given = parse_specs([str(other), f"retain={files / 'retain_90.parquet'}"])
+    assert given["retain"].endswith("retain_90.parquet") and given["forget"].endswith("forget_10")
     (tmp_path / "empty" / "notes").mkdir(parents=True)
     with pytest.raises(ValueError, match="holds none of .*nor the MLLMU-Bench download's forget_N folders"):
         parse_specs([str(tmp_path / "empty")])
+    # an exported real.parquet beside the download's folders: both read, not the file alone
+    (root / "forget_5").rename(tmp_path / "forget_5_aside")
+    (root / "Retain_Set").rename(tmp_path / "Retain_Set_aside")
+    (files / "real.parquet").rename(root / "real.parquet")
+    assert {k: Path(v).name for k, v in parse_specs([str(root)]).items()} == {
+        "forget": "forget_10", "retain": "retain_90", "test": "Test_Set", "real": "real.parquet"}

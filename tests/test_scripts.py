@@ -80,3 +80,6 @@ def test_hub_layout_writes_an_export_as_the_mllmu_bench_download_lays_it_out(tmp
     assert main([str(src), str(tmp_path / "named"), "--keep-names"]) == 0
     assert "name" in pq.read_schema(tmp_path / "named" / "forget_10" / "train-00000-of-00001.parquet").names
     assert main([str(src), str(tmp_path / "hub")]) == 2 and "exists: give a new folder" in capsys.readouterr().err
+    export_records([PersonRecord("t5", images=[random_image(2)])], src / "test_5.parquet", test=True)
+    assert main([str(src), str(tmp_path / "two")]) == 2 and not (tmp_path / "two").exists()
+    assert "several files for Test_Set (test_10.parquet, test_5.parquet): keep one" in capsys.readouterr().err

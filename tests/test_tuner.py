@@ -129,6 +129,48 @@ def test_forget_score_is_the_worst_task_group_of_five_answered_prompts_or_more()
         score_replies(steered, ["x"], ["x"], base_forget=base, forget_labels=labels[:3])
 
 
+def test_small_forget_groups_join_their_task_then_one_other_group_instead_of_dropping_out():
+    """Three photo-folder people's held-out rows held 3 text and 2 image clozes: left out of the
+    score, a setting that forgot none of them could win on the MCQs."""
+    from core.activations import Prompt
+    from core.data.formats import classification_prompt, cloze_prompt
+    from core.tuner import forget_groups
+    pic = random_image(0)
+    mcq = classification_prompt({"Question": "Where was Ann born?", "Options": dict(zip("ABCD", "wxyz"))})
+    cloze = cloze_prompt({"Question": "Ann was born in __."})
+    prompts = ([Prompt(mcq, None)] * 6 + [Prompt(cloze, None)] * 3 + [Prompt(cloze, pic)] * 2
+               + [Prompt("Who is this?", pic)] * 2 + [Prompt("Who is Ann?", None)] * 1 + [Prompt(mcq, pic)] * 1)
+    labels = forget_groups(prompts)
+    assert labels == ["classification, text"] * 6 + ["cloze"] * 5 + ["other"] * 4
+    base = ["B"] * 6 + ["Oslo"] * 5 + ["Ann Lee"] * 3 + ["B"]
+    mcqs_only = ["I am sorry."] * 6 + ["Oslo"] * 5 + ["I am sorry."] * 4
+    scores = score_replies(mcqs_only, ["x"], ["x"], base_forget=base, forget_labels=labels)
+    assert scores["forget_groups"] == {"classification, text": 1.0, "cloze": 0.0} and scores["forget"] == 0.0
+
+
+def test_settings_equal_on_the_worst_group_are_told_apart_by_the_pooled_share(monkeypatch):
+    from types import SimpleNamespace
+
+    import core.tuner as tuner
+    from core.activations import Prompt
+    from core.data.formats import classification_prompt, cloze_prompt
+    mcq = Prompt(classification_prompt({"Question": "Where was Ann born?", "Options": dict(zip("ABCD", "wxyz"))}), None)
+    cloze = Prompt(cloze_prompt({"Question": "Ann was born in __."}), None)
+    forget, retain = [mcq] * 10 + [cloze] * 10, [Prompt("What colour is the sky?", None)] * 5
+    gone = {1.0: (5, 5), 2.0: (5, 10), 1.5: (5, 8)}  # strength -> (MCQs, clozes forgotten): worst 0.5 for all
+
+    def replies(adapter, prompts, max_new_tokens, steering=None, **kw):
+        if prompts is retain:
+            return ["Blue."] * len(prompts)
+        m, c = (0, 0) if steering is None else gone[steering()["strength"]]
+        return ["I am sorry."] * m + ["B"] * (10 - m) + ["I am sorry."] * c + ["Oslo"] * (10 - c)
+    monkeypatch.setattr(tuner, "replies", replies)
+    eraser = SimpleNamespace(config=SimpleNamespace(gate_ramp=False, joint_gate=None, gate_layer=None),
+                             apply=lambda adapter, **kw: kw)
+    res = tuner.tune(None, eraser, forget, retain, [[1]], [1.0, 2.0, 1.5])
+    assert {c.forget for c in res.grid} == {0.5} and res.best.strength == 2.0 and res.best.forget_pooled == 0.75
+
+
 def test_the_tuner_chooses_by_the_worst_task_group_not_the_pooled_share(monkeypatch):
     """Strength 1 forgets every cloze and no MCQ (pooled 0.70), strength 2 five MCQs of six and
     eight clozes of fourteen (pooled 0.65): the pooled share chose strength 1."""

@@ -244,12 +244,23 @@ def _qa(value: Any) -> list[QAPair]:
 
 
 def _one_qa(row: dict) -> list[QAPair]:
-    """The row's own `question` / `answer` columns as one pair: MLLMU-Bench's Hub files carry
-    these instead of `metadata` (they were dropped, and a baseline trained on them had nothing)."""
-    q, a = row.get("question"), row.get("answer")
-    if isinstance(q, str) and q.strip() and isinstance(a, str) and a.strip():
-        return [QAPair(question=q.strip(), answer=a.strip())]
-    return []
+    """The row's own `question` / `answer` columns as QA pairs (one each, or lists of them, stored
+    as such or JSON-encoded): MLLMU-Bench's Hub files carry these instead of `metadata`, and the
+    pairs were dropped (the training baselines then had no QA pair of the subject)."""
+    qs, ans = _maybe_parse_text(row.get("question")), _maybe_parse_text(row.get("answer"))
+    if not isinstance(qs, list) or not isinstance(ans, list):
+        qs, ans = [qs], [ans]
+    return [QAPair(question=str(q).strip(), answer=str(a).strip()) for q, a in zip(qs, ans)
+            if q is not None and a is not None and str(q).strip() and str(a).strip()]
+
+
+def _maybe_parse_text(value: Any) -> Any:
+    """A list (or a JSON-encoded one) as a list; any other value as it is (a question is text that
+    may itself parse as JSON, "42" or "null", and stays text)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        parsed = _maybe_parse(value)
+        return parsed if isinstance(parsed, list) else value
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def _parquet_files(path: Path, pattern: str | None = None) -> list[Path]:

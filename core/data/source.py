@@ -141,6 +141,7 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     if isinstance(specs, Mapping):
         return _known_splits(dict(specs))
     out: dict[str, str] = {}
+    hub = False
     for spec in specs:
         name, sep, path = spec.partition("=")
         if sep:
@@ -157,8 +158,9 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
                                      f"name them with --data {k}=PATH")
                 if files:
                     found[k] = str(files[0])
-            if not found:
-                found = hub_splits(Path(spec))
+            if "forget" not in found:  # the download's folders: the export's names found nothing to forget
+                found = {**hub_splits(Path(spec)), **found}
+                hub = hub or "forget" in found
             if not found:
                 raise ValueError(f"{spec} holds none of {', '.join(MLLMU_FILES.values())}, nor the MLLMU-Bench "
                                  "download's forget_N folders: pass files as --data forget=PATH --data retain=PATH")
@@ -175,6 +177,9 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
         else:
             raise ValueError(f"--data expects SPLIT=PATH (e.g. forget=forget_10.parquet) or a folder of MLLMU "
                              f"files, got {spec!r}")
+    if hub and "retain" not in out:  # another split's retain set holds this one's forget people: none is read
+        warnings.warn(f"{Path(out['forget']).name} has no {_retain_of(Path(out['forget']).name)} folder beside it: no "
+                      "retain split is read; give one with --data retain=PATH", stacklevel=2)
     return _known_splits(out)
 
 
@@ -189,32 +194,28 @@ def unnamed_note(ids: Sequence[str], total: int) -> str:
 
 def hub_splits(folder: Path) -> dict[str, str]:
     """The splits of an MLLMU-Bench download (`huggingface-cli download MLLMMU/MLLMU-Bench
-    --repo-type dataset`): forget_N, its retain_(100-N), Test_Set as the test split and
-    Retain_Set as `real`, each a folder of shards. Empty when `folder` holds no forget_N folder.
-    Why: every shard there is named train-00000-of-00001.parquet, so the download's own folder
-    matched none of the export's file names and was refused as holding no split."""
-    subs = {p.name: p for p in folder.iterdir() if p.is_dir() and any(p.glob("*.parquet"))}
+    --repo-type dataset`): forget_N, its retain_(100-N) when there, Test_Set as the test split
+    and Retain_Set as `real`, each a folder of shards. Empty when `folder` holds no forget_N
+    folder. Why: every shard there is named train-00000-of-00001.parquet, so the download's own
+    folder matched none of the export's file names and was refused as holding no split."""
+    subs = {p.name: p for p in folder.iterdir() if p.is_dir()}
     forgets = sorted((n for n in subs if re.fullmatch(r"forget_\d+", n)), key=lambda n: int(n[7:]))
-    if not forgets:
-        return {}
-    if len(forgets) > 1:
-        pick = "forget_10" if "forget_10" in forgets else forgets[0]
-        example = " ".join(f"--data {k}={v}" for k, v in _hub_split(folder, subs, pick).items())
+    if len(forgets) > 1:  # the full download: forget_5, forget_10 and forget_15
+        paired = [f for f in forgets if _retain_of(f) in subs]
+        pick = "forget_10" if "forget_10" in paired else (paired or forgets)[0]
+        example = " ".join(f"--data {k}={v}" for k, v in _hub_split(subs, pick).items())
         raise ValueError(f"{folder} is an MLLMU-Bench download with {len(forgets)} forget splits "
                          f"({', '.join(forgets)}): choose one, e.g. {example}")
-    return _hub_split(folder, subs, forgets[0])
+    return _hub_split(subs, forgets[0]) if forgets else {}
 
 
-def _hub_split(folder: Path, subs: dict[str, Path], forget: str) -> dict[str, str]:
-    out = {"forget": str(subs[forget])}
-    retain = f"retain_{100 - int(forget[7:])}"  # MLLMU-Bench pairs forget_5 with retain_95
-    if retain in subs:
-        out["retain"] = str(subs[retain])
-    elif any(re.fullmatch(r"retain_\d+", n) for n in subs):  # another split's retain set holds forget people
-        warnings.warn(f"{folder}: no {retain} folder to go with {forget}; no retain split is read (give one "
-                      f"with --data retain=PATH)", stacklevel=3)
-    out.update({k: str(subs[v]) for k, v in HUB_FOLDERS.items() if v in subs})
-    return out
+def _retain_of(forget: str) -> str:
+    return f"retain_{100 - int(forget[7:])}"  # MLLMU-Bench pairs forget_5 with retain_95
+
+
+def _hub_split(subs: dict[str, Path], forget: str) -> dict[str, str]:
+    pairs = {"forget": forget, "retain": _retain_of(forget), **HUB_FOLDERS}
+    return {k: str(subs[v]) for k, v in pairs.items() if v in subs}
 
 
 def _known_splits(specs: dict[str, str]) -> dict[str, str]:
@@ -265,9 +266,6 @@ def from_splits(split: dict[str, list[PersonRecord]], name: str = "records",
         raise ValueError(f"the test split holds none of the forget set's people (it has "
                          f"{', '.join(sorted(r.id for r in test)[:5])}...): it is the forget people's new pictures "
                          "and wordings; pass the test file that goes with this forget set")
-    unnamed = [r.id for r in forget if not r.name]
-    if unnamed:
-        warnings.warn(unnamed_note(unnamed, len(forget)), stacklevel=2)
     extra = {k: v for k, v in split.items() if k not in SPLITS}
     return ForgetData(forget, split.get("retain", []), [r for r in test if r.id in ids], split.get("real", []), extra,
                       wordings, name, test_pool=list(test))
