@@ -131,6 +131,40 @@ def _open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
 
+def test_mllmu_files_uploaded_in_the_browser_fit_this_sessions_eraser_and_a_download_name_is_explained(page, tmp_path):
+    """Model & data, Your MLLMU-Bench files: a shard named as the benchmark's download names it is
+    refused with the renaming to do; files named after their splits fit an eraser for one person
+    of them. In a tab of its own: the fit replaces that session's eraser, not the other tests'."""
+    from core.toyworld.mllmu import export_parquet
+    from core.toyworld.train import load_world
+    world = load_world("assets/toy-llava")
+    files = [str(export_parquet(world, s, tmp_path / f"{s}.parquet")) for s in ("forget_5", "retain_95")]
+    (tmp_path / "hub").mkdir()
+    shard = tmp_path / "hub" / "train-00000-of-00001.parquet"
+    shard.write_bytes((tmp_path / "forget_5.parquet").read_bytes())
+    own = page.context.browser.new_page()
+    try:
+        own.goto(page.url)
+        own.get_by_role("tab", name="Model & data").click()
+        upload = own.locator("#mllmu_files input[type=file]")
+        upload.set_input_files(files)
+        own.wait_for_function("() => document.querySelector('#mllmu_files').innerText.includes('retain_95')",
+                              timeout=30_000)
+        person = world.forget_people("forget_5")[0].id
+        own.locator("#mllmu_ids textarea").fill(person)
+        own.click("#mllmu_btn")
+        own.wait_for_selector("#mllmu_status:has-text('Fitted an eraser forgetting')", timeout=240_000)
+        status = own.locator("#mllmu_status").inner_text()
+        assert "forgetting 1 subject(s) of the uploaded files (99 retained" in status and "Note" not in status
+        upload.set_input_files(str(shard))  # added to the two: the upload is refused whole, with the renaming to do
+        own.wait_for_function("() => document.querySelector('#mllmu_files').innerText.includes('train-00000')",
+                              timeout=30_000)
+        own.click("#mllmu_btn")
+        own.wait_for_selector("#mllmu_status:has-text('rename each file after its folder')", timeout=30_000)
+    finally:
+        own.close()
+
+
 def test_layer_toggle_reruns_the_comparison(page):
     _pick(page, "FORGET")
     _set_strength(page, "3")

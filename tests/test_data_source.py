@@ -242,3 +242,15 @@ def test_a_download_with_several_forget_splits_names_the_choice_and_a_missing_re
     (files / "real.parquet").rename(root / "real.parquet")
     assert {k: Path(v).name for k, v in parse_specs([str(root)]).items()} == {
         "forget": "forget_10", "retain": "retain_90", "test": "Test_Set", "real": "real.parquet"}
+
+
+def test_a_folder_whose_path_holds_an_equals_sign_is_read_as_a_folder(files, tmp_path):
+    """`--data runs/lr=1e-4` was split at the "=" and refused as an unknown split 'runs/lr'."""
+    import shutil
+    odd = tmp_path / "lr=1e-4"
+    odd.mkdir()
+    for f in files.glob("*.parquet"):
+        shutil.copy(f, odd / f.name)
+    assert {k: Path(v).name for k, v in parse_specs([str(odd)]).items()} == {
+        "forget": "forget_10.parquet", "retain": "retain_90.parquet", "test": "test_10.parquet", "real": "real.parquet"}
+    assert parse_specs([f"forget={odd}/forget_10.parquet"]) == {"forget": f"{odd}/forget_10.parquet"}

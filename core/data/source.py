@@ -144,7 +144,7 @@ def parse_specs(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
     hub = False
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if sep:
+        if sep and not Path(spec).is_dir():  # a folder named "runs/a=b" is a folder, not the split "runs/a"
             if name.strip() in out:  # the first file was dropped without a word
                 raise ValueError(f"--data names the split {name.strip()!r} twice; give one file (or one folder of "
                                  "shards) per split")
