@@ -446,6 +446,8 @@ class Workbench:
             raise UserError(str(exc)) from exc
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
+        if cfg.floor_folds:  # a cross-fitted floor folds this forget set's retained people, not the last one's
+            cfg.floor_subjects = sets.retained
         H: dict[str, torch.Tensor] = {}
         try:
             eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,

@@ -332,6 +332,7 @@ def _preset_config(args, num_layers: int):
                    subject_gates=args.subject_gates, gate_retain=args.gate_retain, mode=args.mode,
                    strength=args.strength, gate_layer=args.gate_layer, joint_gate=_joint(args),
                    gate_floor=args.gate_floor, gate_full=args.gate_full, gate_ramp=args.gate_ramp or None,
+                   floor_folds=args.floor_folds or None,
                    position=None if args.gate_position is None else
                    {v: k for k, v in GATE_POSITIONS.items()}[args.gate_position])
     values = {**pre, **given}
@@ -407,6 +408,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"{len(data.real)} general rows; preset {args.preset}{' + tuning' if do_tune else ''}")
     sets = fit_sets(data, adapter, args.direction, seed=args.seed, variants=args.gate_variants,
                     n_retain=cfg.gate_retain, pgd_cfg=direction_pgd(args.eps))
+    if cfg.floor_folds:
+        cfg.floor_subjects = sets.retained
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
@@ -1081,6 +1084,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the gate floor and full value off the fit's own rows: floor at the 95th percentile of "
                         "the retain rows' gates, full steering from the 5th percentile of the forget rows' "
                         "(instead of --gate-floor / --gate-full)")
+    p.add_argument("--floor-folds", type=count0, default=0, metavar="K",
+                   help="with --gate-ramp, read the floor off retained people the gate was not fitted on: the "
+                        "retained people in K folds, the gate refitted without each fold and read on its rows "
+                        "(cross-fitted; default 0: off). Keeps people missing from the retain set answered; an "
+                        "adaptive attacker gets more through (docs/results.md)")
     p.add_argument("--adversarial-keep", choices=("last", "best"), default="last",
                    help="which PGD step of each attacked image the rounds add: its last, or its best (lowest gate: "
                         "the image an attacker who keeps its best step would send); default last")

@@ -23,7 +23,7 @@ own builders (`ForgetData.builder`), which draw from the generator its model was
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -51,6 +51,7 @@ class FitSets:
     recall: list[Prompt]
     erase: list[Prompt]
     kind: str
+    retained: list[str] = field(default_factory=list)  # the retained subjects' tags (made-up people's too)
 
 
 def _named(start: str, name: str | None) -> str:
@@ -335,4 +336,5 @@ def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall",
         warnings.warn(unnamed_note(unnamed, len(data.forget)), stacklevel=2)
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(data, adapter, kind, seed=seed, **kw)
-    return FitSets(f, r, rec, era, kind)
+    retained = [x.id for x in data.retain] + ([] if data.builder is not None else [x.id for x in decoys(data, seed)])
+    return FitSets(f, r, rec, era, kind, retained)

@@ -138,6 +138,13 @@ class EraserConfig:
     # each added subject and hardening round, so that they follow the rows (fit --gate-ramp); a
     # withdrawal keeps them (it must not move anyone else's answers: requests.refit_with(ramp=False))
     gate_ramp: bool = False
+    # with gate_ramp, read the floor off retained subjects the gate was not fitted on: `floor_subjects`
+    # (retain-row tags) in this many folds, the gate refitted without each fold and read on that fold's
+    # rows (fit --floor-folds); 0 reads it off the fit's own retain rows. Why: on retained people it
+    # never saw the gate reads higher than on the rows it was fitted to keep quiet, and the shipped
+    # recipe refused about one question in ten of such people (docs/results.md)
+    floor_folds: int = 0
+    floor_subjects: list = field(default_factory=list)
     adversarial_rounds: int = 0  # rounds of adversarial gate fitting (core.hardening; fit --adversarial-rounds)
     # two-sided hardening: retained people's image prompts perturbed to open the gate, added as retain
     # rows each round (core.hardening; fit --adversarial-open)
@@ -196,6 +203,18 @@ class EraserConfig:
         if not self.gate_floor < self.gate_full:
             raise ValueError(f"eraser config field 'gate_full' ({self.gate_full}) must be above 'gate_floor' "
                              f"({self.gate_floor})")
+        f, who = self.floor_folds, self.floor_subjects
+        if isinstance(f, bool) or not isinstance(f, int) or f < 0 or f == 1 or f > 1000:
+            raise ValueError(f"eraser config field 'floor_folds' must be 0 (off) or a number of folds from 2 to 1000, "
+                             f"got {f!r}")
+        if not isinstance(who, list) or not all(isinstance(t, str) for t in who):
+            raise ValueError("eraser config field 'floor_subjects' must be a list of retained subjects' tags")
+        if f and not self.gate_ramp:
+            raise ValueError("eraser config: 'floor_folds' cross-fits the gate ramp's floor; set 'gate_ramp' too "
+                             "(fit --gate-ramp)")
+        if f and not self.subject_gates:  # the fit keeps its rows (the state the folds refit on) with those only
+            raise ValueError("eraser config: 'floor_folds' refits the gate on the fit's rows, which a fit keeps with "
+                             "one gate per subject: set 'subject_gates' too")
         number("pgd_eps", 1e-9, 255.0)
         if isinstance(self.version, bool) or not isinstance(self.version, int) or not 1 <= self.version <= FORMAT:
             raise ValueError(f"eraser config field 'version' is {self.version!r}: this workbench reads erasers of "
@@ -286,7 +305,7 @@ class EraserConfig:
 # hashes, history): what a new fit in the app or the sequential benchmark takes over from an eraser.
 RECIPE_FIELDS = ("ratio", "gamma", "threshold", "retain_weight", "subject_gates", "gate_retain", "layers",
                  "steer_layers", "strength", "mode", "seed", "position", "gate_layer", "joint_gate", "gate_floor",
-                 "gate_full", "gate_ramp")
+                 "gate_full", "gate_ramp", "floor_folds")
 
 
 def recipe_of(config: EraserConfig) -> dict:
@@ -509,14 +528,16 @@ class Eraser:
                    gamma: float | None = None, threshold: float | None = None,
                    retain_weight: float | None = None, subject_gates: bool | None = None,
                    forget_subjects: Sequence[str] | None = None,
-                   joint_gate: Sequence[int] | None = None) -> "Eraser":
+                   joint_gate: Sequence[int] | None = None,
+                   retain_tags: Sequence[str] | None = None) -> "Eraser":
         """A new eraser with the same direction and a gate refitted with another null-space
         ratio / threshold / ridge gamma / retain weight / per-subject choice / joint gate
         (d_erase does not depend on them). Used by the live null-space inspector; this eraser is
         left untouched. Per-subject gates use `forget_subjects`, else the subjects stored at
         fitting time. `joint_gate`: one gate over these layers side by side, read before the
         steered layers (an empty list: each steered layer reads its own gate; None keeps the
-        eraser's reading)."""
+        eraser's reading). `retain_tags` (one per retain row): what a cross-fitted floor folds
+        (without them such a floor stays as stored)."""
         config = self.config_reading(joint_gate)
         if threshold is not None:
             config.ratio, config.threshold = None, threshold
@@ -540,7 +561,8 @@ class Eraser:
             config.subjects = []
         gate, diagnostics, joint = fit_gates(H_forget, H_retain, config, subjects)
         diagnostics["direction_norm"] = self.direction.norm(dim=-1)
-        return Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint).follow_ramp((H_forget, H_retain))
+        return Eraser(self.direction.clone(), gate, config, diagnostics, joint=joint).follow_ramp((H_forget, H_retain),
+                                                                                                 retain_tags)
 
     @classmethod
     def fit(cls, adapter: VLMAdapter, forget: Sequence[Prompt], retain: Sequence[Prompt],
@@ -646,22 +668,59 @@ class Eraser:
         layers = self.gate_layers
         return d["forget_gates"][layers].double().mean(0), d["retain_gates"][layers].double().mean(0)
 
+    def crossfit_retain_gates(self, H_forget: torch.Tensor, H_retain: torch.Tensor,
+                              tags: Sequence[str]) -> torch.Tensor:
+        """The gate on the rows of the retained subjects `config.floor_subjects` (their tags among
+        `tags`, one per retain row), each read by a gate fitted, with this eraser's settings,
+        without that subject's fold (`config.floor_folds` folds, every k-th subject of
+        `floor_subjects` in its order). What the cross-fitted floor is read off: how the gate reads
+        people it was not fitted on."""
+        folds, present = self.config.floor_folds, set(tags)
+        people = [t for t in dict.fromkeys(self.config.floor_subjects) if t in present]
+        if len(people) < folds:
+            raise ValueError(f"a floor cross-fitted in {folds} folds needs rows of at least {folds} retained "
+                             f"subjects ('floor_subjects'); these rows hold {len(people)}: give people to keep, or "
+                             "fewer folds")
+        layers = self.gate_layers
+        subjects = self.diagnostics.get("forget_subject") if self.config.subject_gates else None
+        if subjects is not None and len(subjects) != len(H_forget):
+            raise ValueError("one gate per forget subject needs the subject of every forget row")
+        reads = []
+        for k in range(folds):
+            fold = set(people[k::folds])
+            held = torch.tensor([t in fold for t in tags])
+            gate, _, joint = fit_gates(H_forget, H_retain[~held], self.config, subjects)
+            probe = Eraser(self.direction, gate, self.config, joint=joint)
+            reads.append(probe.read_gate(H_retain[held][:, layers].double(), layers))
+        return torch.cat(reads)
+
     def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05,
-                       rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[float, float]:
+                       rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       retain_tags: Sequence[str] | None = None) -> tuple[float, float]:
         """A gate ramp read off the fit's own rows (`state`): the floor at the `retain_q` quantile
         of the retain rows' gates (retained inputs the gate was fitted to keep quiet), full
         steering from the `forget_q` quantile of the forget rows' (attacked rows included after
         hardening). Data-driven, so that the ramp is not tuned on an evaluation. `rows`: (forget,
         retain) activations (N, L, d) to read it off instead of the fit state's. Without a fit state
         (one gate for the whole forget set, or saved with --no-state) the gates of the rows come
-        from the diagnostics (`row_gates`), which the fit wrote from the same rows."""
+        from the diagnostics (`row_gates`), which the fit wrote from the same rows. With
+        `config.floor_folds` the floor is read off `crossfit_retain_gates` instead, which needs the
+        retain rows' tags (the fit state's, or `retain_tags` with `rows`)."""
         if not self.gate_layers:
             raise ValueError("no gate to read a ramp off: the eraser steers no layer at its strength and layers")
         if rows is not None or self.state is not None:
             H_forget, H_retain = rows if rows is not None else (self.state.H_forget, self.state.H_retain)
+            tags = retain_tags if rows is not None else self.state.retain_tags
             layers = self.gate_layers
-            retain = self.read_gate(H_retain[:, layers].double(), layers)
+            if self.config.floor_folds and tags is None:
+                raise ValueError("a cross-fitted floor holds retained subjects out of the gate: it needs the retain "
+                                 "rows' tags")
+            retain = (self.crossfit_retain_gates(H_forget, H_retain, tags) if self.config.floor_folds
+                      else self.read_gate(H_retain[:, layers].double(), layers))
             forget = self.read_gate(H_forget[:, layers].double(), layers)
+        elif self.config.floor_folds:
+            raise ValueError("a cross-fitted floor is read off the fit's rows: this eraser holds no fit state; fit it "
+                             "again, or give --gate-floor / --gate-full")
         elif (gates := self.row_gates()) is not None:
             forget, retain = gates
         else:
@@ -677,13 +736,18 @@ class Eraser:
                              f"{100 * forget_q:g}% of the forget rows' stay under {full:.3f}, so no ramp separates them")
         return round(floor, 3), round(full, 3)
 
-    def follow_ramp(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> "Eraser":
-        """With `config.gate_ramp`, read the ramp again off the rows (the fit state's, or `rows`)
-        after a fit or refit; where the rows do not separate, the ramp the config holds stays
-        (`fit --gate-ramp` refuses such rows itself). Returns this eraser."""
+    def follow_ramp(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    retain_tags: Sequence[str] | None = None) -> "Eraser":
+        """With `config.gate_ramp`, read the ramp again off the rows (the fit state's, or `rows`
+        with their `retain_tags`) after a fit or refit; where the rows do not separate, or a
+        cross-fitted floor has no tags to fold, the ramp the config holds stays (`fit --gate-ramp`
+        refuses such rows itself). Returns this eraser."""
         if self.config.gate_ramp:
+            if self.config.floor_folds and not self.config.floor_subjects:  # else the stored ramp stayed, silently
+                raise ValueError("a cross-fitted floor (floor_folds) folds the retained subjects: set floor_subjects "
+                                 "(core.contrast.FitSets.retained) before fitting")
             try:
-                self.config.gate_floor, self.config.gate_full = self.ramp_from_rows(rows=rows)
+                self.config.gate_floor, self.config.gate_full = self.ramp_from_rows(rows=rows, retain_tags=retain_tags)
             except ValueError:
                 pass
         return self

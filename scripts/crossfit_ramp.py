@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -43,15 +44,11 @@ FOLDS, INNER, QUANTILE = 3, 3, 0.95
 def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str],
                    people: list[str], **ridge) -> float:
     """The 95th percentile of the gate on retained people's rows, each read by a gate refitted
-    without that person's inner fold."""
-    inner = [people[i::INNER] for i in range(INNER)]
-    layers = shipped.gate_layers
-    out = []
-    for fold in inner:
-        held = torch.tensor([t in set(fold) for t in tags])
-        gate = shipped.refit_gate(H_f, H_r[~held], **ridge)
-        out.append(gate.read_gate(H_r[held][:, layers].double(), layers))
-    return round(float(torch.cat(out).quantile(QUANTILE)), 3)
+    without that person's inner fold: the floor `fit --gate-ramp --floor-folds 3` reads
+    (Eraser.crossfit_retain_gates), here for a ridge and the people given."""
+    probe = shipped.refit_gate(H_f, H_r, **ridge)  # the ridge's settings; the folds' own gates are refitted below
+    probe.config = replace(probe.config, gate_ramp=True, floor_folds=INNER, floor_subjects=list(people))
+    return round(float(probe.crossfit_retain_gates(H_f, H_r, tags).quantile(QUANTILE)), 3)
 
 
 def per_person(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str], people: list[str],

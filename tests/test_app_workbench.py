@@ -631,6 +631,18 @@ def test_an_upload_named_as_the_mllmu_bench_download_names_it_is_told_how_to_ren
     assert len(data.retain) == len(wb.world.people) - len(data.forget)
 
 
+def test_a_recipe_with_a_cross_fitted_floor_folds_the_new_forget_sets_retained_people(toy):
+    """floor_folds travels with a recipe (RECIPE_FIELDS); the people it folds are the new fit's
+    retained ones, not the ones of the eraser the recipe came from."""
+    from core.eraser import recipe_of
+    wb, eraser = toy
+    recipe = EraserConfig(**{**recipe_of(eraser.config), "subject_gates": True, "gate_ramp": True, "floor_folds": 2})
+    fitted = wb.fit_eraser("forget_5", "recall", recipe=recipe)
+    kept = [p.id for p in wb.world.people if p.id not in {q.id for q in wb.world.forget_people("forget_5")}]
+    assert fitted.config.floor_folds == 2 and fitted.config.floor_subjects == kept
+    assert "floor_folds" in recipe_of(fitted.config)
+
+
 def test_every_step_mode_with_a_prompt_mean_gate_is_explained_not_a_bare_error(toy):
     from app.workbench import DEFAULT_ERASER
     from core.eraser import Eraser

@@ -546,6 +546,14 @@ def test_fit_with_adversarial_rounds_records_them(mini_toy, tmp_path, capsys):
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "z"), "--no-tune", "--gate-ramp",
                  "--gate-floor", "0.2", "--threads", "1"]) != 0
     assert "not both" in capsys.readouterr().err
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "z"), "--no-tune", "--floor-folds", "3",
+                 "--threads", "1"]) != 0
+    assert "'floor_folds' cross-fits the gate ramp's floor; set 'gate_ramp' too (fit --gate-ramp)" \
+        in capsys.readouterr().err
+    assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "z"), "--no-tune", "--gate-ramp",
+                 "--floor-folds", "1", "--threads", "1"]) != 0
+    assert "'floor_folds' must be 0 (off) or a number of folds from 2" in capsys.readouterr().err
+    assert not (tmp_path / "z").exists()
     assert main(["fit", "--model", str(mini_toy), "--out", str(tmp_path / "y"), "--no-tune",
                  "--adversarial-open", "4", "--threads", "1"]) != 0
     assert "give both" in capsys.readouterr().err

@@ -553,6 +553,53 @@ def test_the_gate_ramp_read_off_the_fit_rows_separates_them():
                                                                          eraser.config.gate_full)  # the ramp it held
 
 
+def test_a_cross_fitted_floor_is_read_off_retained_subjects_the_gate_was_not_fitted_on():
+    """floor_folds: each retained subject's rows read by a gate fitted without its fold, the floor
+    at their 95th percentile (checked against plain fits without each fold). On people it never
+    saw the gate reads higher than on its own rows, so the floor sits higher than the in-sample
+    one; without the subjects to fold it is a clear error, not the stored ramp kept silently."""
+    g = torch.Generator().manual_seed(0)
+    L, d, people = 2, 16, [f"r{i}" for i in range(6)]
+    H_r = torch.cat([torch.randn(20, L, d, generator=g) + torch.randn(1, L, d, generator=g) for _ in people]
+                    + [torch.randn(10, L, d, generator=g)])
+    tags = [p for p in people for _ in range(20)] + ["scene"] * 10
+    H_f = torch.randn(30, L, d, generator=g) + 4 * torch.randn(1, L, d, generator=g)
+    subjects = ["f0"] * 15 + ["f1"] * 15
+    H_rec, H_era = torch.randn(8, L, d, generator=g), torch.randn(8, L, d, generator=g) + 1
+
+    def config(**kw):
+        return EraserConfig(ratio=1.0, gamma=1.0, retain_weight=0.3, subject_gates=True, gate_ramp=True, **kw)
+    crossed = Eraser.from_activations(H_f, H_r, H_rec, H_era, config(floor_folds=3, floor_subjects=people),
+                                      subjects, tags)
+    layers = crossed.gate_layers
+    reads = []
+    for k in range(3):
+        held = torch.tensor([t in set(people[k::3]) for t in tags])
+        plain = Eraser.from_activations(H_f, H_r[~held], H_rec, H_era, config(), subjects,
+                                        [t for t, h in zip(tags, held.tolist()) if not h])
+        reads.append(plain.read_gate(H_r[held][:, layers].double(), layers))
+    want = round(max(0.0, float(torch.cat(reads).quantile(0.95))), 3)
+    in_sample = Eraser.from_activations(H_f, H_r, H_rec, H_era, config(), subjects, tags)
+    assert crossed.config.gate_floor == pytest.approx(want, abs=1e-3)
+    assert crossed.config.gate_floor > in_sample.config.gate_floor + 0.05
+    assert crossed.config.gate_full == in_sample.config.gate_full  # the forget side is read as before
+    # a refit folds again when given the rows' tags, and keeps the stored floor without them
+    wider = crossed.refit_gate(H_f, H_r, gamma=10.0, retain_tags=tags)
+    assert wider.config.gate_floor != crossed.config.gate_floor
+    assert crossed.refit_gate(H_f, H_r, gamma=10.0).config.gate_floor == crossed.config.gate_floor
+    with pytest.raises(ValueError, match="set floor_subjects"):
+        Eraser.from_activations(H_f, H_r, H_rec, H_era, config(floor_folds=3), subjects, tags)
+    with pytest.raises(ValueError, match="needs rows of at least 3 retained subjects.*these rows hold 2"):
+        crossed.crossfit_retain_gates(H_f, H_r[:40], tags[:40])
+    for bad in (1, -1, True, 2.0):
+        with pytest.raises(ValueError, match="'floor_folds' must be 0 \\(off\\) or a number of folds"):
+            config(floor_folds=bad)
+    with pytest.raises(ValueError, match="'floor_folds' cross-fits the gate ramp's floor; set 'gate_ramp'"):
+        EraserConfig(floor_folds=3, floor_subjects=people)
+    with pytest.raises(ValueError, match="'floor_folds' refits the gate on the fit's rows.*set 'subject_gates'"):
+        EraserConfig(floor_folds=3, gate_ramp=True, subject_gates=False)
+
+
 def test_a_preset_gives_its_settings_and_names_itself():
     from core.eraser import PRESETS
     work = EraserConfig.from_preset("workbench", 4)
