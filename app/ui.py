@@ -317,6 +317,11 @@ def build(default: Workbench) -> gr.Blocks:
                                            label="One gate over these layers together, read before the steered "
                                                  "layer (the shipped eraser: 0-3); empty: each steered layer "
                                                  "reads its own")
+                    ns_folds = gr.Number(value=er.config.floor_folds if er else 0, precision=0, minimum=0,
+                                         maximum=20, elem_id="ns_folds",
+                                         label="Gate floor cross-fitted over this many folds of the retained "
+                                               "people (0: read off the gate's own rows; 3 keeps people missing "
+                                               "from the retain set answered, and lets an attacker through more)")
                     ns_refit = gr.Button("Refit the gate (this session)", elem_id="ns_refit")
                 with gr.Row():
                     ns_rounds = gr.Slider(1, limits.HARDEN_ROUNDS, value=1, step=1, elem_id="ns_rounds",
@@ -486,11 +491,12 @@ def build(default: Workbench) -> gr.Blocks:
                 wb = wb_of(sess)
                 er = wb.eraser_for(sess)
             except UserError:
-                return (gr.update(),) * 8
+                return (gr.update(),) * 9
             c = er.config
             return (min(max(c.strength, -3.0), 3.0), [str(l) for l in (c.steer_layers or er.fitted_layers)], c.mode,
                     "stored", c.gate_floor, c.gate_full, bool(c.subject_gates),
-                    gr.update(choices=[str(l) for l in wb.layers], value=[str(l) for l in c.joint_gate or []]))
+                    gr.update(choices=[str(l) for l in wb.layers], value=[str(l) for l in c.joint_gate or []]),
+                    c.floor_folds)
 
         @logged
         def people_marks(sess):
@@ -523,8 +529,8 @@ def build(default: Workbench) -> gr.Blocks:
             (the playground's, and the Null space view's refit choices: a refit would otherwise
             switch the new eraser to the previous one's gate reading), and the gallery's captions."""
             event = event.then(show_forgotten, session, forgotten_out, api_visibility="private", **LIGHT).then(
-                eraser_controls, session, [strength, layers, mode, gate_at, floor, full, ns_person, ns_joint],
-                api_visibility="private", **LIGHT)
+                eraser_controls, session, [strength, layers, mode, gate_at, floor, full, ns_person, ns_joint,
+                                           ns_folds], api_visibility="private", **LIGHT)
             if gallery_items:
                 event = event.then(relabel_gallery, session, gallery, api_visibility="private", **LIGHT).then(
                     people_marks, session, people_table, api_visibility="private", **LIGHT)
@@ -746,12 +752,13 @@ def build(default: Workbench) -> gr.Blocks:
                 return (gr.update(),) * 4, f" The views are not redrawn: {exc}"
 
         @logged
-        def refit(sess, layer, ratio, gamma, weight, per_person, joint, progress=gr.Progress()):
+        def refit(sess, layer, ratio, gamma, weight, per_person, joint, folds=0, progress=gr.Progress()):
             wb = wb_of(sess)
             progress(0.2, desc="activations of the fit sets (cached after the first time)")
             new, msg = run_job(sess, "refit", lambda job: wb.refit(
                 wb.eraser_for(sess), ratio, gamma, weight, per_person, session=sess,
-                progress=_progress(progress), should_stop=job.should_stop, joint_layers=joint or []))
+                progress=_progress(progress), should_stop=job.should_stop, joint_layers=joint or [],
+                floor_folds=folds or 0))
             if new is None:
                 return (sess,) + (gr.update(),) * 6 + (msg,)
             sess.eraser = new
@@ -761,9 +768,11 @@ def build(default: Workbench) -> gr.Blocks:
             read = (f"read over layers {', '.join(map(str, c.joint_gate))} together" if c.joint_gate
                     else f"read at layer {c.gate_layer}" if c.gate_layer is not None
                     else "each steered layer reading its own")
+            ramp = (f", its floor {c.gate_floor:g} cross-fitted over {c.floor_folds} folds of "
+                    f"{len(c.floor_subjects)} retained people" if c.floor_folds else "")
             return sess, new.config.gate_floor, new.config.gate_full, *views, (
                 f"Refitted with ratio {c.ratio:g}, gamma {c.gamma:g}, retain weight {c.retain_weight:g}, "
-                f"{gates}, {read}: this session's playground, map and evaluation now use it.{note}")
+                f"{gates}, {read}{ramp}: this session's playground, map and evaluation now use it.{note}")
 
         @logged
         def do_harden(sess, layer, rounds, steps, progress=gr.Progress()):
@@ -792,7 +801,7 @@ def build(default: Workbench) -> gr.Blocks:
                                                             someone_add, someone_keep], [session, someone_status],
                                           **HEAVY)).then(
             show_null, null_in, null_out, api_visibility="private", **LIGHT)
-        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person, ns_joint],
+        ns_refit.click(refit, [session, ns_layer, ns_ratio, ns_gamma, ns_weight, ns_person, ns_joint, ns_folds],
                        [session, floor, full, *null_out], **HEAVY)
 
         # ---- evaluate

@@ -915,13 +915,14 @@ class Workbench:
 
     def refit(self, eraser: Eraser, ratio, gamma, retain_weight=None, per_person=None,
               session: Session | None = None, progress: Callable[[str, int, int], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, joint_layers=None) -> Eraser:
+              should_stop: Callable[[], bool] | None = None, joint_layers=None, floor_folds=None) -> Eraser:
         """The eraser with its gate refitted at another null-space ratio, gamma, retain weight,
-        one gate per forget person or one for all, and one gate over `joint_layers` read before
-        the steered layers or (empty) each steered layer's own (None keeps the eraser's). An
-        eraser with a fit state is refitted on its own rows: refitting on its data's gate sets
-        dropped the people added by requests and the rows of hardening rounds (while the config
-        still said hardened)."""
+        one gate per forget person or one for all, one gate over `joint_layers` read before
+        the steered layers or (empty) each steered layer's own (None keeps the eraser's), and a
+        gate floor cross-fitted in `floor_folds` folds of the retained people (0: read off the
+        gate's own rows; None keeps the eraser's). An eraser with a fit state is refitted on its
+        own rows: refitting on its data's gate sets dropped the people added by requests and the
+        rows of hardening rounds (while the config still said hardened)."""
         try:
             r, g = float(ratio), float(gamma)
             w = eraser.config.retain_weight if retain_weight is None else float(retain_weight)
@@ -945,15 +946,36 @@ class Workbench:
                 raise UserError(f"A joint gate reads at least two of the eraser's fitted layers "
                                 f"({', '.join(map(str, eraser.fitted_layers))}), got {joint}; leave it empty for "
                                 "each steered layer's own gate.") from None
+        folds = None
+        if floor_folds is not None:
+            try:
+                folds = int(floor_folds)
+            except (TypeError, ValueError):
+                raise UserError("The cross-fitted floor's folds must be a whole number (0: off).") from None
+            if folds == 1 or not 0 <= folds <= 20 or folds != float(floor_folds):
+                raise UserError(f"The cross-fitted floor's folds must be 0 (off) or 2-20, got {floor_folds}.")
+            if folds and not (eraser.config.subject_gates if per_person is None else per_person):
+                raise UserError("A cross-fitted floor refits the gate on the fit's rows, kept with one gate per "
+                                "forget person: tick that box too.")
         state = eraser.state
         if state is not None:  # its own rows: people added by requests and hardening rounds' rows stay
             H_forget, H_retain, tags = state.H_forget.double(), state.H_retain.double(), state.forget_tags
+            retain_tags = state.retain_tags
         else:  # the gate sets of its data (what the eraser was fitted on)
             sets = self.activation_sets(eraser, progress, should_stop, session=session)
             H_forget, H_retain, tags = sets.H_forget, sets.H_retain, [p.tag for p in sets.forget]
-        new = eraser.refit_gate(H_forget, H_retain, ratio=r, gamma=g, retain_weight=w,
-                                subject_gates=None if per_person is None else bool(per_person),
-                                forget_subjects=tags, joint_gate=joint)
+            retain_tags = [p.tag for p in sets.retain]
+        who = None
+        if folds:
+            from core.contrast import retained_subjects
+            who = eraser.config.floor_subjects or retained_subjects(self.data_for(eraser, session), eraser.config.seed)
+        try:
+            new = eraser.refit_gate(H_forget, H_retain, ratio=r, gamma=g, retain_weight=w,
+                                    subject_gates=None if per_person is None else bool(per_person),
+                                    forget_subjects=tags, joint_gate=joint, retain_tags=retain_tags,
+                                    floor_folds=folds, floor_subjects=who)
+        except ValueError as exc:  # e.g. fewer retained people than folds
+            raise UserError(f"{exc}.") from exc
         new.state = state  # later requests and hardening rounds start from the same rows
         return new
 

@@ -336,5 +336,10 @@ def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall",
         warnings.warn(unnamed_note(unnamed, len(data.forget)), stacklevel=2)
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
     rec, era = direction_sets(data, adapter, kind, seed=seed, **kw)
-    retained = [x.id for x in data.retain] + ([] if data.builder is not None else [x.id for x in decoys(data, seed)])
-    return FitSets(f, r, rec, era, kind, retained)
+    return FitSets(f, r, rec, era, kind, retained_subjects(data, seed))
+
+
+def retained_subjects(data: ForgetData, seed: int = 0) -> list[str]:
+    """The tags of the retained subjects in the gate's retain rows (the made-up people's too):
+    what a cross-fitted floor holds out in turn (EraserConfig.floor_subjects)."""
+    return [x.id for x in data.retain] + ([] if data.builder is not None else [x.id for x in decoys(data, seed)])

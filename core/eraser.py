@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -529,7 +529,8 @@ class Eraser:
                    retain_weight: float | None = None, subject_gates: bool | None = None,
                    forget_subjects: Sequence[str] | None = None,
                    joint_gate: Sequence[int] | None = None,
-                   retain_tags: Sequence[str] | None = None) -> "Eraser":
+                   retain_tags: Sequence[str] | None = None, floor_folds: int | None = None,
+                   floor_subjects: Sequence[str] | None = None) -> "Eraser":
         """A new eraser with the same direction and a gate refitted with another null-space
         ratio / threshold / ridge gamma / retain weight / per-subject choice / joint gate
         (d_erase does not depend on them). Used by the live null-space inspector; this eraser is
@@ -537,7 +538,8 @@ class Eraser:
         fitting time. `joint_gate`: one gate over these layers side by side, read before the
         steered layers (an empty list: each steered layer reads its own gate; None keeps the
         eraser's reading). `retain_tags` (one per retain row): what a cross-fitted floor folds
-        (without them such a floor stays as stored)."""
+        (without them such a floor stays as stored); `floor_folds` sets that floor's folds (more
+        than 0 reads the ramp off the rows, `gate_ramp`), `floor_subjects` whom they hold out."""
         config = self.config_reading(joint_gate)
         if threshold is not None:
             config.ratio, config.threshold = None, threshold
@@ -549,6 +551,10 @@ class Eraser:
             config.retain_weight = retain_weight
         if subject_gates is not None:
             config.subject_gates = subject_gates
+        if floor_folds is not None or floor_subjects is not None:  # validated with the gate choice above
+            folds = config.floor_folds if floor_folds is None else floor_folds
+            config = replace(config, floor_folds=folds, gate_ramp=config.gate_ramp or bool(folds),
+                             floor_subjects=list(config.floor_subjects if floor_subjects is None else floor_subjects))
         subjects = None
         if config.subject_gates:
             if forget_subjects is not None:

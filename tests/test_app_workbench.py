@@ -326,6 +326,33 @@ def test_refit_one_gate_per_forget_person_and_back(toy):
     assert torch.allclose(one.gate, wb.refit(eraser, 1.0, eraser.config.gamma, 0.3).gate)
 
 
+def test_refit_with_a_floor_cross_fitted_over_the_retained_people(toy, monkeypatch):
+    """The Null space view's folds: the refit reads its ramp (turned on) with the floor
+    cross-fitted over the eraser's retained people, on the rows the eraser was fitted on (the
+    miniature model's rows overlap, so the ramp itself stays: the folds are checked through
+    what they were read off)."""
+    wb, eraser = toy
+    calls = []
+    crossfit = Eraser.crossfit_retain_gates
+
+    def spy(self, H_forget, H_retain, tags):
+        calls.append((len(H_retain), list(tags), list(self.config.floor_subjects), self.config.floor_folds))
+        return crossfit(self, H_forget, H_retain, tags)
+    monkeypatch.setattr(Eraser, "crossfit_retain_gates", spy)
+    folded = wb.refit(eraser, 1.0, eraser.config.gamma, 0.3, True, floor_folds=2)
+    kept = [p.id for p in wb.world.people if p.id not in {q.id for q in wb.world.forget_people("forget_15")}]
+    assert (folded.config.floor_folds, folded.config.gate_ramp, folded.config.floor_subjects) == (2, True, kept)
+    sets = wb.activation_sets(eraser)
+    assert calls and calls[0] == (len(sets.H_retain), [p.tag for p in sets.retain], kept, 2)
+    assert wb.refit(folded, 1.0, eraser.config.gamma, 0.3, True, floor_folds=0).config.floor_folds == 0
+    for bad, message in ((1, "0 \\(off\\) or 2-20"), (2.5, "0 \\(off\\) or 2-20"), (-2, "0 \\(off\\) or 2-20"),
+                         ("x", "whole number")):
+        with pytest.raises(UserError, match=message):
+            wb.refit(eraser, 1.0, eraser.config.gamma, 0.3, True, floor_folds=bad)
+    with pytest.raises(UserError, match="one gate per forget person: tick that box too"):
+        wb.refit(eraser, 1.0, eraser.config.gamma, 0.3, False, floor_folds=2)
+
+
 def test_refit_to_one_gate_over_several_layers_and_back(toy):
     """The Null space view's joint-gate choice: one gate over the chosen layers (the dropdown gives
     strings), separating forget from retain rows; empty goes back to each steered layer's own gate;
