@@ -449,8 +449,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
                 per_task = _tune_tasks(args, data, adapter, eraser, res.best, strengths)
                 tuned_tasks = {t: r.to_json() for t, r in per_task.items()}
     if args.gate_ramp:  # after tuning: its layers' gate is the one the ramp was read for
-        print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} (95% of the retain rows' gates under "
-              f"it), full steering from {eraser.config.gate_full} (95% of the forget rows' gates above it)")
+        under = (f"95% of {len(eraser.config.floor_subjects)} retained subjects' rows under it, each read by a gate "
+                 f"fitted without its fold of {eraser.config.floor_folds}" if eraser.config.floor_folds
+                 else "95% of the retain rows' gates under it")
+        print(f"gate ramp from the fit's rows: floor {eraser.config.gate_floor} ({under}), full steering from "
+              f"{eraser.config.gate_full} (95% of the forget rows' gates above it)")
     out = eraser.save_pretrained(args.out, state=eraser.state is not None and not args.no_state)
     if do_tune:
         write_atomic(out / "tuning.json", json.dumps({**res.to_json(), "tasks": tuned_tasks}, indent=2))

@@ -31,3 +31,8 @@ python -m core fit $M --forget-dir "$R/photos" --data "retain=$R/mllmu/retain_90
   --data "real=$R/mllmu/real.parquet" --joint-gate 0,1,2,3 --out "$R/eraser-photos-joint"
 python -m core evaluate $M --data "$R/mllmu" --forget "$ids" --eraser "$R/eraser-photos-joint" \
   --json results/open_photos_eraser_joint.json
+# 4. MLLMU-Bench as its download lays it out: a folder per split of train-00000-of-00001.parquet shards,
+#    Test_Set, Retain_Set, no name column (scripts/hub_layout.py); `--data` on that folder, tuned as in 1.
+python scripts/hub_layout.py "$R/mllmu" "$R/hub"
+python -m core fit $M --data "$R/hub" --out "$R/eraser-hub"
+python -m core evaluate $M --data "$R/hub" --eraser "$R/eraser-hub" --json results/open_hub_eraser.json

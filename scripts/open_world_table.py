@@ -46,6 +46,7 @@ def main() -> None:
     print(row("open path: retain-only twin", _load("open_retain_only"), open_v))
     print(row("open path: eraser (`fit --data`)", _load("open_eraser"), open_v))
     print(row("open path: eraser (`fit --data --joint-gate 0,1,2,3`)", _load("open_eraser_joint"), open_v))
+    print(row("open path, as downloaded (no names): eraser (`fit --data DOWNLOAD`)", _load("open_hub_eraser"), open_v))
     pv = _load("open_photos_vanilla")
     print()
     print(head)
