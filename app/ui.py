@@ -21,6 +21,7 @@ from app.jobs import Jobs, logged
 from app.plots import change_heatmap, evaluation_bars, pgd_curve
 from app.workbench import (ROOT, Session, UserError, Workbench, eraser_summary, eraser_zip, read_image)
 from core.data.source import unnamed_note
+from core.eraser import MAX_FLOOR_FOLDS
 
 INTRO = """# MLLMEraser workbench
 Test-time unlearning in a vision-language model by **input-aware activation steering**: a
@@ -318,7 +319,7 @@ def build(default: Workbench) -> gr.Blocks:
                                                  "layer (the shipped eraser: 0-3); empty: each steered layer "
                                                  "reads its own")
                     ns_folds = gr.Number(value=er.config.floor_folds if er else 0, precision=0, minimum=0,
-                                         maximum=20, elem_id="ns_folds",
+                                         maximum=MAX_FLOOR_FOLDS, elem_id="ns_folds",
                                          label="Gate floor cross-fitted over this many folds of the retained "
                                                "people (0: read off the gate's own rows; 3 keeps people missing "
                                                "from the retain set answered, and lets an attacker through more)")

@@ -31,7 +31,8 @@ from core.activations import Prompt, collect
 from core.data.folder import upright_rgb
 from core.data.records import name_key
 from core.data.source import SPLITS, ForgetData
-from core.eraser import CONFIG_NAME, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig, ModelMismatchError, recipe_of
+from core.eraser import (CONFIG_NAME, MAX_FLOOR_FOLDS, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig,
+                         FloorFoldsError, ModelMismatchError, recipe_of)
 from core.models.base import VLMAdapter
 from core.models.load import ModelNotFoundError, load_adapter, resolve
 from core.nullspace import gate_scores
@@ -554,7 +555,7 @@ class Workbench:
                     None if progress is None else lambda d, t: progress("the new person's prompts", d, t)),
                     should_stop=should_stop, contrast=contrast_for(live, data, self.adapter, [subject]),
                     same_as=same)
-            except RequestError as exc:
+            except (RequestError, FloorFoldsError) as exc:  # e.g. an uploaded eraser with folds and nobody to fold
                 raise UserError(str(exc)) from exc
             if session is not None:
                 session.names[subject] = name
@@ -615,7 +616,10 @@ class Workbench:
             if progress is not None:
                 progress("hardening round", len(lines), r)
         cfg = PGDConfig(eps=16 / 255, step_size=2 / 255, steps=n, seed=live.config.seed)
-        hardened = harden(live, self.adapter, rows, r, cfg, log=log, should_stop=should_stop)
+        try:
+            hardened = harden(live, self.adapter, rows, r, cfg, log=log, should_stop=should_stop)
+        except FloorFoldsError as exc:  # its ramp is read again each round
+            raise UserError(str(exc)) from exc
         if should_stop is not None and should_stop():  # a round's PGD cut short: keep the eraser as it was
             raise InterruptedError("hardening stopped")
         hardened.config.adversarial_rounds = live.config.adversarial_rounds + r
@@ -950,13 +954,15 @@ class Workbench:
         if floor_folds is not None:
             try:
                 folds = int(floor_folds)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UserError("The cross-fitted floor's folds must be a whole number (0: off).") from None
-            if folds == 1 or not 0 <= folds <= 20 or folds != float(floor_folds):
-                raise UserError(f"The cross-fitted floor's folds must be 0 (off) or 2-20, got {floor_folds}.")
-            if folds and not (eraser.config.subject_gates if per_person is None else per_person):
-                raise UserError("A cross-fitted floor refits the gate on the fit's rows, kept with one gate per "
-                                "forget person: tick that box too.")
+            if folds == 1 or not 0 <= folds <= MAX_FLOOR_FOLDS or folds != float(floor_folds):
+                raise UserError(f"The cross-fitted floor's folds must be 0 (off) or 2-{MAX_FLOOR_FOLDS}, got "
+                                f"{floor_folds}.")
+        if (eraser.config.floor_folds if folds is None else folds) and not (
+                eraser.config.subject_gates if per_person is None else per_person):
+            raise UserError("A cross-fitted floor refits the gate on the fit's rows, kept with one gate per forget "
+                            "person: tick that box too, or set the folds to 0.")
         state = eraser.state
         if state is not None:  # its own rows: people added by requests and hardening rounds' rows stay
             H_forget, H_retain, tags = state.H_forget.double(), state.H_retain.double(), state.forget_tags

@@ -909,11 +909,14 @@ def cmd_sequential(args: argparse.Namespace) -> int:
         raise ValueError("give --gate-layer (one layer) or --joint-gate (several), not both")
     shipped = Eraser.from_pretrained(args.eraser).config
     settings = {**recipe_of(shipped), "subject_gates": True}
+    if not settings["floor_folds"]:  # absent from the runs before it existed: --merge compares settings
+        del settings["floor_folds"]
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
     given = {k: v for k in ("gate_floor", "gate_full") if (v := getattr(args, k)) is not None}
     if given:  # with the recipe's ramp read off the rows, every fit and refit overwrote them
         settings.update(given, gate_ramp=False)
+        settings.pop("floor_folds", None)  # no ramp read off the rows: nothing to cross-fit
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),

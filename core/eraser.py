@@ -204,9 +204,9 @@ class EraserConfig:
             raise ValueError(f"eraser config field 'gate_full' ({self.gate_full}) must be above 'gate_floor' "
                              f"({self.gate_floor})")
         f, who = self.floor_folds, self.floor_subjects
-        if isinstance(f, bool) or not isinstance(f, int) or f < 0 or f == 1 or f > 1000:
-            raise ValueError(f"eraser config field 'floor_folds' must be 0 (off) or a number of folds from 2 to 1000, "
-                             f"got {f!r}")
+        if isinstance(f, bool) or not isinstance(f, int) or f < 0 or f == 1 or f > MAX_FLOOR_FOLDS:
+            raise ValueError(f"eraser config field 'floor_folds' must be 0 (off) or a number of folds from 2 to "
+                             f"{MAX_FLOOR_FOLDS}, got {f!r}")
         if not isinstance(who, list) or not all(isinstance(t, str) for t in who):
             raise ValueError("eraser config field 'floor_subjects' must be a list of retained subjects' tags")
         if f and not self.gate_ramp:
@@ -398,6 +398,15 @@ def request_entry(action: str, subjects: Sequence[str], data_hash: str) -> dict:
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+MAX_FLOOR_FOLDS = 20  # folds of a cross-fitted floor: each one is a refit of every fitted layer's gate
+
+
+class FloorFoldsError(ValueError):
+    """A cross-fitted floor that cannot be read (no retained subjects or tags to fold, no subject
+    labels): never swallowed as rows that do not separate are, since the ramp would then stay at
+    values the config no longer describes."""
+
+
 @dataclass
 class FitState:
     """The gate's fitting activations, kept so that forget requests can add or withdraw subjects
@@ -452,6 +461,7 @@ class Eraser:
         self.config = config
         self.diagnostics = diagnostics or {}
         self.state = state
+        self._folds_cache: dict = {}  # a cross-fitted floor's fold gates (`_fold_gates`), shared by shallow copies
 
     @property
     def num_layers(self) -> int:
@@ -551,10 +561,11 @@ class Eraser:
             config.retain_weight = retain_weight
         if subject_gates is not None:
             config.subject_gates = subject_gates
-        if floor_folds is not None or floor_subjects is not None:  # validated with the gate choice above
-            folds = config.floor_folds if floor_folds is None else floor_folds
-            config = replace(config, floor_folds=folds, gate_ramp=config.gate_ramp or bool(folds),
-                             floor_subjects=list(config.floor_subjects if floor_subjects is None else floor_subjects))
+        folds = config.floor_folds if floor_folds is None else floor_folds
+        # validated again with the gate choice above: folds without one gate per subject made an eraser that
+        # saved and then failed to load
+        config = replace(config, floor_folds=folds, gate_ramp=config.gate_ramp or bool(folds),
+                         floor_subjects=list(config.floor_subjects if floor_subjects is None else floor_subjects))
         subjects = None
         if config.subject_gates:
             if forget_subjects is not None:
@@ -684,21 +695,44 @@ class Eraser:
         folds, present = self.config.floor_folds, set(tags)
         people = [t for t in dict.fromkeys(self.config.floor_subjects) if t in present]
         if len(people) < folds:
-            raise ValueError(f"a floor cross-fitted in {folds} folds needs rows of at least {folds} retained "
-                             f"subjects ('floor_subjects'); these rows hold {len(people)}: give people to keep, or "
-                             "fewer folds")
+            raise FloorFoldsError(f"a floor cross-fitted in {folds} folds needs rows of at least {folds} retained "
+                                  f"subjects ('floor_subjects', core.contrast.retained_subjects); these rows hold "
+                                  f"{len(people)}: give people to keep, or fewer folds")
         layers = self.gate_layers
-        subjects = self.diagnostics.get("forget_subject") if self.config.subject_gates else None
-        if subjects is not None and len(subjects) != len(H_forget):
-            raise ValueError("one gate per forget subject needs the subject of every forget row")
         reads = []
-        for k in range(folds):
-            fold = set(people[k::folds])
-            held = torch.tensor([t in fold for t in tags])
-            gate, _, joint = fit_gates(H_forget, H_retain[~held], self.config, subjects)
+        for held, gate, joint in self._fold_gates(H_forget, H_retain, tags, people):
             probe = Eraser(self.direction, gate, self.config, joint=joint)
             reads.append(probe.read_gate(H_retain[held][:, layers].double(), layers))
         return torch.cat(reads)
+
+    def _fold_gates(self, H_forget: torch.Tensor, H_retain: torch.Tensor, tags: Sequence[str],
+                    people: list[str]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """(held-out rows, gate, joint gate) of each fold, fitted once per rows and settings: they do
+        not depend on which layers are steered, and the tuner reads a ramp for every candidate
+        layer set (refitted for each, a 32-layer model's tuning refitted every layer's gate a
+        hundred times)."""
+        c = self.config
+        labels = self.diagnostics.get("forget_subject") if c.subject_gates else None
+        if c.subject_gates and (labels is None or len(labels) != len(H_forget)):
+            if self.state is None or len(self.state.forget_tags) != len(H_forget):
+                raise FloorFoldsError("a cross-fitted floor refits one gate per forget subject: it needs the subject "
+                                      "of every forget row (the eraser's diagnostics or fit state)")
+            labels = subject_labels(self.state.forget_tags)[1]
+        key = (H_forget.data_ptr(), tuple(H_forget.shape), float(H_forget.double().sum()), H_retain.data_ptr(),
+               tuple(H_retain.shape), float(H_retain.double().sum()), tuple(tags),
+               tuple(people), c.floor_folds, c.ratio, c.gamma, c.threshold, c.retain_weight, tuple(c.layers or ()),
+               tuple(c.joint_gate or ()))
+        cache = self.__dict__.setdefault("_folds_cache", {})
+        if key not in cache:
+            cache.clear()  # one set of rows at a time: the gates of every layer, per fold
+            folds = []
+            for k in range(c.floor_folds):
+                fold = set(people[k::c.floor_folds])
+                held = torch.tensor([t in fold for t in tags])
+                gate, _, joint = fit_gates(H_forget, H_retain[~held], c, labels)
+                folds.append((held, gate, joint))
+            cache[key] = folds
+        return cache[key]
 
     def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05,
                        rows: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -719,14 +753,14 @@ class Eraser:
             tags = retain_tags if rows is not None else self.state.retain_tags
             layers = self.gate_layers
             if self.config.floor_folds and tags is None:
-                raise ValueError("a cross-fitted floor holds retained subjects out of the gate: it needs the retain "
-                                 "rows' tags")
+                raise FloorFoldsError("a cross-fitted floor holds retained subjects out of the gate: it needs the "
+                                      "retain rows' tags")
             retain = (self.crossfit_retain_gates(H_forget, H_retain, tags) if self.config.floor_folds
                       else self.read_gate(H_retain[:, layers].double(), layers))
             forget = self.read_gate(H_forget[:, layers].double(), layers)
         elif self.config.floor_folds:
-            raise ValueError("a cross-fitted floor is read off the fit's rows: this eraser holds no fit state; fit it "
-                             "again, or give --gate-floor / --gate-full")
+            raise FloorFoldsError("a cross-fitted floor is read off the fit's rows: this eraser holds no fit state; "
+                                  "fit it again, or give --gate-floor / --gate-full")
         elif (gates := self.row_gates()) is not None:
             forget, retain = gates
         else:
@@ -745,15 +779,14 @@ class Eraser:
     def follow_ramp(self, rows: tuple[torch.Tensor, torch.Tensor] | None = None,
                     retain_tags: Sequence[str] | None = None) -> "Eraser":
         """With `config.gate_ramp`, read the ramp again off the rows (the fit state's, or `rows`
-        with their `retain_tags`) after a fit or refit; where the rows do not separate, or a
-        cross-fitted floor has no tags to fold, the ramp the config holds stays (`fit --gate-ramp`
-        refuses such rows itself). Returns this eraser."""
+        with their `retain_tags`) after a fit or refit; where the rows do not separate, the ramp
+        the config holds stays (`fit --gate-ramp` refuses such rows itself); a cross-fitted floor
+        that cannot be read is an error (FloorFoldsError). Returns this eraser."""
         if self.config.gate_ramp:
-            if self.config.floor_folds and not self.config.floor_subjects:  # else the stored ramp stayed, silently
-                raise ValueError("a cross-fitted floor (floor_folds) folds the retained subjects: set floor_subjects "
-                                 "(core.contrast.FitSets.retained) before fitting")
             try:
                 self.config.gate_floor, self.config.gate_full = self.ramp_from_rows(rows=rows, retain_tags=retain_tags)
+            except FloorFoldsError:
+                raise
             except ValueError:
                 pass
         return self

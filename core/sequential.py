@@ -93,6 +93,14 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
     config = EraserConfig(**dict(cfg.eraser))
     sets = fit_sets(data, adapter, "recall", seed=config.seed, n_retain=config.gate_retain)
 
+    def recipe() -> EraserConfig:
+        """The settings of a fit here; a cross-fitted floor folds the retained people and those whose
+        request has not come (retained rows until then)."""
+        c = EraserConfig(**dict(cfg.eraser))
+        if c.floor_folds:
+            c.floor_subjects = sets.retained + list(ids)
+        return c
+
     def of(prompts, people):
         return [p for p in prompts if p.tag in set(people)]
     from core.bench import measure
@@ -102,7 +110,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
             def update():
                 pending = [p for p in sets.forget if p.tag not in set(req)]  # retained until their request
                 box["e"] = Eraser.fit(adapter, of(sets.forget, req), sets.retain + pending, of(sets.recall, req),
-                                      of(sets.erase, req), EraserConfig(**dict(cfg.eraser)))
+                                      of(sets.erase, req), recipe())
         else:  # later requests: the new person's prompts only, then every gate solved again
             def update():
                 box["e"] = add_subjects(eraser, adapter, of(sets.forget, req),
@@ -119,7 +127,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
         log(f"eraser, request {k + 1}: {row}")
         steps.append(row)
     final = _final(adapter, data, steering=lambda: eraser.apply(adapter)) if cfg.final else None
-    batch = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, EraserConfig(**dict(cfg.eraser)))
+    batch = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, recipe())
     final_vs_batch = {name: float(max((getattr(eraser, name)[l] - getattr(batch, name)[l]).norm()
                                       / getattr(batch, name)[l].norm().clamp_min(1e-30) for l in batch.fitted_layers))
                       for name in ("direction", "gate")}

@@ -68,6 +68,7 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
     # the gate sets are the same for every experiment: their activations are collected once
     pos = gate_position_of(base)
     H_forget, H_retain = collect(adapter, forget_p, position=pos), collect(adapter, retain_p, position=pos)
+    retain_tags = [p.tag for p in retain_p]
     rows: list[Row] = []
     contrast: dict[tuple, tuple] = {}  # (kind, eps) -> recall / erase activations
 
@@ -82,7 +83,8 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
         Hf, Hr = (H_forget, H_retain) if c.position == base.position else (
             collect(adapter, forget_p, position=gate_position_of(c)),
             collect(adapter, retain_p, position=gate_position_of(c)))
-        return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c, subjects if c.subject_gates else None)
+        return Eraser.from_activations(Hf, Hr, *contrast[kind, eps], c, subjects if c.subject_gates else None,
+                                       retain_tags)  # what a cross-fitted floor folds
 
     def run(name: str, setting: str, eraser: Eraser | None, **apply_kw) -> None:
         t = time.time()
@@ -112,7 +114,8 @@ def run_sweep(adapter: VLMAdapter, data: ForgetData, base: EraserConfig, cfg: Sw
             run("layers", label, default, strength=base.strength, layers=layers, mode=base.mode)
     for label, ratio, weight, per_person in GATE_FITS:
         er = default.refit_gate(H_forget, H_retain, ratio=ratio, retain_weight=weight, subject_gates=per_person,
-                                forget_subjects=subjects)
+                                forget_subjects=subjects, retain_tags=retain_tags,
+                                floor_folds=None if per_person else 0)  # one gate for all keeps no rows to fold
         preset = " (preset)" if (ratio, weight, per_person) == (base.ratio, base.retain_weight,
                                                                 base.subject_gates) else ""
         run("null space", label + preset, er, strength=base.strength, layers=base_layers, mode=base.mode)

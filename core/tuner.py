@@ -10,7 +10,7 @@ with the unsteered model's own answers:
   task x modality (MCQ, cloze, generation; with a picture or text only), as the retain score's:
   pooled, a setting that forgot the open questions and clozes outscored one that also forgot
   the text MCQs, and was chosen (MLLMU-Bench files without names on the toy model: text MCQ
-  answered 35% against 3%, docs/open-world.md; small groups are merged, `forget_groups`). The
+  answered 35% against 3%, docs/open-world.md; small groups are merged, `merge_small`). The
   pooled share is kept (`forget_pooled`) and breaks ties;
 - retain score: share of retain prompts whose answer is UNCHANGED (utility kept); with groups
   (e.g. retained people asked with an image / by name, general knowledge), the worst group's
@@ -63,13 +63,19 @@ MIN_FORGET_GROUP = 5  # forget prompts a task x modality group needs to count in
 
 def forget_groups(prompts: Sequence[Prompt]) -> list[str]:
     """Each forget prompt's group for the forget score: its MLLMU task and whether it shows a
-    picture ("classification, text"); a group of fewer than MIN_FORGET_GROUP prompts joins its
-    task's other modality ("cloze"), and what is still too small joins one "other" group. Why:
-    groups too small to count were left out of the score, and a setting that forgot none of
-    three photo-folder people's five clozes could win on the MCQs alone."""
-    full = [f"{task_of(p.question)}, {'image' if p.image is not None else 'text'}" for p in prompts]
-    labels = [g if full.count(g) >= MIN_FORGET_GROUP else g.split(",")[0] for g in full]
-    return [g if "," in g or labels.count(g) >= MIN_FORGET_GROUP else "other" for g in labels]
+    picture ("classification, text"). `merge_small` joins the small ones."""
+    return [f"{task_of(p.question)}, {'image' if p.image is not None else 'text'}" for p in prompts]
+
+
+def merge_small(labels: Sequence[str]) -> list[str]:
+    """A group of fewer than MIN_FORGET_GROUP labels joins its task's other modality ("cloze"),
+    and what is still too small joins one "other" group. Why: groups too small to count were
+    left out of the score, and a setting that forgot none of three photo-folder people's five
+    clozes could win on the MCQs alone. Applied to the answered prompts (`score_replies`): merged
+    before a prompt the model left unanswered was dropped, a group could fall under the size
+    again and leave the score."""
+    merged = [g if labels.count(g) >= MIN_FORGET_GROUP else g.split(",")[0] for g in labels]
+    return [g if "," in g or merged.count(g) >= MIN_FORGET_GROUP else "other" for g in merged]
 
 
 @dataclass
@@ -142,7 +148,7 @@ def score_replies(forget: Sequence[str], retain: Sequence[str], base_retain: Seq
     pooled = share(gone) if gone else refusals
     if forget_labels is not None and len(forget_labels) != len(forget):
         raise ValueError(f"{len(forget_labels)} forget group labels for {len(forget)} forget replies")
-    by_task = by_label(gone, [forget_labels[i] for i in answered], "forget", MIN_FORGET_GROUP) \
+    by_task = by_label(gone, merge_small([forget_labels[i] for i in answered]), "forget", MIN_FORGET_GROUP) \
         if forget_labels is not None and gone else {}
     return {"forget": min(by_task.values()) if by_task else pooled, "forget_pooled": pooled, "forget_groups": by_task,
             "refusals": refusals, "retain": min(by_group.values()) if by_group else share(same),

@@ -583,15 +583,39 @@ def test_a_cross_fitted_floor_is_read_off_retained_subjects_the_gate_was_not_fit
     assert crossed.config.gate_floor == pytest.approx(want, abs=1e-3)
     assert crossed.config.gate_floor > in_sample.config.gate_floor + 0.05
     assert crossed.config.gate_full == in_sample.config.gate_full  # the forget side is read as before
-    # a refit folds again when given the rows' tags, and keeps the stored floor without them
+    # a refit folds again given the rows' tags; without them, or without subjects to fold, it is an error (the
+    # ramp stayed at values the config no longer described)
+    from core.eraser import FloorFoldsError
     wider = crossed.refit_gate(H_f, H_r, gamma=10.0, retain_tags=tags)
     assert wider.config.gate_floor != crossed.config.gate_floor
-    assert crossed.refit_gate(H_f, H_r, gamma=10.0).config.gate_floor == crossed.config.gate_floor
-    with pytest.raises(ValueError, match="set floor_subjects"):
+    with pytest.raises(FloorFoldsError, match="needs the retain rows' tags"):
+        crossed.refit_gate(H_f, H_r, gamma=10.0)
+    with pytest.raises(FloorFoldsError, match=r"\('floor_subjects', core.contrast.retained_subjects\); these rows "
+                                              "hold 0"):
         Eraser.from_activations(H_f, H_r, H_rec, H_era, config(floor_folds=3), subjects, tags)
+    # one gate for all cannot carry the folds: refused, not saved to fail at loading
+    with pytest.raises(ValueError, match="'floor_folds' refits the gate on the fit's rows.*set 'subject_gates'"):
+        crossed.refit_gate(H_f, H_r, subject_gates=False, retain_tags=tags)
+    # the fold gates are fitted once per rows, whatever layers are read (the tuner reads every layer set)
+    calls = []
+    import core.eraser as eraser_module
+    real = eraser_module.fit_gates
+    try:
+        eraser_module.fit_gates = lambda *a, **k: calls.append(1) or real(*a, **k)
+        crossed.crossfit_retain_gates(H_f, H_r, tags)
+        assert calls == []  # the fit's own fold gates
+        crossed._folds_cache.clear()
+        for _ in range(3):
+            crossed.crossfit_retain_gates(H_f, H_r, tags)
+    finally:
+        eraser_module.fit_gates = real
+    assert len(calls) == 3  # three folds, once
+    # saved without diagnostics, the folds take each forget row's subject from the fit state
+    bare = Eraser(crossed.direction, crossed.gate, crossed.config, {}, crossed.state, crossed.joint)
+    assert torch.allclose(bare.crossfit_retain_gates(H_f, H_r, tags), crossed.crossfit_retain_gates(H_f, H_r, tags))
     with pytest.raises(ValueError, match="needs rows of at least 3 retained subjects.*these rows hold 2"):
         crossed.crossfit_retain_gates(H_f, H_r[:40], tags[:40])
-    for bad in (1, -1, True, 2.0):
+    for bad in (1, -1, True, 2.0, 21):
         with pytest.raises(ValueError, match="'floor_folds' must be 0 \\(off\\) or a number of folds"):
             config(floor_folds=bad)
     with pytest.raises(ValueError, match="'floor_folds' cross-fits the gate ramp's floor; set 'gate_ramp'"):

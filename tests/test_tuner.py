@@ -134,17 +134,24 @@ def test_small_forget_groups_join_their_task_then_one_other_group_instead_of_dro
     score, a setting that forgot none of them could win on the MCQs."""
     from core.activations import Prompt
     from core.data.formats import classification_prompt, cloze_prompt
-    from core.tuner import forget_groups
+    from core.tuner import forget_groups, merge_small
     pic = random_image(0)
     mcq = classification_prompt({"Question": "Where was Ann born?", "Options": dict(zip("ABCD", "wxyz"))})
     cloze = cloze_prompt({"Question": "Ann was born in __."})
     prompts = ([Prompt(mcq, None)] * 6 + [Prompt(cloze, None)] * 3 + [Prompt(cloze, pic)] * 2
                + [Prompt("Who is this?", pic)] * 2 + [Prompt("Who is Ann?", None)] * 1 + [Prompt(mcq, pic)] * 1)
     labels = forget_groups(prompts)
-    assert labels == ["classification, text"] * 6 + ["cloze"] * 5 + ["other"] * 4
+    assert merge_small(labels) == ["classification, text"] * 6 + ["cloze"] * 5 + ["other"] * 4
     base = ["B"] * 6 + ["Oslo"] * 5 + ["Ann Lee"] * 3 + ["B"]
     mcqs_only = ["I am sorry."] * 6 + ["Oslo"] * 5 + ["I am sorry."] * 4
     scores = score_replies(mcqs_only, ["x"], ["x"], base_forget=base, forget_labels=labels)
+    assert scores["forget_groups"] == {"classification, text": 1.0, "cloze": 0.0} and scores["forget"] == 0.0
+    # merged among the answered prompts: a cloze the model left unanswered does not take the others out
+    # (5 text clozes, one unanswered, and 2 image ones: merged before the filter, the text clozes kept their own
+    # group of 5, fell to 4 and left the score with the image ones)
+    two_more = [Prompt(cloze, None)] * 2 + prompts
+    scores = score_replies(["x", "Oslo"] + mcqs_only, ["x"], ["x"], base_forget=["", "Oslo"] + base,
+                           forget_labels=forget_groups(two_more))
     assert scores["forget_groups"] == {"classification, text": 1.0, "cloze": 0.0} and scores["forget"] == 0.0
 
 
