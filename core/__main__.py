@@ -899,17 +899,13 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sequential(args: argparse.Namespace) -> int:
-    """The forget people as sequential requests, for the eraser and training baselines (core.sequential)."""
-    import torch
-    from core.eraser import Eraser, recipe_of
-    from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
-    torch.set_num_threads(args.threads)
-    if args.gate_layer is not None and args.joint_gate is not None:  # the joint gate silently won
-        raise ValueError("give --gate-layer (one layer) or --joint-gate (several), not both")
-    shipped = Eraser.from_pretrained(args.eraser).config
+def sequential_settings(shipped, args: argparse.Namespace) -> dict:
+    """The eraser recipe a sequential run fits with: the given eraser's, one gate per subject, and
+    the gate reading / ramp flags given. A cross-fitted floor's folds only when set (the result
+    files written before the field existed lack it, and --merge compares settings)."""
+    from core.eraser import recipe_of
     settings = {**recipe_of(shipped), "subject_gates": True}
-    if not settings["floor_folds"]:  # absent from the runs before it existed: --merge compares settings
+    if not settings["floor_folds"]:
         del settings["floor_folds"]
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
@@ -919,6 +915,18 @@ def cmd_sequential(args: argparse.Namespace) -> int:
         settings.pop("floor_folds", None)  # no ramp read off the rows: nothing to cross-fit
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
+    return settings
+
+
+def cmd_sequential(args: argparse.Namespace) -> int:
+    """The forget people as sequential requests, for the eraser and training baselines (core.sequential)."""
+    import torch
+    from core.eraser import Eraser
+    from core.sequential import SequentialConfig, figure, run_baseline, run_eraser, run_vanilla, table
+    torch.set_num_threads(args.threads)
+    if args.gate_layer is not None and args.joint_gate is not None:  # the joint gate silently won
+        raise ValueError("give --gate-layer (one layer) or --joint-gate (several), not both")
+    settings = sequential_settings(Eraser.from_pretrained(args.eraser).config, args)
     cfg = SequentialConfig(group=args.group, methods=tuple(m for m in args.methods.split(",") if m),
                            limit=args.limit, withdraw=args.withdraw, eraser=settings)
     data = _load_data(args)

@@ -655,6 +655,27 @@ def test_evaluate_scores_an_eraser_on_its_own_forget_split_unless_told_otherwise
     assert (len(own["forget"]), len(plain["forget"]), len(told["forget"])) == (5, 10, 10)
 
 
+def test_sequential_settings_match_the_published_runs_and_carry_folds_only_when_set():
+    """The recipe gained floor_folds: written as 0, --merge refused results/sequential*.json (their
+    settings lack it) although nothing else differed; with --gate-floor no ramp is read off the
+    rows, so no folds go with it."""
+    import argparse
+    import dataclasses
+    import json
+
+    from core.__main__ import sequential_settings
+    from core.eraser import Eraser
+    shipped = Eraser.from_pretrained("assets/toy-llava-eraser").config
+    args = argparse.Namespace(gate_layer=None, joint_gate=None, gate_floor=None, gate_full=None)
+    for published in ("results/sequential.json", "results/sequential_pairs.json"):
+        assert json.loads(json.dumps(sequential_settings(shipped, args))) == \
+            json.loads(open(published).read())["config"]["eraser"]
+    folded = dataclasses.replace(shipped, floor_folds=3)
+    assert sequential_settings(folded, args)["floor_folds"] == 3
+    floor = argparse.Namespace(**{**vars(args), "gate_floor": 0.2})
+    assert "floor_folds" not in sequential_settings(folded, floor) and not sequential_settings(folded, floor)["gate_ramp"]
+
+
 def test_a_sequential_run_that_fails_half_way_keeps_its_methods_for_merge(tmp_path, monkeypatch, capsys):
     """Progress goes to X.partial.json, so that a failed run leaves --json as it was; --merge then
     takes the methods the failed run finished from that file too (they were dropped)."""
