@@ -109,6 +109,19 @@ def test_a_forgotten_person_in_the_retain_set_under_another_id_is_refused(retain
         ForgetData([_rec(0, "Mara Quill")], [_rec(1, "Oskar Draper"), retained])
 
 
+def test_a_forgotten_name_written_with_hyphens_or_underscores_is_the_same_person():
+    """A folder jean-luc_picard reads as "Jean-Luc Picard", the app's photo naming reads
+    jean-luc_picard.jpg as "Jean Luc Picard": the same person on both sides of the gate was not
+    caught."""
+    from core.data.folder import names_of_photos
+    from core.data.records import name_key
+    assert name_key("Jean-Luc Picard") == name_key("jean luc  picard") == name_key("Jean_Luc_Picard")
+    assert name_key("Jean-Luc Picard") != name_key("Jean Picard")
+    (app_name,) = names_of_photos(["jean-luc_picard.jpg"])
+    with pytest.raises(ValueError, match=r"under other ids \(keep = s0, by name"):
+        ForgetData([_rec(0, "Jean-Luc Picard")], [PersonRecord("keep", images=[random_image(5)], name=app_name)])
+
+
 def test_picking_a_subject_twice_forgets_it_once(files):
     data = load_data([str(files)]).pick(["s2", "s2", "s0"])
     assert data.forget_ids == ["s2", "s0"] and [r.id for r in data.retain] == ["s1", "s3"]

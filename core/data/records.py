@@ -21,9 +21,11 @@ LETTERS: tuple[str, ...] = ("A", "B", "C", "D")
 
 
 def name_key(name: str) -> str:
-    """A person's name as compared across sources: case and runs of spaces do not make another
-    person ("Jonas  Dalton " is "jonas dalton")."""
-    return " ".join(str(name).split()).casefold()
+    """A person's name as compared across sources: case, runs of spaces, hyphens and underscores
+    do not make another person ("Jonas  Dalton " is "jonas dalton"; the folder jean-luc_picard's
+    "Jean-Luc Picard" is the app's "Jean Luc Picard", read off jean-luc_picard.jpg, which was
+    taken for someone else)."""
+    return " ".join(str(name).replace("-", " ").replace("_", " ").split()).casefold()
 
 
 @dataclass
