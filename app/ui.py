@@ -662,7 +662,7 @@ def build(default: Workbench) -> gr.Blocks:
         def do_mllmu(sess, files, ids, progress=gr.Progress()):
             def describe(sess, eraser):
                 d = sess.data
-                unnamed = [r.id for r in d.forget if not r.name]
+                unnamed = d.unnamed
                 return (f"Fitted an eraser forgetting **{len(d.forget)}** subject(s) of the uploaded files "
                         f"({len(d.retain)} retained, {len(d.real)} general rows); every tab of this session "
                         "now uses it." + (f"\n\nNote: {unnamed_note(unnamed, len(d.forget))}." if unnamed else ""))

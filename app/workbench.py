@@ -30,7 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from core.activations import Prompt, collect
 from core.data.folder import upright_rgb
 from core.data.records import name_key
-from core.data.source import SPLITS, ForgetData
+from core.data.source import HUB_FOLDERS, SPLITS, ForgetData
 from core.eraser import (CONFIG_NAME, MAX_FLOOR_FOLDS, STATE_NAME, WEIGHTS_NAME, Eraser, EraserConfig,
                          FloorFoldsError, ModelMismatchError, recipe_of)
 from core.models.base import VLMAdapter
@@ -62,10 +62,9 @@ def upload_split(filename: str) -> str | None:
     path = Path(filename)
     if path.suffix != ".parquet":
         return None
-    stem = re.sub(r"\s*\(\d+\)$", "", path.stem)  # "Retain_Set (1).parquet": a browser's second download
-    if stem.casefold() == "retain_set":
-        return "real"
-    split = stem.split("_")[0].casefold()
+    stem = re.sub(r"\s*\(\d+\)$", "", path.stem).casefold()  # "Retain_Set (1).parquet": a browser's 2nd download
+    hub = {folder.casefold(): split for split, folder in HUB_FOLDERS.items()}
+    split = hub.get(stem, stem.split("_")[0])
     return split if split in SPLITS else None
 
 
@@ -447,8 +446,7 @@ class Workbench:
             raise UserError(str(exc)) from exc
         if session is not None and session.recall_images:
             sets.recall += [Prompt(q, img, "pgd") for img, q in session.recall_images]
-        if cfg.floor_folds:  # a cross-fitted floor folds this forget set's retained people, not the last one's
-            cfg.floor_subjects = sets.retained
+        sets.fold_for(cfg)  # a cross-fitted floor folds this forget set's retained people, not the last one's
         H: dict[str, torch.Tensor] = {}
         try:
             eraser = Eraser.fit(self.adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,

@@ -408,8 +408,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
           f"{len(data.real)} general rows; preset {args.preset}{' + tuning' if do_tune else ''}")
     sets = fit_sets(data, adapter, args.direction, seed=args.seed, variants=args.gate_variants,
                     n_retain=cfg.gate_retain, pgd_cfg=direction_pgd(args.eps))
-    if cfg.floor_folds:
-        cfg.floor_subjects = sets.retained
+    sets.fold_for(cfg)
     eraser = Eraser.fit(adapter, sets.forget, sets.retain, sets.recall, sets.erase, cfg,
                         progress=_StageBars("activations"))
     eraser.config.model["name_or_path"] = args.model
@@ -905,16 +904,15 @@ def sequential_settings(shipped, args: argparse.Namespace) -> dict:
     files written before the field existed lack it, and --merge compares settings)."""
     from core.eraser import recipe_of
     settings = {**recipe_of(shipped), "subject_gates": True}
-    if not settings["floor_folds"]:
-        del settings["floor_folds"]
     if args.gate_layer is not None:
         settings.update(gate_layer=args.gate_layer, joint_gate=None)
     given = {k: v for k in ("gate_floor", "gate_full") if (v := getattr(args, k)) is not None}
     if given:  # with the recipe's ramp read off the rows, every fit and refit overwrote them
         settings.update(given, gate_ramp=False)
-        settings.pop("floor_folds", None)  # no ramp read off the rows: nothing to cross-fit
     if args.joint_gate is not None:
         settings.update(gate_layer=None, joint_gate=_joint(args))
+    if not (settings["floor_folds"] and settings["gate_ramp"]):  # none, or no ramp read off the rows to cross-fit
+        del settings["floor_folds"]
     return settings
 
 

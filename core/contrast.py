@@ -53,6 +53,12 @@ class FitSets:
     kind: str
     retained: list[str] = field(default_factory=list)  # the retained subjects' tags (made-up people's too)
 
+    def fold_for(self, config) -> None:
+        """Give a config with a cross-fitted floor (EraserConfig.floor_folds) these retained
+        subjects to fold (a recipe carries the folds, never the previous fit's people)."""
+        if config.floor_folds:
+            config.floor_subjects = list(self.retained)
+
 
 def _named(start: str, name: str | None) -> str:
     """An answer start about a pictured subject ("This person works as") said of a named one."""
@@ -172,7 +178,7 @@ def _record_gate_sets(data: ForgetData, per_person: int, n_retain: int, seed: in
     w, options = data.wordings, option_pool(data)
     forget = [p for rec in data.forget for p in _by_modality(_subject_pool(rec, w, seed, held, options), per_person,
                                                             rng)]
-    people = data.retain + decoys(data, seed)  # made-up names when few real people are retained
+    people = retained_people(data, seed)  # made-up names when few real people are retained
     retain_rows = [p for rec in people for p in _subject_pool(rec, w, seed, held, options)]
     requests = w.held_out_requests if held else w.private_requests
     retain_rows += [p for rec in people for p in request_prompts(rec, requests)]
@@ -331,7 +337,7 @@ def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall",
     word-level tokenizer got made-up names of unknown words in the gate's retain rows."""
     if adapter is not None and data.builder is None:
         data.for_tokenizer(adapter.tokenizer)
-    unnamed = [r.id for r in data.forget if not r.name]
+    unnamed = data.unnamed
     if unnamed:  # said where it costs: here, after any pick (at loading it named the file's people, not these)
         warnings.warn(unnamed_note(unnamed, len(data.forget)), stacklevel=2)
     f, r = gate_sets(data, n_retain=n_retain, seed=seed, variants=variants)
@@ -342,4 +348,9 @@ def fit_sets(data: ForgetData, adapter: VLMAdapter | None, kind: str = "recall",
 def retained_subjects(data: ForgetData, seed: int = 0) -> list[str]:
     """The tags of the retained subjects in the gate's retain rows (the made-up people's too):
     what a cross-fitted floor holds out in turn (EraserConfig.floor_subjects)."""
-    return [x.id for x in data.retain] + ([] if data.builder is not None else [x.id for x in decoys(data, seed)])
+    return [x.id for x in (data.retain if data.builder is not None else retained_people(data, seed))]
+
+
+def retained_people(data: ForgetData, seed: int = 0) -> list[PersonRecord]:
+    """The retained subjects of a record-based fit: the retained records and made-up people."""
+    return data.retain + decoys(data, seed)

@@ -718,21 +718,20 @@ class Eraser:
                 raise FloorFoldsError("a cross-fitted floor refits one gate per forget subject: it needs the subject "
                                       "of every forget row (the eraser's diagnostics or fit state)")
             labels = subject_labels(self.state.forget_tags)[1]
-        key = (H_forget.data_ptr(), tuple(H_forget.shape), float(H_forget.double().sum()), H_retain.data_ptr(),
-               tuple(H_retain.shape), float(H_retain.double().sum()), tuple(tags),
-               tuple(people), c.floor_folds, c.ratio, c.gamma, c.threshold, c.retain_weight, tuple(c.layers or ()),
-               tuple(c.joint_gate or ()))
-        cache = self.__dict__.setdefault("_folds_cache", {})
-        if key not in cache:
-            cache.clear()  # one set of rows at a time: the gates of every layer, per fold
+        settings = (tuple(tags), tuple(people), c.floor_folds, c.ratio, c.gamma, c.threshold, c.retain_weight,
+                    tuple(c.layers or ()), tuple(c.joint_gate or ()))
+        hit = self._folds_cache.get("rows")  # the rows themselves are kept: identity, not an address, is compared
+        if not (hit and hit[0] is H_forget and hit[1] is H_retain and hit[2] == (H_forget._version, H_retain._version)
+                and hit[3] == settings):
             folds = []
             for k in range(c.floor_folds):
                 fold = set(people[k::c.floor_folds])
                 held = torch.tensor([t in fold for t in tags])
                 gate, _, joint = fit_gates(H_forget, H_retain[~held], c, labels)
                 folds.append((held, gate, joint))
-            cache[key] = folds
-        return cache[key]
+            hit = (H_forget, H_retain, (H_forget._version, H_retain._version), settings, folds)
+            self._folds_cache["rows"] = hit  # one set of rows at a time: the gates of every layer, per fold
+        return hit[4]
 
     def ramp_from_rows(self, retain_q: float = 0.95, forget_q: float = 0.05,
                        rows: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -98,7 +98,7 @@ def run_eraser(model_dir: str | Path, data: ForgetData, cfg: SequentialConfig,
         request has not come (retained rows until then)."""
         c = EraserConfig(**dict(cfg.eraser))
         if c.floor_folds:
-            c.floor_subjects = sets.retained + list(ids)
+            c.floor_subjects = sets.retained + list(ids)  # those not yet requested are retained until then
         return c
 
     def of(prompts, people):

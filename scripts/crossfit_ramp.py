@@ -19,6 +19,7 @@ gate fitted on every row and its cross-fitted floor (does the forgetting survive
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import replace
@@ -41,13 +42,12 @@ from core.toyworld.train import load_world  # noqa: E402
 FOLDS, INNER, QUANTILE = 3, 3, 0.95
 
 
-def crossfit_floor(shipped: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str],
-                   people: list[str], **ridge) -> float:
+def crossfit_floor(gate: Eraser, H_f: torch.Tensor, H_r: torch.Tensor, tags: list[str], people: list[str]) -> float:
     """The 95th percentile of the gate on retained people's rows, each read by a gate refitted
     without that person's inner fold: the floor `fit --gate-ramp --floor-folds 3` reads
-    (Eraser.crossfit_retain_gates), here for a ridge and the people given."""
-    probe = shipped.refit_gate(H_f, H_r, **ridge)  # the ridge's settings; the folds' own gates are refitted below
-    probe.config = replace(probe.config, gate_ramp=True, floor_folds=INNER, floor_subjects=list(people))
+    (Eraser.crossfit_retain_gates), for `gate` (a refit on these rows) and the people given."""
+    probe = copy.copy(gate)  # its settings; the folds' own gates are fitted by crossfit_retain_gates
+    probe.config = replace(gate.config, gate_ramp=True, floor_folds=INNER, floor_subjects=list(people))
     return round(float(probe.crossfit_retain_gates(H_f, H_r, tags).quantile(QUANTILE)), 3)
 
 
@@ -103,8 +103,10 @@ def main() -> None:
     key = ("crossfit" if args.floor is None else f"floor {args.floor:g}") + "".join(
         f", {k} {v:g}" for k, v in ridge.items() if v is not None)
 
-    def floor_for(H_r, tags, people) -> float:
-        return crossfit_floor(shipped, H_f, H_r, tags, people, **ridge) if args.floor is None else args.floor
+    def floored(H_r, tags, people) -> Eraser:
+        """The gate refitted on these rows, with their cross-fitted floor (or the fixed one)."""
+        gate = shipped.refit_gate(H_f, H_r, **ridge)
+        return with_floor(gate, crossfit_floor(gate, H_f, H_r, tags, people) if args.floor is None else args.floor)
     adapter = load_adapter(ROOT / "assets" / "toy-llava")
     shipped = Eraser.from_pretrained(ROOT / "assets" / "toy-llava-eraser", adapter=adapter)
     data = toy_data(load_world(ROOT / "assets" / "toy-llava"), forget_spec(shipped.config.forget_split))
@@ -120,7 +122,7 @@ def main() -> None:
         write_atomic(out, json.dumps({**saved, key.replace("crossfit", "per person", 1): res}, indent=1))
         return
     if args.save_only:
-        full = with_floor(shipped.refit_gate(H_f, H_r, **ridge), floor_for(H_r, tags, people))
+        full = floored(H_r, tags, people)
         print(f"saved {full.save_pretrained(args.save_only)} (floor {full.config.gate_floor}, full "
               f"{full.config.gate_full})")
         return
@@ -130,8 +132,8 @@ def main() -> None:
         keep = torch.tensor([t not in set(fold) for t in tags])
         rest = [p for p in people if p not in set(fold)]
         kept_tags = [t for t, kk in zip(tags, keep.tolist()) if kk]
-        floor = floor_for(H_r[keep], kept_tags, rest)
-        gate = with_floor(shipped.refit_gate(H_f, H_r[keep], **ridge), floor)
+        gate = floored(H_r[keep], kept_tags, rest)
+        floor = gate.config.gate_floor
         qs = [q for rec in data.retain if rec.id in set(fold) for q in record_queries(rec, "retain")]
         answer(adapter, qs, EvalConfig(), gate.task_steering(adapter))
         queries += qs
@@ -139,8 +141,8 @@ def main() -> None:
         print(f"fold {k}: floor {floor} (full {gate.config.gate_full}): {summarise(qs)}", flush=True)
     held_out = summarise(queries)
     print("held-out people, pooled:", held_out, flush=True)
-    floor = floor_for(H_r, tags, people)
-    full = with_floor(shipped.refit_gate(H_f, H_r, **ridge), floor)
+    full = floored(H_r, tags, people)
+    floor = full.config.gate_floor
     print(f"every row: floor {floor} (shipped {shipped.config.gate_floor}), full {full.config.gate_full}", flush=True)
     splits = {}
     for name, rows in (("forget", data.forget), ("test", data.test)):

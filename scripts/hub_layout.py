@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.data.source import HUB_FOLDERS  # noqa: E402
+
 SHARD = "train-00000-of-00001.parquet"
 
 
@@ -27,8 +30,8 @@ def folder_for(stem: str) -> str | None:
     if stem.startswith(("forget_", "retain_")):
         return stem
     if stem.startswith("test_"):
-        return "Test_Set"
-    return "Retain_Set" if stem == "real" else None
+        return HUB_FOLDERS["test"]
+    return HUB_FOLDERS["real"] if stem == "real" else None
 
 
 def main(argv: list[str] | None = None) -> int:

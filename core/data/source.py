@@ -89,6 +89,11 @@ class ForgetData:
         return [r.id for r in self.forget]
 
     @property
+    def unnamed(self) -> list[str]:
+        """The ids of the people to forget who have no name (MLLMU-Bench's files have none)."""
+        return [r.id for r in self.forget if not r.name]
+
+    @property
     def names(self) -> list[str]:
         return [r.name for r in [*self.forget, *self.retain] if r.name]
 
